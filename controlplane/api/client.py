@@ -1,0 +1,49 @@
+"""ClusterClient: how gateways and the CLI read the control plane. Returns domain types only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from controlplane.api import convert
+from controlplane.domain import ModelStatusView, NodeRecord, RoutingTable
+from llamafleet.core.errors import Unavailable
+from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
+from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
+
+
+class ClusterClient:
+    def __init__(self, address: str, timeout_s: float = 5.0) -> None:
+        self._address = address
+        self._timeout_s = timeout_s
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = cluster_pb2_grpc.ClusterServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def list_nodes(self) -> list[NodeRecord]:
+        try:
+            response = await self._stub.ListNodes(pb.ListNodesRequest(), timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise self._unavailable(exc) from exc
+        return [convert.node_from_pb(n) for n in response.nodes]
+
+    async def list_models(self) -> list[ModelStatusView]:
+        try:
+            response = await self._stub.ListModels(pb.ListModelsRequest(), timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise self._unavailable(exc) from exc
+        return [convert.model_from_pb(m) for m in response.models]
+
+    async def watch_routes(self, gateway_id: str) -> AsyncIterator[RoutingTable]:
+        """Yields the routing table on every change; raises Unavailable when the stream breaks."""
+        try:
+            async for message in self._stub.WatchRoutes(pb.WatchRoutesRequest(gateway_id=gateway_id)):
+                yield convert.routing_table_from_pb(message)
+        except grpc.aio.AioRpcError as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: grpc.aio.AioRpcError) -> Unavailable:
+        return Unavailable(f"control plane at {self._address}: {exc.code().name} ({exc.details()})", retry_after=1)

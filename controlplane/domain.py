@@ -1,0 +1,165 @@
+"""The control plane's domain types: model specs, nodes, replicas, routes. No protobuf, no I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class ModelSpec(BaseModel):
+    """One desired model, as written in a models file or a `Model` custom resource's spec (camelCase)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$", description="Name clients use")
+    source: str = Field(min_length=1, description="builtin:NAME, an absolute path, or file://PATH")
+    sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+    replicas: int = Field(default=1, ge=0, le=1000)
+    context_length: int = Field(default=2048, ge=64, le=1_048_576, description="Tokens per slot")
+    parallel_slots: int = Field(default=1, ge=1, le=256)
+    gpu_layers: int | Literal["auto"] = Field(default="auto", description="'auto' or a layer count (-1: all)")
+    threads: int = Field(default=0, ge=0, le=1024, description="CPU threads (0: the agent decides)")
+
+
+@dataclass
+class NodeRecord:
+    node_id: str
+    hostname: str = ""
+    advertise_host: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    cpu_model: str = ""
+    cpu_logical_cores: int = 0
+    ram_total_bytes: int = 0
+    ram_free_bytes: int = 0
+    devices: list[str] = field(default_factory=list)
+    agent_version: str = ""
+    connected: bool = False
+    session: int = 0
+    last_seen: float = 0.0
+    disconnected_at: float | None = None
+    desired_generation: int = 0
+    applied_generation: int = 0
+    cached_models: dict[str, int] = field(default_factory=dict)  # source → size in bytes
+
+
+class ReplicaPhase(enum.Enum):
+    PENDING = "pending"  # not placed yet
+    ASSIGNED = "assigned"  # placed; the agent has not reported it yet
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPING = "stopping"
+
+
+@dataclass
+class ReplicaRecord:
+    replica_id: str
+    model: str
+    spec: ModelSpec
+    node_id: str | None = None
+    phase: ReplicaPhase = ReplicaPhase.PENDING
+    endpoint: str = ""
+    restarts: int = 0
+    error: str = ""  # machine-readable, e.g. "model_invalid"
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ReplicaReport:
+    """What an agent says about one replica in its Status."""
+
+    replica_id: str
+    model: str
+    phase: ReplicaPhase
+    endpoint: str
+    restarts: int
+    error: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NodeHello:
+    node_id: str
+    hostname: str
+    advertise_host: str
+    labels: dict[str, str]
+    cpu_model: str
+    cpu_logical_cores: int
+    ram_total_bytes: int
+    ram_free_bytes: int
+    devices: list[str]
+    agent_version: str
+    replicas: list[ReplicaReport]
+    cached_models: dict[str, int]
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    applied_generation: int
+    ram_free_bytes: int
+    replicas: list[ReplicaReport]
+    cached_models: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What one node should run for one replica (the engine parameters of an Assign)."""
+
+    replica_id: str
+    model: str
+    source: str
+    sha256: str
+    context_length: int
+    parallel_slots: int
+    n_gpu_layers: int
+    n_threads: int
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ModelStatusView:
+    name: str
+    source: str
+    desired_replicas: int
+    ready_replicas: int
+    conditions: tuple[Condition, ...]
+    replicas: tuple[ReplicaRecord, ...]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    replica_id: str
+    node_id: str
+    url: str
+    ready: bool
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    model: str
+    parallel_slots: int
+    context_length: int
+    endpoints: tuple[Endpoint, ...]
+    created: int = 0
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    version: int = 0
+    models: dict[str, ModelRoute] = field(default_factory=dict)
+
+    def ready_endpoints(self, model: str) -> list[Endpoint]:
+        route = self.models.get(model)
+        return [e for e in route.endpoints if e.ready] if route else []

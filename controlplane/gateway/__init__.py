@@ -1,0 +1,1 @@
+"""The OpenAI-style gateway: auth, balancer, proxying to engines, streaming, errors, metrics."""

@@ -1,0 +1,35 @@
+"""Every metric the gateway exports, defined in one place."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "llamafleet_gateway_requests_total", "Requests by model, endpoint and HTTP status",
+            ["model", "endpoint", "status"], registry=registry,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "llamafleet_gateway_request_duration_seconds", "Request latency, to the last byte",
+            ["model", "endpoint"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.ttft_seconds = Histogram(
+            "llamafleet_gateway_time_to_first_token_seconds", "Time to the first streamed token",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.generated_tokens = Counter(
+            "llamafleet_gateway_generated_tokens_total", "Completion tokens returned", ["model"], registry=registry
+        )
+        self.in_flight = Gauge(
+            "llamafleet_gateway_in_flight_requests", "Requests being served, per replica", ["replica"],
+            registry=registry,
+        )  # fmt: skip
+        self.retries = Counter(
+            "llamafleet_gateway_retries_total", "Requests retried on another replica before the first byte",
+            ["model"], registry=registry,
+        )  # fmt: skip

@@ -1,0 +1,205 @@
+"""Forwards one OpenAI-style request to an engine replica; streams SSE through without buffering.
+
+Connection failures before any byte was sent are retried on another replica; once a stream
+has started, a failure ends it with an SSE error event (it is never retried).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+from fastapi.responses import Response, StreamingResponse
+
+from controlplane.domain import Endpoint
+from controlplane.gateway.balancer import LeastInFlightBalancer
+from controlplane.gateway.errors import status_of
+from controlplane.gateway.metrics import GatewayMetrics
+from controlplane.gateway.routing import RoutingView
+from controlplane.gateway.settings import GatewaySettings
+from llamafleet.core.errors import EngineFailed, LlamafleetError, ModelNotFound, Unavailable
+from llamafleet.core.openai_api import error_body
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One request to forward: where, what, and how to account for it."""
+
+    path: str  # e.g. /v1/chat/completions
+    endpoint_label: str  # "chat" | "completions"
+    model: str
+    body: bytes
+    stream: bool
+
+
+class EngineProxy:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        routing: RoutingView,
+        balancer: LeastInFlightBalancer,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._settings = settings
+        self._routing = routing
+        self._balancer = balancer
+        self._metrics = metrics
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _check_model(self, model: str) -> None:
+        if not self._routing.synced:
+            raise Unavailable("the gateway has no routing table yet (control plane unreachable)", 1)
+        if model not in self._routing.table.models:
+            raise ModelNotFound(f"model {model!r} does not exist; GET /v1/models lists the models served here")
+
+    async def forward(self, request: Forward) -> Response:
+        started = time.monotonic()
+        try:
+            response = await self._forward(request, started)
+        except Exception as exc:
+            status = _status_for(exc)
+            self._metrics.requests.labels(request.model, request.endpoint_label, str(status)).inc()
+            raise
+        if not isinstance(response, StreamingResponse):
+            self._metrics.requests.labels(request.model, request.endpoint_label, str(response.status_code)).inc()
+            self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(
+                time.monotonic() - started
+            )
+        return response
+
+    async def _forward(self, request: Forward, started: float) -> Response:
+        self._check_model(request.model)
+        tried: set[str] = set()
+        last_error = ""
+        for attempt in range(self._settings.max_attempts):
+            endpoint = self._balancer.pick(self._routing.table, request.model, tried)
+            if endpoint is None:
+                break
+            tried.add(endpoint.replica_id)
+            if attempt:
+                self._metrics.retries.labels(request.model).inc()
+            upstream = self._client.build_request(
+                "POST", endpoint.url + request.path, content=request.body,
+                headers={"content-type": "application/json"},
+            )  # fmt: skip
+            try:
+                response = await self._client.send(upstream, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Nothing reached the engine: safe to try another replica.
+                self._balancer.release(endpoint)
+                last_error = f"{endpoint.replica_id}: {type(exc).__name__}"
+                log.warning("replica %s unreachable (%s); trying another", endpoint.replica_id, exc)
+                continue
+            except httpx.HTTPError as exc:
+                self._balancer.release(endpoint)
+                raise EngineFailed(f"replica {endpoint.replica_id} failed: {type(exc).__name__}") from exc
+            if request.stream and response.status_code == 200:
+                return StreamingResponse(
+                    self._relay(response, endpoint, request, started),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
+            try:
+                return await self._complete(response, endpoint, request)
+            finally:
+                self._balancer.release(endpoint)
+        route = self._routing.table.models.get(request.model)
+        total = len(route.endpoints) if route else 0
+        detail = f"; last error: {last_error}" if last_error else ""
+        raise Unavailable(
+            f"no ready replica of model {request.model!r} ({total} replica(s) starting or restarting){detail}",
+            retry_after=self._settings.retry_after_s,
+        )
+
+    async def _complete(self, response: httpx.Response, endpoint: Endpoint, request: Forward) -> Response:
+        try:
+            body = await response.aread()
+        except httpx.HTTPError as exc:
+            raise EngineFailed(f"replica {endpoint.replica_id} broke off its response") from exc
+        finally:
+            await response.aclose()
+        if response.status_code == 503:
+            raise Unavailable(f"replica {endpoint.replica_id} is not ready", self._settings.retry_after_s)
+        if response.status_code >= 500:
+            log.error("replica %s answered %d: %s", endpoint.replica_id, response.status_code, body[:300])
+            raise EngineFailed(f"replica {endpoint.replica_id} failed (HTTP {response.status_code})")
+        if response.status_code == 200:
+            try:
+                usage = json.loads(body).get("usage") or {}
+                self._metrics.generated_tokens.labels(request.model).inc(usage.get("completion_tokens", 0))
+            except (ValueError, AttributeError):
+                raise EngineFailed(f"replica {endpoint.replica_id} sent a malformed response") from None
+        return Response(body, response.status_code, media_type="application/json")
+
+    async def _relay(
+        self, response: httpx.Response, endpoint: Endpoint, request: Forward, started: float
+    ) -> AsyncIterator[bytes]:
+        tokens = _TokenCounter()
+        first = True
+        status = "200"
+        try:
+            async for chunk in response.aiter_raw():
+                if first:
+                    self._metrics.ttft_seconds.labels(request.model).observe(time.monotonic() - started)
+                    first = False
+                tokens.feed(chunk)
+                yield chunk
+        except httpx.HTTPError as exc:
+            status = "502"
+            log.warning("replica %s broke off a stream: %s", endpoint.replica_id, type(exc).__name__)
+            message = f"replica {endpoint.replica_id} failed mid-stream; the response is incomplete"
+            yield b"data: " + json.dumps(error_body(message, "server_error", "engine_failed")).encode() + b"\n\n"
+        finally:
+            await response.aclose()  # a client disconnect lands here too: the engine sees it and cancels
+            self._balancer.release(endpoint)
+            self._metrics.generated_tokens.labels(request.model).inc(tokens.count)
+            self._metrics.requests.labels(request.model, request.endpoint_label, status).inc()
+            self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(
+                time.monotonic() - started
+            )
+
+
+class _TokenCounter:
+    """Counts streamed tokens from SSE events: usage when the engine sends it, else content chunks."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._chunks = 0
+        self._usage: int | None = None
+
+    @property
+    def count(self) -> int:
+        return self._usage if self._usage is not None else self._chunks
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        *events, self._buffer = self._buffer.split(b"\n\n")
+        for event in events:
+            if not event.startswith(b"data: ") or event == b"data: [DONE]":
+                continue
+            try:
+                payload = json.loads(event[6:])
+            except ValueError:
+                continue
+            usage = payload.get("usage")
+            if usage:
+                self._usage = int(usage.get("completion_tokens", 0))
+            for choice in payload.get("choices") or []:
+                if choice.get("text") or (choice.get("delta") or {}).get("content"):
+                    self._chunks += 1
+
+
+def _status_for(exc: Exception) -> int:
+    return status_of(exc)[0] if isinstance(exc, LlamafleetError) else 500

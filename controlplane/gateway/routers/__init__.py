@@ -1,0 +1,1 @@
+"""Thin HTTP routers, one module per API area; the work happens in the proxy and the routing view."""

@@ -1,0 +1,25 @@
+"""POST /v1/chat/completions and /v1/completions: validate, then hand to the proxy."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from controlplane.gateway.proxy import EngineProxy, Forward
+from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest
+
+
+def router(proxy: EngineProxy) -> APIRouter:
+    api = APIRouter()
+
+    @api.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
+        raw = await request.body()
+        return await proxy.forward(Forward("/v1/chat/completions", "chat", body.model, raw, body.stream))
+
+    @api.post("/v1/completions", response_model=None)
+    async def completions(request: Request, body: CompletionRequest) -> Response:
+        raw = await request.body()
+        return await proxy.forward(Forward("/v1/completions", "completions", body.model, raw, body.stream))
+
+    return api

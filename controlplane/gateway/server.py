@@ -1,0 +1,55 @@
+"""The gateway process: routing-table watch plus the HTTP server, under one stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from controlplane.api.client import ClusterClient
+from controlplane.gateway.app import create_app
+from controlplane.gateway.balancer import LeastInFlightBalancer
+from controlplane.gateway.metrics import GatewayMetrics
+from controlplane.gateway.proxy import EngineProxy
+from controlplane.gateway.routing import RoutingView
+from controlplane.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.client = ClusterClient(settings.controlplane)
+        self.routing = RoutingView(self.client, settings.gateway_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        metrics = GatewayMetrics(self.registry)
+        proxy = EngineProxy(settings, self.routing, LeastInFlightBalancer(metrics), metrics)
+        app = create_app(settings, self.routing, proxy, self.registry)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, lifespan="off",
+            timeout_graceful_shutdown=5,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+
+        async def stop_server() -> None:
+            await stop.wait()
+            server.should_exit = True
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.routing.run(stop), name="routing-watch")
+                group.create_task(stop_server(), name="http-stop")
+                await server.serve()
+                if not server.started:
+                    raise OSError(f"gateway could not listen on {settings.host}:{settings.port} (port in use?)")
+                stop.set()
+        finally:
+            await proxy.close()
+            await self.client.close()

@@ -1,0 +1,96 @@
+"""Drives actual state toward desired state: creates, places, re-places and removes replicas.
+
+Runs on every state change (and on a timer, for grace periods). Each decision is logged as an
+event with its reason; reasons for pending replicas are kept for the model's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from controlplane.domain import ReplicaPhase, ReplicaRecord
+from controlplane.scheduler.placement import Placed, Placer
+from controlplane.state.cluster import ClusterState
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(self, state: ClusterState, placer: Placer, node_grace_s: float, tick_s: float = 1.0) -> None:
+        self._state = state
+        self._placer = placer
+        self._node_grace_s = node_grace_s
+        self._tick_s = tick_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        seen = -1
+        while not stop.is_set():
+            if self._state.version != seen:
+                self.reconcile()
+                seen = self._state.version
+            waiter = asyncio.ensure_future(self._state.wait_changed(seen, self._tick_s))
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            self._expire_lost_nodes()
+
+    def reconcile(self) -> None:
+        state = self._state
+        # Replicas of models that are gone, or whose spec changed (they restart with the new one).
+        for replica in list(state.replicas.values()):
+            spec = state.models.get(replica.model)
+            if spec is None:
+                log.info("model %s removed: removing replica %s", replica.model, replica.replica_id)
+                state.unbind(replica.replica_id, remove=True)
+            elif spec != replica.spec:
+                log.info("model %s changed: replica %s gets the new spec", replica.model, replica.replica_id)
+                replica.spec = spec
+                if replica.node_id:
+                    state.nodes[replica.node_id].desired_generation += 1
+                state.bump()
+        for name, spec in state.models.items():
+            mine = [r for r in state.replicas.values() if r.model == name]
+            for _ in range(spec.replicas - len(mine)):
+                replica_id = f"{name}-{uuid.uuid4().hex[:6]}"
+                state.replicas[replica_id] = ReplicaRecord(replica_id, name, spec)
+                log.info("model %s: new replica %s", name, replica_id)
+                state.bump()
+            surplus = len(mine) - spec.replicas
+            if surplus > 0:
+                # Drop the least useful first: unplaced, then not ready.
+                ranked = sorted(mine, key=lambda r: (r.node_id is not None, r.phase == ReplicaPhase.READY))
+                for replica in ranked[:surplus]:
+                    log.info("model %s scaled down: removing replica %s", name, replica.replica_id)
+                    state.unbind(replica.replica_id, remove=True)
+        self._place_pending()
+
+    def _place_pending(self) -> None:
+        state = self._state
+        for replica in [r for r in state.replicas.values() if r.node_id is None]:
+            decision = self._placer.place(replica.spec, state.nodes.values(), state.replicas.values())
+            if isinstance(decision, Placed):
+                log.info("placed replica %s of %s on node %s", replica.replica_id, replica.model, decision.node_id)
+                state.pending_reasons.pop(replica.model, None)
+                state.bind(replica.replica_id, decision.node_id)
+                continue
+            if state.pending_reasons.get(replica.model) != decision.reasons:
+                detail = "; ".join(f"{n}: {why}" for n, why in sorted(decision.reasons.items())) or "no nodes"
+                log.warning("replica %s of %s pending: %s", replica.replica_id, replica.model, detail)
+                state.pending_reasons[replica.model] = decision.reasons
+                state.bump()
+
+    def _expire_lost_nodes(self) -> None:
+        """A node gone longer than the grace period loses its replicas; they are placed again."""
+        now = time.monotonic()
+        for node in self._state.nodes.values():
+            if node.connected or node.disconnected_at is None or now - node.disconnected_at < self._node_grace_s:
+                continue
+            lost = [r for r in self._state.replicas.values() if r.node_id == node.node_id]
+            if lost:
+                log.warning("node %s lost for %.0fs: re-placing %d replica(s)", node.node_id, self._node_grace_s, len(lost))
+            for replica in lost:
+                self._state.unbind(replica.replica_id)

@@ -1,0 +1,232 @@
+"""ClusterState: the single source of truth of the control plane, mutated only on its event loop.
+
+Writers are the agent streams (node facts), the desired-state sources (models) and the
+reconciler (placements). Every mutation bumps ``version`` and wakes the waiters, which read
+snapshots: the routing table, per-node assignments, status views.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Iterable
+
+from controlplane.domain import (
+    Assignment,
+    Condition,
+    Endpoint,
+    ModelRoute,
+    ModelSpec,
+    ModelStatusView,
+    NodeHello,
+    NodeRecord,
+    NodeStatus,
+    ReplicaPhase,
+    ReplicaRecord,
+    ReplicaReport,
+    RoutingTable,
+)
+
+log = logging.getLogger(__name__)
+
+_sessions = itertools.count(1)
+
+
+def gpu_layers(spec: ModelSpec) -> int:
+    # "auto" offloads everything the node can hold; the fit-aware scheduler refines this per node.
+    return -1 if spec.gpu_layers == "auto" else spec.gpu_layers
+
+
+class ClusterState:
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeRecord] = {}
+        self.models: dict[str, ModelSpec] = {}
+        self.models_error: str = ""
+        self.replicas: dict[str, ReplicaRecord] = {}
+        self.pending_reasons: dict[str, dict[str, str]] = {}  # model → node → why not there
+        self.created: dict[str, int] = {}
+        self.version = 0
+        self._changed = asyncio.Event()
+
+    # --- change notification -------------------------------------------------------------
+    def bump(self) -> None:
+        """Record a change: waiters wake up and re-read their snapshot."""
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_changed(self, since: int, timeout: float | None = None) -> int:
+        """Wait until ``version`` moves past ``since`` (or ``timeout``); returns the current version."""
+        if self.version == since:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+        return self.version
+
+    # --- desired models ------------------------------------------------------------------
+    def set_models(self, specs: Iterable[ModelSpec], error: str = "") -> None:
+        new = {spec.name: spec for spec in specs}
+        now = int(time.time())
+        for name in new:
+            self.created.setdefault(name, now)
+        if new != self.models or error != self.models_error:
+            self.models = new
+            self.models_error = error
+            self.bump()
+
+    # --- nodes ---------------------------------------------------------------------------
+    def node_connected(self, hello: NodeHello) -> int:
+        """Register a node's new stream; returns its session id (a newer stream supersedes older ones)."""
+        node = self.nodes.get(hello.node_id) or NodeRecord(node_id=hello.node_id)
+        node.hostname = hello.hostname
+        node.advertise_host = hello.advertise_host
+        node.labels = dict(hello.labels)
+        node.cpu_model = hello.cpu_model
+        node.cpu_logical_cores = hello.cpu_logical_cores
+        node.ram_total_bytes = hello.ram_total_bytes
+        node.ram_free_bytes = hello.ram_free_bytes
+        node.devices = list(hello.devices)
+        node.agent_version = hello.agent_version
+        node.cached_models = dict(hello.cached_models)
+        node.connected = True
+        node.disconnected_at = None
+        node.session = next(_sessions)
+        node.last_seen = time.time()
+        self.nodes[node.node_id] = node
+        self._apply_reports(node.node_id, hello.replicas)
+        log.info("node %s connected (%s, %d cores)", node.node_id, node.cpu_model, node.cpu_logical_cores)
+        self.bump()
+        return node.session
+
+    def node_status(self, node_id: str, session: int, status: NodeStatus) -> None:
+        node = self.nodes.get(node_id)
+        if node is None or node.session != session:
+            return  # a superseded stream
+        node.applied_generation = status.applied_generation
+        node.ram_free_bytes = status.ram_free_bytes
+        node.cached_models = dict(status.cached_models)
+        node.last_seen = time.time()
+        self._apply_reports(node_id, status.replicas)
+        self.bump()
+
+    def node_disconnected(self, node_id: str, session: int) -> None:
+        node = self.nodes.get(node_id)
+        if node is None or node.session != session:
+            return
+        node.connected = False
+        node.disconnected_at = time.monotonic()
+        for replica in self.replicas.values():
+            if replica.node_id == node_id and replica.phase == ReplicaPhase.READY:
+                # Unknown until it is back: keep it out of the routing table meanwhile.
+                replica.phase = ReplicaPhase.ASSIGNED
+                replica.message = f"node {node_id} disconnected"
+        log.warning("node %s disconnected", node_id)
+        self.bump()
+
+    def _apply_reports(self, node_id: str, reports: Iterable[ReplicaReport]) -> None:
+        for report in reports:
+            replica = self.replicas.get(report.replica_id)
+            if replica is None or replica.node_id != node_id:
+                continue  # not ours (any more): the agent stream unassigns it
+            if replica.phase != report.phase:
+                log.info("replica %s on %s: %s → %s", replica.replica_id, node_id, replica.phase.value, report.phase.value)
+            replica.phase = report.phase
+            replica.endpoint = report.endpoint
+            replica.restarts = report.restarts
+            replica.error = report.error
+            replica.message = report.message
+
+    # --- placements (the reconciler writes these) ----------------------------------------
+    def bind(self, replica_id: str, node_id: str) -> None:
+        replica = self.replicas[replica_id]
+        replica.node_id = node_id
+        replica.phase = ReplicaPhase.ASSIGNED
+        replica.message = ""
+        self.nodes[node_id].desired_generation += 1
+        self.bump()
+
+    def unbind(self, replica_id: str, *, remove: bool = False) -> None:
+        replica = self.replicas[replica_id]
+        if replica.node_id in self.nodes:
+            self.nodes[replica.node_id].desired_generation += 1
+        replica.node_id = None
+        replica.phase = ReplicaPhase.PENDING
+        replica.endpoint = ""
+        if remove:
+            del self.replicas[replica_id]
+        self.bump()
+
+    # --- snapshots for readers -----------------------------------------------------------
+    def assignments_for(self, node_id: str) -> tuple[int, dict[str, Assignment]]:
+        node = self.nodes.get(node_id)
+        generation = node.desired_generation if node else 0
+        desired = {
+            r.replica_id: Assignment(
+                replica_id=r.replica_id,
+                model=r.model,
+                source=r.spec.source,
+                sha256=r.spec.sha256,
+                context_length=r.spec.context_length,
+                parallel_slots=r.spec.parallel_slots,
+                n_gpu_layers=gpu_layers(r.spec),
+                n_threads=r.spec.threads,
+            )
+            for r in self.replicas.values()
+            if r.node_id == node_id
+        }
+        return generation, desired
+
+    def routing_table(self) -> RoutingTable:
+        routes = {}
+        for name, spec in self.models.items():
+            endpoints = tuple(
+                Endpoint(r.replica_id, r.node_id or "", r.endpoint, r.phase == ReplicaPhase.READY)
+                for r in self.replicas.values()
+                if r.model == name and r.node_id and r.endpoint
+            )
+            routes[name] = ModelRoute(
+                name, spec.parallel_slots, spec.context_length, endpoints, self.created.get(name, 0)
+            )
+        return RoutingTable(self.version, routes)
+
+    def model_views(self) -> list[ModelStatusView]:
+        return [self._model_view(spec) for spec in self.models.values()]
+
+    def _model_view(self, spec: ModelSpec) -> ModelStatusView:
+        replicas = tuple(r for r in self.replicas.values() if r.model == spec.name)
+        ready = sum(1 for r in replicas if r.phase == ReplicaPhase.READY)
+        return ModelStatusView(
+            spec.name, spec.source, spec.replicas, ready, model_conditions(spec, replicas, self.pending_reasons), replicas
+        )
+
+
+def model_conditions(
+    spec: ModelSpec, replicas: tuple[ReplicaRecord, ...], pending_reasons: dict[str, dict[str, str]]
+) -> tuple[Condition, ...]:
+    """Kubernetes-style conditions: Placed, ModelValid, Ready — each with a reason people can act on."""
+    unplaced = [r for r in replicas if r.node_id is None]
+    if unplaced:
+        reasons = pending_reasons.get(spec.name, {})
+        detail = "; ".join(f"{node}: {why}" for node, why in sorted(reasons.items())) or "no node connected"
+        placed = Condition("Placed", "False", "NoCapacity", f"{len(unplaced)} replica(s) pending: {detail}")
+    else:
+        placed = Condition("Placed", "True", "Placed", f"{len(replicas)} replica(s) placed")
+    invalid = [r for r in replicas if r.error in ("model_invalid", "model_not_found")]
+    if invalid:
+        reason = "ModelInvalid" if invalid[0].error == "model_invalid" else "ModelNotFound"
+        valid = Condition("ModelValid", "False", reason, invalid[0].message)
+    elif any(r.phase in (ReplicaPhase.READY, ReplicaPhase.STARTING) for r in replicas):
+        valid = Condition("ModelValid", "True", "Loaded")
+    else:
+        valid = Condition("ModelValid", "Unknown", "NotLoadedYet")
+    ready_count = sum(1 for r in replicas if r.phase == ReplicaPhase.READY)
+    if spec.replicas and ready_count >= spec.replicas:
+        ready = Condition("Ready", "True", "AllReplicasReady", f"{ready_count}/{spec.replicas} ready")
+    else:
+        failing = next((r for r in replicas if r.phase in (ReplicaPhase.FAILED, ReplicaPhase.RESTARTING)), None)
+        reason = "ReplicaFailed" if failing and failing.phase == ReplicaPhase.FAILED else "Progressing"
+        message = f"{ready_count}/{spec.replicas} ready" + (f"; {failing.message}" if failing else "")
+        ready = Condition("Ready", "False", reason if failing else "Progressing", message)
+    return placed, valid, ready

@@ -1,0 +1,1 @@
+"""The `llamafleet` command: one subcommand per process (up, controlplane, gateway, agent) plus inspection."""

@@ -1,0 +1,86 @@
+"""`llamafleet up`: control plane, gateway and one node agent in one process, on localhost.
+
+They talk to each other exactly as in a cluster (gRPC streams, HTTP to the engine processes);
+only the processes are shared. Ctrl-C stops the engines, then everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import sys
+
+from prometheus_client import CollectorRegistry
+
+from controlplane.gateway.server import Gateway
+from controlplane.server import ControlPlane
+from llamafleet.cli.settings import UpSettings
+from llamafleet.core.lifecycle import install_stop_signals, run_until_stopped
+from nodeagent.agent import Agent
+
+SHUTDOWN_GRACE_S = 20.0
+
+
+def banner(settings: UpSettings, models: list[str]) -> str:
+    host = "127.0.0.1" if settings.gateway.host in ("0.0.0.0", "::") else settings.gateway.host
+    base = f"http://{host}:{settings.gateway.port}/v1"
+    body = (
+        '{"model": "%s", "messages": [{"role": "user", "content": "What is the capital of France?"}]}'
+        % (models[0] if models else "MODEL")
+    )
+    auth = f" -H {shlex.quote('Authorization: Bearer ' + settings.gateway.api_keys[0])}" if settings.gateway.api_keys else ""
+    return "\n".join(
+        [
+            "",
+            f"llamafleet is up: serving {', '.join(models) or 'no models'}",
+            f"  OpenAI base URL:  {base}",
+            "  Try:",
+            f"    curl {base}/chat/completions -H 'Content-Type: application/json'{auth} \\",
+            f"      -d {shlex.quote(body)}",
+            "  Inspect:  llamafleet models   ·   llamafleet nodes   ·   curl " + base + "/models",
+            "  Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+async def _announce_when_ready(cp: ControlPlane, settings: UpSettings, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.ready_timeout_s
+    seen = -1
+    while not stop.is_set():
+        table = cp.state.routing_table()
+        if table.models and all(table.ready_endpoints(m) for m in table.models):
+            print(banner(settings, sorted(table.models)), flush=True)
+            return
+        if loop.time() > deadline:
+            print(
+                f"\nllamafleet: not every model is ready after {settings.ready_timeout_s:.0f}s; "
+                "`llamafleet models` shows why. Still running; Ctrl-C to stop.\n",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        with contextlib.suppress(TimeoutError):
+            seen = await cp.state.wait_changed(seen, timeout=1.0)
+
+
+async def up(settings: UpSettings) -> int:
+    settings = settings.wired()
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    registry = CollectorRegistry()  # one process: gateway's /metrics shows agent metrics too
+    cp = ControlPlane(settings.controlplane)
+    gateway = Gateway(settings.gateway, registry)
+    agent = Agent(settings.agent, registry)
+
+    async def announce(stop: asyncio.Event) -> None:
+        await _announce_when_ready(cp, settings, stop)
+
+    await run_until_stopped(
+        {"controlplane": cp.run, "gateway": gateway.run, "agent": agent.run, "announce": announce},
+        stop,
+        SHUTDOWN_GRACE_S,
+    )
+    return 0

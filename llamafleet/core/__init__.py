@@ -1,0 +1,1 @@
+"""What every llamafleet process shares: errors, lifecycle, logging, settings plumbing, API schemas."""

@@ -1,0 +1,65 @@
+"""The domain error vocabulary; each edge (HTTP, gRPC, CRD status) maps these once, never by message text."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class LlamafleetError(Exception):
+    """Base of every error we raise on purpose. ``message`` is safe to show to clients."""
+
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(LlamafleetError):
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class InvalidRequest(LlamafleetError):
+    """The caller sent something we cannot serve; ``param`` names the offending field."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class NoCapacity(LlamafleetError):
+    """Nothing can host the request; ``reasons`` says why, per candidate (node id → reason)."""
+
+    code = "no_capacity"
+
+    def __init__(self, message: str, reasons: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = dict(reasons or {})
+
+
+class Unavailable(LlamafleetError):
+    """Temporarily unable to serve; try again after ``retry_after`` seconds."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EngineFailed(LlamafleetError):
+    """The engine broke while serving a request (crash, protocol error, bad response)."""
+
+    code = "engine_failed"
+
+
+class ModelFileInvalid(LlamafleetError):
+    """A model file is not a usable GGUF (bad magic, truncated, impossible sizes)."""
+
+    code = "model_invalid"

@@ -1,0 +1,59 @@
+"""Process lifecycle: a stop event set by SIGINT/SIGTERM, and a hard deadline for shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[asyncio.Event], Awaitable[None]]
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """First SIGINT/SIGTERM asks for a graceful stop; a second one means "now"."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting immediately", signal.Signals(signum).name)
+            raise SystemExit(130)
+        log.info("%s received: shutting down (send again to force)", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def run_until_stopped(runners: dict[str, Runner], stop: asyncio.Event, grace_seconds: float) -> None:
+    """Run named long-lived parts in one TaskGroup until ``stop`` is set or one of them fails.
+
+    Each runner must return soon after ``stop`` is set. If they have not all returned within
+    ``grace_seconds`` of the stop, they are cancelled: the deadline is what keeps a pod inside
+    its termination grace period.
+    """
+
+    async def guarded(name: str, runner: Runner) -> None:
+        try:
+            await runner(stop)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.exception("%s failed; stopping the process", name)
+            stop.set()
+            raise
+
+    async def deadline(group_tasks: list[asyncio.Task[None]]) -> None:
+        await stop.wait()
+        _, pending = await asyncio.wait(group_tasks, timeout=grace_seconds)
+        for task in pending:
+            log.warning("%s did not stop within %.0fs; cancelling it", task.get_name(), grace_seconds)
+            task.cancel()
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(guarded(name, runner), name=name) for name, runner in runners.items()]
+        watchdog = group.create_task(deadline(tasks), name="shutdown-deadline")
+        await asyncio.wait(tasks)
+        watchdog.cancel()

@@ -1,0 +1,87 @@
+"""The agent's own types: what it is asked to run and what it reports. No protobuf here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    replica_id: str
+    model: str
+    source: str
+    sha256: str = ""
+    context_length: int = 2048
+    parallel_slots: int = 1
+    n_gpu_layers: int = -1
+    n_threads: int = 0
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPING = "stopping"
+
+
+class ReplicaError(enum.Enum):
+    NONE = "none"
+    MODEL_NOT_FOUND = "model_not_found"
+    MODEL_INVALID = "model_invalid"
+    ENGINE_CRASHED = "engine_crashed"
+    ENGINE_START_FAILED = "engine_start_failed"
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    spec: ReplicaSpec
+    generation: int
+    phase: Phase = Phase.STARTING
+    endpoint: str = ""
+    restarts: int = 0
+    error: ReplicaError = ReplicaError.NONE
+    message: str = ""
+    pid: int = 0
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    description: str
+    kind: str  # "cpu" | "gpu" | "accel" | "rpc"
+    backend: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+
+
+@dataclass(frozen=True)
+class HostInventory:
+    hostname: str
+    cpu_model: str
+    cpu_physical_cores: int
+    cpu_logical_cores: int
+    ram_total_bytes: int
+    ram_free_bytes: int
+    devices: tuple[Device, ...] = ()
+    backends: tuple[str, ...] = ()
+    llama_cpp_version: str = ""
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    source: str
+    path: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """One Status: everything the control plane should know about this node right now."""
+
+    applied_generation: int
+    ram_free_bytes: int
+    device_free: dict[str, int] = field(default_factory=dict)
+    replicas: tuple[ReplicaState, ...] = ()
+    cached_models: tuple[CachedModel, ...] = ()

@@ -1,0 +1,131 @@
+"""Entry point of the engine process: `python -m nodeagent.engine --model-path … --port …`.
+
+The node agent starts this; people rarely need to. It serves one model replica over HTTP,
+answers /health with 503 while the model loads, and exits when its parent agent dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import uvicorn
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llamafleet.core import logs
+from llamafleet.core.lifecycle import install_stop_signals
+from llamafleet.core.settings_cli import add_settings_arguments, settings_from_args
+from nodeagent.engine.core import EngineParams, SerialLlamaCore
+from nodeagent.engine.http import create_app
+from nodeagent.engine.metrics import EngineMetrics
+
+log = logging.getLogger("nodeagent.engine")
+
+EXIT_LOAD_FAILED = 3
+
+
+class EngineOptions(BaseModel):
+    """The model replica this process serves."""
+
+    model_path: Path = Field(default=Path("model.gguf"), description="GGUF file to load")
+    model_name: str = Field(default="model", description="Name clients use for this model")
+    host: str = Field(default="127.0.0.1", description="Address to bind the HTTP server to")
+    port: int = Field(default=8081, description="HTTP port")
+    context_length: int = Field(default=2048, description="Context window per slot, in tokens")
+    parallel_slots: int = Field(default=1, description="Sequences served at once")
+    n_gpu_layers: int = Field(default=-1, description="Layers to offload to GPUs (-1: all)")
+    n_threads: int = Field(default=0, description="CPU threads for generation (0: llama.cpp decides)")
+    parent_pid: int = Field(default=0, description="Exit when this process dies (0: don't watch)")
+
+
+class EngineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLAMAFLEET_ENGINE_", env_nested_delimiter="__")
+
+    log_level: str = Field(default="INFO", description="Log level")
+    engine: EngineOptions = EngineOptions()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGTERM us when our parent dies, so a killed agent leaves no orphans."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if parent_pid and os.getppid() != parent_pid:
+        raise SystemExit("parent agent is already gone")
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            log.warning("parent agent %d is gone; shutting down", parent_pid)
+            stop.set()
+            return
+        await asyncio.sleep(1)
+
+
+async def serve(options: EngineOptions) -> int:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    params = EngineParams(
+        model_path=options.model_path,
+        model_name=options.model_name,
+        context_length=options.context_length,
+        parallel_slots=options.parallel_slots,
+        n_gpu_layers=options.n_gpu_layers,
+        n_threads=options.n_threads,
+    )
+    core = SerialLlamaCore(params)
+    app = create_app(core, options.model_name, EngineMetrics())
+    config = uvicorn.Config(app, host=options.host, port=options.port, log_config=None, lifespan="off")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    exit_code = 0
+
+    async def load() -> None:
+        nonlocal exit_code
+        try:
+            await core.load()
+            log.info("serving %s on http://%s:%d", options.model_name, options.host, options.port)
+        except Exception as exc:
+            log.error("could not load %s: %s", options.model_path, exc)
+            exit_code = EXIT_LOAD_FAILED
+            stop.set()
+
+    async def stop_server() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    async with asyncio.TaskGroup() as group:
+        serving = group.create_task(server.serve(), name="http")
+        group.create_task(load(), name="load")
+        group.create_task(stop_server(), name="stop")
+        if options.parent_pid:
+            group.create_task(_watch_parent(options.parent_pid, stop), name="parent-watch")
+        await serving
+        stop.set()
+    await core.close()
+    if not server.started and exit_code == 0:
+        log.error("HTTP server did not start on %s:%d (port taken?)", options.host, options.port)
+        exit_code = 2
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nodeagent.engine", description=__doc__)
+    add_settings_arguments(parser, EngineSettings)
+    settings = settings_from_args(EngineSettings, parser.parse_args(argv))
+    logs.configure(settings.log_level, component="engine")
+    if settings.engine.parent_pid:
+        _die_with_parent(settings.engine.parent_pid)
+    return asyncio.run(serve(settings.engine))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

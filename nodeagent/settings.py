@@ -1,0 +1,64 @@
+"""The node agent's settings, grouped by concern; built once by the CLI and passed down."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".cache" / "llamafleet" / "agent"
+
+
+class SupervisorSettings(BaseModel):
+    """Engine processes: where they listen, how they are watched and restarted."""
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Where engine logs (logs/<replica>.log) are written"
+    )
+    engine_bind_host: str = Field(default="127.0.0.1", description="Address engines bind their HTTP port to")
+    advertise_host: str = Field(
+        default="127.0.0.1", description="Host the gateway uses to reach engines on this node (pod/node IP)"
+    )
+    engine_threads: int = Field(
+        default=0, description="CPU threads per engine when the model spec sets none (0: llama.cpp decides)"
+    )
+    health_interval_s: float = Field(default=1.0, description="Seconds between engine /health checks")
+    health_timeout_s: float = Field(default=2.0, description="Seconds a /health check may take")
+    health_failures_to_restart: int = Field(
+        default=3, description="Consecutive failed health checks before a ready engine is restarted"
+    )
+    start_timeout_s: float = Field(default=300.0, description="Seconds an engine may take to load its model")
+    restart_backoff_initial_s: float = Field(default=1.0, description="First restart delay; doubles per crash")
+    restart_backoff_max_s: float = Field(default=30.0, description="Longest delay between restarts")
+    max_start_failures: int = Field(
+        default=5, description="Starts in a row that never became ready before the replica is marked failed"
+    )
+    stop_grace_s: float = Field(default=10.0, description="Seconds an engine gets after SIGTERM before SIGKILL")
+
+
+class UplinkSettings(BaseModel):
+    """The gRPC stream to the control plane."""
+
+    controlplane: str = Field(default="127.0.0.1:50051", description="Control plane gRPC address (host:port)")
+    reconnect_backoff_initial_s: float = Field(default=0.5, description="First reconnect delay")
+    reconnect_backoff_max_s: float = Field(default=10.0, description="Longest reconnect delay")
+    status_interval_s: float = Field(
+        default=5.0, description="Seconds between Status reports when nothing changes (Welcome may override)"
+    )
+
+
+class AgentSettings(BaseModel):
+    """This node: identity, labels, metrics."""
+
+    node_id: str = Field(default_factory=socket.gethostname, description="Unique node name (default: hostname)")
+    labels: list[str] = Field(default_factory=list, description="Node labels as key=value")
+    metrics_port: int = Field(default=0, description="Port for Prometheus /metrics (0: off)")
+    supervisor: SupervisorSettings = SupervisorSettings()
+    uplink: UplinkSettings = UplinkSettings()
+
+    def label_map(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.labels if "=" in item)
+        return {k.strip(): v.strip() for k, v in pairs}

@@ -1,0 +1,1 @@
+"""Starts, health-checks, restarts (with backoff) and stops the engine processes of one node."""

@@ -1,0 +1,73 @@
+"""The set of engine replicas on this node: applies Assign/Unassign and owns every replica's task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from nodeagent.domain import ReplicaSpec, ReplicaState
+from nodeagent.settings import SupervisorSettings
+from nodeagent.supervisor.replica import EngineReplica
+
+log = logging.getLogger(__name__)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: SupervisorSettings,
+        on_change: Callable[[], None],
+        on_restart: Callable[[str], None] = lambda _model: None,
+    ) -> None:
+        self._settings = settings
+        self._on_change = on_change
+        self._on_restart = on_restart
+        self._replicas: dict[str, EngineReplica] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
+
+    def states(self) -> list[ReplicaState]:
+        return [r.state for r in self._replicas.values()]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Own the replicas' tasks until ``stop``; then stop every engine before returning."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            try:
+                await stop.wait()
+            finally:
+                log.info("stopping %d engine(s)", len(self._replicas))
+                for replica in self._replicas.values():
+                    replica.stop.set()
+                self._group = None
+
+    def assign(self, spec: ReplicaSpec, generation: int) -> None:
+        """Run ``spec``. The same spec again keeps the running process; a changed spec replaces it."""
+        current = self._replicas.get(spec.replica_id)
+        if current is not None and current.spec == spec and not current.stop.is_set():
+            current.set_generation(generation)
+            return
+        if current is not None:
+            log.info("replica %s changed; replacing its engine", spec.replica_id)
+            self.unassign(spec.replica_id)
+        if self._group is None:
+            raise RuntimeError("supervisor is not running")
+        replica = EngineReplica(spec, generation, self._settings, self._on_change, self._on_restart)
+        self._replicas[spec.replica_id] = replica
+        task = self._group.create_task(replica.run(), name=f"replica-{spec.replica_id}")
+        self._tasks[spec.replica_id] = task
+        task.add_done_callback(lambda _t, rid=spec.replica_id, r=replica: self._forget(rid, r))
+        self._on_change()
+
+    def unassign(self, replica_id: str) -> None:
+        replica = self._replicas.get(replica_id)
+        if replica is not None:
+            log.info("unassigning replica %s", replica_id)
+            replica.stop.set()
+
+    def _forget(self, replica_id: str, replica: EngineReplica) -> None:
+        if self._replicas.get(replica_id) is replica:
+            del self._replicas[replica_id]
+            self._tasks.pop(replica_id, None)
+            self._on_change()

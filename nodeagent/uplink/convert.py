@@ -1,0 +1,118 @@
+"""The one place where the agent converts between protobuf messages and its domain types."""
+
+from __future__ import annotations
+
+import platform
+
+from llamafleet import __version__
+from nodeagent.domain import CachedModel, HostInventory, NodeReport, Phase, ReplicaError, ReplicaSpec, ReplicaState
+from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
+
+_PHASES = {
+    Phase.STARTING: pb.REPLICA_PHASE_STARTING,
+    Phase.READY: pb.REPLICA_PHASE_READY,
+    Phase.RESTARTING: pb.REPLICA_PHASE_RESTARTING,
+    Phase.FAILED: pb.REPLICA_PHASE_FAILED,
+    Phase.STOPPING: pb.REPLICA_PHASE_STOPPING,
+}
+_ERRORS = {
+    ReplicaError.NONE: pb.REPLICA_ERROR_UNSPECIFIED,
+    ReplicaError.MODEL_NOT_FOUND: pb.REPLICA_ERROR_MODEL_NOT_FOUND,
+    ReplicaError.MODEL_INVALID: pb.REPLICA_ERROR_MODEL_INVALID,
+    ReplicaError.ENGINE_CRASHED: pb.REPLICA_ERROR_ENGINE_CRASHED,
+    ReplicaError.ENGINE_START_FAILED: pb.REPLICA_ERROR_ENGINE_START_FAILED,
+}
+_KINDS = {
+    "cpu": pb.DEVICE_KIND_CPU,
+    "gpu": pb.DEVICE_KIND_GPU,
+    "accel": pb.DEVICE_KIND_ACCEL,
+    "rpc": pb.DEVICE_KIND_RPC,
+}
+
+
+def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
+    return pb.ReplicaStatus(
+        replica_id=state.spec.replica_id,
+        model=state.spec.model,
+        phase=_PHASES[state.phase],
+        endpoint=state.endpoint,
+        restarts=state.restarts,
+        error=_ERRORS[state.error],
+        message=state.message,
+        pid=state.pid,
+        generation=state.generation,
+    )
+
+
+def cached_model(model: CachedModel) -> pb.CachedModel:
+    return pb.CachedModel(source=model.source, path=model.path, size_bytes=model.size_bytes)
+
+
+def hello(
+    node_id: str,
+    labels: dict[str, str],
+    advertise_host: str,
+    inventory: HostInventory,
+    report: NodeReport,
+) -> pb.AgentMessage:
+    hardware = pb.Hardware(
+        cpu_model=inventory.cpu_model,
+        cpu_physical_cores=inventory.cpu_physical_cores,
+        cpu_logical_cores=inventory.cpu_logical_cores,
+        ram_total_bytes=inventory.ram_total_bytes,
+        ram_free_bytes=report.ram_free_bytes,
+        devices=[
+            pb.Device(
+                name=d.name,
+                description=d.description,
+                kind=_KINDS.get(d.kind, pb.DEVICE_KIND_UNSPECIFIED),
+                backend=d.backend,
+                memory_total_bytes=d.memory_total_bytes,
+                memory_free_bytes=report.device_free.get(d.name, d.memory_free_bytes),
+            )
+            for d in inventory.devices
+        ],
+    )
+    versions = pb.Versions(
+        agent=__version__,
+        llama_cpp_python=inventory.llama_cpp_version,
+        python=platform.python_version(),
+        backends=list(inventory.backends),
+    )
+    return pb.AgentMessage(
+        hello=pb.Hello(
+            node_id=node_id,
+            hostname=inventory.hostname,
+            advertise_host=advertise_host,
+            labels=labels,
+            versions=versions,
+            hardware=hardware,
+            replicas=[replica_status(r) for r in report.replicas],
+            cached_models=[cached_model(m) for m in report.cached_models],
+        )
+    )
+
+
+def status(report: NodeReport) -> pb.AgentMessage:
+    return pb.AgentMessage(
+        status=pb.Status(
+            applied_generation=report.applied_generation,
+            ram_free_bytes=report.ram_free_bytes,
+            devices=[pb.DeviceMemory(name=n, memory_free_bytes=b) for n, b in report.device_free.items()],
+            replicas=[replica_status(r) for r in report.replicas],
+            cached_models=[cached_model(m) for m in report.cached_models],
+        )
+    )
+
+
+def replica_spec(spec: pb.ReplicaSpec) -> ReplicaSpec:
+    return ReplicaSpec(
+        replica_id=spec.replica_id,
+        model=spec.model,
+        source=spec.source,
+        sha256=spec.sha256,
+        context_length=spec.context_length or 2048,
+        parallel_slots=spec.parallel_slots or 1,
+        n_gpu_layers=spec.n_gpu_layers,
+        n_threads=spec.n_threads,
+    )

@@ -1,0 +1,236 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DeviceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEVICE_KIND_UNSPECIFIED: _ClassVar[DeviceKind]
+    DEVICE_KIND_CPU: _ClassVar[DeviceKind]
+    DEVICE_KIND_GPU: _ClassVar[DeviceKind]
+    DEVICE_KIND_ACCEL: _ClassVar[DeviceKind]
+    DEVICE_KIND_RPC: _ClassVar[DeviceKind]
+
+class ReplicaPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPLICA_PHASE_UNSPECIFIED: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_STARTING: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_READY: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_RESTARTING: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_FAILED: _ClassVar[ReplicaPhase]
+    REPLICA_PHASE_STOPPING: _ClassVar[ReplicaPhase]
+
+class ReplicaError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPLICA_ERROR_UNSPECIFIED: _ClassVar[ReplicaError]
+    REPLICA_ERROR_MODEL_NOT_FOUND: _ClassVar[ReplicaError]
+    REPLICA_ERROR_MODEL_INVALID: _ClassVar[ReplicaError]
+    REPLICA_ERROR_ENGINE_CRASHED: _ClassVar[ReplicaError]
+    REPLICA_ERROR_ENGINE_START_FAILED: _ClassVar[ReplicaError]
+DEVICE_KIND_UNSPECIFIED: DeviceKind
+DEVICE_KIND_CPU: DeviceKind
+DEVICE_KIND_GPU: DeviceKind
+DEVICE_KIND_ACCEL: DeviceKind
+DEVICE_KIND_RPC: DeviceKind
+REPLICA_PHASE_UNSPECIFIED: ReplicaPhase
+REPLICA_PHASE_STARTING: ReplicaPhase
+REPLICA_PHASE_READY: ReplicaPhase
+REPLICA_PHASE_RESTARTING: ReplicaPhase
+REPLICA_PHASE_FAILED: ReplicaPhase
+REPLICA_PHASE_STOPPING: ReplicaPhase
+REPLICA_ERROR_UNSPECIFIED: ReplicaError
+REPLICA_ERROR_MODEL_NOT_FOUND: ReplicaError
+REPLICA_ERROR_MODEL_INVALID: ReplicaError
+REPLICA_ERROR_ENGINE_CRASHED: ReplicaError
+REPLICA_ERROR_ENGINE_START_FAILED: ReplicaError
+
+class AgentMessage(_message.Message):
+    __slots__ = ("hello", "status")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    status: Status
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
+
+class ControlMessage(_message.Message):
+    __slots__ = ("welcome", "assign", "unassign")
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    ASSIGN_FIELD_NUMBER: _ClassVar[int]
+    UNASSIGN_FIELD_NUMBER: _ClassVar[int]
+    welcome: Welcome
+    assign: Assign
+    unassign: Unassign
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., unassign: _Optional[_Union[Unassign, _Mapping]] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("node_id", "hostname", "advertise_host", "labels", "versions", "hardware", "replicas", "cached_models")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISE_HOST_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    hostname: str
+    advertise_host: str
+    labels: _containers.ScalarMap[str, str]
+    versions: Versions
+    hardware: Hardware
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
+    cached_models: _containers.RepeatedCompositeFieldContainer[CachedModel]
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., advertise_host: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., hardware: _Optional[_Union[Hardware, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., cached_models: _Optional[_Iterable[_Union[CachedModel, _Mapping]]] = ...) -> None: ...
+
+class Versions(_message.Message):
+    __slots__ = ("agent", "llama_cpp_python", "python", "backends")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    LLAMA_CPP_PYTHON_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    llama_cpp_python: str
+    python: str
+    backends: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent: _Optional[str] = ..., llama_cpp_python: _Optional[str] = ..., python: _Optional[str] = ..., backends: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Hardware(_message.Message):
+    __slots__ = ("cpu_model", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices")
+    CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CPU_PHYSICAL_CORES_FIELD_NUMBER: _ClassVar[int]
+    CPU_LOGICAL_CORES_FIELD_NUMBER: _ClassVar[int]
+    RAM_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RAM_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    cpu_model: str
+    cpu_physical_cores: int
+    cpu_logical_cores: int
+    ram_total_bytes: int
+    ram_free_bytes: int
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    def __init__(self, cpu_model: _Optional[str] = ..., cpu_physical_cores: _Optional[int] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("name", "description", "kind", "backend", "memory_total_bytes", "memory_free_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    kind: DeviceKind
+    backend: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., backend: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("applied_generation", "ram_free_bytes", "devices", "replicas", "cached_models")
+    APPLIED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    RAM_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    applied_generation: int
+    ram_free_bytes: int
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceMemory]
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
+    cached_models: _containers.RepeatedCompositeFieldContainer[CachedModel]
+    def __init__(self, applied_generation: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceMemory, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., cached_models: _Optional[_Iterable[_Union[CachedModel, _Mapping]]] = ...) -> None: ...
+
+class DeviceMemory(_message.Message):
+    __slots__ = ("name", "memory_free_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    memory_free_bytes: int
+    def __init__(self, name: _Optional[str] = ..., memory_free_bytes: _Optional[int] = ...) -> None: ...
+
+class ReplicaStatus(_message.Message):
+    __slots__ = ("replica_id", "model", "phase", "endpoint", "restarts", "error", "message", "pid", "generation")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    model: str
+    phase: ReplicaPhase
+    endpoint: str
+    restarts: int
+    error: ReplicaError
+    message: str
+    pid: int
+    generation: int
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., phase: _Optional[_Union[ReplicaPhase, str]] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., error: _Optional[_Union[ReplicaError, str]] = ..., message: _Optional[str] = ..., pid: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class CachedModel(_message.Message):
+    __slots__ = ("source", "path", "size_bytes")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    path: str
+    size_bytes: int
+    def __init__(self, source: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class Welcome(_message.Message):
+    __slots__ = ("controlplane_version", "status_interval_ms")
+    CONTROLPLANE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    controlplane_version: str
+    status_interval_ms: int
+    def __init__(self, controlplane_version: _Optional[str] = ..., status_interval_ms: _Optional[int] = ...) -> None: ...
+
+class Assign(_message.Message):
+    __slots__ = ("generation", "replica")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    replica: ReplicaSpec
+    def __init__(self, generation: _Optional[int] = ..., replica: _Optional[_Union[ReplicaSpec, _Mapping]] = ...) -> None: ...
+
+class ReplicaSpec(_message.Message):
+    __slots__ = ("replica_id", "model", "source", "sha256", "context_length", "parallel_slots", "n_gpu_layers", "n_threads")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    N_GPU_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    N_THREADS_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    model: str
+    source: str
+    sha256: str
+    context_length: int
+    parallel_slots: int
+    n_gpu_layers: int
+    n_threads: int
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., sha256: _Optional[str] = ..., context_length: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., n_threads: _Optional[int] = ...) -> None: ...
+
+class Unassign(_message.Message):
+    __slots__ = ("generation", "replica_id")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    replica_id: str
+    def __init__(self, generation: _Optional[int] = ..., replica_id: _Optional[str] = ...) -> None: ...
