@@ -73,7 +73,9 @@ class Reconciler:
         for replica in [r for r in state.replicas.values() if r.node_id is None]:
             decision = self._placer.place(replica.spec, state.nodes.values(), state.replicas.values())
             if isinstance(decision, Placed):
-                log.info("placed replica %s of %s on node %s", replica.replica_id, replica.model, decision.node_id)
+                log.info(
+                    "placed replica %s of %s on node %s", replica.replica_id, replica.model, decision.node_id
+                )
                 state.pending_reasons.pop(replica.model, None)
                 state.bind(replica.replica_id, decision.node_id)
                 continue
@@ -87,10 +89,19 @@ class Reconciler:
         """A node gone longer than the grace period loses its replicas; they are placed again."""
         now = time.monotonic()
         for node in self._state.nodes.values():
-            if node.connected or node.disconnected_at is None or now - node.disconnected_at < self._node_grace_s:
+            if (
+                node.connected
+                or node.disconnected_at is None
+                or now - node.disconnected_at < self._node_grace_s
+            ):
                 continue
             lost = [r for r in self._state.replicas.values() if r.node_id == node.node_id]
             if lost:
-                log.warning("node %s lost for %.0fs: re-placing %d replica(s)", node.node_id, self._node_grace_s, len(lost))
+                log.warning(
+                    "node %s lost for %.0fs: re-placing %d replica(s)",
+                    node.node_id,
+                    self._node_grace_s,
+                    len(lost),
+                )
             for replica in lost:
                 self._state.unbind(replica.replica_id)

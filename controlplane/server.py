@@ -41,7 +41,9 @@ class ControlPlane:
         try:
             async with asyncio.TaskGroup() as group:
                 if settings.models is not None:
-                    group.create_task(ModelFileSource(settings.models, self.state).run(stop), name="models-file")
+                    group.create_task(
+                        ModelFileSource(settings.models, self.state).run(stop), name="models-file"
+                    )
                 else:
                     log.warning("no --models file: the control plane has no desired models")
                 group.create_task(reconciler.run(stop), name="reconciler")

@@ -10,7 +10,9 @@ from pydantic import BaseModel, Field
 class ControlPlaneSettings(BaseModel):
     """Desired state, the agents' gRPC endpoint, node liveness."""
 
-    grpc_host: str = Field(default="127.0.0.1", description="Address the gRPC server (agents, gateways) binds to")
+    grpc_host: str = Field(
+        default="127.0.0.1", description="Address the gRPC server (agents, gateways) binds to"
+    )
     grpc_port: int = Field(default=50051, description="gRPC port for agents and gateways")
     models: Path | None = Field(default=None, description="YAML file of desired models, re-read on change")
     node_grace_s: float = Field(

@@ -16,8 +16,12 @@ class AgentMetrics:
             "llamafleet_agent_replicas", "Replicas on this node by phase", ["phase"], registry=registry
         )
         self.connected = Gauge(
-            "llamafleet_agent_controlplane_connected", "1 while the control-plane stream is up", registry=registry
+            "llamafleet_agent_controlplane_connected",
+            "1 while the control-plane stream is up",
+            registry=registry,
         )
         self.reconnects = Counter(
-            "llamafleet_agent_controlplane_reconnects_total", "Control-plane streams (re)opened", registry=registry
+            "llamafleet_agent_controlplane_reconnects_total",
+            "Control-plane streams (re)opened",
+            registry=registry,
         )

@@ -31,12 +31,16 @@ class SupervisorSettings(BaseModel):
         default=3, description="Consecutive failed health checks before a ready engine is restarted"
     )
     start_timeout_s: float = Field(default=300.0, description="Seconds an engine may take to load its model")
-    restart_backoff_initial_s: float = Field(default=1.0, description="First restart delay; doubles per crash")
+    restart_backoff_initial_s: float = Field(
+        default=1.0, description="First restart delay; doubles per crash"
+    )
     restart_backoff_max_s: float = Field(default=30.0, description="Longest delay between restarts")
     max_start_failures: int = Field(
         default=5, description="Starts in a row that never became ready before the replica is marked failed"
     )
-    stop_grace_s: float = Field(default=10.0, description="Seconds an engine gets after SIGTERM before SIGKILL")
+    stop_grace_s: float = Field(
+        default=10.0, description="Seconds an engine gets after SIGTERM before SIGKILL"
+    )
 
 
 class UplinkSettings(BaseModel):
@@ -53,7 +57,9 @@ class UplinkSettings(BaseModel):
 class AgentSettings(BaseModel):
     """This node: identity, labels, metrics."""
 
-    node_id: str = Field(default_factory=socket.gethostname, description="Unique node name (default: hostname)")
+    node_id: str = Field(
+        default_factory=socket.gethostname, description="Unique node name (default: hostname)"
+    )
     labels: list[str] = Field(default_factory=list, description="Node labels as key=value")
     metrics_port: int = Field(default=0, description="Port for Prometheus /metrics (0: off)")
     supervisor: SupervisorSettings = SupervisorSettings()

@@ -39,7 +39,9 @@ def generate(out_root: Path) -> list[Path]:
         init = directory / "__init__.py"
         if not init.exists():
             init.write_text("")
-    return sorted(p.relative_to(out_root) for p in gen.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(
+        p.relative_to(out_root) for p in gen.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
 
 
 def main() -> int:

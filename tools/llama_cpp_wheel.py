@@ -38,8 +38,14 @@ PROBE = (
 def build_key(python: Path) -> str:
     """A cache key: everything that changes the compiled artefact."""
     tag = subprocess.run(
-        [str(python), "-c", "import sys, sysconfig; print(sys.implementation.cache_tag, sysconfig.get_platform())"],
-        check=True, capture_output=True, text=True,
+        [
+            str(python),
+            "-c",
+            "import sys, sysconfig; print(sys.implementation.cache_tag, sysconfig.get_platform())",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     digest = hashlib.sha256(f"{CMAKE_ARGS}|{tag}|{platform.machine()}".encode()).hexdigest()[:12]
     return f"llama_cpp_python-{VERSION}-{digest}"
@@ -59,7 +65,9 @@ def probe(python: Path) -> dict[str, object] | None:
 def site_packages(python: Path) -> Path:
     out = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     return Path(out)
 
@@ -112,17 +120,32 @@ def build_wheel(python: Path, dest: Path, log_path: Path) -> Path:
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     tmp = Path(tempfile.mkdtemp(prefix="llamafleet-wheel-"))
     cmd = [
-        str(python), "-m", "pip", "wheel", "--verbose", "--no-deps", "--no-cache-dir",
-        "--no-binary", "llama-cpp-python", "--wheel-dir", str(tmp), f"llama-cpp-python=={VERSION}",
+        str(python),
+        "-m",
+        "pip",
+        "wheel",
+        "--verbose",
+        "--no-deps",
+        "--no-cache-dir",
+        "--no-binary",
+        "llama-cpp-python",
+        "--wheel-dir",
+        str(tmp),
+        f"llama-cpp-python=={VERSION}",
     ]
     print(f"llamafleet: compiling llama.cpp for llama-cpp-python {VERSION} with {CMAKE_ARGS}", flush=True)
-    print(f"llamafleet: this happens once per machine (~8 minutes on 2 cores); full log: {log_path}", flush=True)
+    print(
+        f"llamafleet: this happens once per machine (~8 minutes on 2 cores); full log: {log_path}", flush=True
+    )
     started = time.monotonic()
     interactive = sys.stdout.isatty()
     last_shown = -1
-    with log_path.open("w") as log, subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as proc:
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ) as proc,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -154,11 +177,16 @@ def build_wheel(python: Path, dest: Path, log_path: Path) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--python", type=Path, required=True, help="interpreter of the target virtualenv")
     parser.add_argument(
-        "--cache-dir", type=Path,
-        default=Path(os.environ.get("LLAMAFLEET_WHEEL_CACHE", Path.home() / ".cache" / "llamafleet" / "wheels")),
+        "--cache-dir",
+        type=Path,
+        default=Path(
+            os.environ.get("LLAMAFLEET_WHEEL_CACHE", Path.home() / ".cache" / "llamafleet" / "wheels")
+        ),
         help="where built wheels are kept between clones (env LLAMAFLEET_WHEEL_CACHE)",
     )
     args = parser.parse_args()

@@ -26,7 +26,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> None:
         first = await context.read()
         if first is grpc.aio.EOF or not first.HasField("hello"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message on the stream must be Hello")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first message on the stream must be Hello"
+            )
         if not first.hello.node_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello.node_id must not be empty")
         hello = convert.node_hello(first.hello)

@@ -1,1 +1,1 @@
-"""ClusterService, the control plane's read API: routing-table watch for gateways, node/model views for the CLI."""
+"""ClusterService, the read API: route watch for gateways, node and model views for the CLI."""

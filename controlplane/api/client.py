@@ -46,4 +46,6 @@ class ClusterClient:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: grpc.aio.AioRpcError) -> Unavailable:
-        return Unavailable(f"control plane at {self._address}: {exc.code().name} ({exc.details()})", retry_after=1)
+        return Unavailable(
+            f"control plane at {self._address}: {exc.code().name} ({exc.details()})", retry_after=1
+        )

@@ -92,7 +92,10 @@ def model_to_pb(view: ModelStatusView) -> pb.ModelStatus:
         source=view.source,
         desired_replicas=view.desired_replicas,
         ready_replicas=view.ready_replicas,
-        conditions=[pb.Condition(type=c.type, status=c.status, reason=c.reason, message=c.message) for c in view.conditions],
+        conditions=[
+            pb.Condition(type=c.type, status=c.status, reason=c.reason, message=c.message)
+            for c in view.conditions
+        ],
         replicas=[
             pb.ReplicaView(
                 replica_id=r.replica_id,

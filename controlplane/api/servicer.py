@@ -30,7 +30,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                 yield convert.routing_table_to_pb(table)
                 last = table
             seen = self._state.version
-            await self._state.wait_changed(seen, timeout=1.0)
+            await self._state.wait_changed(seen, wait_s=1.0)
 
     async def ListNodes(  # noqa: N802
         self, request: pb.ListNodesRequest, context: grpc.aio.ServicerContext

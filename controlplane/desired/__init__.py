@@ -1,1 +1,1 @@
-"""Sources of desired state: a local models file here; Kubernetes `Model` resources in controlplane/operator."""
+"""Sources of desired state: a local models file (Kubernetes `Model` resources: controlplane/operator)."""

@@ -41,7 +41,9 @@ def load_models(path: Path) -> list[ModelSpec]:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             name = item.get("name", f"#{index}") if isinstance(item, dict) else f"#{index}"
-            raise InvalidRequest(f"{path}: model {name}: {where}: {first['msg']}", f"models[{index}].{where}") from exc
+            raise InvalidRequest(
+                f"{path}: model {name}: {where}: {first['msg']}", f"models[{index}].{where}"
+            ) from exc
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

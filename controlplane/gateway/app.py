@@ -29,12 +29,16 @@ def create_app(
         keys = [k.encode() for k in settings.api_keys]
 
         @app.middleware("http")
-        async def authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        async def authenticate(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
             if request.url.path in _OPEN_PATHS:
                 return await call_next(request)
             token = request.headers.get("authorization", "").removeprefix("Bearer ").strip().encode()
             if not any(hmac.compare_digest(token, key) for key in keys):
-                return errors.error_response(errors.Unauthorized("missing or invalid API key (Authorization: Bearer …)"))
+                return errors.error_response(
+                    errors.Unauthorized("missing or invalid API key (Authorization: Bearer …)")
+                )
             return await call_next(request)
 
     app.include_router(health.router(routing, registry))

@@ -75,4 +75,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error serving %s %s", request.method, request.url.path)
-        return JSONResponse(error_body("internal error; see the gateway's logs", "server_error", "internal_error"), 500)
+        return JSONResponse(
+            error_body("internal error; see the gateway's logs", "server_error", "internal_error"), 500
+        )

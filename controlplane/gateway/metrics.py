@@ -23,7 +23,10 @@ class GatewayMetrics:
             ["model"], buckets=_LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self.generated_tokens = Counter(
-            "llamafleet_gateway_generated_tokens_total", "Completion tokens returned", ["model"], registry=registry
+            "llamafleet_gateway_generated_tokens_total",
+            "Completion tokens returned",
+            ["model"],
+            registry=registry,
         )
         self.in_flight = Gauge(
             "llamafleet_gateway_in_flight_requests", "Requests being served, per replica", ["replica"],

@@ -62,7 +62,9 @@ class EngineProxy:
         if not self._routing.synced:
             raise Unavailable("the gateway has no routing table yet (control plane unreachable)", 1)
         if model not in self._routing.table.models:
-            raise ModelNotFound(f"model {model!r} does not exist; GET /v1/models lists the models served here")
+            raise ModelNotFound(
+                f"model {model!r} does not exist; GET /v1/models lists the models served here"
+            )
 
     async def forward(self, request: Forward) -> Response:
         started = time.monotonic()
@@ -73,7 +75,9 @@ class EngineProxy:
             self._metrics.requests.labels(request.model, request.endpoint_label, str(status)).inc()
             raise
         if not isinstance(response, StreamingResponse):
-            self._metrics.requests.labels(request.model, request.endpoint_label, str(response.status_code)).inc()
+            self._metrics.requests.labels(
+                request.model, request.endpoint_label, str(response.status_code)
+            ).inc()
             self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(
                 time.monotonic() - started
             )
@@ -119,7 +123,8 @@ class EngineProxy:
         total = len(route.endpoints) if route else 0
         detail = f"; last error: {last_error}" if last_error else ""
         raise Unavailable(
-            f"no ready replica of model {request.model!r} ({total} replica(s) starting or restarting){detail}",
+            f"no ready replica of model {request.model!r} "
+            f"({total} replica(s) starting or restarting){detail}",
             retry_after=self._settings.retry_after_s,
         )
 
@@ -160,7 +165,11 @@ class EngineProxy:
             status = "502"
             log.warning("replica %s broke off a stream: %s", endpoint.replica_id, type(exc).__name__)
             message = f"replica {endpoint.replica_id} failed mid-stream; the response is incomplete"
-            yield b"data: " + json.dumps(error_body(message, "server_error", "engine_failed")).encode() + b"\n\n"
+            yield (
+                b"data: "
+                + json.dumps(error_body(message, "server_error", "engine_failed")).encode()
+                + b"\n\n"
+            )
         finally:
             await response.aclose()  # a client disconnect lands here too: the engine sees it and cancels
             self._balancer.release(endpoint)

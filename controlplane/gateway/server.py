@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import uvicorn
 from prometheus_client import CollectorRegistry
 
 from controlplane.api.client import ClusterClient
@@ -15,6 +14,7 @@ from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.proxy import EngineProxy
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
+from llamafleet.core.http_server import serve_until
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +31,15 @@ class Gateway:
         metrics = GatewayMetrics(self.registry)
         proxy = EngineProxy(settings, self.routing, LeastInFlightBalancer(metrics), metrics)
         app = create_app(settings, self.routing, proxy, self.registry)
-        config = uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None, lifespan="off",
-            timeout_graceful_shutdown=5,
-        )  # fmt: skip
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-
-        async def stop_server() -> None:
-            await stop.wait()
-            server.should_exit = True
-
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.routing.run(stop), name="routing-watch")
-                group.create_task(stop_server(), name="http-stop")
-                await server.serve()
-                if not server.started:
-                    raise OSError(f"gateway could not listen on {settings.host}:{settings.port} (port in use?)")
+                started = await serve_until(app, settings.host, settings.port, stop)
                 stop.set()
+                if not started:
+                    raise OSError(
+                        f"gateway could not listen on {settings.host}:{settings.port} (port in use?)"
+                    )
         finally:
             await proxy.close()
             await self.client.close()

@@ -10,14 +10,21 @@ from pydantic import BaseModel, Field
 class GatewaySettings(BaseModel):
     """HTTP API, where the routing table comes from, and how requests are forwarded."""
 
-    host: str = Field(default="127.0.0.1", description="Address to serve the OpenAI-style API on (0.0.0.0 for all)")
+    host: str = Field(
+        default="127.0.0.1", description="Address to serve the OpenAI-style API on (0.0.0.0 for all)"
+    )
     port: int = Field(default=8080, description="HTTP port of the OpenAI-style API")
-    controlplane: str = Field(default="127.0.0.1:50051", description="Control plane gRPC address to watch routes from")
+    controlplane: str = Field(
+        default="127.0.0.1:50051", description="Control plane gRPC address to watch routes from"
+    )
     gateway_id: str = Field(default_factory=socket.gethostname, description="Name of this gateway replica")
     api_keys: list[str] = Field(
-        default_factory=list, description="Accepted bearer tokens; empty: no authentication (trusted networks only)"
+        default_factory=list,
+        description="Accepted bearer tokens; empty: no authentication (trusted networks only)",
     )
-    retry_after_s: int = Field(default=2, description="Retry-After seconds sent with 503 when no replica is ready")
+    retry_after_s: int = Field(
+        default=2, description="Retry-After seconds sent with 503 when no replica is ready"
+    )
     max_attempts: int = Field(
         default=3, description="Replicas tried per request when connecting fails (before any byte was sent)"
     )

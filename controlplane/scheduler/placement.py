@@ -39,7 +39,9 @@ def estimated_bytes(spec: ModelSpec, node: NodeRecord) -> int:
     return node.cached_models.get(spec.source, 0) + RUNTIME_OVERHEAD_BYTES
 
 
-def reserved_bytes(node: NodeRecord, replicas: Iterable[ReplicaRecord], specs: Mapping[str, ModelSpec]) -> int:
+def reserved_bytes(
+    node: NodeRecord, replicas: Iterable[ReplicaRecord], specs: Mapping[str, ModelSpec]
+) -> int:
     """Memory promised to replicas placed here but not yet running (so not in the node's free RAM)."""
     return sum(
         estimated_bytes(r.spec, node)

@@ -1,1 +1,1 @@
-"""The cluster view: nodes, desired models, replicas and their placements; one writer, snapshots for readers."""
+"""The cluster view: nodes, desired models, replicas, placements; one writer, snapshots for readers."""

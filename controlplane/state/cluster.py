@@ -58,11 +58,11 @@ class ClusterState:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait_changed(self, since: int, timeout: float | None = None) -> int:
-        """Wait until ``version`` moves past ``since`` (or ``timeout``); returns the current version."""
+    async def wait_changed(self, since: int, wait_s: float | None = None) -> int:
+        """Wait until ``version`` moves past ``since`` (or ``wait_s``); returns the current version."""
         if self.version == since:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                await asyncio.wait_for(self._changed.wait(), wait_s)
         return self.version
 
     # --- desired models ------------------------------------------------------------------
@@ -131,7 +131,13 @@ class ClusterState:
             if replica is None or replica.node_id != node_id:
                 continue  # not ours (any more): the agent stream unassigns it
             if replica.phase != report.phase:
-                log.info("replica %s on %s: %s → %s", replica.replica_id, node_id, replica.phase.value, report.phase.value)
+                log.info(
+                    "replica %s on %s: %s → %s",
+                    replica.replica_id,
+                    node_id,
+                    replica.phase.value,
+                    report.phase.value,
+                )
             replica.phase = report.phase
             replica.endpoint = report.endpoint
             replica.restarts = report.restarts
@@ -198,7 +204,12 @@ class ClusterState:
         replicas = tuple(r for r in self.replicas.values() if r.model == spec.name)
         ready = sum(1 for r in replicas if r.phase == ReplicaPhase.READY)
         return ModelStatusView(
-            spec.name, spec.source, spec.replicas, ready, model_conditions(spec, replicas, self.pending_reasons), replicas
+            spec.name,
+            spec.source,
+            spec.replicas,
+            ready,
+            model_conditions(spec, replicas, self.pending_reasons),
+            replicas,
         )
 
 
@@ -225,7 +236,9 @@ def model_conditions(
     if spec.replicas and ready_count >= spec.replicas:
         ready = Condition("Ready", "True", "AllReplicasReady", f"{ready_count}/{spec.replicas} ready")
     else:
-        failing = next((r for r in replicas if r.phase in (ReplicaPhase.FAILED, ReplicaPhase.RESTARTING)), None)
+        failing = next(
+            (r for r in replicas if r.phase in (ReplicaPhase.FAILED, ReplicaPhase.RESTARTING)), None
+        )
         reason = "ReplicaFailed" if failing and failing.phase == ReplicaPhase.FAILED else "Progressing"
         message = f"{ready_count}/{spec.replicas} ready" + (f"; {failing.message}" if failing else "")
         ready = Condition("Ready", "False", reason if failing else "Progressing", message)

@@ -25,11 +25,14 @@ SHUTDOWN_GRACE_S = 20.0
 def banner(settings: UpSettings, models: list[str]) -> str:
     host = "127.0.0.1" if settings.gateway.host in ("0.0.0.0", "::") else settings.gateway.host
     base = f"http://{host}:{settings.gateway.port}/v1"
-    body = (
-        '{"model": "%s", "messages": [{"role": "user", "content": "What is the capital of France?"}]}'
-        % (models[0] if models else "MODEL")
+    body = '{"model": "%s", "messages": [{"role": "user", "content": "What is the capital of France?"}]}' % (
+        models[0] if models else "MODEL"
     )
-    auth = f" -H {shlex.quote('Authorization: Bearer ' + settings.gateway.api_keys[0])}" if settings.gateway.api_keys else ""
+    auth = (
+        f" -H {shlex.quote('Authorization: Bearer ' + settings.gateway.api_keys[0])}"
+        if settings.gateway.api_keys
+        else ""
+    )
     return "\n".join(
         [
             "",
@@ -63,7 +66,7 @@ async def _announce_when_ready(cp: ControlPlane, settings: UpSettings, stop: asy
             )
             return
         with contextlib.suppress(TimeoutError):
-            seen = await cp.state.wait_changed(seen, timeout=1.0)
+            seen = await cp.state.wait_changed(seen, wait_s=1.0)
 
 
 async def up(settings: UpSettings) -> int:

@@ -12,7 +12,13 @@ from prometheus_client import CollectorRegistry
 
 from llamafleet import __version__
 from llamafleet.cli import inspect
-from llamafleet.cli.settings import AgentProcess, ControlPlaneProcess, GatewayProcess, ProcessSettings, UpSettings
+from llamafleet.cli.settings import (
+    AgentProcess,
+    ControlPlaneProcess,
+    GatewayProcess,
+    ProcessSettings,
+    UpSettings,
+)
 from llamafleet.core import logs
 from llamafleet.core.errors import LlamafleetError
 from llamafleet.core.lifecycle import install_stop_signals, run_until_stopped
@@ -76,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the node agent: reports this node's hardware to the control plane and runs the\n"
         "engine processes it is assigned, restarting them when they crash.",
     )  # fmt: skip
-    for name, help_text in (("nodes", "list the nodes and their hardware"), ("models", "list models, replicas, status")):
-        inspect_parser = sub.add_parser(name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}.")
+    for name, help_text in (
+        ("nodes", "list the nodes and their hardware"),
+        ("models", "list models, replicas, status"),
+    ):
+        inspect_parser = sub.add_parser(
+            name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}."
+        )
         inspect_parser.add_argument(
             "--controlplane", default="127.0.0.1:50051", metavar="HOST:PORT",
             help="control plane gRPC address (default: 127.0.0.1:50051)",

@@ -48,7 +48,9 @@ class UpSettings(ProcessSettings):
 
     def wired(self) -> UpSettings:
         """Point the gateway and agent at this control plane; default to the bundled models file."""
-        cp = self.controlplane.model_copy(update={"models": self.controlplane.models or bundled_models_file()})
+        cp = self.controlplane.model_copy(
+            update={"models": self.controlplane.models or bundled_models_file()}
+        )
         agent = self.agent.model_copy(
             update={"uplink": self.agent.uplink.model_copy(update={"controlplane": cp.address})}
         )

@@ -57,7 +57,9 @@ def resolve(source: str) -> Path:
     elif parsed.scheme in ("http", "https"):
         raise InvalidRequest(f"downloading {source} is not supported yet; use a local path", "source")
     else:
-        raise InvalidRequest(f"unsupported model source {source!r}; use builtin:NAME or an absolute path", "source")
+        raise InvalidRequest(
+            f"unsupported model source {source!r}; use builtin:NAME or an absolute path", "source"
+        )
     if not path.is_file():
         raise ModelNotFound(f"model file {path} does not exist on this node")
     return path

@@ -1,1 +1,1 @@
-"""The engine process: one model replica behind an OpenAI-style HTTP surface (run as `python -m nodeagent.engine`)."""
+"""The engine process: one model replica behind OpenAI-style HTTP (`python -m nodeagent.engine`)."""

@@ -15,11 +15,11 @@ import signal
 import sys
 from pathlib import Path
 
-import uvicorn
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llamafleet.core import logs
+from llamafleet.core.http_server import serve_until
 from llamafleet.core.lifecycle import install_stop_signals
 from llamafleet.core.settings_cli import add_settings_arguments, settings_from_args
 from nodeagent.engine.core import EngineParams, SerialLlamaCore
@@ -83,9 +83,6 @@ async def serve(options: EngineOptions) -> int:
     )
     core = SerialLlamaCore(params)
     app = create_app(core, options.model_name, EngineMetrics())
-    config = uvicorn.Config(app, host=options.host, port=options.port, log_config=None, lifespan="off")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     exit_code = 0
 
     async def load() -> None:
@@ -98,20 +95,15 @@ async def serve(options: EngineOptions) -> int:
             exit_code = EXIT_LOAD_FAILED
             stop.set()
 
-    async def stop_server() -> None:
-        await stop.wait()
-        server.should_exit = True
-
     async with asyncio.TaskGroup() as group:
-        serving = group.create_task(server.serve(), name="http")
-        group.create_task(load(), name="load")
-        group.create_task(stop_server(), name="stop")
+        loading = group.create_task(load(), name="load")
         if options.parent_pid:
             group.create_task(_watch_parent(options.parent_pid, stop), name="parent-watch")
-        await serving
+        started = await serve_until(app, options.host, options.port, stop)
         stop.set()
+        loading.cancel()
     await core.close()
-    if not server.started and exit_code == 0:
+    if not started and exit_code == 0:
         log.error("HTTP server did not start on %s:%d (port taken?)", options.host, options.port)
         exit_code = 2
     return exit_code

@@ -27,7 +27,9 @@ class EngineMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
-        self.busy_slots = Gauge("llamafleet_engine_busy_slots", "Slots generating now", registry=self.registry)
+        self.busy_slots = Gauge(
+            "llamafleet_engine_busy_slots", "Slots generating now", registry=self.registry
+        )
         self.queue_depth = Gauge(
             "llamafleet_engine_queue_depth", "Requests waiting for a slot", registry=self.registry
         )

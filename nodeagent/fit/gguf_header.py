@@ -1,4 +1,4 @@
-"""Reads and sanity-checks a GGUF file's header with the `gguf` package; corrupt files raise ModelFileInvalid."""
+"""Reads and checks a GGUF file's header with the `gguf` package; corrupt files raise ModelFileInvalid."""
 
 from __future__ import annotations
 

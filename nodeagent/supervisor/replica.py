@@ -127,7 +127,7 @@ class EngineReplica:
         self._update(phase=Phase.STOPPING, endpoint="")
 
     async def _run_once(self, header: GGUFHeader) -> tuple[bool, str]:
-        """Start the engine and watch it until it dies, hangs or we stop. Returns (was ready, why it ended)."""
+        """Start the engine; watch it until it dies, hangs or we stop. Returns (was ready, why it ended)."""
         host = self._settings.engine_bind_host
         port = free_port(host)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,10 +147,20 @@ class EngineReplica:
             log_file.flush()
             # Own session: a terminal's Ctrl-C reaches the agent, which then stops engines in order.
             proc = await asyncio.create_subprocess_exec(
-                *args, stdout=log_file, stderr=log_file, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+                *args,
+                stdout=log_file,
+                stderr=log_file,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
             )
         endpoint = f"http://{self._settings.advertise_host}:{port}"
-        log.info("replica %s: engine pid %d starting %s at %s", self.spec.replica_id, proc.pid, header.name, endpoint)
+        log.info(
+            "replica %s: engine pid %d starting %s at %s",
+            self.spec.replica_id,
+            proc.pid,
+            header.name,
+            endpoint,
+        )
         self._update(phase=Phase.STARTING, pid=proc.pid, endpoint=endpoint, message="loading model")
         try:
             return await self._watch(proc, f"http://{host}:{port}")
@@ -172,7 +182,9 @@ class EngineReplica:
                     healthy = await _healthy(client, url)
                     if healthy and not ready:
                         ready = True
-                        log.info("replica %s ready after %.1fs", self.spec.replica_id, time.monotonic() - started)
+                        log.info(
+                            "replica %s ready after %.1fs", self.spec.replica_id, time.monotonic() - started
+                        )
                         self._update(phase=Phase.READY, error=ReplicaError.NONE, message="")
                     misses = 0 if healthy else misses + 1
                     if ready and misses >= settings.health_failures_to_restart:
@@ -185,7 +197,11 @@ class EngineReplica:
         if self.stop.is_set():
             return ready, "stopped"
         code = proc.returncode
-        how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        how = (
+            f"killed by {signal.Signals(-code).name}"
+            if code is not None and code < 0
+            else f"exit code {code}"
+        )
         tail = log_tail(self._log_path)
         return ready, f"engine exited ({how})" + (f": {tail}" if tail else "")
 
@@ -197,7 +213,9 @@ class EngineReplica:
         try:
             await asyncio.wait_for(proc.wait(), self._settings.stop_grace_s)
         except TimeoutError:
-            log.warning("engine pid %d ignored SIGTERM for %.0fs; killing it", proc.pid, self._settings.stop_grace_s)
+            log.warning(
+                "engine pid %d ignored SIGTERM for %.0fs; killing it", proc.pid, self._settings.stop_grace_s
+            )
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()

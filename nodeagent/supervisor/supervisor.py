@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
@@ -57,7 +58,7 @@ class Supervisor:
         self._replicas[spec.replica_id] = replica
         task = self._group.create_task(replica.run(), name=f"replica-{spec.replica_id}")
         self._tasks[spec.replica_id] = task
-        task.add_done_callback(lambda _t, rid=spec.replica_id, r=replica: self._forget(rid, r))
+        task.add_done_callback(functools.partial(self._forget, spec.replica_id, replica))
         self._on_change()
 
     def unassign(self, replica_id: str) -> None:
@@ -66,7 +67,7 @@ class Supervisor:
             log.info("unassigning replica %s", replica_id)
             replica.stop.set()
 
-    def _forget(self, replica_id: str, replica: EngineReplica) -> None:
+    def _forget(self, replica_id: str, replica: EngineReplica, _task: object = None) -> None:
         if self._replicas.get(replica_id) is replica:
             del self._replicas[replica_id]
             self._tasks.pop(replica_id, None)

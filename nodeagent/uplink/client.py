@@ -98,7 +98,11 @@ class Uplink:
             if first is grpc.aio.EOF or not first.HasField("welcome"):
                 raise ConnectionError("control plane closed the stream before Welcome")
             interval = (first.welcome.status_interval_ms / 1000) or settings.uplink.status_interval_s
-            log.info("connected to the control plane at %s as node %r", settings.uplink.controlplane, settings.node_id)
+            log.info(
+                "connected to the control plane at %s as node %r",
+                settings.uplink.controlplane,
+                settings.node_id,
+            )
             self._metrics.connected.set(1)
             self._metrics.reconnects.inc()
             ended = asyncio.Event()

@@ -5,7 +5,15 @@ from __future__ import annotations
 import platform
 
 from llamafleet import __version__
-from nodeagent.domain import CachedModel, HostInventory, NodeReport, Phase, ReplicaError, ReplicaSpec, ReplicaState
+from nodeagent.domain import (
+    CachedModel,
+    HostInventory,
+    NodeReport,
+    Phase,
+    ReplicaError,
+    ReplicaSpec,
+    ReplicaState,
+)
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 
 _PHASES = {

@@ -1,0 +1,36 @@
+"""Runs a uvicorn server as one part of a process whose signals belong to the process, not to uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn would trap SIGINT/SIGTERM and re-raise them after serving; our lifecycle
+        # module owns signals and tells the server to exit through ``stop``.
+        yield
+
+
+async def serve_until(app: Any, host: str, port: int, stop: asyncio.Event, graceful_s: int = 5) -> bool:
+    """Serve ``app`` until ``stop`` is set. Returns False if the server could not start (e.g. port in use)."""
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=graceful_s
+    )
+    server = _EmbeddedServer(config)
+
+    async def exit_on_stop() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    async with asyncio.TaskGroup() as group:
+        watcher = group.create_task(exit_on_stop())
+        await server.serve()
+        watcher.cancel()
+    return bool(server.started)

@@ -1,0 +1,121 @@
+"""Shared fixtures: the real SmolLM2 GGUF, free ports, and a real embedded cluster in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nodeagent.cache.resolver import builtin_path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return builtin_path("smollm2-135m")
+
+
+@dataclass
+class Cluster:
+    base_url: str
+    grpc: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def models_json(self) -> list[dict[str, object]]:
+        import json
+
+        out = subprocess.run(
+            [sys.executable, "-m", "llamafleet.cli.main", "models", "--json", "--controlplane", self.grpc],
+            check=True, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        result: list[dict[str, object]] = json.loads(out.stdout)
+        return result
+
+
+def wait_until(predicate: object, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def start_cluster(tmp: Path, models_yaml: str, ready_models: list[str]) -> Cluster:
+    models = tmp / "models.yaml"
+    models.write_text(models_yaml)
+    port, grpc_port = free_port(), free_port()
+    log_path = tmp / "cluster.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "llamafleet.cli.main", "up",
+                "--controlplane-models", str(models),
+                "--gateway-port", str(port), "--controlplane-grpc-port", str(grpc_port),
+                "--agent-node-id", "test-node",
+                "--agent-supervisor-data-dir", str(tmp / "agent"),
+                "--agent-supervisor-restart-backoff-initial-s", "1",
+                "--controlplane-status-interval-s", "1",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+        )  # fmt: skip
+    cluster = Cluster(f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", process, log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"llamafleet up exited with {process.returncode}:\n{cluster.log()}")
+        try:
+            data = httpx.get(f"{cluster.base_url}/v1/models", timeout=2).json()["data"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            return False
+        ready_names = {m["id"] for m in data if m["llamafleet"]["ready_replicas"] > 0}
+        return set(ready_models) <= ready_names
+
+    wait_until(ready, 120, f"models {ready_models} to be ready")
+    return cluster
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    cluster.process.send_signal(signal.SIGINT)
+    try:
+        cluster.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        cluster.process.kill()
+        cluster.process.wait()
+        raise AssertionError(f"llamafleet up did not stop within 30s of SIGINT:\n{cluster.log()}") from None
+
+
+SMOLLM2_YAML = """
+models:
+  - name: smollm2-135m
+    source: builtin:smollm2-135m
+    contextLength: 1024
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    running = start_cluster(tmp_path, SMOLLM2_YAML, ["smollm2-135m"])
+    yield running
+    stop_cluster(running)
