@@ -1,4 +1,4 @@
-"""Corrupt GGUFs in the models file: a clear error on that model's status and in the logs; the rest keeps serving."""
+"""Corrupt GGUFs in the models file: a clear error on that model and in the logs; the rest keeps serving."""
 
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ def test_corrupt_models_fail_clearly_and_others_keep_serving(mixed_cluster: Clus
 
     truncated = condition(models["truncated"], "ModelValid")
     assert truncated["reason"] == "ModelInvalid"
-    assert "truncated" in truncated["message"] and "re-download" in truncated["message"]
+    assert "truncated" in truncated["message"]
+    assert "re-download" in truncated["message"]
 
     magic = condition(models["wrong-magic"], "ModelValid")
     assert magic["reason"] == "ModelInvalid"

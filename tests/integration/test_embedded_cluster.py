@@ -28,7 +28,8 @@ def test_openai_client_end_to_end(cluster: Cluster) -> None:
         temperature=0,
     )
     assert "Paris" in (reply.choices[0].message.content or "")
-    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens > 0
 
     stream = api.chat.completions.create(
         model="smollm2-135m",
@@ -49,7 +50,8 @@ def test_openai_client_end_to_end(cluster: Cluster) -> None:
     assert len(pieces) > 3, "expected the answer in several chunks, not one buffered body"
     assert text.strip(), text
     assert finish in ("stop", "length")
-    assert usage is not None and usage.completion_tokens > 0
+    assert usage is not None
+    assert usage.completion_tokens > 0
 
     completion = api.completions.create(
         model="smollm2-135m", prompt="The sky is", max_tokens=5, temperature=0
@@ -69,7 +71,8 @@ def test_documented_errors(cluster: Cluster) -> None:
         api.chat.completions.create(model="smollm2-135m", messages=[{"role": "wizard", "content": "hi"}])  # type: ignore[misc,list-item]
     assert bad.value.status_code == 400
     body = bad.value.body
-    assert isinstance(body, dict) and body["param"] == "messages.0.role"
+    assert isinstance(body, dict)
+    assert body["param"] == "messages.0.role"
 
     raw = httpx.post(
         f"{cluster.base_url}/v1/chat/completions",
@@ -112,5 +115,5 @@ def test_ctrl_c_leaves_no_engine_behind(cluster: Cluster) -> None:
     assert len(engines) == 1
     stop_cluster(cluster)
     assert cluster.process.returncode == 0, cluster.log()
-    gone, alive = psutil.wait_procs(engines, timeout=10)
+    _gone, alive = psutil.wait_procs(engines, timeout=10)
     assert not alive, f"engine processes survived Ctrl-C: {alive}"

@@ -28,7 +28,8 @@ def test_up_wires_components_to_its_control_plane() -> None:
     settings = settings_from_args(UpSettings, parse(["up", "--controlplane-grpc-port", "6000"])).wired()
     assert settings.gateway.controlplane == "127.0.0.1:6000"
     assert settings.agent.uplink.controlplane == "127.0.0.1:6000"
-    assert settings.controlplane.models is not None and settings.controlplane.models.name == "smollm2.yaml"
+    assert settings.controlplane.models is not None
+    assert settings.controlplane.models.name == "smollm2.yaml"
 
 
 def test_help_explains_options_and_env(capsys: pytest.CaptureFixture[str]) -> None:
