@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+from nodeagent.cache.resolver import builtin_path
+from nodeagent.supervisor.replica import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
@@ -43,14 +45,8 @@ def direct(model_path: Path, requests: int, max_tokens: int) -> list[float]:
     return rates
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def through_gateway(requests: int, max_tokens: int) -> list[float]:
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = free_port("127.0.0.1"), free_port("127.0.0.1")
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models.yaml"
         models.write_text(
@@ -94,9 +90,6 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
-    from nodeagent.cache.resolver import builtin_path
-
     baseline = direct(builtin_path("smollm2-135m"), args.requests, args.max_tokens)
     gateway = through_gateway(args.requests, args.max_tokens)
     result = {

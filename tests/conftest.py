@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,9 @@ import httpx
 import pytest
 
 from nodeagent.cache.resolver import builtin_path
+from nodeagent.supervisor.replica import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +58,7 @@ def wait_until(predicate: object, timeout: float, what: str, interval: float = 0
 def start_cluster(tmp: Path, models_yaml: str, ready_models: list[str]) -> Cluster:
     models = tmp / "models.yaml"
     models.write_text(models_yaml)
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = free_port("127.0.0.1"), free_port("127.0.0.1")
     log_path = tmp / "cluster.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with log_path.open("wb") as log:

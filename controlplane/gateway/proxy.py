@@ -71,7 +71,7 @@ class EngineProxy:
         try:
             response = await self._forward(request, started)
         except Exception as exc:
-            status = _status_for(exc)
+            status = status_of(exc)[0] if isinstance(exc, LlamafleetError) else 500
             self._metrics.requests.labels(request.model, request.endpoint_label, str(status)).inc()
             raise
         if not isinstance(response, StreamingResponse):
@@ -208,7 +208,3 @@ class _TokenCounter:
             for choice in payload.get("choices") or []:
                 if choice.get("text") or (choice.get("delta") or {}).get("content"):
                     self._chunks += 1
-
-
-def _status_for(exc: Exception) -> int:
-    return status_of(exc)[0] if isinstance(exc, LlamafleetError) else 500
