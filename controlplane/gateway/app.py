@@ -9,12 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 
-from controlplane.gateway import errors
 from controlplane.gateway.proxy import EngineProxy
 from controlplane.gateway.routers import completions, health, models
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
 from llamafleet import __version__
+from llamafleet.core import http_errors
+from llamafleet.core.errors import Unauthorized
 
 _OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 
@@ -23,7 +24,7 @@ def create_app(
     settings: GatewaySettings, routing: RoutingView, proxy: EngineProxy, registry: CollectorRegistry
 ) -> FastAPI:
     app = FastAPI(title="llamafleet gateway", version=__version__, docs_url="/docs", redoc_url=None)
-    errors.install(app)
+    http_errors.install(app, "gateway")
 
     if settings.api_keys:
         keys = [k.encode() for k in settings.api_keys]
@@ -36,8 +37,8 @@ def create_app(
                 return await call_next(request)
             token = request.headers.get("authorization", "").removeprefix("Bearer ").strip().encode()
             if not any(hmac.compare_digest(token, key) for key in keys):
-                return errors.error_response(
-                    errors.Unauthorized("missing or invalid API key (Authorization: Bearer …)")
+                return http_errors.error_response(
+                    Unauthorized("missing or invalid API key (Authorization: Bearer …)")
                 )
             return await call_next(request)
 

@@ -17,11 +17,11 @@ from fastapi.responses import Response, StreamingResponse
 
 from controlplane.domain import Endpoint
 from controlplane.gateway.balancer import LeastInFlightBalancer
-from controlplane.gateway.errors import status_of
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
 from llamafleet.core.errors import EngineFailed, LlamafleetError, ModelNotFound, Unavailable
+from llamafleet.core.http_errors import status_of
 from llamafleet.core.openai_api import error_body
 
 log = logging.getLogger(__name__)

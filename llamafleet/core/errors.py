@@ -23,6 +23,10 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class Unauthorized(LlamafleetError):
+    code = "invalid_api_key"
+
+
 class InvalidRequest(LlamafleetError):
     """The caller sent something we cannot serve; ``param`` names the offending field."""
 
@@ -63,3 +67,9 @@ class ModelFileInvalid(LlamafleetError):
     """A model file is not a usable GGUF (bad magic, truncated, impossible sizes)."""
 
     code = "model_invalid"
+
+
+class Overloaded(Unavailable):
+    """Too many requests are already waiting; the caller should back off ``retry_after`` seconds."""
+
+    code = "queue_full"

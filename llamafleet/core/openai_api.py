@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llamafleet.core.errors import InvalidRequest
 
@@ -25,9 +25,52 @@ class _Request(BaseModel):
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    n: int = Field(default=1, ge=1, le=1, description="Only one choice per request is supported")
+    n: int = Field(default=1, ge=1, description="Only one choice per request is supported")
     user: str | None = None
     stream_options: StreamOptions | None = None
+    logit_bias: dict[str, float] | None = None
+    # llama.cpp extensions, named as llama-server names them
+    top_k: int | None = Field(default=None, ge=0)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(default=None, gt=0.0)
+    repeat_last_n: int | None = Field(default=None, ge=0)
+    ignore_eos: bool = Field(default=False, description="Keep generating past end-of-generation tokens")
+    lora: list[LoraChoice] | None = Field(default=None, description="Adapters to apply, beside base:adapter")
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int) -> int:
+        if n != 1:
+            raise ValueError("only n=1 is supported; send several requests for several choices")
+        return n
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        for key, value in (bias or {}).items():
+            if not key.lstrip("-").isdigit() or int(key) < 0:
+                raise ValueError(f"keys must be token ids, got {key!r}")
+            if not -100.0 <= value <= 100.0:
+                raise ValueError(f"bias for token {key} must be between -100 and 100")
+        return bias
+
+    def stops(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def adapter_choices(self, served_model: str) -> list[tuple[str, float | None]]:
+        """Adapters named by ``base:adapter`` in ``model`` plus those in ``lora``, in that order."""
+        chosen: list[tuple[str, float | None]] = []
+        if self.model.startswith(served_model + ":"):
+            chosen.append((self.model[len(served_model) + 1 :], None))
+        chosen.extend((choice.name, choice.scale) for choice in self.lora or [])
+        return chosen
+
+
+class LoraChoice(BaseModel):
+    name: str = Field(min_length=1)
+    scale: float | None = Field(default=None, description="Defaults to the scale given when it was loaded")
 
 
 class StreamOptions(BaseModel):
@@ -74,6 +117,31 @@ class CompletionRequest(_Request):
         if len(self.prompt) != 1:
             raise InvalidRequest("prompt must be a string or a list with exactly one string", "prompt")
         return self.prompt[0]
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if value == "" or value == [] or (isinstance(value, list) and any(v in ("", []) for v in value)):
+            raise ValueError("input must not be empty")
+        return value
+
+    def inputs(self) -> list[str | list[int]]:
+        """One entry per embedding to return: a text, or a list of token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if all(isinstance(v, int) for v in self.input):
+            return [list(self.input)]  # type: ignore[arg-type]
+        return list(self.input)  # type: ignore[arg-type]
 
 
 _Request.model_rebuild()

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,7 +23,7 @@ from llamafleet.core import logs
 from llamafleet.core.http_server import serve_until
 from llamafleet.core.lifecycle import install_stop_signals
 from llamafleet.core.settings_cli import add_settings_arguments, settings_from_args
-from nodeagent.engine.core import EngineParams, SerialLlamaCore
+from nodeagent.engine.core import AdapterSpec, BatchingCore, EngineParams
 from nodeagent.engine.http import create_app
 from nodeagent.engine.metrics import EngineMetrics
 
@@ -38,10 +39,31 @@ class EngineOptions(BaseModel):
     model_name: str = Field(default="model", description="Name clients use for this model")
     host: str = Field(default="127.0.0.1", description="Address to bind the HTTP server to")
     port: int = Field(default=8081, description="HTTP port")
-    context_length: int = Field(default=2048, description="Context window per slot, in tokens")
-    parallel_slots: int = Field(default=1, description="Sequences served at once")
+    context_length: int = Field(default=2048, ge=16, description="Context window per slot, in tokens")
+    parallel_slots: int = Field(default=4, ge=1, le=256, description="Sequences decoded together (slots)")
     n_gpu_layers: int = Field(default=-1, description="Layers to offload to GPUs (-1: all)")
-    n_threads: int = Field(default=0, description="CPU threads for generation (0: llama.cpp decides)")
+    n_threads: int = Field(default=0, ge=0, description="CPU threads for generation (0: llama.cpp decides)")
+    batch_size: int = Field(
+        default=512, ge=32, description="Most tokens in one decode step (llama.cpp n_batch)"
+    )
+    ubatch_size: int = Field(
+        default=512, ge=32, description="Physical batch (n_ubatch); also the longest input for embeddings"
+    )
+    prefill_chunk: int = Field(
+        default=512,
+        ge=16,
+        description="Most prompt tokens prefilled per step, so long prompts never stall running streams",
+    )
+    queue_limit: int = Field(
+        default=64, ge=0, description="Requests that may wait for a free slot; more get 429 with Retry-After"
+    )
+    embeddings: bool = Field(default=False, description="Serve /v1/embeddings (pooled, L2-normalised)")
+    pooling: Literal["auto", "mean", "cls", "last"] = Field(
+        default="auto", description="Embedding pooling; auto takes the GGUF's, else mean"
+    )
+    adapters: list[str] = Field(
+        default_factory=list, description="LoRA adapters to load at start, each NAME=PATH[@SCALE]"
+    )
     parent_pid: int = Field(default=0, description="Exit when this process dies (0: don't watch)")
 
 
@@ -50,6 +72,18 @@ class EngineSettings(BaseSettings):
 
     log_level: str = Field(default="INFO", description="Log level")
     engine: EngineOptions = EngineOptions()
+
+
+def parse_adapter(text: str) -> AdapterSpec:
+    """NAME=PATH[@SCALE] → AdapterSpec."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise SystemExit(f"--adapters expects NAME=PATH[@SCALE], got {text!r}")
+    path, _, scale = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    try:
+        return AdapterSpec(name, Path(path), float(scale) if scale else 1.0)
+    except ValueError:
+        raise SystemExit(f"--adapters: the scale in {text!r} is not a number") from None
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -80,9 +114,17 @@ async def serve(options: EngineOptions) -> int:
         parallel_slots=options.parallel_slots,
         n_gpu_layers=options.n_gpu_layers,
         n_threads=options.n_threads,
+        n_batch=options.batch_size,
+        n_ubatch=min(options.ubatch_size, options.batch_size),
+        prefill_chunk=min(options.prefill_chunk, options.batch_size),
+        queue_limit=options.queue_limit,
+        embeddings=options.embeddings,
+        pooling=options.pooling,
+        adapters=tuple(parse_adapter(a) for a in options.adapters),
     )
-    core = SerialLlamaCore(params)
-    app = create_app(core, options.model_name, EngineMetrics())
+    metrics = EngineMetrics()
+    core = BatchingCore(params, metrics)
+    app = create_app(core, options.model_name, metrics)
     exit_code = 0
 
     async def load() -> None:

@@ -1,29 +1,46 @@
-"""The engine core: what the HTTP surface calls to generate. Interface plus the serial llama-cpp-python core.
+"""The engine core: what the HTTP surface calls — OpenAI requests in, sequences to the batcher, responses out.
 
-The serial core runs one request at a time on llama-cpp-python's high-level API. Native calls
-block, so they run on one dedicated worker thread; the event loop only moves chunks. The
-batching core (continuous batching over the low-level API) replaces it behind the same
-interface.
+This runs on the event loop. It turns a request into token ids (chat template, tokenizer),
+sampling parameters and adapter references, submits a ``Sequence`` to the batcher thread and
+relays the deltas it posts back. Closing a stream early cancels the sequence, which frees its
+slot at the batcher's next step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import base64
+import contextlib
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest
+import numpy as np
+
+from llamafleet.core.errors import InvalidRequest, Unavailable
+from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from nodeagent.engine.adapters import AdapterRegistry
+from nodeagent.engine.batcher import Batcher, BatcherSettings
+from nodeagent.engine.chat import ChatTemplate
+from nodeagent.engine.metrics import EngineMetrics
+from nodeagent.engine.native import NativeConfig, NativeModel
+from nodeagent.engine.responses import Chunk, ResponseShape, embeddings_response
+from nodeagent.engine.sampling import SamplingParams
+from nodeagent.engine.sequence import Delta, Sequence, Usage
 
 log = logging.getLogger(__name__)
 
-Chunk = dict[str, Any]
+AnyRequest = ChatCompletionRequest | CompletionRequest
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    name: str
+    path: Path
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,13 @@ class EngineParams:
     parallel_slots: int
     n_gpu_layers: int
     n_threads: int
+    n_batch: int = 512
+    n_ubatch: int = 512
+    prefill_chunk: int = 512
+    queue_limit: int = 64
+    embeddings: bool = False
+    pooling: str = "auto"
+    adapters: tuple[AdapterSpec, ...] = ()
 
 
 class EngineCore(Protocol):
@@ -41,12 +65,6 @@ class EngineCore(Protocol):
 
     @property
     def ready(self) -> bool: ...
-
-    @property
-    def queue_depth(self) -> int: ...
-
-    @property
-    def busy(self) -> int: ...
 
     async def load(self) -> None: ...
 
@@ -58,223 +76,301 @@ class EngineCore(Protocol):
 
     def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]: ...
 
+    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]: ...
+
+    def slots(self) -> list[dict[str, Any]]: ...
+
+    def adapters(self) -> list[dict[str, Any]]: ...
+
+    async def load_adapter(self, spec: AdapterSpec) -> dict[str, Any]: ...
+
+    async def unload_adapter(self, name: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
-def sampling_kwargs(request: ChatCompletionRequest | CompletionRequest) -> dict[str, Any]:
-    """OpenAI parameters → llama-cpp-python keyword arguments (only those the client set)."""
-    kwargs: dict[str, Any] = {}
-    if request.temperature is not None:
-        kwargs["temperature"] = request.temperature
-    if request.top_p is not None:
-        kwargs["top_p"] = request.top_p
-    if request.stop is not None:
-        kwargs["stop"] = request.stop
-    if request.seed is not None:
-        kwargs["seed"] = request.seed
-    if request.presence_penalty is not None:
-        kwargs["presence_penalty"] = request.presence_penalty
-    if request.frequency_penalty is not None:
-        kwargs["frequency_penalty"] = request.frequency_penalty
-    return kwargs
+def sampling_params(request: AnyRequest, eog_tokens: list[int]) -> SamplingParams:
+    """OpenAI and llama.cpp request fields → sampling parameters; unset ones keep llama-server's defaults."""
+    given = {
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "top_k": request.top_k,
+        "min_p": request.min_p,
+        "repeat_penalty": request.repeat_penalty,
+        "repeat_last_n": request.repeat_last_n,
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "seed": request.seed,
+    }
+    values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    bias = {int(k): v for k, v in (request.logit_bias or {}).items()}
+    if request.ignore_eos:
+        bias.update(dict.fromkeys(eog_tokens, float("-inf")))  # as llama-server does
+    if bias:
+        values["logit_bias"] = bias
+    return SamplingParams(**values)
 
 
-class SerialLlamaCore:
-    """One request at a time on ``llama_cpp.Llama``; the others wait their turn in FIFO order."""
+class BatchingCore:
+    """Continuous batching over llama.cpp's low-level API (see ``batcher``)."""
 
-    def __init__(self, params: EngineParams) -> None:
+    def __init__(self, params: EngineParams, metrics: EngineMetrics) -> None:
         self._params = params
-        self._llama: Any = None
-        # One thread: llama.cpp contexts are not thread-safe, and this keeps calls ordered.
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
-        self._turn = asyncio.Lock()
-        self._waiting = 0
-        self._busy = 0
+        self._metrics = metrics
+        self._model: NativeModel | None = None
+        self._batcher: Batcher | None = None
+        self._registry: AdapterRegistry | None = None
+        self._template: ChatTemplate | None = None
+        self._ready = False  # after the model and the adapters given at start are loaded
 
     @property
     def ready(self) -> bool:
-        return self._llama is not None
-
-    @property
-    def queue_depth(self) -> int:
-        return self._waiting
-
-    @property
-    def busy(self) -> int:
-        return self._busy
+        return self._ready
 
     async def load(self) -> None:
-        started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        self._llama = await loop.run_in_executor(self._executor, self._load)
-        log.info("loaded %s in %.1fs", self._params.model_path.name, time.monotonic() - started)
-
-    def _load(self) -> Any:
-        from llama_cpp import Llama  # native code: imported only inside the engine process
-
         p = self._params
-        return Llama(
-            model_path=str(p.model_path),
-            n_ctx=p.context_length,
+        started = time.monotonic()
+        config = NativeConfig(
+            model_path=p.model_path,
+            n_ctx_per_seq=p.context_length,
+            n_seq=p.parallel_slots,
+            n_batch=p.n_batch,
+            n_ubatch=p.n_ubatch,
             n_gpu_layers=p.n_gpu_layers,
-            n_threads=p.n_threads or None,
-            n_threads_batch=p.n_threads or None,
-            verbose=False,
+            n_threads=p.n_threads,
+            embeddings=p.embeddings,
+            pooling=p.pooling,
+        )
+        model = await asyncio.to_thread(NativeModel, config)
+        self._model = model
+        self._template = ChatTemplate(
+            model.chat_template(), model.token_text(model.bos), model.token_text(model.eos)
+        )
+        self._registry = AdapterRegistry(model)
+        loop = asyncio.get_running_loop()
+
+        def post(items: list[tuple[Sequence, Delta]]) -> None:
+            loop.call_soon_threadsafe(_deliver, items)
+
+        batcher = Batcher(
+            model,
+            BatcherSettings(slots=p.parallel_slots, queue_limit=p.queue_limit, prefill_chunk=p.prefill_chunk),
+            self._registry,
+            post,
+            self._metrics,
+        )
+        batcher.start()
+        self._batcher = batcher
+        for spec in p.adapters:
+            await self.load_adapter(spec)
+        self._ready = True
+        log.info(
+            "loaded %s in %.1fs: %d slots × %d tokens of context, batch %d",
+            p.model_path.name,
+            time.monotonic() - started,
+            p.parallel_slots,
+            model.n_ctx_seq,
+            model.n_batch,
         )
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        if self._llama is not None:
-            self._llama.close()
-            self._llama = None
+        self._ready = False
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            await asyncio.to_thread(batcher.stop)
+        if self._registry is not None:
+            self._registry.close()
+        if self._model is not None:
+            self._model.close()
+            self._model = None
 
-    async def _run(self, fn: Any, /, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        self._waiting += 1
-        async with self._turn:
-            self._waiting -= 1
-            self._busy += 1
-            try:
-                return await loop.run_in_executor(self._executor, lambda: _invalid_input_guard(fn, **kwargs))
-            finally:
-                self._busy -= 1
+    # --- parts, checked ----------------------------------------------------------------------
+
+    def _model_(self) -> NativeModel:
+        if self._model is None or self._batcher is None:
+            raise Unavailable("model is still loading", retry_after=1)
+        return self._model
+
+    def _batcher_(self) -> Batcher:
+        if self._batcher is None:
+            raise Unavailable("model is still loading", retry_after=1)
+        return self._batcher
+
+    def _registry_(self) -> AdapterRegistry:
+        if self._registry is None:
+            raise Unavailable("model is still loading", retry_after=1)
+        return self._registry
+
+    # --- generation --------------------------------------------------------------------------
+
+    def _sequence(
+        self, request: AnyRequest, prompt: list[int], max_tokens: int | None, request_id: str
+    ) -> Sequence:
+        if not prompt:
+            raise InvalidRequest("the prompt is empty", "prompt")
+        adapters = self._registry_().acquire(request.adapter_choices(self._params.model_name))
+        return Sequence(
+            "generate",
+            prompt,
+            asyncio.Queue(),
+            sampling=sampling_params(request, self._model_().eog_tokens),
+            max_tokens=max_tokens,
+            stops=request.stops(),
+            adapters=adapters,
+            request_id=request_id,
+        )
+
+    def _chat_sequence(self, request: ChatCompletionRequest, shape: ResponseShape) -> Sequence:
+        model = self._model_()
+        assert self._template is not None
+        prompt = model.tokenize(self._template.render(request.messages), add_special=True)
+        return self._sequence(request, prompt, request.token_limit(), shape.id)
+
+    def _text_sequence(self, request: CompletionRequest, shape: ResponseShape) -> Sequence:
+        prompt = self._model_().tokenize(request.prompt_text(), add_special=True)
+        return self._sequence(request, prompt, request.max_tokens, shape.id)
+
+    async def _deltas(self, seq: Sequence) -> AsyncGenerator[Delta, None]:
+        """Submit and relay deltas until the last one; leaving early cancels the sequence."""
+        batcher = self._batcher_()
+        try:
+            batcher.submit(seq)
+        except BaseException:
+            if seq.adapters:
+                batcher.call(lambda: self._registry_().release(seq.adapters))
+            raise
+        finished = False
+        try:
+            while True:
+                delta: Delta = await seq.inbox.get()
+                if delta.error is not None:
+                    finished = True
+                    raise delta.error
+                finished = delta.final
+                yield delta
+                if finished:
+                    return
+        finally:
+            if not finished:
+                batcher.cancel(seq)
+
+    async def _collect(self, seq: Sequence, shape: ResponseShape, prefix: str = "") -> dict[str, Any]:
+        parts = [prefix]
+        finish_reason: str | None = None
+        usage = Usage(len(seq.prompt), 0, 0)
+        async with contextlib.aclosing(self._deltas(seq)) as deltas:
+            async for delta in deltas:
+                parts.append(delta.text)
+                if delta.final:
+                    finish_reason = delta.finish_reason
+                    usage = delta.usage or usage
+        return shape.whole("".join(parts), finish_reason, usage)
+
+    async def _stream(
+        self, seq: Sequence, shape: ResponseShape, include_usage: bool, prefix: str | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        deltas = self._deltas(seq)
+        async with contextlib.aclosing(deltas):
+            first = await anext(deltas)  # submits: bad input raises here, before any chunk exists
+            if shape.kind == "chat":
+                yield shape.chunk("", first=True)
+            elif prefix:
+                yield shape.chunk(prefix)
+            usage: Usage | None = None
+            delta: Delta | None = first
+            while delta is not None:
+                if delta.text or delta.final:
+                    yield shape.chunk(
+                        delta.text if delta.text or not delta.final else None, delta.finish_reason
+                    )
+                if delta.final:
+                    usage = delta.usage
+                    break
+                delta = await anext(deltas, None)
+            if include_usage and usage is not None:
+                yield shape.usage_chunk(usage)
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        result: dict[str, Any] = await self._run(
-            self._llama.create_chat_completion,
-            messages=[m.model_dump(exclude_none=True) | {"content": m.text()} for m in request.messages],
-            max_tokens=request.token_limit(),
-            **sampling_kwargs(request),
-        )
-        result["model"] = self._params.model_name
-        return result
-
-    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        result: dict[str, Any] = await self._run(
-            self._llama.create_completion,
-            prompt=request.prompt_text(),
-            max_tokens=request.max_tokens,
-            echo=request.echo,
-            **sampling_kwargs(request),
-        )
-        result["model"] = self._params.model_name
-        return result
+        shape = ResponseShape("chat", request.model)
+        return await self._collect(self._chat_sequence(request, shape), shape)
 
     def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        return self._stream(
-            self._llama.create_chat_completion,
-            include_usage=bool(request.stream_options and request.stream_options.include_usage),
-            messages=[m.model_dump(exclude_none=True) | {"content": m.text()} for m in request.messages],
-            max_tokens=request.token_limit(),
-            stream=True,
-            **sampling_kwargs(request),
-        )
+        shape = ResponseShape("chat", request.model)
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return self._lazy(lambda: self._stream(self._chat_sequence(request, shape), shape, include_usage))
+
+    async def complete(self, request: CompletionRequest) -> dict[str, Any]:
+        shape = ResponseShape("text", request.model)
+        prefix = request.prompt_text() if request.echo else ""
+        return await self._collect(self._text_sequence(request, shape), shape, prefix)
 
     def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        return self._stream(
-            self._llama.create_completion,
-            include_usage=bool(request.stream_options and request.stream_options.include_usage),
-            prompt=request.prompt_text(),
-            max_tokens=request.max_tokens,
-            stream=True,
-            **sampling_kwargs(request),
+        shape = ResponseShape("text", request.model)
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        prefix = request.prompt_text() if request.echo else None
+        return self._lazy(
+            lambda: self._stream(self._text_sequence(request, shape), shape, include_usage, prefix)
         )
 
-    async def _stream(self, fn: Any, /, include_usage: bool, **kwargs: Any) -> AsyncIterator[Chunk]:
-        """Run a streaming llama-cpp-python call on the worker thread, handing chunks to the loop.
+    @staticmethod
+    async def _lazy(make: Callable[[], AsyncGenerator[Chunk, None]]) -> AsyncIterator[Chunk]:
+        """Build the sequence on the first ``anext``, so its errors surface where the HTTP layer looks."""
+        async with contextlib.aclosing(make()) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
-        Cancellation (the client went away) sets ``cancelled``; the worker closes the generator
-        at the next token, which frees the engine for the next request.
-        """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
-        cancelled = threading.Event()
-        n_ctx_tokens = [0]
+    # --- embeddings --------------------------------------------------------------------------
 
-        def produce() -> None:
-            try:
-                iterator: Iterator[Chunk] = _invalid_input_guard(fn, **kwargs)
-                try:
-                    for chunk in iterator:
-                        if cancelled.is_set():
-                            break
-                        loop.call_soon_threadsafe(queue.put_nowait, chunk)
-                finally:
-                    close = getattr(iterator, "close", None)
-                    if close is not None:
-                        close()
-                    n_ctx_tokens[0] = int(self._llama.n_tokens)
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-            except ValueError as exc:  # raised lazily, on the first next(): see _invalid_input_guard
-                error = InvalidRequest(str(exc), "messages" if "messages" in kwargs else "prompt")
-                loop.call_soon_threadsafe(queue.put_nowait, error)
-            except BaseException as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+    async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
+        model = self._model_()
+        if not self._params.embeddings:
+            raise InvalidRequest(
+                "this model is not served with embeddings; set embeddings: true on the model", "model"
+            )
+        if request.dimensions is not None and request.dimensions != model.n_embd:
+            raise InvalidRequest(f"this model's embeddings have {model.n_embd} dimensions", "dimensions")
+        seqs = []
+        for item in request.inputs():
+            tokens = model.tokenize(item, add_special=True) if isinstance(item, str) else item
+            if any(t < 0 or t >= model.n_vocab for t in tokens):
+                raise InvalidRequest(f"token ids must be in [0, {model.n_vocab})", "input")
+            seqs.append(Sequence("embed", tokens, asyncio.Queue(), request_id=f"embd-{id(item)}"))
+        vectors = await asyncio.gather(*(self._embedding(seq) for seq in seqs))
+        data: list[Any] = vectors
+        if request.encoding_format == "base64":
+            data = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
+        return embeddings_response(request.model, data, sum(len(s.prompt) for s in seqs))
 
-        self._waiting += 1
-        async with self._turn:
-            self._waiting -= 1
-            self._busy += 1
-            future = loop.run_in_executor(self._executor, produce)
-            completion_tokens = 0
-            finish_reason = None
-            last: Chunk | None = None
-            try:
-                while True:
-                    item = await queue.get()
-                    if item is None:
-                        break
-                    if isinstance(item, BaseException):
-                        raise item
-                    item["model"] = self._params.model_name
-                    if _chunk_has_text(item):
-                        completion_tokens += 1  # llama-cpp-python streams one chunk per token
-                    finish_reason = _finish_reason(item) or finish_reason
-                    last = item
-                    yield item
-                await future
-                if include_usage and last is not None:
-                    # The context holds prompt + every evaluated completion token; on "length"
-                    # the last sampled token was never evaluated.
-                    evaluated = completion_tokens - 1 if finish_reason == "length" else completion_tokens
-                    prompt_tokens = max(0, n_ctx_tokens[0] - max(0, evaluated))
-                    yield {
-                        "id": last.get("id"),
-                        "object": last.get("object"),
-                        "created": last.get("created"),
-                        "model": self._params.model_name,
-                        "choices": [],
-                        "usage": {
-                            "prompt_tokens": prompt_tokens,
-                            "completion_tokens": completion_tokens,
-                            "total_tokens": prompt_tokens + completion_tokens,
-                        },
-                    }
-            finally:
-                cancelled.set()
-                # Wait for the worker to notice, so the next request finds the engine free.
-                if not future.done():
-                    await asyncio.shield(future)
-                self._busy -= 1
+    async def _embedding(self, seq: Sequence) -> list[float]:
+        async with contextlib.aclosing(self._deltas(seq)) as deltas:
+            async for delta in deltas:
+                if delta.embedding is not None:
+                    return delta.embedding
+        raise InvalidRequest("no embedding was produced", "input")
+
+    # --- introspection and adapters ----------------------------------------------------------
+
+    def slots(self) -> list[dict[str, Any]]:
+        return self._batcher_().slots_view()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._batcher.queue_depth if self._batcher else 0
+
+    def adapters(self) -> list[dict[str, Any]]:
+        return self._registry.listed() if self._registry else []
+
+    async def load_adapter(self, spec: AdapterSpec) -> dict[str, Any]:
+        registry = self._registry_()
+        return await asyncio.wrap_future(
+            self._batcher_().call(lambda: registry.load(spec.name, spec.path, spec.scale))
+        )
+
+    async def unload_adapter(self, name: str) -> None:
+        registry = self._registry_()
+        await asyncio.wrap_future(self._batcher_().call(lambda: registry.unload(name)))
 
 
-def _finish_reason(chunk: Chunk) -> str | None:
-    for choice in chunk.get("choices", []):
-        if choice.get("finish_reason"):
-            return str(choice["finish_reason"])
-    return None
-
-
-def _chunk_has_text(chunk: Chunk) -> bool:
-    for choice in chunk.get("choices", []):
-        if choice.get("text") or (choice.get("delta") or {}).get("content"):
-            return True
-    return False
-
-
-def _invalid_input_guard(fn: Any, /, **kwargs: Any) -> Any:
-    """llama-cpp-python signals bad input (e.g. a prompt longer than the context) with ValueError."""
-    try:
-        return fn(**kwargs)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), "messages" if "messages" in kwargs else "prompt") from exc
+def _deliver(items: list[tuple[Sequence, Delta]]) -> None:
+    for seq, delta in items:
+        seq.inbox.put_nowait(delta)

@@ -1,65 +1,61 @@
-"""The engine's HTTP surface for one model replica: /health, /metrics, OpenAI-style completions."""
+"""The engine's HTTP surface for one model replica: OpenAI endpoints, /health, /slots, /adapters, /metrics."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
+from llamafleet.core import http_errors
 from llamafleet.core.errors import InvalidRequest, LlamafleetError, Unavailable
-from llamafleet.core.openai_api import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    error_body,
-    validation_param,
-)
-from nodeagent.engine.core import Chunk, EngineCore
+from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, error_body
+from nodeagent.engine.core import AdapterSpec, EngineCore
 from nodeagent.engine.metrics import EngineMetrics
+from nodeagent.engine.responses import Chunk
 
 log = logging.getLogger(__name__)
 
 
+class AdapterLoad(BaseModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="Used as base:name in requests")
+    path: Path = Field(description="LoRA adapter GGUF on this node")
+    scale: float = Field(default=1.0, description="Default scale when a request does not give one")
+
+
 def create_app(core: EngineCore, model_name: str, metrics: EngineMetrics) -> FastAPI:
     app = FastAPI(title=f"llamafleet engine ({model_name})", docs_url=None, redoc_url=None)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        param = validation_param(tuple(first["loc"]))
-        return JSONResponse(
-            error_body(f"{param}: {first['msg']}", "invalid_request_error", "invalid_value", param), 400
-        )
-
-    @app.exception_handler(InvalidRequest)
-    async def on_invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, "invalid_request_error", exc.code, exc.param), 400)
-
-    @app.exception_handler(Unavailable)
-    async def on_unavailable(_: Request, exc: Unavailable) -> JSONResponse:
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-        return JSONResponse(error_body(exc.message, "server_error", exc.code), 503, headers=headers)
-
-    @app.exception_handler(LlamafleetError)
-    async def on_error(_: Request, exc: LlamafleetError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, "server_error", exc.code), 500)
+    http_errors.install(app, "engine")
 
     @app.get("/health")
     async def health() -> JSONResponse:
         if not core.ready:
             return JSONResponse({"status": "loading", "model": model_name}, 503)
-        return JSONResponse({"status": "ok", "model": model_name})
+        slots = core.slots()
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": model_name,
+                "slots_total": len(slots),
+                "slots_idle": sum(1 for s in slots if s["state"] == "idle"),
+                "adapters": [a["name"] for a in core.adapters()],
+            }
+        )
+
+    @app.get("/slots")
+    async def slots() -> list[dict[str, Any]]:
+        _check_ready(core)
+        return core.slots()
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        metrics.busy_slots.set(core.busy)
-        metrics.queue_depth.set(core.queue_depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/chat/completions", response_model=None)
@@ -76,6 +72,26 @@ def create_app(core: EngineCore, model_name: str, metrics: EngineMetrics) -> Fas
             return await _stream(core.complete_stream(body), "completions", metrics)
         return await _once(core.complete(body), "completions", metrics)
 
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest) -> JSONResponse:
+        _check_ready(core)
+        return await _once(core.embed(body), "embeddings", metrics)
+
+    @app.get("/adapters")
+    async def adapters() -> dict[str, Any]:
+        return {"object": "list", "data": core.adapters()}
+
+    @app.post("/adapters")
+    async def load_adapter(body: AdapterLoad) -> dict[str, Any]:
+        _check_ready(core)
+        return await core.load_adapter(AdapterSpec(body.name, body.path, body.scale))
+
+    @app.delete("/adapters/{name}")
+    async def unload_adapter(name: str) -> dict[str, Any]:
+        _check_ready(core)
+        await core.unload_adapter(name)
+        return {"name": name, "unloaded": True}
+
     return app
 
 
@@ -84,16 +100,13 @@ def _check_ready(core: EngineCore) -> None:
         raise Unavailable("model is still loading", retry_after=1)
 
 
-async def _once(result: Any, endpoint: str, metrics: EngineMetrics) -> JSONResponse:
+async def _once(result: Awaitable[dict[str, Any]], endpoint: str, metrics: EngineMetrics) -> JSONResponse:
     started = time.monotonic()
     try:
-        body: dict[str, Any] = await result
+        body = await result
     except InvalidRequest:
         metrics.requests.labels(endpoint, "invalid").inc()
         raise
-    usage = body.get("usage") or {}
-    metrics.generated_tokens.inc(usage.get("completion_tokens", 0))
-    metrics.prompt_tokens.inc(usage.get("prompt_tokens", 0))
     metrics.request_seconds.labels(endpoint).observe(time.monotonic() - started)
     metrics.requests.labels(endpoint, "ok").inc()
     return JSONResponse(body)
@@ -113,10 +126,6 @@ async def _stream(chunks: AsyncIterator[Chunk], endpoint: str, metrics: EngineMe
         try:
             yield _sse(first)
             async for chunk in chunks:
-                if chunk.get("usage"):
-                    metrics.prompt_tokens.inc(chunk["usage"].get("prompt_tokens", 0))
-                else:
-                    metrics.generated_tokens.inc(1)
                 yield _sse(chunk)
             yield b"data: [DONE]\n\n"
             outcome = "ok"

@@ -8,28 +8,60 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class EngineMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        r = self.registry
         self.requests = Counter(
             "llamafleet_engine_requests_total",
             "Requests finished, by endpoint and outcome (ok, invalid, cancelled, error)",
             ["endpoint", "outcome"],
-            registry=self.registry,
-        )
-        self.generated_tokens = Counter(
-            "llamafleet_engine_generated_tokens_total", "Tokens generated", registry=self.registry
-        )
-        self.prompt_tokens = Counter(
-            "llamafleet_engine_prompt_tokens_total", "Prompt tokens processed", registry=self.registry
+            registry=r,
         )
         self.request_seconds = Histogram(
             "llamafleet_engine_request_duration_seconds",
             "Time from request to last token",
             ["endpoint"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-            registry=self.registry,
+            registry=r,
         )
-        self.busy_slots = Gauge(
-            "llamafleet_engine_busy_slots", "Slots generating now", registry=self.registry
+        self.generated_tokens = Counter(
+            "llamafleet_engine_generated_tokens_total", "Tokens generated", registry=r
         )
+        self.prompt_tokens = Counter(
+            "llamafleet_engine_prompt_tokens_total", "Prompt tokens in admitted requests", registry=r
+        )
+        self.prompt_cache_hit_tokens = Counter(
+            "llamafleet_engine_prompt_cache_hit_tokens_total",
+            "Prompt tokens served from a slot's KV cache instead of being prefilled",
+            registry=r,
+        )
+        self.tokens_per_second = Gauge(
+            "llamafleet_engine_generation_tokens_per_second",
+            "Generated tokens per second over the last 10 seconds of busy time",
+            registry=r,
+        )
+        self.busy_slots = Gauge("llamafleet_engine_busy_slots", "Slots serving a request now", registry=r)
+        self.slots = Gauge("llamafleet_engine_slots", "Slots (parallel sequences) of this engine", registry=r)
         self.queue_depth = Gauge(
-            "llamafleet_engine_queue_depth", "Requests waiting for a slot", registry=self.registry
+            "llamafleet_engine_queue_depth", "Requests waiting for a free slot", registry=r
+        )
+        self.kv_cells_used = Gauge(
+            "llamafleet_engine_kv_cells_used", "KV cache cells holding tokens, over all slots", registry=r
+        )
+        self.kv_cells = Gauge("llamafleet_engine_kv_cells", "KV cache cells in all", registry=r)
+        self.step_seconds = Histogram(
+            "llamafleet_engine_decode_step_seconds",
+            "Wall time of one batched llama_decode step",
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.step_tokens = Histogram(
+            "llamafleet_engine_decode_step_tokens",
+            "Tokens carried by one decode step (decoding sequences plus prefill chunks)",
+            buckets=(1, 2, 4, 8, 16, 64, 256, 512, 2048),
+            registry=r,
+        )
+        self.rejected = Counter(
+            "llamafleet_engine_rejected_total",
+            "Requests refused before running, by reason (queue_full, too_long)",
+            ["reason"],
+            registry=r,
         )

@@ -1,4 +1,4 @@
-"""The one place that maps errors to HTTP statuses and OpenAI's error envelope."""
+"""The one place that maps domain errors to HTTP statuses and OpenAI's error envelope (gateway and engine)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from llamafleet.core.errors import (
     LlamafleetError,
     NoCapacity,
     NotFound,
+    Overloaded,
+    Unauthorized,
     Unavailable,
 )
 from llamafleet.core.openai_api import error_body, validation_param
@@ -22,15 +24,12 @@ from llamafleet.core.openai_api import error_body, validation_param
 log = logging.getLogger(__name__)
 
 
-class Unauthorized(LlamafleetError):
-    code = "invalid_api_key"
-
-
 # domain error → (HTTP status, OpenAI error type)
 _STATUS: list[tuple[type[LlamafleetError], int, str]] = [
     (InvalidRequest, 400, "invalid_request_error"),
     (Unauthorized, 401, "authentication_error"),
     (NotFound, 404, "invalid_request_error"),
+    (Overloaded, 429, "rate_limit_error"),
     (NoCapacity, 503, "server_error"),
     (Unavailable, 503, "server_error"),
     (EngineFailed, 502, "server_error"),
@@ -53,7 +52,7 @@ def error_response(exc: LlamafleetError) -> JSONResponse:
     return JSONResponse(error_body(exc.message, type_, exc.code, param), status, headers=headers)
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, component: str) -> None:
     @app.exception_handler(LlamafleetError)
     async def on_domain(_: Request, exc: LlamafleetError) -> JSONResponse:
         return error_response(exc)
@@ -76,5 +75,5 @@ def install(app: FastAPI) -> None:
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error serving %s %s", request.method, request.url.path)
         return JSONResponse(
-            error_body("internal error; see the gateway's logs", "server_error", "internal_error"), 500
+            error_body(f"internal error; see the {component}'s logs", "server_error", "internal_error"), 500
         )

@@ -1,0 +1,387 @@
+"""Continuous batching: one thread that puts every active sequence into each llama_decode step.
+
+Each step: take new requests and cancellations, give free slots to waiting requests (the slot
+whose cached tokens share the longest prefix with the prompt wins, and only the rest is
+prefilled), then build one batch — one token for every generating sequence plus prompt
+chunks up to ``prefill_chunk`` tokens — decode it, and sample every sequence that produced
+logits. Sequences with different LoRA adapter sets cannot share a step (llama.cpp binds
+adapters per context), so groups take turns step by step; embeddings run in steps of their
+own with the context's embedding output switched on.
+
+llama_decode releases the GIL, so the HTTP event loop keeps running during a step.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from llamafleet.core.errors import EngineFailed, InvalidRequest, LlamafleetError, Overloaded
+from nodeagent.engine.adapters import AdapterRegistry
+from nodeagent.engine.metrics import EngineMetrics
+from nodeagent.engine.native import NativeModel
+from nodeagent.engine.sampling import SamplerChain
+from nodeagent.engine.sequence import Delta, Sequence, Slot, common_prefix
+from nodeagent.engine.text import TextStream
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Post = Callable[[list[tuple[Sequence, Delta]]], None]
+
+
+@dataclass(frozen=True)
+class BatcherSettings:
+    slots: int
+    queue_limit: int
+    prefill_chunk: int
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: NativeModel,
+        settings: BatcherSettings,
+        adapters: AdapterRegistry,
+        post: Post,
+        metrics: EngineMetrics,
+    ) -> None:
+        self._model = model
+        self._settings = settings
+        self._adapters = adapters
+        self._post = post
+        self._metrics = metrics
+        self._slots = [Slot(i) for i in range(settings.slots)]
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._lock = threading.Condition()
+        self._inbox: list[Sequence] = []
+        self._queued = 0  # submitted, not yet in a slot (inbox + waiting), guarded by _lock
+        self._commands: list[Callable[[], None]] = []
+        self._wake = False
+        self._stopping = False
+        self._turn = 0
+        self._uses = 0
+        self._outbox: list[tuple[Sequence, Delta]] = []
+        self._rate: collections.deque[tuple[float, int]] = collections.deque()
+        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
+        metrics.slots.set(settings.slots)
+        metrics.kv_cells.set(model.n_ctx_seq * settings.slots)
+
+    # --- any thread --------------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queued
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for s in self._slots if s.seq is not None)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        self._thread.join()
+
+    def submit(self, seq: Sequence) -> None:
+        limit = (
+            self._model.n_ctx_seq
+            if seq.kind == "generate"
+            else min(self._model.n_ctx_seq, self._model.n_ubatch)
+        )
+        if len(seq.prompt) >= limit + (seq.kind == "embed"):
+            self._metrics.rejected.labels("too_long").inc()
+            what = "context per slot" if seq.kind == "generate" else "batch size for embeddings"
+            raise InvalidRequest(
+                f"the input has {len(seq.prompt)} tokens but the {what} is {limit} tokens; "
+                "shorten it or serve the model with a larger context",
+                "input" if seq.kind == "embed" else None,
+            )
+        with self._lock:
+            if self._queued - self._free_slots() >= self._settings.queue_limit:
+                self._metrics.rejected.labels("queue_full").inc()
+                raise Overloaded(
+                    f"all {self._settings.slots} slots are busy and {self._settings.queue_limit} "
+                    "requests are already waiting",
+                    retry_after=1.0,
+                )
+            self._queued += 1
+            self._inbox.append(seq)
+            self._lock.notify()
+
+    def cancel(self, seq: Sequence) -> None:
+        seq.cancelled = True
+        with self._lock:
+            self._wake = True
+            self._lock.notify()
+
+    def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn`` on the batcher thread between two steps (native calls that touch the context)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def command() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        with self._lock:
+            self._commands.append(command)
+            self._lock.notify()
+        return future
+
+    def slots_view(self) -> list[dict[str, Any]]:
+        return [slot.view() for slot in list(self._slots)]
+
+    def _free_slots(self) -> int:
+        return sum(1 for s in self._slots if s.seq is None)
+
+    # --- batcher thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._inbox or self._commands or self._wake or self._stopping or self._has_work()):
+                    self._lock.wait()
+                if self._stopping:
+                    break
+                self._waiting.extend(self._inbox)
+                self._inbox.clear()
+                commands, self._commands = self._commands, []
+                self._wake = False
+            for command in commands:
+                command()
+            try:
+                self._drop_cancelled()
+                self._admit()
+                self._step()
+            except Exception as exc:  # a bug must not kill the engine: fail what was running
+                log.exception("batcher step failed")
+                self._fail_all(EngineFailed(f"engine step failed: {type(exc).__name__}"))
+            self._flush()
+        self._fail_all(EngineFailed("engine is shutting down"))
+        for seq in self._waiting:
+            self._outbox.append((seq, Delta(error=EngineFailed("engine is shutting down"))))
+        self._flush()
+
+    def _has_work(self) -> bool:
+        return any(s.seq is not None for s in self._slots)
+
+    def _flush(self) -> None:
+        if self._outbox:
+            self._post(self._outbox)
+            self._outbox = []
+        self._metrics.busy_slots.set(self.busy)
+        self._metrics.queue_depth.set(self._queued)
+        self._metrics.kv_cells_used.set(sum(len(s.cached) for s in self._slots))
+
+    def _dequeued(self) -> None:
+        with self._lock:
+            self._queued -= 1
+
+    def _drop_cancelled(self) -> None:
+        for slot in self._slots:
+            if slot.seq is not None and slot.seq.cancelled:
+                self._finish(slot, Delta(), notify=False)
+        kept = [s for s in self._waiting if not s.cancelled]
+        for _ in range(len(self._waiting) - len(kept)):
+            self._dequeued()
+        self._waiting = collections.deque(kept)
+
+    def _admit(self) -> None:
+        while self._waiting:
+            free = [s for s in self._slots if s.seq is None]
+            if not free:
+                return
+            seq = self._waiting.popleft()
+            self._dequeued()
+            if seq.kind == "embed":
+                slot = min(free, key=lambda s: (len(s.cached), s.last_used))
+                self._model.clear_seq(slot.id)
+                slot.cached, slot.cache_adapters = [], ()
+            else:
+                slot = max(free, key=lambda s: (self._reusable(s, seq), -s.last_used))
+                self._attach_generation(slot, seq)
+            slot.seq = seq
+            self._metrics.prompt_tokens.inc(len(seq.prompt))
+
+    def _reusable(self, slot: Slot, seq: Sequence) -> int:
+        if slot.cache_adapters != seq.adapters:
+            return 0  # KV computed under other adapters is not this request's KV
+        return common_prefix(slot.cached, seq.prompt)
+
+    def _attach_generation(self, slot: Slot, seq: Sequence) -> None:
+        # Keep at least one prompt token to decode: its logits start the generation.
+        n_keep = min(self._reusable(slot, seq), len(seq.prompt) - 1)
+        if not self._model.keep_prefix(slot.id, n_keep):
+            self._model.clear_seq(slot.id)
+            n_keep = 0
+        slot.cached = slot.cached[:n_keep]
+        slot.cache_adapters = seq.adapters
+        seq.pending = seq.prompt[n_keep:]
+        seq.cached_tokens = n_keep
+        seq.chain = SamplerChain(seq.sampling, self._model.n_vocab)
+        seq.chain.accept(seq.prompt)
+        seq.text = TextStream(seq.stops)
+        self._metrics.prompt_cache_hit_tokens.inc(n_keep)
+
+    def _step(self) -> None:
+        groups: dict[Any, list[Slot]] = {}
+        for slot in self._slots:
+            if slot.seq is not None:
+                groups.setdefault(slot.seq.group, []).append(slot)
+        if not groups:
+            return
+        keys = sorted(groups, key=repr)
+        key = keys[self._turn % len(keys)]
+        self._turn += 1
+        members = sorted(groups[key], key=lambda s: s.seq.number if s.seq else 0)
+        started = time.perf_counter()
+        if key[0] == "embed":
+            self._embed_step(members)
+        else:
+            self._generation_step(members, key[1])
+        self._metrics.step_seconds.observe(time.perf_counter() - started)
+
+    def _generation_step(self, members: list[Slot], adapters: Any) -> None:
+        model, batch = self._model, self._model.batch
+        batch.clear()
+        outputs: list[tuple[Slot, int]] = []
+        for slot in members:  # every generating sequence advances by one token
+            seq = slot.seq
+            assert seq is not None
+            if seq.next_token is not None:
+                outputs.append((slot, batch.add(slot.id, [seq.next_token], len(slot.cached), "last")))
+                slot.cached.append(seq.next_token)
+                seq.next_token = None
+        budget = min(batch.room, self._settings.prefill_chunk)
+        for slot in members:  # then prompt chunks, oldest request first
+            seq = slot.seq
+            assert seq is not None
+            if not seq.pending or budget <= 0:
+                continue
+            chunk = seq.pending[:budget]
+            done = len(chunk) == len(seq.pending)
+            index = batch.add(slot.id, chunk, len(slot.cached), "last" if done else "none")
+            slot.cached.extend(chunk)
+            seq.pending = seq.pending[len(chunk) :]
+            budget -= len(chunk)
+            if done:
+                outputs.append((slot, index))
+        if batch.n == 0:
+            return
+        self._adapters.bind(adapters)
+        model.set_embeddings(False)
+        self._metrics.step_tokens.observe(batch.n)
+        try:
+            model.decode()
+        except LlamafleetError as exc:
+            for slot in members:
+                self._forget(slot)
+                self._finish(slot, Delta(error=exc))
+            return
+        for slot, index in outputs:
+            self._after_logits(slot, index)
+        self._count_tokens(len(outputs))
+
+    def _after_logits(self, slot: Slot, index: int) -> None:
+        seq = slot.seq
+        assert seq is not None
+        assert seq.chain is not None
+        assert seq.text is not None
+        token = seq.chain.sample(self._model.ctx, index)
+        if self._model.is_eog(token):
+            self._finish(slot, Delta(finish_reason="stop"))
+            return
+        seq.generated += 1
+        text = seq.text.push(self._model.piece(token))
+        if seq.text.stopped:
+            self._finish(slot, Delta(text, "stop"))
+        elif (seq.max_tokens is not None and seq.generated >= seq.max_tokens) or len(
+            slot.cached
+        ) >= self._model.n_ctx_seq:
+            self._finish(slot, Delta(text + seq.text.flush(), "length"))
+        else:
+            seq.next_token = token
+            if text:
+                self._outbox.append((seq, Delta(text)))
+
+    def _embed_step(self, members: list[Slot]) -> None:
+        model, batch = self._model, self._model.batch
+        batch.clear()
+        taken: list[Slot] = []
+        for slot in members:
+            seq = slot.seq
+            assert seq is not None
+            if len(seq.prompt) > batch.room:
+                break
+            batch.add(slot.id, seq.prompt, 0, "all")
+            taken.append(slot)
+        self._adapters.bind(())
+        model.set_embeddings(True)
+        self._metrics.step_tokens.observe(batch.n)
+        try:
+            model.decode()
+        except LlamafleetError as exc:
+            for slot in taken:
+                self._finish(slot, Delta(error=exc))
+            return
+        finally:
+            for slot in taken:
+                model.clear_seq(slot.id)
+        for slot in taken:
+            vector = model.embedding(slot.id)
+            norm = float(np.linalg.norm(vector))
+            if norm > 0:
+                vector = vector / norm
+            self._finish(slot, Delta(finish_reason="stop", embedding=vector.tolist()))
+
+    def _forget(self, slot: Slot) -> None:
+        self._model.clear_seq(slot.id)
+        slot.cached, slot.cache_adapters = [], ()
+
+    def _finish(self, slot: Slot, delta: Delta, notify: bool = True) -> None:
+        seq = slot.seq
+        assert seq is not None
+        if seq.chain is not None:
+            seq.chain.free()
+            seq.chain = None
+        if seq.adapters:
+            self._adapters.release(seq.adapters)
+        if seq.next_token is not None:
+            seq.next_token = None  # sampled but never decoded: not in the cache
+        self._uses += 1
+        slot.last_used = self._uses
+        slot.seq = None
+        if notify:
+            if delta.finish_reason is not None or delta.error is None:
+                delta.usage = seq.usage()
+            self._outbox.append((seq, delta))
+
+    def _fail_all(self, error: LlamafleetError) -> None:
+        for slot in self._slots:
+            if slot.seq is not None:
+                self._forget(slot)
+                self._finish(slot, Delta(error=error))
+
+    def _count_tokens(self, n: int) -> None:
+        self._metrics.generated_tokens.inc(n)
+        now = time.monotonic()
+        self._rate.append((now, n))
+        while self._rate and now - self._rate[0][0] > 10.0:
+            self._rate.popleft()
+        span = now - self._rate[0][0]
+        if span > 0:
+            self._metrics.tokens_per_second.set(sum(k for _, k in self._rate) / span)

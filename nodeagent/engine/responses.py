@@ -1,0 +1,69 @@
+"""OpenAI response and stream-chunk shapes built from the batcher's deltas."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nodeagent.engine.sequence import Usage
+
+Chunk = dict[str, Any]
+
+
+@dataclass
+class ResponseShape:
+    """Builds one request's responses: chat (``chat.completion``) or text (``text_completion``)."""
+
+    kind: Literal["chat", "text"]
+    model: str
+    id: str = ""
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self) -> None:
+        prefix = "chatcmpl-" if self.kind == "chat" else "cmpl-"
+        self.id = self.id or prefix + uuid.uuid4().hex[:24]
+
+    def _head(self, object_: str) -> dict[str, Any]:
+        return {"id": self.id, "object": object_, "created": self.created, "model": self.model}
+
+    def whole(self, text: str, finish_reason: str | None, usage: Usage) -> dict[str, Any]:
+        if self.kind == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+            return self._head("chat.completion") | {"choices": [choice], "usage": usage.openai()}
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        return self._head("text_completion") | {"choices": [choice], "usage": usage.openai()}
+
+    def chunk(self, text: str | None, finish_reason: str | None = None, first: bool = False) -> Chunk:
+        if self.kind == "chat":
+            delta: dict[str, Any] = {"role": "assistant"} if first else {}
+            if text is not None:
+                delta["content"] = text
+            choice: dict[str, Any] = {
+                "index": 0,
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+            return self._head("chat.completion.chunk") | {"choices": [choice]}
+        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        return self._head("text_completion") | {"choices": [choice]}
+
+    def usage_chunk(self, usage: Usage) -> Chunk:
+        object_ = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        return self._head(object_) | {"choices": [], "usage": usage.openai()}
+
+
+def embeddings_response(model: str, vectors: list[list[float]], prompt_tokens: int) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }

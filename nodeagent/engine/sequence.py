@@ -1,0 +1,125 @@
+"""A request in flight inside the batcher (a *sequence*), the slot that serves it, and what it emits.
+
+The HTTP side builds a ``Sequence`` and reads ``Delta``s from its inbox; the batcher thread
+owns every field below the "batcher state" line.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from llamafleet.core.errors import LlamafleetError
+from nodeagent.engine.sampling import SamplerChain, SamplingParams
+from nodeagent.engine.text import TextStream
+
+# A set of LoRA adapters with their scales, sorted by name; () is the base model.
+AdapterKey = tuple[tuple[str, float], ...]
+FinishReason = Literal["stop", "length"]
+
+_ids = itertools.count()
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+    def openai(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+
+@dataclass
+class Delta:
+    """What one step produced for one sequence. The last delta has ``finish_reason`` or ``error``."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    error: LlamafleetError | None = None
+    embedding: list[float] | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.finish_reason is not None or self.error is not None
+
+
+@dataclass(eq=False)
+class Sequence:
+    kind: Literal["generate", "embed"]
+    prompt: list[int]
+    inbox: Any  # where the batcher's poster delivers Deltas (an asyncio.Queue on the HTTP side)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = None
+    stops: list[str] = field(default_factory=list)
+    adapters: AdapterKey = ()
+    request_id: str = ""
+    cancelled: bool = False  # set by the HTTP side; the batcher frees the slot at its next step
+    number: int = field(default_factory=lambda: next(_ids))
+    arrived: float = field(default_factory=time.monotonic)
+
+    # --- batcher state -----------------------------------------------------------------------
+    pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
+    next_token: int | None = None  # sampled, to be decoded in the next step
+    generated: int = 0
+    cached_tokens: int = 0
+    chain: SamplerChain | None = None
+    text: TextStream | None = None
+
+    @property
+    def group(self) -> tuple[str, AdapterKey]:
+        """Sequences share a decode step only within one group: same kind, same adapter set."""
+        return (self.kind, self.adapters if self.kind == "generate" else ())
+
+    def usage(self) -> Usage:
+        return Usage(len(self.prompt), self.generated, self.cached_tokens)
+
+
+@dataclass(eq=False)
+class Slot:
+    """One llama.cpp sequence id with the tokens its KV cells hold (the prompt cache)."""
+
+    id: int
+    cached: list[int] = field(default_factory=list)
+    cache_adapters: AdapterKey = ()
+    seq: Sequence | None = None
+    last_used: int = 0
+
+    def view(self) -> dict[str, Any]:
+        seq = self.seq
+        state = "idle" if seq is None else ("prefill" if seq.pending else "generating")
+        return {
+            "id": self.id,
+            "state": state,
+            "cached_tokens": len(self.cached),
+            "adapters": [{"name": n, "scale": s} for n, s in self.cache_adapters],
+            "request": None
+            if seq is None
+            else {
+                "id": seq.request_id,
+                "kind": seq.kind,
+                "prompt_tokens": len(seq.prompt),
+                "prompt_cached_tokens": seq.cached_tokens,
+                "prompt_pending_tokens": len(seq.pending),
+                "generated_tokens": seq.generated,
+                "max_tokens": seq.max_tokens,
+                "running_seconds": round(time.monotonic() - seq.arrived, 3),
+            },
+        }
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
