@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llamafleet.core.errors import InvalidRequest, ModelNotFound
+from llamafleet.core.errors import InvalidRequest, ModelFileInvalid, ModelNotFound
 from nodeagent.engine.native import NativeModel
 from nodeagent.engine.sequence import AdapterKey
 
@@ -85,7 +85,10 @@ class AdapterRegistry:
         if not path.is_file():
             raise InvalidRequest(f"adapter file {path} does not exist on this node", "path")
         started = time.perf_counter()
-        handle = self._model.load_adapter(path)
+        try:
+            handle = self._model.load_adapter(path)
+        except ModelFileInvalid as exc:
+            raise InvalidRequest(exc.message, "path") from exc
         adapter = LoadedAdapter(name, path, scale, handle, time.perf_counter() - started)
         with self._lock:
             self._adapters[name] = adapter

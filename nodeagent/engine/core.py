@@ -80,6 +80,8 @@ class EngineCore(Protocol):
 
     def slots(self) -> list[dict[str, Any]]: ...
 
+    def tokenize(self, text: str, add_special: bool) -> list[int]: ...
+
     def adapters(self) -> list[dict[str, Any]]: ...
 
     async def load_adapter(self, spec: AdapterSpec) -> dict[str, Any]: ...
@@ -352,6 +354,9 @@ class BatchingCore:
 
     def slots(self) -> list[dict[str, Any]]:
         return self._batcher_().slots_view()
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        return self._model_().tokenize(text, add_special)
 
     @property
     def queue_depth(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -28,6 +29,11 @@ class AdapterLoad(BaseModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="Used as base:name in requests")
     path: Path = Field(description="LoRA adapter GGUF on this node")
     scale: float = Field(default=1.0, description="Default scale when a request does not give one")
+
+
+class TokenizeRequest(BaseModel):
+    content: str
+    add_special: bool = False
 
 
 def create_app(core: EngineCore, model_name: str, metrics: EngineMetrics) -> FastAPI:
@@ -59,23 +65,28 @@ def create_app(core: EngineCore, model_name: str, metrics: EngineMetrics) -> Fas
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
+    async def chat(body: ChatCompletionRequest, request: Request) -> Response:
         _check_ready(core)
         if body.stream:
             return await _stream(core.chat_stream(body), "chat", metrics)
-        return await _once(core.chat(body), "chat", metrics)
+        return await _once(core.chat(body), "chat", metrics, request)
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest) -> JSONResponse | StreamingResponse:
+    async def completions(body: CompletionRequest, request: Request) -> Response:
         _check_ready(core)
         if body.stream:
             return await _stream(core.complete_stream(body), "completions", metrics)
-        return await _once(core.complete(body), "completions", metrics)
+        return await _once(core.complete(body), "completions", metrics, request)
 
     @app.post("/v1/embeddings")
-    async def embeddings(body: EmbeddingRequest) -> JSONResponse:
+    async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         _check_ready(core)
-        return await _once(core.embed(body), "embeddings", metrics)
+        return await _once(core.embed(body), "embeddings", metrics, request)
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest) -> dict[str, list[int]]:
+        _check_ready(core)
+        return {"tokens": core.tokenize(body.content, body.add_special)}
 
     @app.get("/adapters")
     async def adapters() -> dict[str, Any]:
@@ -100,10 +111,29 @@ def _check_ready(core: EngineCore) -> None:
         raise Unavailable("model is still loading", retry_after=1)
 
 
-async def _once(result: Awaitable[dict[str, Any]], endpoint: str, metrics: EngineMetrics) -> JSONResponse:
+async def _disconnected(request: Request) -> None:
+    """Returns when the client goes away (the body is already read, so only http.disconnect is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _once(
+    result: Awaitable[dict[str, Any]], endpoint: str, metrics: EngineMetrics, request: Request
+) -> Response:
+    """Await a whole response, but cancel it — freeing its slot — if the client disconnects first."""
     started = time.monotonic()
+    work = asyncio.ensure_future(result)
+    gone = asyncio.ensure_future(_disconnected(request))
     try:
-        body = await result
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not work.done():
+        work.cancel()
+        metrics.requests.labels(endpoint, "cancelled").inc()
+        return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
+    try:
+        body = work.result()
     except InvalidRequest:
         metrics.requests.labels(endpoint, "invalid").inc()
         raise

@@ -1,0 +1,110 @@
+"""LoRA adapters hot-swapped on a running engine, and embeddings, on the real SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.support.engine import EngineProcess, running_engine
+from tests.support.lora import write_lora
+
+pytestmark = pytest.mark.integration
+
+PROMPT = {"prompt": "The capital of France is", "temperature": 0, "max_tokens": 12, "ignore_eos": True}
+
+
+@pytest.fixture(scope="module")
+def adapter_path(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_lora(smollm2_path, tmp_path_factory.mktemp("lora") / "noisy.gguf")
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
+    with running_engine(smollm2_path, tmp_path_factory.mktemp("engine"), "--embeddings") as running:
+        yield running
+
+
+def _text(client: httpx.Client, model: str, **extra: object) -> str:
+    response = client.post("/v1/completions", json={"model": model} | PROMPT | extra)
+    assert response.status_code == 200, response.text
+    return str(response.json()["choices"][0]["text"])
+
+
+def test_adapter_load_select_list_and_unload(engine: EngineProcess, adapter_path: Path) -> None:
+    with engine.client() as client:
+        base = _text(client, "smollm2")
+        loaded = client.post("/adapters", json={"name": "noisy", "path": str(adapter_path)})
+        assert loaded.status_code == 200, loaded.text
+        assert [a["name"] for a in client.get("/adapters").json()["data"]] == ["noisy"]
+        assert client.get("/health").json()["adapters"] == ["noisy"]
+
+        with_adapter = _text(client, "smollm2:noisy")
+        at_zero = _text(client, "smollm2", lora=[{"name": "noisy", "scale": 0.0}])
+        base_again = _text(client, "smollm2")
+        assert with_adapter != base  # the adapter changes what the model says
+        assert at_zero == base  # and at scale 0 it is the base model
+        assert base_again == base  # and it does not leak into requests that did not ask for it
+
+        assert client.delete("/adapters/noisy").status_code == 200
+        gone = client.post("/v1/completions", json={"model": "smollm2:noisy"} | PROMPT)
+        assert client.get("/adapters").json()["data"] == []
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == "model_not_found"
+
+
+def test_requests_with_and_without_an_adapter_interleave(engine: EngineProcess, adapter_path: Path) -> None:
+    with engine.client() as client:
+        client.post("/adapters", json={"name": "mixed", "path": str(adapter_path)}).raise_for_status()
+        alone = [_text(client, "smollm2"), _text(client, "smollm2:mixed")]
+
+    async def together() -> list[str]:
+        async with httpx.AsyncClient(base_url=engine.url, timeout=120) as client:
+            bodies = [{"model": m} | PROMPT for m in ("smollm2", "smollm2:mixed") * 2]
+            responses = await asyncio.gather(*(client.post("/v1/completions", json=b) for b in bodies))
+        return [r.json()["choices"][0]["text"] for r in responses]
+
+    assert asyncio.run(together()) == alone * 2  # adapter sets never share a decode step
+    with engine.client() as client:
+        client.delete("/adapters/mixed").raise_for_status()
+
+
+def test_a_file_that_is_not_an_adapter_is_refused_and_the_engine_keeps_serving(
+    engine: EngineProcess, tmp_path: Path
+) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a gguf at all")
+    with engine.client() as client:
+        bad = client.post("/adapters", json={"name": "junk", "path": str(junk)})
+        missing = client.post("/adapters", json={"name": "missing", "path": str(tmp_path / "nope.gguf")})
+        assert _text(client, "smollm2")
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "path"
+    assert missing.status_code == 400
+    assert "does not exist" in missing.json()["error"]["message"]
+
+
+def test_embeddings_have_the_model_dimension_and_repeat_exactly(engine: EngineProcess) -> None:
+    with engine.client() as client:
+        response = client.post(
+            "/v1/embeddings", json={"model": "smollm2", "input": ["a red apple", "a red apple", "tax law"]}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    vectors = [np.array(d["embedding"]) for d in body["data"]]
+    assert [len(v) for v in vectors] == [576, 576, 576]  # SmolLM2-135M's n_embd
+    assert np.array_equal(vectors[0], vectors[1])
+    assert not np.allclose(vectors[0], vectors[2])
+    assert np.isclose(np.linalg.norm(vectors[0]), 1.0, atol=1e-5)
+    assert body["usage"]["prompt_tokens"] > 0
+
+
+def test_embeddings_need_a_model_served_for_them(smollm2_path: Path, tmp_path: Path) -> None:
+    with running_engine(smollm2_path, tmp_path) as engine, engine.client() as client:
+        response = client.post("/v1/embeddings", json={"model": "smollm2", "input": "hello"})
+    assert response.status_code == 400
+    assert "embeddings" in response.json()["error"]["message"]

@@ -1,0 +1,65 @@
+"""Start a real engine process (``python -m nodeagent.engine``) on a free port and wait until it serves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from nodeagent.supervisor.replica import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class EngineProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, timeout: float = 120) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+@contextmanager
+def running_engine(model: Path, log_dir: Path, *flags: str, name: str = "smollm2") -> Iterator[EngineProcess]:
+    port = free_port("127.0.0.1")
+    log_path = log_dir / f"engine-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nodeagent.engine", "--model-path", str(model), "--model-name", name,
+             "--port", str(port), *flags],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )  # fmt: skip
+    engine = EngineProcess(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"engine exited with {process.returncode}:\n{engine.log()}")
+            try:
+                if httpx.get(f"{engine.url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"engine not ready after 60s:\n{engine.log()}")
+            time.sleep(0.2)
+        yield engine
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
