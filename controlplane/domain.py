@@ -20,9 +20,21 @@ class ModelSpec(BaseModel):
     sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
     replicas: int = Field(default=1, ge=0, le=1000)
     context_length: int = Field(default=2048, ge=64, le=1_048_576, description="Tokens per slot")
-    parallel_slots: int = Field(default=1, ge=1, le=256)
+    parallel_slots: int = Field(default=4, ge=1, le=256, description="Sequences batched together (slots)")
     gpu_layers: int | Literal["auto"] = Field(default="auto", description="'auto' or a layer count (-1: all)")
     threads: int = Field(default=0, ge=0, le=1024, description="CPU threads (0: the agent decides)")
+    embeddings: bool = Field(default=False, description="Serve /v1/embeddings from this model")
+    adapters: tuple[AdapterRef, ...] = Field(default=(), description="LoRA adapters loaded at start")
+
+
+class AdapterRef(BaseModel):
+    """A LoRA adapter GGUF present on the nodes; clients select it as ``<model>:<name>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    path: str = Field(min_length=1, description="Absolute path of the adapter GGUF on the node")
+    scale: float = 1.0
 
 
 @dataclass
@@ -67,6 +79,7 @@ class ReplicaRecord:
     restarts: int = 0
     error: str = ""  # machine-readable, e.g. "model_invalid"
     message: str = ""
+    adapters: tuple[str, ...] = ()  # loaded in the engine now
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,7 @@ class ReplicaReport:
     restarts: int
     error: str
     message: str
+    adapters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,8 @@ class Assignment:
     parallel_slots: int
     n_gpu_layers: int
     n_threads: int
+    embeddings: bool = False
+    adapters: tuple[AdapterRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +160,7 @@ class Endpoint:
     node_id: str
     url: str
     ready: bool
+    adapters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,6 +177,18 @@ class RoutingTable:
     version: int = 0
     models: dict[str, ModelRoute] = field(default_factory=dict)
 
-    def ready_endpoints(self, model: str) -> list[Endpoint]:
+    def ready_endpoints(self, model: str, adapter: str | None = None) -> list[Endpoint]:
         route = self.models.get(model)
-        return [e for e in route.endpoints if e.ready] if route else []
+        if route is None:
+            return []
+        return [e for e in route.endpoints if e.ready and (adapter is None or adapter in e.adapters)]
+
+    def resolve(self, name: str) -> tuple[str, str | None] | None:
+        """A client's model name → (model, adapter or None); None when nothing serves it."""
+        if name in self.models:
+            return name, None
+        base, sep, adapter = name.rpartition(":")
+        route = self.models.get(base)
+        if sep and route is not None and any(adapter in e.adapters for e in route.endpoints):
+            return base, adapter
+        return None

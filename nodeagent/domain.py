@@ -13,9 +13,20 @@ class ReplicaSpec:
     source: str
     sha256: str = ""
     context_length: int = 2048
-    parallel_slots: int = 1
+    parallel_slots: int = 4
     n_gpu_layers: int = -1
     n_threads: int = 0
+    embeddings: bool = False
+    adapters: tuple[AdapterSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """A LoRA adapter GGUF on this node that the engine loads at start."""
+
+    name: str
+    path: str
+    scale: float = 1.0
 
 
 class Phase(enum.Enum):
@@ -44,6 +55,7 @@ class ReplicaState:
     error: ReplicaError = ReplicaError.NONE
     message: str = ""
     pid: int = 0
+    adapters: tuple[str, ...] = ()  # loaded in the engine, as its /health last said
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ def replica_report(status: pb.ReplicaStatus) -> ReplicaReport:
         restarts=status.restarts,
         error=_ERRORS.get(status.error, ""),
         message=status.message,
+        adapters=tuple(status.adapters),
     )
 
 
@@ -73,6 +74,8 @@ def assign(generation: int, a: Assignment) -> pb.ControlMessage:
                 parallel_slots=a.parallel_slots,
                 n_gpu_layers=a.n_gpu_layers,
                 n_threads=a.n_threads,
+                embeddings=a.embeddings,
+                adapters=[pb.AdapterSpec(name=x.name, path=x.path, scale=x.scale) for x in a.adapters],
             ),
         )
     )

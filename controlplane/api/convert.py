@@ -26,7 +26,13 @@ def routing_table_to_pb(table: RoutingTable) -> pb.RoutingTable:
                 context_length=route.context_length,
                 created_unix=route.created,
                 endpoints=[
-                    pb.Endpoint(replica_id=e.replica_id, node_id=e.node_id, url=e.url, ready=e.ready)
+                    pb.Endpoint(
+                        replica_id=e.replica_id,
+                        node_id=e.node_id,
+                        url=e.url,
+                        ready=e.ready,
+                        adapters=e.adapters,
+                    )
                     for e in route.endpoints
                 ],
             )
@@ -44,7 +50,9 @@ def routing_table_from_pb(message: pb.RoutingTable) -> RoutingTable:
                 parallel_slots=m.parallel_slots,
                 context_length=m.context_length,
                 created=m.created_unix,
-                endpoints=tuple(Endpoint(e.replica_id, e.node_id, e.url, e.ready) for e in m.endpoints),
+                endpoints=tuple(
+                    Endpoint(e.replica_id, e.node_id, e.url, e.ready, tuple(e.adapters)) for e in m.endpoints
+                ),
             )
             for m in message.models
         },

@@ -19,8 +19,10 @@ class LeastInFlightBalancer:
         self._tiebreak = itertools.count()
         self._metrics = metrics
 
-    def pick(self, table: RoutingTable, model: str, exclude: set[str]) -> Endpoint | None:
-        candidates = [e for e in table.ready_endpoints(model) if e.replica_id not in exclude]
+    def pick(
+        self, table: RoutingTable, model: str, exclude: set[str], adapter: str | None = None
+    ) -> Endpoint | None:
+        candidates = [e for e in table.ready_endpoints(model, adapter) if e.replica_id not in exclude]
         if not candidates:
             return None
         turn = next(self._tiebreak)

@@ -58,13 +58,16 @@ class EngineProxy:
     async def close(self) -> None:
         await self._client.aclose()
 
-    def _check_model(self, model: str) -> None:
+    def _resolve(self, model: str) -> tuple[str, str | None]:
+        """The model and LoRA adapter a client's model name asks for (``base`` or ``base:adapter``)."""
         if not self._routing.synced:
             raise Unavailable("the gateway has no routing table yet (control plane unreachable)", 1)
-        if model not in self._routing.table.models:
+        resolved = self._routing.table.resolve(model)
+        if resolved is None:
             raise ModelNotFound(
                 f"model {model!r} does not exist; GET /v1/models lists the models served here"
             )
+        return resolved
 
     async def forward(self, request: Forward) -> Response:
         started = time.monotonic()
@@ -84,11 +87,11 @@ class EngineProxy:
         return response
 
     async def _forward(self, request: Forward, started: float) -> Response:
-        self._check_model(request.model)
+        base, adapter = self._resolve(request.model)
         tried: set[str] = set()
         last_error = ""
         for attempt in range(self._settings.max_attempts):
-            endpoint = self._balancer.pick(self._routing.table, request.model, tried)
+            endpoint = self._balancer.pick(self._routing.table, base, tried, adapter)
             if endpoint is None:
                 break
             tried.add(endpoint.replica_id)
@@ -119,7 +122,7 @@ class EngineProxy:
                 return await self._complete(response, endpoint, request)
             finally:
                 self._balancer.release(endpoint)
-        route = self._routing.table.models.get(request.model)
+        route = self._routing.table.models.get(base)
         total = len(route.endpoints) if route else 0
         detail = f"; last error: {last_error}" if last_error else ""
         raise Unavailable(

@@ -143,6 +143,7 @@ class ClusterState:
             replica.restarts = report.restarts
             replica.error = report.error
             replica.message = report.message
+            replica.adapters = report.adapters
 
     # --- placements (the reconciler writes these) ----------------------------------------
     def bind(self, replica_id: str, node_id: str) -> None:
@@ -178,6 +179,8 @@ class ClusterState:
                 parallel_slots=r.spec.parallel_slots,
                 n_gpu_layers=gpu_layers(r.spec),
                 n_threads=r.spec.threads,
+                embeddings=r.spec.embeddings,
+                adapters=r.spec.adapters,
             )
             for r in self.replicas.values()
             if r.node_id == node_id
@@ -188,7 +191,7 @@ class ClusterState:
         routes = {}
         for name, spec in self.models.items():
             endpoints = tuple(
-                Endpoint(r.replica_id, r.node_id or "", r.endpoint, r.phase == ReplicaPhase.READY)
+                Endpoint(r.replica_id, r.node_id or "", r.endpoint, r.phase == ReplicaPhase.READY, r.adapters)
                 for r in self.replicas.values()
                 if r.model == name and r.node_id and r.endpoint
             )

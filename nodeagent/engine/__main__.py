@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, component="engine")
     if settings.engine.parent_pid:
         _die_with_parent(settings.engine.parent_pid)
+    # The batcher thread needs the GIL for a moment after every llama_decode; with the default 5 ms
+    # switch interval it can wait that long behind the HTTP loop, which costs decode throughput.
+    sys.setswitchinterval(0.0002)
     return asyncio.run(serve(settings.engine))
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -141,6 +142,8 @@ class EngineReplica:
             "--n-gpu-layers", str(self.spec.n_gpu_layers),
             "--n-threads", str(threads),
             "--parent-pid", str(os.getpid()),
+            *(["--embeddings"] if self.spec.embeddings else []),
+            *(f for a in self.spec.adapters for f in ("--adapters", f"{a.name}={a.path}@{a.scale}")),
         ]  # fmt: skip
         with self._log_path.open("ab") as log_file:
             log_file.write(f"\n--- {time.strftime('%F %T')} starting: {' '.join(args)}\n".encode())
@@ -179,7 +182,10 @@ class EngineReplica:
                     done, _ = await asyncio.wait({exited}, timeout=settings.health_interval_s)
                     if done or self.stop.is_set():
                         break
-                    healthy = await _healthy(client, url)
+                    health = await _health(client, url)
+                    healthy = health is not None
+                    if health is not None and tuple(health.get("adapters", ())) != self._state.adapters:
+                        self._update(adapters=tuple(health.get("adapters", ())))
                     if healthy and not ready:
                         ready = True
                         log.info(
@@ -221,9 +227,13 @@ class EngineReplica:
             await proc.wait()
 
 
-async def _healthy(client: httpx.AsyncClient, url: str) -> bool:
+async def _health(client: httpx.AsyncClient, url: str) -> dict[str, Any] | None:
+    """The engine's /health body when it is ready, else None."""
     try:
         response = await client.get(f"{url}/health")
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200
+        if response.status_code != 200:
+            return None
+        body: dict[str, Any] = response.json()
+        return body
+    except (httpx.HTTPError, ValueError):
+        return None

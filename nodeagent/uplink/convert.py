@@ -6,6 +6,7 @@ import platform
 
 from llamafleet import __version__
 from nodeagent.domain import (
+    AdapterSpec,
     CachedModel,
     HostInventory,
     NodeReport,
@@ -49,6 +50,7 @@ def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
         message=state.message,
         pid=state.pid,
         generation=state.generation,
+        adapters=list(state.adapters),
     )
 
 
@@ -123,4 +125,6 @@ def replica_spec(spec: pb.ReplicaSpec) -> ReplicaSpec:
         parallel_slots=spec.parallel_slots or 1,
         n_gpu_layers=spec.n_gpu_layers,
         n_threads=spec.n_threads,
+        embeddings=spec.embeddings,
+        adapters=tuple(AdapterSpec(a.name, a.path, a.scale or 1.0) for a in spec.adapters),
     )

@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions and /v1/completions: validate, then hand to the proxy."""
+"""POST /v1/chat/completions, /v1/completions and /v1/embeddings: validate, then hand to the proxy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from controlplane.gateway.proxy import EngineProxy, Forward
-from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest
+from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 
 def router(proxy: EngineProxy) -> APIRouter:
@@ -21,5 +21,10 @@ def router(proxy: EngineProxy) -> APIRouter:
     async def completions(request: Request, body: CompletionRequest) -> Response:
         raw = await request.body()
         return await proxy.forward(Forward("/v1/completions", "completions", body.model, raw, body.stream))
+
+    @api.post("/v1/embeddings", response_model=None)
+    async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
+        raw = await request.body()
+        return await proxy.forward(Forward("/v1/embeddings", "embeddings", body.model, raw, False))
 
     return api

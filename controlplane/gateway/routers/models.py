@@ -1,4 +1,4 @@
-"""GET /v1/models: every model the cluster is asked to serve, with its replica readiness."""
+"""GET /v1/models: every model the cluster is asked to serve, its LoRA adapters as base:adapter, readiness."""
 
 from __future__ import annotations
 
@@ -14,28 +14,38 @@ def router(routing: RoutingView) -> APIRouter:
     api = APIRouter()
 
     def describe(name: str) -> dict[str, Any]:
-        route = routing.table.models[name]
+        base, adapter = routing.table.resolve(name) or (name, None)
+        route = routing.table.models[base]
         return {
             "id": name,
             "object": "model",
             "created": route.created,
             "owned_by": "llamafleet",
+            "parent": base if adapter else None,
             "llamafleet": {
-                "ready_replicas": sum(1 for e in route.endpoints if e.ready),
+                "ready_replicas": len(routing.table.ready_endpoints(base, adapter)),
                 "context_length": route.context_length,
                 "parallel_slots": route.parallel_slots,
+                "adapter": adapter,
             },
         }
+
+    def names() -> list[str]:
+        found = []
+        for name, route in sorted(routing.table.models.items()):
+            found.append(name)
+            found += sorted({f"{name}:{a}" for e in route.endpoints for a in e.adapters})
+        return found
 
     @api.get("/v1/models")
     async def list_models() -> dict[str, Any]:
         if not routing.synced:
             raise Unavailable("the gateway has no routing table yet (control plane unreachable)", 1)
-        return {"object": "list", "data": [describe(name) for name in sorted(routing.table.models)]}
+        return {"object": "list", "data": [describe(name) for name in names()]}
 
     @api.get("/v1/models/{model:path}")
     async def get_model(model: str) -> dict[str, Any]:
-        if model not in routing.table.models:
+        if routing.table.resolve(model) is None:
             raise ModelNotFound(f"model {model!r} does not exist")
         return describe(model)
 

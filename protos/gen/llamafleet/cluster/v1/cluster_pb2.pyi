@@ -35,16 +35,18 @@ class ModelRoute(_message.Message):
     def __init__(self, model: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., context_length: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., created_unix: _Optional[int] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("replica_id", "node_id", "url", "ready")
+    __slots__ = ("replica_id", "node_id", "url", "ready", "adapters")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     node_id: str
     url: str
     ready: bool
-    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., url: _Optional[str] = ..., ready: _Optional[bool] = ...) -> None: ...
+    adapters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., url: _Optional[str] = ..., ready: _Optional[bool] = ..., adapters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,60 @@
+"""Through the whole cluster: LoRA adapters from the models file appear as base:adapter, embeddings, usage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Cluster, start_cluster, stop_cluster, wait_until
+from tests.support.lora import write_lora
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    adapter = write_lora(smollm2_path, tmp / "tone.gguf")
+    models = f"""
+models:
+  - name: smol
+    source: builtin:smollm2-135m
+    contextLength: 1024
+    parallelSlots: 2
+    embeddings: true
+    adapters:
+      - name: tone
+        path: {adapter}
+"""
+    running = start_cluster(tmp, models, ["smol"])
+    yield running
+    stop_cluster(running)
+
+
+def test_adapters_are_listed_and_routed_as_base_colon_adapter(cluster: Cluster) -> None:
+    def listed() -> bool:
+        ids = [m["id"] for m in httpx.get(f"{cluster.base_url}/v1/models").json()["data"]]
+        return ids == ["smol", "smol:tone"]
+
+    wait_until(listed, 30, "smol:tone in /v1/models")  # reported by the agent's next health check
+    body = {"prompt": "The capital of France is", "temperature": 0, "max_tokens": 10, "ignore_eos": True}
+    base = httpx.post(f"{cluster.base_url}/v1/completions", json={"model": "smol"} | body, timeout=60)
+    tuned = httpx.post(f"{cluster.base_url}/v1/completions", json={"model": "smol:tone"} | body, timeout=60)
+    unknown = httpx.post(f"{cluster.base_url}/v1/completions", json={"model": "smol:nope"} | body, timeout=60)
+    assert base.status_code == tuned.status_code == 200
+    assert tuned.json()["choices"][0]["text"] != base.json()["choices"][0]["text"]
+    assert unknown.status_code == 404
+
+
+def test_embeddings_and_cached_tokens_pass_through_the_gateway(cluster: Cluster) -> None:
+    embedded = httpx.post(f"{cluster.base_url}/v1/embeddings", json={"model": "smol", "input": ["hi", "yo"]})
+    assert embedded.status_code == 200, embedded.text
+    assert [len(d["embedding"]) for d in embedded.json()["data"]] == [576, 576]
+
+    chat = {"model": "smol", "max_tokens": 4, "messages": [{"role": "user", "content": "Tell me a joke."}]}
+    httpx.post(f"{cluster.base_url}/v1/chat/completions", json=chat, timeout=60).raise_for_status()
+    again = httpx.post(f"{cluster.base_url}/v1/chat/completions", json=chat, timeout=60).json()
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == again["usage"]["prompt_tokens"] - 1
