@@ -212,7 +212,9 @@ class Batcher:
                 self._model.clear_seq(slot.id)
                 slot.cached, slot.cache_adapters = [], ()
             else:
-                slot = max(free, key=lambda s: (self._reusable(s, seq), -s.last_used))
+                # Longest reusable prefix; else the lowest free id, which keeps busy slots
+                # contiguous (see _generation_step on micro-batches).
+                slot = max(free, key=lambda s: (self._reusable(s, seq), -s.id))
                 self._attach_generation(slot, seq)
             slot.seq = seq
             self._metrics.prompt_tokens.inc(len(seq.prompt))
@@ -257,28 +259,34 @@ class Batcher:
 
     def _generation_step(self, members: list[Slot], adapters: Any) -> None:
         model, batch = self._model, self._model.batch
+        # Plan first: every generating sequence advances by one token, then prompt chunks share
+        # the prefill budget, oldest request first.
+        plan: dict[int, tuple[list[int], bool]] = {}  # slot id → (tokens, logits wanted)
+        for slot in members:
+            assert slot.seq is not None
+            if slot.seq.next_token is not None:
+                plan[slot.id] = ([slot.seq.next_token], True)
+                slot.seq.next_token = None
+        budget = min(batch.room - len(plan), self._settings.prefill_chunk)
+        for slot in members:
+            seq = slot.seq
+            assert seq is not None
+            if seq.pending and budget > 0:
+                chunk, seq.pending = seq.pending[:budget], seq.pending[budget:]
+                plan[slot.id] = (chunk, not seq.pending)
+                budget -= len(chunk)
+        # Then write rows in increasing slot (sequence id) order: with one KV stream per slot,
+        # llama.cpp puts only consecutive, increasing sequence ids into one micro-batch, so any
+        # other order splits a step into several graph computations.
         batch.clear()
         outputs: list[tuple[Slot, int]] = []
-        for slot in members:  # every generating sequence advances by one token
-            seq = slot.seq
-            assert seq is not None
-            if seq.next_token is not None:
-                outputs.append((slot, batch.add(slot.id, [seq.next_token], len(slot.cached), "last")))
-                slot.cached.append(seq.next_token)
-                seq.next_token = None
-        budget = min(batch.room, self._settings.prefill_chunk)
-        for slot in members:  # then prompt chunks, oldest request first
-            seq = slot.seq
-            assert seq is not None
-            if not seq.pending or budget <= 0:
+        for slot in sorted(members, key=lambda s: s.id):
+            if slot.id not in plan:
                 continue
-            chunk = seq.pending[:budget]
-            done = len(chunk) == len(seq.pending)
-            index = batch.add(slot.id, chunk, len(slot.cached), "last" if done else "none")
-            slot.cached.extend(chunk)
-            seq.pending = seq.pending[len(chunk) :]
-            budget -= len(chunk)
-            if done:
+            tokens, wants_logits = plan[slot.id]
+            index = batch.add(slot.id, tokens, len(slot.cached), "last" if wants_logits else "none")
+            slot.cached.extend(tokens)
+            if wants_logits:
                 outputs.append((slot, index))
         if batch.n == 0:
             return
