@@ -5,11 +5,12 @@
 The baseline is the llama-server that bench/build_llama_server.sh builds from the llama.cpp
 vendored in the llama-cpp-python sdist we install; without it the engine-only figures are
 printed and the report says the baseline is missing. Both servers run side by side and the
-measurements alternate between them round by round, so machine noise hits both alike.
+measurements alternate between them round by round (who goes first alternates too), so
+machine noise hits both alike.
 Figures are medians over rounds; the last line printed is one JSON object.
 
 Measured per model:
-- single stream: tokens/s of one 128-token greedy stream (first token to last);
+- single stream: tokens/s of one 128-token greedy stream (first token to last), 3 per round;
 - aggregate: total tokens/s of 8 concurrent 128-token streams (wall time, from request to last);
 - prompt cache: time to first token of a ~1,000-token prompt that shares ~900 tokens with the
   previous request, over the same prompt cold;
@@ -46,6 +47,7 @@ from tests.support.lora import write_lora  # noqa: E402
 
 TOKENS = 128
 STREAMS = 8
+SINGLES = 3  # single-stream requests per round: one 128-token stream is ~1.5 s, too noisy alone
 WORDS = [
     "time",
     "year",
@@ -261,10 +263,11 @@ def bench_model(
         server = running_llama_server(baseline, model, threads, STREAMS, 2048, logs) if baseline else None
         with server if server is not None else _nothing() as server_url:
             for i in range(rounds):
-                for target, figures in ((engine.url, ours), (server_url, theirs)):
+                order = [(engine.url, ours), (server_url, theirs)]
+                for target, figures in order if i % 2 == 0 else order[::-1]:  # who goes first alternates
                     if target is None:
                         continue
-                    figures["single"].append(asyncio.run(single_stream(target)))
+                    figures["single"] += [asyncio.run(single_stream(target)) for _ in range(SINGLES)]
                     figures["aggregate"].append(asyncio.run(aggregate(target)))
                     cold, warm, n_prompt, n_shared = asyncio.run(
                         prompt_cache(target, engine.url, random.Random(i))
@@ -272,8 +275,9 @@ def bench_model(
                     figures["cold"].append(cold)
                     figures["warm"].append(warm)
                     sizes = (n_prompt, n_shared)
-                ours["base"].append(asyncio.run(single_stream(engine.url)))
-                ours["lora"].append(asyncio.run(single_stream(engine.url, "m:lora")))
+                for _ in range(SINGLES):
+                    ours["base"].append(asyncio.run(single_stream(engine.url)))
+                    ours["lora"].append(asyncio.run(single_stream(engine.url, "m:lora")))
     result: dict[str, Any] = {
         "model": name,
         "ours_single_tps": round(median(ours["single"]), 1),

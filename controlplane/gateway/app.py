@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 
 from controlplane.gateway.proxy import EngineProxy
-from controlplane.gateway.routers import completions, health, models
+from controlplane.gateway.routers import completions, health, models, replicas
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
 from llamafleet import __version__
@@ -45,4 +45,5 @@ def create_app(
     app.include_router(health.router(routing, registry))
     app.include_router(models.router(routing))
     app.include_router(completions.router(proxy))
+    app.include_router(replicas.router(routing, proxy.client))
     return app

@@ -55,6 +55,11 @@ class EngineProxy:
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
         )
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The pooled HTTP client to the engines, shared with the replica admin endpoints."""
+        return self._client
+
     async def close(self) -> None:
         await self._client.aclose()
 

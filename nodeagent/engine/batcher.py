@@ -327,16 +327,20 @@ class Batcher:
                 self._outbox.append((seq, Delta(text)))
 
     def _embed_step(self, members: list[Slot]) -> None:
+        """Embed inputs of one token length together (the oldest input's length).
+
+        Pooling needs each sequence whole in one micro-batch, and llama.cpp's split for
+        per-slot KV streams takes the same number of tokens from every sequence of a
+        micro-batch; equal lengths within n_ubatch keep every sequence whole.
+        """
         model, batch = self._model, self._model.batch
         batch.clear()
-        taken: list[Slot] = []
-        for slot in members:
-            seq = slot.seq
-            assert seq is not None
-            if len(seq.prompt) > batch.room:
-                break
-            batch.add(slot.id, seq.prompt, 0, "all")
-            taken.append(slot)
+        length = len(members[0].seq.prompt) if members[0].seq else 0
+        fits = max(1, model.n_ubatch // max(1, length))
+        taken = [s for s in members if s.seq is not None and len(s.seq.prompt) == length][:fits]
+        for slot in sorted(taken, key=lambda s: s.id):
+            assert slot.seq is not None
+            batch.add(slot.id, slot.seq.prompt, 0, "all")
         self._adapters.bind(())
         model.set_embeddings(True)
         self._metrics.step_tokens.observe(batch.n)

@@ -58,3 +58,27 @@ def test_embeddings_and_cached_tokens_pass_through_the_gateway(cluster: Cluster)
     httpx.post(f"{cluster.base_url}/v1/chat/completions", json=chat, timeout=60).raise_for_status()
     again = httpx.post(f"{cluster.base_url}/v1/chat/completions", json=chat, timeout=60).json()
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == again["usage"]["prompt_tokens"] - 1
+
+
+def test_runtime_adapters_and_slots_through_the_gateway(
+    cluster: Cluster, smollm2_path: Path, tmp_path: Path
+) -> None:
+    lora = write_lora(smollm2_path, tmp_path / "late.gguf", seed=3)  # on this node, as on a real one
+    base = f"{cluster.base_url}/v1/replicas/smol"
+    loaded = httpx.post(f"{base}/adapters", json={"name": "late", "path": str(lora)}, timeout=60)
+    assert loaded.status_code == 200, loaded.text
+    assert loaded.json()["data"][0]["result"]["name"] == "late"
+
+    def listed() -> bool:
+        return "smol:late" in [m["id"] for m in httpx.get(f"{cluster.base_url}/v1/models").json()["data"]]
+
+    wait_until(listed, 30, "smol:late in /v1/models")
+    body = {"model": "smol:late", "prompt": "Hello", "max_tokens": 3}
+    assert httpx.post(f"{cluster.base_url}/v1/completions", json=body, timeout=60).status_code == 200
+    slots = httpx.get(f"{base}/slots").json()["data"][0]["result"]
+    assert len(slots) == 2
+    assert {"id", "state", "cached_tokens", "request"} <= set(slots[0])
+    missing = httpx.post(f"{base}/adapters", json={"name": "x", "path": "/nonexistent.gguf"}, timeout=60)
+    assert missing.status_code == 400
+    assert httpx.delete(f"{base}/adapters/late", timeout=60).status_code == 200
+    assert httpx.get(f"{cluster.base_url}/v1/replicas/nope/slots").status_code == 404
