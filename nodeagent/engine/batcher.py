@@ -29,7 +29,7 @@ from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeModel
 from nodeagent.engine.sampling import SamplerChain
-from nodeagent.engine.sequence import Delta, Sequence, Slot, common_prefix
+from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot, common_prefix
 from nodeagent.engine.text import TextStream
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ class Batcher:
         self._metrics.step_seconds.observe(time.perf_counter() - started)
 
     def _generation_step(self, members: list[Slot], adapters: Any) -> None:
-        model, batch = self._model, self._model.batch
+        batch = self._model.batch
         # Plan first: every generating sequence advances by one token, then prompt chunks share
         # the prefill budget, oldest request first.
         plan: dict[int, tuple[list[int], bool]] = {}  # slot id → (tokens, logits wanted)
@@ -290,15 +290,11 @@ class Batcher:
                 outputs.append((slot, index))
         if batch.n == 0:
             return
-        self._adapters.bind(adapters)
-        model.set_embeddings(False)
-        self._metrics.step_tokens.observe(batch.n)
-        try:
-            model.decode()
-        except LlamafleetError as exc:
+        failed = self._decode(adapters, embeddings=False)
+        if failed is not None:
             for slot in members:
                 self._forget(slot)
-                self._finish(slot, Delta(error=exc))
+                self._finish(slot, Delta(error=failed))
             return
         for slot, index in outputs:
             self._after_logits(slot, index)
@@ -341,24 +337,27 @@ class Batcher:
         for slot in sorted(taken, key=lambda s: s.id):
             assert slot.seq is not None
             batch.add(slot.id, slot.seq.prompt, 0, "all")
-        self._adapters.bind(())
-        model.set_embeddings(True)
-        self._metrics.step_tokens.observe(batch.n)
-        try:
-            model.decode()
-        except LlamafleetError as exc:
-            for slot in taken:
-                self._finish(slot, Delta(error=exc))
-            return
-        finally:
-            for slot in taken:
-                model.clear_seq(slot.id)
+        failed = self._decode((), embeddings=True)
         for slot in taken:
-            vector = model.embedding(slot.id)
-            norm = float(np.linalg.norm(vector))
-            if norm > 0:
-                vector = vector / norm
-            self._finish(slot, Delta(finish_reason="stop", embedding=vector.tolist()))
+            delta = Delta(error=failed) if failed is not None else self._pooled(slot.id)
+            model.clear_seq(slot.id)  # embedding inputs are not worth a prompt cache
+            self._finish(slot, delta)
+
+    def _pooled(self, seq_id: int) -> Delta:
+        vector = self._model.embedding(seq_id)
+        norm = float(np.linalg.norm(vector))
+        return Delta(finish_reason="stop", embedding=(vector / norm if norm > 0 else vector).tolist())
+
+    def _decode(self, adapters: AdapterKey, embeddings: bool) -> LlamafleetError | None:
+        """Decode the filled batch under this adapter set and output mode; the error, if it failed."""
+        self._adapters.bind(adapters)
+        self._model.set_embeddings(embeddings)
+        self._metrics.step_tokens.observe(self._model.batch.n)
+        try:
+            self._model.decode()
+        except LlamafleetError as exc:
+            return exc
+        return None
 
     def _forget(self, slot: Slot) -> None:
         self._model.clear_seq(slot.id)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,24 @@ class SamplingParams:
 
 
 class SamplerChain:
-    """A native sampler chain owned by one sequence; free it when the sequence ends."""
+    """A native sampler chain owned by one sequence; free it when the sequence ends.
+
+    Greedy decoding without penalties skips the chain: it takes the argmax of the logits row
+    directly (plus any logit bias), instead of building llama.cpp's candidate array of the
+    whole vocabulary — 3 MB per token for gemma3's 262k-token vocabulary.
+    """
 
     def __init__(self, params: SamplingParams, n_vocab: int) -> None:
         self.params = params
+        self._n_vocab = n_vocab
+        self._chain: Any = None
+        self._bias_ids = np.fromiter(params.logit_bias, dtype=np.int64)
+        self._bias_values = np.fromiter(params.logit_bias.values(), dtype=np.float32)
+        if params.greedy and not params.penalized:
+            return
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
-        self._chain: Any = llama_cpp.llama_sampler_chain_init(chain_params)
+        self._chain = llama_cpp.llama_sampler_chain_init(chain_params)
         add = self._add
         if params.logit_bias:
             bias = (llama_cpp.llama_logit_bias * len(params.logit_bias))(
@@ -83,7 +95,13 @@ class SamplerChain:
                 llama_cpp.llama_sampler_accept(self._chain, token)
 
     def sample(self, ctx: Any, batch_index: int) -> int:
-        return int(llama_cpp.llama_sampler_sample(self._chain, ctx, batch_index))
+        if self._chain is not None:
+            return int(llama_cpp.llama_sampler_sample(self._chain, ctx, batch_index))
+        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, batch_index), shape=(self._n_vocab,))
+        if self._bias_ids.size:
+            row = row.copy()
+            row[self._bias_ids] += self._bias_values
+        return int(row.argmax())
 
     def free(self) -> None:
         if self._chain is not None:

@@ -150,6 +150,14 @@ def test_seeded_sampling_repeats_and_unseeded_settings_are_validated(engine: Eng
     assert bias.json()["error"]["param"] == "logit_bias"
 
 
+def test_greedy_argmax_path_matches_llama_cpp_samplers(engine: EngineProcess) -> None:
+    body = {"prompt": STORIES[3], "max_tokens": 32, "ignore_eos": True}
+    with engine.client() as client:
+        argmax = _text(_complete(client, temperature=0, **body))  # read straight from the logits
+        native = _text(_complete(client, temperature=1.0, top_k=1, **body))  # llama.cpp's sampler chain
+    assert argmax == native
+
+
 def test_logit_bias_bans_a_token(engine: EngineProcess) -> None:
     with engine.client() as client:
         free = _text(_complete(client, prompt="1, 2, 3, 4,", temperature=0, max_tokens=1))
