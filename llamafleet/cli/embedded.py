@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shlex
 import sys
 
@@ -25,8 +26,13 @@ SHUTDOWN_GRACE_S = 20.0
 def banner(settings: UpSettings, models: list[str]) -> str:
     host = "127.0.0.1" if settings.gateway.host in ("0.0.0.0", "::") else settings.gateway.host
     base = f"http://{host}:{settings.gateway.port}/v1"
-    body = '{"model": "%s", "messages": [{"role": "user", "content": "What is the capital of France?"}]}' % (
-        models[0] if models else "MODEL"
+    # max_tokens: a 135M model sampled at temperature 0.8 sometimes rambles to the end of its context.
+    body = json.dumps(
+        {
+            "model": models[0] if models else "MODEL",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        }
     )
     auth = (
         f" -H {shlex.quote('Authorization: Bearer ' + settings.gateway.api_keys[0])}"
