@@ -1,0 +1,130 @@
+"""What the memory estimator needs to know about a GGUF model, read from its header (no weights touched).
+
+Per-layer values follow llama.cpp: a metadata key may hold one number for every layer or an
+array with one per layer; head sizes default to n_embd / n_head; a model without an
+``output.weight`` tensor reuses the token embeddings for its output (tied). Sliding-window
+attention layers come from ``<arch>.attention.sliding_window_pattern`` when the file has it,
+else from the fixed pattern llama.cpp applies to that architecture.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llamafleet.core.errors import ModelFileInvalid
+from nodeagent.fit.gguf_reader import array_length, open_gguf, scalar
+
+# Architectures whose SWA layout llama.cpp sets in code: every n-th layer is full attention.
+_SWA_EVERY_NTH_DENSE = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5}
+_LAYER = re.compile(r"^blk\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class TensorFacts:
+    name: str
+    layer: int | None  # None for token embeddings, output norm, output …
+    ggml_type: str
+    n_elements: int
+    n_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    path: Path
+    file_size: int
+    architecture: str
+    name: str
+    block_count: int
+    context_length: int  # trained
+    n_embd: int
+    n_head: tuple[int, ...]  # per layer
+    n_head_kv: tuple[int, ...]  # per layer
+    head_dim_k: int
+    head_dim_v: int
+    sliding_window: int  # 0: none
+    swa_layers: tuple[bool, ...]  # per layer: uses the sliding window
+    vocab_size: int
+    tied_output: bool
+    tensors: tuple[TensorFacts, ...]
+
+    def layer_bytes(self) -> dict[int | None, int]:
+        """Weight bytes per layer (None: tensors outside the repeating blocks)."""
+        out: dict[int | None, int] = {}
+        for t in self.tensors:
+            out[t.layer] = out.get(t.layer, 0) + t.n_bytes
+        return out
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)
+
+
+def _per_layer(value: Any, n_layer: int, what: str, path: Path) -> tuple[int, ...]:
+    if isinstance(value, list):
+        if len(value) != n_layer:
+            raise ModelFileInvalid(f"{path}: {what} has {len(value)} entries for {n_layer} layers")
+        return tuple(int(v) for v in value)
+    return (int(value),) * n_layer
+
+
+def _swa_layers(reader: Any, arch: str, n_layer: int, window: int) -> tuple[bool, ...]:
+    if not window:
+        return (False,) * n_layer
+    pattern = scalar(reader, f"{arch}.attention.sliding_window_pattern")
+    if isinstance(pattern, list) and len(pattern) == n_layer:
+        return tuple(bool(v) for v in pattern)
+    every = _SWA_EVERY_NTH_DENSE.get(arch)
+    if every:
+        return tuple(il % every < every - 1 for il in range(n_layer))
+    return (True,) * n_layer  # e.g. mistral-style: every layer windowed
+
+
+def read_model_facts(path: Path) -> ModelFacts:
+    reader = open_gguf(path)
+    arch = scalar(reader, "general.architecture")
+    if not isinstance(arch, str):
+        raise ModelFileInvalid(f"{path}: GGUF has no general.architecture; not a llama.cpp model")
+    n_layer = int(scalar(reader, f"{arch}.block_count") or 0)
+    n_embd = int(scalar(reader, f"{arch}.embedding_length") or 0)
+    if n_layer <= 0 or n_embd <= 0:
+        raise ModelFileInvalid(f"{path}: {arch}.block_count / embedding_length missing or zero")
+    n_head = _per_layer(scalar(reader, f"{arch}.attention.head_count") or 0, n_layer, "head_count", path)
+    kv_raw = scalar(reader, f"{arch}.attention.head_count_kv")
+    n_head_kv = _per_layer(kv_raw, n_layer, "head_count_kv", path) if kv_raw is not None else n_head
+    heads = max(n_head) or 1
+    head_k = int(scalar(reader, f"{arch}.attention.key_length") or n_embd // heads)
+    head_v = int(scalar(reader, f"{arch}.attention.value_length") or n_embd // heads)
+    window = int(scalar(reader, f"{arch}.attention.sliding_window") or 0)
+    tensors = tuple(
+        TensorFacts(
+            name=t.name,
+            layer=int(m.group(1)) if (m := _LAYER.match(t.name)) else None,
+            ggml_type=t.tensor_type.name,
+            n_elements=int(t.n_elements),
+            n_bytes=int(t.n_bytes),
+        )
+        for t in reader.tensors
+    )
+    names = {t.name for t in tensors}
+    vocab = array_length(reader, "tokenizer.ggml.tokens") or int(scalar(reader, f"{arch}.vocab_size") or 0)
+    return ModelFacts(
+        path=path,
+        file_size=path.stat().st_size,
+        architecture=arch,
+        name=str(scalar(reader, "general.name") or path.stem),
+        block_count=n_layer,
+        context_length=int(scalar(reader, f"{arch}.context_length") or 0),
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim_k=head_k,
+        head_dim_v=head_v,
+        sliding_window=window,
+        swa_layers=_swa_layers(reader, arch, n_layer, window),
+        vocab_size=vocab,
+        tied_output="output.weight" not in names,
+        tensors=tensors,
+    )
