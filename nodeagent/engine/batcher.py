@@ -78,10 +78,6 @@ class Batcher:
     # --- any thread --------------------------------------------------------------------------
 
     @property
-    def queue_depth(self) -> int:
-        return self._queued
-
-    @property
     def busy(self) -> int:
         return sum(1 for s in self._slots if s.seq is not None)
 
@@ -109,7 +105,8 @@ class Batcher:
                 "input" if seq.kind == "embed" else None,
             )
         with self._lock:
-            if self._queued - self._free_slots() >= self._settings.queue_limit:
+            free = len(self._slots) - self.busy
+            if self._queued - free >= self._settings.queue_limit:
                 self._metrics.rejected.labels("queue_full").inc()
                 raise Overloaded(
                     f"all {self._settings.slots} slots are busy and {self._settings.queue_limit} "
@@ -145,15 +142,12 @@ class Batcher:
     def slots_view(self) -> list[dict[str, Any]]:
         return [slot.view() for slot in list(self._slots)]
 
-    def _free_slots(self) -> int:
-        return sum(1 for s in self._slots if s.seq is None)
-
     # --- batcher thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not (self._inbox or self._commands or self._wake or self._stopping or self._has_work()):
+                while not (self._inbox or self._commands or self._wake or self._stopping or self.busy):
                     self._lock.wait()
                 if self._stopping:
                     break
@@ -173,11 +167,9 @@ class Batcher:
             self._flush()
         self._fail_all(EngineFailed("engine is shutting down"))
         for seq in self._waiting:
+            self._release_adapters(seq)
             self._outbox.append((seq, Delta(error=EngineFailed("engine is shutting down"))))
         self._flush()
-
-    def _has_work(self) -> bool:
-        return any(s.seq is not None for s in self._slots)
 
     def _flush(self) -> None:
         if self._outbox:
@@ -187,18 +179,25 @@ class Batcher:
         self._metrics.queue_depth.set(self._queued)
         self._metrics.kv_cells_used.set(sum(len(s.cached) for s in self._slots))
 
-    def _dequeued(self) -> None:
+    def _dequeued(self, n: int = 1) -> None:
         with self._lock:
-            self._queued -= 1
+            self._queued -= n
+
+    def _release_adapters(self, seq: Sequence) -> None:
+        """A sequence is done with the batcher (finished, failed, or cancelled while waiting)."""
+        if seq.adapters:
+            self._adapters.release(seq.adapters)
 
     def _drop_cancelled(self) -> None:
         for slot in self._slots:
             if slot.seq is not None and slot.seq.cancelled:
                 self._finish(slot, Delta(), notify=False)
-        kept = [s for s in self._waiting if not s.cancelled]
-        for _ in range(len(self._waiting) - len(kept)):
-            self._dequeued()
-        self._waiting = collections.deque(kept)
+        dropped = [s for s in self._waiting if s.cancelled]
+        if dropped:
+            for seq in dropped:
+                self._release_adapters(seq)
+            self._dequeued(len(dropped))
+            self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
 
     def _admit(self) -> None:
         while self._waiting:
@@ -369,10 +368,8 @@ class Batcher:
         if seq.chain is not None:
             seq.chain.free()
             seq.chain = None
-        if seq.adapters:
-            self._adapters.release(seq.adapters)
-        if seq.next_token is not None:
-            seq.next_token = None  # sampled but never decoded: not in the cache
+        self._release_adapters(seq)
+        seq.next_token = None  # sampled but never decoded: not in the cache
         self._uses += 1
         slot.last_used = self._uses
         slot.seq = None

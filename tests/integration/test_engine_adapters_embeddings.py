@@ -80,6 +80,42 @@ def test_requests_with_and_without_an_adapter_interleave(engine: EngineProcess, 
         client.delete("/adapters/mixed").raise_for_status()
 
 
+def test_a_request_cancelled_while_queued_gives_its_adapter_back(
+    smollm2_path: Path, adapter_path: Path, tmp_path: Path
+) -> None:
+    long = {"prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True}
+
+    async def scenario(url: str) -> tuple[int, int]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            loaded = await client.post("/adapters", json={"name": "queued", "path": str(adapter_path)})
+            loaded.raise_for_status()
+            running = asyncio.create_task(client.post("/v1/completions", json={"model": "smollm2"} | long))
+            waiting = asyncio.create_task(
+                client.post("/v1/completions", json={"model": "smollm2:queued"} | long)
+            )
+            try:
+                for _ in range(100):
+                    if "llamafleet_engine_queue_depth 1.0" in (await client.get("/metrics")).text:
+                        break
+                    await asyncio.sleep(0.1)
+                in_use_queued = (await client.get("/adapters")).json()["data"][0]["in_use"]
+                waiting.cancel()  # the client goes away while its request waits for the slot
+                for _ in range(100):
+                    in_use_after = (await client.get("/adapters")).json()["data"][0]["in_use"]
+                    if in_use_after == 0:
+                        break
+                    await asyncio.sleep(0.1)
+                return in_use_queued, in_use_after
+            finally:
+                running.cancel()
+                waiting.cancel()
+
+    with running_engine(smollm2_path, tmp_path, "--parallel-slots", "1") as engine:
+        in_use_queued, in_use_after = asyncio.run(scenario(engine.url))
+    assert in_use_queued == 1
+    assert in_use_after == 0  # unloading it later would free it at once
+
+
 def test_a_file_that_is_not_an_adapter_is_refused_and_the_engine_keeps_serving(
     engine: EngineProcess, tmp_path: Path
 ) -> None:
