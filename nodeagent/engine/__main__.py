@@ -23,9 +23,11 @@ from llamafleet.core import logs
 from llamafleet.core.http_server import serve_until
 from llamafleet.core.lifecycle import install_stop_signals
 from llamafleet.core.settings_cli import add_settings_arguments, settings_from_args
+from nodeagent.engine.batcher import BatcherSettings
 from nodeagent.engine.core import AdapterSpec, BatchingCore, EngineParams
 from nodeagent.engine.http import create_app
 from nodeagent.engine.metrics import EngineMetrics
+from nodeagent.engine.native import NativeConfig
 
 log = logging.getLogger("nodeagent.engine")
 
@@ -108,18 +110,23 @@ async def serve(options: EngineOptions) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
     params = EngineParams(
-        model_path=options.model_path,
         model_name=options.model_name,
-        context_length=options.context_length,
-        parallel_slots=options.parallel_slots,
-        n_gpu_layers=options.n_gpu_layers,
-        n_threads=options.n_threads,
-        n_batch=options.batch_size,
-        n_ubatch=min(options.ubatch_size, options.batch_size),
-        prefill_chunk=min(options.prefill_chunk, options.batch_size),
-        queue_limit=options.queue_limit,
-        embeddings=options.embeddings,
-        pooling=options.pooling,
+        native=NativeConfig(
+            model_path=options.model_path,
+            n_ctx_per_seq=options.context_length,
+            n_seq=options.parallel_slots,
+            n_batch=options.batch_size,
+            n_ubatch=min(options.ubatch_size, options.batch_size),
+            n_gpu_layers=options.n_gpu_layers,
+            n_threads=options.n_threads,
+            embeddings=options.embeddings,
+            pooling=options.pooling,
+        ),
+        batcher=BatcherSettings(
+            slots=options.parallel_slots,
+            queue_limit=options.queue_limit,
+            prefill_chunk=min(options.prefill_chunk, options.batch_size),
+        ),
         adapters=tuple(parse_adapter(a) for a in options.adapters),
     )
     metrics = EngineMetrics()

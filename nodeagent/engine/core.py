@@ -45,19 +45,10 @@ class AdapterSpec:
 
 @dataclass(frozen=True)
 class EngineParams:
-    model_path: Path
     model_name: str
-    context_length: int
-    parallel_slots: int
-    n_gpu_layers: int
-    n_threads: int
-    n_batch: int = 512
-    n_ubatch: int = 512
-    prefill_chunk: int = 512
-    queue_limit: int = 64
-    embeddings: bool = False
-    pooling: str = "auto"
-    adapters: tuple[AdapterSpec, ...] = ()
+    native: NativeConfig
+    batcher: BatcherSettings
+    adapters: tuple[AdapterSpec, ...] = ()  # loaded before the engine reports ready
 
 
 class EngineCore(Protocol):
@@ -132,18 +123,7 @@ class BatchingCore:
     async def load(self) -> None:
         p = self._params
         started = time.monotonic()
-        config = NativeConfig(
-            model_path=p.model_path,
-            n_ctx_per_seq=p.context_length,
-            n_seq=p.parallel_slots,
-            n_batch=p.n_batch,
-            n_ubatch=p.n_ubatch,
-            n_gpu_layers=p.n_gpu_layers,
-            n_threads=p.n_threads,
-            embeddings=p.embeddings,
-            pooling=p.pooling,
-        )
-        model = await asyncio.to_thread(NativeModel, config)
+        model = await asyncio.to_thread(NativeModel, p.native)
         self._model = model
         self._template = ChatTemplate(
             model.chat_template(), model.token_text(model.bos), model.token_text(model.eos)
@@ -154,13 +134,7 @@ class BatchingCore:
         def post(items: list[tuple[Sequence, Delta]]) -> None:
             loop.call_soon_threadsafe(_deliver, items)
 
-        batcher = Batcher(
-            model,
-            BatcherSettings(slots=p.parallel_slots, queue_limit=p.queue_limit, prefill_chunk=p.prefill_chunk),
-            self._registry,
-            post,
-            self._metrics,
-        )
+        batcher = Batcher(model, p.batcher, self._registry, post, self._metrics)
         batcher.start()
         self._batcher = batcher
         for spec in p.adapters:
@@ -168,9 +142,9 @@ class BatchingCore:
         self._ready = True
         log.info(
             "loaded %s in %.1fs: %d slots × %d tokens of context, batch %d",
-            p.model_path.name,
+            p.native.model_path.name,
             time.monotonic() - started,
-            p.parallel_slots,
+            p.batcher.slots,
             model.n_ctx_seq,
             model.n_batch,
         )
@@ -325,7 +299,7 @@ class BatchingCore:
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]:
         model = self._model_()
-        if not self._params.embeddings:
+        if not self._params.native.embeddings:
             raise InvalidRequest(
                 "this model is not served with embeddings; set embeddings: true on the model", "model"
             )
@@ -357,10 +331,6 @@ class BatchingCore:
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         return self._model_().tokenize(text, add_special)
-
-    @property
-    def queue_depth(self) -> int:
-        return self._batcher.queue_depth if self._batcher else 0
 
     def adapters(self) -> list[dict[str, Any]]:
         return self._registry.listed() if self._registry else []

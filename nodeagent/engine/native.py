@@ -130,7 +130,6 @@ class NativeModel:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_embd = llama_cpp.llama_model_n_embd(model)
         self.n_swa = llama_cpp.llama_model_n_swa(model)
-        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(model)
         self.pooling = self._pooling_name(config.pooling)
         self.eog_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
 
