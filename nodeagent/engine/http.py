@@ -13,22 +13,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from llamafleet.core import http_errors
 from llamafleet.core.errors import InvalidRequest, LlamafleetError, Unavailable
-from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, error_body
+from llamafleet.core.openai_api import (
+    AdapterLoadRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    error_body,
+)
 from nodeagent.engine.core import AdapterSpec, EngineCore
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.responses import Chunk
 
 log = logging.getLogger(__name__)
-
-
-class AdapterLoad(BaseModel):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="Used as base:name in requests")
-    path: Path = Field(description="LoRA adapter GGUF on this node")
-    scale: float = Field(default=1.0, description="Default scale when a request does not give one")
 
 
 class TokenizeRequest(BaseModel):
@@ -93,9 +93,9 @@ def create_app(core: EngineCore, model_name: str, metrics: EngineMetrics) -> Fas
         return {"object": "list", "data": core.adapters()}
 
     @app.post("/adapters")
-    async def load_adapter(body: AdapterLoad) -> dict[str, Any]:
+    async def load_adapter(body: AdapterLoadRequest) -> dict[str, Any]:
         _check_ready(core)
-        return await core.load_adapter(AdapterSpec(body.name, body.path, body.scale))
+        return await core.load_adapter(AdapterSpec(body.name, Path(body.path), body.scale))
 
     @app.delete("/adapters/{name}")
     async def unload_adapter(name: str) -> dict[str, Any]:

@@ -184,8 +184,10 @@ class EngineReplica:
                         break
                     health = await _health(client, url)
                     healthy = health is not None
-                    if health is not None and tuple(health.get("adapters", ())) != self._state.adapters:
-                        self._update(adapters=tuple(health.get("adapters", ())))
+                    if health is not None:
+                        adapters = tuple(health.get("adapters", ()))  # reported upstream when it changes
+                        if adapters != self._state.adapters:
+                            self._update(adapters=adapters)
                     if healthy and not ready:
                         ready = True
                         log.info(

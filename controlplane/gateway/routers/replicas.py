@@ -17,17 +17,11 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
 from controlplane.domain import Endpoint
 from controlplane.gateway.routing import RoutingView
 from llamafleet.core.errors import EngineFailed, InvalidRequest, ModelNotFound, Unavailable
-
-
-class AdapterLoad(BaseModel):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    path: str = Field(min_length=1, description="Adapter GGUF path on the replicas' nodes")
-    scale: float = 1.0
+from llamafleet.core.openai_api import AdapterLoadRequest
 
 
 def router(routing: RoutingView, client: httpx.AsyncClient) -> APIRouter:
@@ -72,7 +66,7 @@ def router(routing: RoutingView, client: httpx.AsyncClient) -> APIRouter:
         return {"object": "list", "data": await each(model, "GET", "/adapters")}
 
     @api.post("/{model}/adapters")
-    async def load_adapter(model: str, body: AdapterLoad) -> dict[str, Any]:
+    async def load_adapter(model: str, body: AdapterLoadRequest) -> dict[str, Any]:
         return {"object": "list", "data": await each(model, "POST", "/adapters", body.model_dump())}
 
     @api.delete("/{model}/adapters/{name}")
