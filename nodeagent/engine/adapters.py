@@ -56,10 +56,6 @@ class AdapterRegistry:
         with self._lock:
             return [a.view() for a in self._adapters.values() if not a.unloading]
 
-    def names(self) -> list[str]:
-        with self._lock:
-            return sorted(a.name for a in self._adapters.values() if not a.unloading)
-
     def acquire(self, wanted: list[tuple[str, float | None]]) -> AdapterKey:
         """Resolve (name, scale or default) pairs to a key and take a reference on each adapter."""
         with self._lock:
@@ -80,8 +76,16 @@ class AdapterRegistry:
 
     def load(self, name: str, path: Path, scale: float) -> dict[str, Any]:
         with self._lock:
-            if name in self._adapters and not self._adapters[name].unloading:
+            existing = self._adapters.get(name)
+            if existing is not None and not existing.unloading:
                 raise InvalidRequest(f"an adapter named {name!r} is already loaded; unload it first", "name")
+            if existing is not None:
+                # Its references are counted by name: a second one under it would take them over.
+                raise InvalidRequest(
+                    f"adapter {name!r} is still unloading ({existing.users} request(s) running); "
+                    "try again when they finish, or load it under another name",
+                    "name",
+                )
         if not path.is_file():
             raise InvalidRequest(f"adapter file {path} does not exist on this node", "path")
         started = time.perf_counter()

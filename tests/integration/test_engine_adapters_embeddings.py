@@ -116,6 +116,37 @@ def test_a_request_cancelled_while_queued_gives_its_adapter_back(
     assert in_use_after == 0  # unloading it later would free it at once
 
 
+def test_an_adapter_in_use_unloads_when_its_request_ends(
+    smollm2_path: Path, adapter_path: Path, tmp_path: Path
+) -> None:
+    load = {"name": "busy", "path": str(adapter_path)}
+    long = {"model": "smollm2:busy", "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True}
+
+    async def scenario(url: str) -> list[int]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            (await client.post("/adapters", json=load)).raise_for_status()
+            running = asyncio.create_task(client.post("/v1/completions", json=long))
+            try:
+                for _ in range(100):
+                    if (await client.get("/adapters")).json()["data"][0]["in_use"] == 1:
+                        break
+                    await asyncio.sleep(0.1)
+                unloaded = await client.delete("/adapters/busy")
+                reloaded_early = await client.post("/adapters", json=load)
+            finally:
+                running.cancel()
+            for _ in range(100):
+                reloaded = await client.post("/adapters", json=load)
+                if reloaded.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            return [unloaded.status_code, reloaded_early.status_code, reloaded.status_code]
+
+    with running_engine(smollm2_path, tmp_path, "--parallel-slots", "1") as engine:
+        # Unloading hides it at once; the same name loads again once its last request is gone.
+        assert asyncio.run(scenario(engine.url)) == [200, 400, 200]
+
+
 def test_a_file_that_is_not_an_adapter_is_refused_and_the_engine_keeps_serving(
     engine: EngineProcess, tmp_path: Path
 ) -> None:
