@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from nodeagent.cache.resolver import builtin_path
 from nodeagent.supervisor.replica import free_port
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,15 +44,6 @@ class Cluster:
         )  # fmt: skip
         result: list[dict[str, object]] = json.loads(out.stdout)
         return result
-
-
-def wait_until(predicate: object, timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def start_cluster(tmp: Path, models_yaml: str, ready_models: list[str]) -> Cluster:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from llamafleet.core.errors import ModelFileInvalid
-from nodeagent.fit.gguf_reader import open_gguf, scalar
+from nodeagent.fit.gguf_reader import architecture, open_gguf, scalar
 
 
 @dataclass(frozen=True)
@@ -26,9 +25,7 @@ class GGUFHeader:
 def read_header(path: Path) -> GGUFHeader:
     """Parse ``path``'s metadata and tensor table; raise ModelFileInvalid with what is wrong."""
     reader = open_gguf(path)
-    arch = scalar(reader, "general.architecture")
-    if not isinstance(arch, str):
-        raise ModelFileInvalid(f"{path}: GGUF has no general.architecture; not a llama.cpp model")
+    arch = architecture(reader, path)
     return GGUFHeader(
         path=path,
         file_size=path.stat().st_size,

@@ -88,6 +88,13 @@ def open_gguf(path: Path) -> FastGGUFReader:
     return reader
 
 
+def architecture(reader: GGUFReader, path: Path) -> str:
+    arch = scalar(reader, "general.architecture")
+    if not isinstance(arch, str):
+        raise ModelFileInvalid(f"{path}: GGUF has no general.architecture; not a llama.cpp model")
+    return arch
+
+
 def scalar(reader: GGUFReader, key: str) -> Any:
     """A metadata value: str, int, float or bool; a list for arrays (strings arrays: their length)."""
     field = reader.fields.get(key)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llamafleet.core.errors import ModelFileInvalid
-from nodeagent.fit.gguf_reader import array_length, open_gguf, scalar
+from nodeagent.fit.gguf_reader import architecture, array_length, open_gguf, scalar
 
 # Architectures whose SWA layout llama.cpp sets in code: every n-th layer is full attention.
 _SWA_EVERY_NTH_DENSE = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5}
@@ -84,9 +84,7 @@ def _swa_layers(reader: Any, arch: str, n_layer: int, window: int) -> tuple[bool
 
 def read_model_facts(path: Path) -> ModelFacts:
     reader = open_gguf(path)
-    arch = scalar(reader, "general.architecture")
-    if not isinstance(arch, str):
-        raise ModelFileInvalid(f"{path}: GGUF has no general.architecture; not a llama.cpp model")
+    arch = architecture(reader, path)
     n_layer = int(scalar(reader, f"{arch}.block_count") or 0)
     n_embd = int(scalar(reader, f"{arch}.embedding_length") or 0)
     if n_layer <= 0 or n_embd <= 0:

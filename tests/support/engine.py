@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from nodeagent.supervisor.replica import free_port
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,19 +42,17 @@ def running_engine(model: Path, log_dir: Path, *flags: str, name: str = "smollm2
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )  # fmt: skip
     engine = EngineProcess(f"http://127.0.0.1:{port}", process, log_path)
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"engine exited with {process.returncode}:\n{engine.log()}")
+        try:
+            return httpx.get(f"{engine.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"engine exited with {process.returncode}:\n{engine.log()}")
-            try:
-                if httpx.get(f"{engine.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"engine not ready after 60s:\n{engine.log()}")
-            time.sleep(0.2)
+        wait_until(serving, 60, f"the engine on {engine.url} to serve")
         yield engine
     finally:
         process.terminate()
