@@ -79,6 +79,7 @@ class HostInventory:
     devices: tuple[Device, ...] = ()
     backends: tuple[str, ...] = ()
     llama_cpp_version: str = ""
+    cpu_flags: tuple[str, ...] = ()  # llama.cpp-relevant CPU features (avx2, asimddp …)
 
 
 @dataclass(frozen=True)

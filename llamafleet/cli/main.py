@@ -11,7 +11,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry
 
 from llamafleet import __version__
-from llamafleet.cli import inspect
+from llamafleet.cli import fit, inspect
 from llamafleet.cli.settings import (
     AgentProcess,
     ControlPlaneProcess,
@@ -32,6 +32,7 @@ llamafleet serves GGUF models with llama.cpp across a cluster behind one OpenAI-
 Start here:  llamafleet up          (everything on this machine, serving smollm2-135m)
 Cluster:     llamafleet controlplane / gateway / agent   (one process each)
 Inspect:     llamafleet nodes / models
+Plan:        llamafleet fit MODEL.gguf   (RAM/VRAM a model needs; no cluster needed)
 
 Every option can also be set by an environment variable, shown in each command's --help.
 """
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the node agent: reports this node's hardware to the control plane and runs the\n"
         "engine processes it is assigned, restarting them when they crash.",
     )  # fmt: skip
+    fit_parser = sub.add_parser(
+        "fit", help="estimate a model's RAM/VRAM and whether it fits (no cluster needed)",
+        description=fit.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    fit.add_arguments(fit_parser)
+    fit_parser.set_defaults(command="fit")
     for name, help_text in (
         ("nodes", "list the nodes and their hardware"),
         ("models", "list models, replicas, status"),
@@ -107,6 +114,8 @@ async def _run_single(name: str, runner: Callable[[asyncio.Event], object]) -> i
 
 async def _dispatch(args: argparse.Namespace) -> int:
     command = args.command
+    if command == "fit":
+        return await fit.run(args)
     if command in ("nodes", "models"):
         show = inspect.show_nodes if command == "nodes" else inspect.show_models
         print(await show(args.controlplane, args.json))

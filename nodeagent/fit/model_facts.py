@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from llamafleet.core.errors import ModelFileInvalid
+from llamafleet.fit.components import REPACKABLE
+from llamafleet.fit.profile import ModelProfile
 from nodeagent.fit.gguf_reader import architecture, array_length, open_gguf, scalar
 
 # Architectures whose SWA layout llama.cpp sets in code: every n-th layer is full attention.
 _SWA_EVERY_NTH_DENSE = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5}
 _LAYER = re.compile(r"^blk\.(\d+)\.")
+_OUTPUT_LAYER = ("output.", "output_norm.")  # llama.cpp's output layer; every other non-block tensor is input
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class TensorFacts:
     ggml_type: str
     n_elements: int
     n_bytes: int
+    rows: int  # ggml ne[1]: output rows of a matrix (1 for vectors)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,47 @@ class ModelFacts:
     @property
     def weight_bytes(self) -> int:
         return sum(t.n_bytes for t in self.tensors)
+
+    def profile(self) -> ModelProfile:
+        """What the memory model needs (llamafleet.fit), checked for sizes llama.cpp could not load."""
+        by_layer = self.layer_bytes()
+        output = sum(t.n_bytes for t in self.tensors if t.layer is None and t.name.startswith(_OUTPUT_LAYER))
+        embd = sum(t.n_bytes for t in self.tensors if t.name == "token_embd.weight")
+        return ModelProfile(
+            name=self.name,
+            architecture=self.architecture,
+            file_size=self.file_size,
+            n_layer=self.block_count,
+            n_embd=self.n_embd,
+            n_head=self.n_head,
+            n_head_kv=self.n_head_kv,
+            head_dim_k=self.head_dim_k,
+            head_dim_v=self.head_dim_v,
+            sliding_window=self.sliding_window,
+            swa_layers=self.swa_layers,
+            vocab_size=self.vocab_size,
+            tied_output=self.tied_output,
+            context_length=self.context_length,
+            layer_weight_bytes=tuple(by_layer.get(il, 0) for il in range(self.block_count)),
+            input_weight_bytes=by_layer.get(None, 0) - output,
+            output_weight_bytes=output,
+            token_embd_bytes=embd,
+            repack_candidates=self._repack_candidates(),
+        ).check()
+
+    def _repack_candidates(self) -> tuple[tuple[str, int, int], ...]:
+        """(ggml type, layer, bytes) of the matrices llama.cpp's CPU backend may re-lay out (CPU_REPACK).
+
+        Those are multiplied matrices (not the embeddings, which are looked up) with a multiple of
+        8 rows; the output layer counts as layer n_layer.
+        """
+        sums: dict[tuple[str, int], int] = {}
+        for t in self.tensors:
+            if t.rows == 1 or t.rows % 8 or t.name == "token_embd.weight" or t.ggml_type not in REPACKABLE:
+                continue
+            layer = t.layer if t.layer is not None else self.block_count
+            sums[(t.ggml_type, layer)] = sums.get((t.ggml_type, layer), 0) + t.n_bytes
+        return tuple((kind, layer, n) for (kind, layer), n in sorted(sums.items()))
 
 
 def _per_layer(value: Any, n_layer: int, what: str, path: Path) -> tuple[int, ...]:
@@ -103,6 +148,7 @@ def read_model_facts(path: Path) -> ModelFacts:
             ggml_type=t.tensor_type.name,
             n_elements=int(t.n_elements),
             n_bytes=int(t.n_bytes),
+            rows=int(t.shape[1]) if len(t.shape) > 1 else 1,
         )
         for t in reader.tensors
     )

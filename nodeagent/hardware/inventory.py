@@ -29,6 +29,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that change what llama.cpp allocates or how fast it runs (e.g. weight repacking).
+LLAMA_CPU_FEATURES = frozenset(
+    {"avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "amx_tile", "amx_int8",
+     "asimd", "asimddp", "i8mm", "sve", "sve2"}
+)  # fmt: skip
+
+
+def cpu_flags() -> tuple[str, ...]:
+    """The llama.cpp-relevant feature flags from /proc/cpuinfo (x86 "flags", ARM "Features")."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return ()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return tuple(sorted(set(value.split()) & LLAMA_CPU_FEATURES))
+    return ()
+
+
+def _build_cpu_flags(probe: dict[str, object]) -> tuple[str, ...]:
+    """The features llama.cpp's build uses (from the probe), else what the CPU reports."""
+    features = probe.get("cpu_features")
+    if isinstance(features, list):
+        return tuple(str(f) for f in features)
+    return cpu_flags()
+
+
 def host_memory() -> tuple[int, int]:
     vm = psutil.virtual_memory()
     return int(vm.total), int(vm.available)
@@ -90,6 +117,7 @@ async def collect(python: str = sys.executable) -> HostInventory:
     return HostInventory(
         hostname=socket.gethostname(),
         cpu_model=cpu_model(),
+        cpu_flags=_build_cpu_flags(probe),
         cpu_physical_cores=psutil.cpu_count(logical=False) or 1,
         cpu_logical_cores=psutil.cpu_count(logical=True) or 1,
         ram_total_bytes=total,

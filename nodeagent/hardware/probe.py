@@ -48,6 +48,25 @@ def _bind(lib: ctypes.CDLL) -> None:
         fn.restype = restype
 
 
+# ggml_cpu_has_<name>() → the /proc/cpuinfo flag of the same feature (what llamafleet.fit keys on)
+_CPU_FEATURES = {"avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512": "avx512f",
+                 "avx512_vnni": "avx512_vnni", "amx_int8": "amx_int8", "neon": "asimd",
+                 "dotprod": "asimddp", "matmul_int8": "i8mm", "sve": "sve"}  # fmt: skip
+
+
+def cpu_features(lib_dir: Path) -> list[str]:
+    """The CPU features this llama.cpp build uses (compiled in and present), as cpuinfo names them."""
+    lib = ctypes.CDLL(str(lib_dir / "libggml-cpu.so"))
+    found = []
+    for ggml_name, flag in _CPU_FEATURES.items():
+        fn = getattr(lib, f"ggml_cpu_has_{ggml_name}", None)
+        if fn is not None:
+            fn.restype = ctypes.c_int
+            if fn():
+                found.append(flag)
+    return sorted(found)
+
+
 def probe() -> dict[str, Any]:
     import llama_cpp
 
@@ -78,7 +97,17 @@ def probe() -> dict[str, Any]:
         "supports_gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
         "backends": backends,
         "devices": devices,
+        "cpu_features": _cpu_features_or_none(),
     }
+
+
+def _cpu_features_or_none() -> list[str] | None:
+    import llama_cpp
+
+    try:
+        return cpu_features(Path(llama_cpp.__file__).parent / "lib")
+    except OSError:  # another platform's library name, or a build without a separate CPU backend
+        return None
 
 
 def main() -> int:
