@@ -9,6 +9,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from llamafleet.fit.profile import ModelProfile
+from llamafleet.fit.recommend import Gpu, Recommendation
+
 
 class ModelSpec(BaseModel):
     """One desired model, as written in a models file or a `Model` custom resource's spec (camelCase)."""
@@ -55,7 +58,18 @@ class NodeRecord:
     disconnected_at: float | None = None
     desired_generation: int = 0
     applied_generation: int = 0
-    cached_models: dict[str, int] = field(default_factory=dict)  # source → size in bytes
+    cached_models: dict[str, CachedModelInfo] = field(default_factory=dict)  # by source
+    cpu_flags: tuple[str, ...] = ()  # CPU features the node's llama.cpp build uses
+    gpus: tuple[Gpu, ...] = ()  # GPUs (and their free memory) as llama.cpp sees them
+
+
+@dataclass(frozen=True)
+class CachedModelInfo:
+    """A model file an agent holds: its size, and its memory profile or why the header is unreadable."""
+
+    size_bytes: int
+    profile: ModelProfile | None = None
+    error: str = ""
 
 
 class ReplicaPhase(enum.Enum):
@@ -80,6 +94,7 @@ class ReplicaRecord:
     error: str = ""  # machine-readable, e.g. "model_invalid"
     message: str = ""
     adapters: tuple[str, ...] = ()  # loaded in the engine now
+    n_gpu_layers: int = -1  # chosen at placement (the spec's count, or the fit for "auto")
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,9 @@ class NodeHello:
     devices: list[str]
     agent_version: str
     replicas: list[ReplicaReport]
-    cached_models: dict[str, int]
+    cached_models: dict[str, CachedModelInfo]
+    cpu_flags: tuple[str, ...] = ()
+    gpus: tuple[Gpu, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,7 +134,8 @@ class NodeStatus:
     applied_generation: int
     ram_free_bytes: int
     replicas: list[ReplicaReport]
-    cached_models: dict[str, int]
+    cached_models: dict[str, CachedModelInfo]
+    device_free: dict[str, int] = field(default_factory=dict)  # GPU name → free bytes
 
 
 @dataclass(frozen=True)
@@ -152,6 +170,8 @@ class ModelStatusView:
     ready_replicas: int
     conditions: tuple[Condition, ...]
     replicas: tuple[ReplicaRecord, ...]
+    recommendation: Recommendation | None = None  # memory fit where it runs, or on the best node
+    fit_error: str = ""  # why there is no recommendation, or why it fits nowhere
 
 
 @dataclass(frozen=True)
@@ -170,6 +190,8 @@ class ModelRoute:
     context_length: int
     endpoints: tuple[Endpoint, ...]
     created: int = 0
+    recommendation: Recommendation | None = None
+    fit_error: str = ""
 
 
 @dataclass(frozen=True)

@@ -74,10 +74,11 @@ class Reconciler:
             decision = self._placer.place(replica.spec, state.nodes.values(), state.replicas.values())
             if isinstance(decision, Placed):
                 log.info(
-                    "placed replica %s of %s on node %s", replica.replica_id, replica.model, decision.node_id
-                )
+                    "placed replica %s of %s on node %s with %d GPU layers",
+                    replica.replica_id, replica.model, decision.node_id, decision.n_gpu_layers,
+                )  # fmt: skip
                 state.pending_reasons.pop(replica.model, None)
-                state.bind(replica.replica_id, decision.node_id)
+                state.bind(replica.replica_id, decision.node_id, decision.n_gpu_layers)
                 continue
             if state.pending_reasons.get(replica.model) != decision.reasons:
                 detail = "; ".join(f"{n}: {why}" for n, why in sorted(decision.reasons.items())) or "no nodes"

@@ -11,7 +11,7 @@ from controlplane.agents.servicer import AgentServicer
 from controlplane.api.servicer import ClusterServicer
 from controlplane.desired.model_file import ModelFileSource
 from controlplane.reconciler import Reconciler
-from controlplane.scheduler.placement import FirstFitPlacer
+from controlplane.scheduler.placement import FitPlacer
 from controlplane.settings import ControlPlaneSettings
 from controlplane.state.cluster import ClusterState
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
@@ -37,7 +37,7 @@ class ControlPlane:
             raise OSError(f"cannot bind the control plane's gRPC port {settings.address} (in use?)")
         await server.start()
         log.info("control plane listening for agents and gateways on %s", settings.address)
-        reconciler = Reconciler(self.state, FirstFitPlacer(), settings.node_grace_s)
+        reconciler = Reconciler(self.state, FitPlacer(), settings.node_grace_s)
         try:
             async with asyncio.TaskGroup() as group:
                 if settings.models is not None:

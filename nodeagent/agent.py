@@ -6,10 +6,12 @@ import asyncio
 import logging
 import sys
 
+import psutil
 from prometheus_client import CollectorRegistry, start_http_server
 
-from nodeagent.cache.resolver import installed_builtins
-from nodeagent.domain import CachedModel
+from llamafleet.fit.recommend import Gpu, NodeResources
+from nodeagent.cache.catalog import ModelCatalog
+from nodeagent.domain import CachedModel, HostInventory
 from nodeagent.hardware import inventory
 from nodeagent.metrics import AgentMetrics
 from nodeagent.settings import AgentSettings
@@ -19,8 +21,12 @@ from nodeagent.uplink.client import Uplink
 log = logging.getLogger(__name__)
 
 
-def cached_models() -> list[CachedModel]:
-    return [CachedModel(source, str(path), path.stat().st_size) for source, path in installed_builtins()]
+def node_resources(node_id: str, host: HostInventory) -> NodeResources:
+    """What this node offers a model now: available RAM, its GPUs, the CPU features llama.cpp uses."""
+    gpus = tuple(
+        Gpu(d.name, d.memory_free_bytes, d.memory_total_bytes) for d in host.devices if d.kind == "gpu"
+    )
+    return NodeResources(node_id, int(psutil.virtual_memory().available), gpus, host.cpu_flags)
 
 
 class Agent:
@@ -45,6 +51,12 @@ class Agent:
             on_change=changed.set,
             on_restart=lambda model: self.metrics.engine_restarts.labels(model).inc(),
         )
+        catalog = ModelCatalog()
+
+        def cached_models() -> list[CachedModel]:
+            sources = {state.spec.source for state in supervisor.states()}
+            return catalog.cached_models(sources, node_resources(settings.node_id, host))
+
         uplink = Uplink(settings, host, supervisor, changed, self.metrics, cached_models)
         async with asyncio.TaskGroup() as group:
             group.create_task(supervisor.run(stop), name="supervisor")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from llamafleet.fit.profile import ModelProfile
+from llamafleet.fit.recommend import Recommendation
+
 
 @dataclass(frozen=True)
 class ReplicaSpec:
@@ -80,6 +83,24 @@ class HostInventory:
     backends: tuple[str, ...] = ()
     llama_cpp_version: str = ""
     cpu_flags: tuple[str, ...] = ()  # llama.cpp-relevant CPU features (avx2, asimddp …)
+    nvml: NvmlReport | None = None  # the NVIDIA driver's view, when there is one
+
+
+@dataclass(frozen=True)
+class NvmlGpu:
+    index: int
+    name: str
+    uuid: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+    utilization_percent: int
+
+
+@dataclass(frozen=True)
+class NvmlReport:
+    driver_version: str
+    cuda_driver_version: str
+    gpus: tuple[NvmlGpu, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,9 @@ class CachedModel:
     source: str
     path: str
     size_bytes: int
+    profile: ModelProfile | None = None  # None when the header is unreadable
+    error: str = ""  # why, for people
+    fit: Recommendation | None = None  # this node's verdict at the default context, one slot
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from controlplane.domain import Assignment, NodeHello, NodeStatus, ReplicaPhase, ReplicaReport
+from controlplane.domain import (
+    Assignment,
+    CachedModelInfo,
+    NodeHello,
+    NodeStatus,
+    ReplicaPhase,
+    ReplicaReport,
+)
+from llamafleet.core.errors import ModelFileInvalid
+from llamafleet.fit.profile import ModelProfile
+from llamafleet.fit.recommend import Gpu
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 
 _PHASES = {
@@ -48,7 +58,18 @@ def node_hello(hello: pb.Hello) -> NodeHello:
         devices=[f"{d.name} ({d.description})" for d in hw.devices],
         agent_version=hello.versions.agent,
         replicas=[replica_report(r) for r in hello.replicas],
-        cached_models={m.source: m.size_bytes for m in hello.cached_models},
+        cached_models={m.source: cached_model(m) for m in hello.cached_models},
+        cpu_flags=tuple(hw.cpu_flags),
+        gpus=tuple(
+            Gpu(
+                d.name,
+                d.memory_free_bytes,
+                d.memory_total_bytes,
+                "rpc" if d.kind == pb.DEVICE_KIND_RPC else "gpu",
+            )
+            for d in hw.devices
+            if d.kind in (pb.DEVICE_KIND_GPU, pb.DEVICE_KIND_RPC)
+        ),
     )
 
 
@@ -57,8 +78,43 @@ def node_status(status: pb.Status) -> NodeStatus:
         applied_generation=status.applied_generation,
         ram_free_bytes=status.ram_free_bytes,
         replicas=[replica_report(r) for r in status.replicas],
-        cached_models={m.source: m.size_bytes for m in status.cached_models},
+        cached_models={m.source: cached_model(m) for m in status.cached_models},
+        device_free={d.name: d.memory_free_bytes for d in status.devices},
     )
+
+
+def model_profile(p: pb.ModelProfile) -> ModelProfile:
+    return ModelProfile(
+        name=p.name,
+        architecture=p.architecture,
+        file_size=p.file_size,
+        n_layer=p.n_layer,
+        n_embd=p.n_embd,
+        n_head=tuple(p.n_head),
+        n_head_kv=tuple(p.n_head_kv),
+        head_dim_k=p.head_dim_k,
+        head_dim_v=p.head_dim_v,
+        sliding_window=p.sliding_window,
+        swa_layers=tuple(p.swa_layers),
+        vocab_size=p.vocab_size,
+        tied_output=p.tied_output,
+        context_length=p.context_length,
+        layer_weight_bytes=tuple(p.layer_weight_bytes),
+        input_weight_bytes=p.input_weight_bytes,
+        output_weight_bytes=p.output_weight_bytes,
+        token_embd_bytes=p.token_embd_bytes,
+        repack_candidates=tuple((c.ggml_type, c.layer, c.bytes) for c in p.repack_candidates),
+    )
+
+
+def cached_model(m: pb.CachedModel) -> CachedModelInfo:
+    """An agent's cached model; a profile that fails its checks becomes the error it is."""
+    if not m.HasField("profile"):
+        return CachedModelInfo(m.size_bytes, None, m.error)
+    try:
+        return CachedModelInfo(m.size_bytes, model_profile(m.profile).check(), m.error)
+    except ModelFileInvalid as exc:
+        return CachedModelInfo(m.size_bytes, None, exc.message)
 
 
 def assign(generation: int, a: Assignment) -> pb.ControlMessage:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from controlplane.api import convert
 from controlplane.domain import ModelStatusView, NodeRecord, RoutingTable
-from llamafleet.core.errors import Unavailable
+from llamafleet.core.errors import InvalidRequest, ModelFileInvalid, NotFound, Unavailable
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 
@@ -36,6 +37,35 @@ class ClusterClient:
         except grpc.aio.AioRpcError as exc:
             raise self._unavailable(exc) from exc
         return [convert.model_from_pb(m) for m in response.models]
+
+    async def evaluate_fit(
+        self,
+        model: str = "",
+        source: str = "",
+        node: str = "",
+        context_length: int = 0,
+        parallel: int = 0,
+        kv_type: str = "",
+    ) -> dict[str, Any]:
+        """Every (or one) node's memory fit for a model: {"best_node", "nodes": [...]}."""
+        request = pb.EvaluateFitRequest(model=model, source=source, node=node, context_length=context_length,
+                                        parallel=parallel, kv_type=kv_type)  # fmt: skip
+        try:
+            response = await self._stub.EvaluateFit(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            errors = {
+                grpc.StatusCode.NOT_FOUND: NotFound,
+                grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+                grpc.StatusCode.FAILED_PRECONDITION: ModelFileInvalid,
+            }
+            kind = errors.get(exc.code())
+            if kind is not None:
+                raise kind(exc.details() or exc.code().name) from exc
+            raise self._unavailable(exc) from exc
+        return {
+            "best_node": response.best_node or None,
+            "nodes": [convert.node_fit_to_dict(n) for n in response.nodes],
+        }
 
     async def watch_routes(self, gateway_id: str) -> AsyncIterator[RoutingTable]:
         """Yields the routing table on every change; raises Unavailable when the stream breaks."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from controlplane.domain import (
     Condition,
     Endpoint,
@@ -13,7 +15,86 @@ from controlplane.domain import (
     ReplicaRecord,
     RoutingTable,
 )
+from llamafleet.fit.estimate import Estimate
+from llamafleet.fit.recommend import Mode, Recommendation
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
+
+
+def _mode_to_pb(m: Mode) -> pb.FitMode:
+    return pb.FitMode(
+        name=m.name,
+        devices=list(m.devices),
+        ram_bytes=m.ram_bytes,
+        vram_bytes=m.vram_bytes,
+        ngl=m.ngl,
+        context_length=m.context_length,
+        recommend_ngl=m.recommend_ngl,
+        max_context_length=m.max_context_length,
+        fits=m.fits,
+        short=m.short,
+    )
+
+
+def _mode_from_pb(m: pb.FitMode) -> Mode:
+    return Mode(
+        name=m.name,
+        devices=tuple(m.devices),
+        ram_bytes=m.ram_bytes,
+        vram_bytes=m.vram_bytes,
+        ngl=m.ngl,
+        context_length=m.context_length,
+        recommend_ngl=m.recommend_ngl,
+        max_context_length=m.max_context_length,
+        fits=m.fits,
+        short=m.short,
+    )
+
+
+def recommendation_to_pb(rec: Recommendation | None, error: str = "") -> pb.Recommendation | None:
+    if rec is None:
+        return pb.Recommendation(error=error) if error else None
+    return pb.Recommendation(
+        node=rec.node,
+        cpu_mode=_mode_to_pb(rec.cpu_mode),
+        gpu_mode=[_mode_to_pb(m) for m in rec.gpu_mode],
+        fits=rec.fits,
+        reason="" if rec.fits else rec.reason(),
+        run_mode=rec.best.name if rec.best else "",
+        run_ngl=rec.best.recommend_ngl if rec.best else 0,
+        error=error,
+    )
+
+
+def recommendation_from_pb(message: pb.Recommendation) -> tuple[Recommendation | None, str]:
+    if not message.HasField("cpu_mode"):
+        return None, message.error
+    cpu = _mode_from_pb(message.cpu_mode)
+    gpus = tuple(_mode_from_pb(m) for m in message.gpu_mode)
+    best = next((m for m in (cpu, *gpus) if message.fits and m.name == message.run_mode), None)
+    return Recommendation(message.node, cpu, gpus, best), message.error
+
+
+def estimate_to_pb(rec: Recommendation, est: Estimate) -> pb.NodeFit:
+    return pb.NodeFit(
+        recommendation=recommendation_to_pb(rec),
+        devices=[
+            pb.DeviceFit(
+                name=d.name,
+                kind=d.kind,
+                weights_bytes=d.weights_bytes,
+                kv_bytes=d.kv_bytes,
+                compute_bytes=d.compute_bytes,
+                output_bytes=d.output_bytes,
+                overhead_bytes=d.overhead_bytes,
+                total_bytes=d.total_bytes,
+                layers=d.to_dict()["layers"],
+            )
+            for d in est.devices
+        ],
+        ram_bytes=est.ram_bytes,
+        vram_bytes=est.vram_bytes,
+        page_cache_bytes=est.page_cache_bytes,
+    )
 
 
 def routing_table_to_pb(table: RoutingTable) -> pb.RoutingTable:
@@ -25,6 +106,7 @@ def routing_table_to_pb(table: RoutingTable) -> pb.RoutingTable:
                 parallel_slots=route.parallel_slots,
                 context_length=route.context_length,
                 created_unix=route.created,
+                recommendation=recommendation_to_pb(route.recommendation, route.fit_error),
                 endpoints=[
                     pb.Endpoint(
                         replica_id=e.replica_id,
@@ -42,21 +124,21 @@ def routing_table_to_pb(table: RoutingTable) -> pb.RoutingTable:
 
 
 def routing_table_from_pb(message: pb.RoutingTable) -> RoutingTable:
-    return RoutingTable(
-        version=message.version,
-        models={
-            m.model: ModelRoute(
-                model=m.model,
-                parallel_slots=m.parallel_slots,
-                context_length=m.context_length,
-                created=m.created_unix,
-                endpoints=tuple(
-                    Endpoint(e.replica_id, e.node_id, e.url, e.ready, tuple(e.adapters)) for e in m.endpoints
-                ),
-            )
-            for m in message.models
-        },
-    )
+    models = {}
+    for m in message.models:
+        rec, error = recommendation_from_pb(m.recommendation)
+        models[m.model] = ModelRoute(
+            model=m.model,
+            parallel_slots=m.parallel_slots,
+            context_length=m.context_length,
+            created=m.created_unix,
+            endpoints=tuple(
+                Endpoint(e.replica_id, e.node_id, e.url, e.ready, tuple(e.adapters)) for e in m.endpoints
+            ),
+            recommendation=rec,
+            fit_error=error,
+        )
+    return RoutingTable(version=message.version, models=models)
 
 
 def node_to_pb(node: NodeRecord, replicas: int) -> pb.Node:
@@ -100,6 +182,7 @@ def model_to_pb(view: ModelStatusView) -> pb.ModelStatus:
         source=view.source,
         desired_replicas=view.desired_replicas,
         ready_replicas=view.ready_replicas,
+        recommendation=recommendation_to_pb(view.recommendation, view.fit_error),
         conditions=[
             pb.Condition(type=c.type, status=c.status, reason=c.reason, message=c.message)
             for c in view.conditions
@@ -120,7 +203,10 @@ def model_to_pb(view: ModelStatusView) -> pb.ModelStatus:
 
 def model_from_pb(message: pb.ModelStatus) -> ModelStatusView:
     spec = ModelSpec(name=message.name, source=message.source or "unknown", replicas=message.desired_replicas)
+    rec, error = recommendation_from_pb(message.recommendation)
     return ModelStatusView(
+        recommendation=rec,
+        fit_error=error,
         name=message.name,
         source=message.source,
         desired_replicas=message.desired_replicas,
@@ -143,3 +229,29 @@ def model_from_pb(message: pb.ModelStatus) -> ModelStatusView:
             for r in message.replicas
         ),
     )
+
+
+def node_fit_to_dict(message: pb.NodeFit) -> dict[str, Any]:
+    """One node's answer to EvaluateFit, in the JSON shape of ``llamafleet fit --json``."""
+    rec, _ = recommendation_from_pb(message.recommendation)
+    return {
+        "node": message.recommendation.node,
+        "recommendation": rec.to_dict() if rec else None,
+        "devices": [
+            {
+                "name": d.name,
+                "kind": d.kind,
+                "layers": d.layers,
+                "weights_bytes": d.weights_bytes,
+                "kv_bytes": d.kv_bytes,
+                "compute_bytes": d.compute_bytes,
+                "output_bytes": d.output_bytes,
+                "overhead_bytes": d.overhead_bytes,
+                "total_bytes": d.total_bytes,
+            }
+            for d in message.devices
+        ],
+        "ram_bytes": message.ram_bytes,
+        "vram_bytes": message.vram_bytes,
+        "page_cache_bytes": message.page_cache_bytes,
+    }

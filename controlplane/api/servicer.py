@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import grpc
 
 from controlplane.api import convert
-from controlplane.domain import RoutingTable
+from controlplane.domain import ModelRoute, ModelStatusView, ReplicaPhase, RoutingTable
+from controlplane.scheduler.fit import context_params, model_recommendation, node_resources, profile_for
 from controlplane.state.cluster import ClusterState
+from llamafleet.fit.estimate import estimate
+from llamafleet.fit.recommend import Recommendation, best_node, offload_for
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 
@@ -25,7 +29,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         last: RoutingTable | None = None
         seen = -1
         while not self._stop.is_set():
-            table = self._state.routing_table()
+            table = self._with_fit(self._state.routing_table())
             if last is None or table.models != last.models:
                 yield convert.routing_table_to_pb(table)
                 last = table
@@ -45,4 +49,62 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     async def ListModels(  # noqa: N802
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[convert.model_to_pb(v) for v in self._state.model_views()])
+        views = [self._view_with_fit(v) for v in self._state.model_views()]
+        return pb.ListModelsResponse(models=[convert.model_to_pb(v) for v in views])
+
+    async def EvaluateFit(  # noqa: N802
+        self, request: pb.EvaluateFitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EvaluateFitResponse:
+        state = self._state
+        spec = state.models.get(request.model) if request.model else None
+        if request.model and spec is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"model {request.model!r} is not a desired model")
+        source = spec.source if spec else request.source
+        if not source:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "give a desired model's name or a model source"
+            )
+        nodes = list(state.nodes.values())
+        chosen = [n for n in nodes if not request.node or n.node_id == request.node]
+        if not chosen:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"node {request.node!r} is not known")
+        profile, error = profile_for(source, nodes)
+        if profile is None and error:  # the file is there but its header is unusable
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{source}: {error}")
+        if profile is None:
+            detail = f"no node has reported {source!r}; it can be evaluated once an agent holds the file"
+            await context.abort(grpc.StatusCode.NOT_FOUND, detail)
+        assert profile is not None
+        try:
+            params = context_params(spec, request.context_length, request.parallel, request.kv_type)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        offers = [node_resources(n) for n in sorted(chosen, key=lambda n: n.node_id)]
+        best, answers = best_node(profile, params, offers)
+        fits = []
+        for rec, offer in zip(answers, offers, strict=True):
+            est = rec.estimate or estimate(profile, params, offload_for(offer, (), 0))
+            fits.append(convert.estimate_to_pb(rec, est))
+        return pb.EvaluateFitResponse(nodes=fits, best_node=best.node if best else "")
+
+    def _placed_on(self, model: str) -> str | None:
+        replicas = [r for r in self._state.replicas.values() if r.model == model and r.node_id]
+        replicas.sort(key=lambda r: r.phase != ReplicaPhase.READY)
+        return replicas[0].node_id if replicas else None
+
+    def _fit(self, model: str) -> tuple[Recommendation | None, str]:
+        spec = self._state.models.get(model)
+        if spec is None:
+            return None, ""
+        return model_recommendation(spec, list(self._state.nodes.values()), self._placed_on(model))
+
+    def _with_fit(self, table: RoutingTable) -> RoutingTable:
+        models: dict[str, ModelRoute] = {}
+        for name, route in table.models.items():
+            rec, error = self._fit(name)
+            models[name] = replace(route, recommendation=rec, fit_error=error)
+        return replace(table, models=models)
+
+    def _view_with_fit(self, view: ModelStatusView) -> ModelStatusView:
+        rec, error = self._fit(view.name)
+        return replace(view, recommendation=rec, fit_error=error)

@@ -9,8 +9,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 
+from controlplane.api.client import ClusterClient
 from controlplane.gateway.proxy import EngineProxy
-from controlplane.gateway.routers import completions, health, models, replicas
+from controlplane.gateway.routers import admin, completions, health, models, replicas
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
 from llamafleet import __version__
@@ -21,7 +22,11 @@ _OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 def create_app(
-    settings: GatewaySettings, routing: RoutingView, proxy: EngineProxy, registry: CollectorRegistry
+    settings: GatewaySettings,
+    routing: RoutingView,
+    proxy: EngineProxy,
+    registry: CollectorRegistry,
+    cluster: ClusterClient,
 ) -> FastAPI:
     app = FastAPI(title="llamafleet gateway", version=__version__, docs_url="/docs", redoc_url=None)
     http_errors.install(app, "gateway")
@@ -46,4 +51,5 @@ def create_app(
     app.include_router(models.router(routing))
     app.include_router(completions.router(proxy))
     app.include_router(replicas.router(routing, proxy.client))
+    app.include_router(admin.router(cluster))
     return app

@@ -30,7 +30,7 @@ class Gateway:
         settings = self.settings
         metrics = GatewayMetrics(self.registry)
         proxy = EngineProxy(settings, self.routing, LeastInFlightBalancer(metrics), metrics)
-        app = create_app(settings, self.routing, proxy, self.registry)
+        app = create_app(settings, self.routing, proxy, self.registry, self.client)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.routing.run(stop), name="routing-watch")

@@ -1,26 +1,34 @@
-"""The placement seam: a Placer picks a node for a replica or says, per node, why not.
+"""The placement seam: a Placer picks a node (and GPU layers) for a replica or says, per node, why not.
 
-``FirstFitPlacer`` is the foundation's placer: the first connected node (by name) whose free
-RAM covers the model's estimated need. The plugin scheduler (filters → scorers → picker) and
-the GGUF-based memory estimator replace it behind the same ``Placer`` protocol.
+``FitPlacer`` asks the memory model (llamafleet.fit, through scheduler.fit) whether the replica
+fits each connected node, in node-name order, first fit wins: with ``gpuLayers: auto`` it takes
+the most GPU layers that fit (partial offload before CPU), with a fixed count it checks exactly
+that. Memory promised to replicas placed but not yet running is held back. A model whose header
+no node has reported yet (a path not resolved anywhere) falls back to its file size plus a flat
+allowance. The plugin scheduler (filters → scorers → picker) replaces the node choice behind the
+same ``Placer`` protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from controlplane.domain import ModelSpec, NodeRecord, ReplicaPhase, ReplicaRecord
+from controlplane.scheduler.fit import context_params, fixed_layers_shortfall, node_resources, profile_for
+from llamafleet.fit.profile import ModelProfile
+from llamafleet.fit.recommend import recommend
 
 MiB = 1 << 20
-# Until the fit estimator lands: engine runtime, KV cache and compute buffers on top of the weights.
+# Without a header: engine runtime, KV cache and compute buffers on top of the weights.
 RUNTIME_OVERHEAD_BYTES = 256 * MiB
 
 
 @dataclass(frozen=True)
 class Placed:
     node_id: str
+    n_gpu_layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -34,36 +42,62 @@ class Placer(Protocol):
     ) -> Placed | Unplaceable: ...
 
 
-def estimated_bytes(spec: ModelSpec, node: NodeRecord) -> int:
-    """Weights as the node reports the file size, plus a flat runtime allowance."""
-    return node.cached_models.get(spec.source, 0) + RUNTIME_OVERHEAD_BYTES
-
-
-def reserved_bytes(
-    node: NodeRecord, replicas: Iterable[ReplicaRecord], specs: Mapping[str, ModelSpec]
+def host_bytes_needed(
+    spec: ModelSpec, node: NodeRecord, profile: ModelProfile | None, n_gpu_layers: int
 ) -> int:
+    """Host memory a replica of ``spec`` takes on ``node`` with this many GPU layers."""
+    if profile is None:
+        info = node.cached_models.get(spec.source)
+        return (info.size_bytes if info else 0) + RUNTIME_OVERHEAD_BYTES
+    est, _ = fixed_layers_shortfall(profile, context_params(spec), node_resources(node), n_gpu_layers)
+    return est.host_bytes
+
+
+def reserved_bytes(node: NodeRecord, replicas: Iterable[ReplicaRecord], nodes: list[NodeRecord]) -> int:
     """Memory promised to replicas placed here but not yet running (so not in the node's free RAM)."""
     return sum(
-        estimated_bytes(r.spec, node)
+        host_bytes_needed(r.spec, node, profile_for(r.spec.source, nodes)[0], r.n_gpu_layers)
         for r in replicas
         if r.node_id == node.node_id and r.phase == ReplicaPhase.ASSIGNED
     )
 
 
-class FirstFitPlacer:
+class FitPlacer:
     def place(
         self, spec: ModelSpec, nodes: Iterable[NodeRecord], replicas: Iterable[ReplicaRecord]
     ) -> Placed | Unplaceable:
+        nodes = sorted(nodes, key=lambda n: n.node_id)
         replicas = list(replicas)
+        profile, _ = profile_for(spec.source, nodes)
+        params = context_params(spec)
         reasons: dict[str, str] = {}
-        for node in sorted(nodes, key=lambda n: n.node_id):
+        for node in nodes:
             if not node.connected:
                 reasons[node.node_id] = "not connected"
                 continue
-            need = estimated_bytes(spec, node)
-            free = node.ram_free_bytes - reserved_bytes(node, replicas, {})
-            if free < need:
-                reasons[node.node_id] = f"needs {need / MiB:.0f} MiB RAM, {max(free, 0) / MiB:.0f} MiB free"
+            offer = node_resources(node, reserved_bytes(node, replicas, nodes))
+            if profile is None:
+                need = host_bytes_needed(spec, node, None, 0)
+                if offer.ram_free_bytes < need:
+                    reasons[node.node_id] = (
+                        f"needs {need / MiB:.0f} MiB RAM, {offer.ram_free_bytes / MiB:.0f} MiB free"
+                    )
+                    continue
+                return Placed(node.node_id, 0)
+            if spec.gpu_layers == "auto":
+                rec = recommend(profile, params, offer)
+                # The engine splits its GPU layers over every GPU of the node: the all-GPUs mode.
+                gpus = rec.gpu_mode[-1] if rec.gpu_mode else None
+                if gpus is not None and gpus.fits:
+                    return Placed(node.node_id, gpus.recommend_ngl)
+                if rec.cpu_mode.fits:
+                    return Placed(node.node_id, 0)
+                reasons[node.node_id] = rec.reason().removeprefix(f"{node.node_id}: ")
                 continue
-            return Placed(node.node_id)
+            ngl = spec.gpu_layers if offer.gpus else 0  # without GPUs llama.cpp runs every layer on the CPU
+            _, short = fixed_layers_shortfall(profile, params, offer, ngl)
+            if short:
+                reasons[node.node_id] = f"with {spec.gpu_layers} GPU layers {short}"
+                continue
+            return Placed(node.node_id, ngl)
         return Unplaceable(reasons)

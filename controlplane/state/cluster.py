@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 
 from controlplane.domain import (
     Assignment,
@@ -33,11 +34,6 @@ from controlplane.domain import (
 log = logging.getLogger(__name__)
 
 _sessions = itertools.count(1)
-
-
-def gpu_layers(spec: ModelSpec) -> int:
-    # "auto" offloads everything the node can hold; the fit-aware scheduler refines this per node.
-    return -1 if spec.gpu_layers == "auto" else spec.gpu_layers
 
 
 class ClusterState:
@@ -90,6 +86,8 @@ class ClusterState:
         node.devices = list(hello.devices)
         node.agent_version = hello.agent_version
         node.cached_models = dict(hello.cached_models)
+        node.cpu_flags = hello.cpu_flags
+        node.gpus = hello.gpus
         node.connected = True
         node.disconnected_at = None
         node.session = next(_sessions)
@@ -107,6 +105,9 @@ class ClusterState:
         node.applied_generation = status.applied_generation
         node.ram_free_bytes = status.ram_free_bytes
         node.cached_models = dict(status.cached_models)
+        node.gpus = tuple(
+            replace(g, free_bytes=status.device_free.get(g.name, g.free_bytes)) for g in node.gpus
+        )
         node.last_seen = time.time()
         self._apply_reports(node_id, status.replicas)
         self.bump()
@@ -146,9 +147,10 @@ class ClusterState:
             replica.adapters = report.adapters
 
     # --- placements (the reconciler writes these) ----------------------------------------
-    def bind(self, replica_id: str, node_id: str) -> None:
+    def bind(self, replica_id: str, node_id: str, n_gpu_layers: int = -1) -> None:
         replica = self.replicas[replica_id]
         replica.node_id = node_id
+        replica.n_gpu_layers = n_gpu_layers
         replica.phase = ReplicaPhase.ASSIGNED
         replica.message = ""
         self.nodes[node_id].desired_generation += 1
@@ -177,7 +179,7 @@ class ClusterState:
                 sha256=r.spec.sha256,
                 context_length=r.spec.context_length,
                 parallel_slots=r.spec.parallel_slots,
-                n_gpu_layers=gpu_layers(r.spec),
+                n_gpu_layers=r.n_gpu_layers,
                 n_threads=r.spec.threads,
                 embeddings=r.spec.embeddings,
                 adapters=r.spec.adapters,

@@ -10,6 +10,7 @@ from controlplane.api.client import ClusterClient
 from controlplane.domain import ModelStatusView, NodeRecord
 
 GiB = 1 << 30
+MiB = 1 << 20
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -38,18 +39,47 @@ def format_nodes(nodes: list[NodeRecord]) -> str:
     return _table(rows)
 
 
-def format_models(models: list[ModelStatusView]) -> str:
+def _fit_columns(m: ModelStatusView, cpu_mode: bool, gpu_mode: bool) -> list[str]:
+    rec = m.recommendation
+    if rec is None:
+        return ["-"] * (1 + 3 * cpu_mode + 3 * gpu_mode)
+    cells = [rec.node]
+    if cpu_mode:
+        cpu = rec.cpu_mode
+        cells += [f"{cpu.ram_bytes / MiB:,.0f} MiB", "yes" if cpu.fits else "no", str(cpu.max_context_length)]
+    if gpu_mode:
+        gpus = rec.gpu_mode[-1] if rec.gpu_mode else None  # all of the node's GPUs together
+        if gpus is None:
+            cells += ["no GPU", "-", "-"]
+        else:
+            cells += [gpus.name, f"{gpus.vram_bytes / MiB:,.0f} MiB", f"{gpus.recommend_ngl}/{gpus.ngl}"]
+    return cells
+
+
+def format_models(models: list[ModelStatusView], cpu_mode: bool = False, gpu_mode: bool = False) -> str:
     if not models:
         return "no models are desired (check the control plane's --models file)"
     lines = []
-    rows = [["MODEL", "READY", "SOURCE"]]
+    header = ["MODEL", "READY", "SOURCE"]
+    if cpu_mode or gpu_mode:
+        header.append("FIT NODE")
+    if cpu_mode:
+        header += ["CPU RAM", "CPU FITS", "MAX CONTEXT"]
+    if gpu_mode:
+        header += ["GPUS", "VRAM (ALL LAYERS)", "GPU LAYERS THAT FIT"]
+    rows = [header]
     for m in models:
-        rows.append([m.name, f"{m.ready_replicas}/{m.desired_replicas}", m.source])
+        row = [m.name, f"{m.ready_replicas}/{m.desired_replicas}", m.source]
+        if cpu_mode or gpu_mode:
+            row += _fit_columns(m, cpu_mode, gpu_mode)
+        rows.append(row)
     lines.append(_table(rows))
     for m in models:
         lines.append(f"\n{m.name}:")
         for c in m.conditions:
             lines.append(f"  {c.type}={c.status} ({c.reason}){': ' + c.message if c.message else ''}")
+        if (cpu_mode or gpu_mode) and m.fit_error:
+            lines.append(f"  fit: {m.fit_error}")
         for r in m.replicas:
             where = r.node_id or "-"
             note = f"  {r.message}" if r.message else ""
@@ -80,10 +110,18 @@ async def show_nodes(address: str, as_json: bool) -> str:
     return json.dumps(_jsonable(nodes), indent=2) if as_json else format_nodes(nodes)
 
 
-async def show_models(address: str, as_json: bool) -> str:
+async def show_models(address: str, as_json: bool, cpu_mode: bool = False, gpu_mode: bool = False) -> str:
     client = ClusterClient(address)
     try:
         models = await client.list_models()
     finally:
         await client.close()
-    return json.dumps(_jsonable(models), indent=2) if as_json else format_models(models)
+    if as_json:
+        return json.dumps([_model_json(m) for m in models], indent=2)
+    return format_models(models, cpu_mode, gpu_mode)
+
+
+def _model_json(m: ModelStatusView) -> dict[str, Any]:
+    out: dict[str, Any] = _jsonable(dataclasses.replace(m, recommendation=None))
+    out["recommendation"] = m.recommendation.to_dict() if m.recommendation else None
+    return out

@@ -101,7 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
             help="control plane gRPC address (default: 127.0.0.1:50051)",
         )  # fmt: skip
         inspect_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        inspect_parser.set_defaults(command=name)
+        inspect_parser.set_defaults(command=name, cpu_mode=False, gpu_mode=False)
+        if name == "models":
+            inspect_parser.add_argument(
+                "action", nargs="?", choices=["list"], default="list", help="list (default)"
+            )
+            inspect_parser.add_argument(
+                "--cpu-mode", action="store_true",
+                help="add the memory fit in CPU mode: RAM needed, fits, largest context "
+                "(on the node it runs on, else the best node)",
+            )  # fmt: skip
+            inspect_parser.add_argument(
+                "--gpu-mode", action="store_true",
+                help="add the memory fit on the node's GPUs: VRAM at full offload, GPU layers that fit",
+            )  # fmt: skip
     return parser
 
 
@@ -117,8 +130,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if command == "fit":
         return await fit.run(args)
     if command in ("nodes", "models"):
-        show = inspect.show_nodes if command == "nodes" else inspect.show_models
-        print(await show(args.controlplane, args.json))
+        if command == "nodes":
+            print(await inspect.show_nodes(args.controlplane, args.json))
+        else:
+            print(await inspect.show_models(args.controlplane, args.json, args.cpu_mode, args.gpu_mode))
         return 0
     settings = settings_from_args(args._settings, args)
     logs.configure(settings.log_level, component=command)

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 
 from nodeagent.domain import Device, HostInventory
+from nodeagent.hardware import nvml
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ async def collect(python: str = sys.executable) -> HostInventory:
         hostname=socket.gethostname(),
         cpu_model=cpu_model(),
         cpu_flags=_build_cpu_flags(probe),
+        nvml=nvml.collect(),
         cpu_physical_cores=psutil.cpu_count(logical=False) or 1,
         cpu_logical_cores=psutil.cpu_count(logical=True) or 1,
         ram_total_bytes=total,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import platform
 
 from llamafleet import __version__
+from llamafleet.fit.profile import ModelProfile
+from llamafleet.fit.recommend import Recommendation
 from nodeagent.domain import (
     AdapterSpec,
     CachedModel,
     HostInventory,
     NodeReport,
+    NvmlReport,
     Phase,
     ReplicaError,
     ReplicaSpec,
@@ -54,8 +57,74 @@ def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
     )
 
 
+def model_profile(p: ModelProfile) -> pb.ModelProfile:
+    return pb.ModelProfile(
+        name=p.name,
+        architecture=p.architecture,
+        file_size=p.file_size,
+        n_layer=p.n_layer,
+        n_embd=p.n_embd,
+        n_head=list(p.n_head),
+        n_head_kv=list(p.n_head_kv),
+        head_dim_k=p.head_dim_k,
+        head_dim_v=p.head_dim_v,
+        sliding_window=p.sliding_window,
+        swa_layers=list(p.swa_layers),
+        vocab_size=p.vocab_size,
+        tied_output=p.tied_output,
+        context_length=p.context_length,
+        layer_weight_bytes=list(p.layer_weight_bytes),
+        input_weight_bytes=p.input_weight_bytes,
+        output_weight_bytes=p.output_weight_bytes,
+        token_embd_bytes=p.token_embd_bytes,
+        repack_candidates=[
+            pb.RepackCandidate(ggml_type=kind, layer=layer, bytes=n) for kind, layer, n in p.repack_candidates
+        ],
+    )
+
+
+def fit_summary(rec: Recommendation) -> pb.FitSummary:
+    cpu = rec.cpu_mode
+    return pb.FitSummary(
+        context_length=cpu.context_length,
+        parallel=1,
+        cpu_ram_bytes=cpu.ram_bytes,
+        fits=rec.fits,
+        max_context_length=cpu.max_context_length,
+        recommend_ngl=max((m.recommend_ngl for m in rec.gpu_mode), default=0),
+        reason="" if rec.fits else rec.reason(),
+    )
+
+
 def cached_model(model: CachedModel) -> pb.CachedModel:
-    return pb.CachedModel(source=model.source, path=model.path, size_bytes=model.size_bytes)
+    return pb.CachedModel(
+        source=model.source,
+        path=model.path,
+        size_bytes=model.size_bytes,
+        profile=model_profile(model.profile) if model.profile else None,
+        error=model.error,
+        fit=fit_summary(model.fit) if model.fit else None,
+    )
+
+
+def nvml(report: NvmlReport | None) -> pb.Nvml | None:
+    if report is None:
+        return None
+    return pb.Nvml(
+        driver_version=report.driver_version,
+        cuda_driver_version=report.cuda_driver_version,
+        gpus=[
+            pb.NvmlGpu(
+                index=g.index,
+                name=g.name,
+                uuid=g.uuid,
+                memory_total_bytes=g.memory_total_bytes,
+                memory_free_bytes=g.memory_free_bytes,
+                utilization_percent=g.utilization_percent,
+            )
+            for g in report.gpus
+        ],
+    )
 
 
 def hello(
@@ -82,6 +151,8 @@ def hello(
             )
             for d in inventory.devices
         ],
+        cpu_flags=list(inventory.cpu_flags),
+        nvml=nvml(inventory.nvml),
     )
     versions = pb.Versions(
         agent=__version__,

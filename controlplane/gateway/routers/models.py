@@ -16,6 +16,7 @@ def router(routing: RoutingView) -> APIRouter:
     def describe(name: str) -> dict[str, Any]:
         base, adapter = routing.table.resolve(name) or (name, None)
         route = routing.table.models[base]
+        rec = route.recommendation
         return {
             "id": name,
             "object": "model",
@@ -27,7 +28,10 @@ def router(routing: RoutingView) -> APIRouter:
                 "context_length": route.context_length,
                 "parallel_slots": route.parallel_slots,
                 "adapter": adapter,
+                "fit_error": route.fit_error or None,
             },
+            # Memory fit (Cortex's model compatibility shape): on the node it runs on, else the best node.
+            "recommendation": rec.to_dict() if rec else None,
         }
 
     def names() -> list[str]:

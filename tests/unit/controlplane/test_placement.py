@@ -1,39 +1,71 @@
-"""First-fit placement: the first connected node with enough free RAM, and a reason for every other."""
+"""Fit-aware placement: nodes in name order, first fit wins, GPU layers from the memory model, reasons."""
 
 from __future__ import annotations
 
-from controlplane.domain import ModelSpec, NodeRecord, ReplicaPhase, ReplicaRecord
-from controlplane.scheduler.placement import FirstFitPlacer, Placed, Unplaceable
+from controlplane.domain import CachedModelInfo, ModelSpec, NodeRecord, ReplicaPhase, ReplicaRecord
+from controlplane.scheduler.placement import RUNTIME_OVERHEAD_BYTES, FitPlacer, Placed, Unplaceable
+from llamafleet.fit.recommend import Gpu
+from tests.support.profiles import GIB, llama_like
 
-GiB = 1 << 30
-SPEC = ModelSpec(name="m", source="builtin:smollm2-135m")
+PROFILE = llama_like()  # ~7.3 GiB of weights, 32 layers, GQA
+SPEC = ModelSpec(name="m", source="/models/llama.gguf", context_length=4096, parallel_slots=1)
 
 
-def node(name: str, free_gib: float, connected: bool = True, model_gib: float = 1.0) -> NodeRecord:
+def node(
+    name: str, ram_gib: float, gpus: tuple[float, ...] = (), connected: bool = True, profile: bool = True
+) -> NodeRecord:
     return NodeRecord(
         node_id=name,
         connected=connected,
-        ram_free_bytes=int(free_gib * GiB),
-        cached_models={SPEC.source: int(model_gib * GiB)},
+        ram_free_bytes=int(ram_gib * GIB),
+        gpus=tuple(Gpu(f"CUDA{i}", int(g * GIB), int(g * GIB)) for i, g in enumerate(gpus)),
+        cached_models={SPEC.source: CachedModelInfo(PROFILE.file_size, PROFILE if profile else None)},
     )
 
 
-def test_first_node_that_fits_wins() -> None:
-    nodes = [node("c", 8), node("a", 0.5), node("b", 4)]
-    assert FirstFitPlacer().place(SPEC, nodes, []) == Placed("b")
+def test_first_node_that_fits_wins_in_cpu_mode_without_gpus() -> None:
+    nodes = [node("c", 32), node("a", 4), node("b", 16)]
+    assert FitPlacer().place(SPEC, nodes, []) == Placed("b", 0)
 
 
-def test_reasons_for_every_rejected_node() -> None:
-    nodes = [node("a", 0.5), node("b", 8, connected=False)]
-    decision = FirstFitPlacer().place(SPEC, nodes, [])
+def test_auto_takes_every_layer_a_big_gpu_holds_and_part_of_a_small_one() -> None:
+    assert FitPlacer().place(SPEC, [node("a", 4, gpus=(24,))], []) == Placed("a", 33)
+    partial = FitPlacer().place(SPEC, [node("a", 16, gpus=(4,))], [])
+    assert isinstance(partial, Placed)
+    assert 0 < partial.n_gpu_layers < 33
+    # two GPUs together hold what neither holds alone
+    split = FitPlacer().place(SPEC, [node("a", 4, gpus=(5, 5))], [])
+    assert split == Placed("a", 33)
+
+
+def test_a_fixed_layer_count_is_checked_as_given() -> None:
+    fixed = SPEC.model_copy(update={"gpu_layers": 33})
+    decision = FitPlacer().place(fixed, [node("a", 16, gpus=(4,))], [])
+    assert isinstance(decision, Unplaceable)
+    assert decision.reasons["a"].startswith("with 33 GPU layers CUDA0 needs")
+    assert FitPlacer().place(fixed, [node("b", 16, gpus=(24,))], []) == Placed("b", 33)
+
+
+def test_reasons_for_every_rejected_node_say_how_much_is_missing() -> None:
+    nodes = [node("a", 2), node("b", 64, connected=False), node("c", 3, gpus=(1,))]
+    decision = FitPlacer().place(SPEC, nodes, [])
     assert isinstance(decision, Unplaceable)
     assert decision.reasons["b"] == "not connected"
-    assert decision.reasons["a"].startswith("needs 1280 MiB RAM, 512 MiB free")
+    assert decision.reasons["a"].startswith("cpu mode needs")
+    assert "short" in decision.reasons["a"]
+    assert "CUDA0 mode" in decision.reasons["c"]
 
 
-def test_replicas_assigned_but_not_running_reserve_memory() -> None:
-    only = node("a", 2.0)
-    assigned = ReplicaRecord("m-1", "m", SPEC, node_id="a", phase=ReplicaPhase.ASSIGNED)
-    assert isinstance(FirstFitPlacer().place(SPEC, [only], [assigned]), Unplaceable)
-    running = ReplicaRecord("m-1", "m", SPEC, node_id="a", phase=ReplicaPhase.READY)
-    assert FirstFitPlacer().place(SPEC, [only], [running]) == Placed("a")
+def test_replicas_assigned_but_not_running_reserve_their_estimate() -> None:
+    only = node("a", 12)
+    assigned = ReplicaRecord("m-1", "m", SPEC, node_id="a", phase=ReplicaPhase.ASSIGNED, n_gpu_layers=0)
+    assert isinstance(FitPlacer().place(SPEC, [only], [assigned]), Unplaceable)
+    running = ReplicaRecord("m-1", "m", SPEC, node_id="a", phase=ReplicaPhase.READY, n_gpu_layers=0)
+    assert FitPlacer().place(SPEC, [only], [running]) == Placed("a", 0)
+
+
+def test_without_any_header_the_file_size_and_a_flat_allowance_decide() -> None:
+    need = PROFILE.file_size + RUNTIME_OVERHEAD_BYTES
+    nodes = [node("a", (need - 1) / GIB, profile=False), node("b", (need + 1) / GIB, profile=False)]
+    decision = FitPlacer().place(SPEC, nodes, [])
+    assert decision == Placed("b", 0)

@@ -106,20 +106,50 @@ class Versions(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., llama_cpp_python: _Optional[str] = ..., python: _Optional[str] = ..., backends: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Hardware(_message.Message):
-    __slots__ = ("cpu_model", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices")
+    __slots__ = ("cpu_model", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "cpu_flags", "nvml")
     CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
     CPU_PHYSICAL_CORES_FIELD_NUMBER: _ClassVar[int]
     CPU_LOGICAL_CORES_FIELD_NUMBER: _ClassVar[int]
     RAM_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     RAM_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    CPU_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    NVML_FIELD_NUMBER: _ClassVar[int]
     cpu_model: str
     cpu_physical_cores: int
     cpu_logical_cores: int
     ram_total_bytes: int
     ram_free_bytes: int
     devices: _containers.RepeatedCompositeFieldContainer[Device]
-    def __init__(self, cpu_model: _Optional[str] = ..., cpu_physical_cores: _Optional[int] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
+    cpu_flags: _containers.RepeatedScalarFieldContainer[str]
+    nvml: Nvml
+    def __init__(self, cpu_model: _Optional[str] = ..., cpu_physical_cores: _Optional[int] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[_Union[Nvml, _Mapping]] = ...) -> None: ...
+
+class Nvml(_message.Message):
+    __slots__ = ("driver_version", "cuda_driver_version", "gpus")
+    DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CUDA_DRIVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    driver_version: str
+    cuda_driver_version: str
+    gpus: _containers.RepeatedCompositeFieldContainer[NvmlGpu]
+    def __init__(self, driver_version: _Optional[str] = ..., cuda_driver_version: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[NvmlGpu, _Mapping]]] = ...) -> None: ...
+
+class NvmlGpu(_message.Message):
+    __slots__ = ("index", "name", "uuid", "memory_total_bytes", "memory_free_bytes", "utilization_percent")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    uuid: str
+    memory_total_bytes: int
+    memory_free_bytes: int
+    utilization_percent: int
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., uuid: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., utilization_percent: _Optional[int] = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("name", "description", "kind", "backend", "memory_total_bytes", "memory_free_bytes")
@@ -184,14 +214,90 @@ class ReplicaStatus(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., phase: _Optional[_Union[ReplicaPhase, str]] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., error: _Optional[_Union[ReplicaError, str]] = ..., message: _Optional[str] = ..., pid: _Optional[int] = ..., generation: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CachedModel(_message.Message):
-    __slots__ = ("source", "path", "size_bytes")
+    __slots__ = ("source", "path", "size_bytes", "profile", "error", "fit")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FIT_FIELD_NUMBER: _ClassVar[int]
     source: str
     path: str
     size_bytes: int
-    def __init__(self, source: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    profile: ModelProfile
+    error: str
+    fit: FitSummary
+    def __init__(self, source: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., profile: _Optional[_Union[ModelProfile, _Mapping]] = ..., error: _Optional[str] = ..., fit: _Optional[_Union[FitSummary, _Mapping]] = ...) -> None: ...
+
+class ModelProfile(_message.Message):
+    __slots__ = ("name", "architecture", "file_size", "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim_k", "head_dim_v", "sliding_window", "swa_layers", "vocab_size", "tied_output", "context_length", "layer_weight_bytes", "input_weight_bytes", "output_weight_bytes", "token_embd_bytes", "repack_candidates")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    FILE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    N_LAYER_FIELD_NUMBER: _ClassVar[int]
+    N_EMBD_FIELD_NUMBER: _ClassVar[int]
+    N_HEAD_FIELD_NUMBER: _ClassVar[int]
+    N_HEAD_KV_FIELD_NUMBER: _ClassVar[int]
+    HEAD_DIM_K_FIELD_NUMBER: _ClassVar[int]
+    HEAD_DIM_V_FIELD_NUMBER: _ClassVar[int]
+    SLIDING_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SWA_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TIED_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    LAYER_WEIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_WEIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_WEIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_EMBD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REPACK_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    architecture: str
+    file_size: int
+    n_layer: int
+    n_embd: int
+    n_head: _containers.RepeatedScalarFieldContainer[int]
+    n_head_kv: _containers.RepeatedScalarFieldContainer[int]
+    head_dim_k: int
+    head_dim_v: int
+    sliding_window: int
+    swa_layers: _containers.RepeatedScalarFieldContainer[bool]
+    vocab_size: int
+    tied_output: bool
+    context_length: int
+    layer_weight_bytes: _containers.RepeatedScalarFieldContainer[int]
+    input_weight_bytes: int
+    output_weight_bytes: int
+    token_embd_bytes: int
+    repack_candidates: _containers.RepeatedCompositeFieldContainer[RepackCandidate]
+    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., file_size: _Optional[int] = ..., n_layer: _Optional[int] = ..., n_embd: _Optional[int] = ..., n_head: _Optional[_Iterable[int]] = ..., n_head_kv: _Optional[_Iterable[int]] = ..., head_dim_k: _Optional[int] = ..., head_dim_v: _Optional[int] = ..., sliding_window: _Optional[int] = ..., swa_layers: _Optional[_Iterable[bool]] = ..., vocab_size: _Optional[int] = ..., tied_output: _Optional[bool] = ..., context_length: _Optional[int] = ..., layer_weight_bytes: _Optional[_Iterable[int]] = ..., input_weight_bytes: _Optional[int] = ..., output_weight_bytes: _Optional[int] = ..., token_embd_bytes: _Optional[int] = ..., repack_candidates: _Optional[_Iterable[_Union[RepackCandidate, _Mapping]]] = ...) -> None: ...
+
+class RepackCandidate(_message.Message):
+    __slots__ = ("ggml_type", "layer", "bytes")
+    GGML_TYPE_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ggml_type: str
+    layer: int
+    bytes: int
+    def __init__(self, ggml_type: _Optional[str] = ..., layer: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class FitSummary(_message.Message):
+    __slots__ = ("context_length", "parallel", "cpu_ram_bytes", "fits", "max_context_length", "recommend_ngl", "reason")
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    CPU_RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FITS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    RECOMMEND_NGL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    context_length: int
+    parallel: int
+    cpu_ram_bytes: int
+    fits: bool
+    max_context_length: int
+    recommend_ngl: int
+    reason: str
+    def __init__(self, context_length: _Optional[int] = ..., parallel: _Optional[int] = ..., cpu_ram_bytes: _Optional[int] = ..., fits: _Optional[bool] = ..., max_context_length: _Optional[int] = ..., recommend_ngl: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("controlplane_version", "status_interval_ms")

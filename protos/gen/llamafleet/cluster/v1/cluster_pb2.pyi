@@ -21,18 +21,20 @@ class RoutingTable(_message.Message):
     def __init__(self, version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ...) -> None: ...
 
 class ModelRoute(_message.Message):
-    __slots__ = ("model", "parallel_slots", "context_length", "endpoints", "created_unix")
+    __slots__ = ("model", "parallel_slots", "context_length", "endpoints", "created_unix", "recommendation")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_SLOTS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     parallel_slots: int
     context_length: int
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
     created_unix: int
-    def __init__(self, model: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., context_length: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., created_unix: _Optional[int] = ...) -> None: ...
+    recommendation: Recommendation
+    def __init__(self, model: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., context_length: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., created_unix: _Optional[int] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("replica_id", "node_id", "url", "ready", "adapters")
@@ -99,20 +101,126 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "source", "desired_replicas", "ready_replicas", "conditions", "replicas")
+    __slots__ = ("name", "source", "desired_replicas", "ready_replicas", "conditions", "replicas", "recommendation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     DESIRED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     READY_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: str
     desired_replicas: int
     ready_replicas: int
     conditions: _containers.RepeatedCompositeFieldContainer[Condition]
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaView]
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaView, _Mapping]]] = ...) -> None: ...
+    recommendation: Recommendation
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaView, _Mapping]]] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ...) -> None: ...
+
+class Recommendation(_message.Message):
+    __slots__ = ("node", "cpu_mode", "gpu_mode", "fits", "reason", "run_mode", "run_ngl", "error")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    CPU_MODE_FIELD_NUMBER: _ClassVar[int]
+    GPU_MODE_FIELD_NUMBER: _ClassVar[int]
+    FITS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RUN_MODE_FIELD_NUMBER: _ClassVar[int]
+    RUN_NGL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    cpu_mode: FitMode
+    gpu_mode: _containers.RepeatedCompositeFieldContainer[FitMode]
+    fits: bool
+    reason: str
+    run_mode: str
+    run_ngl: int
+    error: str
+    def __init__(self, node: _Optional[str] = ..., cpu_mode: _Optional[_Union[FitMode, _Mapping]] = ..., gpu_mode: _Optional[_Iterable[_Union[FitMode, _Mapping]]] = ..., fits: _Optional[bool] = ..., reason: _Optional[str] = ..., run_mode: _Optional[str] = ..., run_ngl: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class FitMode(_message.Message):
+    __slots__ = ("name", "devices", "ram_bytes", "vram_bytes", "ngl", "context_length", "recommend_ngl", "max_context_length", "fits", "short")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NGL_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    RECOMMEND_NGL_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FITS_FIELD_NUMBER: _ClassVar[int]
+    SHORT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    ram_bytes: int
+    vram_bytes: int
+    ngl: int
+    context_length: int
+    recommend_ngl: int
+    max_context_length: int
+    fits: bool
+    short: str
+    def __init__(self, name: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., ram_bytes: _Optional[int] = ..., vram_bytes: _Optional[int] = ..., ngl: _Optional[int] = ..., context_length: _Optional[int] = ..., recommend_ngl: _Optional[int] = ..., max_context_length: _Optional[int] = ..., fits: _Optional[bool] = ..., short: _Optional[str] = ...) -> None: ...
+
+class EvaluateFitRequest(_message.Message):
+    __slots__ = ("model", "source", "node", "context_length", "parallel", "kv_type")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    KV_TYPE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    source: str
+    node: str
+    context_length: int
+    parallel: int
+    kv_type: str
+    def __init__(self, model: _Optional[str] = ..., source: _Optional[str] = ..., node: _Optional[str] = ..., context_length: _Optional[int] = ..., parallel: _Optional[int] = ..., kv_type: _Optional[str] = ...) -> None: ...
+
+class EvaluateFitResponse(_message.Message):
+    __slots__ = ("nodes", "best_node")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    BEST_NODE_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeFit]
+    best_node: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeFit, _Mapping]]] = ..., best_node: _Optional[str] = ...) -> None: ...
+
+class NodeFit(_message.Message):
+    __slots__ = ("recommendation", "devices", "ram_bytes", "vram_bytes", "page_cache_bytes")
+    RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VRAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    recommendation: Recommendation
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceFit]
+    ram_bytes: int
+    vram_bytes: int
+    page_cache_bytes: int
+    def __init__(self, recommendation: _Optional[_Union[Recommendation, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceFit, _Mapping]]] = ..., ram_bytes: _Optional[int] = ..., vram_bytes: _Optional[int] = ..., page_cache_bytes: _Optional[int] = ...) -> None: ...
+
+class DeviceFit(_message.Message):
+    __slots__ = ("name", "kind", "weights_bytes", "kv_bytes", "compute_bytes", "output_bytes", "overhead_bytes", "total_bytes", "layers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OVERHEAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    weights_bytes: int
+    kv_bytes: int
+    compute_bytes: int
+    output_bytes: int
+    overhead_bytes: int
+    total_bytes: int
+    layers: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., weights_bytes: _Optional[int] = ..., kv_bytes: _Optional[int] = ..., compute_bytes: _Optional[int] = ..., output_bytes: _Optional[int] = ..., overhead_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., layers: _Optional[str] = ...) -> None: ...
 
 class Condition(_message.Message):
     __slots__ = ("type", "status", "reason", "message")

@@ -49,6 +49,11 @@ class ClusterServiceStub:
                 request_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.EvaluateFit = channel.unary_unary(
+                '/llamafleet.cluster.v1.ClusterService/EvaluateFit',
+                request_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitRequest.SerializeToString,
+                response_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServiceServicer:
@@ -73,6 +78,14 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateFit(self, request, context):
+        """Would a model fit a node (or every node)? Any desired model, or any source a node has
+        reported, at any context/slots/KV type; no replica is started.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +103,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ListModelsRequest.FromString,
                     response_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'EvaluateFit': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateFit,
+                    request_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitRequest.FromString,
+                    response_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +191,33 @@ class ClusterService:
             '/llamafleet.cluster.v1.ClusterService/ListModels',
             protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ListModelsRequest.SerializeToString,
             protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateFit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llamafleet.cluster.v1.ClusterService/EvaluateFit',
+            protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitRequest.SerializeToString,
+            protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitResponse.FromString,
             options,
             channel_credentials,
             insecure,

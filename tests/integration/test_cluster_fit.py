@@ -1,0 +1,105 @@
+"""Memory fit through a running cluster: agent profiles, GET /v1/models, the admin endpoint, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nodeagent.fit.model_facts import read_model_facts
+from tests.conftest import Cluster, start_cluster, stop_cluster
+
+pytestmark = pytest.mark.integration
+
+MODELS_YAML = """
+models:
+  - name: smollm2-135m
+    source: builtin:smollm2-135m
+    contextLength: 1024
+    parallelSlots: 2
+  - name: broken
+    source: {broken}
+"""
+
+
+@pytest.fixture
+def fit_cluster(tmp_path: Path, smollm2_path: Path) -> Iterator[Cluster]:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(smollm2_path.read_bytes()[:3_000_000])  # cut inside the tensor data
+    running = start_cluster(tmp_path, MODELS_YAML.format(broken=broken), ["smollm2-135m"])
+    yield running
+    stop_cluster(running)
+
+
+def test_models_carry_the_recommendation_and_the_admin_endpoint_evaluates_any_context(
+    fit_cluster: Cluster, smollm2_path: Path
+) -> None:
+    models = {m["id"]: m for m in httpx.get(f"{fit_cluster.base_url}/v1/models", timeout=10).json()["data"]}
+    rec = models["smollm2-135m"]["recommendation"]
+    assert rec["node"] == "test-node"  # where it runs
+    assert rec["fits"] is True
+    assert rec["run_as"] == {"mode": "cpu", "n_gpu_layers": 0}  # no GPU here
+    weights_mib = read_model_facts(smollm2_path).weight_bytes / 2**20
+    assert rec["cpu_mode"]["ram"] > weights_mib  # weights + KV + compute + output
+    assert rec["cpu_mode"]["max_context_length"] == 8192  # SmolLM2's trained context fits on this machine
+    assert rec["gpu_mode"] == []
+
+    fit = httpx.get(
+        f"{fit_cluster.base_url}/v1/admin/fit",
+        params={"model": "smollm2-135m", "context_length": 8192, "parallel": 4, "kv_type": "q8_0"},
+        timeout=10,
+    )
+    assert fit.status_code == 200, fit.text
+    body = fit.json()
+    assert body["best_node"] == "test-node"
+    (node,) = body["nodes"]
+    (cpu,) = node["devices"]
+    assert cpu["kv_bytes"] == 30 * 4 * 8192 * 2 * (3 * 64) * 34 // 32  # 30 layers, 4 streams, q8_0 rows
+    assert node["page_cache_bytes"] == cpu["weights_bytes"]
+
+    unknown = httpx.get(f"{fit_cluster.base_url}/v1/admin/fit", params={"model": "nope"}, timeout=10)
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["message"] == "model 'nope' is not a desired model"
+    wrong_kv = httpx.get(
+        f"{fit_cluster.base_url}/v1/admin/fit", params={"model": "smollm2-135m", "kv_type": "q3"}, timeout=10
+    )
+    assert wrong_kv.status_code == 400
+    assert "q3" in wrong_kv.json()["error"]["message"]
+
+
+def test_a_broken_header_is_a_clear_error_everywhere_and_nothing_crashes(fit_cluster: Cluster) -> None:
+    broken = httpx.get(f"{fit_cluster.base_url}/v1/admin/fit", params={"model": "broken"}, timeout=10)
+    assert broken.status_code == 422, broken.text
+    error = broken.json()["error"]
+    assert error["code"] == "model_invalid"
+    assert "truncated" in error["message"]
+    assert "cannot estimate memory for" in fit_cluster.log()  # the agent's log says which file and why
+    # the cluster keeps serving the good model
+    ok = httpx.post(
+        f"{fit_cluster.base_url}/v1/chat/completions",
+        json={"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+        timeout=60,
+    )
+    assert ok.status_code == 200
+
+
+def test_models_list_shows_cpu_and_gpu_mode(fit_cluster: Cluster) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "llamafleet.cli.main", "models", "list", "--cpu-mode", "--gpu-mode",
+         "--controlplane", fit_cluster.grpc],
+        check=True, capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    header, smol = (
+        out.splitlines()[0],
+        next(line for line in out.splitlines() if line.startswith("smollm2-135m")),
+    )
+    for column in ("CPU RAM", "CPU FITS", "MAX CONTEXT", "GPUS", "GPU LAYERS THAT FIT"):
+        assert column in header
+    assert "test-node" in smol
+    assert "yes" in smol
+    assert "no GPU" in smol
+    assert "fit:" in out  # the broken model says why it has no estimate
