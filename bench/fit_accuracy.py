@@ -124,6 +124,20 @@ def main() -> None:
             "cortex_max_abs_err": round(max(theirs), 4),
             "cortex_mean_abs_err": round(sum(theirs) / len(theirs), 4),
         }
+    summary["by_model"] = {
+        model: {
+            comp: {
+                "ours_max_abs_err": round(
+                    max(abs(r[comp]["ours_err"]) for r in rows if r["model"] == model), 4
+                ),
+                "cortex_max_abs_err": round(
+                    max(abs(r[comp]["cortex_err"]) for r in rows if r["model"] == model), 4
+                ),
+            }
+            for comp in ("kv", "compute", "total")
+        }
+        for model in summary["models"]
+    }
     summary["outside_bound"] = [
         {
             "model": r["model"],

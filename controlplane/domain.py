@@ -61,6 +61,11 @@ class NodeRecord:
     cached_models: dict[str, CachedModelInfo] = field(default_factory=dict)  # by source
     cpu_flags: tuple[str, ...] = ()  # CPU features the node's llama.cpp build uses
     gpus: tuple[Gpu, ...] = ()  # GPUs (and their free memory) as llama.cpp sees them
+    nvml: str = ""  # the NVIDIA driver's view of its GPUs, for people
+    watched_version: int = (
+        0  # the desired-sources list its cached_models answer (ClusterState.sources_version)
+    )
+    models_reported: bool = False  # its cached_models answer the current list: a source it lacks, it lacks
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class NodeHello:
     cached_models: dict[str, CachedModelInfo]
     cpu_flags: tuple[str, ...] = ()
     gpus: tuple[Gpu, ...] = ()
+    nvml: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,7 @@ class NodeStatus:
     replicas: list[ReplicaReport]
     cached_models: dict[str, CachedModelInfo]
     device_free: dict[str, int] = field(default_factory=dict)  # GPU name → free bytes
+    watched_version: int = 0
 
 
 @dataclass(frozen=True)

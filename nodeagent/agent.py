@@ -54,7 +54,7 @@ class Agent:
         catalog = ModelCatalog()
 
         def cached_models() -> list[CachedModel]:
-            sources = {state.spec.source for state in supervisor.states()}
+            sources = {state.spec.source for state in supervisor.states()} | uplink.watched_sources
             return catalog.cached_models(sources, node_resources(settings.node_id, host))
 
         uplink = Uplink(settings, host, supervisor, changed, self.metrics, cached_models)

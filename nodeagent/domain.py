@@ -122,3 +122,4 @@ class NodeReport:
     device_free: dict[str, int] = field(default_factory=dict)
     replicas: tuple[ReplicaState, ...] = ()
     cached_models: tuple[CachedModel, ...] = ()
+    watched_version: int = 0  # the WatchModels list cached_models answers

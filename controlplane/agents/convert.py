@@ -60,6 +60,7 @@ def node_hello(hello: pb.Hello) -> NodeHello:
         replicas=[replica_report(r) for r in hello.replicas],
         cached_models={m.source: cached_model(m) for m in hello.cached_models},
         cpu_flags=tuple(hw.cpu_flags),
+        nvml=nvml_summary(hw.nvml) if hw.HasField("nvml") else "",
         gpus=tuple(
             Gpu(
                 d.name,
@@ -73,6 +74,16 @@ def node_hello(hello: pb.Hello) -> NodeHello:
     )
 
 
+def nvml_summary(nvml: pb.Nvml) -> str:
+    gib = 2**30
+    gpus = "; ".join(
+        f"{g.index}: {g.name} ({g.memory_free_bytes / gib:.1f}/{g.memory_total_bytes / gib:.1f} GiB free, "
+        f"{g.utilization_percent}% busy, {g.uuid})"
+        for g in nvml.gpus
+    )
+    return f"driver {nvml.driver_version}, CUDA {nvml.cuda_driver_version}" + (f"; {gpus}" if gpus else "")
+
+
 def node_status(status: pb.Status) -> NodeStatus:
     return NodeStatus(
         applied_generation=status.applied_generation,
@@ -80,6 +91,7 @@ def node_status(status: pb.Status) -> NodeStatus:
         replicas=[replica_report(r) for r in status.replicas],
         cached_models={m.source: cached_model(m) for m in status.cached_models},
         device_free={d.name: d.memory_free_bytes for d in status.devices},
+        watched_version=status.watched_version,
     )
 
 
@@ -145,3 +157,7 @@ def welcome(version: str, status_interval_s: float) -> pb.ControlMessage:
     return pb.ControlMessage(
         welcome=pb.Welcome(controlplane_version=version, status_interval_ms=int(status_interval_s * 1000))
     )
+
+
+def watch_models(sources: tuple[str, ...], version: int) -> pb.ControlMessage:
+    return pb.ControlMessage(watch_models=pb.WatchModels(sources=list(sources), version=version))

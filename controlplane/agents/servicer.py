@@ -69,10 +69,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> None:
         """Send the difference between what the node should run and what it was last told."""
         seen = -1
+        watched = -1
         while not ended.is_set():
             node = self._state.nodes.get(node_id)
             if node is None or node.session != session:
                 return  # superseded by a newer stream from the same node
+            if self._state.sources_version != watched:
+                watched = self._state.sources_version
+                await context.write(convert.watch_models(self._state.sources, watched))
             generation, desired = self._state.assignments_for(node_id)
             for replica_id in [r for r in sent if r not in desired]:
                 await context.write(convert.unassign(generation, replica_id))

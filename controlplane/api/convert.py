@@ -156,6 +156,8 @@ def node_to_pb(node: NodeRecord, replicas: int) -> pb.Node:
         replicas=replicas,
         agent_version=node.agent_version,
         last_seen_unix=int(node.last_seen),
+        cpu_flags=list(node.cpu_flags),
+        nvml=node.nvml,
     )
 
 
@@ -173,6 +175,8 @@ def node_from_pb(message: pb.Node) -> NodeRecord:
         applied_generation=message.applied_generation,
         agent_version=message.agent_version,
         last_seen=float(message.last_seen_unix),
+        cpu_flags=tuple(message.cpu_flags),
+        nvml=message.nvml,
     )
 
 

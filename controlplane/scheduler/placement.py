@@ -68,7 +68,13 @@ class FitPlacer:
     ) -> Placed | Unplaceable:
         nodes = sorted(nodes, key=lambda n: n.node_id)
         replicas = list(replicas)
-        profile, _ = profile_for(spec.source, nodes)
+        profile, error = profile_for(spec.source, nodes)
+        if profile is None and not error:
+            waiting = [n.node_id for n in nodes if n.connected and not n.models_reported]
+            if waiting:  # they have been asked whether they hold the file; wait for the answer
+                return Unplaceable(
+                    {n: "has not yet reported whether it holds the model file" for n in waiting}
+                )
         params = context_params(spec)
         reasons: dict[str, str] = {}
         for node in nodes:

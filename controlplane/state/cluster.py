@@ -43,6 +43,8 @@ class ClusterState:
         self.models_error: str = ""
         self.replicas: dict[str, ReplicaRecord] = {}
         self.pending_reasons: dict[str, dict[str, str]] = {}  # model → node → why not there
+        self.sources: tuple[str, ...] = ()  # every desired model's source
+        self.sources_version = 0
         self.created: dict[str, int] = {}
         self.version = 0
         self._changed = asyncio.Event()
@@ -70,6 +72,12 @@ class ClusterState:
         if new != self.models or error != self.models_error:
             self.models = new
             self.models_error = error
+            sources = tuple(sorted({spec.source for spec in new.values()}))
+            if sources != self.sources:  # agents are asked to report these files' headers
+                self.sources = sources
+                self.sources_version += 1
+                for node in self.nodes.values():
+                    node.models_reported = node.watched_version >= self.sources_version
             self.bump()
 
     # --- nodes ---------------------------------------------------------------------------
@@ -86,8 +94,11 @@ class ClusterState:
         node.devices = list(hello.devices)
         node.agent_version = hello.agent_version
         node.cached_models = dict(hello.cached_models)
+        node.watched_version = 0  # a new stream: the agent has not answered this list yet
+        node.models_reported = self.sources_version == 0
         node.cpu_flags = hello.cpu_flags
         node.gpus = hello.gpus
+        node.nvml = hello.nvml
         node.connected = True
         node.disconnected_at = None
         node.session = next(_sessions)
@@ -105,6 +116,8 @@ class ClusterState:
         node.applied_generation = status.applied_generation
         node.ram_free_bytes = status.ram_free_bytes
         node.cached_models = dict(status.cached_models)
+        node.watched_version = status.watched_version
+        node.models_reported = status.watched_version >= self.sources_version
         node.gpus = tuple(
             replace(g, free_bytes=status.device_free.get(g.name, g.free_bytes)) for g in node.gpus
         )

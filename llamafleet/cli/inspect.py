@@ -23,7 +23,7 @@ def _table(rows: list[list[str]]) -> str:
 def format_nodes(nodes: list[NodeRecord]) -> str:
     if not nodes:
         return "no nodes have connected yet (is a `llamafleet agent` running and pointed here?)"
-    rows = [["NODE", "CONNECTED", "CPU", "CORES", "RAM FREE/TOTAL", "GENERATION", "DEVICES"]]
+    rows = [["NODE", "CONNECTED", "CPU", "CORES", "RAM FREE/TOTAL", "GENERATION", "DEVICES", "NVIDIA"]]
     for n in nodes:
         rows.append(
             [
@@ -34,6 +34,7 @@ def format_nodes(nodes: list[NodeRecord]) -> str:
                 f"{n.ram_free_bytes / GiB:.1f}/{n.ram_total_bytes / GiB:.1f} GiB",
                 f"{n.applied_generation}/{n.desired_generation}",
                 "; ".join(n.devices),
+                n.nvml or "-",
             ]
         )
     return _table(rows)

@@ -45,6 +45,8 @@ class Uplink:
         self._metrics = metrics
         self._cached_models = cached_models
         self.applied_generation = 0
+        self.watched_sources: frozenset[str] = frozenset()  # models the cluster wants profiles of
+        self.watched_version = 0
 
     def report(self) -> NodeReport:
         states = tuple(self._supervisor.states())
@@ -55,6 +57,7 @@ class Uplink:
             ram_free_bytes=int(psutil.virtual_memory().available),
             replicas=states,
             cached_models=tuple(self._cached_models()),
+            watched_version=self.watched_version,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -131,6 +134,9 @@ class Uplink:
         elif kind == "unassign":
             self._supervisor.unassign(message.unassign.replica_id)
             self.applied_generation = max(self.applied_generation, message.unassign.generation)
+        elif kind == "watch_models":
+            self.watched_sources = frozenset(message.watch_models.sources)
+            self.watched_version = message.watch_models.version
         else:
             log.warning("ignoring unexpected control message %r", kind)
         self._changed.set()

@@ -182,6 +182,7 @@ def status(report: NodeReport) -> pb.AgentMessage:
             devices=[pb.DeviceMemory(name=n, memory_free_bytes=b) for n, b in report.device_free.items()],
             replicas=[replica_status(r) for r in report.replicas],
             cached_models=[cached_model(m) for m in report.cached_models],
+            watched_version=report.watched_version,
         )
     )
 

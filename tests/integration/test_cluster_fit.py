@@ -12,8 +12,13 @@ import pytest
 
 from nodeagent.fit.model_facts import read_model_facts
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.synthetic_gguf import SyntheticShape, write_synthetic_model
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
+
+# ~116 GiB of f16 weights: more than any machine this runs on has RAM.
+HUGE = SyntheticShape(n_layer=64, n_embd=8192, n_head=64, n_head_kv=8, n_ff=28672, tied_output=False)
 
 MODELS_YAML = """
 models:
@@ -23,6 +28,8 @@ models:
     parallelSlots: 2
   - name: broken
     source: {broken}
+  - name: huge
+    source: {huge}
 """
 
 
@@ -30,7 +37,8 @@ models:
 def fit_cluster(tmp_path: Path, smollm2_path: Path) -> Iterator[Cluster]:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(smollm2_path.read_bytes()[:3_000_000])  # cut inside the tensor data
-    running = start_cluster(tmp_path, MODELS_YAML.format(broken=broken), ["smollm2-135m"])
+    huge = write_synthetic_model(tmp_path / "huge.gguf", HUGE, smollm2_path)  # sparse: no disk used
+    running = start_cluster(tmp_path, MODELS_YAML.format(broken=broken, huge=huge), ["smollm2-135m"])
     yield running
     stop_cluster(running)
 
@@ -103,3 +111,36 @@ def test_models_list_shows_cpu_and_gpu_mode(fit_cluster: Cluster) -> None:
     assert "yes" in smol
     assert "no GPU" in smol
     assert "fit:" in out  # the broken model says why it has no estimate
+
+
+def test_a_model_that_fits_nowhere_stays_pending_and_says_how_much_is_short(fit_cluster: Cluster) -> None:
+    def huge() -> dict[str, object]:
+        models = httpx.get(f"{fit_cluster.base_url}/v1/models", timeout=10).json()["data"]
+        found: dict[str, object] = next(m for m in models if m["id"] == "huge")
+        return found
+
+    # the agent reports the file's header once the control plane asks for it (WatchModels)
+    wait_until(lambda: huge()["recommendation"] is not None, 30, "the huge model's recommendation")
+    rec = huge()["recommendation"]
+    assert isinstance(rec, dict)
+    assert rec["fits"] is False
+    assert "test-node: cpu mode needs" in rec["reason"]
+    assert "short" in rec["reason"]
+    assert rec["cpu_mode"]["ram"] > 100 * 1024  # MiB
+    status = next(m for m in fit_cluster.models_json() if m["name"] == "huge")
+    placed = next(c for c in status["conditions"] if c["type"] == "Placed")  # type: ignore[union-attr]
+    assert placed["status"] == "False"
+    wait_until(
+        lambda: (
+            "cpu mode needs"
+            in next(
+                c["message"]
+                for m in fit_cluster.models_json()
+                if m["name"] == "huge"
+                for c in m["conditions"]
+                if c["type"] == "Placed"  # type: ignore[union-attr]
+            )
+        ),
+        30,
+        "the Placed condition to give the fit's reason",
+    )

@@ -19,7 +19,8 @@ def node(
         connected=connected,
         ram_free_bytes=int(ram_gib * GIB),
         gpus=tuple(Gpu(f"CUDA{i}", int(g * GIB), int(g * GIB)) for i, g in enumerate(gpus)),
-        cached_models={SPEC.source: CachedModelInfo(PROFILE.file_size, PROFILE if profile else None)},
+        cached_models={SPEC.source: CachedModelInfo(PROFILE.file_size, PROFILE)} if profile else {},
+        models_reported=True,
     )
 
 
@@ -64,8 +65,19 @@ def test_replicas_assigned_but_not_running_reserve_their_estimate() -> None:
     assert FitPlacer().place(SPEC, [only], [running]) == Placed("a", 0)
 
 
-def test_without_any_header_the_file_size_and_a_flat_allowance_decide() -> None:
-    need = PROFILE.file_size + RUNTIME_OVERHEAD_BYTES
-    nodes = [node("a", (need - 1) / GIB, profile=False), node("b", (need + 1) / GIB, profile=False)]
-    decision = FitPlacer().place(SPEC, nodes, [])
-    assert decision == Placed("b", 0)
+def test_a_file_no_node_reported_waits_for_every_node_to_answer_then_gets_a_flat_allowance() -> None:
+    silent = node("a", 64, profile=False)
+    silent.models_reported = False  # asked (WatchModels) but not answered yet
+    decision = FitPlacer().place(SPEC, [silent, node("b", 64, profile=False)], [])
+    assert decision == Unplaceable({"a": "has not yet reported whether it holds the model file"})
+    silent.models_reported = True  # nobody has it: assign, and the agent reports model_not_found
+    small = node("c", (RUNTIME_OVERHEAD_BYTES - 1) / GIB, profile=False)
+    assert FitPlacer().place(SPEC, [small, silent], []) == Placed("a", 0)
+
+
+def test_an_unreadable_header_is_assigned_so_the_agent_reports_why() -> None:
+    broken = node("a", 8, profile=False)
+    broken.cached_models = {SPEC.source: CachedModelInfo(10 * GIB, None, "truncated")}
+    assert FitPlacer().place(SPEC, [broken], []) == Unplaceable({"a": "needs 10496 MiB RAM, 8192 MiB free"})
+    broken.ram_free_bytes = 16 * GIB
+    assert FitPlacer().place(SPEC, [broken], []) == Placed("a", 0)

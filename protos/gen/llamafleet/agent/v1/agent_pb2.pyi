@@ -57,14 +57,24 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
 
 class ControlMessage(_message.Message):
-    __slots__ = ("welcome", "assign", "unassign")
+    __slots__ = ("welcome", "assign", "unassign", "watch_models")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     UNASSIGN_FIELD_NUMBER: _ClassVar[int]
+    WATCH_MODELS_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     assign: Assign
     unassign: Unassign
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., unassign: _Optional[_Union[Unassign, _Mapping]] = ...) -> None: ...
+    watch_models: WatchModels
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., unassign: _Optional[_Union[Unassign, _Mapping]] = ..., watch_models: _Optional[_Union[WatchModels, _Mapping]] = ...) -> None: ...
+
+class WatchModels(_message.Message):
+    __slots__ = ("sources", "version")
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    version: int
+    def __init__(self, sources: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("node_id", "hostname", "advertise_host", "labels", "versions", "hardware", "replicas", "cached_models")
@@ -168,18 +178,20 @@ class Device(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., kind: _Optional[_Union[DeviceKind, str]] = ..., backend: _Optional[str] = ..., memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("applied_generation", "ram_free_bytes", "devices", "replicas", "cached_models")
+    __slots__ = ("applied_generation", "ram_free_bytes", "devices", "replicas", "cached_models", "watched_version")
     APPLIED_GENERATION_FIELD_NUMBER: _ClassVar[int]
     RAM_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     CACHED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    WATCHED_VERSION_FIELD_NUMBER: _ClassVar[int]
     applied_generation: int
     ram_free_bytes: int
     devices: _containers.RepeatedCompositeFieldContainer[DeviceMemory]
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
     cached_models: _containers.RepeatedCompositeFieldContainer[CachedModel]
-    def __init__(self, applied_generation: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceMemory, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., cached_models: _Optional[_Iterable[_Union[CachedModel, _Mapping]]] = ...) -> None: ...
+    watched_version: int
+    def __init__(self, applied_generation: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[DeviceMemory, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., cached_models: _Optional[_Iterable[_Union[CachedModel, _Mapping]]] = ..., watched_version: _Optional[int] = ...) -> None: ...
 
 class DeviceMemory(_message.Message):
     __slots__ = ("name", "memory_free_bytes")
