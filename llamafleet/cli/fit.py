@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ and say whether it fits: in CPU mode, and on each GPU with the most layers that 
   llamafleet fit model.gguf                       # this machine's RAM and GPUs
   llamafleet fit model.gguf --ctx 32768 --parallel 4 --kv-type q8_0
   llamafleet fit model.gguf --vram 24GiB --vram 24GiB --ram 64GiB --ngl auto
+  llamafleet fit model.gguf --vram 8GiB --rpc 10.0.0.7:50052=16GiB --ngl -1 --tensor-split 1,2
   llamafleet fit model.gguf --json                # one JSON object for other tools
 
 Sizes take B, KiB, MiB, GiB, TiB (or K, M, G, T, also powers of 1024). The estimate matches
@@ -54,6 +56,28 @@ def parse_ngl(text: str) -> int | None:
             f"--ngl takes a number of layers, -1 (all) or auto, not {text!r}"
         ) from None
     return value
+
+
+def parse_rpc(text: str) -> Gpu:
+    name, sep, size = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(
+            f"--rpc takes HOST:PORT=SIZE, e.g. 10.0.0.7:50052=16GiB, not {text!r}"
+        )
+    free = parse_size(size)
+    return Gpu(name, free, free, kind="rpc")
+
+
+def parse_split(text: str) -> tuple[float, ...]:
+    try:
+        shares = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--tensor-split takes numbers separated by commas, not {text!r}"
+        ) from None
+    if any(s < 0 for s in shares) or not any(shares):
+        raise argparse.ArgumentTypeError("--tensor-split needs non-negative shares, at least one positive")
+    return shares
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +121,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="free memory of a GPU; repeat per GPU (default: this machine's GPUs)",
     )
     parser.add_argument(
+        "--rpc",
+        type=parse_rpc,
+        action="append",
+        metavar="HOST:PORT=SIZE",
+        help="an llama.cpp RPC worker and its free memory; repeat per worker (layers split after the GPUs)",
+    )
+    parser.add_argument(
+        "--tensor-split",
+        type=parse_split,
+        metavar="A,B,…",
+        help="shares of the offloaded layers per GPU then RPC worker, as llama.cpp's --tensor-split "
+        "(default: by free memory)",
+    )
+    parser.add_argument(
         "--ram", type=parse_size, metavar="SIZE", help="free RAM (default: this machine's available RAM)"
     )
     parser.add_argument(
@@ -120,7 +158,7 @@ async def _local_resources(args: argparse.Namespace) -> NodeResources:
             if d.kind == "gpu"
         )
     ram = args.ram if args.ram is not None else inventory.ram_free_bytes
-    return NodeResources("this machine", ram, gpus, inventory.cpu_flags)
+    return NodeResources("this machine", ram, gpus + tuple(args.rpc or ()), inventory.cpu_flags)
 
 
 def device_table(est: Estimate) -> str:
@@ -200,7 +238,17 @@ async def run(args: argparse.Namespace) -> int:
         gpus = tuple(g for g in node.gpus if best is not None and g.name in best.devices)
     else:
         ngl, gpus = args.ngl, node.gpus
-    est = estimate(profile, params, offload_for(node, gpus if ngl else (), ngl, use_mmap=not args.no_mmap))
+    offload = offload_for(node, gpus if ngl else (), ngl, use_mmap=not args.no_mmap)
+    if args.tensor_split and offload.targets:
+        if len(args.tensor_split) != len(offload.targets):
+            names = ", ".join(t.name for t in offload.targets)
+            shares = len(args.tensor_split)
+            raise InvalidRequest(
+                f"--tensor-split has {shares} shares for {len(offload.targets)} devices ({names})"
+            )
+        targets = tuple(replace(t, split=s) for t, s in zip(offload.targets, args.tensor_split, strict=True))
+        offload = replace(offload, targets=targets)
+    est = estimate(profile, params, offload)
     if args.json:
         out: dict[str, Any] = {
             "model": {

@@ -66,3 +66,17 @@ def test_bad_headers_give_one_clear_line_and_exit_1(tmp_path: Path, smollm2_path
     bad_size = _fit(str(smollm2_path), "--vram", "lots")
     assert bad_size.returncode == 2
     assert "is not a size" in bad_size.stderr
+
+
+def test_gpus_and_rpc_workers_split_layers_by_tensor_split(smollm2_path: Path) -> None:
+    done = _fit(str(smollm2_path), "--vram", "4GiB", "--rpc", "10.0.0.7:50052=4GiB", "--ngl", "-1",
+                "--tensor-split", "1,2", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    cpu, gpu, rpc = out["devices"]
+    assert (cpu["kind"], gpu["kind"], rpc["kind"]) == ("cpu", "gpu", "rpc")
+    assert gpu["layers"] == "0-10"  # 31 layers × 1/3 by llama.cpp's upper_bound rule
+    assert rpc["layers"] == "11-30"  # the rest, output layer (30) included
+    assert out["rpc_bytes"] == rpc["total_bytes"]
+    assert out["vram_bytes"] == gpu["total_bytes"]
+    assert out["params"]["tensor_split"] == [1.0, 2.0]
