@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import Any
+
 from controlplane.domain import (
     Assignment,
     CachedModelInfo,
@@ -95,28 +98,12 @@ def node_status(status: pb.Status) -> NodeStatus:
     )
 
 
-def model_profile(p: pb.ModelProfile) -> ModelProfile:
-    return ModelProfile(
-        name=p.name,
-        architecture=p.architecture,
-        file_size=p.file_size,
-        n_layer=p.n_layer,
-        n_embd=p.n_embd,
-        n_head=tuple(p.n_head),
-        n_head_kv=tuple(p.n_head_kv),
-        head_dim_k=p.head_dim_k,
-        head_dim_v=p.head_dim_v,
-        sliding_window=p.sliding_window,
-        swa_layers=tuple(p.swa_layers),
-        vocab_size=p.vocab_size,
-        tied_output=p.tied_output,
-        context_length=p.context_length,
-        layer_weight_bytes=tuple(p.layer_weight_bytes),
-        input_weight_bytes=p.input_weight_bytes,
-        output_weight_bytes=p.output_weight_bytes,
-        token_embd_bytes=p.token_embd_bytes,
-        repack_candidates=tuple((c.ggml_type, c.layer, c.bytes) for c in p.repack_candidates),
-    )
+def model_profile(message: pb.ModelProfile) -> ModelProfile:
+    """Field for field: the message mirrors the dataclass (same names)."""
+    data: dict[str, Any] = {f.name: getattr(message, f.name) for f in fields(ModelProfile)}
+    data = {k: list(v) if not isinstance(v, str | int | float | bool) else v for k, v in data.items()}
+    data["repack_candidates"] = [(c.ggml_type, c.layer, c.bytes) for c in message.repack_candidates]
+    return ModelProfile.from_dict(data)
 
 
 def cached_model(m: pb.CachedModel) -> CachedModelInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from typing import Any
 
 from controlplane.domain import (
@@ -21,33 +22,12 @@ from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
 
 
 def _mode_to_pb(m: Mode) -> pb.FitMode:
-    return pb.FitMode(
-        name=m.name,
-        devices=list(m.devices),
-        ram_bytes=m.ram_bytes,
-        vram_bytes=m.vram_bytes,
-        ngl=m.ngl,
-        context_length=m.context_length,
-        recommend_ngl=m.recommend_ngl,
-        max_context_length=m.max_context_length,
-        fits=m.fits,
-        short=m.short,
-    )
+    return pb.FitMode(**asdict(m))  # the message mirrors the dataclass (same names)
 
 
 def _mode_from_pb(m: pb.FitMode) -> Mode:
-    return Mode(
-        name=m.name,
-        devices=tuple(m.devices),
-        ram_bytes=m.ram_bytes,
-        vram_bytes=m.vram_bytes,
-        ngl=m.ngl,
-        context_length=m.context_length,
-        recommend_ngl=m.recommend_ngl,
-        max_context_length=m.max_context_length,
-        fits=m.fits,
-        short=m.short,
-    )
+    values = {f.name: getattr(m, f.name) for f in fields(Mode)}
+    return Mode(**(values | {"devices": tuple(m.devices)}))
 
 
 def recommendation_to_pb(rec: Recommendation | None, error: str = "") -> pb.Recommendation | None:

@@ -58,29 +58,12 @@ def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
 
 
 def model_profile(p: ModelProfile) -> pb.ModelProfile:
-    return pb.ModelProfile(
-        name=p.name,
-        architecture=p.architecture,
-        file_size=p.file_size,
-        n_layer=p.n_layer,
-        n_embd=p.n_embd,
-        n_head=list(p.n_head),
-        n_head_kv=list(p.n_head_kv),
-        head_dim_k=p.head_dim_k,
-        head_dim_v=p.head_dim_v,
-        sliding_window=p.sliding_window,
-        swa_layers=list(p.swa_layers),
-        vocab_size=p.vocab_size,
-        tied_output=p.tied_output,
-        context_length=p.context_length,
-        layer_weight_bytes=list(p.layer_weight_bytes),
-        input_weight_bytes=p.input_weight_bytes,
-        output_weight_bytes=p.output_weight_bytes,
-        token_embd_bytes=p.token_embd_bytes,
-        repack_candidates=[
-            pb.RepackCandidate(ggml_type=kind, layer=layer, bytes=n) for kind, layer, n in p.repack_candidates
-        ],
-    )
+    """Field for field: the message mirrors the dataclass (same names)."""
+    fields = p.to_dict()
+    fields["repack_candidates"] = [
+        pb.RepackCandidate(ggml_type=kind, layer=layer, bytes=n) for kind, layer, n in p.repack_candidates
+    ]
+    return pb.ModelProfile(**fields)
 
 
 def fit_summary(rec: Recommendation) -> pb.FitSummary:
