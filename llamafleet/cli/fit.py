@@ -31,8 +31,9 @@ and say whether it fits: in CPU mode, and on each GPU with the most layers that 
   llamafleet fit model.gguf --vram 8GiB --rpc 10.0.0.7:50052=16GiB --ngl -1 --tensor-split 1,2
   llamafleet fit model.gguf --json                # one JSON object for other tools
 
-Sizes take B, KiB, MiB, GiB, TiB (or K, M, G, T, also powers of 1024). The estimate matches
-llama.cpp's own buffers within 3% on CPU (docs/BENCHMARKS.md); GPU figures add a runtime reserve.
+Sizes take B, KiB, MiB, GiB, TiB (or K, M, G, T, also powers of 1024). On CPU the total matches
+llama.cpp's own buffers within 3% (docs/BENCHMARKS.md); GPU figures follow llama.cpp's rules but
+are not measured, and add a 256 MiB runtime reserve per GPU.
 """
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

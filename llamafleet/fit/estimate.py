@@ -188,7 +188,9 @@ def estimate(profile: ModelProfile, params: ContextParams, offload: Offload | No
     cpu = DeviceEstimate(
         name=CPU,
         kind="cpu",
-        weights_bytes=mapped + repacked,
+        # mapped: the mapping still spans the repacked tensors, whose re-laid-out copy is extra;
+        # read into memory: they are in the repack buffer instead of the plain one
+        weights_bytes=mapped + (repacked if offload.use_mmap else 0),
         kv_bytes=kv_cache_bytes(profile, params, host_layers),
         compute_bytes=cpu_compute,
         output_bytes=output_bytes(profile, params),

@@ -1,6 +1,12 @@
 """Load a model and create a context with llama.cpp, and print the buffers it allocated as JSON.
 
     python -m nodeagent.fitprobe MODEL.gguf [--ctx 4096 --parallel 1 --kv-type f16 --ngl 0 ...]
+    python -m nodeagent.fitprobe MODEL.gguf --dry-run ...   # plan only: no weights read, nothing allocated
+
+A real load (memory-mapped unless --no-mmap) reports the buffers llama.cpp allocated. A dry run
+uses llama.cpp's no_alloc load (load mode none): the compute and output buffers are planned as
+for real, the KV cache is taken from its "size = … MiB" line and the weights from
+llama_model_size; it equals a real load without mmap.
 
 Runs as a child process (native code, and a model may not fit): the agent and the fit
 benchmark read its one line of JSON. Exit code 3: llama.cpp refused the model or context.
@@ -18,6 +24,7 @@ import llama_cpp
 
 from nodeagent.fitprobe.buffers import parse_buffers
 
+LOAD_MODE_NONE = 0  # enum llama_load_mode: read, do not map (the default, -1, maps where it can)
 _KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 
 
@@ -37,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swa-full", action="store_true", help="full-size cache for sliding-window layers")
     parser.add_argument("--ngl", type=int, default=0, help="layers on GPUs (-1: all)")
     parser.add_argument("--no-mmap", action="store_true", help="read weights into memory instead of mapping")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="llama.cpp's no_alloc load (load mode none): plan every buffer, allocate none, read no weights",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     lines: list[str] = []
@@ -50,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     llama_cpp.llama_backend_init()
     mparams = llama_cpp.llama_model_default_params()
     mparams.n_gpu_layers = args.ngl
-    mparams.use_mmap = not args.no_mmap
+    if args.no_mmap or args.dry_run:
+        mparams.load_mode = LOAD_MODE_NONE  # no_alloc needs it: a dry run maps nothing
+    mparams.no_alloc = args.dry_run
     model = llama_cpp.llama_model_load_from_file(str(args.model).encode(), mparams)
     cparams = llama_cpp.llama_context_default_params()
     cparams.n_ctx = args.ctx * args.parallel
@@ -63,10 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     cparams.swa_full = args.swa_full
     ctx = llama_cpp.llama_init_from_model(model, cparams) if model else None
     buffers = parse_buffers("".join(lines))
+    totals = buffers.totals()
+    if args.dry_run and model:  # nothing was allocated: take what llama.cpp planned
+        totals["model"] = int(llama_cpp.llama_model_size(model))
+        totals["kv"] = buffers.kv_planned
     result = {
         "ok": bool(ctx),
+        "dry_run": args.dry_run,
         "params": vars(args) | {"model": str(args.model)},
-        "totals": buffers.totals(),
+        "totals": totals,
         "buffers": {
             "model": buffers.model,
             "kv": buffers.kv,

@@ -15,6 +15,9 @@ _LINE = re.compile(
     r"^\s*(?P<source>\w+):\s+(?P<device>\S+)\s+(?P<kind>model|KV|output|compute) buffer size =\s*"
     r"(?P<mib>[0-9]+(?:\.[0-9]+)?) MiB"
 )
+# The KV cache's own account, printed even by a dry run (whose buffers are all 0 bytes), e.g.
+# "llama_kv_cache: size =   24.00 MiB (  2048 cells,   3 layers,  4/4 seqs), K (f16): …"
+_KV_PLANNED = re.compile(r"^\s*\w+: size =\s*(?P<mib>[0-9]+(?:\.[0-9]+)?) MiB \(")
 MIB = 1024 * 1024
 
 
@@ -26,6 +29,7 @@ class Buffers:
     kv: dict[str, int] = field(default_factory=dict)
     output: dict[str, int] = field(default_factory=dict)
     compute: dict[str, int] = field(default_factory=dict)
+    kv_planned: int = 0  # every KV cache's "size = … MiB" line, summed (dry runs allocate nothing)
 
     def totals(self) -> dict[str, int]:
         return {kind: sum(getattr(self, kind).values()) for kind in ("model", "kv", "output", "compute")}
@@ -34,6 +38,9 @@ class Buffers:
 def parse_buffers(log: str) -> Buffers:
     buffers = Buffers()
     for line in log.splitlines():
+        planned = _KV_PLANNED.match(line)
+        if planned is not None:
+            buffers.kv_planned += round(float(planned["mib"]) * MIB)
         match = _LINE.match(line)
         if match is None:
             continue

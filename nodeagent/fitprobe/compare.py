@@ -42,6 +42,7 @@ class Cell:
     flash_attn: bool = False
     unified: bool = False
     ubatch: int = 512
+    mmap: bool = True
 
     def params(self) -> ContextParams:
         return ContextParams(
@@ -52,7 +53,9 @@ class Cell:
     def flags(self) -> list[str]:
         out = ["--ctx", str(self.ctx), "--parallel", str(self.parallel), "--kv-type", self.kv_type,
                "--ubatch", str(self.ubatch), "--batch", str(max(512, self.ubatch))]  # fmt: skip
-        return out + (["--flash-attn"] if self.flash_attn else []) + (["--unified"] if self.unified else [])
+        out += ["--flash-attn"] if self.flash_attn else []
+        out += ["--unified"] if self.unified else []
+        return out + ([] if self.mmap else ["--no-mmap"])
 
 
 def build_repack_types() -> frozenset[str]:
@@ -64,9 +67,14 @@ def within_bound(predicted: int, observed: int) -> bool:
     return abs(predicted - observed) <= max(RELATIVE_BOUND * observed, ABSOLUTE_BOUND)
 
 
-def run_probe(model: Path, cell: Cell, python: str = sys.executable) -> dict[str, int]:
-    """llama.cpp's own buffer totals for this cell (bytes by kind), from a real load in a child."""
-    done = subprocess.run([python, "-m", "nodeagent.fitprobe", str(model), *cell.flags()],
+def run_probe(model: Path, cell: Cell, dry_run: bool = False, python: str = sys.executable) -> dict[str, int]:
+    """llama.cpp's own buffer totals for this cell (bytes by kind), from a load in a child.
+
+    ``dry_run``: llama.cpp's no_alloc plan instead of a real load; it reads no weights and
+    matches a real load without mmap (the cell must say mmap=False).
+    """
+    flags = [*cell.flags(), "--dry-run"] if dry_run else cell.flags()
+    done = subprocess.run([python, "-m", "nodeagent.fitprobe", str(model), *flags],
                           capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)  # fmt: skip
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -99,10 +107,12 @@ def observed_components(totals: dict[str, int]) -> dict[str, int]:
 
 
 def compare_cell(
-    model: Path, profile: ModelProfile, cell: Cell, repack: Iterable[str] = ()
+    model: Path, profile: ModelProfile, cell: Cell, repack: Iterable[str] = (), dry_run: bool = False
 ) -> dict[str, tuple[int, int]]:
     """Component → (predicted, observed) bytes."""
-    est = estimate(profile, cell.params(), Offload(cpu_repack_types=frozenset(repack)))
+    if dry_run and cell.mmap:
+        raise ValueError("a dry run maps nothing: compare it with a cell that has mmap=False")
+    est = estimate(profile, cell.params(), Offload(use_mmap=cell.mmap, cpu_repack_types=frozenset(repack)))
     predicted = predicted_components(est)
-    observed = observed_components(run_probe(model, cell))
+    observed = observed_components(run_probe(model, cell, dry_run))
     return {name: (predicted[name], observed[name]) for name in COMPONENTS}

@@ -29,7 +29,12 @@ CELLS = {
         Cell(2048, 4, "q8_0", flash_attn=True),
         Cell(4096, 4, unified=True),
     ],
-    "gemma3-270m": [Cell(2048), Cell(8192, 4, "q4_0", flash_attn=True), Cell(32768)],
+    "gemma3-270m": [
+        Cell(2048),
+        Cell(8192, 4, "q4_0", flash_attn=True),
+        Cell(32768),
+        Cell(4096, 2, mmap=False),
+    ],
     "synthetic-mha": [Cell(512), Cell(8192, 4), Cell(2048, 1, "q8_0", flash_attn=True)],
     "synthetic-untied": [Cell(512, 4, "q4_0", flash_attn=True), Cell(32768)],
     "synthetic-2gb": [Cell(2048, 4, "q8_0", flash_attn=True), Cell(8192)],
@@ -71,3 +76,24 @@ def test_every_component_within_the_bound(
         if not within_bound(predicted, observed)
     }
     assert not misses, misses
+
+
+@pytest.mark.parametrize(
+    ("model", "cell"),
+    [
+        ("gemma3-270m", Cell(8192, 4, mmap=False)),
+        ("synthetic-2gb", Cell(2048, 1, "q8_0", flash_attn=True, mmap=False)),
+    ],
+    ids=["gemma3-8192x4", "2gb-q8_0"],
+)
+def test_the_no_alloc_dry_run_agrees_with_a_real_load_and_the_estimate(
+    models: dict[str, Path], repack: frozenset[str], model: str, cell: Cell
+) -> None:
+    path = models[model]
+    profile = read_model_facts(path).profile()
+    planned = compare_cell(path, profile, cell, repack, dry_run=True)
+    loaded = compare_cell(path, profile, cell, repack)
+    for name, (predicted, dry) in planned.items():
+        real = loaded[name][1]
+        assert abs(dry - real) <= 64 * 1024, f"{name}: dry run {dry} vs real load {real}"  # alignment only
+        assert within_bound(predicted, dry), f"{name}: estimate {predicted} vs dry run {dry}"

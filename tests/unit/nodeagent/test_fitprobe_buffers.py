@@ -29,3 +29,16 @@ def test_summary_and_file_size_lines_are_not_buffers() -> None:
     assert parse_buffers("print_info: file size   = 92.10 MiB (5.74 BPW)\n").totals() == {
         "model": 0, "kv": 0, "output": 0, "compute": 0,
     }  # fmt: skip
+
+
+def test_a_dry_runs_kv_comes_from_each_caches_size_line() -> None:
+    dry = """\
+llama_kv_cache:        CPU KV buffer size =     0.00 MiB
+llama_kv_cache: size =   24.00 MiB (  2048 cells,   3 layers,  4/4 seqs), K (f16):   12.00 MiB
+llama_kv_cache:        CPU KV buffer size =     0.00 MiB
+llama_kv_cache: size =   60.00 MiB (  1024 cells,  15 layers,  4/4 seqs), K (f16):   30.00 MiB
+print_info: file size   = 235.16 MiB (7.36 BPW)
+"""
+    buffers = parse_buffers(dry)
+    assert buffers.kv == {"CPU": 0}
+    assert buffers.kv_planned == 84 * MIB  # the sliding-window cache and the full one
