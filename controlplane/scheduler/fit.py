@@ -12,7 +12,14 @@ from controlplane.domain import ModelSpec, NodeRecord
 from llamafleet.fit.components import ContextParams
 from llamafleet.fit.estimate import Estimate, estimate
 from llamafleet.fit.profile import ModelProfile
-from llamafleet.fit.recommend import NodeResources, Recommendation, best_node, offload_for, recommend
+from llamafleet.fit.recommend import (
+    NodeResources,
+    Recommendation,
+    best_node,
+    offload_for,
+    recommend,
+    shortfall,
+)
 
 # The engine's defaults (nodeagent/engine options): n_batch = n_ubatch = 512, one KV stream per
 # slot, flash attention left to llama.cpp's auto (on where supported).
@@ -59,17 +66,9 @@ def fixed_layers_shortfall(
     profile: ModelProfile, params: ContextParams, node: NodeResources, ngl: int
 ) -> tuple[Estimate, str]:
     """The estimate with ``ngl`` layers on all the node's GPUs, and why it does not fit ("" if it fits)."""
-    est = estimate(profile, params, offload_for(node, node.gpus if ngl else (), ngl))
-    problems = []
-    if est.host_bytes > node.ram_free_bytes:
-        problems.append(
-            f"needs {est.host_bytes / 2**30:.2f} GiB RAM, {node.ram_free_bytes / 2**30:.2f} GiB free"
-        )
-    for gpu in node.gpus if ngl else ():
-        need = est.device(gpu.name).total_bytes
-        if need > gpu.free_bytes:
-            problems.append(f"{gpu.name} needs {need / 2**30:.2f} GiB, {gpu.free_bytes / 2**30:.2f} GiB free")
-    return est, "; ".join(problems)
+    gpus = node.gpus if ngl else ()
+    est = estimate(profile, params, offload_for(node, gpus, ngl))
+    return est, shortfall(est, node, gpus)
 
 
 def model_recommendation(

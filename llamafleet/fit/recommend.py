@@ -119,7 +119,8 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def _shortfall(est: Estimate, node: NodeResources, gpus: tuple[Gpu, ...]) -> str:
+def shortfall(est: Estimate, node: NodeResources, gpus: tuple[Gpu, ...]) -> str:
+    """Why ``est`` does not fit ``node`` with these GPUs, with how much is missing; "" when it fits."""
     problems = []
     if est.host_bytes > node.ram_free_bytes:
         problems.append(
@@ -166,7 +167,7 @@ def _cpu_mode(profile: ModelProfile, params: ContextParams, node: NodeResources)
     def fits(p: ContextParams) -> bool:
         return estimate(profile, p, offload).host_bytes <= node.ram_free_bytes
 
-    short = _shortfall(est, node, ())
+    short = shortfall(est, node, ())
     mode = Mode(
         "cpu",
         (),
@@ -189,7 +190,7 @@ def _gpu_mode(
 
     def fits_with(p: ContextParams, ngl: int) -> Estimate | None:
         est = estimate(profile, p, offload_for(node, gpus, ngl))
-        return None if _shortfall(est, node, gpus) else est
+        return None if shortfall(est, node, gpus) else est
 
     full = estimate(profile, params, offload_for(node, gpus, all_layers))
     recommend_ngl, chosen = 0, None
@@ -199,7 +200,7 @@ def _gpu_mode(
             recommend_ngl = ngl
             break
     short = (
-        "" if recommend_ngl else _shortfall(estimate(profile, params, offload_for(node, gpus, 1)), node, gpus)
+        "" if recommend_ngl else shortfall(estimate(profile, params, offload_for(node, gpus, 1)), node, gpus)
     )
     mode = Mode(
         name="+".join(g.name for g in gpus),
