@@ -28,6 +28,15 @@ class ModelSpec(BaseModel):
     threads: int = Field(default=0, ge=0, le=1024, description="CPU threads (0: the agent decides)")
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings from this model")
     adapters: tuple[AdapterRef, ...] = Field(default=(), description="LoRA adapters loaded at start")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Only nodes with all these labels"
+    )
+    placement: Literal["spread", "binpack"] = Field(
+        default="spread", description="spread: replicas on the emptiest nodes; binpack: fill nodes up first"
+    )
+    allow_split: bool = Field(
+        default=False, description="When no single node fits, plan a layer split over nodes (llama.cpp RPC)"
+    )
 
 
 class AdapterRef(BaseModel):
@@ -100,6 +109,7 @@ class ReplicaRecord:
     message: str = ""
     adapters: tuple[str, ...] = ()  # loaded in the engine now
     n_gpu_layers: int = -1  # chosen at placement (the spec's count, or the fit for "auto")
+    failed_on: tuple[str, ...] = ()  # nodes where its engine failed for good: placed elsewhere first
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ from controlplane.state.cluster import ClusterState
 
 log = logging.getLogger(__name__)
 
+# Engine failures worth another node; a bad or missing file fails the same way everywhere.
+RETRY_ELSEWHERE = ("engine_crashed", "engine_start_failed")
+
 
 class Reconciler:
     def __init__(self, state: ClusterState, placer: Placer, node_grace_s: float, tick_s: float = 1.0) -> None:
@@ -66,24 +69,58 @@ class Reconciler:
                 for replica in ranked[:surplus]:
                     log.info("model %s scaled down: removing replica %s", name, replica.replica_id)
                     state.unbind(replica.replica_id, remove=True)
+        self._replace_failed()
         self._place_pending()
+
+    def _replace_failed(self) -> None:
+        """A replica whose engine failed for good on a node is placed again, on another node if one fits."""
+        for replica in list(self._state.replicas.values()):
+            if (
+                replica.phase != ReplicaPhase.FAILED
+                or replica.error not in RETRY_ELSEWHERE
+                or not replica.node_id
+            ):
+                continue
+            log.warning(
+                "replica %s of %s failed on node %s (%s): placing it again, avoiding that node",
+                replica.replica_id, replica.model, replica.node_id, replica.message or replica.error,
+            )  # fmt: skip
+            replica.failed_on = (*replica.failed_on, replica.node_id)
+            self._state.unbind(replica.replica_id)
 
     def _place_pending(self) -> None:
         state = self._state
         for replica in [r for r in state.replicas.values() if r.node_id is None]:
-            decision = self._placer.place(replica.spec, state.nodes.values(), state.replicas.values())
+            nodes = [n for n in state.nodes.values() if n.node_id not in replica.failed_on]
+            if not nodes or not any(n.connected for n in nodes):
+                nodes = list(state.nodes.values())  # nowhere else to go: try the failed nodes again
+            decision = self._placer.place(replica.spec, nodes, state.replicas.values())
             if isinstance(decision, Placed):
                 log.info(
-                    "placed replica %s of %s on node %s with %d GPU layers",
-                    replica.replica_id, replica.model, decision.node_id, decision.n_gpu_layers,
-                )  # fmt: skip
+                    "placed replica %s of %s on node %s with %d GPU layers (score %.3f)",
+                    replica.replica_id,
+                    replica.model,
+                    decision.node_id,
+                    decision.n_gpu_layers,
+                    decision.score,
+                )
                 state.pending_reasons.pop(replica.model, None)
+                state.split_plans.pop(replica.model, None)
                 state.bind(replica.replica_id, decision.node_id, decision.n_gpu_layers)
                 continue
-            if state.pending_reasons.get(replica.model) != decision.reasons:
+            plan = decision.split_plan.describe() if decision.split_plan else ""
+            if (
+                state.pending_reasons.get(replica.model) != decision.reasons
+                or state.split_plans.get(replica.model, "") != plan
+            ):
                 detail = "; ".join(f"{n}: {why}" for n, why in sorted(decision.reasons.items())) or "no nodes"
-                log.warning("replica %s of %s pending: %s", replica.replica_id, replica.model, detail)
+                log.warning("replica %s of %s pending: %s%s", replica.replica_id, replica.model, detail,
+                            f"; {plan}" if plan else "")  # fmt: skip
                 state.pending_reasons[replica.model] = decision.reasons
+                if plan:
+                    state.split_plans[replica.model] = plan
+                else:
+                    state.split_plans.pop(replica.model, None)
                 state.bump()
 
     def _expire_lost_nodes(self) -> None:

@@ -6,12 +6,15 @@ import asyncio
 import logging
 
 import grpc
+from prometheus_client import CollectorRegistry, start_http_server
 
 from controlplane.agents.servicer import AgentServicer
 from controlplane.api.servicer import ClusterServicer
 from controlplane.desired.model_file import ModelFileSource
+from controlplane.metrics import ControlPlaneMetrics
 from controlplane.reconciler import Reconciler
-from controlplane.scheduler.placement import FitPlacer
+from controlplane.scheduler.framework import Scheduler
+from controlplane.scheduler.profile import load_profile
 from controlplane.settings import ControlPlaneSettings
 from controlplane.state.cluster import ClusterState
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
@@ -21,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class ControlPlane:
-    def __init__(self, settings: ControlPlaneSettings) -> None:
+    def __init__(self, settings: ControlPlaneSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.state = ClusterState()
+        self.registry = registry or CollectorRegistry()
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
@@ -37,7 +41,11 @@ class ControlPlane:
             raise OSError(f"cannot bind the control plane's gRPC port {settings.address} (in use?)")
         await server.start()
         log.info("control plane listening for agents and gateways on %s", settings.address)
-        reconciler = Reconciler(self.state, FitPlacer(), settings.node_grace_s)
+        metrics = ControlPlaneMetrics(self.registry)
+        if settings.metrics_port:
+            start_http_server(settings.metrics_port, registry=self.registry)
+        scheduler = Scheduler(load_profile(settings.scheduler_profile), metrics)
+        reconciler = Reconciler(self.state, scheduler, settings.node_grace_s)
         try:
             async with asyncio.TaskGroup() as group:
                 if settings.models is not None:

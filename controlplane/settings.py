@@ -19,6 +19,12 @@ class ControlPlaneSettings(BaseModel):
         default=30.0, description="Seconds a disconnected node keeps its replicas before they are re-placed"
     )
     status_interval_s: float = Field(default=5.0, description="How often agents report when nothing changes")
+    scheduler_profile: Path | None = Field(
+        default=None,
+        description="YAML scheduler profile: filters and weighted scorers (default: the built-in profile, "
+        "docs/SCHEDULER.md)",
+    )
+    metrics_port: int = Field(default=0, description="Port for Prometheus /metrics (0: off)")
 
     @property
     def address(self) -> str:

@@ -1,12 +1,8 @@
 """The placement seam: a Placer picks a node (and GPU layers) for a replica or says, per node, why not.
 
-``FitPlacer`` asks the memory model (llamafleet.fit, through scheduler.fit) whether the replica
-fits each connected node, in node-name order, first fit wins: with ``gpuLayers: auto`` it takes
-the most GPU layers that fit (partial offload before CPU), with a fixed count it checks exactly
-that. Memory promised to replicas placed but not yet running is held back. A model whose header
-no node has reported yet (a path not resolved anywhere) falls back to its file size plus a flat
-allowance. The plugin scheduler (filters → scorers → picker) replaces the node choice behind the
-same ``Placer`` protocol.
+The implementation is ``controlplane.scheduler.framework.Scheduler`` (filters → scorers → pick);
+the memory helpers here are shared by its plugins and by the reservation of memory for replicas
+that are placed but not yet running.
 """
 
 from __future__ import annotations
@@ -17,8 +13,8 @@ from typing import Protocol
 
 from controlplane.domain import ModelSpec, NodeRecord, ReplicaPhase, ReplicaRecord
 from controlplane.scheduler.fit import context_params, fixed_layers_shortfall, node_resources, profile_for
+from controlplane.scheduler.split import SplitPlan
 from llamafleet.fit.profile import ModelProfile
-from llamafleet.fit.recommend import recommend
 
 MiB = 1 << 20
 # Without a header: engine runtime, KV cache and compute buffers on top of the weights.
@@ -29,11 +25,13 @@ RUNTIME_OVERHEAD_BYTES = 256 * MiB
 class Placed:
     node_id: str
     n_gpu_layers: int = 0
+    score: float = 0.0
 
 
 @dataclass(frozen=True)
 class Unplaceable:
     reasons: dict[str, str]  # node id → why it cannot host the replica
+    split_plan: SplitPlan | None = None  # when the model may be split and a split would fit
 
 
 class Placer(Protocol):
@@ -60,50 +58,3 @@ def reserved_bytes(node: NodeRecord, replicas: Iterable[ReplicaRecord], nodes: l
         for r in replicas
         if r.node_id == node.node_id and r.phase == ReplicaPhase.ASSIGNED
     )
-
-
-class FitPlacer:
-    def place(
-        self, spec: ModelSpec, nodes: Iterable[NodeRecord], replicas: Iterable[ReplicaRecord]
-    ) -> Placed | Unplaceable:
-        nodes = sorted(nodes, key=lambda n: n.node_id)
-        replicas = list(replicas)
-        profile, error = profile_for(spec.source, nodes)
-        if profile is None and not error:
-            waiting = [n.node_id for n in nodes if n.connected and not n.models_reported]
-            if waiting:  # they have been asked whether they hold the file; wait for the answer
-                return Unplaceable(
-                    {n: "has not yet reported whether it holds the model file" for n in waiting}
-                )
-        params = context_params(spec)
-        reasons: dict[str, str] = {}
-        for node in nodes:
-            if not node.connected:
-                reasons[node.node_id] = "not connected"
-                continue
-            offer = node_resources(node, reserved_bytes(node, replicas, nodes))
-            if profile is None:
-                need = host_bytes_needed(spec, node, None, 0)
-                if offer.ram_free_bytes < need:
-                    reasons[node.node_id] = (
-                        f"needs {need / MiB:.0f} MiB RAM, {offer.ram_free_bytes / MiB:.0f} MiB free"
-                    )
-                    continue
-                return Placed(node.node_id, 0)
-            if spec.gpu_layers == "auto":
-                rec = recommend(profile, params, offer)
-                # The engine splits its GPU layers over every GPU of the node: the all-GPUs mode.
-                gpus = rec.gpu_mode[-1] if rec.gpu_mode else None
-                if gpus is not None and gpus.fits:
-                    return Placed(node.node_id, gpus.recommend_ngl)
-                if rec.cpu_mode.fits:
-                    return Placed(node.node_id, 0)
-                reasons[node.node_id] = rec.reason().removeprefix(f"{node.node_id}: ")
-                continue
-            ngl = spec.gpu_layers if offer.gpus else 0  # without GPUs llama.cpp runs every layer on the CPU
-            _, short = fixed_layers_shortfall(profile, params, offer, ngl)
-            if short:
-                reasons[node.node_id] = f"with {spec.gpu_layers} GPU layers {short}"
-                continue
-            return Placed(node.node_id, ngl)
-        return Unplaceable(reasons)

@@ -43,6 +43,7 @@ class ClusterState:
         self.models_error: str = ""
         self.replicas: dict[str, ReplicaRecord] = {}
         self.pending_reasons: dict[str, dict[str, str]] = {}  # model → node → why not there
+        self.split_plans: dict[str, str] = {}  # model → the layer split that would fit, described
         self.sources: tuple[str, ...] = ()  # every desired model's source
         self.sources_version = 0
         self.created: dict[str, int] = {}
@@ -226,20 +227,24 @@ class ClusterState:
             spec.source,
             spec.replicas,
             ready,
-            model_conditions(spec, replicas, self.pending_reasons),
+            model_conditions(spec, replicas, self.pending_reasons, self.split_plans.get(spec.name, "")),
             replicas,
         )
 
 
 def model_conditions(
-    spec: ModelSpec, replicas: tuple[ReplicaRecord, ...], pending_reasons: dict[str, dict[str, str]]
+    spec: ModelSpec,
+    replicas: tuple[ReplicaRecord, ...],
+    pending_reasons: dict[str, dict[str, str]],
+    split_plan: str = "",
 ) -> tuple[Condition, ...]:
     """Kubernetes-style conditions: Placed, ModelValid, Ready — each with a reason people can act on."""
     unplaced = [r for r in replicas if r.node_id is None]
     if unplaced:
         reasons = pending_reasons.get(spec.name, {})
         detail = "; ".join(f"{node}: {why}" for node, why in sorted(reasons.items())) or "no node connected"
-        placed = Condition("Placed", "False", "NoCapacity", f"{len(unplaced)} replica(s) pending: {detail}")
+        message = f"{len(unplaced)} replica(s) pending: {detail}" + (f"; {split_plan}" if split_plan else "")
+        placed = Condition("Placed", "False", "SplitPlanned" if split_plan else "NoCapacity", message)
     else:
         placed = Condition("Placed", "True", "Placed", f"{len(replicas)} replica(s) placed")
     invalid = [r for r in replicas if r.error in ("model_invalid", "model_not_found")]

@@ -1,0 +1,79 @@
+"""The layer-split seam: when no single node fits and the model allows it, plan a split over nodes.
+
+The head node runs the engine (input and output layers, the compute graph, the output buffer);
+workers host contiguous ranges of repeating layers through llama.cpp's RPC backend. Layer ranges
+are in proportion to each node's free memory; the plan is returned only when every part fits.
+Executing it (starting RPC workers, pointing the head at them) is a later issue: here it is
+computed, shown in the model's status, and tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llamafleet.fit.components import (
+    ContextParams,
+    compute_bytes,
+    kv_cache_bytes,
+    layer_weight_bytes,
+    output_bytes,
+)
+from llamafleet.fit.profile import ModelProfile
+from llamafleet.fit.recommend import NodeResources, gib
+
+
+@dataclass(frozen=True)
+class SplitPart:
+    node_id: str
+    first_layer: int  # inclusive
+    last_layer: int  # inclusive; the output layer is always the head's, besides its range
+    bytes: int  # weights + KV + compute this node needs for its part
+    free_bytes: int
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    head: str
+    parts: tuple[SplitPart, ...]  # the head's part first
+
+    def describe(self) -> str:
+        ranges = ", ".join(
+            f"{p.node_id} layers {p.first_layer}-{p.last_layer} ({gib(p.bytes)} of {gib(p.free_bytes)} free)"
+            for p in self.parts
+        )
+        return f"split plan (not executed: layer splitting lands later): head {self.head}; {ranges}"
+
+
+def _part_bytes(profile: ModelProfile, params: ContextParams, layers: range, head: bool) -> int:
+    """Weights, KV and compute of ``layers``; the head adds the input and output layers and output buffer."""
+    need = sum(layer_weight_bytes(profile, il) for il in layers) + kv_cache_bytes(profile, params, layers)
+    need += compute_bytes(profile, params, layers, head)
+    if head:
+        need += profile.input_weight_bytes + layer_weight_bytes(profile, profile.n_layer)
+        need += output_bytes(profile, params)
+    return need
+
+
+def plan_split(profile: ModelProfile, params: ContextParams, offers: list[NodeResources]) -> SplitPlan | None:
+    """Repeating layers in proportion to free host memory; the head is the node with most free memory.
+
+    None when fewer than two nodes are usable or a part would not fit its node.
+    """
+    usable = sorted((o for o in offers if o.ram_free_bytes > 0), key=lambda o: (-o.ram_free_bytes, o.node))
+    if len(usable) < 2:
+        return None
+    total_free = sum(o.ram_free_bytes for o in usable)
+    n_layer = profile.n_layer
+    parts: list[SplitPart] = []
+    start, running = 0, 0
+    for index, offer in enumerate(usable):
+        running += offer.ram_free_bytes
+        end = n_layer if index == len(usable) - 1 else round(n_layer * running / total_free)
+        if end <= start:
+            continue
+        need = _part_bytes(profile, params, range(start, end), head=index == 0)
+        parts.append(SplitPart(offer.node, start, end - 1, need, offer.ram_free_bytes))
+        start = end
+    if len(parts) < 2 or any(p.bytes > p.free_bytes for p in parts):
+        return None
+    return SplitPlan(usable[0].node, tuple(parts))

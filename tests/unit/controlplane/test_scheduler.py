@@ -1,0 +1,233 @@
+"""The scheduler, table-driven over machine fixtures (fixtures/machines.json): plugins, reasons, split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from controlplane.domain import ModelSpec, NodeRecord, ReplicaPhase, ReplicaRecord
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.scheduler.framework import WAITING, Scheduler
+from controlplane.scheduler.placement import Placed, Unplaceable
+from controlplane.scheduler.profile import SchedulerProfile, load_profile
+from llamafleet.core.errors import InvalidRequest
+from tests.support.machines import machine_types, node_from
+from tests.support.profiles import llama_like
+
+BIG = llama_like()  # 8B-shaped: ~7.3 GiB of weights, 32 layers
+SMALL = llama_like(n_layer=16, layer_mib=50)  # ~1.9 GiB
+SOURCES = {"big": "/models/big.gguf", "small": "/models/small.gguf"}
+PROFILES = {"big": BIG, "small": SMALL}
+MACHINES = machine_types()
+
+
+@dataclass
+class Case:
+    name: str
+    nodes: list[str]  # "node-name:machine-type"
+    model: str = "small"
+    spec: dict[str, Any] = field(default_factory=dict)
+    holds: dict[str, list[str]] | None = None  # node → models it holds (default: all of them)
+    running: list[str] = field(default_factory=list)  # nodes already running a replica of the model
+    disconnected: list[str] = field(default_factory=list)
+    expect_node: str | None = None
+    expect_ngl: int | None = None
+    expect_reasons: dict[str, str] = field(default_factory=dict)  # node → substring of its reason
+
+
+CASES = [
+    Case("spread picks the node with most room", ["a:cpu-8g", "b:cpu-64g", "c:cpu-128g"], expect_node="c"),
+    Case(
+        "binpack fills the fullest node that fits",
+        ["a:cpu-8g", "b:cpu-64g", "c:cpu-128g"],
+        spec={"placement": "binpack"},
+        expect_node="a",
+    ),
+    Case(
+        "node selector keeps only matching labels",
+        ["a:cpu-128g", "g:gpu-24g"],
+        spec={"node_selector": {"tier": "gpu"}},
+        expect_node="g",
+        expect_reasons={},
+    ),
+    Case(
+        "a selector nothing matches says which labels",
+        ["a:cpu-128g"],
+        spec={"node_selector": {"tier": "gpu"}},
+        expect_reasons={"a": "labels do not match nodeSelector (tier=gpu)"},
+    ),
+    Case(
+        "auto offloads every layer a big GPU holds",
+        ["g:gpu-24g"],
+        model="big",
+        expect_node="g",
+        expect_ngl=33,
+    ),
+    Case("auto offloads part of the model to a small GPU", ["g:gpu-4g"], model="big", expect_node="g"),
+    Case(
+        "two small GPUs hold together what one cannot",
+        ["g:gpu-2x8g"],
+        model="big",
+        expect_node="g",
+        expect_ngl=33,
+    ),
+    Case(
+        "a fixed layer count is checked as given",
+        ["g:gpu-4g"],
+        model="big",
+        spec={"gpu_layers": 33},
+        expect_reasons={"g": "with 33 GPU layers CUDA0 needs"},
+    ),
+    Case(
+        "cache locality prefers the node holding the file",
+        ["a:cpu-64g", "b:cpu-64g"],
+        holds={"a": [], "b": ["small"]},
+        expect_node="b",
+    ),
+    Case(
+        "replicas of one model spread over nodes", ["a:cpu-64g", "b:cpu-64g"], running=["a"], expect_node="b"
+    ),
+    Case(
+        "disconnected nodes are skipped",
+        ["a:cpu-128g", "b:cpu-8g"],
+        disconnected=["a"],
+        expect_node="b",
+        expect_reasons={"a": "not connected"},
+    ),
+    Case(
+        "fits nowhere: each node says how much it is short",
+        ["a:cpu-8g", "g:gpu-4g"],
+        model="big",
+        spec={"context_length": 32768, "parallel_slots": 4},
+        expect_reasons={"a": "cpu mode needs", "g": "short"},
+    ),
+]
+
+
+def build(case: Case) -> tuple[ModelSpec, list[NodeRecord], list[ReplicaRecord]]:
+    fields = {"context_length": 4096, "parallel_slots": 1} | case.spec
+    spec = ModelSpec(name=case.model, source=SOURCES[case.model], **fields)
+    nodes = []
+    for entry in case.nodes:
+        name, kind = entry.split(":")
+        held = case.holds.get(name, []) if case.holds is not None else list(SOURCES)
+        models = {SOURCES[m]: PROFILES[m] for m in held}
+        nodes.append(node_from(name, MACHINES[kind], models, connected=name not in case.disconnected))
+    running = [
+        ReplicaRecord(
+            f"{case.model}-{i}", case.model, spec, node_id=n, phase=ReplicaPhase.READY, n_gpu_layers=0
+        )
+        for i, n in enumerate(case.running)
+    ]
+    return spec, nodes, running
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_scheduler_table(case: Case) -> None:
+    spec, nodes, replicas = build(case)
+    decision = Scheduler().place(spec, nodes, replicas)
+    if case.expect_node is None:
+        assert isinstance(decision, Unplaceable), decision
+        for node, text in case.expect_reasons.items():
+            assert text in decision.reasons[node], decision.reasons
+        return
+    assert isinstance(decision, Placed), decision
+    assert decision.node_id == case.expect_node
+    if case.expect_ngl is not None:
+        assert decision.n_gpu_layers == case.expect_ngl
+    if case.name.startswith("auto offloads part"):
+        assert 0 < decision.n_gpu_layers < 33
+
+
+def test_replicas_placed_but_not_running_hold_their_memory() -> None:
+    spec, (node,), _ = build(Case("", ["a:cpu-8g"], model="small"))
+    node.ram_free_bytes = 6 << 30  # each replica takes ~2.3 GiB: room for two
+    assigned = ReplicaRecord(
+        "small-1", "small", spec, node_id="a", phase=ReplicaPhase.ASSIGNED, n_gpu_layers=0
+    )
+    second = ReplicaRecord("small-2", "small", spec, node_id="a", phase=ReplicaPhase.ASSIGNED, n_gpu_layers=0)
+    assert isinstance(Scheduler().place(spec, [node], [assigned]), Placed)
+    assert isinstance(Scheduler().place(spec, [node], [assigned, second]), Unplaceable)  # not for three
+
+
+def test_a_file_no_node_reported_waits_for_every_node_then_gets_a_flat_allowance() -> None:
+    spec, nodes, _ = build(Case("", ["a:cpu-64g", "b:cpu-64g"], holds={"a": [], "b": []}))
+    nodes[0].models_reported = False  # asked (WatchModels), not answered yet
+    assert Scheduler().place(spec, nodes, []) == Unplaceable({"a": WAITING})
+    nodes[0].models_reported = True  # nobody has it: assign, the agent reports model_not_found
+    assert isinstance(Scheduler().place(spec, nodes, []), Placed)
+
+
+def test_a_split_plan_when_no_single_node_fits_and_the_model_allows_it() -> None:
+    spec, nodes, _ = build(
+        Case("", ["a:cpu-8g", "b:cpu-8g", "c:cpu-8g"], model="big", spec={"allow_split": True})
+    )
+    nodes[1].ram_free_bytes = 6 << 30  # the head is the node with most free memory
+    decision = Scheduler().place(spec, nodes, [])
+    assert isinstance(decision, Unplaceable)
+    plan = decision.split_plan
+    assert plan is not None
+    assert plan.head == "a"
+    assert [p.node_id for p in plan.parts] == ["a", "c", "b"]  # by free memory
+    assert plan.parts[0].first_layer == 0
+    assert plan.parts[-1].last_layer == BIG.n_layer - 1
+    for before, after in zip(plan.parts, plan.parts[1:], strict=False):
+        assert after.first_layer == before.last_layer + 1  # contiguous ranges
+    assert all(p.bytes <= p.free_bytes for p in plan.parts)
+    assert "head a" in plan.describe()
+    no_split = ModelSpec(**(spec.model_dump() | {"allow_split": False}))
+    assert Scheduler().place(no_split, nodes, []).split_plan is None  # type: ignore[union-attr]
+
+
+def test_no_split_plan_when_even_all_nodes_together_are_too_small() -> None:
+    spec, nodes, _ = build(Case("", ["a:cpu-8g", "b:cpu-8g"], model="big", spec={"allow_split": True}))
+    for node in nodes:
+        node.ram_free_bytes = 3 << 30
+    decision = Scheduler().place(spec, nodes, [])
+    assert isinstance(decision, Unplaceable)
+    assert decision.split_plan is None
+
+
+def test_a_profile_changes_the_choice_and_every_decision_is_counted() -> None:
+    spec, nodes, _ = build(Case("", ["a:cpu-8g", "b:cpu-64g", "c:cpu-128g"]))
+    registry = CollectorRegistry()
+    binpack = SchedulerProfile.model_validate({"scorers": [{"name": "binpack"}]})
+    decision = Scheduler(binpack, ControlPlaneMetrics(registry)).place(spec, nodes, [])
+    assert isinstance(decision, Placed)
+    assert decision.node_id == "a"
+    assert (
+        registry.get_sample_value(
+            "llamafleet_scheduler_decisions_total", {"model": "small", "result": "placed"}
+        )
+        == 1
+    )
+    nodes[0].connected = False
+    Scheduler(binpack, ControlPlaneMetrics(registry := CollectorRegistry())).place(spec, nodes[:1], [])
+    assert registry.get_sample_value("llamafleet_scheduler_rejections_total", {"filter": "node-ready"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("filters: [node-ready, gpu-magic]\n", "unknown filter 'gpu-magic'"),
+        ("filters: [fits-memory]\n", "node-ready must stay"),
+        ("scorers: [{name: spread}, {name: spread}]\n", "listed twice"),
+        ("scorers: [{name: spread, weight: 0}]\n", "greater than 0"),
+        ("scorers: [{name: cheapest}]\n", "scorers: model-strategy, binpack"),
+        ("filters: [node-ready\n", "scheduler profile"),
+    ],
+)
+def test_bad_profiles_are_refused_at_start_with_what_is_wrong(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "profile.yaml"
+    path.write_text(text)
+    with pytest.raises(InvalidRequest, match=None) as caught:
+        load_profile(path)
+    assert says in caught.value.message
+
+
+def test_the_default_profile_loads_without_a_file() -> None:
+    assert load_profile(None) == SchedulerProfile()
