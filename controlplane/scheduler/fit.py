@@ -6,11 +6,12 @@ can evaluate a model on any node, including nodes that do not hold the file yet.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from controlplane.domain import ModelSpec, NodeRecord
 from llamafleet.fit.components import ContextParams
-from llamafleet.fit.estimate import Estimate, estimate
+from llamafleet.fit.estimate import Estimate, Offload, estimate
 from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import (
     NodeResources,
@@ -67,8 +68,14 @@ def fixed_layers_shortfall(
 ) -> tuple[Estimate, str]:
     """The estimate with ``ngl`` layers on all the node's GPUs, and why it does not fit ("" if it fits)."""
     gpus = node.gpus if ngl else ()
-    est = estimate(profile, params, offload_for(node, gpus, ngl))
+    est = cached_estimate(profile, params, offload_for(node, gpus, ngl))
     return est, shortfall(est, node, gpus)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def cached_estimate(profile: ModelProfile, params: ContextParams, offload: Offload) -> Estimate:
+    """Estimates are pure: the scheduler asks the same ones for every node of a kind and every replica."""
+    return estimate(profile, params, offload)
 
 
 def model_recommendation(

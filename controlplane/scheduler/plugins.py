@@ -14,8 +14,9 @@ from typing import Protocol
 from controlplane.domain import ModelSpec, NodeRecord, ReplicaRecord
 from controlplane.scheduler.fit import fixed_layers_shortfall
 from llamafleet.fit.components import ContextParams
+from llamafleet.fit.estimate import Estimate
 from llamafleet.fit.profile import ModelProfile
-from llamafleet.fit.recommend import NodeResources, recommend
+from llamafleet.fit.recommend import NodeResources
 
 MiB = 1 << 20
 RUNTIME_OVERHEAD_BYTES = 256 * MiB  # without a header: on top of the file size
@@ -77,7 +78,13 @@ class NodeSelector:
 
 
 class FitsMemory:
-    """The memory model decides: gpuLayers auto takes the most layers the node's GPUs hold."""
+    """The memory model decides: gpuLayers auto takes the most layers the node's GPUs hold.
+
+    The engine splits its GPU layers over every GPU of the node, so all of them are used together.
+    VRAM only grows and host memory only shrinks as layers move to the GPUs, so the most layers
+    whose VRAM fits (a binary search) is also the best chance for host memory; when not even one
+    layer fits the GPUs, CPU mode decides.
+    """
 
     name = "fits-memory"
 
@@ -90,25 +97,41 @@ class FitsMemory:
                 return f"needs {need / MiB:.0f} MiB RAM, {offer.ram_free_bytes / MiB:.0f} MiB free"
             cand.host_bytes = need
             return None
-        if ctx.spec.gpu_layers == "auto":
-            rec = recommend(ctx.profile, ctx.params, offer)
-            # The engine splits its GPU layers over every GPU of the node: the all-GPUs mode.
-            gpus = rec.gpu_mode[-1] if rec.gpu_mode else None
-            if gpus is not None and gpus.fits:
-                ngl = gpus.recommend_ngl
-            elif rec.cpu_mode.fits:
-                ngl = 0
+        if ctx.spec.gpu_layers != "auto":
+            # without GPUs llama.cpp runs every layer on the CPU
+            ngl = ctx.spec.gpu_layers if offer.gpus else 0
+            est, short = fixed_layers_shortfall(ctx.profile, ctx.params, offer, ngl)
+            if short:
+                return f"with {ctx.spec.gpu_layers} GPU layers {short}"
+            return self._take(cand, ngl, est)
+        most = self._most_gpu_layers(ctx.profile, ctx.params, offer)
+        est, short = fixed_layers_shortfall(ctx.profile, ctx.params, offer, most)
+        if not short:
+            return self._take(cand, most, est)
+        cpu_est, cpu_short = fixed_layers_shortfall(ctx.profile, ctx.params, offer, 0)
+        if not cpu_short:
+            return self._take(cand, 0, cpu_est)
+        reason = f"cpu mode {cpu_short}"
+        if offer.gpus:
+            _, gpu_short = fixed_layers_shortfall(ctx.profile, ctx.params, offer, max(most, 1))
+            reason += f"; {'+'.join(g.name for g in offer.gpus)} mode {gpu_short}"
+        return reason
+
+    @staticmethod
+    def _most_gpu_layers(profile: ModelProfile, params: ContextParams, offer: NodeResources) -> int:
+        lo, hi = 0, profile.n_layer + 1 if offer.gpus else 0
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            est, _ = fixed_layers_shortfall(profile, params, offer, mid)
+            if all(est.device(g.name).total_bytes <= g.free_bytes for g in offer.gpus):
+                lo = mid
             else:
-                return rec.reason().removeprefix(f"{offer.node}: ")
-        else:
-            ngl = (
-                ctx.spec.gpu_layers if offer.gpus else 0
-            )  # without GPUs llama.cpp runs every layer on the CPU
-        est, short = fixed_layers_shortfall(ctx.profile, ctx.params, offer, ngl)
-        if short:
-            return f"with {ctx.spec.gpu_layers} GPU layers {short}"
+                hi = mid - 1
+        return lo
+
+    @staticmethod
+    def _take(cand: Candidate, ngl: int, est: Estimate) -> None:
         cand.n_gpu_layers, cand.host_bytes, cand.vram_bytes = ngl, est.host_bytes, est.vram_bytes
-        return None
 
 
 def _use_after(cand: Candidate) -> float:

@@ -137,9 +137,10 @@ def shortfall(est: Estimate, node: NodeResources, gpus: tuple[Gpu, ...]) -> str:
 
 def offload_for(node: NodeResources, gpus: tuple[Gpu, ...], ngl: int, use_mmap: bool = True) -> Offload:
     """ngl layers on these GPUs, split as llama.cpp does by default (by free memory)."""
+    shares = [float(max(g.free_bytes, 1)) if len(gpus) > 1 else 1.0 for g in gpus]  # one device: all of it
     return Offload(
         n_gpu_layers=ngl,
-        targets=tuple(Target(g.name, g.kind, float(max(g.free_bytes, 1))) for g in gpus),
+        targets=tuple(Target(g.name, g.kind, share) for g, share in zip(gpus, shares, strict=True)),
         use_mmap=use_mmap,
         cpu_repack_types=repack_types(node.cpu_flags),
     )

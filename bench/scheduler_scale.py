@@ -1,0 +1,81 @@
+"""Benchmark: placing 1,000 models on 1,000 nodes with the scheduler (filters → scorers → pick).
+
+    .venv/bin/python bench/scheduler_scale.py [--nodes 1000] [--models 1000] [--seed 7]
+
+Nodes are drawn from the machine fixtures (tests/unit/controlplane/fixtures/machines.json: CPU
+boxes of 8–128 GiB, GPU boxes with 1×24, 2×8 and 1×4 GiB), each holding a few of the model files;
+models are llama-shaped profiles from 0.5 to ~40 GiB with 1 replica each, contexts 2k–16k.
+One reconcile pass places them all, as after a control-plane restart. Prints the total, the time
+per placement and how many were placed, then one JSON line. The issue's target: all in ≤ 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from controlplane.domain import ModelSpec  # noqa: E402
+from controlplane.reconciler import Reconciler  # noqa: E402
+from controlplane.scheduler.framework import Scheduler  # noqa: E402
+from controlplane.state.cluster import ClusterState  # noqa: E402
+from tests.support.machines import machine_types, node_from  # noqa: E402
+from tests.support.profiles import llama_like  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--models", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    kinds = machine_types()
+    names = sorted(kinds)
+    profiles = {}
+    specs = []
+    for i in range(args.models):
+        n_layer = rng.choice([16, 24, 32, 40, 48, 64, 80])
+        layer_mib = rng.choice([20, 50, 100, 200, 400])
+        source = f"/models/m{i}.gguf"
+        profiles[source] = llama_like(n_layer=n_layer, layer_mib=layer_mib, tied=rng.random() < 0.3)
+        specs.append(ModelSpec(name=f"m{i}", source=source, context_length=rng.choice([2048, 4096, 8192, 16384]),
+                               parallel_slots=rng.choice([1, 2, 4]),
+                               placement=rng.choice(["spread", "binpack"])))  # fmt: skip
+    state = ClusterState()
+    sources = list(profiles)
+    for i in range(args.nodes):
+        held = {s: profiles[s] for s in rng.sample(sources, k=3)}
+        node = node_from(f"node-{i:04d}", kinds[rng.choice(names)], held)
+        state.nodes[node.node_id] = node
+    state.set_models(specs)
+    for node in state.nodes.values():
+        node.models_reported = True
+    reconciler = Reconciler(state, Scheduler(), node_grace_s=30)
+    started = time.perf_counter()
+    reconciler.reconcile()
+    elapsed = time.perf_counter() - started
+    placed = sum(1 for r in state.replicas.values() if r.node_id)
+    result = {
+        "bench": "scheduler_scale",
+        "nodes": args.nodes,
+        "models": args.models,
+        "placed": placed,
+        "pending": len(state.replicas) - placed,
+        "total_s": round(elapsed, 3),
+        "per_placement_ms": round(1000 * elapsed / max(len(state.replicas), 1), 3),
+        "target_total_s": 1.0,
+    }
+    print(f"placed {placed} of {len(state.replicas)} replicas on {args.nodes} nodes in {elapsed:.3f} s")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
