@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controlplane.domain import ModelSpec  # noqa: E402
-from controlplane.reconciler import Reconciler  # noqa: E402
-from controlplane.scheduler.framework import Scheduler  # noqa: E402
-from controlplane.state.cluster import ClusterState  # noqa: E402
-from tests.support.machines import machine_types, node_from  # noqa: E402
-from tests.support.profiles import llama_like  # noqa: E402
+from controlplane.domain import ModelSpec
+from controlplane.reconciler import Reconciler
+from controlplane.scheduler.framework import Scheduler
+from controlplane.state.cluster import ClusterState
+from tests.support.machines import machine_types, node_from
+from tests.support.profiles import llama_like
 
 
 def main() -> None:
@@ -46,9 +46,14 @@ def main() -> None:
         layer_mib = rng.choice([20, 50, 100, 200, 400])
         source = f"/models/m{i}.gguf"
         profiles[source] = llama_like(n_layer=n_layer, layer_mib=layer_mib, tied=rng.random() < 0.3)
-        specs.append(ModelSpec(name=f"m{i}", source=source, context_length=rng.choice([2048, 4096, 8192, 16384]),
-                               parallel_slots=rng.choice([1, 2, 4]),
-                               placement=rng.choice(["spread", "binpack"])))  # fmt: skip
+        context = rng.choice([2048, 4096, 8192, 16384])
+        slots = rng.choice([1, 2, 4])
+        strategy = rng.choice(["spread", "binpack"])
+        specs.append(
+            ModelSpec(
+                name=f"m{i}", source=source, context_length=context, parallel_slots=slots, placement=strategy
+            )
+        )
     state = ClusterState()
     sources = list(profiles)
     for i in range(args.nodes):
