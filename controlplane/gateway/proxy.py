@@ -10,13 +10,14 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from fastapi.responses import Response, StreamingResponse
 
 from controlplane.domain import Endpoint
-from controlplane.gateway.balancer import LeastInFlightBalancer
+from controlplane.gateway.balancer.core import Balancer
+from controlplane.gateway.balancer.keys import request_keys
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
@@ -25,6 +26,8 @@ from llamafleet.core.http_errors import status_of
 from llamafleet.core.openai_api import error_body
 
 log = logging.getLogger(__name__)
+
+REPLICA_HEADER = "x-llamafleet-replica"  # which replica served the request (debugging, tests, benchmarks)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Forward:
     model: str
     body: bytes
     stream: bool
+    headers: dict[str, str] = field(default_factory=dict)  # the client's, lower-cased (X-Session-ID)
 
 
 class EngineProxy:
@@ -43,7 +47,7 @@ class EngineProxy:
         self,
         settings: GatewaySettings,
         routing: RoutingView,
-        balancer: LeastInFlightBalancer,
+        balancer: Balancer,
         metrics: GatewayMetrics,
     ) -> None:
         self._settings = settings
@@ -93,10 +97,11 @@ class EngineProxy:
 
     async def _forward(self, request: Forward, started: float) -> Response:
         base, adapter = self._resolve(request.model)
+        keys = request_keys(request.body, request.headers)
         tried: set[str] = set()
         last_error = ""
         for attempt in range(self._settings.max_attempts):
-            endpoint = self._balancer.pick(self._routing.table, base, tried, adapter)
+            endpoint = await self._balancer.acquire(lambda: self._routing.table, base, adapter, keys, tried)
             if endpoint is None:
                 break
             tried.add(endpoint.replica_id)
@@ -110,23 +115,27 @@ class EngineProxy:
                 response = await self._client.send(upstream, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing reached the engine: safe to try another replica.
-                self._balancer.release(endpoint)
+                await self._balancer.release(base, endpoint)
                 last_error = f"{endpoint.replica_id}: {type(exc).__name__}"
                 log.warning("replica %s unreachable (%s); trying another", endpoint.replica_id, exc)
                 continue
             except httpx.HTTPError as exc:
-                self._balancer.release(endpoint)
+                await self._balancer.release(base, endpoint)
                 raise EngineFailed(f"replica {endpoint.replica_id} failed: {type(exc).__name__}") from exc
             if request.stream and response.status_code == 200:
                 return StreamingResponse(
-                    self._relay(response, endpoint, request, started),
+                    self._relay(response, endpoint, request, started, base),
                     media_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                    headers={
+                        "Cache-Control": "no-cache",
+                        "X-Accel-Buffering": "no",
+                        REPLICA_HEADER: endpoint.replica_id,
+                    },
                 )
             try:
                 return await self._complete(response, endpoint, request)
             finally:
-                self._balancer.release(endpoint)
+                await self._balancer.release(base, endpoint)
         route = self._routing.table.models.get(base)
         total = len(route.endpoints) if route else 0
         detail = f"; last error: {last_error}" if last_error else ""
@@ -154,10 +163,15 @@ class EngineProxy:
                 self._metrics.generated_tokens.labels(request.model).inc(usage.get("completion_tokens", 0))
             except (ValueError, AttributeError):
                 raise EngineFailed(f"replica {endpoint.replica_id} sent a malformed response") from None
-        return Response(body, response.status_code, media_type="application/json")
+        return Response(
+            body,
+            response.status_code,
+            media_type="application/json",
+            headers={REPLICA_HEADER: endpoint.replica_id},
+        )
 
     async def _relay(
-        self, response: httpx.Response, endpoint: Endpoint, request: Forward, started: float
+        self, response: httpx.Response, endpoint: Endpoint, request: Forward, started: float, base: str
     ) -> AsyncIterator[bytes]:
         tokens = _TokenCounter()
         first = True
@@ -180,7 +194,7 @@ class EngineProxy:
             )
         finally:
             await response.aclose()  # a client disconnect lands here too: the engine sees it and cancels
-            self._balancer.release(endpoint)
+            await self._balancer.release(base, endpoint)
             self._metrics.generated_tokens.labels(request.model).inc(tokens.count)
             self._metrics.requests.labels(request.model, request.endpoint_label, status).inc()
             self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(

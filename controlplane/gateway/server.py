@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from controlplane.api.client import ClusterClient
 from controlplane.gateway.app import create_app
-from controlplane.gateway.balancer import LeastInFlightBalancer
+from controlplane.gateway.balancer.core import Balancer
+from controlplane.gateway.balancer.state import open_state
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.proxy import EngineProxy
 from controlplane.gateway.routing import RoutingView
@@ -29,7 +30,12 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         metrics = GatewayMetrics(self.registry)
-        proxy = EngineProxy(settings, self.routing, LeastInFlightBalancer(metrics), metrics)
+        state = await open_state(settings.redis_url, settings.gateway_id)
+        balancer = Balancer(
+            state, metrics, settings.balancer, settings.queue_limit, settings.queue_timeout_s,
+            settings.retry_after_s, settings.load_bound, settings.affinity_ttl_s,
+        )  # fmt: skip
+        proxy = EngineProxy(settings, self.routing, balancer, metrics)
         app = create_app(settings, self.routing, proxy, self.registry, self.client)
         try:
             async with asyncio.TaskGroup() as group:
@@ -42,4 +48,5 @@ class Gateway:
                     )
         finally:
             await proxy.close()
+            await state.close()
             await self.client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -29,6 +30,27 @@ class GatewaySettings(BaseModel):
         default=3, description="Replicas tried per request when connecting fails (before any byte was sent)"
     )
     connect_timeout_s: float = Field(default=2.0, description="Seconds to open a connection to an engine")
+    balancer: Literal["least-load", "prefix-affinity", "session", "round-robin"] = Field(
+        default="least-load", description="Policy for models whose spec names none (see docs/BALANCER.md)"
+    )
+    queue_limit: int = Field(
+        default=256,
+        ge=0,
+        description="Requests that may wait per model when every replica is busy (then 429)",
+    )
+    queue_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds a request waits for a free replica before 503"
+    )
+    load_bound: float = Field(
+        default=1.25, ge=1.0, description="prefix-affinity: a replica takes at most this × the mean load"
+    )
+    affinity_ttl_s: float = Field(
+        default=600.0, gt=0, description="How long a prefix or session stays tied to its replica"
+    )
+    redis_url: str = Field(
+        default="",
+        description="Share load, prefix owners and sessions between gateways (redis://HOST:PORT/DB)",
+    )
     request_timeout_s: float = Field(
         default=600.0, description="Seconds an engine may go silent mid-response before the request fails"
     )

@@ -212,7 +212,12 @@ class ClusterState:
                 if r.model == name and r.node_id and r.endpoint
             )
             routes[name] = ModelRoute(
-                name, spec.parallel_slots, spec.context_length, endpoints, self.created.get(name, 0)
+                name,
+                spec.parallel_slots,
+                spec.context_length,
+                endpoints,
+                self.created.get(name, 0),
+                balancer=spec.balancer or "",
             )
         return RoutingTable(self.version, routes)
 

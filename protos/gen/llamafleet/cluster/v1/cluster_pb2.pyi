@@ -21,20 +21,22 @@ class RoutingTable(_message.Message):
     def __init__(self, version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ...) -> None: ...
 
 class ModelRoute(_message.Message):
-    __slots__ = ("model", "parallel_slots", "context_length", "endpoints", "created_unix", "recommendation")
+    __slots__ = ("model", "parallel_slots", "context_length", "endpoints", "created_unix", "recommendation", "balancer")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_SLOTS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
+    BALANCER_FIELD_NUMBER: _ClassVar[int]
     model: str
     parallel_slots: int
     context_length: int
     endpoints: _containers.RepeatedCompositeFieldContainer[Endpoint]
     created_unix: int
     recommendation: Recommendation
-    def __init__(self, model: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., context_length: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., created_unix: _Optional[int] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ...) -> None: ...
+    balancer: str
+    def __init__(self, model: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., context_length: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., created_unix: _Optional[int] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ..., balancer: _Optional[str] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("replica_id", "node_id", "url", "ready", "adapters")

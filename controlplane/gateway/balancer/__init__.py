@@ -1,0 +1,1 @@
+"""The stateful load balancer: per request, filter → policy → pick, with queueing and backpressure."""

@@ -1,0 +1,130 @@
+"""Balancer: per request, filter → policy → pick; when every replica is busy, queue with bounds.
+
+Filter: ready replicas of the model that serve the requested LoRA adapter, not excluded (already
+tried for this request), with a free slot (requests in flight below the model's parallel
+slots). The model's policy (or the gateway's default) picks among them. When all are busy the
+request waits in the model's queue: past ``queue_limit`` waiting requests it is refused at once
+(429, Retry-After), past ``queue_timeout_s`` of waiting it gives up (503, Retry-After). A request
+is woken when a slot frees here, and polls for slots freed through another gateway (Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from controlplane.domain import Endpoint, RoutingTable
+from controlplane.gateway.balancer.keys import RequestKeys
+from controlplane.gateway.balancer.policies import LeastLoad, Policy, PrefixAffinity, RoundRobin, Session
+from controlplane.gateway.balancer.state import BalancerState
+from controlplane.gateway.metrics import GatewayMetrics
+from llamafleet.core.errors import Overloaded, Unavailable
+
+POLL_S = 0.05  # how often a queued request looks for slots freed through another gateway
+
+
+class Balancer:
+    def __init__(
+        self,
+        state: BalancerState,
+        metrics: GatewayMetrics,
+        default_policy: str = "least-load",
+        queue_limit: int = 256,
+        queue_timeout_s: float = 30.0,
+        retry_after_s: float = 2.0,
+        load_bound: float = 1.25,
+        affinity_ttl_s: float = 600.0,
+    ) -> None:
+        self.state = state
+        self._metrics = metrics
+        self._policies: dict[str, Policy] = {
+            p.name: p
+            for p in (
+                LeastLoad(),
+                RoundRobin(),
+                PrefixAffinity(state, load_bound, affinity_ttl_s),
+                Session(state, affinity_ttl_s),
+            )
+        }
+        if default_policy not in self._policies:
+            raise ValueError(
+                f"unknown balancer policy {default_policy!r}; policies: {', '.join(self._policies)}"
+            )
+        self._default = default_policy
+        self._queue_limit = queue_limit
+        self._queue_timeout_s = queue_timeout_s
+        self._retry_after_s = retry_after_s
+        self._waiting: dict[str, int] = defaultdict(int)
+        self._freed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def policy_for(self, table: RoutingTable, model: str) -> str:
+        route = table.models.get(model)
+        return route.balancer if route is not None and route.balancer in self._policies else self._default
+
+    async def acquire(
+        self,
+        table: Callable[[], RoutingTable],
+        model: str,
+        adapter: str | None,
+        keys: RequestKeys,
+        exclude: set[str],
+    ) -> Endpoint | None:
+        """A replica with a slot taken for this request, or None when no replica is ready at all."""
+        started = time.monotonic()
+        queued = False
+        try:
+            while True:
+                current = table()
+                ready = [e for e in current.ready_endpoints(model, adapter) if e.replica_id not in exclude]
+                if not ready:
+                    return None
+                route = current.models[model]
+                load = await self.state.in_flight([e.replica_id for e in ready])
+                free = [e for e in ready if load[e.replica_id] < max(route.parallel_slots, 1)]
+                if free:
+                    name = self.policy_for(current, model)
+                    choice = await self._policies[name].choose(model, free, keys, load, route.parallel_slots)
+                    await self.state.acquire(choice.endpoint.replica_id)
+                    self._metrics.decisions.labels(name, choice.reason).inc()
+                    self._set_in_flight(choice.endpoint.replica_id, load[choice.endpoint.replica_id] + 1)
+                    if queued:
+                        self._metrics.queue_wait_seconds.labels(model).observe(time.monotonic() - started)
+                    return choice.endpoint
+                if not queued:
+                    if self._waiting[model] >= self._queue_limit:
+                        self._metrics.refused.labels(model, "queue_full").inc()
+                        raise Overloaded(
+                            f"all {len(ready)} replica(s) of {model!r} are busy and {self._waiting[model]} "
+                            "requests are already waiting; retry later",
+                            retry_after=self._retry_after_s,
+                        )
+                    queued = True
+                    self._waiting[model] += 1
+                    self._metrics.queue_length.labels(model).set(self._waiting[model])
+                remaining = self._queue_timeout_s - (time.monotonic() - started)
+                if remaining <= 0:
+                    self._metrics.refused.labels(model, "queue_timeout").inc()
+                    raise Unavailable(
+                        f"all replicas of {model!r} stayed busy for {self._queue_timeout_s:.0f}s; retry",
+                        retry_after=self._retry_after_s,
+                    )
+                freed = self._freed[model]
+                freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(freed.wait(), min(remaining, POLL_S))
+        finally:
+            if queued:
+                self._waiting[model] -= 1
+                self._metrics.queue_length.labels(model).set(self._waiting[model])
+
+    async def release(self, model: str, endpoint: Endpoint) -> None:
+        await self.state.release(endpoint.replica_id)
+        load = await self.state.in_flight([endpoint.replica_id])
+        self._set_in_flight(endpoint.replica_id, load[endpoint.replica_id])
+        self._freed[model].set()
+
+    def _set_in_flight(self, replica: str, value: int) -> None:
+        self._metrics.in_flight.labels(replica).set(value)

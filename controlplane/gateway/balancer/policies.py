@@ -1,0 +1,136 @@
+"""Balancing policies, selectable per model: which of the replicas with a free slot gets a request.
+
+- ``round-robin``: each in turn (the baseline).
+- ``least-load``: fewest requests in flight per slot, ties in turn.
+- ``prefix-affinity``: requests whose prompts start alike go to the replica that served that
+  prefix (its KV cache holds it), by consistent hashing with bounded load so a hot prefix
+  spills over; ownership is remembered (and shared through Redis) for ``owner_ttl_s``.
+- ``session``: sticky on the OpenAI ``user`` field or the X-Session-ID header, else least-load.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from controlplane.domain import Endpoint
+from controlplane.gateway.balancer.hashring import HashRing
+from controlplane.gateway.balancer.keys import RequestKeys
+from controlplane.gateway.balancer.state import BalancerState
+
+POLICIES = ("least-load", "prefix-affinity", "session", "round-robin")
+
+
+@dataclass(frozen=True)
+class Choice:
+    endpoint: Endpoint
+    reason: str  # for metrics: least-load, round-robin, prefix-owner, prefix-spill, prefix-new, session-hit …
+
+
+class Policy(Protocol):
+    name: str
+
+    async def choose(
+        self, model: str, candidates: list[Endpoint], keys: RequestKeys, load: dict[str, int], slots: int
+    ) -> Choice: ...
+
+
+class RoundRobin:
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self._turns: dict[str, itertools.count[int]] = {}
+
+    async def choose(
+        self, model: str, candidates: list[Endpoint], keys: RequestKeys, load: dict[str, int], slots: int
+    ) -> Choice:
+        turn = next(self._turns.setdefault(model, itertools.count()))
+        ordered = sorted(candidates, key=lambda e: e.replica_id)
+        return Choice(ordered[turn % len(ordered)], "round-robin")
+
+
+class LeastLoad:
+    name = "least-load"
+
+    def __init__(self) -> None:
+        self._tiebreak = itertools.count()
+
+    async def choose(
+        self, model: str, candidates: list[Endpoint], keys: RequestKeys, load: dict[str, int], slots: int
+    ) -> Choice:
+        turn = next(self._tiebreak)
+        ordered = sorted(candidates, key=lambda e: e.replica_id)
+        best = min(
+            enumerate(ordered), key=lambda ie: (load.get(ie[1].replica_id, 0), (ie[0] - turn) % len(ordered))
+        )[1]
+        return Choice(best, "least-load")
+
+
+def bounded_limit(load: dict[str, int], members: Iterable[str], bound: float) -> int:
+    """The most requests one member may hold after taking one more: ceil(bound × mean load)."""
+    names = list(members)
+    return math.ceil(bound * (sum(load.get(m, 0) for m in names) + 1) / len(names))
+
+
+class PrefixAffinity:
+    name = "prefix-affinity"
+
+    def __init__(self, state: BalancerState, bound: float, owner_ttl_s: float) -> None:
+        self._state = state
+        self._bound = bound
+        self._ttl = owner_ttl_s
+        self._rings: dict[tuple[str, ...], HashRing] = {}
+        self._fallback = LeastLoad()
+
+    def _ring(self, members: tuple[str, ...]) -> HashRing:
+        ring = self._rings.get(members)
+        if ring is None:
+            if len(self._rings) > 64:
+                self._rings.clear()
+            ring = self._rings[members] = HashRing(members)
+        return ring
+
+    async def choose(
+        self, model: str, candidates: list[Endpoint], keys: RequestKeys, load: dict[str, int], slots: int
+    ) -> Choice:
+        if not keys.prefix:
+            return await self._fallback.choose(model, candidates, keys, load, slots)
+        by_id = {e.replica_id: e for e in candidates}
+        remembered = await self._state.owner("prefix", keys.prefix)
+        if remembered in by_id and load.get(remembered, 0) + 1 <= bounded_limit(load, by_id, self._bound):
+            return Choice(by_id[remembered], "prefix-owner")
+        ring = self._ring(tuple(sorted(by_id)))
+        picked = ring.pick(keys.prefix, lambda r: load.get(r, 0), self._bound, set(by_id))
+        assert picked is not None
+        replica, is_owner = picked
+        if is_owner or remembered not in by_id:  # a spill does not take the prefix away from its owner
+            await self._state.remember("prefix", keys.prefix, replica, self._ttl)
+        reason = "prefix-spill" if not is_owner else ("prefix-new" if remembered is None else "prefix-moved")
+        return Choice(by_id[replica], reason)
+
+
+class Session:
+    name = "session"
+
+    def __init__(self, state: BalancerState, ttl_s: float) -> None:
+        self._state = state
+        self._ttl = ttl_s
+        self._fallback = LeastLoad()
+
+    async def choose(
+        self, model: str, candidates: list[Endpoint], keys: RequestKeys, load: dict[str, int], slots: int
+    ) -> Choice:
+        if not keys.session:
+            return await self._fallback.choose(model, candidates, keys, load, slots)
+        key = f"{model}\x1f{keys.session}"
+        remembered = await self._state.owner("session", key)
+        for endpoint in candidates:
+            if endpoint.replica_id == remembered:
+                await self._state.remember("session", key, remembered, self._ttl)
+                return Choice(endpoint, "session-hit")
+        choice = await self._fallback.choose(model, candidates, keys, load, slots)
+        await self._state.remember("session", key, choice.endpoint.replica_id, self._ttl)
+        return Choice(choice.endpoint, "session-new")

@@ -1,0 +1,65 @@
+"""What the balancer remembers: requests in flight per replica, prefix owners, sticky sessions.
+
+``InProcessState`` keeps it in this gateway; ``RedisState`` (balancer/redis_state.py) shares it
+between gateway replicas. Both expire what they remember, so a gone replica or gateway fades out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Protocol
+
+
+class BalancerState(Protocol):
+    async def in_flight(self, replicas: list[str]) -> dict[str, int]: ...
+
+    async def acquire(self, replica: str) -> None: ...
+
+    async def release(self, replica: str) -> None: ...
+
+    async def owner(self, kind: str, key: str) -> str | None:
+        """The replica a prefix or session ("prefix" | "session") was last sent to, if remembered."""
+
+    async def remember(self, kind: str, key: str, replica: str, ttl_s: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class InProcessState:
+    def __init__(self) -> None:
+        self._in_flight: dict[str, int] = defaultdict(int)
+        self._owners: dict[tuple[str, str], tuple[str, float]] = {}
+
+    async def in_flight(self, replicas: list[str]) -> dict[str, int]:
+        return {r: self._in_flight.get(r, 0) for r in replicas}
+
+    async def acquire(self, replica: str) -> None:
+        self._in_flight[replica] += 1
+
+    async def release(self, replica: str) -> None:
+        self._in_flight[replica] = max(0, self._in_flight[replica] - 1)
+
+    async def owner(self, kind: str, key: str) -> str | None:
+        entry = self._owners.get((kind, key))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    async def remember(self, kind: str, key: str, replica: str, ttl_s: float) -> None:
+        if len(self._owners) > 100_000:  # bound memory: drop what has expired
+            now = time.monotonic()
+            self._owners = {k: v for k, v in self._owners.items() if v[1] >= now}
+        self._owners[(kind, key)] = (replica, time.monotonic() + ttl_s)
+
+    async def close(self) -> None:
+        return None
+
+
+async def open_state(redis_url: str, gateway_id: str) -> BalancerState:
+    """Redis-backed shared state when a URL is given (checked now, so a wrong URL fails at start)."""
+    if not redis_url:
+        return InProcessState()
+    from controlplane.gateway.balancer.redis_state import RedisState
+
+    return await RedisState.connect(redis_url, gateway_id)

@@ -1,0 +1,74 @@
+"""Balancer state through a real redis-server: two gateways share load, prefix owners and sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from controlplane.domain import Endpoint, ModelRoute, RoutingTable
+from controlplane.gateway.balancer.core import Balancer
+from controlplane.gateway.balancer.keys import RequestKeys
+from controlplane.gateway.balancer.redis_state import RedisState
+from controlplane.gateway.metrics import GatewayMetrics
+from tests.support.redis_server import redis_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def two_gateways(tmp_path: Path) -> AsyncIterator[tuple[RedisState, RedisState]]:
+    with redis_server(tmp_path) as url:
+        a = await RedisState.connect(url, "gateway-a")
+        b = await RedisState.connect(url, "gateway-b")
+        yield a, b
+        await a.close()
+        await b.close()
+
+
+async def test_load_owners_and_sessions_are_shared(two_gateways: tuple[RedisState, RedisState]) -> None:
+    a, b = two_gateways
+    await a.acquire("r1")
+    await a.acquire("r1")
+    await b.acquire("r1")
+    await b.acquire("r2")
+    assert await a.in_flight(["r1", "r2", "r3"]) == {"r1": 3, "r2": 1, "r3": 0}
+    await a.release("r1")
+    assert (await b.in_flight(["r1"]))["r1"] == 2
+    await a.remember("prefix", "k1", "r2", 60)
+    assert await b.owner("prefix", "k1") == "r2"
+    assert await b.owner("session", "k1") is None  # kinds do not mix
+
+
+async def test_a_dead_gateways_counts_vanish(two_gateways: tuple[RedisState, RedisState]) -> None:
+    a, b = two_gateways
+    await a.acquire("r1")
+    assert (await b.in_flight(["r1"]))["r1"] == 1
+    # gateway-a stops heartbeating (it died): its last beat ages past the TTL
+    await a._client.zadd("lf:gateways", {"gateway-a": time.time() - 3600})
+    assert (await b.in_flight(["r1"]))["r1"] == 0
+
+
+async def test_a_request_queued_on_one_gateway_takes_the_slot_freed_on_the_other(
+    two_gateways: tuple[RedisState, RedisState],
+) -> None:
+    a, b = two_gateways
+    endpoint = Endpoint("r1", "node", "http://r1", True)
+    table = RoutingTable(1, {"m": ModelRoute("m", 1, 2048, (endpoint,))})
+    gw_a = Balancer(a, GatewayMetrics(CollectorRegistry()), queue_timeout_s=5)
+    gw_b = Balancer(b, GatewayMetrics(CollectorRegistry()), queue_timeout_s=5)
+    assert await gw_a.acquire(lambda: table, "m", None, RequestKeys(), set()) == endpoint
+    waiting = asyncio.create_task(gw_b.acquire(lambda: table, "m", None, RequestKeys(), set()))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # the only slot is taken, through the other gateway
+    await gw_a.release("m", endpoint)
+    assert await asyncio.wait_for(waiting, 2) == endpoint
+
+
+async def test_a_wrong_redis_url_fails_at_start_with_what_to_check() -> None:
+    with pytest.raises(OSError, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"):
+        await RedisState.connect("redis://127.0.0.1:1/0", "gw")
