@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 from importlib.resources import files
 from pathlib import Path
+from typing import Literal
 
+import yaml
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,6 +19,16 @@ from nodeagent.settings import AgentSettings
 
 def bundled_models_file() -> Path:
     return Path(str(files("llamafleet").joinpath("presets/smollm2.yaml")))
+
+
+def with_replicas(models_file: Path, replicas: int) -> Path:
+    """A copy of ``models_file`` (in a fresh temporary folder) where every model has ``replicas``."""
+    data = yaml.safe_load(models_file.read_text()) or {}
+    for model in data.get("models") or []:
+        model["replicas"] = replicas
+    target = Path(tempfile.mkdtemp(prefix="llamafleet-up-")) / models_file.name
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
 
 
 class ProcessSettings(BaseSettings):
@@ -45,14 +58,26 @@ class UpSettings(ProcessSettings):
     gateway: GatewaySettings = GatewaySettings()
     agent: AgentSettings = AgentSettings()
     ready_timeout_s: float = Field(default=300.0, description="Seconds to wait for every model to be ready")
+    replicas: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Replicas of every model (0: as the models file says), to try balancing",
+    )
+    balancer: Literal["least-load", "prefix-affinity", "session", "round-robin"] | None = Field(
+        default=None, description="The gateway's balancing policy (same as --gateway-balancer)"
+    )
 
     def wired(self) -> UpSettings:
         """Point the gateway and agent at this control plane; default to the bundled models file."""
-        cp = self.controlplane.model_copy(
-            update={"models": self.controlplane.models or bundled_models_file()}
-        )
+        models = self.controlplane.models or bundled_models_file()
+        if self.replicas:
+            models = with_replicas(models, self.replicas)
+        cp = self.controlplane.model_copy(update={"models": models})
         agent = self.agent.model_copy(
             update={"uplink": self.agent.uplink.model_copy(update={"controlplane": cp.address})}
         )
         gateway = self.gateway.model_copy(update={"controlplane": cp.address})
+        if self.balancer:
+            gateway = gateway.model_copy(update={"balancer": self.balancer})
         return self.model_copy(update={"controlplane": cp, "agent": agent, "gateway": gateway})

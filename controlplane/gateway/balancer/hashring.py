@@ -43,12 +43,14 @@ class HashRing:
     def pick(
         self, key: str, load: Callable[[str], int], bound: float, candidates: set[str]
     ) -> tuple[str, bool] | None:
-        """The first member from ``key`` (among ``candidates``) under the load bound; (member, is_owner)."""
-        order = [m for m in self.walk(key) if m in candidates]
+        """The first member from ``key`` (among ``candidates``) under the load bound.
+
+        Returns (member, whether it is the key's owner on the whole ring).
+        """
+        ring_order = self.walk(key)
+        order = [m for m in ring_order if m in candidates]
         if not order:
             return None
         limit = math.ceil(bound * (sum(load(m) for m in order) + 1) / len(order))
-        for i, member in enumerate(order):
-            if load(member) + 1 <= limit:
-                return member, i == 0
-        return order[0], True  # unreachable: the least loaded is always under the mean bound
+        chosen = next((m for m in order if load(m) + 1 <= limit), order[0])  # the least loaded always is
+        return chosen, chosen == ring_order[0]

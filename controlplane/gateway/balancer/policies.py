@@ -3,16 +3,16 @@
 - ``round-robin``: each in turn (the baseline).
 - ``least-load``: fewest requests in flight per slot, ties in turn.
 - ``prefix-affinity``: requests whose prompts start alike go to the replica that served that
-  prefix (its KV cache holds it), by consistent hashing with bounded load so a hot prefix
-  spills over; ownership is remembered (and shared through Redis) for ``owner_ttl_s``.
+  prefix (its KV cache holds it) while it has a free slot; a new prefix gets its owner by
+  consistent hashing with bounded load (at most ``bound`` × the mean load), so new keys spread
+  and a prefix whose owner is full spills to the next replica on the ring. Ownership is
+  remembered (and shared through Redis) for ``owner_ttl_s``; a spill does not move it.
 - ``session``: sticky on the OpenAI ``user`` field or the X-Session-ID header, else least-load.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,7 +35,8 @@ class Policy(Protocol):
 
     async def choose(
         self, model: str, candidates: list[Endpoint], keys: RequestKeys, load: dict[str, int], slots: int
-    ) -> Choice: ...
+    ) -> Choice:
+        """Pick among ``candidates`` (ready, with a free slot); ``load`` covers every ready replica."""
 
 
 class RoundRobin:
@@ -69,12 +70,6 @@ class LeastLoad:
         return Choice(best, "least-load")
 
 
-def bounded_limit(load: dict[str, int], members: Iterable[str], bound: float) -> int:
-    """The most requests one member may hold after taking one more: ceil(bound × mean load)."""
-    names = list(members)
-    return math.ceil(bound * (sum(load.get(m, 0) for m in names) + 1) / len(names))
-
-
 class PrefixAffinity:
     name = "prefix-affinity"
 
@@ -100,13 +95,14 @@ class PrefixAffinity:
             return await self._fallback.choose(model, candidates, keys, load, slots)
         by_id = {e.replica_id: e for e in candidates}
         remembered = await self._state.owner("prefix", keys.prefix)
-        if remembered in by_id and load.get(remembered, 0) + 1 <= bounded_limit(load, by_id, self._bound):
+        if remembered in by_id:  # it has a free slot (candidates do): its KV cache beats a spread
             return Choice(by_id[remembered], "prefix-owner")
-        ring = self._ring(tuple(sorted(by_id)))
+        ring = self._ring(tuple(sorted(load)))  # every ready replica: owners do not shift when one is full
         picked = ring.pick(keys.prefix, lambda r: load.get(r, 0), self._bound, set(by_id))
         assert picked is not None
         replica, is_owner = picked
-        if is_owner or remembered not in by_id:  # a spill does not take the prefix away from its owner
+        # A spill (the owner is ready but full) keeps the prefix with its owner; a gone owner loses it.
+        if is_owner or remembered not in load:
             await self._state.remember("prefix", keys.prefix, replica, self._ttl)
         reason = "prefix-spill" if not is_owner else ("prefix-new" if remembered is None else "prefix-moved")
         return Choice(by_id[replica], reason)

@@ -28,6 +28,7 @@ def router(routing: RoutingView) -> APIRouter:
                 "context_length": route.context_length,
                 "parallel_slots": route.parallel_slots,
                 "adapter": adapter,
+                "balancer": route.balancer or None,
                 "fit_error": route.fit_error or None,
             },
             # Memory fit (Cortex's model compatibility shape): on the node it runs on, else the best node.
