@@ -1,12 +1,12 @@
 """Benchmark: the gateway's balancing policies on a multi-turn chat workload, 3 real SmolLM2 replicas.
 
-    .venv/bin/python bench/routing.py [--conversations 12] [--turns 4] [--rate 1.5]
+    .venv/bin/python bench/routing.py [--conversations 12] [--turns 4] [--rate 0.8]
 
 Starts `llamafleet up` with one model of 3 replicas (1 thread each), then for each policy
 (round-robin, least-load, session, prefix-affinity) sets the model's `balancer` in the models
 file and replays the same kind of workload with fresh texts: conversations that grow turn by
-turn (each turn resends the whole history plus a new question), groups of them sharing one of
-three long system prompts, requests started at a fixed rate (a conversation's next turn waits
+turn (each turn resends the whole history plus a new question) from an opening message of ~350 words
+of their own, groups of them sharing one of three system prompts of ~150 words, requests started at a fixed rate (a conversation's next turn waits
 for its previous answer), streamed, 32 tokens each. Reports mean and p90 time to first token,
 completion tokens per second over the run, and where each request went. Targets (issue 5):
 prefix-affinity mean TTFT ≤ 0.5× round-robin's, throughput ≥ 1.0×. Prints one JSON line last.
@@ -78,8 +78,14 @@ models:
 
 
 def system_prompt(rng: random.Random, index: int) -> str:
-    facts = " ".join(rng.choice(WORDS) for _ in range(420))
+    facts = " ".join(rng.choice(WORDS) for _ in range(150))
     return f"You are assistant number {index} of a travel desk. Background notes: {facts}. Answer briefly."
+
+
+def document(rng: random.Random, index: int) -> str:
+    """The conversation's own long opening message: what only this conversation's replica has cached."""
+    notes = " ".join(rng.choice(WORDS) for _ in range(350))
+    return f"Here are my trip notes, number {index}: {notes}. Keep them in mind."
 
 
 async def one_turn(
@@ -109,7 +115,11 @@ async def one_turn(
 async def workload(base: str, policy: str, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(f"{args.seed}-{policy}")  # fresh texts per policy: no cache carried over
     systems = [system_prompt(rng, i) for i in range(3)]
-    conversations = [[{"role": "system", "content": systems[i % 3]}] for i in range(args.conversations)]
+    conversations = [
+        [{"role": "system", "content": systems[i % 3]}, {"role": "user", "content": document(rng, i)},
+         {"role": "assistant", "content": "Noted."}]
+        for i in range(args.conversations)
+    ]  # fmt: skip
     turns_left = [args.turns] * args.conversations
     busy = [False] * args.conversations
     ttfts: list[float] = []
@@ -163,7 +173,7 @@ def main() -> None:
     )
     parser.add_argument("--conversations", type=int, default=12)
     parser.add_argument("--turns", type=int, default=4)
-    parser.add_argument("--rate", type=float, default=1.5, help="requests started per second")
+    parser.add_argument("--rate", type=float, default=0.8, help="requests started per second")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
     results: dict[str, Any] = {"bench": "routing"}

@@ -46,7 +46,9 @@ class Cluster:
         return result
 
 
-def start_cluster(tmp: Path, models_yaml: str, ready_models: list[str]) -> Cluster:
+def start_cluster(
+    tmp: Path, models_yaml: str, ready_models: list[str], extra_args: tuple[str, ...] = ()
+) -> Cluster:
     models = tmp / "models.yaml"
     models.write_text(models_yaml)
     port, grpc_port = free_port("127.0.0.1"), free_port("127.0.0.1")
@@ -62,6 +64,7 @@ def start_cluster(tmp: Path, models_yaml: str, ready_models: list[str]) -> Clust
                 "--agent-supervisor-data-dir", str(tmp / "agent"),
                 "--agent-supervisor-restart-backoff-initial-s", "1",
                 "--controlplane-status-interval-s", "1",
+                *extra_args,
             ],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )  # fmt: skip

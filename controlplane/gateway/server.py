@@ -33,7 +33,7 @@ class Gateway:
         state = await open_state(settings.redis_url, settings.gateway_id)
         balancer = Balancer(
             state, metrics, settings.balancer, settings.queue_limit, settings.queue_timeout_s,
-            settings.retry_after_s, settings.load_bound, settings.affinity_ttl_s,
+            settings.retry_after_s, settings.affinity_ttl_s,
         )  # fmt: skip
         proxy = EngineProxy(settings, self.routing, balancer, metrics)
         app = create_app(settings, self.routing, proxy, self.registry, self.client)

@@ -41,9 +41,6 @@ class GatewaySettings(BaseModel):
     queue_timeout_s: float = Field(
         default=30.0, gt=0, description="Seconds a request waits for a free replica before 503"
     )
-    load_bound: float = Field(
-        default=1.25, ge=1.0, description="prefix-affinity: a replica takes at most this × the mean load"
-    )
     affinity_ttl_s: float = Field(
         default=600.0, gt=0, description="How long a prefix or session stays tied to its replica"
     )

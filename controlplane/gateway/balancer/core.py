@@ -35,7 +35,6 @@ class Balancer:
         queue_limit: int = 256,
         queue_timeout_s: float = 30.0,
         retry_after_s: float = 2.0,
-        load_bound: float = 1.25,
         affinity_ttl_s: float = 600.0,
     ) -> None:
         self.state = state
@@ -45,7 +44,7 @@ class Balancer:
             for p in (
                 LeastLoad(),
                 RoundRobin(),
-                PrefixAffinity(state, load_bound, affinity_ttl_s),
+                PrefixAffinity(state, affinity_ttl_s),
                 Session(state, affinity_ttl_s),
             )
         }

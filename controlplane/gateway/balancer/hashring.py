@@ -1,16 +1,15 @@
-"""Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2017), as in KubeAI's prefix hash.
+"""A consistent-hash ring: each replica owns many points, a key's order of replicas starts at its hash.
 
-Each replica owns many points on a ring; a key goes to the first replica clockwise from its hash
-whose load stays within ``bound × mean load`` after taking it, so a hot prefix spills to the
-next replica instead of piling up, and keys move little when replicas come and go.
+Keys move little when replicas come and go (a newcomer takes about 1/n of them), and every
+gateway computes the same order for a key, so ties between equally loaded replicas are broken
+alike everywhere.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 VIRTUAL_NODES = 100
 
@@ -39,18 +38,3 @@ class HashRing:
                 if len(seen) == len(self.members):
                     break
         return seen
-
-    def pick(
-        self, key: str, load: Callable[[str], int], bound: float, candidates: set[str]
-    ) -> tuple[str, bool] | None:
-        """The first member from ``key`` (among ``candidates``) under the load bound.
-
-        Returns (member, whether it is the key's owner on the whole ring).
-        """
-        ring_order = self.walk(key)
-        order = [m for m in ring_order if m in candidates]
-        if not order:
-            return None
-        limit = math.ceil(bound * (sum(load(m) for m in order) + 1) / len(order))
-        chosen = next((m for m in order if load(m) + 1 <= limit), order[0])  # the least loaded always is
-        return chosen, chosen == ring_order[0]

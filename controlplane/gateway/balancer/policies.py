@@ -3,10 +3,10 @@
 - ``round-robin``: each in turn (the baseline).
 - ``least-load``: fewest requests in flight per slot, ties in turn.
 - ``prefix-affinity``: requests whose prompts start alike go to the replica that served that
-  prefix (its KV cache holds it) while it has a free slot; a new prefix gets its owner by
-  consistent hashing with bounded load (at most ``bound`` × the mean load), so new keys spread
-  and a prefix whose owner is full spills to the next replica on the ring. Ownership is
-  remembered (and shared through Redis) for ``owner_ttl_s``; a spill does not move it.
+  prefix (its KV cache holds it) while it has a free slot; a new prefix goes to the least loaded
+  replica (ties in the key's consistent-hash ring order), and a prefix whose owner is full spills
+  the same way without losing its owner. Ownership is remembered (and shared through Redis) for
+  ``owner_ttl_s``.
 - ``session``: sticky on the OpenAI ``user`` field or the X-Session-ID header, else least-load.
 """
 
@@ -73,9 +73,8 @@ class LeastLoad:
 class PrefixAffinity:
     name = "prefix-affinity"
 
-    def __init__(self, state: BalancerState, bound: float, owner_ttl_s: float) -> None:
+    def __init__(self, state: BalancerState, owner_ttl_s: float) -> None:
         self._state = state
-        self._bound = bound
         self._ttl = owner_ttl_s
         self._rings: dict[tuple[str, ...], HashRing] = {}
         self._fallback = LeastLoad()
@@ -97,15 +96,14 @@ class PrefixAffinity:
         remembered = await self._state.owner("prefix", keys.prefix)
         if remembered in by_id:  # it has a free slot (candidates do): its KV cache beats a spread
             return Choice(by_id[remembered], "prefix-owner")
-        ring = self._ring(tuple(sorted(load)))  # every ready replica: owners do not shift when one is full
-        picked = ring.pick(keys.prefix, lambda r: load.get(r, 0), self._bound, set(by_id))
-        assert picked is not None
-        replica, is_owner = picked
-        # A spill (the owner is ready but full) keeps the prefix with its owner; a gone owner loses it.
-        if is_owner or remembered not in load:
+        # A new prefix (or one whose owner is full or gone) goes to the least loaded replica, ties in the
+        # key's ring order, so conversations spread evenly and every gateway breaks ties alike.
+        order = [m for m in self._ring(tuple(sorted(load))).walk(keys.prefix) if m in by_id]
+        replica = min(order, key=lambda m: (load.get(m, 0), order.index(m)))
+        if remembered not in load:  # new, or its owner is gone; a full owner keeps its prefix
             await self._state.remember("prefix", keys.prefix, replica, self._ttl)
-        reason = "prefix-spill" if not is_owner else ("prefix-new" if remembered is None else "prefix-moved")
-        return Choice(by_id[replica], reason)
+            return Choice(by_id[replica], "prefix-new" if remembered is None else "prefix-moved")
+        return Choice(by_id[replica], "prefix-spill")
 
 
 class Session:

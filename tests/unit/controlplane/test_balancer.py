@@ -49,7 +49,7 @@ def test_session_key_from_user_or_header() -> None:
     assert request_keys(chat(("user", "hi"), user="alice"), {"x-session-id": "s-1"}).session == "s-1"
 
 
-def test_the_ring_moves_few_keys_when_a_replica_joins_and_bounds_the_load() -> None:
+def test_the_ring_moves_few_keys_when_a_replica_joins() -> None:
     keys = [f"k{i}" for i in range(2000)]
     three = HashRing(["a", "b", "c"])
     four = HashRing(["a", "b", "c", "d"])
@@ -59,11 +59,6 @@ def test_the_ring_moves_few_keys_when_a_replica_joins_and_bounds_the_load() -> N
     assert moved < 0.35 * len(keys)  # ideally 1/4; modulo hashing would move 3/4
     assert all(owners4[k] == "d" for k in keys if owners3[k] != owners4[k])  # only to the newcomer
     assert set(Counter(owners3.values())) == {"a", "b", "c"}
-    load = {"a": 10, "b": 0, "c": 0}
-    key = next(k for k in keys if owners3[k] == "a")
-    member, is_owner = three.pick(key, lambda m: load[m], 1.25, {"a", "b", "c"}) or ("", True)
-    assert (member, is_owner) != ("a", True)  # the owner is over 1.25 × mean: it spills
-    assert not is_owner
 
 
 def endpoint(replica: str, adapters: tuple[str, ...] = ()) -> Endpoint:
@@ -105,7 +100,7 @@ async def test_prefix_affinity_sends_a_conversation_back_to_its_replica_while_it
         await b.release("m", endpoint(first))
         assert await take(b, t, conversation) == first
     others = [await take(b, t, RequestKeys(prefix=f"other-{i}")) for i in range(6)]
-    assert len(set(others)) > 1  # new prefixes spread: their owners are chosen under a load bound
+    assert len(set(others)) == 3  # new prefixes go to the least loaded replica
     for replica in others:
         await b.release("m", endpoint(replica))
     hot = [await take(b, t, conversation) for _ in range(9)]  # a hot prefix, all at once

@@ -1,0 +1,149 @@
+"""The balancer with real engines: prefix affinity, queueing with 429/503 and Retry-After, retry before the
+first byte, and two gateway processes sharing their load through a real Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import httpx
+import psutil
+import pytest
+
+from controlplane.gateway.proxy import REPLICA_HEADER
+from nodeagent.supervisor.replica import free_port
+from tests.conftest import REPO, Cluster, start_cluster, stop_cluster
+from tests.support.redis_server import redis_server
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+MODELS = """
+models:
+  - name: smol
+    source: builtin:smollm2-135m
+    replicas: 2
+    contextLength: 1024
+    parallelSlots: 1
+    threads: 1
+    balancer: prefix-affinity
+"""
+
+
+class TwoGateways:
+    def __init__(self, cluster: Cluster, second: str) -> None:
+        self.cluster = cluster
+        self.first = cluster.base_url
+        self.second = second
+
+
+@pytest.fixture(scope="module")
+def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGateways]:
+    tmp = tmp_path_factory.mktemp("balancer")
+    with redis_server(tmp) as url:
+        shared = ("--gateway-redis-url", url, "--gateway-queue-timeout-s", "2")
+        cluster = start_cluster(tmp, MODELS, ["smol"], ("--gateway-queue-limit", "1", *shared))
+        port = free_port("127.0.0.1")
+        second = subprocess.Popen(
+            [sys.executable, "-m", "llamafleet.cli.main", "gateway", "--gateway-port", str(port),
+             "--gateway-controlplane", cluster.grpc, "--gateway-gateway-id", "second",
+             "--gateway-queue-limit", "0", *shared],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ),
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+
+        def both_ready() -> bool:
+            try:
+                models = httpx.get(f"{base}/v1/models", timeout=2).json()["data"]
+                first = httpx.get(f"{cluster.base_url}/v1/models", timeout=2).json()["data"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                return False
+            return bool(models and models[0]["llamafleet"]["ready_replicas"] == 2
+                        and first[0]["llamafleet"]["ready_replicas"] == 2)  # fmt: skip
+
+        wait_until(both_ready, 120, "two ready replicas behind both gateways")
+        try:
+            yield TwoGateways(cluster, base)
+        finally:
+            second.send_signal(signal.SIGINT)
+            second.wait(timeout=30)
+            stop_cluster(cluster)
+
+
+def ask(base: str, content: str, max_tokens: int = 4, **extra: object) -> httpx.Response:
+    body = {"model": "smol", "max_tokens": max_tokens, "temperature": 0,
+            "messages": [{"role": "user", "content": content}], **extra}  # fmt: skip
+    return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+
+
+def test_a_conversation_returns_to_the_replica_that_holds_its_prefix(gateways: TwoGateways) -> None:
+    replicas = {ask(gateways.first, "Name a river in France.").headers[REPLICA_HEADER] for _ in range(3)}
+    assert len(replicas) == 1
+    other = {ask(gateways.second, "Name a river in France.").headers[REPLICA_HEADER] for _ in range(2)}
+    assert other == replicas  # the other gateway knows the owner through Redis
+
+
+def test_busy_replicas_queue_then_429_and_503_with_retry_after_and_other_gateways_see_the_load(
+    gateways: TwoGateways,
+) -> None:
+    done = threading.Event()
+    long_runs = [
+        threading.Thread(
+            target=lambda i=i: (ask(gateways.first, f"Story {i}", 400, ignore_eos=True), done.set())
+        )
+        for i in range(2)
+    ]
+    for thread in long_runs:
+        thread.start()
+
+    def both_busy() -> bool:
+        metrics = httpx.get(f"{gateways.first}/metrics", timeout=5).text
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            if line.startswith("llamafleet_gateway_in_flight_requests{")
+        ) >= 2  # fmt: skip
+
+    wait_until(both_busy, 30, "both slots to be taken")
+    # the second gateway sees the first's load through Redis, and its queue limit is 0
+    refused = ask(gateways.second, "hello")
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["retry-after"]
+    assert refused.json()["error"]["code"] == "queue_full"
+    # on the first gateway one request may wait (queue limit 1) …
+    results: list[httpx.Response] = []
+    waiter = threading.Thread(target=lambda: results.append(ask(gateways.first, "hello")))
+    waiter.start()
+    wait_until(lambda: "llamafleet_gateway_queue_length{model=\"smol\"} 1.0"
+               in httpx.get(f"{gateways.first}/metrics", timeout=5).text, 10, "a queued request")  # fmt: skip
+    over = ask(gateways.first, "hello")  # … a second may not
+    assert over.status_code == 429
+    waiter.join(timeout=30)
+    (timed_out,) = results
+    assert timed_out.status_code == 503  # both slots stayed busy past the 2 s queue timeout
+    assert timed_out.headers["retry-after"]
+    assert "stayed busy" in timed_out.json()["error"]["message"]
+    for thread in long_runs:
+        thread.join(timeout=120)
+
+
+def test_a_dead_replica_is_retried_elsewhere_before_the_first_byte(gateways: TwoGateways) -> None:
+    owner = ask(gateways.first, "Name a mountain in Spain.").headers[REPLICA_HEADER]
+    models = gateways.cluster.models_json()
+    (smol,) = [m for m in models if m["name"] == "smol"]
+    endpoint = next(r["endpoint"] for r in smol["replicas"] if r["replica_id"] == owner)  # type: ignore[index,union-attr]
+    port = int(str(endpoint).rsplit(":", 1)[1])
+    engine = next(
+        c.pid
+        for c in psutil.net_connections("tcp")
+        if c.laddr and c.laddr.port == port and c.status == "LISTEN"
+    )
+    os.kill(engine, signal.SIGKILL)
+    answer = ask(gateways.first, "Name a mountain in Spain.")  # its owner is gone before the agent notices
+    assert answer.status_code == 200, answer.text
+    assert answer.headers[REPLICA_HEADER] != owner
+    metrics = httpx.get(f"{gateways.first}/metrics", timeout=5).text
+    assert 'llamafleet_gateway_retries_total{model="smol"} 1.0' in metrics
