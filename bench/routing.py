@@ -5,10 +5,11 @@
 Starts `llamafleet up` with one model of 3 replicas (1 thread each), then for each policy
 (round-robin, least-load, session, prefix-affinity) sets the model's `balancer` in the models
 file and replays the same kind of workload with fresh texts: conversations that grow turn by
-turn (each turn resends the whole history plus a new question) from an opening message of ~350 words
-of their own, groups of them sharing one of three system prompts of ~150 words, requests started at a fixed rate (a conversation's next turn waits
-for its previous answer), streamed, 32 tokens each. Reports mean and p90 time to first token,
-completion tokens per second over the run, and where each request went. Targets (issue 5):
+turn (each turn resends the whole history plus a new question), each opening with ~350 words of
+its own, in groups sharing one of three ~150-word system prompts; requests start at a fixed
+rate (a conversation's next turn waits for its previous answer), streamed, 32 tokens each.
+Reports mean and p90 time to first token, completion tokens per second over the run, and where
+each request went. Targets (issue 5):
 prefix-affinity mean TTFT ≤ 0.5× round-robin's, throughput ≥ 1.0×. Prints one JSON line last.
 """
 
