@@ -40,7 +40,7 @@ class RedisState:
             await client.ping()
         except (RedisError, OSError) as exc:
             await client.aclose()
-            raise OSError(f"cannot reach Redis at {url} ({exc}); check --gateway-redis-url") from exc
+            raise OSError(f"cannot reach Redis at {url} ({exc}); check the gateway's Redis URL") from exc
         state = cls(client, gateway_id)
         await state._beat()
         state._heartbeat = asyncio.create_task(state._beat_forever(), name="redis-heartbeat")
