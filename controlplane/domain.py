@@ -114,6 +114,7 @@ class ReplicaRecord:
     adapters: tuple[str, ...] = ()  # loaded in the engine now
     n_gpu_layers: int = -1  # chosen at placement (the spec's count, or the fit for "auto")
     failed_on: tuple[str, ...] = ()  # nodes where its engine failed for good: placed elsewhere first
+    reserved_host_bytes: int = 0  # host memory the scheduler expects it to take where it was placed
 
 
 @dataclass(frozen=True)

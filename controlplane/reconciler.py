@@ -106,7 +106,7 @@ class Reconciler:
                 )
                 state.pending_reasons.pop(replica.model, None)
                 state.split_plans.pop(replica.model, None)
-                state.bind(replica.replica_id, decision.node_id, decision.n_gpu_layers)
+                state.bind(replica.replica_id, decision.node_id, decision.n_gpu_layers, decision.host_bytes)
                 continue
             plan = decision.split_plan.describe() if decision.split_plan else ""
             if (

@@ -1,10 +1,11 @@
 """The scheduler: filters → scorers → pick, as configured by a profile; every decision is an event.
 
-For each replica: every node passes the profile's filters in order (the first to reject gives
-the node's reason); the survivors are scored by the weighted mean of the scorers; the highest
-wins (ties: node name). When no node survives and the model allows splitting, a split plan is
-computed. Placements and rejections are logged, counted in metrics and end up in the model's
-Placed condition through the reconciler.
+For each replica every node goes through the profile's filters in order (the first to reject
+gives the node's reason); the survivors are scored by the weighted mean of the scorers; the
+highest wins (ties: node name). Plugins work on all nodes at once (plugins.NodeTable), and the
+memory model's curves are shared by every node of a machine shape. When no node survives and
+the model allows splitting, a split plan is computed. Placements and rejections are logged,
+counted in metrics, and reach the model's Placed condition through the reconciler.
 """
 
 from __future__ import annotations
@@ -13,17 +14,33 @@ import logging
 import time
 from collections.abc import Iterable
 
-from controlplane.domain import ModelSpec, NodeRecord, ReplicaRecord
+import numpy as np
+
+from controlplane.domain import ModelSpec, NodeRecord, ReplicaPhase, ReplicaRecord
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.scheduler.fit import context_params, node_resources, profile_for
-from controlplane.scheduler.placement import Placed, Unplaceable, reserved_bytes
-from controlplane.scheduler.plugins import FILTERS, SCORERS, Candidate, PlacementContext
+from controlplane.scheduler.placement import Placed, Unplaceable, host_bytes_needed
+from controlplane.scheduler.plugins import FILTERS, SCORERS, NodeTable, PlacementContext
 from controlplane.scheduler.profile import SchedulerProfile
 from controlplane.scheduler.split import plan_split
 
 log = logging.getLogger(__name__)
 
 WAITING = "has not yet reported whether it holds the model file"
+
+
+def reservations(replicas: Iterable[ReplicaRecord], nodes: list[NodeRecord]) -> dict[str, int]:
+    """Host memory promised to replicas placed but not yet running, by node (not in its free RAM yet)."""
+    by_id = {n.node_id: n for n in nodes}
+    reserved: dict[str, int] = {}
+    for r in replicas:
+        if r.phase != ReplicaPhase.ASSIGNED or r.node_id not in by_id:
+            continue
+        need = r.reserved_host_bytes or host_bytes_needed(
+            r.spec, by_id[r.node_id], profile_for(r.spec.source, nodes)[0], r.n_gpu_layers
+        )
+        reserved[r.node_id] = reserved.get(r.node_id, 0) + need
+    return reserved
 
 
 class Scheduler:
@@ -42,9 +59,8 @@ class Scheduler:
         decision = self._place(spec, sorted(nodes, key=lambda n: n.node_id), tuple(replicas))
         if self._metrics is not None:
             self._metrics.placement_seconds.observe(time.perf_counter() - started)
-            self._metrics.decisions.labels(
-                spec.name, "placed" if isinstance(decision, Placed) else "pending"
-            ).inc()
+            result = "placed" if isinstance(decision, Placed) else "pending"
+            self._metrics.decisions.labels(spec.name, result).inc()
         return decision
 
     def _place(
@@ -56,34 +72,38 @@ class Scheduler:
             if waiting:  # they have been asked whether they hold the file; wait for the answer
                 return Unplaceable(dict.fromkeys(waiting, WAITING))
         ctx = PlacementContext(spec, profile, context_params(spec), replicas)
-        reasons: dict[str, str] = {}
-        survivors: list[Candidate] = []
-        for node in nodes:
-            cand = Candidate(node, node_resources(node, reserved_bytes(node, replicas, nodes)))
-            for plugin in self._filters:
-                reason = plugin.reject(ctx, cand)
-                if reason is not None:
-                    reasons[node.node_id] = reason
-                    if self._metrics is not None:
-                        self._metrics.rejections.labels(plugin.name).inc()
-                    break
-            else:
-                survivors.append(cand)
-        if not survivors:
+        reserved = reservations(replicas, nodes)
+        table = NodeTable.build(nodes, reserved)
+        alive = np.ones(len(nodes), dtype=bool)
+        rejected_by: dict[int, int] = {}
+        for index, plugin in enumerate(self._filters):
+            kept = plugin.keep(ctx, table, alive)
+            for i in np.flatnonzero(alive & ~kept):
+                rejected_by[int(i)] = index
+                if self._metrics is not None:
+                    self._metrics.rejections.labels(plugin.name).inc()
+            alive = kept
+        survivors = np.flatnonzero(alive)
+        if not len(survivors):
+            reasons = {
+                nodes[i].node_id: self._filters[f].reason(ctx, table, i) for i, f in rejected_by.items()
+            }
             plan = None
             if spec.allow_split and profile is not None:
-                offers = [node_resources(n, reserved_bytes(n, replicas, nodes)) for n in nodes if n.connected]
+                offers = [node_resources(n, reserved.get(n.node_id, 0)) for n in nodes if n.connected]
                 plan = plan_split(profile, ctx.params, offers)
             return Unplaceable(reasons, plan)
-        total_weight = sum(weight for _, weight in self._scorers) or 1.0
-        best, best_score = survivors[0], -1.0
-        for cand in survivors:  # nodes in name order: the first of equals wins
-            score = 0.0
-            for scorer, weight in self._scorers:
-                cand.notes[scorer.name] = value = scorer.score(ctx, cand)
-                score += weight * value
-            score /= total_weight
-            if score > best_score:
-                best, best_score = cand, score
-        log.debug("model %s: scores %s", spec.name, {c.node.node_id: c.notes for c in survivors})
-        return Placed(best.node.node_id, best.n_gpu_layers, round(best_score, 4))
+        total = np.zeros(len(survivors))
+        weights = 0.0
+        for scorer, weight in self._scorers:
+            total += weight * scorer.score(ctx, table, survivors)
+            weights += weight
+        scores = total / (weights or 1.0)
+        best = int(np.argmax(scores))  # the first of equals: nodes are in name order
+        chosen = int(survivors[best])
+        return Placed(
+            nodes[chosen].node_id,
+            int(table.ngl[chosen]),
+            round(float(scores[best]), 4),
+            int(table.host_need[chosen]),
+        )

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from controlplane.domain import ModelSpec, NodeRecord, ReplicaPhase, ReplicaRecord
-from controlplane.scheduler.fit import context_params, fixed_layers_shortfall, node_resources, profile_for
+from controlplane.domain import ModelSpec, NodeRecord, ReplicaRecord
+from controlplane.scheduler.fit import context_params, fixed_layers_shortfall, node_resources
 from controlplane.scheduler.split import SplitPlan
 from llamafleet.fit.profile import ModelProfile
 
@@ -26,6 +26,7 @@ class Placed:
     node_id: str
     n_gpu_layers: int = 0
     score: float = 0.0
+    host_bytes: int = 0  # the host memory it will take there, held back until it runs
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,3 @@ def host_bytes_needed(
         return (info.size_bytes if info else 0) + RUNTIME_OVERHEAD_BYTES
     est, _ = fixed_layers_shortfall(profile, context_params(spec), node_resources(node), n_gpu_layers)
     return est.host_bytes
-
-
-def reserved_bytes(node: NodeRecord, replicas: Iterable[ReplicaRecord], nodes: list[NodeRecord]) -> int:
-    """Memory promised to replicas placed here but not yet running (so not in the node's free RAM)."""
-    return sum(
-        host_bytes_needed(r.spec, node, profile_for(r.spec.source, nodes)[0], r.n_gpu_layers)
-        for r in replicas
-        if r.node_id == node.node_id and r.phase == ReplicaPhase.ASSIGNED
-    )

@@ -161,10 +161,13 @@ class ClusterState:
             replica.adapters = report.adapters
 
     # --- placements (the reconciler writes these) ----------------------------------------
-    def bind(self, replica_id: str, node_id: str, n_gpu_layers: int = -1) -> None:
+    def bind(
+        self, replica_id: str, node_id: str, n_gpu_layers: int = -1, reserved_host_bytes: int = 0
+    ) -> None:
         replica = self.replicas[replica_id]
         replica.node_id = node_id
         replica.n_gpu_layers = n_gpu_layers
+        replica.reserved_host_bytes = reserved_host_bytes
         replica.phase = ReplicaPhase.ASSIGNED
         replica.message = ""
         self.nodes[node_id].desired_generation += 1
