@@ -12,7 +12,7 @@ import time
 import uuid
 
 from controlplane.domain import ReplicaPhase, ReplicaRecord
-from controlplane.scheduler.placement import Placed, Placer
+from controlplane.scheduler.placement import Placed, Placer, Unplaceable
 from controlplane.state.cluster import ClusterState
 
 log = logging.getLogger(__name__)
@@ -90,38 +90,42 @@ class Reconciler:
 
     def _place_pending(self) -> None:
         state = self._state
-        for replica in [r for r in state.replicas.values() if r.node_id is None]:
+        pending = [r for r in state.replicas.values() if r.node_id is None]
+        batch = [r for r in pending if not r.failed_on]
+        decisions = self._placer.place_many(
+            [r.spec for r in batch], state.nodes.values(), state.replicas.values()
+        )
+        for replica, decision in zip(batch, decisions, strict=True):
+            self._apply(replica, decision)
+        for replica in [r for r in pending if r.failed_on]:  # avoid the nodes where its engine failed
             nodes = [n for n in state.nodes.values() if n.node_id not in replica.failed_on]
-            if not nodes or not any(n.connected for n in nodes):
+            if not any(n.connected for n in nodes):
                 nodes = list(state.nodes.values())  # nowhere else to go: try the failed nodes again
-            decision = self._placer.place(replica.spec, nodes, state.replicas.values())
-            if isinstance(decision, Placed):
-                log.info(
-                    "placed replica %s of %s on node %s with %d GPU layers (score %.3f)",
-                    replica.replica_id,
-                    replica.model,
-                    decision.node_id,
-                    decision.n_gpu_layers,
-                    decision.score,
-                )
-                state.pending_reasons.pop(replica.model, None)
+            self._apply(replica, self._placer.place(replica.spec, nodes, state.replicas.values()))
+
+    def _apply(self, replica: ReplicaRecord, decision: Placed | Unplaceable) -> None:
+        state = self._state
+        if isinstance(decision, Placed):
+            log.info(
+                "placed replica %s of %s on node %s with %d GPU layers (score %.3f)",
+                replica.replica_id, replica.model, decision.node_id, decision.n_gpu_layers, decision.score,
+            )  # fmt: skip
+            state.pending_reasons.pop(replica.model, None)
+            state.split_plans.pop(replica.model, None)
+            state.bind(replica.replica_id, decision.node_id, decision.n_gpu_layers, decision.host_bytes)
+            return
+        plan = decision.split_plan.describe() if decision.split_plan else ""
+        known = (state.pending_reasons.get(replica.model), state.split_plans.get(replica.model, ""))
+        if known != (decision.reasons, plan):
+            detail = "; ".join(f"{n}: {why}" for n, why in sorted(decision.reasons.items())) or "no nodes"
+            log.warning("replica %s of %s pending: %s%s", replica.replica_id, replica.model, detail,
+                        f"; {plan}" if plan else "")  # fmt: skip
+            state.pending_reasons[replica.model] = decision.reasons
+            if plan:
+                state.split_plans[replica.model] = plan
+            else:
                 state.split_plans.pop(replica.model, None)
-                state.bind(replica.replica_id, decision.node_id, decision.n_gpu_layers, decision.host_bytes)
-                continue
-            plan = decision.split_plan.describe() if decision.split_plan else ""
-            if (
-                state.pending_reasons.get(replica.model) != decision.reasons
-                or state.split_plans.get(replica.model, "") != plan
-            ):
-                detail = "; ".join(f"{n}: {why}" for n, why in sorted(decision.reasons.items())) or "no nodes"
-                log.warning("replica %s of %s pending: %s%s", replica.replica_id, replica.model, detail,
-                            f"; {plan}" if plan else "")  # fmt: skip
-                state.pending_reasons[replica.model] = decision.reasons
-                if plan:
-                    state.split_plans[replica.model] = plan
-                else:
-                    state.split_plans.pop(replica.model, None)
-                state.bump()
+            state.bump()
 
     def _expire_lost_nodes(self) -> None:
         """A node gone longer than the grace period loses its replicas; they are placed again."""

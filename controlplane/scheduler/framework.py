@@ -23,6 +23,7 @@ from controlplane.scheduler.placement import Placed, Unplaceable, host_bytes_nee
 from controlplane.scheduler.plugins import FILTERS, SCORERS, NodeTable, PlacementContext
 from controlplane.scheduler.profile import SchedulerProfile
 from controlplane.scheduler.split import plan_split
+from llamafleet.fit.profile import ModelProfile
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,19 @@ def reservations(replicas: Iterable[ReplicaRecord], nodes: list[NodeRecord]) -> 
     return reserved
 
 
+def profiles_by_source(nodes: list[NodeRecord]) -> dict[str, tuple[ModelProfile | None, str]]:
+    """Like scheduler.fit.profile_for for every source at once: a profile, else a header error."""
+    found: dict[str, tuple[ModelProfile | None, str]] = {}
+    for node in nodes:  # in name order, as profile_for
+        for source, info in node.cached_models.items():
+            current = found.get(source)
+            if current is None or (current[0] is None and info.profile is not None):
+                found[source] = (info.profile, "" if info.profile is not None else info.error)
+            elif current[0] is None and not current[1] and info.error:
+                found[source] = (None, info.error)
+    return found
+
+
 class Scheduler:
     def __init__(
         self, profile: SchedulerProfile | None = None, metrics: ControlPlaneMetrics | None = None
@@ -55,33 +69,53 @@ class Scheduler:
     def place(
         self, spec: ModelSpec, nodes: Iterable[NodeRecord], replicas: Iterable[ReplicaRecord]
     ) -> Placed | Unplaceable:
-        started = time.perf_counter()
-        decision = self._place(spec, sorted(nodes, key=lambda n: n.node_id), tuple(replicas))
-        if self._metrics is not None:
-            self._metrics.placement_seconds.observe(time.perf_counter() - started)
-            result = "placed" if isinstance(decision, Placed) else "pending"
-            self._metrics.decisions.labels(spec.name, result).inc()
-        return decision
+        return self.place_many([spec], nodes, replicas)[0]
+
+    def place_many(
+        self, specs: list[ModelSpec], nodes: Iterable[NodeRecord], replicas: Iterable[ReplicaRecord]
+    ) -> list[Placed | Unplaceable]:
+        """Place one replica of each spec, in order; each placement's memory counts for the next."""
+        ordered = sorted(nodes, key=lambda n: n.node_id)
+        existing = tuple(replicas)
+        reserved = reservations(existing, ordered)
+        table = NodeTable.build(ordered, reserved, existing)
+        profiles = profiles_by_source(ordered)
+        decisions: list[Placed | Unplaceable] = []
+        for spec in specs:
+            started = time.perf_counter()
+            found = profiles.get(spec.source, (None, ""))
+            decision = self._place(spec, found, ordered, existing, table, reserved)
+            decisions.append(decision)
+            if self._metrics is not None:
+                self._metrics.placement_seconds.observe(time.perf_counter() - started)
+                result = "placed" if isinstance(decision, Placed) else "pending"
+                self._metrics.decisions.labels(spec.name, result).inc()
+        return decisions
 
     def _place(
-        self, spec: ModelSpec, nodes: list[NodeRecord], replicas: tuple[ReplicaRecord, ...]
+        self,
+        spec: ModelSpec,
+        found: tuple[ModelProfile | None, str],
+        nodes: list[NodeRecord],
+        replicas: tuple[ReplicaRecord, ...],
+        table: NodeTable,
+        reserved: dict[str, int],
     ) -> Placed | Unplaceable:
-        profile, error = profile_for(spec.source, nodes)
+        profile, error = found
         if profile is None and not error:
             waiting = [n.node_id for n in nodes if n.connected and not n.models_reported]
             if waiting:  # they have been asked whether they hold the file; wait for the answer
                 return Unplaceable(dict.fromkeys(waiting, WAITING))
         ctx = PlacementContext(spec, profile, context_params(spec), replicas)
-        reserved = reservations(replicas, nodes)
-        table = NodeTable.build(nodes, reserved)
+        table.reset()
         alive = np.ones(len(nodes), dtype=bool)
         rejected_by: dict[int, int] = {}
         for index, plugin in enumerate(self._filters):
             kept = plugin.keep(ctx, table, alive)
             for i in np.flatnonzero(alive & ~kept):
                 rejected_by[int(i)] = index
-                if self._metrics is not None:
-                    self._metrics.rejections.labels(plugin.name).inc()
+            if self._metrics is not None and (alive & ~kept).any():
+                self._metrics.rejections.labels(plugin.name).inc(int((alive & ~kept).sum()))
             alive = kept
         survivors = np.flatnonzero(alive)
         if not len(survivors):
@@ -101,9 +135,9 @@ class Scheduler:
         scores = total / (weights or 1.0)
         best = int(np.argmax(scores))  # the first of equals: nodes are in name order
         chosen = int(survivors[best])
-        return Placed(
-            nodes[chosen].node_id,
-            int(table.ngl[chosen]),
-            round(float(scores[best]), 4),
-            int(table.host_need[chosen]),
-        )
+        ngl = int(table.ngl[chosen])
+        device = None
+        if ngl and profile is not None:
+            device = table.shapes[table.shape_of[chosen]].curves(profile, ctx.params).device[ngl]
+        table.take(chosen, spec.name, float(table.host_need[chosen]), device)
+        return Placed(nodes[chosen].node_id, ngl, round(float(scores[best]), 4), int(table.host_need[chosen]))

@@ -40,6 +40,11 @@ class Placer(Protocol):
         self, spec: ModelSpec, nodes: Iterable[NodeRecord], replicas: Iterable[ReplicaRecord]
     ) -> Placed | Unplaceable: ...
 
+    def place_many(
+        self, specs: list[ModelSpec], nodes: Iterable[NodeRecord], replicas: Iterable[ReplicaRecord]
+    ) -> list[Placed | Unplaceable]:
+        """One replica of each spec, in order, each placement's memory counting for the next."""
+
 
 def host_bytes_needed(
     spec: ModelSpec, node: NodeRecord, profile: ModelProfile | None, n_gpu_layers: int

@@ -51,39 +51,99 @@ class Shape:
 
 @dataclass
 class NodeTable:
-    """The nodes of one placement as arrays; fits-memory fills in what the replica would take."""
+    """The nodes of a placement pass as arrays, kept current as replicas are placed in the pass.
+
+    Static per pass: connection, RAM size, machine shape and GPU sizes. Dynamic: free RAM and GPU
+    memory (less what placed-but-not-running replicas will take), replicas per model per node.
+    fits-memory fills ``ngl``/``host_need``/``vram_need`` for the replica being placed.
+    """
 
     nodes: list[NodeRecord]
-    ram_free: np.ndarray  # bytes, less what placed-but-not-running replicas will take
+    connected: np.ndarray
+    ram_free: np.ndarray  # bytes
     ram_total: np.ndarray
     shape_of: np.ndarray  # index into shapes
     shapes: list[Shape]
-    gpu_free: list[np.ndarray]  # per node: free bytes of each of its GPUs
+    shape_rows: list[np.ndarray]  # the nodes of each shape
+    row_in_shape: np.ndarray  # each node's row in its shape's GPU matrix
+    shape_free: list[np.ndarray]  # per shape: [nodes, GPUs] free bytes
+    gpu_total: np.ndarray  # per node, all GPUs
+    gpu_free_total: np.ndarray  # per node, all GPUs
+    replicas_here: dict[str, np.ndarray] = field(default_factory=dict)  # model → replicas per node
+    holders: dict[str, np.ndarray] = field(default_factory=dict)  # source → nodes holding a good copy
+    masks: dict[object, np.ndarray] = field(default_factory=dict)  # plugin caches for the pass
     ngl: np.ndarray = field(init=False)
     host_need: np.ndarray = field(init=False)
     vram_need: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last replica's fit (before placing the next)."""
         self.ngl = np.zeros(len(self.nodes), dtype=np.int64)
         self.host_need = np.zeros(len(self.nodes))
         self.vram_need = np.zeros(len(self.nodes))
 
+    def gpu_free(self, i: int) -> np.ndarray:
+        free: np.ndarray = self.shape_free[self.shape_of[i]][self.row_in_shape[i]]
+        return free
+
+    def take(self, i: int, model: str, host_bytes: float, device_bytes: np.ndarray | None) -> None:
+        """A replica was placed on node ``i``: its memory is no longer free for the rest of the pass."""
+        self.ram_free[i] -= host_bytes
+        if device_bytes is not None:
+            self.shape_free[self.shape_of[i]][self.row_in_shape[i]] -= device_bytes
+            self.gpu_free_total[i] -= device_bytes.sum()
+        counts = self.replicas_here.setdefault(model, np.zeros(len(self.nodes)))
+        counts[i] += 1
+
     @classmethod
-    def build(cls, nodes: list[NodeRecord], reserved: dict[str, int]) -> NodeTable:
+    def build(
+        cls, nodes: list[NodeRecord], reserved: dict[str, int], replicas: tuple[ReplicaRecord, ...]
+    ) -> NodeTable:
         shape_ids: dict[Shape, int] = {}
         shape_of = []
         for node in nodes:
             shape = Shape(tuple(Gpu(g.name, 0, g.total_bytes, g.kind) for g in node.gpus), node.cpu_flags)
             shape_of.append(shape_ids.setdefault(shape, len(shape_ids)))
+        shape_arr = np.array(shape_of, dtype=np.int64)
+        rows = [np.flatnonzero(shape_arr == s) for s in range(len(shape_ids))]
+        row_in_shape = np.zeros(len(nodes), dtype=np.int64)
+        free = []
+        for s, members in enumerate(rows):
+            row_in_shape[members] = np.arange(len(members))
+            k = len(list(shape_ids)[s].gpus)
+            matrix = np.array([[g.free_bytes for g in nodes[i].gpus] for i in members], dtype=np.float64)
+            free.append(matrix.reshape(len(members), k))
+        index = {n.node_id: i for i, n in enumerate(nodes)}
+        holding: dict[str, list[int]] = {}
+        for i, node in enumerate(nodes):
+            for source, info in node.cached_models.items():
+                if not info.error:
+                    holding.setdefault(source, []).append(i)
+        here: dict[str, np.ndarray] = {}
+        for r in replicas:
+            if r.node_id in index:
+                here.setdefault(r.model, np.zeros(len(nodes)))[index[r.node_id]] += 1
         return cls(
             nodes=nodes,
+            connected=np.array([n.connected for n in nodes], dtype=bool),
             ram_free=np.array(
                 [n.ram_free_bytes - reserved.get(n.node_id, 0) for n in nodes], dtype=np.float64
             ),
             ram_total=np.array([n.ram_total_bytes or n.ram_free_bytes for n in nodes], dtype=np.float64),
-            shape_of=np.array(shape_of, dtype=np.int64),
+            shape_of=shape_arr,
             shapes=list(shape_ids),
-            gpu_free=[np.array([g.free_bytes for g in n.gpus], dtype=np.float64) for n in nodes],
+            shape_rows=rows,
+            row_in_shape=row_in_shape,
+            shape_free=free,
+            gpu_total=np.array(
+                [sum(g.total_bytes or g.free_bytes for g in n.gpus) for n in nodes], dtype=np.float64
+            ),
+            gpu_free_total=np.array([sum(g.free_bytes for g in n.gpus) for n in nodes], dtype=np.float64),
+            replicas_here=here,
+            holders={source: np.array(found) for source, found in holding.items()},
         )
 
 
@@ -108,7 +168,7 @@ class NodeReady:
     name = "node-ready"
 
     def keep(self, ctx: PlacementContext, table: NodeTable, alive: np.ndarray) -> np.ndarray:
-        connected: np.ndarray = alive & np.array([n.connected for n in table.nodes], dtype=bool)
+        connected: np.ndarray = alive & table.connected
         return connected
 
     def reason(self, ctx: PlacementContext, table: NodeTable, i: int) -> str:
@@ -122,9 +182,12 @@ class NodeSelector:
         wanted = ctx.spec.node_selector
         if not wanted:
             return alive
-        matching: np.ndarray = alive & np.array(
-            [all(n.labels.get(k) == v for k, v in wanted.items()) for n in table.nodes], dtype=bool
-        )
+        key = ("node-selector", tuple(sorted(wanted.items())))
+        if key not in table.masks:
+            table.masks[key] = np.array(
+                [all(n.labels.get(k) == v for k, v in wanted.items()) for n in table.nodes], dtype=bool
+            )
+        matching: np.ndarray = alive & table.masks[key]
         return matching
 
     def reason(self, ctx: PlacementContext, table: NodeTable, i: int) -> str:
@@ -149,44 +212,45 @@ class FitsMemory:
         keep = np.zeros(len(table.nodes), dtype=bool)
         if ctx.profile is None:  # no header anywhere: the file size and a flat allowance
             need = np.array([self._flat_need(ctx, n) for n in table.nodes], dtype=np.float64)
-            keep = alive & (need <= table.ram_free)
             table.host_need = need
-            return keep
+            kept: np.ndarray = alive & (need <= table.ram_free)
+            return kept
         for s, shape in enumerate(table.shapes):
-            idx = np.flatnonzero(alive & (table.shape_of == s))
+            members = table.shape_rows[s]
+            idx = members[alive[members]]
             if not len(idx):
                 continue
             curves = shape.curves(ctx.profile, ctx.params)
-            for i in idx:  # per node: a handful of array comparisons
-                ngl = self._layers(ctx, curves, shape, table.gpu_free[i], table.ram_free[i])
-                if ngl is None:
-                    continue
-                keep[i] = True
-                table.ngl[i] = ngl
-                table.host_need[i] = curves.host[ngl]
-                table.vram_need[i] = curves.device[ngl].sum() if ngl else 0.0
+            ngl, ok = self._layers(
+                ctx, curves, shape, table.shape_free[s][table.row_in_shape[idx]], table.ram_free[idx]
+            )
+            chosen = idx[ok]
+            keep[chosen] = True
+            table.ngl[chosen] = ngl[ok]
+            table.host_need[chosen] = curves.host[ngl[ok]]
+            table.vram_need[chosen] = np.where(ngl[ok] > 0, curves.device[ngl[ok]].sum(axis=1), 0.0)
         return keep
 
+    @staticmethod
     def _layers(
-        self,
-        ctx: PlacementContext,
-        curves: OffloadCurves,
-        shape: Shape,
-        gpu_free: np.ndarray,
-        ram_free: float,
-    ) -> int | None:
-        """The GPU layers this node takes, or None when it cannot host the replica."""
+        ctx: PlacementContext, curves: OffloadCurves, shape: Shape, gpu_free: np.ndarray, ram_free: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per node: the GPU layers it would take, and whether it can host the replica at all."""
         top = len(curves.host) - 1
         if ctx.spec.gpu_layers != "auto":
             wanted = ctx.spec.gpu_layers if shape.gpus else 0  # without GPUs every layer runs on the CPU
             g = top if wanted < 0 else min(wanted, top)
-            fits = curves.host[g] <= ram_free and (g == 0 or bool((curves.device[g] <= gpu_free).all()))
-            return g if fits else None
-        if shape.gpus:
-            fitting = np.flatnonzero((curves.device[1:] <= gpu_free).all(axis=1)) + 1
-            if len(fitting) and curves.host[fitting[-1]] <= ram_free:
-                return int(fitting[-1])
-        return 0 if curves.host[0] <= ram_free else None
+            ok = curves.host[g] <= ram_free
+            if g:
+                ok &= (curves.device[g][None, :] <= gpu_free).all(axis=1)
+            return np.full(len(ram_free), g), ok
+        cpu_ok = curves.host[0] <= ram_free
+        if not shape.gpus:
+            return np.zeros(len(ram_free), dtype=np.int64), cpu_ok
+        fits: np.ndarray = np.all(curves.device[None, 1:, :] <= gpu_free[:, None, :], axis=2)  # [node, g - 1]
+        most = np.where(np.any(fits, axis=1), top - np.argmax(fits[:, ::-1], axis=1), 0)
+        gpu_ok = (most > 0) & (curves.host[most] <= ram_free)
+        return np.where(gpu_ok, most, 0), gpu_ok | cpu_ok
 
     @staticmethod
     def _flat_need(ctx: PlacementContext, node: NodeRecord) -> float:
@@ -210,7 +274,7 @@ class FitsMemory:
                     f"(short {gib(int(curves.host[g] - free))})"
                 )
             for d, gpu in enumerate(shape.gpus if g else ()):
-                need, available = curves.device[g, d], table.gpu_free[i][d]
+                need, available = curves.device[g, d], table.gpu_free(i)[d]
                 if need > available:
                     missing = gib(int(need - available))
                     problems.append(
@@ -223,7 +287,7 @@ class FitsMemory:
             return f"with {ctx.spec.gpu_layers} GPU layers {short(top if wanted < 0 else min(wanted, top))}"
         reason = f"cpu mode {short(0)}"
         if shape.gpus:
-            fitting = np.flatnonzero((curves.device[1:] <= table.gpu_free[i]).all(axis=1)) + 1
+            fitting = np.flatnonzero((curves.device[1:] <= table.gpu_free(i)).all(axis=1)) + 1
             g = int(fitting[-1]) if len(fitting) else 1
             reason += f"; {'+'.join(gpu.name for gpu in shape.gpus)} mode {short(g)}"
         return reason
@@ -231,17 +295,18 @@ class FitsMemory:
 
 def _use_after(table: NodeTable, idx: np.ndarray) -> np.ndarray:
     """Fraction of each node's memory in use after the replica lands: VRAM when it offloads, else RAM."""
-    out = np.empty(len(idx))
-    for k, i in enumerate(idx):
-        free = table.gpu_free[i]
-        if table.ngl[i] and len(free):
-            total = sum(g.total_bytes or g.free_bytes for g in table.nodes[i].gpus)
-            used = total - free.sum() + table.vram_need[i]
-        else:
-            total = table.ram_total[i]
-            used = total - table.ram_free[i] + table.host_need[i]
-        out[k] = used / total if total > 0 else 1.0
-    return np.clip(out, 0.0, 1.0)
+    gpu_free = table.gpu_free_total[idx]
+    offloads = (table.ngl[idx] > 0) & (table.gpu_total[idx] > 0)
+    total = np.where(offloads, table.gpu_total[idx], table.ram_total[idx])
+    used = np.where(
+        offloads,
+        table.gpu_total[idx] - gpu_free + table.vram_need[idx],
+        table.ram_total[idx] - table.ram_free[idx] + table.host_need[idx],
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(total > 0, used / total, 1.0)
+    clipped: np.ndarray = np.clip(share, 0.0, 1.0)
+    return clipped
 
 
 class Binpack:
@@ -272,11 +337,11 @@ class CacheLocality:
     name = "cache-locality"
 
     def score(self, ctx: PlacementContext, table: NodeTable, idx: np.ndarray) -> np.ndarray:
-        source = ctx.spec.source
-        return np.array(
-            [1.0 if (info := table.nodes[i].cached_models.get(source)) is not None and not info.error else 0.0
-             for i in idx]
-        )  # fmt: skip
+        holders = table.holders.get(ctx.spec.source)
+        if holders is None:
+            return np.zeros(len(idx))
+        held: np.ndarray = np.isin(idx, holders).astype(np.float64)
+        return held
 
 
 class ReplicaSpread:
@@ -285,11 +350,11 @@ class ReplicaSpread:
     name = "replica-spread"
 
     def score(self, ctx: PlacementContext, table: NodeTable, idx: np.ndarray) -> np.ndarray:
-        here: dict[str, int] = {}
-        for r in ctx.replicas:
-            if r.model == ctx.spec.name and r.node_id:
-                here[r.node_id] = here.get(r.node_id, 0) + 1
-        return np.array([1.0 / (here.get(table.nodes[i].node_id, 0) + 1) for i in idx])
+        counts = table.replicas_here.get(ctx.spec.name)
+        if counts is None:
+            return np.ones(len(idx))
+        spread: np.ndarray = 1.0 / (counts[idx] + 1.0)
+        return spread
 
 
 FILTERS: dict[str, Filter] = {f.name: f for f in (NodeReady(), NodeSelector(), FitsMemory())}

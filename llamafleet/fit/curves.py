@@ -35,6 +35,20 @@ class OffloadCurves:
     device: np.ndarray  # [n_layer + 2, devices]: each device's total bytes with g layers offloaded
 
 
+@functools.lru_cache(maxsize=1024)
+def _per_layer(profile: ModelProfile, params: ContextParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights, KV and attention-phase bytes per layer (the output layer last, without KV)."""
+    n = profile.n_layer
+    weights = np.array([layer_weight_bytes(profile, il) for il in range(n + 1)], dtype=np.float64)
+    kv = np.array([layer_kv_bytes(profile, params, il) for il in range(n)] + [0], dtype=np.float64)
+    attention = np.array(
+        [attention_phase_bytes(profile, params, il) for il in range(n)] + [0], dtype=np.float64
+    )
+    for array in (weights, kv, attention):
+        array.setflags(write=False)
+    return weights, kv, attention
+
+
 @functools.lru_cache(maxsize=4096)
 def offload_curves(
     profile: ModelProfile,
@@ -47,11 +61,7 @@ def offload_curves(
     """Curves for offloading to devices with these tensor_split ``shares`` and kinds ("gpu" | "rpc")."""
     n = profile.n_layer
     layers = np.arange(n + 1)
-    weights = np.array([layer_weight_bytes(profile, il) for il in range(n + 1)], dtype=np.float64)
-    kv = np.array([layer_kv_bytes(profile, params, il) for il in range(n)] + [0], dtype=np.float64)
-    attention = np.array(
-        [attention_phase_bytes(profile, params, il) for il in range(n)] + [0], dtype=np.float64
-    )
+    weights, kv, attention = _per_layer(profile, params)
     repacked = np.zeros(n + 1)
     for kind, layer, size in profile.repack_candidates:
         if kind in repack and layer <= n:
