@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/gateway_overhead.py [--requests 300]
 
-Starts `llamafleet up` with SmolLM2 (one replica), then alternates the same tiny request
-(max_tokens 1, a short prompt the engine's prompt cache keeps) straight to the engine and
-through the gateway (filter → policy → pick, proxy), each over its own keep-alive connection.
+Starts `llamafleet up` with SmolLM2 (one replica) and a standalone `llamafleet gateway` process
+watching its control plane (as gateways run in a cluster), then alternates the same tiny request
+(max_tokens 1, a short prompt the engine's prompt cache keeps) straight to the engine, through
+the standalone gateway and through `up`'s own gateway (which shares its process with the control
+plane and the agent), each over its own keep-alive connection.
 Reports p50/p90 of both, the added p50 and the ratio. Target (issue 5): added p50 ≤ 2 ms.
 Prints one JSON line last.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +26,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from nodeagent.supervisor.replica import free_port
 from tests.conftest import SMOLLM2_YAML, start_cluster, stop_cluster
+from tests.support.wait import wait_until
 
 BODY = {"model": "smollm2-135m", "max_tokens": 1, "temperature": 0,
         "messages": [{"role": "user", "content": "Say yes."}]}  # fmt: skip
@@ -35,6 +40,13 @@ def timed(client: httpx.Client, url: str) -> float:
     elapsed = time.perf_counter() - started
     response.raise_for_status()
     return elapsed
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.post(url, json=BODY, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -53,22 +65,36 @@ def main() -> None:
         try:
             (model,) = [m for m in cluster.models_json() if m["name"] == "smollm2-135m"]
             engine = str(model["replicas"][0]["endpoint"])  # type: ignore[index]
-            direct_url = f"{engine}/v1/chat/completions"
-            gateway_url = f"{cluster.base_url}/v1/chat/completions"
-            direct, gateway = [], []
-            with httpx.Client(timeout=60) as to_engine, httpx.Client(timeout=60) as to_gateway:
-                for _ in range(10):  # warm both paths and the engine's prompt cache
-                    timed(to_engine, direct_url)
-                    timed(to_gateway, gateway_url)
+            port = free_port("127.0.0.1")
+            standalone = subprocess.Popen(
+                [sys.executable, "-m", "llamafleet.cli.main", "gateway", "--port", str(port),
+                 "--controlplane", cluster.grpc, "--gateway-id", "bench", "--log-level", "WARNING"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            urls = {
+                "direct": f"{engine}/v1/chat/completions",
+                "gateway": f"http://127.0.0.1:{port}/v1/chat/completions",
+                "up_gateway": f"{cluster.base_url}/v1/chat/completions",
+            }
+            wait_until(lambda: ready(urls["gateway"]), 60, "the standalone gateway")
+            samples: dict[str, list[float]] = {name: [] for name in urls}
+            clients = {name: httpx.Client(timeout=60) for name in urls}
+            try:
+                for _ in range(10):  # warm every path and the engine's prompt cache
+                    for name, url in urls.items():
+                        timed(clients[name], url)
+                order = list(urls)
                 for i in range(args.requests):
-                    if i % 2:
-                        direct.append(timed(to_engine, direct_url))
-                        gateway.append(timed(to_gateway, gateway_url))
-                    else:
-                        gateway.append(timed(to_gateway, gateway_url))
-                        direct.append(timed(to_engine, direct_url))
+                    for name in order[i % 3 :] + order[: i % 3]:  # rotate who goes first
+                        samples[name].append(timed(clients[name], urls[name]))
+            finally:
+                for client in clients.values():
+                    client.close()
+                standalone.terminate()
+                standalone.wait(timeout=30)
         finally:
             stop_cluster(cluster)
+    direct, gateway, up_gateway = samples["direct"], samples["gateway"], samples["up_gateway"]
     d50, g50 = statistics.median(direct), statistics.median(gateway)
     result = {
         "bench": "gateway_overhead",
@@ -79,6 +105,7 @@ def main() -> None:
         "gateway_p90_ms": round(1000 * percentile(gateway, 0.9), 2),
         "added_p50_ms": round(1000 * (g50 - d50), 2),
         "ratio_p50": round(g50 / d50, 3),
+        "up_gateway_added_p50_ms": round(1000 * (statistics.median(up_gateway) - d50), 2),
         "target_added_p50_ms": 2.0,
     }
     print(json.dumps(result))
