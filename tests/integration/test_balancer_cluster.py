@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -134,3 +135,38 @@ def test_busy_replicas_queue_then_429_and_503_with_retry_after_and_other_gateway
     assert "stayed busy" in timed_out.json()["error"]["message"]
     for thread in long_runs:
         thread.join(timeout=120)
+
+
+def set_policy(gateways: TwoGateways, policy: str) -> None:
+    models = Path(str(gateways.cluster.log_path)).parent / "models.yaml"
+    models.write_text(MODELS.replace("balancer: prefix-affinity", f"balancer: {policy}"))
+
+    def applied() -> bool:
+        (model,) = httpx.get(f"{gateways.first}/v1/models", timeout=5).json()["data"]
+        return bool(model["llamafleet"]["balancer"] == policy and model["llamafleet"]["ready_replicas"] == 2)
+
+    wait_until(applied, 30, f"the {policy} policy to reach the gateway")
+
+
+def test_each_policy_routes_as_it_says(gateways: TwoGateways) -> None:
+    try:
+        set_policy(gateways, "round-robin")
+        turns = [ask(gateways.first, f"Count to {i}.").headers[REPLICA_HEADER] for i in range(4)]
+        assert turns[0] != turns[1]
+        assert turns[0::2] == [turns[0]] * 2  # strictly in turn
+        assert turns[1::2] == [turns[1]] * 2
+
+        set_policy(gateways, "session")
+        homes = set()
+        for user in ("alice", "bob", "carol", "dave"):
+            picks = {ask(gateways.first, f"Question {i} from {user}", user=user).headers[REPLICA_HEADER]
+                     for i in range(3)}  # fmt: skip
+            assert len(picks) == 1, f"{user} moved between replicas: {picks}"
+            homes |= picks
+        assert len(homes) == 2  # new sessions go to the least loaded, ties in turn: both replicas
+
+        set_policy(gateways, "least-load")
+        spread = {ask(gateways.first, f"Tell me {i}.").headers[REPLICA_HEADER] for i in range(4)}
+        assert len(spread) == 2
+    finally:
+        set_policy(gateways, "prefix-affinity")
