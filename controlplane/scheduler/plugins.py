@@ -17,13 +17,11 @@ from typing import Protocol
 import numpy as np
 
 from controlplane.domain import ModelSpec, NodeRecord, ReplicaRecord
+from controlplane.scheduler.placement import RUNTIME_OVERHEAD_BYTES, MiB
 from llamafleet.fit.components import ContextParams, repack_types
 from llamafleet.fit.curves import OffloadCurves, offload_curves
 from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import Gpu, gib
-
-MiB = 1 << 20
-RUNTIME_OVERHEAD_BYTES = 256 * MiB  # without a header: on top of the file size
 
 
 @dataclass(frozen=True)
