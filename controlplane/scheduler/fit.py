@@ -6,21 +6,14 @@ can evaluate a model on any node, including nodes that do not hold the file yet.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from controlplane.domain import ModelSpec, NodeRecord
-from llamafleet.fit.components import ContextParams
-from llamafleet.fit.estimate import Estimate, Offload, estimate
+from llamafleet.fit.components import ContextParams, repack_types
+from llamafleet.fit.curves import OffloadCurves, offload_curves
 from llamafleet.fit.profile import ModelProfile
-from llamafleet.fit.recommend import (
-    NodeResources,
-    Recommendation,
-    best_node,
-    offload_for,
-    recommend,
-    shortfall,
-)
+from llamafleet.fit.recommend import Gpu, NodeResources, Recommendation, best_node, recommend
 
 # The engine's defaults (nodeagent/engine options): n_batch = n_ubatch = 512, one KV stream per
 # slot, flash attention left to llama.cpp's auto (on where supported).
@@ -63,19 +56,28 @@ def node_resources(node: NodeRecord, reserved_bytes: int = 0) -> NodeResources:
     )
 
 
-def fixed_layers_shortfall(
-    profile: ModelProfile, params: ContextParams, node: NodeResources, ngl: int
-) -> tuple[Estimate, str]:
-    """The estimate with ``ngl`` layers on all the node's GPUs, and why it does not fit ("" if it fits)."""
-    gpus = node.gpus if ngl else ()
-    est = cached_estimate(profile, params, offload_for(node, gpus, ngl))
-    return est, shortfall(est, node, gpus)
+@dataclass(frozen=True)
+class Shape:
+    """What a node's memory curves depend on: its GPUs (names, kinds, sizes) and its CPU's repacking."""
 
+    gpus: tuple[Gpu, ...]  # free memory left out: it varies by node
+    cpu_flags: tuple[str, ...]
 
-@functools.lru_cache(maxsize=1 << 16)
-def cached_estimate(profile: ModelProfile, params: ContextParams, offload: Offload) -> Estimate:
-    """Estimates are pure: the scheduler asks the same ones for every node of a kind and every replica."""
-    return estimate(profile, params, offload)
+    @classmethod
+    def of(cls, node: NodeRecord) -> Shape:
+        return cls(tuple(Gpu(g.name, 0, g.total_bytes, g.kind) for g in node.gpus), node.cpu_flags)
+
+    def curves(self, profile: ModelProfile, params: ContextParams) -> OffloadCurves:
+        shares = tuple(float(g.total_bytes or 1) for g in self.gpus)  # llama.cpp's split, by device size
+        kinds = tuple(g.kind for g in self.gpus)
+        return offload_curves(profile, params, shares, kinds, repack_types(self.cpu_flags))
+
+    def layers(self, profile: ModelProfile, n_gpu_layers: int) -> int:
+        """The index into the curves for this many GPU layers (-1: all; without GPUs: none)."""
+        if not self.gpus:
+            return 0
+        top = profile.n_layer + 1
+        return top if n_gpu_layers < 0 else min(n_gpu_layers, top)
 
 
 def model_recommendation(

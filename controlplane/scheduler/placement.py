@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from controlplane.domain import ModelSpec, NodeRecord, ReplicaRecord
-from controlplane.scheduler.fit import context_params, fixed_layers_shortfall, node_resources
+from controlplane.scheduler.fit import Shape, context_params
 from controlplane.scheduler.split import SplitPlan
 from llamafleet.fit.profile import ModelProfile
 
@@ -53,5 +53,5 @@ def host_bytes_needed(
     if profile is None:
         info = node.cached_models.get(spec.source)
         return (info.size_bytes if info else 0) + RUNTIME_OVERHEAD_BYTES
-    est, _ = fixed_layers_shortfall(profile, context_params(spec), node_resources(node), n_gpu_layers)
-    return est.host_bytes
+    shape = Shape.of(node)  # the same curves the fits-memory filter placed it with
+    return int(shape.curves(profile, context_params(spec)).host[shape.layers(profile, n_gpu_layers)])

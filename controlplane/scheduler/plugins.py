@@ -17,11 +17,12 @@ from typing import Protocol
 import numpy as np
 
 from controlplane.domain import ModelSpec, NodeRecord, ReplicaRecord
+from controlplane.scheduler.fit import Shape
 from controlplane.scheduler.placement import RUNTIME_OVERHEAD_BYTES, MiB
-from llamafleet.fit.components import ContextParams, repack_types
-from llamafleet.fit.curves import OffloadCurves, offload_curves
+from llamafleet.fit.components import ContextParams
+from llamafleet.fit.curves import OffloadCurves
 from llamafleet.fit.profile import ModelProfile
-from llamafleet.fit.recommend import Gpu, gib
+from llamafleet.fit.recommend import gib
 
 
 @dataclass(frozen=True)
@@ -32,19 +33,6 @@ class PlacementContext:
     profile: ModelProfile | None  # None: no node has reported a readable header
     params: ContextParams
     replicas: tuple[ReplicaRecord, ...]
-
-
-@dataclass(frozen=True)
-class Shape:
-    """What the memory curves depend on: the GPUs (names, kinds, sizes) and the CPU's repacking."""
-
-    gpus: tuple[Gpu, ...]  # free memory left out: it varies by node
-    cpu_flags: tuple[str, ...]
-
-    def curves(self, profile: ModelProfile, params: ContextParams) -> OffloadCurves:
-        shares = tuple(float(g.total_bytes or 1) for g in self.gpus)  # llama.cpp's split, by device size
-        kinds = tuple(g.kind for g in self.gpus)
-        return offload_curves(profile, params, shares, kinds, repack_types(self.cpu_flags))
 
 
 @dataclass
@@ -103,8 +91,7 @@ class NodeTable:
         shape_ids: dict[Shape, int] = {}
         shape_of = []
         for node in nodes:
-            shape = Shape(tuple(Gpu(g.name, 0, g.total_bytes, g.kind) for g in node.gpus), node.cpu_flags)
-            shape_of.append(shape_ids.setdefault(shape, len(shape_ids)))
+            shape_of.append(shape_ids.setdefault(Shape.of(node), len(shape_ids)))
         shape_arr = np.array(shape_of, dtype=np.int64)
         rows = [np.flatnonzero(shape_arr == s) for s in range(len(shape_ids))]
         row_in_shape = np.zeros(len(nodes), dtype=np.int64)
@@ -236,8 +223,8 @@ class FitsMemory:
         """Per node: the GPU layers it would take, and whether it can host the replica at all."""
         top = len(curves.host) - 1
         if ctx.spec.gpu_layers != "auto":
-            wanted = ctx.spec.gpu_layers if shape.gpus else 0  # without GPUs every layer runs on the CPU
-            g = top if wanted < 0 else min(wanted, top)
+            assert ctx.profile is not None
+            g = shape.layers(ctx.profile, ctx.spec.gpu_layers)
             ok = curves.host[g] <= ram_free
             if g:
                 ok &= (curves.device[g][None, :] <= gpu_free).all(axis=1)
@@ -262,7 +249,6 @@ class FitsMemory:
             return f"needs {need / MiB:.0f} MiB RAM, {max(free, 0) / MiB:.0f} MiB free"
         shape = table.shapes[table.shape_of[i]]
         curves = shape.curves(ctx.profile, ctx.params)
-        top = len(curves.host) - 1
 
         def short(g: int) -> str:
             problems = []
@@ -281,8 +267,8 @@ class FitsMemory:
             return "; ".join(problems)
 
         if ctx.spec.gpu_layers != "auto":
-            wanted = ctx.spec.gpu_layers if shape.gpus else 0
-            return f"with {ctx.spec.gpu_layers} GPU layers {short(top if wanted < 0 else min(wanted, top))}"
+            layers = shape.layers(ctx.profile, ctx.spec.gpu_layers)
+            return f"with {ctx.spec.gpu_layers} GPU layers {short(layers)}"
         reason = f"cpu mode {short(0)}"
         if shape.gpus:
             fitting = np.flatnonzero((curves.device[1:] <= table.gpu_free(i)).all(axis=1)) + 1
