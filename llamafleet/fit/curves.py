@@ -31,7 +31,7 @@ from llamafleet.fit.profile import ModelProfile
 
 @dataclass(frozen=True)
 class OffloadCurves:
-    host: np.ndarray  # [n_layer + 2]: host bytes with g layers offloaded
+    host: np.ndarray  # [n_layer + 2] (1 without devices): host bytes with g layers offloaded
     device: np.ndarray  # [n_layer + 2, devices]: each device's total bytes with g layers offloaded
 
 
@@ -58,7 +58,10 @@ def offload_curves(
     repack: frozenset[str] = frozenset(),
     use_mmap: bool = True,
 ) -> OffloadCurves:
-    """Curves for offloading to devices with these tensor_split ``shares`` and kinds ("gpu" | "rpc")."""
+    """Curves for offloading to devices with these tensor_split ``shares`` and kinds ("gpu" | "rpc").
+
+    Without devices nothing can be offloaded: the curves have the one point g = 0.
+    """
     n = profile.n_layer
     layers = np.arange(n + 1)
     weights, kv, attention = _per_layer(profile, params)
@@ -67,7 +70,7 @@ def offload_curves(
         if kind in repack and layer <= n:
             repacked[layer] += size
     out_phase = float(output_phase_bytes(profile, params))
-    counts = np.arange(n + 2)  # g
+    counts = np.arange(n + 2 if shares else 1)  # g
     starts = n + 1 - counts  # first offloaded layer for each g
     on_gpu = layers[None, :] >= starts[:, None]  # [g, layer]
 
@@ -83,12 +86,15 @@ def offload_curves(
     )
     host = host + cpu_compute + output_bytes(profile, params)
 
+    host.setflags(write=False)
+    if not shares:
+        return OffloadCurves(host, np.zeros((1, 0)))
     # devices: llama.cpp's split points over the g offloaded layers
     points = np.cumsum(shares) / sum(shares)
     with np.errstate(divide="ignore", invalid="ignore"):
         position = (layers[None, :] - starts[:, None]) / np.maximum(counts[:, None], 1)
     device_of = np.minimum(np.searchsorted(points, position, side="right"), len(shares) - 1)
-    device = np.zeros((n + 2, len(shares)))
+    device = np.zeros((len(counts), len(shares)))
     for d, kind in enumerate(kinds):
         mine = on_gpu & (device_of == d)
         total = (mine * weights).sum(1) + (mine[:, :n] * kv[:n]).sum(1)
@@ -103,6 +109,5 @@ def offload_curves(
         if kind == "gpu":
             total = total + np.where(counts > 0, GPU_RUNTIME_OVERHEAD, 0)
         device[:, d] = total
-    host.setflags(write=False)
     device.setflags(write=False)
     return OffloadCurves(host, device)
