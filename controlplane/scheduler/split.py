@@ -11,13 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llamafleet.fit.components import (
-    ContextParams,
-    compute_bytes,
-    kv_cache_bytes,
-    layer_weight_bytes,
-    output_bytes,
-)
+from llamafleet.fit.components import ContextParams, kv_cache_bytes, layer_weight_bytes, output_bytes
+from llamafleet.fit.compute import compute_bytes
 from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import NodeResources, gib
 
@@ -47,7 +42,7 @@ class SplitPlan:
 def _part_bytes(profile: ModelProfile, params: ContextParams, layers: range, head: bool) -> int:
     """Weights, KV and compute of ``layers``; the head adds the input and output layers and output buffer."""
     need = sum(layer_weight_bytes(profile, il) for il in layers) + kv_cache_bytes(profile, params, layers)
-    need += compute_bytes(profile, params, layers, head)
+    need += compute_bytes(profile, params, layers, has_output=head, has_input=head)
     if head:
         need += profile.input_weight_bytes + layer_weight_bytes(profile, profile.n_layer)
         need += output_bytes(profile, params)

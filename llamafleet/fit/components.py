@@ -10,14 +10,10 @@ Pure functions mirroring llama.cpp's rules (read in its source, vendored in llam
 - KV cache: one stream per sequence unless unified; each layer stores K and V rows of
   ``head_dim × n_head_kv(layer)`` values in the cache type; sliding-window layers keep only
   ``n_swa × (n_seq if unified else 1) + n_ubatch`` cells (padded to 256) unless swa_full;
-- output: f32 logits for n_seq outputs (and the embeddings when they are on);
-- compute (the graph's scratch buffer, reserved for a worst-case micro-batch of T tokens, all of
-  them outputs): the peak over two phases of the graph, because ggml's allocator reuses memory
-  between them: the output phase holds the f32 logits (n_vocab × T) plus three activations of
-  n_embd × T; an attention phase holds the masks, four activations, Q/K/V and, without flash
-  attention, the f32 scores of every head (n_head × n_kv × T). The activation counts were
-  calibrated on llama.cpp's CPU allocations (bench/fit_accuracy.py); the allocator's
-  fragmentation moves the real figure by a few MiB either way.
+- output: f32 logits for n_seq outputs (and the embeddings when they are on).
+
+The compute buffer is not a formula: ``llamafleet.fit.compute`` rebuilds llama.cpp's graphs and
+replays its allocator.
 """
 
 from __future__ import annotations
@@ -49,8 +45,6 @@ REPACK_BY_FEATURE = {
     "asimddp": frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4", "Q5_K", "Q6_K", "Q8_0"}),  # ARM dotprod
 }
 REPACKABLE = frozenset().union(*REPACK_BY_FEATURE.values())
-OUTPUT_PHASE_ACTIVATIONS = 3  # residual, normed input, and one scratch of n_embd × T beside the logits
-ATTENTION_PHASE_ACTIVATIONS = 4  # residual, normed input, attention output, projection
 
 
 def repack_types(cpu_flags: Iterable[str]) -> frozenset[str]:
@@ -110,14 +104,14 @@ def row_bytes(ggml_type: str, n: int) -> int:
     return n // block * size
 
 
-def kv_cells(profile: ModelProfile, params: ContextParams, swa: bool) -> int:
+def kv_cells(sliding_window: int, params: ContextParams, swa: bool) -> int:
     """Cells one KV stream holds for a layer (streams: 1 if unified, else one per sequence)."""
     streams = 1 if params.unified else params.n_seq
     base = params.n_ctx // streams
     if not swa or params.swa_full:
         return base
     seqs_per_stream = params.n_seq if params.unified else 1
-    return min(base, _pad(profile.sliding_window * seqs_per_stream + params.n_ubatch, KV_PAD))
+    return min(base, _pad(sliding_window * seqs_per_stream + params.n_ubatch, KV_PAD))
 
 
 def layer_kv_bytes(profile: ModelProfile, params: ContextParams, layer: int) -> int:
@@ -125,7 +119,7 @@ def layer_kv_bytes(profile: ModelProfile, params: ContextParams, layer: int) -> 
     if kv_heads == 0:
         return 0
     streams = 1 if params.unified else params.n_seq
-    cells = kv_cells(profile, params, profile.swa_layers[layer])
+    cells = kv_cells(profile.sliding_window, params, profile.swa_layers[layer])
     per_cell = row_bytes(params.type_k, profile.head_dim_k * kv_heads) + row_bytes(
         params.type_v, profile.head_dim_v * kv_heads
     )
@@ -140,39 +134,6 @@ def kv_cache_bytes(profile: ModelProfile, params: ContextParams, layers: Iterabl
 def output_bytes(profile: ModelProfile, params: ContextParams) -> int:
     per_output = profile.vocab_size + (profile.n_embd if params.embeddings else 0)
     return F32 * per_output * max(1, params.n_seq)
-
-
-def output_phase_bytes(profile: ModelProfile, params: ContextParams) -> int:
-    tokens = params.graph_tokens
-    return F32 * tokens * (profile.vocab_size + OUTPUT_PHASE_ACTIVATIONS * profile.n_embd)
-
-
-def attention_phase_bytes(profile: ModelProfile, params: ContextParams, layer: int) -> int:
-    tokens = params.graph_tokens
-    n_kv = kv_cells(profile, params, profile.swa_layers[layer])  # cells one stream attends over
-    heads, kv_heads = profile.n_head[layer], profile.n_head_kv[layer]
-    qkv = F32 * tokens * (heads * profile.head_dim_k + kv_heads * (profile.head_dim_k + profile.head_dim_v))
-    activations = F32 * tokens * ATTENTION_PHASE_ACTIVATIONS * profile.n_embd
-    # one mask row per token of each stream, over that stream's cells: n_kv × T in all
-    if params.flash_attn:
-        return 2 * n_kv * tokens + activations + qkv  # f16 mask, no score matrix
-    scores = F32 * heads * n_kv * tokens
-    return F32 * n_kv * tokens + scores + activations + qkv
-
-
-def compute_bytes(
-    profile: ModelProfile, params: ContextParams, layers: Iterable[int], has_output: bool
-) -> int:
-    """The compute buffer of a device that runs ``layers`` (and the output layer if ``has_output``)."""
-    phases = [attention_phase_bytes(profile, params, il) for il in layers if il < profile.n_layer]
-    if has_output:
-        phases.append(output_phase_bytes(profile, params))
-    return max(phases, default=0)
-
-
-def input_compute_bytes(profile: ModelProfile, params: ContextParams) -> int:
-    """The host-side compute buffer when the layers run elsewhere: the input embeddings of T tokens."""
-    return F32 * params.graph_tokens * profile.n_embd
 
 
 def offloaded_layers(profile: ModelProfile, n_gpu_layers: int) -> range:

@@ -16,14 +16,13 @@ from typing import Any
 
 from llamafleet.fit.components import (
     ContextParams,
-    compute_bytes,
-    input_compute_bytes,
     kv_cache_bytes,
     layer_weight_bytes,
     offloaded_layers,
     output_bytes,
     repacked_bytes,
 )
+from llamafleet.fit.compute import compute_bytes
 from llamafleet.fit.profile import ModelProfile
 
 # A GPU runtime's own context (CUDA: driver, cuBLAS workspace, kernels) is not a llama.cpp buffer
@@ -177,14 +176,12 @@ def estimate(profile: ModelProfile, params: ContextParams, offload: Offload | No
                 kind=target.kind,
                 weights_bytes=weights,
                 kv_bytes=kv_cache_bytes(profile, params, layers),
-                compute_bytes=compute_bytes(profile, params, layers, has_output) if layers else 0,
+                compute_bytes=compute_bytes(profile, params, layers, has_output, has_input=False),
                 overhead_bytes=GPU_RUNTIME_OVERHEAD if target.kind == "gpu" else 0,
                 layers=layers,
             )
         )
-    cpu_compute = compute_bytes(profile, params, host_layers, n_layer in host_layers)
-    if placed:
-        cpu_compute = max(cpu_compute, input_compute_bytes(profile, params))
+    cpu_compute = compute_bytes(profile, params, host_layers, n_layer in host_layers, has_input=True)
     cpu = DeviceEstimate(
         name=CPU,
         kind="cpu",

