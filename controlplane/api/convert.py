@@ -57,20 +57,7 @@ def recommendation_from_pb(message: pb.Recommendation) -> tuple[Recommendation |
 def estimate_to_pb(rec: Recommendation, est: Estimate) -> pb.NodeFit:
     return pb.NodeFit(
         recommendation=recommendation_to_pb(rec),
-        devices=[
-            pb.DeviceFit(
-                name=d.name,
-                kind=d.kind,
-                weights_bytes=d.weights_bytes,
-                kv_bytes=d.kv_bytes,
-                compute_bytes=d.compute_bytes,
-                output_bytes=d.output_bytes,
-                overhead_bytes=d.overhead_bytes,
-                total_bytes=d.total_bytes,
-                layers=d.to_dict()["layers"],
-            )
-            for d in est.devices
-        ],
+        devices=[pb.DeviceFit(**d.to_dict()) for d in est.devices],  # the message mirrors the dict
         ram_bytes=est.ram_bytes,
         vram_bytes=est.vram_bytes,
         page_cache_bytes=est.page_cache_bytes,

@@ -45,10 +45,14 @@ def representative_layers(dims: GraphDims, layers: list[int]) -> list[int]:
     the middle leaves the buffer unchanged; at least two cycles stay.
     """
     cycle = cycle_length(dims.swa_layers)
-    if len(layers) <= 3 * cycle:
-        return layers
-    drop = (len(layers) - 2 * cycle) // cycle * cycle
-    return layers[:cycle] + layers[cycle + drop :]
+    kept = kept_count(len(layers), cycle)
+    return layers if kept == len(layers) else layers[:cycle] + layers[len(layers) - kept + cycle :]
+
+
+def kept_count(count: int, cycle: int) -> int:
+    """How many of ``count`` consecutive layers ``representative_layers`` keeps: all up to three
+    cycles, else the first cycle and the last ones, whole cycles dropped between (two or more stay)."""
+    return count if count <= 3 * cycle else count - (count - 2 * cycle) // cycle * cycle
 
 
 @functools.lru_cache(maxsize=16384)
@@ -56,7 +60,10 @@ def _reserved_bytes(spec: GraphSpec, params: ContextParams) -> int:
     """The buffer for the prompt graph, or the generation graph if that needs more. Every tensor
     of these graphs is linear in the batch's tokens except the cache rotations (fixed), so the
     generation graph's own bytes are bounded from the prompt graph's, and it is only replayed
-    when that bound exceeds the prompt's buffer (with one token per sequence, it never does)."""
+    when that bound exceeds the prompt's buffer (with one token per sequence, it never does).
+    A device with no blocks and neither the input nor the output layer runs no graph."""
+    if not spec.blocks and not spec.has_output and not spec.has_input:
+        return 0
     prompt, generation = reserve_batches(params)
     graph = DecoderGraph(spec, params, prompt).build()
     size = GraphAllocator().run(graph)
@@ -94,9 +101,7 @@ def canonical_range(dims: GraphDims, first: int, stop: int) -> tuple[int, int]:
 
 def uniform_range(n_layer: int, cycle: int, first: int, stop: int) -> tuple[int, int]:
     """``canonical_range`` for a model whose blocks are all alike, with its cycle length."""
-    count = stop - first
-    if count > 3 * cycle:
-        count -= (count - 2 * cycle) // cycle * cycle
+    count = kept_count(stop - first, cycle)
     return (n_layer - count, n_layer) if stop == n_layer else (0, count)
 
 
@@ -122,8 +127,6 @@ def compute_bytes(
     indices = list(layers)
     blocks = sorted(il for il in indices if il < profile.n_layer)
     has_output = has_output or profile.n_layer in indices
-    if not blocks and not has_output and not has_input:
-        return 0
     dims = graph_dims(profile)
     if not every_layer:
         first, stop = (blocks[0], blocks[-1] + 1) if blocks else (0, 0)

@@ -78,8 +78,6 @@ def _compute_by_count(
     uniform, cycle = is_uniform(dims), cycle_length(dims.swa_layers)
 
     def compute(first: int, stop: int, has_output: bool, has_input: bool) -> int:
-        if first >= stop and not has_output and not has_input:
-            return 0
         canonical = uniform_range(n, cycle, first, stop) if uniform else (first, stop)
         key = (*canonical, has_output, has_input)
         if key not in known:

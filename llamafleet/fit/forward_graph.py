@@ -15,7 +15,7 @@ stream), and a generation step of one token per sequence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from llamafleet.fit import ggml_graph as g
 from llamafleet.fit.components import ContextParams, kv_cells
@@ -59,22 +59,11 @@ class GraphDims:
         return len(self.n_head)
 
     @classmethod
-    def of(cls, p: ModelProfile) -> GraphDims:
-        return cls(
-            family="gemma" if p.architecture.startswith("gemma") else "llama",
-            n_embd=p.n_embd,
-            head_dim_k=p.head_dim_k,
-            head_dim_v=p.head_dim_v,
-            vocab_size=p.vocab_size,
-            sliding_window=p.sliding_window,
-            n_head=p.n_head,
-            n_head_kv=p.n_head_kv,
-            n_ff=p.n_ff,
-            swa_layers=p.swa_layers,
-            gated_ffn=p.gated_ffn,
-            qk_norm=p.qk_norm,
-            post_norms=p.post_norms,
-        )
+    def of(cls, profile: ModelProfile) -> GraphDims:
+        """The profile's fields of the same names, and its architecture's family."""
+        family = "gemma" if profile.architecture.startswith("gemma") else "llama"
+        shared = {f.name: getattr(profile, f.name) for f in fields(cls) if f.name != "family"}
+        return cls(family=family, **shared)
 
 
 @dataclass(frozen=True)

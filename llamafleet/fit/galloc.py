@@ -15,7 +15,6 @@ from __future__ import annotations
 from llamafleet.fit.ggml_graph import INPLACE_OPS, Graph, Tensor, same_layout
 
 CPU_ALIGNMENT = 32  # TENSOR_ALIGNMENT, the CPU buffer type's alignment
-CUDA_ALIGNMENT = 128
 
 
 def _align(size: int, alignment: int) -> int:

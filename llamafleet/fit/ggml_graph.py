@@ -126,10 +126,6 @@ def permute(a: Tensor, *axes: int) -> Tensor:
     return _view(a, f"{a.name} (permuted)", "PERMUTE", _shape(*ne), (nb[0], nb[1], nb[2], nb[3]))
 
 
-def transpose(a: Tensor) -> Tensor:
-    return permute(a, 1, 0, 2, 3)
-
-
 # --- ops (each result is a new contiguous tensor unless noted) ------------------------------------
 
 
