@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +91,21 @@ def document(rng: random.Random, index: int) -> str:
     return f"Here are my trip notes, number {index}: {notes}. Keep them in mind."
 
 
-async def one_turn(
-    client: httpx.AsyncClient, base: str, messages: list[dict[str, str]], user: str
-) -> tuple[float, int, str, str]:
+@dataclass
+class Turn:
+    ttft: float
+    tokens: int
+    text: str
+    replica: str
+    prompt_tokens: int
+    cached_tokens: int
+
+
+async def one_turn(client: httpx.AsyncClient, base: str, messages: list[dict[str, str]], user: str) -> Turn:
     body = {"model": MODEL, "messages": messages, "max_tokens": 32, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}, "user": user}  # fmt: skip
     started = time.perf_counter()
-    ttft, tokens, text = 0.0, 0, []
+    ttft, tokens, text, prompt, cached = 0.0, 0, [], 0, 0
     async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         replica = response.headers.get(REPLICA_HEADER, "?")
@@ -104,14 +113,15 @@ async def one_turn(
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
+            if usage := chunk.get("usage"):
+                tokens, prompt = usage["completion_tokens"], usage["prompt_tokens"]
+                cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
             for choice in chunk.get("choices") or []:
                 piece = (choice.get("delta") or {}).get("content") or ""
                 if piece and not ttft:
                     ttft = time.perf_counter() - started
                 text.append(piece)
-    return ttft, tokens, "".join(text), replica
+    return Turn(ttft, tokens, "".join(text), replica, prompt, cached)
 
 
 async def workload(base: str, policy: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -127,6 +137,7 @@ async def workload(base: str, policy: str, args: argparse.Namespace) -> dict[str
     ttfts: list[float] = []
     follow_ups: list[float] = []  # turns after the first: the only ones routing can serve from cache
     placed: dict[int, list[str]] = {i: [] for i in range(args.conversations)}
+    trace: list[dict[str, Any]] = []
     tokens = 0
     tasks: set[asyncio.Task[None]] = set()
 
@@ -135,13 +146,17 @@ async def workload(base: str, policy: str, args: argparse.Namespace) -> dict[str
         topic = f"{rng.choice(WORDS)} {rng.choice(WORDS)}"
         question = f"Question {args.turns - turns_left[i] + 1}: tell me about the {topic}."
         conversations[i].append({"role": "user", "content": question})
-        ttft, n, answer, replica = await one_turn(client, base, conversations[i], f"conv-{i}")
-        conversations[i].append({"role": "assistant", "content": answer})
-        ttfts.append(ttft)
+        sent = time.perf_counter() - started
+        turn = await one_turn(client, base, conversations[i], f"conv-{i}")
+        conversations[i].append({"role": "assistant", "content": turn.text})
+        ttfts.append(turn.ttft)
         if turns_left[i] < args.turns:
-            follow_ups.append(ttft)
-        tokens += n
-        placed[i].append(replica)
+            follow_ups.append(turn.ttft)
+        tokens += turn.tokens
+        placed[i].append(turn.replica)
+        trace.append({"policy": policy, "conversation": i, "turn": args.turns - turns_left[i] + 1,
+                      "sent_s": round(sent, 3), "ttft_s": round(turn.ttft, 3), "replica": turn.replica,
+                      "prompt_tokens": turn.prompt_tokens, "cached_tokens": turn.cached_tokens})  # fmt: skip
         turns_left[i] -= 1
         busy[i] = False
 
@@ -170,6 +185,7 @@ async def workload(base: str, policy: str, args: argparse.Namespace) -> dict[str
         "wall_s": round(elapsed, 1),
         "conversations_on_one_replica": f"{sticky}/{args.conversations}",
         "requests_per_replica": dict(Counter(r for rs in placed.values() for r in rs)),
+        "trace": trace,
     }
 
 
@@ -181,6 +197,16 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--rate", type=float, default=0.8, help="requests started per second")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help="comma-separated; the ratios need round-robin and prefix-affinity",
+    )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        help="write every request (conversation, turn, replica, TTFT, cached tokens) here as JSON lines",
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {"bench": "routing"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,13 +219,20 @@ def main() -> None:
                 info = model["llamafleet"]
                 return bool(info["ready_replicas"] == 3 and info["balancer"] == policy)
 
-            for policy in POLICIES:
+            for policy in args.policies.split(","):
                 models_file.write_text(models_yaml(policy))
                 wait_until(lambda p=policy: replicas_ready(p), 300, f"3 ready replicas under {policy}")
                 results[policy] = asyncio.run(workload(cluster.base_url, policy, args))
+                trace = results[policy].pop("trace")
+                if args.trace:
+                    with args.trace.open("a") as out:
+                        out.writelines(json.dumps(record) + "\n" for record in trace)
                 print(policy, results[policy], flush=True)
         finally:
             stop_cluster(cluster)
+    if "round-robin" not in results or "prefix-affinity" not in results:
+        print(json.dumps(results))
+        return
     baseline, affinity = results["round-robin"], results["prefix-affinity"]
     results["prefix_affinity_vs_round_robin"] = {
         "ttft_mean_ratio": round(affinity["ttft_mean_s"] / baseline["ttft_mean_s"], 3),

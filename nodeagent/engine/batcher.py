@@ -1,8 +1,9 @@
 """Continuous batching: one thread that puts every active sequence into each llama_decode step.
 
-Each step: take new requests and cancellations, give free slots to waiting requests (the slot
-whose cached tokens share the longest prefix with the prompt wins, and only the rest is
-prefilled), then build one batch — one token for every generating sequence plus prompt
+Each step: take new requests and cancellations, give free slots to waiting requests (a
+conversation's own slot when it comes back, else an empty or least recently used one, with a
+shared prefix copied from another slot's cells: ``slot_choice``; only the rest is prefilled),
+then build one batch — one token for every generating sequence plus prompt
 chunks up to ``prefill_chunk`` tokens — decode it, and sample every sequence that produced
 logits. Sequences with different LoRA adapter sets cannot share a step (llama.cpp binds
 adapters per context), so groups take turns step by step; embeddings run in steps of their
@@ -29,7 +30,8 @@ from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeModel
 from nodeagent.engine.sampling import SamplerChain
-from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot, common_prefix
+from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot
+from nodeagent.engine.slot_choice import SlotChoice, choose_slot
 from nodeagent.engine.text import TextStream
 
 log = logging.getLogger(__name__)
@@ -211,26 +213,24 @@ class Batcher:
                 self._model.clear_seq(slot.id)
                 slot.cached, slot.cache_adapters = [], ()
             else:
-                # Longest reusable prefix; else the lowest free id, which keeps busy slots
-                # contiguous (see _generation_step on micro-batches).
-                slot = max(free, key=lambda s: (self._reusable(s, seq), -s.id))
-                self._attach_generation(slot, seq)
+                choice = choose_slot(self._slots, free, seq.prompt, seq.adapters)
+                slot = choice.slot
+                self._attach_generation(choice, seq)
             slot.seq = seq
             self._metrics.prompt_tokens.inc(len(seq.prompt))
 
-    def _reusable(self, slot: Slot, seq: Sequence) -> int:
-        if slot.cache_adapters != seq.adapters:
-            return 0  # KV computed under other adapters is not this request's KV
-        return common_prefix(slot.cached, seq.prompt)
-
-    def _attach_generation(self, slot: Slot, seq: Sequence) -> None:
-        # Keep at least one prompt token to decode: its logits start the generation.
-        n_keep = min(self._reusable(slot, seq), len(seq.prompt) - 1)
+    def _attach_generation(self, choice: SlotChoice, seq: Sequence) -> None:
+        slot, donor, n_keep = choice.slot, choice.donor, choice.reuse
+        if donor is not None:
+            self._model.copy_seq(donor.id, slot.id)  # done by llama.cpp before the next decode
+            slot.cached = donor.cached[:n_keep]
+            self._metrics.prompt_cache_copies.inc()
         if not self._model.keep_prefix(slot.id, n_keep):
             self._model.clear_seq(slot.id)
             n_keep = 0
         slot.cached = slot.cached[:n_keep]
         slot.cache_adapters = seq.adapters
+        slot.prompt_tokens = len(seq.prompt)
         seq.pending = seq.prompt[n_keep:]
         seq.cached_tokens = n_keep
         seq.chain = SamplerChain(seq.sampling, self._model.n_vocab)

@@ -33,6 +33,11 @@ class EngineMetrics:
             "Prompt tokens served from a slot's KV cache instead of being prefilled",
             registry=r,
         )
+        self.prompt_cache_copies = Counter(
+            "llamafleet_engine_prompt_cache_copies_total",
+            "Prompts started from a shared prefix copied out of another slot's KV cells",
+            registry=r,
+        )
         self.tokens_per_second = Gauge(
             "llamafleet_engine_generation_tokens_per_second",
             "Generated tokens per second over the last 10 seconds of busy time",

@@ -244,6 +244,11 @@ class NativeModel:
                 return False
         return True
 
+    def copy_seq(self, source: int, target: int) -> None:
+        """Make ``target``'s cells a copy of ``source``'s (then cut it with ``keep_prefix``). With a
+        KV stream per slot llama.cpp copies the whole stream, at the start of the next decode."""
+        llama_cpp.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+
     def clear_seq(self, seq_id: int) -> None:
         llama_cpp.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
 

@@ -92,6 +92,7 @@ class Slot:
     cache_adapters: AdapterKey = ()
     seq: Sequence | None = None
     last_used: int = 0
+    prompt_tokens: int = 0  # the last prompt's length: its cells come first, then what was generated
 
     def view(self) -> dict[str, Any]:
         seq = self.seq

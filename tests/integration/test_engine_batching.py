@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -196,3 +197,46 @@ def test_queue_bound_answers_429_with_retry_after(smollm2_path: Path, tmp_path: 
     assert third.status_code == 429
     assert third.headers["retry-after"] == "1"
     assert third.json()["error"]["code"] == "queue_full"
+
+
+def test_a_newcomer_copies_a_shared_system_prompt_without_evicting_its_owner(
+    smollm2_path: Path, tmp_path: Path
+) -> None:
+    # Two slots, three chats under one system prompt, long unrelated completions in between to fill
+    # the other slot. X is answered twice with the system prompt's cells cached: once kept in place in
+    # the slot it takes, once copied from another slot's cells. The copy must be exact — the same
+    # answer to the letter — and must leave the slot it came from intact for its own next turn.
+    system = "You are the archivist of a lighthouse museum. Answer in one calm sentence. " * 4
+
+    def chat(user: str) -> dict[str, Any]:
+        return {"model": "smollm2", "temperature": 0, "max_tokens": 24, "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": user}]}  # fmt: skip
+
+    def story(i: int) -> dict[str, Any]:
+        return {"model": "smollm2", "prompt": STORIES[i], "max_tokens": 40, "ignore_eos": True}
+
+    flags = ("--parallel-slots", "2", "--context-length", "512")
+    with running_engine(smollm2_path, tmp_path, *flags) as engine, engine.client() as client:
+
+        def ask(body: dict[str, Any], path: str = "/v1/chat/completions") -> dict[str, Any]:
+            response = client.post(path, json=body)
+            assert response.status_code == 200, response.text
+            answer: dict[str, Any] = response.json()
+            return answer
+
+        ask(chat("When was the lamp electrified?"))  # slot A, from scratch
+        ask(story(4), "/v1/completions")  # slot B
+        in_place = ask(chat("Who built the first lens?"))  # A (least recently used), system prompt kept
+        ask(story(5), "/v1/completions")  # B
+        w_body = chat("Where is the fog horn?")
+        w = ask(w_body)  # A again, system prompt kept
+        copied = ask(chat("Who built the first lens?"))  # B (least recently used) + A's cells copied
+        w_body["messages"] += [w["choices"][0]["message"], {"role": "user", "content": "Why there?"}]
+        w_next = ask(w_body)  # A: W's own slot, untouched by the copy
+        metrics = client.get("/metrics").text
+    system_tokens = in_place["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert system_tokens >= 60
+    assert copied["usage"]["prompt_tokens_details"]["cached_tokens"] == system_tokens
+    assert copied["choices"][0]["message"] == in_place["choices"][0]["message"]
+    assert "llamafleet_engine_prompt_cache_copies_total 1.0" in metrics
+    assert w_next["usage"]["prompt_tokens_details"]["cached_tokens"] >= w["usage"]["prompt_tokens"]

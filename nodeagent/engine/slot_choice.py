@@ -1,0 +1,62 @@
+"""Which free slot a new prompt takes, and whether to copy its cached prefix from another slot.
+
+Each slot is one llama.cpp sequence whose KV cells hold the tokens it last saw (its prompt
+cache). Taking a slot keeps only the part of its cache the new prompt starts with and destroys
+the rest, so the choice decides whose cache survives:
+
+- a slot whose last prompt the new one holds whole is the prompt's own conversation coming back
+  (its cells are the previous turn; only the answer's tail may be re-rendered differently): take
+  it as it is, or else an empty slot;
+- otherwise take the least recently used slot, so that the caches of conversations between
+  turns survive a newcomer that merely shares their system prompt;
+- then, when some other slot (busy or idle) shares a longer prefix with the prompt — by at
+  least ``COPY_MIN_TOKENS`` — copy that slot's cells over (llama.cpp ``seq_cp``) and prefill
+  only the rest: a newcomer under a known system prompt starts from its cached cells without
+  evicting the conversation that holds them.
+
+This is what llama.cpp's server reaches with a host-memory prompt cache; here the cells are
+copied between slots directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+
+from nodeagent.engine.sequence import AdapterKey, Slot, common_prefix
+
+# A copy moves one slot's whole KV stream (llama.cpp cannot copy part of a stream): about as
+# much memory traffic as a few tokens of prefill on the same model, so copying pays from a few
+# dozen shared tokens on.
+COPY_MIN_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class SlotChoice:
+    slot: Slot
+    donor: Slot | None  # another slot whose cells to copy into ``slot`` first
+    reuse: int  # prompt tokens already cached in ``slot`` (after the copy); at most len(prompt) - 1
+
+
+def reusable(slot: Slot, prompt: list[int], adapters: AdapterKey) -> int:
+    """Prompt tokens ``slot``'s cache holds (0 when computed under other LoRA adapters)."""
+    if slot.cache_adapters != adapters:
+        return 0
+    return common_prefix(slot.cached, prompt)
+
+
+def choose_slot(slots: Seq[Slot], free: Seq[Slot], prompt: list[int], adapters: AdapterKey) -> SlotChoice:
+    """The slot (one of ``free``) for ``prompt``, with the donor to copy from if any (see the module)."""
+    shared = {s.id: reusable(s, prompt, adapters) for s in slots}
+    # The conversation's own slot (the prompt holds the whole prompt that slot last saw) or an empty
+    # one; the lowest id among equals keeps busy slots contiguous (batcher: micro-batches).
+    own = [s for s in free if shared[s.id] >= min(s.prompt_tokens, len(s.cached))]
+    if own:
+        slot = max(own, key=lambda s: (shared[s.id], -s.id))
+    else:
+        slot = min(free, key=lambda s: (s.last_used, s.id))
+    donor = max(slots, key=lambda s: (shared[s.id], s is slot))
+    limit = max(len(prompt) - 1, 0)  # keep one prompt token to decode: its logits start generation
+    if donor is slot or shared[donor.id] < shared[slot.id] + COPY_MIN_TOKENS:
+        return SlotChoice(slot, None, min(shared[slot.id], limit))
+    return SlotChoice(slot, donor, min(shared[donor.id], limit))
