@@ -1,13 +1,16 @@
 """Benchmark: the gateway's balancing policies on a multi-turn chat workload, 3 real SmolLM2 replicas.
 
-    .venv/bin/python bench/routing.py [--conversations 12] [--turns 4] [--rate 0.8]
+    .venv/bin/python bench/routing.py [--conversations 12] [--turns 4] [--rate 0.8] [--arrival staggered]
 
 Starts `llamafleet up` with one model of 3 replicas (1 thread each), then for each policy
 (round-robin, least-load, session, prefix-affinity) sets the model's `balancer` in the models
 file and replays the same kind of workload with fresh texts: conversations that grow turn by
 turn (each turn resends the whole history plus a new question), each opening with ~350 words of
-its own, in groups sharing one of three ~150-word system prompts; requests start at a fixed
-rate (a conversation's next turn waits for its previous answer), streamed, 32 tokens each.
+its own, in groups sharing one of three ~150-word system prompts, streamed, 32 tokens each.
+Requests come at a fixed average rate: by default conversations arrive one every TURNS/RATE
+seconds and each sends its next turn THINK_S after the previous answer (steady state, as users
+arrive); `--arrival burst` is the first version's schedule (every conversation ready at once, a
+ready one started every 1/RATE s, so the run opens with all opening turns back to back).
 Reports mean and p90 time to first token (and the mean over follow-up turns alone, the only
 ones routing can serve from cache), completion tokens per second over the run, and where each
 request went. Targets (issue 5):
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import statistics
@@ -160,10 +164,19 @@ async def workload(base: str, policy: str, args: argparse.Namespace) -> dict[str
         turns_left[i] -= 1
         busy[i] = False
 
+    async def user(i: int, client: httpx.AsyncClient) -> None:  # staggered: arrives, then turn after turn
+        await asyncio.sleep(i * args.turns / args.rate)
+        for turn in range(args.turns):
+            if turn:
+                await asyncio.sleep(args.think_s)
+            await run(i, client)
+
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=300) as client:
+        if args.arrival == "staggered":
+            await asyncio.gather(*(user(i, client) for i in range(args.conversations)))
         turn = 0
-        while any(turns_left) or tasks:
+        while any(turns_left) or tasks:  # burst: every conversation is ready at the start
             ready = [i for i in range(args.conversations) if turns_left[i] and not busy[i]]
             if ready:
                 i = ready[turn % len(ready)]
@@ -195,7 +208,18 @@ def main() -> None:
     )
     parser.add_argument("--conversations", type=int, default=12)
     parser.add_argument("--turns", type=int, default=4)
-    parser.add_argument("--rate", type=float, default=0.8, help="requests started per second")
+    parser.add_argument("--rate", type=float, default=0.8, help="requests started per second (on average)")
+    parser.add_argument(
+        "--arrival",
+        choices=("staggered", "burst"),
+        default="staggered",
+        help="staggered: conversations arrive one every TURNS/RATE seconds, each turn sent THINK_S after "
+        "the previous answer; burst: every conversation is ready at the start and a ready one is started "
+        "every 1/RATE seconds (the first 12 requests are all opening turns)",
+    )
+    parser.add_argument(
+        "--think-s", type=float, default=2.0, help="staggered: pause between an answer and the next turn"
+    )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
         "--policies",
@@ -221,7 +245,7 @@ def main() -> None:
 
             for policy in args.policies.split(","):
                 models_file.write_text(models_yaml(policy))
-                wait_until(lambda p=policy: replicas_ready(p), 300, f"3 ready replicas under {policy}")
+                wait_until(functools.partial(replicas_ready, policy), 300, f"3 ready replicas under {policy}")
                 results[policy] = asyncio.run(workload(cluster.base_url, policy, args))
                 trace = results[policy].pop("trace")
                 if args.trace:

@@ -1,9 +1,13 @@
-"""What a request looks like to the balancer: its prefix key and its session key, read from the body.
+"""What a request looks like to the balancer: its prefix keys and its session key, read from the body.
 
 The prefix key identifies the part of the prompt an engine may already hold in a slot's KV
-cache: for a chat, its leading messages up to and including the first user message (a
+cache: for a chat, its leading messages up to and including the first user message, whole (a
 conversation keeps this as it grows turn by turn, while different conversations under one
-system prompt differ); for a completion, the first ``prefix_chars`` characters of the prompt.
+system prompt differ — a truncated key would make every conversation under a long system
+prompt one "prefix"); for a completion, the first ``prefix_chars`` characters of the prompt.
+The shared key is what conversations have in common: a chat's messages before its first user
+message (the system prompt), "" when there are none; an engine copies it between slots, so new
+conversations prefer the replica that last served it.
 The session key is the OpenAI ``user`` field, or the ``X-Session-ID`` header when given.
 """
 
@@ -21,6 +25,7 @@ SESSION_HEADER = "x-session-id"
 class RequestKeys:
     prefix: str = ""  # hex digest; "" when the body has no prompt to speak of
     session: str = ""
+    shared: str = ""  # hex digest of a chat's messages before the first user message; "" if none
 
 
 def _digest(text: str) -> str:
@@ -42,16 +47,18 @@ def request_keys(body: bytes, headers: dict[str, str], prefix_chars: int = 1024)
     if not isinstance(data, dict):
         return RequestKeys()
     session = headers.get(SESSION_HEADER) or str(data.get("user") or "")
-    prefix = ""
+    prefix = shared = ""
     messages = data.get("messages")
     if isinstance(messages, list) and messages:
-        leading = []
+        leading: list[str] = []
         for message in messages:
             role = message.get("role", "") if isinstance(message, dict) else ""
+            if role == "user" and leading:
+                shared = _digest("\x1e".join(leading))
             leading.append(f"{role}\x1f{_content(message)}")
             if role == "user":
                 break
-        prefix = _digest("\x1e".join(leading)[:prefix_chars])
+        prefix = _digest("\x1e".join(leading))
     elif isinstance(data.get("prompt"), str) and data["prompt"]:
         prefix = _digest(data["prompt"][:prefix_chars])
-    return RequestKeys(prefix, session)
+    return RequestKeys(prefix, session, shared)

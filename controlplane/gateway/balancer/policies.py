@@ -4,9 +4,9 @@
 - ``least-load``: fewest requests in flight per slot, ties in turn.
 - ``prefix-affinity``: requests whose prompts start alike go to the replica that served that
   prefix (its KV cache holds it) while it has a free slot; a new prefix goes to the least loaded
-  replica (ties in the key's consistent-hash ring order), and a prefix whose owner is full spills
-  the same way without losing its owner. Ownership is remembered (and shared through Redis) for
-  ``owner_ttl_s``.
+  replica (ties: the one that last served its system prompt, then the key's consistent-hash ring
+  order), and a prefix whose owner is full spills the same way without losing its owner.
+  Ownership is remembered (and shared through Redis) for ``owner_ttl_s``.
 - ``session``: sticky on the OpenAI ``user`` field or the X-Session-ID header, else least-load.
 """
 
@@ -96,10 +96,14 @@ class PrefixAffinity:
         remembered = await self._state.owner("prefix", keys.prefix)
         if remembered in by_id:  # it has a free slot (candidates do): its KV cache beats a spread
             return Choice(by_id[remembered], "prefix-owner")
-        # A new prefix (or one whose owner is full or gone) goes to the least loaded replica, ties in the
-        # key's ring order, so conversations spread evenly and every gateway breaks ties alike.
+        # A new prefix (or one whose owner is full or gone) goes to the least loaded replica; among
+        # equals, the one that last served its shared system prompt (an engine copies that between
+        # slots), then the key's ring order, so every gateway breaks ties alike.
+        shared = await self._state.owner("prefix", keys.shared) if keys.shared else None
         order = [m for m in self._ring(tuple(sorted(load))).walk(keys.prefix) if m in by_id]
-        replica = min(order, key=lambda m: (load.get(m, 0), order.index(m)))
+        replica = min(order, key=lambda m: (load.get(m, 0), m != shared, order.index(m)))
+        if keys.shared:
+            await self._state.remember("prefix", keys.shared, replica, self._ttl)
         if remembered not in load:  # new, or its owner is gone; a full owner keeps its prefix
             await self._state.remember("prefix", keys.prefix, replica, self._ttl)
             return Choice(by_id[replica], "prefix-new" if remembered is None else "prefix-moved")

@@ -44,6 +44,15 @@ def test_a_conversation_keeps_its_prefix_key_as_it_grows_and_conversations_diffe
     assert request_keys(b"not json", {}) == RequestKeys()
 
 
+def test_conversations_under_one_long_system_prompt_have_their_own_keys_and_share_one() -> None:
+    system = ("system", "You are the support desk of a large bank. " * 100)  # 4,300 characters
+    paris = request_keys(chat(system, ("user", "Tell me about Paris.")), {})
+    rome = request_keys(chat(system, ("user", "Tell me about Rome.")), {})
+    assert paris.prefix != rome.prefix
+    assert paris.shared == rome.shared != ""
+    assert request_keys(chat(("user", "hi")), {}).shared == ""  # nothing before the first user message
+
+
 def test_session_key_from_user_or_header() -> None:
     assert request_keys(chat(("user", "hi"), user="alice"), {}).session == "alice"
     assert request_keys(chat(("user", "hi"), user="alice"), {"x-session-id": "s-1"}).session == "s-1"
@@ -109,6 +118,28 @@ async def test_prefix_affinity_sends_a_conversation_back_to_its_replica_while_it
     for replica in hot:
         await b.release("m", endpoint(replica))
     assert await take(b, t, conversation) == first  # spills do not take the prefix from its owner
+
+
+async def test_a_new_conversation_prefers_its_system_prompts_replica_only_among_the_least_loaded() -> None:
+    b = balancer(queue_limit=0)
+    t = table(["r1", "r2", "r3"], slots=4, policy="prefix-affinity")
+    first = await take(b, t, RequestKeys(prefix="conversation-1", shared="system-A"))
+    await b.release("m", endpoint(first))
+    # All idle: the replica that served system prompt A wins the tie, whatever the ring says.
+    assert {
+        await _take_released(b, t, RequestKeys(prefix=f"c-{i}", shared="system-A")) for i in range(8)
+    } == {first}
+    busy = await take(b, t, RequestKeys(prefix="conversation-1", shared="system-A"))
+    assert busy == first  # now it has a request in flight…
+    assert (
+        await take(b, t, RequestKeys(prefix="c-new", shared="system-A")) != first
+    )  # …so a less loaded one wins
+
+
+async def _take_released(b: Balancer, t: RoutingTable, keys: RequestKeys) -> str:
+    replica = await take(b, t, keys)
+    await b.release("m", endpoint(replica))
+    return replica
 
 
 async def test_session_sticks_and_moves_only_when_its_replica_is_gone() -> None:
