@@ -55,8 +55,11 @@ class Reconciler:
                 if replica.node_id:
                     state.nodes[replica.node_id].desired_generation += 1
                 state.bump()
+        by_model: dict[str, list[ReplicaRecord]] = {}
+        for replica in state.replicas.values():
+            by_model.setdefault(replica.model, []).append(replica)
         for name, spec in state.models.items():
-            mine = [r for r in state.replicas.values() if r.model == name]
+            mine = by_model.get(name, [])
             for _ in range(spec.replicas - len(mine)):
                 replica_id = f"{name}-{uuid.uuid4().hex[:6]}"
                 state.replicas[replica_id] = ReplicaRecord(replica_id, name, spec)

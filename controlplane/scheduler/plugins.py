@@ -221,7 +221,6 @@ class FitsMemory:
         ctx: PlacementContext, curves: OffloadCurves, shape: Shape, gpu_free: np.ndarray, ram_free: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per node: the GPU layers it would take, and whether it can host the replica at all."""
-        top = len(curves.host) - 1
         if ctx.spec.gpu_layers != "auto":
             assert ctx.profile is not None
             g = shape.layers(ctx.profile, ctx.spec.gpu_layers)
@@ -232,8 +231,7 @@ class FitsMemory:
         cpu_ok = curves.host[0] <= ram_free
         if not shape.gpus:
             return np.zeros(len(ram_free), dtype=np.int64), cpu_ok
-        fits: np.ndarray = np.all(curves.device[None, 1:, :] <= gpu_free[:, None, :], axis=2)  # [node, g - 1]
-        most = np.where(np.any(fits, axis=1), top - np.argmax(fits[:, ::-1], axis=1), 0)
+        most = curves.most_layers(gpu_free)
         gpu_ok = (most > 0) & (curves.host[most] <= ram_free)
         return np.where(gpu_ok, most, 0), gpu_ok | cpu_ok
 

@@ -17,6 +17,8 @@ import functools
 import math
 from collections.abc import Iterable
 
+import numpy as np
+
 from llamafleet.fit.components import ContextParams
 from llamafleet.fit.forward_graph import DecoderGraph, GraphDims, GraphSpec, reserve_batches
 from llamafleet.fit.galloc import CPU_ALIGNMENT, GraphAllocator, own_bytes
@@ -52,7 +54,13 @@ def representative_layers(dims: GraphDims, layers: list[int]) -> list[int]:
 def kept_count(count: int, cycle: int) -> int:
     """How many of ``count`` consecutive layers ``representative_layers`` keeps: all up to three
     cycles, else the first cycle and the last ones, whole cycles dropped between (two or more stay)."""
-    return count if count <= 3 * cycle else count - (count - 2 * cycle) // cycle * cycle
+    return int(kept_counts(np.asarray(count), cycle))
+
+
+def kept_counts(counts: np.ndarray, cycle: int) -> np.ndarray:
+    """``kept_count`` for an array of counts."""
+    kept: np.ndarray = np.where(counts <= 3 * cycle, counts, counts - (counts - 2 * cycle) // cycle * cycle)
+    return kept
 
 
 @functools.lru_cache(maxsize=16384)

@@ -4,9 +4,9 @@
 plus mapped weights, as ``Estimate.host_bytes``) and each device's total (as
 ``DeviceEstimate.total_bytes``) that ``estimate`` would report with the layers split over the
 devices by ``shares``. It follows the same rules (llama.cpp's layer placement, the output layer
-first, KV beside its layer, each device's compute graph) with prefix sums and one matrix of
-layer → device per g; compute buffers are shared by every model of one shape, so a model's
-whole curve costs about what one estimate does.
+first, KV beside its layer, each device's compute graph) with prefix sums over each holder's
+layer range for every g (the ranges are shared by every model of one depth and split; compute
+buffers by every model of one shape), so a model's whole curve costs about what one estimate does.
 tests/unit/llamafleet/test_fit_curves.py checks it against ``estimate`` point by point.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llamafleet.fit.components import ContextParams, layer_kv_bytes, layer_weight_bytes, output_bytes
-from llamafleet.fit.compute import cycle_length, graph_dims, is_uniform, range_compute_bytes, uniform_range
+from llamafleet.fit.compute import cycle_length, graph_dims, is_uniform, kept_counts, range_compute_bytes
 from llamafleet.fit.estimate import GPU_RUNTIME_OVERHEAD
 from llamafleet.fit.forward_graph import GraphDims
 from llamafleet.fit.profile import ModelProfile
@@ -28,6 +28,28 @@ from llamafleet.fit.profile import ModelProfile
 class OffloadCurves:
     host: np.ndarray  # [n_layer + 2] (1 without devices): host bytes with g layers offloaded
     device: np.ndarray  # [n_layer + 2, devices]: each device's total bytes with g layers offloaded
+
+    def most_layers(self, gpu_free: np.ndarray) -> np.ndarray:
+        """Per row of ``gpu_free`` ([nodes, devices] free bytes), the largest g ≥ 1 whose memory fits
+        every device, else 0. Not a monotone search: compute buffers can make a larger g need less.
+        One device: the answer for a free size f is the largest g among the counts needing at most
+        f, read off the counts sorted by need (sorted once per curve)."""
+        if self.device.shape[1] == 1:
+            needs, largest = self._by_need
+            k = np.searchsorted(needs, gpu_free[:, 0], side="right")
+            one: np.ndarray = np.where(k > 0, largest[np.maximum(k - 1, 0)], 0)
+            return one
+        fits = np.all(self.device[None, 1:, :] <= gpu_free[:, None, :], axis=2)  # [node, g - 1]
+        top = len(self.device) - 1
+        most: np.ndarray = np.where(np.any(fits, axis=1), top - np.argmax(fits[:, ::-1], axis=1), 0)
+        return most
+
+    @functools.cached_property
+    def _by_need(self) -> tuple[np.ndarray, np.ndarray]:
+        """One device: its needs for g = 1 … sorted, and the largest g among the k smallest."""
+        need = self.device[1:, 0]
+        order = np.argsort(need, kind="stable")
+        return need[order], np.maximum.accumulate(order + 1)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -41,29 +63,62 @@ def _per_layer(profile: ModelProfile, params: ContextParams) -> tuple[np.ndarray
     return weights, kv
 
 
-def _placement(n: int, shares: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every g (0 … n + 1; only 0 without devices): g, whether each layer (n = the output
-    layer) is offloaded [g, layer], and the device it goes to [g, layer] (llama.cpp's split points)."""
+@dataclass(frozen=True)
+class _Split:
+    """Where every layer goes for each g = 0 … n + 1 (only 0 without devices): the host keeps layers
+    [0, start[g]) (n = the output layer), device d holds [first[g, d], stop[g, d]) (empty: equal) —
+    llama.cpp's split points. Ranges, so sums over them are differences of prefix sums."""
+
+    counts: np.ndarray  # [g]
+    start: np.ndarray  # [g]
+    first: np.ndarray  # [g, device]
+    stop: np.ndarray  # [g, device]
+
+
+@functools.lru_cache(maxsize=1024)
+def _split(n: int, shares: tuple[float, ...]) -> _Split:
     layers = np.arange(n + 1)
     counts = np.arange(n + 2 if shares else 1)
-    starts = n + 1 - counts  # first offloaded layer for each g
-    on_gpu = layers[None, :] >= starts[:, None]
-    if not shares:
-        return counts, on_gpu, np.zeros_like(on_gpu, dtype=np.int64)
-    points = np.cumsum(shares) / sum(shares)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        position = (layers[None, :] - starts[:, None]) / np.maximum(counts[:, None], 1)
-    device_of = np.minimum(np.searchsorted(points, position, side="right"), len(shares) - 1)
-    return counts, on_gpu, device_of
+    start = n + 1 - counts  # first offloaded layer for each g
+    first = np.zeros((len(counts), len(shares)), dtype=np.int64)
+    stop = np.zeros_like(first)
+    if shares:
+        points = np.cumsum(shares) / sum(shares)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            position = (layers[None, :] - start[:, None]) / np.maximum(counts[:, None], 1)
+        device_of = np.minimum(np.searchsorted(points, position, side="right"), len(shares) - 1)
+        on_gpu = layers[None, :] >= start[:, None]
+        for d in range(len(shares)):
+            mine = on_gpu & (device_of == d)  # contiguous per row
+            held = mine.any(1)
+            first[:, d] = np.where(held, mine.argmax(1), 0)
+            stop[:, d] = np.where(held, n + 1 - mine[:, ::-1].argmax(1), 0)
+    for array in (counts, start, first, stop):
+        array.setflags(write=False)
+    return _Split(counts, start, first, stop)
 
 
-def _ranges(held: np.ndarray, n: int) -> list[tuple[int, int, bool]]:
-    """Per row of ``held`` ([g, layer], contiguous): its blocks [first, stop) and whether it has
-    the output layer (layer n)."""
-    any_held = held.any(1)
-    first = np.where(any_held, held.argmax(1), 0)
-    stop = np.where(any_held, held.shape[1] - held[:, ::-1].argmax(1), 0)
-    return [(int(f), int(min(s, n)), bool(s > n)) for f, s in zip(first, stop, strict=True)]
+def _prefix(values: np.ndarray) -> np.ndarray:
+    """Prefix sums with a leading 0: the sum over layers [a, b) is p[b] - p[a]."""
+    return np.concatenate(([0.0], np.cumsum(values)))
+
+
+def _buffers(
+    dims: GraphDims, params: ContextParams, first: np.ndarray, stop: np.ndarray, has_input: bool
+) -> np.ndarray:
+    """The compute buffer of a holder of layers [first, stop) (n = the output layer), per row; each
+    distinct graph once. Blocks all alike: ranges canonical first (as ``canonical_range``), which
+    leaves a handful of distinct ones."""
+    n = dims.n_layer
+    has_output = stop > n
+    stop = np.where(stop > first, np.minimum(stop, n), 0)
+    first = np.where(stop > 0, first, 0)
+    if is_uniform(dims):
+        kept = kept_counts(stop - first, cycle_length(dims.swa_layers))
+        first, stop = np.where(stop == n, n - kept, 0), np.where(stop == n, n, kept)
+    rows, inverse = np.unique(np.stack([first, stop, has_output], axis=1), axis=0, return_inverse=True)
+    sizes = [range_compute_bytes(dims, params, int(f), int(s), bool(o), has_input) for f, s, o in rows]
+    return np.array(sizes, dtype=np.float64)[inverse.reshape(-1)]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -73,21 +128,11 @@ def _compute_by_count(
     """Compute buffers for every g: the host's [g] and each device's [g, device]. Shared by every
     model of one shape (weights do not enter the graph); each distinct graph is replayed once."""
     n = dims.n_layer
-    counts, on_gpu, device_of = _placement(n, shares)
-    known: dict[tuple[int, int, bool, bool], int] = {}
-    uniform, cycle = is_uniform(dims), cycle_length(dims.swa_layers)
-
-    def compute(first: int, stop: int, has_output: bool, has_input: bool) -> int:
-        canonical = uniform_range(n, cycle, first, stop) if uniform else (first, stop)
-        key = (*canonical, has_output, has_input)
-        if key not in known:
-            known[key] = range_compute_bytes(dims, params, first, stop, has_output, has_input)
-        return known[key]
-
-    host = np.array([compute(f, s, out, True) for f, s, out in _ranges(~on_gpu, n)], dtype=np.float64)
-    device = np.zeros((len(counts), len(shares)))
+    split = _split(n, shares)
+    host = _buffers(dims, params, np.zeros_like(split.start), split.start, has_input=True)
+    device = np.zeros((len(split.counts), len(shares)))
     for d in range(len(shares)):
-        device[:, d] = [compute(f, s, out, False) for f, s, out in _ranges(on_gpu & (device_of == d), n)]
+        device[:, d] = _buffers(dims, params, split.first[:, d], split.stop[:, d], has_input=False)
     for array in (host, device):
         array.setflags(write=False)
     return host, device
@@ -112,29 +157,23 @@ def offload_curves(
     for kind, layer, size in profile.repack_candidates:
         if kind in repack and layer <= n:
             repacked[layer] += size
-    counts, on_gpu, device_of = _placement(n, shares)
+    split = _split(n, shares)
+    held = _prefix(weights + kv)  # what a layer's holder keeps: its weights and its KV
 
     # host: input layer, CPU layers' weights (+ the repacked copy when mapped), KV, compute, output
-    cpu = ~on_gpu
-    host = profile.input_weight_bytes + (cpu * weights).sum(1) + (cpu[:, :n] * kv[:n]).sum(1)
+    host = profile.input_weight_bytes + held[split.start]
     if use_mmap:
-        host = host + (cpu * repacked).sum(1)
+        host = host + _prefix(repacked)[split.start]
     host_compute, device_compute = _compute_by_count(graph_dims(profile), params, shares)
     host = host + host_compute + output_bytes(profile, params)
 
     host.setflags(write=False)
     if not shares:
         return OffloadCurves(host, np.zeros((1, 0)))
-    device = np.zeros((len(counts), len(shares)))
-    for d, kind in enumerate(kinds):
-        mine = on_gpu & (device_of == d)
-        total = (mine * weights).sum(1) + (mine[:, :n] * kv[:n]).sum(1)
-        holds_output = mine[:, n]
-        if profile.tied_output:
-            total = total + np.where(holds_output, profile.token_embd_bytes, 0)
-        total = total + device_compute[:, d]
-        if kind == "gpu":
-            total = total + np.where(counts > 0, GPU_RUNTIME_OVERHEAD, 0)
-        device[:, d] = total
+    device = held[split.stop] - held[split.first] + device_compute
+    if profile.tied_output:
+        device = device + np.where(split.stop > n, profile.token_embd_bytes, 0)
+    gpus = np.array([kind == "gpu" for kind in kinds])
+    device = device + np.where((split.counts[:, None] > 0) & gpus[None, :], GPU_RUNTIME_OVERHEAD, 0)
     device.setflags(write=False)
     return OffloadCurves(host, device)

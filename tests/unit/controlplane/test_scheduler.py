@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -15,6 +16,7 @@ from controlplane.scheduler.framework import WAITING, Scheduler
 from controlplane.scheduler.placement import Placed, Unplaceable
 from controlplane.scheduler.profile import SchedulerProfile, load_profile
 from llamafleet.core.errors import InvalidRequest
+from llamafleet.fit.curves import OffloadCurves
 from tests.support.machines import machine_types, node_from
 from tests.support.profiles import llama_like
 
@@ -231,3 +233,18 @@ def test_bad_profiles_are_refused_at_start_with_what_is_wrong(tmp_path: Path, te
 
 def test_the_default_profile_loads_without_a_file() -> None:
     assert load_profile(None) == SchedulerProfile()
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_most_gpu_layers_that_fit_is_the_largest_fitting_count_even_where_curves_dip(gpus: int) -> None:
+    # Compute buffers can make a device need less at a larger g, so "the most layers that fit" is
+    # not a monotone search; the one-GPU shortcut (sorted needs) must agree with checking every g.
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        top = int(rng.integers(1, 90))
+        device = np.sort(rng.integers(0, 1000, (top, gpus)), axis=0) + rng.integers(-40, 40, (top, gpus))
+        free = rng.integers(-10, 1100, (40, gpus)).astype(float)
+        every_g = np.all(device[None, :, :] <= free[:, None, :], axis=2)
+        expected = [max((g + 1 for g in np.flatnonzero(row)), default=0) for row in every_g]
+        curves = OffloadCurves(np.zeros(top + 1), np.vstack([np.zeros((1, gpus)), device]).astype(float))
+        assert curves.most_layers(free).tolist() == expected
