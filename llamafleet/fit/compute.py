@@ -95,28 +95,31 @@ def range_compute_bytes(
 ) -> int:
     """The compute buffer of a device running blocks [first, stop) (+ the output / input layer)."""
     first, stop = canonical_range(dims, first, stop)
-    return _range_bytes(dims, params, first, stop, has_output, has_input)
+    return canonical_range_bytes(dims, params, first, stop, has_output, has_input)
 
 
 def canonical_range(dims: GraphDims, first: int, stop: int) -> tuple[int, int]:
     """A range with the same compute buffer as blocks [first, stop): when every block has the same
     graph only how many a device runs matters (and whether the model's last is among them), and
     beyond two cycles only the count modulo the cycle (as ``representative_layers`` keeps)."""
+    firsts, stops = canonical_ranges(dims, np.asarray(first), np.asarray(stop))
+    return int(firsts), int(stops)
+
+
+def canonical_ranges(dims: GraphDims, first: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``canonical_range`` for arrays of ranges."""
     if not is_uniform(dims):
         return first, stop
-    return uniform_range(dims.n_layer, cycle_length(dims.swa_layers), first, stop)
-
-
-def uniform_range(n_layer: int, cycle: int, first: int, stop: int) -> tuple[int, int]:
-    """``canonical_range`` for a model whose blocks are all alike, with its cycle length."""
-    count = kept_count(stop - first, cycle)
-    return (n_layer - count, n_layer) if stop == n_layer else (0, count)
+    n = dims.n_layer
+    count = kept_counts(stop - first, cycle_length(dims.swa_layers))
+    return np.where(stop == n, n - count, 0), np.where(stop == n, n, count)
 
 
 @functools.lru_cache(maxsize=65536)
-def _range_bytes(
+def canonical_range_bytes(
     dims: GraphDims, params: ContextParams, first: int, stop: int, has_output: bool, has_input: bool
 ) -> int:
+    """``range_compute_bytes`` for a range already canonical (``canonical_range(s)``)."""
     layers = representative_layers(dims, list(range(first, stop)))
     return _reserved_bytes(GraphSpec.of(dims, params, layers, has_output, has_input), params)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llamafleet.fit.components import ContextParams, layer_kv_bytes, layer_weight_bytes, output_bytes
-from llamafleet.fit.compute import cycle_length, graph_dims, is_uniform, kept_counts, range_compute_bytes
+from llamafleet.fit.compute import canonical_range_bytes, canonical_ranges, graph_dims
 from llamafleet.fit.estimate import GPU_RUNTIME_OVERHEAD
 from llamafleet.fit.forward_graph import GraphDims
 from llamafleet.fit.profile import ModelProfile
@@ -107,17 +107,14 @@ def _buffers(
     dims: GraphDims, params: ContextParams, first: np.ndarray, stop: np.ndarray, has_input: bool
 ) -> np.ndarray:
     """The compute buffer of a holder of layers [first, stop) (n = the output layer), per row; each
-    distinct graph once. Blocks all alike: ranges canonical first (as ``canonical_range``), which
-    leaves a handful of distinct ones."""
+    distinct graph once. Ranges are made canonical first (``canonical_ranges``), which for blocks
+    all alike leaves a handful of distinct ones."""
     n = dims.n_layer
     has_output = stop > n
     stop = np.where(stop > first, np.minimum(stop, n), 0)
-    first = np.where(stop > 0, first, 0)
-    if is_uniform(dims):
-        kept = kept_counts(stop - first, cycle_length(dims.swa_layers))
-        first, stop = np.where(stop == n, n - kept, 0), np.where(stop == n, n, kept)
+    first, stop = canonical_ranges(dims, np.where(stop > 0, first, 0), stop)
     rows, inverse = np.unique(np.stack([first, stop, has_output], axis=1), axis=0, return_inverse=True)
-    sizes = [range_compute_bytes(dims, params, int(f), int(s), bool(o), has_input) for f, s, o in rows]
+    sizes = [canonical_range_bytes(dims, params, int(f), int(s), bool(o), has_input) for f, s, o in rows]
     return np.array(sizes, dtype=np.float64)[inverse.reshape(-1)]
 
 

@@ -223,7 +223,7 @@ class Batcher:
         slot, donor, n_keep = choice.slot, choice.donor, choice.reuse
         if donor is not None:
             self._model.copy_seq(donor.id, slot.id)  # done by llama.cpp before the next decode
-            slot.cached = donor.cached[:n_keep]
+            slot.cached = donor.cached  # cut to n_keep below
             self._metrics.prompt_cache_copies.inc()
         if not self._model.keep_prefix(slot.id, n_keep):
             self._model.clear_seq(slot.id)
