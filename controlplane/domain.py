@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from llamafleet.fit.profile import ModelProfile
@@ -24,7 +25,9 @@ class ModelSpec(BaseModel):
     replicas: int = Field(default=1, ge=0, le=1000)
     context_length: int = Field(default=2048, ge=64, le=1_048_576, description="Tokens per slot")
     parallel_slots: int = Field(default=4, ge=1, le=256, description="Sequences batched together (slots)")
-    gpu_layers: int | Literal["auto"] = Field(default="auto", description="'auto' or a layer count (-1: all)")
+    gpu_layers: Annotated[int, Field(ge=-1)] | Literal["auto"] = Field(
+        default="auto", description="'auto' (the most that fit) or a layer count (-1: all)"
+    )
     threads: int = Field(default=0, ge=0, le=1024, description="CPU threads (0: the agent decides)")
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings from this model")
     adapters: tuple[AdapterRef, ...] = Field(default=(), description="LoRA adapters loaded at start")
@@ -41,6 +44,22 @@ class ModelSpec(BaseModel):
         default=None,
         description="How gateways pick a replica per request (default: the gateway's --balancer)",
     )
+
+    # The same rules are CEL `x-kubernetes-validations` in the CRD (controlplane/operator/crd.py),
+    # so the API server rejects what a models file would.
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> ModelSpec:
+        if self.allow_split and self.gpu_layers not in ("auto", -1):
+            raise ValueError(SPLIT_NEEDS_ALL_LAYERS)
+        names = [a.name for a in self.adapters]
+        if len(names) != len(set(names)):
+            raise ValueError("adapter names must be unique")
+        return self
+
+
+SPLIT_NEEDS_ALL_LAYERS = (
+    "allowSplit needs gpuLayers 'auto' or -1: a split places every layer on some node's devices"
+)
 
 
 class AdapterRef(BaseModel):
@@ -79,6 +98,7 @@ class NodeRecord:
         0  # the desired-sources list its cached_models answer (ClusterState.sources_version)
     )
     models_reported: bool = False  # its cached_models answer the current list: a source it lacks, it lacks
+    running: dict[str, ReplicaReport] = field(default_factory=dict)  # every replica it reports, by id
 
 
 @dataclass(frozen=True)
@@ -129,6 +149,7 @@ class ReplicaReport:
     error: str
     message: str
     adapters: tuple[str, ...] = ()
+    spec: Assignment | None = None  # what it runs; None from agents that predate adoption
 
 
 @dataclass(frozen=True)
@@ -174,6 +195,23 @@ class Assignment:
     n_threads: int
     embeddings: bool = False
     adapters: tuple[AdapterRef, ...] = ()
+
+    def runs(self, spec: ModelSpec) -> bool:
+        """Whether a replica running this assignment serves ``spec`` as it is (adoption)."""
+        layers_ok = spec.gpu_layers == "auto" or spec.gpu_layers == self.n_gpu_layers
+        mine = [(a.name, a.path) for a in self.adapters]
+        theirs = [(a.name, a.path) for a in spec.adapters]
+        scales_ok = all(  # scales travel as float32
+            math.isclose(a.scale, b.scale, rel_tol=1e-6)
+            for a, b in zip(self.adapters, spec.adapters, strict=False)
+        )
+        return (
+            layers_ok and mine == theirs and scales_ok
+            and (self.model, self.source, self.sha256, self.context_length, self.parallel_slots,
+                 self.n_threads, self.embeddings)
+            == (spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
+                spec.threads, spec.embeddings)
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -221,6 +259,7 @@ class ModelRoute:
 class RoutingTable:
     version: int = 0
     models: dict[str, ModelRoute] = field(default_factory=dict)
+    settling: bool = False  # a control plane just started: endpoints may still be missing
 
     def ready_endpoints(self, model: str, adapter: str | None = None) -> list[Endpoint]:
         route = self.models.get(model)

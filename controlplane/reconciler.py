@@ -30,8 +30,10 @@ class Reconciler:
 
     async def run(self, stop: asyncio.Event) -> None:
         seen = -1
+        settled = False
         while not stop.is_set():
-            if self._state.version != seen:
+            if self._state.version != seen or self._state.settled != settled:
+                settled = self._state.settled
                 self.reconcile()
                 seen = self._state.version
             waiter = asyncio.ensure_future(self._state.wait_changed(seen, self._tick_s))
@@ -73,7 +75,8 @@ class Reconciler:
                     log.info("model %s scaled down: removing replica %s", name, replica.replica_id)
                     state.unbind(replica.replica_id, remove=True)
         self._replace_failed()
-        self._place_pending()
+        if state.settled:  # before: agents may still bring back replicas to adopt
+            self._place_pending()
 
     def _replace_failed(self) -> None:
         """A replica whose engine failed for good on a node is placed again, on another node if one fits."""

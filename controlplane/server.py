@@ -1,4 +1,9 @@
-"""The control-plane process: state, desired-state source, reconciler and the gRPC server, under one stop."""
+"""The control-plane process: state, desired-state source, reconciler and the gRPC server, under one stop.
+
+With ``--source kubernetes`` it first wins the leader Lease; only the leader serves agents and
+gateways, reconciles and writes status, and ``/readyz`` answers 200 only there, so a Service
+routes to the leader. Losing the Lease ends the process (Kubernetes restarts it as a follower).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,23 @@ import asyncio
 import logging
 
 import grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, start_http_server
 
 from controlplane.agents.servicer import AgentServicer
 from controlplane.api.servicer import ClusterServicer
 from controlplane.desired.model_file import ModelFileSource
 from controlplane.metrics import ControlPlaneMetrics
+from controlplane.operator.kube import Kube
+from controlplane.operator.leader import LeaderElector
+from controlplane.operator.operator import ModelOperator
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler
 from controlplane.scheduler.profile import load_profile
 from controlplane.settings import ControlPlaneSettings
 from controlplane.state.cluster import ClusterState
+from llamafleet.core.http_server import serve_until
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 
@@ -26,35 +37,107 @@ log = logging.getLogger(__name__)
 class ControlPlane:
     def __init__(self, settings: ControlPlaneSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
-        self.state = ClusterState()
+        self.state = ClusterState(settle_s=settings.settle_s)
         self.registry = registry or CollectorRegistry()
+        self.serving = False  # gRPC is up and this process acts (the leader, in Kubernetes mode)
+        self.role = "starting"
+        self.operator: ModelOperator | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
-        server = grpc.aio.server()
+        metrics = ControlPlaneMetrics(self.registry)
+        if settings.metrics_port:
+            start_http_server(settings.metrics_port, registry=self.registry)
+        async with asyncio.TaskGroup() as group:
+            if settings.http_port:
+                group.create_task(self._probes(stop), name="probes")
+            if settings.source == "kubernetes":
+                await self._lead(stop, metrics, group)
+            else:
+                await self._serve(stop, metrics, None)
+
+    async def _lead(
+        self, stop: asyncio.Event, metrics: ControlPlaneMetrics, group: asyncio.TaskGroup
+    ) -> None:
+        kube = Kube(self.settings.kubernetes)
+        log.info("Kubernetes API at %s", kube.server)
+        elector = LeaderElector(kube, self.settings.kubernetes)
+        try:
+            self.role = "follower"
+            if not await elector.acquire(stop):
+                return
+            self.role = "leader"
+            holder = group.create_task(elector.hold(stop), name="leader-lease")
+            self.operator = ModelOperator(kube, self.state, self.settings.kubernetes)
+            serving = asyncio.ensure_future(self._serve(stop, metrics, self.operator))
+            await asyncio.wait({holder, serving}, return_when=asyncio.FIRST_COMPLETED)
+            if holder.done() and not serving.done():  # lost the Lease: stop acting at once
+                self.serving = False
+                serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            await holder
+            serving.result()
+        finally:
+            self.serving = False
+            await elector.release()
+            kube.close()
+
+    async def _serve(
+        self, stop: asyncio.Event, metrics: ControlPlaneMetrics, operator: ModelOperator | None
+    ) -> None:
+        settings = self.settings
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(self.state, settings.status_interval_s), server
         )
         cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(self.state, stop), server)
+        # No SO_REUSEPORT: a second control plane on the same port must fail, not share it.
         bound = server.add_insecure_port(settings.address)
         if bound == 0:
             raise OSError(f"cannot bind the control plane's gRPC port {settings.address} (in use?)")
         await server.start()
+        self.serving = True
         log.info("control plane listening for agents and gateways on %s", settings.address)
-        metrics = ControlPlaneMetrics(self.registry)
-        if settings.metrics_port:
-            start_http_server(settings.metrics_port, registry=self.registry)
         scheduler = Scheduler(load_profile(settings.scheduler_profile), metrics)
         reconciler = Reconciler(self.state, scheduler, settings.node_grace_s)
         try:
             async with asyncio.TaskGroup() as group:
-                if settings.models is not None:
+                if operator is not None:
+                    group.create_task(operator.run(stop), name="model-operator")
+                elif settings.models is not None:
                     group.create_task(
                         ModelFileSource(settings.models, self.state).run(stop), name="models-file"
                     )
                 else:
                     log.warning("no --models file: the control plane has no desired models")
+                    self.state.set_models([])
                 group.create_task(reconciler.run(stop), name="reconciler")
         finally:
+            self.serving = False
             # Give streams a moment to end cleanly; agents reconnect to the next control plane.
             await server.stop(grace=2.0)
+
+    async def _probes(self, stop: asyncio.Event) -> None:
+        """/healthz (alive), /readyz (serving: the leader, in Kubernetes mode), /metrics."""
+        app = FastAPI(title="llamafleet control plane", docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.get("/healthz")
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "role": self.role}
+
+        @app.get("/readyz")
+        async def readyz() -> JSONResponse:
+            body = {"role": self.role, "settled": self.state.settled, "models": len(self.state.models)}
+            if not self.serving:
+                return JSONResponse({"status": "not serving", **body}, 503)
+            return JSONResponse({"status": "ok", **body})
+
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+        settings = self.settings
+        if not await serve_until(app, settings.http_host, settings.http_port, stop):
+            raise OSError(
+                f"cannot listen on {settings.http_host}:{settings.http_port} for /healthz (in use?)"
+            )

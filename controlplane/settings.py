@@ -2,13 +2,58 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 
+def _identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class KubernetesSettings(BaseModel):
+    """`Model` resources as desired state, status written back, Lease leader election (source: kubernetes)."""
+
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="kubeconfig file (default: the pod's service account in a cluster, else ~/.kube/config)",
+    )
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces whose Models are served (default: all namespaces)"
+    )
+    lease_namespace: str = Field(
+        default="default", description="Namespace of the leader-election Lease (the control plane's own)"
+    )
+    lease_name: str = Field(
+        default="llamafleet-controlplane", description="Name of the leader-election Lease"
+    )
+    identity: str = Field(
+        default_factory=_identity, description="This process's name in the Lease (default: hostname-pid)"
+    )
+    lease_duration_s: float = Field(
+        default=10.0, description="Seconds a leader's Lease lasts unrenewed; a follower takes over after it"
+    )
+    renew_deadline_s: float = Field(
+        default=7.0, description="Seconds the leader keeps trying to renew before it steps down (and exits)"
+    )
+    retry_period_s: float = Field(default=2.0, description="Seconds between Lease renewals and acquire tries")
+    drain_grace_s: float = Field(
+        default=30.0,
+        description="Seconds a deleted Model waits for its replicas to stop before its finalizer is removed",
+    )
+    api_workers: int = Field(default=8, ge=1, le=64, description="Kubernetes API calls in flight at once")
+
+
 class ControlPlaneSettings(BaseModel):
     """Desired state, the agents' gRPC endpoint, node liveness."""
+
+    source: Literal["file", "kubernetes"] = Field(
+        default="file",
+        description="file: models from --models FILE; kubernetes: from Model resources (leader-elected)",
+    )
 
     grpc_host: str = Field(
         default="127.0.0.1", description="Address the gRPC server (agents, gateways) binds to"
@@ -25,6 +70,17 @@ class ControlPlaneSettings(BaseModel):
         "docs/SCHEDULER.md)",
     )
     metrics_port: int = Field(default=0, description="Port for Prometheus /metrics (0: off)")
+    http_port: int = Field(
+        default=0,
+        description="Port for /healthz and /readyz (ready: serving as the leader) and /metrics (0: off)",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address the /healthz, /readyz port binds to")
+    settle_s: float = Field(
+        default=15.0,
+        description="Seconds a starting control plane waits for agents to bring back running replicas "
+        "before it places new ones (ends early once the expected nodes are back)",
+    )
+    kubernetes: KubernetesSettings = KubernetesSettings()
 
     @property
     def address(self) -> str:

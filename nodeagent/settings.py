@@ -48,7 +48,11 @@ class UplinkSettings(BaseModel):
 
     controlplane: str = Field(default="127.0.0.1:50051", description="Control plane gRPC address (host:port)")
     reconnect_backoff_initial_s: float = Field(default=0.5, description="First reconnect delay")
-    reconnect_backoff_max_s: float = Field(default=10.0, description="Longest reconnect delay")
+    reconnect_backoff_max_s: float = Field(
+        default=4.0,
+        description="Longest reconnect delay (keep it under the control plane's --settle-s, so a new "
+        "leader sees this node back before it places anything)",
+    )
     status_interval_s: float = Field(
         default=5.0, description="Seconds between Status reports when nothing changes (Welcome may override)"
     )

@@ -6,6 +6,7 @@ from dataclasses import fields
 from typing import Any
 
 from controlplane.domain import (
+    AdapterRef,
     Assignment,
     CachedModelInfo,
     NodeHello,
@@ -44,6 +45,22 @@ def replica_report(status: pb.ReplicaStatus) -> ReplicaReport:
         error=_ERRORS.get(status.error, ""),
         message=status.message,
         adapters=tuple(status.adapters),
+        spec=replica_spec(status.spec) if status.HasField("spec") else None,
+    )
+
+
+def replica_spec(spec: pb.ReplicaSpec) -> Assignment:
+    return Assignment(
+        replica_id=spec.replica_id,
+        model=spec.model,
+        source=spec.source,
+        sha256=spec.sha256,
+        context_length=spec.context_length,
+        parallel_slots=spec.parallel_slots,
+        n_gpu_layers=spec.n_gpu_layers,
+        n_threads=spec.n_threads,
+        embeddings=spec.embeddings,
+        adapters=tuple(AdapterRef(name=a.name, path=a.path, scale=a.scale) for a in spec.adapters),
     )
 
 

@@ -78,7 +78,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 watched = self._state.sources_version
                 await context.write(convert.watch_models(self._state.sources, watched))
             generation, desired = self._state.assignments_for(node_id)
-            for replica_id in [r for r in sent if r not in desired]:
+            # Until the state settles, replicas this node runs that nobody claimed yet may still be
+            # adopted: unassign nothing before that (a new leader must never stop a serving engine).
+            settled = self._state.settled
+            for replica_id in [r for r in sent if r not in desired and settled]:
                 await context.write(convert.unassign(generation, replica_id))
                 del sent[replica_id]
             for replica_id, assignment in desired.items():
@@ -86,7 +89,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     await context.write(convert.assign(generation, assignment))
                     sent[replica_id] = assignment
             seen = self._state.version
-            waiter = asyncio.ensure_future(self._state.wait_changed(seen))
+            waiter = asyncio.ensure_future(self._state.wait_changed(seen, None if settled else 1.0))
             ender = asyncio.ensure_future(ended.wait())
             await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()

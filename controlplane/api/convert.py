@@ -67,6 +67,7 @@ def estimate_to_pb(rec: Recommendation, est: Estimate) -> pb.NodeFit:
 def routing_table_to_pb(table: RoutingTable) -> pb.RoutingTable:
     return pb.RoutingTable(
         version=table.version,
+        settling=table.settling,
         models=[
             pb.ModelRoute(
                 model=route.model,
@@ -107,7 +108,7 @@ def routing_table_from_pb(message: pb.RoutingTable) -> RoutingTable:
             fit_error=error,
             balancer=m.balancer,
         )
-    return RoutingTable(version=message.version, models=models)
+    return RoutingTable(version=message.version, models=models, settling=message.settling)
 
 
 def node_to_pb(node: NodeRecord, replicas: int) -> pb.Node:

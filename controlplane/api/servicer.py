@@ -30,7 +30,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         seen = -1
         while not self._stop.is_set():
             table = self._with_fit(self._state.routing_table())
-            if last is None or table.models != last.models:
+            if last is None or table.models != last.models or table.settling != last.settling:
                 yield convert.routing_table_to_pb(table)
                 last = table
             seen = self._state.version

@@ -50,6 +50,15 @@ class GatewayMetrics:
             "Requests refused while all replicas were busy (queue_full: 429, queue_timeout: 503)",
             ["model", "why"], registry=registry,
         )  # fmt: skip
+        self.controlplane_connected = Gauge(
+            "llamafleet_gateway_controlplane_connected",
+            "1 while the routing-table stream from the control plane is up and settled", registry=registry,
+        )  # fmt: skip
+        self.routes_stale = Gauge(
+            "llamafleet_gateway_routing_table_stale",
+            "1 while serving from the last routing table because the control plane is unreachable",
+            registry=registry,
+        )  # fmt: skip
         self.retries = Counter(
             "llamafleet_gateway_retries_total", "Requests retried on another replica before the first byte",
             ["model"], registry=registry,

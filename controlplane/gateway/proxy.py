@@ -86,7 +86,7 @@ class EngineProxy:
 
     def _resolve(self, model: str) -> tuple[str, str | None]:
         """The model and LoRA adapter a client's model name asks for (``base`` or ``base:adapter``)."""
-        if not self._routing.synced:
+        if not self._routing.has_table:
             raise Unavailable("the gateway has no routing table yet (control plane unreachable)", 1)
         resolved = self._routing.table.resolve(model)
         if resolved is None:

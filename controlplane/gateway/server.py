@@ -25,11 +25,12 @@ class Gateway:
         self.settings = settings
         self.registry = registry
         self.client = ClusterClient(settings.controlplane)
-        self.routing = RoutingView(self.client, settings.gateway_id)
+        self.metrics = GatewayMetrics(registry)
+        self.routing = RoutingView(self.client, settings.gateway_id, self.metrics)
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
-        metrics = GatewayMetrics(self.registry)
+        metrics = self.metrics
         state = await open_state(settings.redis_url, settings.gateway_id)
         balancer = Balancer(
             state, metrics, settings.balancer, settings.queue_limit, settings.queue_timeout_s,

@@ -37,7 +37,7 @@ _sessions = itertools.count(1)
 
 
 class ClusterState:
-    def __init__(self) -> None:
+    def __init__(self, settle_s: float = 15.0) -> None:
         self.nodes: dict[str, NodeRecord] = {}
         self.models: dict[str, ModelSpec] = {}
         self.models_error: str = ""
@@ -49,6 +49,13 @@ class ClusterState:
         self.created: dict[str, int] = {}
         self.version = 0
         self._changed = asyncio.Event()
+        # Adoption: a control plane that starts (a restart, a new leader) first takes over the replicas
+        # agents already run. Nothing is placed, unassigned or published as final until it has the
+        # desired state and the agents had their chance to reconnect (docs/KUBERNETES.md, failover).
+        self.desired_synced = False  # a desired-state source has delivered a complete set of models
+        self.expected_nodes: frozenset[str] = frozenset()  # nodes the last leader placed replicas on
+        self._settle_s = settle_s
+        self._started = time.monotonic()
 
     # --- change notification -------------------------------------------------------------
     def bump(self) -> None:
@@ -64,9 +71,23 @@ class ClusterState:
                 await asyncio.wait_for(self._changed.wait(), wait_s)
         return self.version
 
+    @property
+    def settled(self) -> bool:
+        """Agents had their chance to report what they run: placement and unassignment may start."""
+        if not self.desired_synced:
+            return False
+        connected = {n.node_id for n in self.nodes.values() if n.connected}
+        # With nothing known to wait for, the first agent is enough.
+        everyone_back = self.expected_nodes <= connected if self.expected_nodes else bool(connected)
+        return everyone_back or time.monotonic() - self._started >= self._settle_s
+
     # --- desired models ------------------------------------------------------------------
     def set_models(self, specs: Iterable[ModelSpec], error: str = "") -> None:
+        """The complete desired set. With ``error``: the source is broken and these are the last good ones."""
         new = {spec.name: spec for spec in specs}
+        if not error and not self.desired_synced:
+            self.desired_synced = True
+            self.bump()
         now = int(time.time())
         for name in new:
             self.created.setdefault(name, now)
@@ -80,6 +101,7 @@ class ClusterState:
                 for node in self.nodes.values():
                     node.models_reported = node.watched_version >= self.sources_version
             self.bump()
+        self._adopt_all()
 
     # --- nodes ---------------------------------------------------------------------------
     def node_connected(self, hello: NodeHello) -> int:
@@ -141,8 +163,12 @@ class ClusterState:
         self.bump()
 
     def _apply_reports(self, node_id: str, reports: Iterable[ReplicaReport]) -> None:
-        for report in reports:
+        node = self.nodes[node_id]
+        node.running = {r.replica_id: r for r in reports}
+        for report in node.running.values():
             replica = self.replicas.get(report.replica_id)
+            if replica is None and self._adopt(node_id, report):
+                continue
             if replica is None or replica.node_id != node_id:
                 continue  # not ours (any more): the agent stream unassigns it
             if replica.phase != report.phase:
@@ -159,6 +185,37 @@ class ClusterState:
             replica.error = report.error
             replica.message = report.message
             replica.adapters = report.adapters
+
+    def _adopt_all(self) -> None:
+        for node in self.nodes.values():
+            if node.connected:
+                for report in node.running.values():
+                    self._adopt(node.node_id, report)
+
+    def _adopt(self, node_id: str, report: ReplicaReport) -> bool:
+        """Take over a replica an agent runs when it serves a desired model as specified; True if taken."""
+        if not self.desired_synced or report.spec is None or report.replica_id in self.replicas:
+            return False
+        spec = self.models.get(report.model)
+        if spec is None or report.phase in (ReplicaPhase.FAILED, ReplicaPhase.STOPPING):
+            return False
+        if not report.spec.runs(spec):
+            return False
+        mine = [r for r in self.replicas.values() if r.model == spec.name]
+        if sum(1 for r in mine if r.node_id) >= spec.replicas:
+            return False
+        spare = next((r for r in mine if r.node_id is None), None)
+        if len(mine) >= spec.replicas and spare is not None:
+            del self.replicas[spare.replica_id]  # a pending replica made before the agent was back
+        self.replicas[report.replica_id] = ReplicaRecord(
+            report.replica_id, spec.name, spec, node_id=node_id, phase=report.phase,
+            endpoint=report.endpoint, restarts=report.restarts, error=report.error, message=report.message,
+            adapters=report.adapters, n_gpu_layers=report.spec.n_gpu_layers,
+        )  # fmt: skip
+        log.info("adopted replica %s of %s running on node %s (%s): no restart",
+                 report.replica_id, spec.name, node_id, report.phase.value)  # fmt: skip
+        self.bump()
+        return True
 
     # --- placements (the reconciler writes these) ----------------------------------------
     def bind(
@@ -222,7 +279,7 @@ class ClusterState:
                 self.created.get(name, 0),
                 balancer=spec.balancer or "",
             )
-        return RoutingTable(self.version, routes)
+        return RoutingTable(self.version, routes, settling=not self.settled)
 
     def model_views(self) -> list[ModelStatusView]:
         return [self._model_view(spec) for spec in self.models.values()]

@@ -20,8 +20,7 @@ from llamafleet.cli.settings import (
     UpSettings,
 )
 from llamafleet.core import logs
-from llamafleet.core.errors import LlamafleetError
-from llamafleet.core.lifecycle import install_stop_signals, run_until_stopped
+from llamafleet.core.lifecycle import first_known_error, install_stop_signals, run_until_stopped
 from llamafleet.core.settings_cli import add_settings_arguments, settings_from_args
 
 log = logging.getLogger("llamafleet")
@@ -160,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return asyncio.run(_dispatch(args))
-    except LlamafleetError as exc:
-        print(f"llamafleet: {exc.message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"llamafleet: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        known = first_known_error(exc)
+        if known is None:
+            raise
+        print(f"llamafleet: {getattr(known, 'message', known)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,20 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
+def first_known_error(exc: BaseException) -> BaseException | None:
+    """The first error we raise on purpose (or an OSError) inside ``exc`` and its exception groups."""
+    from llamafleet.core.errors import LlamafleetError
+
+    if isinstance(exc, LlamafleetError | OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = first_known_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 async def run_until_stopped(runners: dict[str, Runner], stop: asyncio.Event, grace_seconds: float) -> None:
     """Run named long-lived parts in one TaskGroup until ``stop`` is set or one of them fails.
 
@@ -40,8 +54,12 @@ async def run_until_stopped(runners: dict[str, Runner], stop: asyncio.Event, gra
             await runner(stop)
         except asyncio.CancelledError:
             raise
-        except BaseException:
-            log.exception("%s failed; stopping the process", name)
+        except BaseException as exc:
+            known = first_known_error(exc)
+            if known is not None:  # said in one line; main() prints it and exits non-zero
+                log.error("%s: %s; stopping the process", name, getattr(known, "message", known))
+            else:
+                log.exception("%s failed; stopping the process", name)
             stop.set()
             raise
 

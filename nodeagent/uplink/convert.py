@@ -54,6 +54,22 @@ def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
         pid=state.pid,
         generation=state.generation,
         adapters=list(state.adapters),
+        spec=replica_spec_to_pb(state.spec),
+    )
+
+
+def replica_spec_to_pb(spec: ReplicaSpec) -> pb.ReplicaSpec:
+    return pb.ReplicaSpec(
+        replica_id=spec.replica_id,
+        model=spec.model,
+        source=spec.source,
+        sha256=spec.sha256,
+        context_length=spec.context_length,
+        parallel_slots=spec.parallel_slots,
+        n_gpu_layers=spec.n_gpu_layers,
+        n_threads=spec.n_threads,
+        embeddings=spec.embeddings,
+        adapters=[pb.AdapterSpec(name=a.name, path=a.path, scale=a.scale) for a in spec.adapters],
     )
 
 

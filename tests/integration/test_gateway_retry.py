@@ -35,7 +35,7 @@ async def test_a_closed_port_is_retried_on_another_replica_before_any_byte(
         routing.table = RoutingTable(
             1, {"smol": ModelRoute("smol", 4, 2048, endpoints, balancer="round-robin")}
         )
-        routing.synced = True
+        routing.has_table = True
         registry = CollectorRegistry()
         metrics = GatewayMetrics(registry)
         proxy = EngineProxy(GatewaySettings(), routing, Balancer(InProcessState(), metrics), metrics)

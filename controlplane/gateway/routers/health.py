@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -18,9 +20,18 @@ def router(routing: RoutingView, registry: CollectorRegistry) -> APIRouter:
 
     @api.get("/readyz")
     async def readyz() -> JSONResponse:
-        if not routing.synced:
+        """Ready while it can route: from a current table, or the last one while the control plane is away."""
+        if not routing.has_table:
             return JSONResponse({"status": "waiting for the control plane's routing table"}, 503)
-        return JSONResponse({"status": "ok", "models": len(routing.table.models)})
+        body: dict[str, object] = {"status": "ok", "models": len(routing.table.models), "routes": "current"}
+        if not routing.connected:
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(routing.stale_since or time.time()))
+            body.update(
+                routes="stale",
+                message=f"control plane unreachable since {since}: serving the last routing table; "
+                "new models, replicas and readiness changes wait until it is back",
+            )
+        return JSONResponse(body)
 
     @api.get("/metrics")
     async def metrics() -> Response:

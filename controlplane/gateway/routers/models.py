@@ -44,7 +44,7 @@ def router(routing: RoutingView) -> APIRouter:
 
     @api.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        if not routing.synced:
+        if not routing.has_table:
             raise Unavailable("the gateway has no routing table yet (control plane unreachable)", 1)
         return {"object": "list", "data": [describe(name) for name in names()]}
 

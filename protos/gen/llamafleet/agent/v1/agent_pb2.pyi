@@ -202,7 +202,7 @@ class DeviceMemory(_message.Message):
     def __init__(self, name: _Optional[str] = ..., memory_free_bytes: _Optional[int] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("replica_id", "model", "phase", "endpoint", "restarts", "error", "message", "pid", "generation", "adapters")
+    __slots__ = ("replica_id", "model", "phase", "endpoint", "restarts", "error", "message", "pid", "generation", "adapters", "spec")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +213,7 @@ class ReplicaStatus(_message.Message):
     PID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     model: str
     phase: ReplicaPhase
@@ -223,7 +224,8 @@ class ReplicaStatus(_message.Message):
     pid: int
     generation: int
     adapters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., phase: _Optional[_Union[ReplicaPhase, str]] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., error: _Optional[_Union[ReplicaError, str]] = ..., message: _Optional[str] = ..., pid: _Optional[int] = ..., generation: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ...) -> None: ...
+    spec: ReplicaSpec
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., phase: _Optional[_Union[ReplicaPhase, str]] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., error: _Optional[_Union[ReplicaError, str]] = ..., message: _Optional[str] = ..., pid: _Optional[int] = ..., generation: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[ReplicaSpec, _Mapping]] = ...) -> None: ...
 
 class CachedModel(_message.Message):
     __slots__ = ("source", "path", "size_bytes", "profile", "error", "fit")

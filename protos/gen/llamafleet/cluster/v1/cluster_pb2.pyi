@@ -13,12 +13,14 @@ class WatchRoutesRequest(_message.Message):
     def __init__(self, gateway_id: _Optional[str] = ...) -> None: ...
 
 class RoutingTable(_message.Message):
-    __slots__ = ("version", "models")
+    __slots__ = ("version", "models", "settling")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    SETTLING_FIELD_NUMBER: _ClassVar[int]
     version: int
     models: _containers.RepeatedCompositeFieldContainer[ModelRoute]
-    def __init__(self, version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ...) -> None: ...
+    settling: bool
+    def __init__(self, version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ..., settling: _Optional[bool] = ...) -> None: ...
 
 class ModelRoute(_message.Message):
     __slots__ = ("model", "parallel_slots", "context_length", "endpoints", "created_unix", "recommendation", "balancer")

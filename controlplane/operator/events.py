@@ -1,0 +1,126 @@
+"""Kubernetes Events on Model objects, so `kubectl describe model` tells the story.
+
+Events are derived by comparing what each replica looked like at the last pass with now: a
+replica placed, adopted, ready, restarted, failed; a model that cannot be placed (once per
+distinct reason), a rejected spec, a name conflict. The same event for the same object is
+not repeated within ``dedupe_s`` (client-go aggregates similar events the same way).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from controlplane.domain import ReplicaPhase, ReplicaRecord
+from controlplane.operator import resource
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+COMPONENT = "llamafleet-controlplane"
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    namespace: str
+    name: str
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ReplicaSeen:
+    node: str | None
+    phase: ReplicaPhase
+    restarts: int
+
+
+def replica_events(
+    namespace: str, name: str, before: dict[str, ReplicaSeen] | None, replicas: tuple[ReplicaRecord, ...]
+) -> list[ModelEvent]:
+    """What happened to a model's replicas since ``before`` (None: first look, after a start or failover)."""
+    events: list[ModelEvent] = []
+
+    def add(kind: str, reason: str, message: str) -> None:
+        events.append(ModelEvent(namespace, name, kind, reason, message))
+
+    for r in replicas:
+        old = (before or {}).get(r.replica_id)
+        if before is None:
+            if r.node_id and r.phase != ReplicaPhase.ASSIGNED:
+                add(
+                    "Normal",
+                    "Adopted",
+                    f"replica {r.replica_id} keeps running on node {r.node_id} "
+                    f"({r.phase.value}): taken over without a restart",
+                )
+            continue
+        if r.node_id and (old is None or old.node != r.node_id):
+            add(
+                "Normal",
+                "Placed",
+                f"replica {r.replica_id} placed on node {r.node_id} with {r.n_gpu_layers} GPU layers",
+            )
+        if r.phase == ReplicaPhase.READY and (old is None or old.phase != ReplicaPhase.READY):
+            add("Normal", "ReplicaReady", f"replica {r.replica_id} on node {r.node_id} is serving")
+        if old is not None and r.restarts > old.restarts:
+            add(
+                "Warning",
+                "EngineRestarted",
+                f"replica {r.replica_id} on node {r.node_id} restarted ({r.restarts} so far): {r.message}",
+            )
+        if r.phase == ReplicaPhase.FAILED and (old is None or old.phase != ReplicaPhase.FAILED):
+            add(
+                "Warning",
+                "ReplicaFailed",
+                f"replica {r.replica_id} on node {r.node_id}: {r.message or r.error}",
+            )
+    return events
+
+
+def snapshot(replicas: tuple[ReplicaRecord, ...]) -> dict[str, ReplicaSeen]:
+    return {r.replica_id: ReplicaSeen(r.node_id, r.phase, r.restarts) for r in replicas}
+
+
+def event_body(event: ModelEvent, obj: Obj, instance: str, now: str) -> Obj:
+    meta = obj["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{event.name}.", "namespace": event.namespace},
+        "involvedObject": {
+            "apiVersion": resource.API_VERSION,
+            "kind": resource.KIND,
+            "name": event.name,
+            "namespace": event.namespace,
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": event.reason,
+        "message": event.message[:1024],
+        "type": event.type,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+class Deduper:
+    def __init__(self, dedupe_s: float = 600.0) -> None:
+        self._dedupe_s = dedupe_s
+        self._sent: dict[ModelEvent, float] = {}
+
+    def fresh(self, event: ModelEvent) -> bool:
+        now = time.monotonic()
+        if now - self._sent.get(event, -self._dedupe_s) < self._dedupe_s:
+            return False
+        self._sent[event] = now
+        if len(self._sent) > 10_000:
+            self._sent = {e: t for e, t in self._sent.items() if now - t < self._dedupe_s}
+        return True

@@ -1,0 +1,342 @@
+"""The Model operator: Model objects → desired state; cluster state → status, Events and finalizers.
+
+Level-triggered: each pass reads every cached Model and the cluster state and converges, so it
+does the right thing from any starting point (a restart, a new leader, a missed event). Passes
+are coalesced (at most one per ``PASS_EVERY_S``) and recompute only the Models whose inputs
+changed; a status is written only when it differs from what the object already says, by a
+bounded pool of writers that always sends the latest wanted status: no write storm under churn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from controlplane.domain import ModelSpec, ReplicaRecord
+from controlplane.operator import events, resource
+from controlplane.operator.informer import Key, ModelInformer
+from controlplane.operator.kube import Kube, KubeError
+from controlplane.operator.status import Admission, build_status, same_status
+from controlplane.scheduler.fit import model_recommendation
+from controlplane.settings import KubernetesSettings
+from controlplane.state.cluster import ClusterState, model_conditions
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+PASS_EVERY_S = 0.1
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass(frozen=True)
+class _Write:
+    kind: str  # status, finalizer, event
+    key: Key
+    body: Obj | None = None
+    event: events.ModelEvent | None = None
+
+
+class ModelOperator:
+    def __init__(self, kube: Kube, state: ClusterState, settings: KubernetesSettings) -> None:
+        self._kube = kube
+        self._state = state
+        self._settings = settings
+        self._changed = asyncio.Event()
+        scopes: list[str | None] = list(settings.namespaces) or [None]
+        self.informers = [ModelInformer(kube, ns, self._changed.set) for ns in scopes]
+        self.admissions: dict[Key, Admission] = {}
+        self._owner: dict[str, Key] = {}  # model id → the object that serves it
+        self._written: dict[Key, Obj] = {}  # the status each object has, as far as we know
+        self._wanted: dict[Key, Obj] = {}  # statuses waiting for a writer
+        self._signature: dict[Key, object] = {}  # inputs of the last status computed per object
+        self._seen: dict[Key, dict[str, events.ReplicaSeen]] = {}
+        self._finalizing: dict[
+            Key, str
+        ] = {}  # finalizer writes in flight or unseen: the rv they were made on
+        self._deleting_since: dict[Key, float] = {}
+        self._recommendations: dict[str, tuple[object, dict[str, Any] | None]] = {}
+        self._dedupe = events.Deduper()
+        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
+        self._queued_status: set[Key] = set()
+        self._expected_set = False
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced for i in self.informers)
+
+    def objects(self) -> dict[Key, Obj]:
+        merged: dict[Key, Obj] = {}
+        for informer in self.informers:
+            merged.update(informer.objects)
+        return merged
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as group:
+            for informer in self.informers:
+                group.create_task(informer.run(stop), name=f"models-watch-{informer.scope}")
+            for i in range(self._settings.api_workers):
+                group.create_task(self._writer(stop), name=f"model-status-writer-{i}")
+            group.create_task(self._passes(stop), name="model-operator")
+
+    async def _passes(self, stop: asyncio.Event) -> None:
+        seen_version = -1
+        while not stop.is_set():
+            self._changed.clear()
+            if self.synced:
+                self.reconcile()
+            seen_version = self._state.version
+            waiters = {
+                asyncio.ensure_future(self._changed.wait()),
+                asyncio.ensure_future(self._state.wait_changed(seen_version, 1.0)),
+                asyncio.ensure_future(stop.wait()),
+            }
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PASS_EVERY_S)  # coalesce a burst into one pass
+
+    def reconcile(self) -> None:
+        objects = self.objects()
+        self._sync_desired(objects)
+        self._sync_finalizers(objects)
+        self._sync_status(objects)
+
+    # --- desired state ------------------------------------------------------------------
+    def _sync_desired(self, objects: dict[Key, Obj]) -> None:
+        claims: dict[str, list[tuple[Key, Obj, ModelSpec]]] = {}
+        admissions: dict[Key, Admission] = {}
+        for key, obj in objects.items():
+            if obj["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                spec = resource.model_spec(obj)
+            except ValidationError as exc:
+                admissions[key] = Admission(key[1], None, "InvalidSpec", resource.validation_message(exc))
+                continue
+            claims.setdefault(spec.name, []).append((key, obj, spec))
+        owner: dict[str, Key] = {}
+        for model_id, claimants in claims.items():
+            claimants.sort(key=lambda c: (c[1]["metadata"].get("creationTimestamp", ""), c[0][0]))
+            holder_key, _, spec = claimants[0]
+            owner[model_id] = holder_key
+            admissions[holder_key] = Admission(model_id, spec)
+            for key, _, _ in claimants[1:]:
+                message = (
+                    f"the model id {model_id!r} is already served by Model {holder_key[0]}/{model_id}, "
+                    f"which is older; rename this one (its metadata.name is the id clients use)"
+                )
+                admissions[key] = Admission(model_id, None, "NameConflict", message)
+                self._event(key, "Warning", "NameConflict", message)
+                self._event(
+                    holder_key,
+                    "Warning",
+                    "NameConflict",
+                    f"Model {key[0]}/{model_id} asks for the same id and is not served",
+                )
+        for key, admission in admissions.items():
+            if admission.reason == "InvalidSpec":
+                self._event(key, "Warning", "InvalidSpec", admission.message)
+        self.admissions, self._owner = admissions, owner
+        if not self._expected_set:  # a new leader: wait for the nodes the last one placed replicas on
+            self._expected_set = True
+            self._state.expected_nodes = frozenset(
+                r["node"]
+                for obj in objects.values()
+                for r in (obj.get("status") or {}).get("replicaStatuses") or []
+                if r.get("node")
+            )
+        self._state.set_models(a.spec for a in admissions.values() if a.spec is not None)
+
+    # --- finalizers and deletion ----------------------------------------------------------
+    def _sync_finalizers(self, objects: dict[Key, Obj]) -> None:
+        for key, obj in objects.items():
+            meta = obj["metadata"]
+            finalizers = list(meta.get("finalizers") or [])
+            if self._finalizing.get(key) == meta["resourceVersion"]:
+                continue  # our write is in flight, or done and its echo is not here yet
+            self._finalizing.pop(key, None)
+            if not meta.get("deletionTimestamp"):
+                self._deleting_since.pop(key, None)
+                if resource.FINALIZER not in finalizers:
+                    self._finalize(key, [*finalizers, resource.FINALIZER], meta["resourceVersion"])
+            elif resource.FINALIZER in finalizers and self._drained(key):
+                self._finalize(
+                    key, [f for f in finalizers if f != resource.FINALIZER], meta["resourceVersion"]
+                )
+
+    def _finalize(self, key: Key, finalizers: list[str], resource_version: str) -> None:
+        self._finalizing[key] = resource_version
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        self._queue.put_nowait(_Write("finalizer", key, body))
+
+    def _drained(self, key: Key) -> bool:
+        """A deleted Model may go once nothing runs for it (or its grace period is over)."""
+        model_id = key[1]
+        since = self._deleting_since.setdefault(key, time.monotonic())
+        if self._owner.get(model_id) not in (None, key):
+            return True  # another Model serves this id: nothing of ours runs
+        placed = any(r.model == model_id for r in self._state.replicas.values())
+        running = any(
+            report.model == model_id
+            for node in self._state.nodes.values()
+            if node.connected
+            for report in node.running.values()
+        )
+        if not placed and not running:
+            log.info("Model %s/%s: replicas stopped; removing the finalizer", *key)
+            return True
+        if time.monotonic() - since > self._settings.drain_grace_s:
+            self._event(
+                key,
+                "Warning",
+                "DrainTimeout",
+                f"replicas still running after {self._settings.drain_grace_s:.0f}s; deleting anyway",
+            )
+            return True
+        return False
+
+    # --- status -------------------------------------------------------------------------
+    def _sync_status(self, objects: dict[Key, Obj]) -> None:
+        state = self._state
+        by_model: dict[str, list[ReplicaRecord]] = {}
+        for replica in state.replicas.values():
+            by_model.setdefault(replica.model, []).append(replica)
+        now = _stamp()
+        for key, obj in objects.items():
+            admission = self.admissions.get(key)
+            if admission is None or obj["metadata"].get("deletionTimestamp"):
+                continue
+            spec = admission.spec
+            replicas = tuple(by_model.get(spec.name, ())) if spec else ()
+            pending = state.pending_reasons.get(key[1]) if spec else None
+            signature = (
+                obj["metadata"].get("generation"),
+                admission,
+                pending,
+                state.split_plans.get(key[1]),
+                tuple(
+                    (r.replica_id, r.node_id, r.phase, r.restarts, r.n_gpu_layers, r.message, r.error)
+                    for r in replicas
+                ),
+            )
+            if self._signature.get(key) == signature and key in self._written:
+                continue
+            self._signature[key] = signature
+            if spec is not None:
+                self._replica_events(key, replicas)
+            core = (
+                model_conditions(spec, replicas, state.pending_reasons, state.split_plans.get(key[1], ""))
+                if spec
+                else ()
+            )
+            placed = next((c for c in core if c.type == "Placed"), None)
+            if placed is not None and placed.status == "False" and pending:
+                self._event(key, "Warning", "FailedPlacement", placed.message)
+            previous = {**obj, "status": self._written.get(key, obj.get("status"))}
+            status = build_status(
+                previous, admission, core, replicas, self._recommendation(spec, replicas), now
+            )
+            if same_status(status, self._written.get(key, obj.get("status"))):
+                self._written.setdefault(key, status)
+                continue
+            self._wanted[key] = status
+            if key not in self._queued_status:
+                self._queued_status.add(key)
+                self._queue.put_nowait(_Write("status", key))
+        for key in [k for k in self._signature if k not in objects]:
+            for table in (self._signature, self._written, self._wanted, self._seen):
+                table.pop(key, None)
+
+    def _replica_events(self, key: Key, replicas: tuple[ReplicaRecord, ...]) -> None:
+        for event in events.replica_events(key[0], key[1], self._seen.get(key), replicas):
+            self._send_event(key, event)
+        self._seen[key] = events.snapshot(replicas)
+
+    def _recommendation(
+        self, spec: ModelSpec | None, replicas: tuple[ReplicaRecord, ...]
+    ) -> dict[str, Any] | None:
+        """The memory fit, recomputed only when the spec or its nodes change (free memory always moves)."""
+        if spec is None:
+            return None
+        nodes = list(self._state.nodes.values())
+        placed_on = next((r.node_id for r in replicas if r.node_id), None)
+        cache_key = (
+            spec,
+            placed_on,
+            tuple(sorted(n.node_id for n in nodes if n.connected)),
+            tuple(sorted(s for n in nodes for s in n.cached_models)),
+        )
+        cached = self._recommendations.get(spec.name)
+        if cached is not None and cached[0] == cache_key:
+            return cached[1]
+        rec, _error = model_recommendation(spec, nodes, placed_on)
+        value = rec.to_dict() if rec else None
+        self._recommendations[spec.name] = (cache_key, value)
+        return value
+
+    # --- events -------------------------------------------------------------------------
+    def _event(self, key: Key, kind: str, reason: str, message: str) -> None:
+        self._send_event(key, events.ModelEvent(key[0], key[1], kind, reason, message))
+
+    def _send_event(self, key: Key, event: events.ModelEvent) -> None:
+        if self._dedupe.fresh(event):
+            (log.warning if event.type == "Warning" else log.info)(
+                "Model %s/%s: %s: %s", key[0], key[1], event.reason, event.message
+            )
+            self._queue.put_nowait(_Write("event", key, event=event))
+
+    # --- writers ------------------------------------------------------------------------
+    async def _writer(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            getter = asyncio.ensure_future(self._queue.get())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not getter.done():
+                getter.cancel()
+                return
+            write = getter.result()
+            try:
+                await self._perform(write)
+            except KubeError as exc:
+                level = logging.DEBUG if exc.status in (404, 409) else logging.WARNING
+                log.log(
+                    level,
+                    "Model %s/%s: %s write failed (%s); retrying on the next pass",
+                    write.key[0],
+                    write.key[1],
+                    write.kind,
+                    exc.message,
+                )
+                self._signature.pop(write.key, None)
+                self._changed.set()
+
+    async def _perform(self, write: _Write) -> None:
+        namespace, name = write.key
+        if write.kind == "status":
+            self._queued_status.discard(write.key)
+            status = self._wanted.pop(write.key, None)
+            if status is None:
+                return
+            await self._kube.patch_model(namespace, name, {"status": status}, status=True)
+            self._written[write.key] = status
+        elif write.kind == "finalizer":
+            try:
+                await self._kube.patch_model(namespace, name, write.body or {})
+            except KubeError:
+                self._finalizing.pop(write.key, None)
+                raise
+        elif write.event is not None:
+            obj = self.objects().get(write.key, {"metadata": {"name": name, "namespace": namespace}})
+            body = events.event_body(write.event, obj, self._settings.identity, _stamp())
+            await self._kube.create_event(namespace, body)

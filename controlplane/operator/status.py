@@ -1,0 +1,126 @@
+"""What a Model's status should say, from the cluster state: pure functions, no I/O.
+
+Conditions (each with a CamelCase reason and a message people can act on):
+- ModelValid: the spec is acceptable and the file loads (InvalidSpec, NameConflict, ModelNotFound,
+  ModelInvalid, Loaded, NotLoadedYet);
+- Placed: every replica has a node (Placed; NoCapacity or SplitPlanned with the per-node reasons);
+- Ready: all desired replicas serve (AllReplicasReady; Progressing; ReplicaFailed);
+- Progressing: replicas are being created or started (True) or done (False, Complete);
+- Degraded: a replica failed or is restarting (True) or not (False, AsExpected).
+``lastTransitionTime`` moves only when a condition's status changes, as Kubernetes expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from controlplane.domain import Condition, ModelSpec, ReplicaPhase, ReplicaRecord
+from controlplane.operator import resource
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """How the operator took one Model object: the spec it serves, or why it serves nothing."""
+
+    model_id: str
+    spec: ModelSpec | None
+    reason: str = ""  # InvalidSpec, NameConflict
+    message: str = ""
+
+
+def _conditions(
+    admission: Admission, core: tuple[Condition, ...], replicas: tuple[ReplicaRecord, ...]
+) -> list[Condition]:
+    if admission.spec is None:
+        not_served = f"not served: {admission.message}"
+        return [
+            Condition("ModelValid", "False", admission.reason, admission.message),
+            Condition("Placed", "False", admission.reason, not_served),
+            Condition("Ready", "False", admission.reason, not_served),
+            Condition("Progressing", "False", admission.reason, not_served),
+            Condition("Degraded", "True", admission.reason, not_served),
+        ]
+    by_type = {c.type: c for c in core}
+    ready = by_type["Ready"]
+    failing = [r for r in replicas if r.phase in (ReplicaPhase.FAILED, ReplicaPhase.RESTARTING)]
+    if failing:
+        worst = failing[0]
+        reason = "ReplicaFailed" if worst.phase == ReplicaPhase.FAILED else "EngineRestarting"
+        degraded = Condition(
+            "Degraded", "True", reason, f"{worst.replica_id}: {worst.message or worst.error}"
+        )
+    else:
+        degraded = Condition("Degraded", "False", "AsExpected")
+    if ready.status == "True":
+        progressing = Condition("Progressing", "False", "Complete", ready.message)
+    else:
+        progressing = Condition("Progressing", "True", "ReplicasStarting", ready.message)
+    return [by_type["ModelValid"], by_type["Placed"], ready, progressing, degraded]
+
+
+def build_status(
+    obj: Obj,
+    admission: Admission,
+    core: tuple[Condition, ...],
+    replicas: tuple[ReplicaRecord, ...],
+    recommendation: dict[str, Any] | None,
+    now: str,
+) -> Obj:
+    """The complete status object for ``obj`` (camelCase, as written to the status subresource)."""
+    generation = int(obj["metadata"].get("generation", 1))
+    previous = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or []}
+    conditions = []
+    for c in _conditions(admission, core, replicas):
+        before = previous.get(c.type)
+        changed = before is None or before.get("status") != c.status
+        conditions.append(
+            resource.ConditionStatus(
+                type=c.type,
+                status=c.status,
+                reason=c.reason,
+                message=c.message,
+                last_transition_time=now if changed or before is None else before["lastTransitionTime"],
+                observed_generation=generation,
+            )
+        )
+    placed = sorted((r for r in replicas), key=lambda r: r.replica_id)
+    status = resource.ModelResourceStatus(
+        observed_generation=generation,
+        model_id=admission.model_id,
+        replicas=len(replicas),
+        ready_replicas=sum(1 for r in replicas if r.phase == ReplicaPhase.READY),
+        selector=f"{resource.MODEL_LABEL}={admission.model_id}",
+        nodes=",".join(sorted({r.node_id for r in replicas if r.node_id})),
+        gpu_layers=",".join(str(r.n_gpu_layers) for r in placed if r.node_id),
+        conditions=conditions,
+        replica_statuses=[
+            resource.ReplicaPlacement(
+                name=r.replica_id,
+                node=r.node_id or "",
+                phase=r.phase.value,
+                gpu_layers=r.n_gpu_layers if r.node_id else 0,
+                predicted_host_bytes=r.reserved_host_bytes,
+                restarts=r.restarts,
+                message=r.message,
+            )
+            for r in placed
+        ],
+        recommendation=recommendation,
+    )
+    return status.model_dump(by_alias=True, mode="json")
+
+
+def same_status(a: Obj | None, b: Obj | None) -> bool:
+    """Equal for writing purposes (a status read back from the API server may lack empty fields)."""
+
+    def norm(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: norm(v) for k, v in value.items() if v not in (None, "", [], {}, 0)}
+        if isinstance(value, list):
+            return [norm(v) for v in value]
+        return value
+
+    return bool(norm(a or {}) == norm(b or {}))

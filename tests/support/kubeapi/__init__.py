@@ -1,0 +1,99 @@
+"""A Kubernetes API server emulator (real HTTP, in-memory), and helpers to run it and point kubectl at it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.wait import wait_until
+
+REPO = Path(__file__).resolve().parents[3]
+CRD_FILE = REPO / "deploy" / "helm" / "llamafleet" / "crds" / "models.llamafleet.io.yaml"
+
+
+@dataclass
+class KubeApi:
+    url: str
+    kubeconfig: Path
+    process: subprocess.Popen[bytes]
+
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against the emulator."""
+        result = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def control(self, verb: str) -> dict[str, object]:
+        """The emulator's test controls: break-watches, compact, writes, reset-writes."""
+        method = "GET" if verb == "writes" else "POST"
+        data: dict[str, object] = httpx.request(method, f"{self.url}/emulator/{verb}", timeout=10).json()
+        return data
+
+
+def write_kubeconfig(path: Path, url: str, namespace: str = "default") -> Path:
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters: [{{name: emulator, cluster: {{server: "{url}"}}}}]
+users: [{{name: tester, user: {{token: emulator-accepts-anything}}}}]
+contexts: [{{name: emulator, context: {{cluster: emulator, user: tester, namespace: {namespace}}}}}]
+current-context: emulator
+"""
+    )
+    return path
+
+
+@contextmanager
+def kube_api(
+    tmp: Path, port: int, crds: tuple[Path, ...] = (CRD_FILE,), history: int = 50_000
+) -> Iterator[KubeApi]:
+    """Start the emulator as its own process on loopback; yield it with a kubeconfig for it."""
+    log = (tmp / "kubeapi.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.kubeapi",
+            "--port",
+            str(port),
+            "--history",
+            str(history),
+            *(a for crd in crds for a in ("--crd", str(crd))),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"emulator exited: {(tmp / 'kubeapi.log').read_text()}")
+        try:
+            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(up, 20, "the Kubernetes API emulator")
+        yield KubeApi(url, write_kubeconfig(tmp / "kubeconfig", url), process)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
