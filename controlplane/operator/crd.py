@@ -24,7 +24,7 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         return _any_of(node, defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in _DROP:
+        if key in _DROP or (key == "default" and value is None):
             continue
         if key == "const":
             out["enum"] = [value]
@@ -86,9 +86,18 @@ def spec_schema() -> dict[str, Any]:
     return spec
 
 
+def _without_defaults(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
 def status_schema() -> dict[str, Any]:
+    """Written by the operator only, so no defaults: an absent field means "not known yet"."""
     source = resource.ModelResourceStatus.model_json_schema(by_alias=True)
-    status = _structural(source, source.get("$defs", {}))
+    status = _without_defaults(_structural(source, source.get("$defs", {})))
     status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
     status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
     return status

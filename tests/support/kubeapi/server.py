@@ -72,15 +72,34 @@ def _selector_matches(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
+_FIELDS = {"metadata.name", "metadata.namespace"}
+_EVENT_FIELDS = {
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+}
+
+
 def _field_matches(obj: Obj, selector: str) -> bool:
-    meta = obj.get("metadata", {})
-    fields = {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", "")}
+    """Field selectors the real server accepts: metadata.name/namespace everywhere, more on Events."""
+    allowed = _FIELDS | (_EVENT_FIELDS if obj.get("kind") == "Event" else set())
     for term in filter(None, (t.strip() for t in selector.split(","))):
         negate = "!=" in term
         key, value = term.replace("!=", "=").replace("==", "=").split("=", 1)
-        if key not in fields:
+        if key not in allowed:
             raise ApiError(400, "BadRequest", f'"{key}" is not a known field selector')
-        if (fields[key] == value) == negate:
+        found: Any = obj
+        for part in key.split("."):
+            found = found.get(part, "") if isinstance(found, dict) else ""
+        if (str(found) == value) == negate:
             return False
     return True
 
@@ -227,6 +246,10 @@ class Emulator:
         ]
 
     async def _body(self, request: web.Request) -> Any:
+        if "protobuf" in request.content_type:
+            raise ApiError(
+                415, "UnsupportedMediaType", "the emulator speaks JSON only (protobuf is not simulated)"
+            )
         try:
             return json.loads(await request.read() or b"null")
         except ValueError as exc:

@@ -1,0 +1,187 @@
+"""`Model` resources end to end, driven by the real kubectl against the API emulator (tests/support/kubeapi):
+apply → Ready → chat through the gateway → printer columns → scale → delete; bad Models stay contained."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+
+from nodeagent.supervisor.replica import free_port
+from tests.support.kubeapi import REPO, KubeApi, kube_api
+from tests.support.processes import Proc, engine_pids, wait_ready
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class KubeCluster:
+    api: KubeApi
+    controlplane: Proc
+    agent: Proc
+    gateway: Proc
+    base_url: str
+    tmp: Path
+
+    def chat(self, model: str) -> str:
+        client = openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0, timeout=60)
+        reply = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8, temperature=0
+        )
+        return reply.choices[0].message.content or ""
+
+    def status(self, name: str, namespace: str = "default") -> dict[str, object]:
+        out = self.api.kubectl("get", "model", name, "-n", namespace, "-o", "json").stdout
+        status: dict[str, object] = json.loads(out).get("status") or {}
+        return status
+
+    def condition(self, name: str, kind: str, namespace: str = "default") -> dict[str, str]:
+        for c in self.status(name, namespace).get("conditions") or []:  # type: ignore[attr-defined]
+            if c["type"] == kind:
+                return dict(c)
+        return {}
+
+    def apply(self, manifest: str, *, check: bool = True) -> tuple[int, str]:
+        path = self.tmp / f"manifest-{abs(hash(manifest))}.yaml"
+        path.write_text(manifest)
+        result = self.api.kubectl("apply", "-f", str(path), check=check)
+        return result.returncode, result.stdout + result.stderr
+
+
+def controlplane_args(api: KubeApi, grpc_port: int, http_port: int, identity: str) -> list[str]:
+    return [
+        "controlplane", "--source", "kubernetes", "--kubernetes-kubeconfig", str(api.kubeconfig),
+        "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--status-interval-s", "1",
+        "--kubernetes-identity", identity, "--kubernetes-drain-grace-s", "20", "--settle-s", "5",
+    ]  # fmt: skip
+
+
+def agent_args(tmp: Path, controlplane: str, node: str = "node-a") -> list[str]:
+    return [
+        "agent", "--node-id", node, "--uplink-controlplane", controlplane,
+        "--supervisor-data-dir", str(tmp / node), "--supervisor-restart-backoff-initial-s", "1",
+        "--uplink-reconnect-backoff-max-s", "2",
+    ]  # fmt: skip
+
+
+def gateway_args(controlplane: str, port: int) -> list[str]:
+    return ["gateway", "--controlplane", controlplane, "--port", str(port)]
+
+
+@pytest.fixture(scope="module")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    tmp = tmp_path_factory.mktemp("kubernetes")
+    with kube_api(tmp, free_port("127.0.0.1")) as api:
+        grpc_port, http_port, gw_port = (free_port("127.0.0.1") for _ in range(3))
+        address = f"127.0.0.1:{grpc_port}"
+        cp = Proc(
+            "controlplane", controlplane_args(api, grpc_port, http_port, "cp-0"), tmp / "cp.log"
+        ).start()
+        agent = Proc("agent", agent_args(tmp, address), tmp / "agent.log").start()
+        gateway = Proc("gateway", gateway_args(address, gw_port), tmp / "gateway.log").start()
+        try:
+            wait_ready(cp, f"http://127.0.0.1:{http_port}/readyz")
+            yield KubeCluster(api, cp, agent, gateway, f"http://127.0.0.1:{gw_port}", tmp)
+        finally:
+            for proc in (gateway, agent, cp):
+                proc.stop()
+
+
+def readme_model() -> str:
+    """The example Model in the README, exactly as a newcomer would copy it."""
+    text = (REPO / "README.md").read_text()
+    match = re.search(r"```yaml\n(apiVersion: llamafleet\.io/v1alpha1\n.*?)```", text, re.S)
+    assert match, "the README has no example Model"
+    return match.group(1)
+
+
+def test_model_lifecycle_with_kubectl(kube_cluster: KubeCluster) -> None:
+    kc = kube_cluster
+    kc.apply(readme_model())
+    kc.api.kubectl("wait", "--for=condition=Ready", "model/smollm2-135m", "--timeout=120s", timeout=130)
+    assert kc.chat("smollm2-135m").strip()
+
+    table = kc.api.kubectl("get", "models").stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "DESIRED", "STATUS", "NODES", "GPU-LAYERS", "AGE"]
+    assert table[1].split()[:6] == ["smollm2-135m", "1", "1", "AllReplicasReady", "node-a", "0"]
+    assert kc.api.kubectl("get", "lfm", "-o", "name").stdout.strip() == "model.llamafleet.io/smollm2-135m"
+
+    kc.api.kubectl("scale", "model/smollm2-135m", "--replicas=2")
+    wait_until(
+        lambda: kc.status("smollm2-135m").get("readyReplicas") == 2, 120, "two ready replicas in status"
+    )
+    status = kc.status("smollm2-135m")
+    assert status["replicas"] == 2
+    assert status["observedGeneration"] == 2  # the scale changed the spec
+    assert len(engine_pids(kc.agent)) == 2
+    described = kc.api.kubectl("describe", "model", "smollm2-135m").stdout
+    assert "Placed" in described and "ReplicaReady" in described, described
+
+    kc.api.kubectl("delete", "model/smollm2-135m", "--timeout=60s", timeout=70)  # waits for the finalizer
+    gone = kc.api.kubectl("get", "model", "smollm2-135m", check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    assert engine_pids(kc.agent) == {}, "a deleted Model's engines must be stopped before it goes"
+
+
+GOOD = """apiVersion: llamafleet.io/v1alpha1
+kind: Model
+metadata:
+  name: good-smol
+spec:
+  source: builtin:smollm2-135m
+  contextLength: 512
+  parallelSlots: 2
+"""
+
+
+def bad(name: str, spec: str, namespace: str = "default") -> str:
+    return f"apiVersion: llamafleet.io/v1alpha1\nkind: Model\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n{spec}"
+
+
+def test_bad_models_are_rejected_or_reported_and_the_others_keep_serving(kube_cluster: KubeCluster) -> None:
+    kc = kube_cluster
+    kc.apply(GOOD)
+    kc.api.kubectl("wait", "--for=condition=Ready", "model/good-smol", "--timeout=120s", timeout=130)
+
+    # What the schema can reject, the API server rejects (kubectl validates on the server).
+    code, out = kc.apply(
+        bad("tiny-context", "  source: builtin:smollm2-135m\n  contextLength: 10\n"), check=False
+    )
+    assert code != 0 and "spec.contextLength" in out, out
+    code, out = kc.apply(bad("typo", "  source: builtin:smollm2-135m\n  replicaz: 2\n"), check=False)
+    assert code != 0 and 'unknown field "spec.replicaz"' in out, out
+
+    # What only the cluster can tell becomes a condition with a reason.
+    kc.apply(bad("missing-file", "  source: /models/not-there.gguf\n"))
+    kc.api.kubectl(
+        "wait", "--for=condition=ModelValid=false", "model/missing-file", "--timeout=60s", timeout=70
+    )
+    assert kc.condition("missing-file", "ModelValid")["reason"] == "ModelNotFound"
+
+    kc.apply(
+        bad("fits-nowhere", "  source: builtin:smollm2-135m\n  contextLength: 1048576\n  parallelSlots: 64\n")
+    )
+    kc.api.kubectl("wait", "--for=condition=Placed=false", "model/fits-nowhere", "--timeout=60s", timeout=70)
+    placed = kc.condition("fits-nowhere", "Placed")
+    assert placed["reason"] == "NoCapacity" and "node-a" in placed["message"], placed
+
+    kc.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-b\n")
+    kc.apply(GOOD.replace("name: good-smol", "name: good-smol\n  namespace: team-b"))
+    wait_until(lambda: kc.condition("good-smol", "ModelValid", "team-b").get("reason") == "NameConflict", 30,
+               "a NameConflict condition on the newer Model")  # fmt: skip
+    conflict = kc.condition("good-smol", "ModelValid", "team-b")
+    assert "default/good-smol" in conflict["message"], conflict
+
+    # Through all of it the good model kept its replica and keeps answering.
+    assert kc.chat("good-smol").strip()
+    assert kc.condition("good-smol", "Ready")["status"] == "True"
+    assert kc.status("good-smol")["readyReplicas"] == 1
+    for name, ns in (("missing-file", "default"), ("fits-nowhere", "default"), ("good-smol", "team-b"),
+                     ("good-smol", "default")):  # fmt: skip
+        kc.api.kubectl("delete", "model", name, "-n", ns, "--timeout=60s", timeout=70)

@@ -1,0 +1,78 @@
+"""llamafleet processes for multi-process tests: each one a real `llamafleet …` command with its own log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.support.wait import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] = field(init=False)
+
+    def start(self) -> Proc:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "llamafleet.cli.main", *self.args],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )  # fmt: skip
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.alive():
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"{self.name} did not stop within {timeout:.0f}s:\n{self.log()}") from None
+
+
+def engine_pids(agent: Proc) -> dict[str, int]:
+    """Engine processes the agent runs: replica log name (model) → pid."""
+    found = {}
+    for child in psutil.Process(agent.process.pid).children(recursive=True):
+        try:
+            cmd = child.cmdline()
+        except psutil.Error:
+            continue
+        if "nodeagent.engine" in cmd:
+            found[cmd[cmd.index("--model-name") + 1] + f"#{child.pid}"] = child.pid
+    return found
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_ready(proc: Proc, url: str, timeout: float = 60) -> None:
+    def check() -> bool:
+        if not proc.alive():
+            raise AssertionError(f"{proc.name} exited with {proc.process.returncode}:\n{proc.log()}")
+        return ready(url)
+
+    wait_until(check, timeout, f"{proc.name} to be ready at {url}")
