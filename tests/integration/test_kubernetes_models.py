@@ -121,11 +121,13 @@ def test_model_lifecycle_with_kubectl(kube_cluster: KubeCluster) -> None:
     assert status["observedGeneration"] == 2  # the scale changed the spec
     assert len(engine_pids(kc.agent)) == 2
     described = kc.api.kubectl("describe", "model", "smollm2-135m").stdout
-    assert "Placed" in described and "ReplicaReady" in described, described
+    assert "Placed" in described, described
+    assert "ReplicaReady" in described, described
 
     kc.api.kubectl("delete", "model/smollm2-135m", "--timeout=60s", timeout=70)  # waits for the finalizer
     gone = kc.api.kubectl("get", "model", "smollm2-135m", check=False)
-    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    assert gone.returncode != 0
+    assert "NotFound" in gone.stderr
     assert engine_pids(kc.agent) == {}, "a deleted Model's engines must be stopped before it goes"
 
 
@@ -140,8 +142,8 @@ spec:
 """
 
 
-def bad(name: str, spec: str, namespace: str = "default") -> str:
-    return f"apiVersion: llamafleet.io/v1alpha1\nkind: Model\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n{spec}"
+def bad(name: str, spec: str) -> str:
+    return f"apiVersion: llamafleet.io/v1alpha1\nkind: Model\nmetadata:\n  name: {name}\nspec:\n{spec}"
 
 
 def test_bad_models_are_rejected_or_reported_and_the_others_keep_serving(kube_cluster: KubeCluster) -> None:
@@ -153,9 +155,11 @@ def test_bad_models_are_rejected_or_reported_and_the_others_keep_serving(kube_cl
     code, out = kc.apply(
         bad("tiny-context", "  source: builtin:smollm2-135m\n  contextLength: 10\n"), check=False
     )
-    assert code != 0 and "spec.contextLength" in out, out
+    assert code != 0, out
+    assert "spec.contextLength" in out, out
     code, out = kc.apply(bad("typo", "  source: builtin:smollm2-135m\n  replicaz: 2\n"), check=False)
-    assert code != 0 and 'unknown field "spec.replicaz"' in out, out
+    assert code != 0, out
+    assert 'unknown field "spec.replicaz"' in out, out
 
     # What only the cluster can tell becomes a condition with a reason.
     kc.apply(bad("missing-file", "  source: /models/not-there.gguf\n"))
@@ -169,7 +173,8 @@ def test_bad_models_are_rejected_or_reported_and_the_others_keep_serving(kube_cl
     )
     kc.api.kubectl("wait", "--for=condition=Placed=false", "model/fits-nowhere", "--timeout=60s", timeout=70)
     placed = kc.condition("fits-nowhere", "Placed")
-    assert placed["reason"] == "NoCapacity" and "node-a" in placed["message"], placed
+    assert placed["reason"] == "NoCapacity", placed
+    assert "node-a" in placed["message"], placed
 
     kc.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-b\n")
     kc.apply(GOOD.replace("name: good-smol", "name: good-smol\n  namespace: team-b"))
