@@ -135,6 +135,7 @@ class ReplicaRecord:
     n_gpu_layers: int = -1  # chosen at placement (the spec's count, or the fit for "auto")
     failed_on: tuple[str, ...] = ()  # nodes where its engine failed for good: placed elsewhere first
     reserved_host_bytes: int = 0  # host memory the scheduler expects it to take where it was placed
+    adopted: bool = False  # found running by this control plane (after a restart or failover), not placed
 
 
 @dataclass(frozen=True)

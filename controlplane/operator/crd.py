@@ -97,7 +97,7 @@ def _without_defaults(node: Any) -> Any:
 def status_schema() -> dict[str, Any]:
     """Written by the operator only, so no defaults: an absent field means "not known yet"."""
     source = resource.ModelResourceStatus.model_json_schema(by_alias=True)
-    status = _without_defaults(_structural(source, source.get("$defs", {})))
+    status: dict[str, Any] = _without_defaults(_structural(source, source.get("$defs", {})))
     status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
     status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
     return status

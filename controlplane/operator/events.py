@@ -41,7 +41,7 @@ class ReplicaSeen:
 def replica_events(
     namespace: str, name: str, before: dict[str, ReplicaSeen] | None, replicas: tuple[ReplicaRecord, ...]
 ) -> list[ModelEvent]:
-    """What happened to a model's replicas since ``before`` (None: first look, after a start or failover)."""
+    """What happened to a model's replicas since ``before`` (None: nothing seen yet)."""
     events: list[ModelEvent] = []
 
     def add(kind: str, reason: str, message: str) -> None:
@@ -49,14 +49,9 @@ def replica_events(
 
     for r in replicas:
         old = (before or {}).get(r.replica_id)
-        if before is None:
-            if r.node_id and r.phase != ReplicaPhase.ASSIGNED:
-                add(
-                    "Normal",
-                    "Adopted",
-                    f"replica {r.replica_id} keeps running on node {r.node_id} "
-                    f"({r.phase.value}): taken over without a restart",
-                )
+        if old is None and r.adopted:
+            message = f"replica {r.replica_id} keeps running on node {r.node_id} ({r.phase.value})"
+            add("Normal", "Adopted", f"{message}: taken over without a restart")
             continue
         if r.node_id and (old is None or old.node != r.node_id):
             add(

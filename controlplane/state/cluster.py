@@ -210,7 +210,7 @@ class ClusterState:
         self.replicas[report.replica_id] = ReplicaRecord(
             report.replica_id, spec.name, spec, node_id=node_id, phase=report.phase,
             endpoint=report.endpoint, restarts=report.restarts, error=report.error, message=report.message,
-            adapters=report.adapters, n_gpu_layers=report.spec.n_gpu_layers,
+            adapters=report.adapters, n_gpu_layers=report.spec.n_gpu_layers, adopted=True,
         )  # fmt: skip
         log.info("adopted replica %s of %s running on node %s (%s): no restart",
                  report.replica_id, spec.name, node_id, report.phase.value)  # fmt: skip

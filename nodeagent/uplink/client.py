@@ -68,10 +68,14 @@ class Uplink:
             opened = time.monotonic()
             try:
                 await self._session(stop)
-            except grpc.aio.AioRpcError as exc:
+            # The stream's reader and writer run in a TaskGroup: a lost control plane (killed, failed
+            # over) arrives as an exception group, and must end only this session, never the agent.
+            except* grpc.aio.AioRpcError as group:
+                exc = group.exceptions[0]
+                assert isinstance(exc, grpc.aio.AioRpcError)
                 log.warning("control plane at %s: %s (%s)", address, exc.code().name, exc.details())
-            except ConnectionError as exc:
-                log.warning("control plane at %s: %s", address, exc)
+            except* ConnectionError as group:
+                log.warning("control plane at %s: %s", address, group.exceptions[0])
             finally:
                 self._metrics.connected.set(0)
             if stop.is_set():

@@ -14,7 +14,14 @@ import pytest
 
 from nodeagent.supervisor.replica import free_port
 from tests.support.kubeapi import REPO, KubeApi, kube_api
-from tests.support.processes import Proc, engine_pids, wait_ready
+from tests.support.processes import (
+    Proc,
+    agent_args,
+    engine_pids,
+    gateway_args,
+    kube_controlplane_args,
+    wait_ready,
+)
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -54,26 +61,6 @@ class KubeCluster:
         return result.returncode, result.stdout + result.stderr
 
 
-def controlplane_args(api: KubeApi, grpc_port: int, http_port: int, identity: str) -> list[str]:
-    return [
-        "controlplane", "--source", "kubernetes", "--kubernetes-kubeconfig", str(api.kubeconfig),
-        "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--status-interval-s", "1",
-        "--kubernetes-identity", identity, "--kubernetes-drain-grace-s", "20", "--settle-s", "5",
-    ]  # fmt: skip
-
-
-def agent_args(tmp: Path, controlplane: str, node: str = "node-a") -> list[str]:
-    return [
-        "agent", "--node-id", node, "--uplink-controlplane", controlplane,
-        "--supervisor-data-dir", str(tmp / node), "--supervisor-restart-backoff-initial-s", "1",
-        "--uplink-reconnect-backoff-max-s", "2",
-    ]  # fmt: skip
-
-
-def gateway_args(controlplane: str, port: int) -> list[str]:
-    return ["gateway", "--controlplane", controlplane, "--port", str(port)]
-
-
 @pytest.fixture(scope="module")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     tmp = tmp_path_factory.mktemp("kubernetes")
@@ -81,7 +68,9 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         grpc_port, http_port, gw_port = (free_port("127.0.0.1") for _ in range(3))
         address = f"127.0.0.1:{grpc_port}"
         cp = Proc(
-            "controlplane", controlplane_args(api, grpc_port, http_port, "cp-0"), tmp / "cp.log"
+            "controlplane",
+            kube_controlplane_args(api.kubeconfig, grpc_port, http_port, "cp-0"),
+            tmp / "cp.log",
         ).start()
         agent = Proc("agent", agent_args(tmp, address), tmp / "agent.log").start()
         gateway = Proc("gateway", gateway_args(address, gw_port), tmp / "gateway.log").start()

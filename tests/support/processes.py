@@ -76,3 +76,24 @@ def wait_ready(proc: Proc, url: str, timeout: float = 60) -> None:
         return ready(url)
 
     wait_until(check, timeout, f"{proc.name} to be ready at {url}")
+
+
+def kube_controlplane_args(kubeconfig: Path, grpc_port: int, http_port: int, identity: str) -> list[str]:
+    """A control plane reading Model resources, with short grace periods for tests."""
+    return [
+        "controlplane", "--source", "kubernetes", "--kubernetes-kubeconfig", str(kubeconfig),
+        "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--status-interval-s", "1",
+        "--kubernetes-identity", identity, "--kubernetes-drain-grace-s", "20", "--settle-s", "5",
+    ]  # fmt: skip
+
+
+def agent_args(tmp: Path, controlplane: str, node: str = "node-a") -> list[str]:
+    return [
+        "agent", "--node-id", node, "--uplink-controlplane", controlplane,
+        "--supervisor-data-dir", str(tmp / node), "--supervisor-restart-backoff-initial-s", "1",
+        "--uplink-reconnect-backoff-max-s", "2",
+    ]  # fmt: skip
+
+
+def gateway_args(controlplane: str, port: int) -> list[str]:
+    return ["gateway", "--controlplane", controlplane, "--port", str(port)]

@@ -1,0 +1,178 @@
+"""The control plane is replaceable at any moment: a SIGKILLed leader or a plain restart costs no request
+and no engine restart (agents report what they run; the new control plane adopts it)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nodeagent.supervisor.replica import free_port
+from tests.support.kubeapi import kube_api
+from tests.support.processes import (
+    Proc,
+    agent_args,
+    engine_pids,
+    gateway_args,
+    kube_controlplane_args,
+    ready,
+    wait_ready,
+)
+from tests.support.service import Backend, Service
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+MODEL = """apiVersion: llamafleet.io/v1alpha1
+kind: Model
+metadata:
+  name: smol
+spec:
+  source: builtin:smollm2-135m
+  replicas: 2
+  contextLength: 512
+  parallelSlots: 2
+  threads: 1
+"""
+
+
+@dataclass
+class ClientLoop:
+    """Chat requests one after another through the gateway, counting every answer that is not a 200."""
+
+    url: str
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        body = {"model": "smol", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post(f"{self.url}/v1/chat/completions", json=body)
+                    if response.status_code == 200:
+                        self.ok += 1
+                    else:
+                        self.failures.append(f"{response.status_code}: {response.text[:200]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                time.sleep(0.05)
+
+    @contextmanager
+    def running(self) -> Iterator[ClientLoop]:
+        thread = threading.Thread(target=self.run, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(60)
+
+
+def gateway_current(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).json().get("routes") == "current"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def test_killing_the_leader_hands_over_within_15s_without_a_failed_request(tmp_path: Path) -> None:
+    with kube_api(tmp_path, free_port("127.0.0.1")) as api:
+        ports = [(free_port("127.0.0.1"), free_port("127.0.0.1")) for _ in range(2)]
+        cps = [
+            Proc(f"cp-{i}", kube_controlplane_args(api.kubeconfig, g, h, f"cp-{i}"), tmp_path / f"cp-{i}.log")
+            for i, (g, h) in enumerate(ports)
+        ]
+        backends = [Backend(("127.0.0.1", g), f"http://127.0.0.1:{h}/readyz") for g, h in ports]
+        gw_port = free_port("127.0.0.1")
+        base = f"http://127.0.0.1:{gw_port}"
+        with Service(free_port("127.0.0.1"), backends) as service:
+            cps[0].start()
+            wait_ready(cps[0], backends[0].ready_url)  # cp-0 leads; cp-1 follows
+            cps[1].start()
+            agent = Proc("agent", agent_args(tmp_path, service.address), tmp_path / "agent.log").start()
+            gateway = Proc("gateway", gateway_args(service.address, gw_port), tmp_path / "gw.log").start()
+            try:
+                (tmp_path / "model.yaml").write_text(MODEL)
+                api.kubectl("apply", "-f", str(tmp_path / "model.yaml"))
+                api.kubectl("wait", "--for=condition=Ready", "model/smol", "--timeout=120s", timeout=130)
+                wait_until(lambda: gateway_current(base), 30, "the gateway's routes")
+                assert not ready(backends[1].ready_url), "the follower must report not-ready"
+                before = engine_pids(agent)
+                assert len(before) == 2
+
+                with ClientLoop(base).running() as loop:
+                    time.sleep(2)
+                    cps[0].process.send_signal(signal.SIGKILL)
+                    killed = time.monotonic()
+                    wait_ready(cps[1], backends[1].ready_url, timeout=30)
+                    takeover = time.monotonic() - killed
+                    wait_until(lambda: gateway_current(base), 60, "the gateway to follow the new leader")
+                    time.sleep(2)
+                assert takeover < 15, f"the follower took {takeover:.1f}s to lead"
+                assert loop.failures == [], loop.failures[:5]
+                assert loop.ok > 20, loop.ok
+                assert engine_pids(agent) == before, "engines were restarted by the failover"
+                holder = api.kubectl(
+                    "get", "lease", "llamafleet-controlplane", "-o", "jsonpath={.spec.holderIdentity}"
+                )
+                assert holder.stdout == "cp-1"
+                described = api.kubectl("describe", "model", "smol").stdout
+                assert "Adopted" in described, described  # the new leader took both replicas over
+                assert "adopted replica" in cps[1].log()
+            finally:
+                for proc in (gateway, agent, *cps):
+                    proc.stop()
+
+
+def test_a_restarted_controlplane_adopts_every_engine_and_no_request_fails(tmp_path: Path) -> None:
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        "models:\n  - name: smol\n    source: builtin:smollm2-135m\n    replicas: 2\n"
+        "    contextLength: 512\n    parallelSlots: 2\n    threads: 1\n"
+    )
+    grpc_port, http_port, gw_port = (free_port("127.0.0.1") for _ in range(3))
+    address, base = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{gw_port}"
+    cp_args = ["controlplane", "--models", str(models), "--grpc-port", str(grpc_port),
+               "--http-port", str(http_port), "--status-interval-s", "1"]  # fmt: skip
+    cp = Proc("controlplane", cp_args, tmp_path / "cp.log").start()
+    agent = Proc("agent", agent_args(tmp_path, address), tmp_path / "agent.log").start()
+    gateway = Proc("gateway", gateway_args(address, gw_port), tmp_path / "gw.log").start()
+    restarted = cp
+    try:
+        wait_ready(cp, f"http://127.0.0.1:{http_port}/readyz")
+
+        def two_ready() -> bool:
+            try:
+                data = httpx.get(f"{base}/v1/models", timeout=2).json()["data"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                return False
+            return bool(data) and data[0]["llamafleet"]["ready_replicas"] == 2
+
+        wait_until(two_ready, 120, "two ready replicas")
+        before = engine_pids(agent)
+        with ClientLoop(base).running() as loop:
+            time.sleep(1)
+            assert cp.stop(signal.SIGTERM) == 0
+            time.sleep(1)
+            assert httpx.get(f"{base}/readyz", timeout=2).json()["routes"] == "stale"
+            restarted = Proc("controlplane-2", cp_args, tmp_path / "cp2.log").start()
+            wait_ready(restarted, f"http://127.0.0.1:{http_port}/readyz")
+            wait_until(lambda: gateway_current(base), 60, "the gateway to reconnect")
+            time.sleep(2)
+        assert loop.failures == [], loop.failures[:5]
+        assert loop.ok > 10, loop.ok
+        assert engine_pids(agent) == before, "engines were restarted by the control-plane restart"
+        assert restarted.log().count("adopted replica") == 2, restarted.log()
+        assert two_ready()
+    finally:
+        for proc in (gateway, agent, restarted):
+            proc.stop()
