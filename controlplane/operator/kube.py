@@ -9,6 +9,7 @@ Errors come back as ``KubeError`` with the HTTP status (0: the API server was un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -177,11 +178,13 @@ class Kube:
                 item = await queue.get()
                 if item is None:
                     return
-                if isinstance(item, BaseException):
-                    raise KubeError(0, f"watch stream broke: {item}")
+                if isinstance(item, BaseException):  # broken mid-flight: the caller resumes from its rv
+                    log.info("watch stream broke (%s); resuming", item)
+                    return
                 yield item
         finally:
-            response.shutdown()  # wakes the stream thread if it is still reading
+            with contextlib.suppress(ValueError, OSError):  # ValueError: the stream already ended
+                response.shutdown()  # wakes the stream thread if it is still reading
             response.release_conn()
             await asyncio.wait({pumping}, timeout=5)
 

@@ -38,10 +38,11 @@ class KubeApi:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
-    def control(self, verb: str) -> dict[str, object]:
-        """The emulator's test controls: break-watches, compact, writes, reset-writes."""
+    def control(self, verb: str, **params: float) -> dict[str, object]:
+        """The emulator's test controls: break-watches (hold_s), compact, writes, reset-writes."""
         method = "GET" if verb == "writes" else "POST"
-        data: dict[str, object] = httpx.request(method, f"{self.url}/emulator/{verb}", timeout=10).json()
+        url = f"{self.url}/emulator/{verb}"
+        data: dict[str, object] = httpx.request(method, url, params=params, timeout=10).json()
         return data
 
 

@@ -17,7 +17,8 @@ request is allowed), CEL validation rules, server-side apply, strategic merge pa
 for custom resources on a real server), protobuf, aggregated discovery, pagination (``limit``
 is ignored), and HA (one process; a restart loses everything).
 
-Test-only endpoints under /emulator/: ``POST break-watches`` (end every open watch stream),
+Test-only endpoints under /emulator/: ``POST break-watches[?hold_s=S]`` (end every open watch
+stream; new ones wait S seconds),
 ``POST compact`` (forget history: resuming a watch from before now is 410 Gone),
 ``GET writes`` (write requests by verb and resource), ``POST reset-writes``.
 """
@@ -115,6 +116,7 @@ class Emulator:
         for crd in crds or []:
             self._register_crd(self._res("apiextensions.k8s.io", "v1", "customresourcedefinitions"), crd)
         self.store.writes.clear()
+        self.watch_hold_until = 0.0
 
     def _res(self, group: str, version: str, plural: str) -> Resource:
         res = self.resources.get((group, version, plural))
@@ -150,7 +152,10 @@ class Emulator:
         return app
 
     # --- test controls -------------------------------------------------------------------
-    async def _break_watches(self, _request: web.Request) -> web.Response:
+    async def _break_watches(self, request: web.Request) -> web.Response:
+        """End every watch; with ``hold_s``, new watches wait that long (writes meanwhile are missed)."""
+        hold = float(request.query.get("hold_s", "0"))
+        self.watch_hold_until = asyncio.get_running_loop().time() + hold
         return web.json_response({"broken": self.store.break_watches()})
 
     async def _compact(self, _request: web.Request) -> web.Response:
@@ -363,6 +368,9 @@ class Emulator:
         }
 
     async def _watch(self, request: web.Request, res: Resource, namespace: str | None) -> web.StreamResponse:
+        delay = self.watch_hold_until - asyncio.get_running_loop().time()
+        if delay > 0:
+            await asyncio.sleep(delay)
         rv_text = request.query.get("resourceVersion", "")
         as_table = "as=Table" in request.headers.get("Accept", "")
         watcher = Watcher(res, namespace)
