@@ -68,6 +68,7 @@ class ModelOperator:
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._queued_status: set[Key] = set()
         self._expected_set = False
+        self._parsed: dict[Key, tuple[object, ModelSpec | str]] = {}  # specs by (uid, generation)
 
     @property
     def synced(self) -> bool:
@@ -115,15 +116,17 @@ class ModelOperator:
     def _sync_desired(self, objects: dict[Key, Obj]) -> None:
         claims: dict[str, list[tuple[Key, Obj, ModelSpec]]] = {}
         admissions: dict[Key, Admission] = {}
+        parsed: dict[Key, tuple[object, ModelSpec | str]] = {}
         for key, obj in objects.items():
             if obj["metadata"].get("deletionTimestamp"):
                 continue
-            try:
-                spec = resource.model_spec(obj)
-            except ValidationError as exc:
-                admissions[key] = Admission(key[1], None, "InvalidSpec", resource.validation_message(exc))
+            parsed[key] = self._parse(key, obj)
+            spec_or_error = parsed[key][1]
+            if isinstance(spec_or_error, str):
+                admissions[key] = Admission(key[1], None, "InvalidSpec", spec_or_error)
                 continue
-            claims.setdefault(spec.name, []).append((key, obj, spec))
+            claims.setdefault(spec_or_error.name, []).append((key, obj, spec_or_error))
+        self._parsed = parsed
         owner: dict[str, Key] = {}
         for model_id, claimants in claims.items():
             claimants.sort(key=lambda c: (c[1]["metadata"].get("creationTimestamp", ""), c[0][0]))
@@ -156,6 +159,17 @@ class ModelOperator:
                 if r.get("node")
             )
         self._state.set_models(a.spec for a in admissions.values() if a.spec is not None)
+
+    def _parse(self, key: Key, obj: Obj) -> tuple[object, ModelSpec | str]:
+        """The object's spec, or why it is invalid; parsed once per (uid, generation)."""
+        version = (obj["metadata"].get("uid"), obj["metadata"].get("generation"))
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == version:
+            return cached
+        try:
+            return version, resource.model_spec(obj)
+        except ValidationError as exc:
+            return version, resource.validation_message(exc)
 
     # --- finalizers and deletion ----------------------------------------------------------
     def _sync_finalizers(self, objects: dict[Key, Obj]) -> None:
@@ -219,6 +233,8 @@ class ModelOperator:
             spec = admission.spec
             replicas = tuple(by_model.get(spec.name, ())) if spec else ()
             pending = state.pending_reasons.get(key[1]) if spec else None
+            if spec is not None and not self._placement_tried(spec, replicas, pending):
+                continue  # the reconciler has not acted on this spec yet: one write later, not two
             signature = (
                 obj["metadata"].get("generation"),
                 admission,
@@ -257,6 +273,14 @@ class ModelOperator:
             for table in (self._signature, self._written, self._wanted, self._seen):
                 table.pop(key, None)
 
+    def _placement_tried(
+        self, spec: ModelSpec, replicas: tuple[ReplicaRecord, ...], pending: dict[str, str] | None
+    ) -> bool:
+        """Every replica exists with this spec and is placed, or the scheduler said why it is not."""
+        if len(replicas) < spec.replicas or any(r.spec != spec for r in replicas):
+            return False
+        return all(r.node_id for r in replicas) or pending is not None
+
     def _replica_events(self, key: Key, replicas: tuple[ReplicaRecord, ...]) -> None:
         for event in events.replica_events(key[0], key[1], self._seen.get(key), replicas):
             self._send_event(key, event)
@@ -265,21 +289,21 @@ class ModelOperator:
     def _recommendation(
         self, spec: ModelSpec | None, replicas: tuple[ReplicaRecord, ...]
     ) -> dict[str, Any] | None:
-        """The memory fit, recomputed only when the spec or its nodes change (free memory always moves)."""
-        if spec is None:
-            return None
-        nodes = list(self._state.nodes.values())
+        """The memory fit on the node the model runs on, computed when its placement changes.
+
+        Not re-evaluated as the node's free memory moves (that would rewrite every status all the
+        time), and not searched over every node while the model is pending: the Placed condition
+        already gives each node's reason (`llamafleet models --cpu-mode` shows the best node's fit).
+        """
         placed_on = next((r.node_id for r in replicas if r.node_id), None)
-        cache_key = (
-            spec,
-            placed_on,
-            tuple(sorted(n.node_id for n in nodes if n.connected)),
-            tuple(sorted(s for n in nodes for s in n.cached_models)),
-        )
+        if spec is None or placed_on is None:
+            return None
+        node = self._state.nodes.get(placed_on)
+        cache_key = (spec, placed_on, tuple(sorted(node.cached_models)) if node else ())
         cached = self._recommendations.get(spec.name)
         if cached is not None and cached[0] == cache_key:
             return cached[1]
-        rec, _error = model_recommendation(spec, nodes, placed_on)
+        rec, _error = model_recommendation(spec, list(self._state.nodes.values()), placed_on)
         value = rec.to_dict() if rec else None
         self._recommendations[spec.name] = (cache_key, value)
         return value
@@ -328,8 +352,13 @@ class ModelOperator:
             status = self._wanted.pop(write.key, None)
             if status is None:
                 return
-            await self._kube.patch_model(namespace, name, {"status": status}, status=True)
-            self._written[write.key] = status
+            self._written[write.key] = status  # counted as written while in flight: no duplicate write
+            try:
+                await self._kube.patch_model(namespace, name, {"status": status}, status=True)
+            except KubeError:
+                if self._written.get(write.key) is status:
+                    del self._written[write.key]
+                raise
         elif write.kind == "finalizer":
             try:
                 await self._kube.patch_model(namespace, name, write.body or {})

@@ -19,9 +19,9 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=50_000, help="watch events kept per resource")
     args = parser.parse_args()
     crds = [yaml.safe_load(path.read_text()) for path in args.crd]
-    web.run_app(
-        Emulator(crds, args.history).app(), host=args.host, port=args.port, print=None, access_log=None
-    )
+    # Open watch streams never finish on their own: do not wait for them at shutdown.
+    app = Emulator(crds, args.history).app()
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, shutdown_timeout=0.5)
 
 
 if __name__ == "__main__":

@@ -88,9 +88,20 @@ def _json_schema(schema: Schema) -> Schema:
     return out
 
 
+_VALIDATORS: dict[int, tuple[Schema, jsonschema.Draft7Validator]] = {}
+
+
+def _validator(schema: Schema) -> jsonschema.Draft7Validator:
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, jsonschema.Draft7Validator(_json_schema(schema)))
+        _VALIDATORS[id(schema)] = cached
+    return cached[1]
+
+
 def validate(value: Any, schema: Schema) -> list[str]:
     """Violations as the API server words them: ``spec.contextLength: Invalid value: …``."""
-    validator = jsonschema.Draft7Validator(_json_schema(schema))
+    validator = _validator(schema)
     problems = []
     for error in sorted(validator.iter_errors(value), key=lambda e: list(e.path)):
         where = ".".join(str(p) for p in error.absolute_path) or "<root>"
