@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -115,7 +116,7 @@ class LeaderElector:
         lease = await self._kube.get_lease(s.lease_namespace, s.lease_name)
         mine: Obj = {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": max(int(s.lease_duration_s), 1),
+            "leaseDurationSeconds": max(math.ceil(s.lease_duration_s), 1),  # whole seconds in the API
             "acquireTime": now,
             "renewTime": now,
             "leaseTransitions": 0,
