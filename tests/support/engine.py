@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from nodeagent.supervisor.replica import free_port
-from tests.support.wait import wait_until
+from tests.support.wait import wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,16 +43,8 @@ def running_engine(model: Path, log_dir: Path, *flags: str, name: str = "smollm2
         )  # fmt: skip
     engine = EngineProcess(f"http://127.0.0.1:{port}", process, log_path)
 
-    def serving() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"engine exited with {process.returncode}:\n{engine.log()}")
-        try:
-            return httpx.get(f"{engine.url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(serving, 60, f"the engine on {engine.url} to serve")
+        wait_http_ok(process, f"{engine.url}/health", 60, "the engine", engine.log)
         yield engine
     finally:
         process.terminate()

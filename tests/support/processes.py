@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.support.wait import wait_until
+from tests.support.wait import wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,12 +70,7 @@ def ready(url: str) -> bool:
 
 
 def wait_ready(proc: Proc, url: str, timeout: float = 60) -> None:
-    def check() -> bool:
-        if not proc.alive():
-            raise AssertionError(f"{proc.name} exited with {proc.process.returncode}:\n{proc.log()}")
-        return ready(url)
-
-    wait_until(check, timeout, f"{proc.name} to be ready at {url}")
+    wait_http_ok(proc.process, url, timeout, proc.name, proc.log)
 
 
 def kube_controlplane_args(kubeconfig: Path, grpc_port: int, http_port: int, identity: str) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.wait import wait_until
+from tests.support.wait import wait_http_ok
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_FILE = REPO / "deploy" / "helm" / "llamafleet" / "crds" / "models.llamafleet.io.yaml"
@@ -83,16 +83,9 @@ def kube_api(
     )
     url = f"http://127.0.0.1:{port}"
 
-    def up() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"emulator exited: {(tmp / 'kubeapi.log').read_text()}")
-        try:
-            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(up, 20, "the Kubernetes API emulator")
+        wait_http_ok(process, f"{url}/readyz", 20, "the Kubernetes API emulator",
+                     lambda: (tmp / "kubeapi.log").read_text())  # fmt: skip
         yield KubeApi(url, write_kubeconfig(tmp / "kubeconfig", url), process)
     finally:
         process.terminate()
