@@ -50,7 +50,8 @@ SOURCE = "/models/small.gguf"
 def manifest(i: int) -> dict[str, Any]:
     return {
         "apiVersion": "llamafleet.io/v1alpha1", "kind": "Model", "metadata": {"name": f"model-{i:04d}"},
-        "spec": {"source": SOURCE, "replicas": 1, "contextLength": 1024, "parallelSlots": 1},
+        # Every Model asks for its own context length, so no two share a memory-fit answer.
+        "spec": {"source": SOURCE, "replicas": 1, "contextLength": 512 + 8 * i, "parallelSlots": 1},
     }  # fmt: skip
 
 
@@ -138,9 +139,9 @@ async def run(args: argparse.Namespace, api_url: str, kubeconfig: Path) -> dict[
         # Phase 2: every spec changes (generation 2); the operator must catch up again.
         started = time.monotonic()
         async with aiohttp.ClientSession(api_url) as http:
-            patch = json.dumps({"spec": {"contextLength": 2048}})
             headers = {"Content-Type": "application/merge-patch+json"}
             for i in range(args.models):
+                patch = json.dumps({"spec": {"contextLength": 520 + 8 * i}})
                 async with http.patch(f"{MODELS}/model-{i:04d}", data=patch, headers=headers) as response:
                     assert response.status == 200
         second_s = await wait_reconciled(api_url, args.models, started)

@@ -23,7 +23,7 @@ from controlplane.operator import events, resource
 from controlplane.operator.informer import Key, ModelInformer
 from controlplane.operator.kube import Kube, KubeError
 from controlplane.operator.status import Admission, build_status, same_status
-from controlplane.scheduler.fit import model_recommendation
+from controlplane.scheduler.fit import context_params, model_recommendation
 from controlplane.settings import KubernetesSettings
 from controlplane.state.cluster import ClusterState, model_conditions
 
@@ -63,7 +63,7 @@ class ModelOperator:
             Key, str
         ] = {}  # finalizer writes in flight or unseen: the rv they were made on
         self._deleting_since: dict[Key, float] = {}
-        self._recommendations: dict[str, tuple[object, dict[str, Any] | None]] = {}
+        self._recommendations: dict[tuple[object, ...], dict[str, Any] | None] = {}
         self._dedupe = events.Deduper()
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._queued_status: set[Key] = set()
@@ -299,14 +299,19 @@ class ModelOperator:
         if spec is None or placed_on is None:
             return None
         node = self._state.nodes.get(placed_on)
-        cache_key = (spec, placed_on, tuple(sorted(node.cached_models)) if node else ())
-        cached = self._recommendations.get(spec.name)
-        if cached is not None and cached[0] == cache_key:
-            return cached[1]
-        rec, _error = model_recommendation(spec, list(self._state.nodes.values()), placed_on)
-        value = rec.to_dict() if rec else None
-        self._recommendations[spec.name] = (cache_key, value)
-        return value
+        # What the answer depends on: the file, the context asked for, the node (not the model's name).
+        key = (
+            spec.source,
+            context_params(spec),
+            placed_on,
+            tuple(sorted(node.cached_models)) if node else (),
+        )
+        if key not in self._recommendations:
+            if len(self._recommendations) > 10_000:
+                self._recommendations.clear()
+            rec, _error = model_recommendation(spec, list(self._state.nodes.values()), placed_on)
+            self._recommendations[key] = rec.to_dict() if rec else None
+        return self._recommendations[key]
 
     # --- events -------------------------------------------------------------------------
     def _event(self, key: Key, kind: str, reason: str, message: str) -> None:

@@ -115,6 +115,8 @@ def build_status(
 
 def same_status(a: Obj | None, b: Obj | None) -> bool:
     """Equal for writing purposes (a status read back from the API server may lack empty fields)."""
+    if a == b:
+        return True
 
     def norm(value: Any) -> Any:
         if isinstance(value, dict):
