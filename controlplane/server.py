@@ -92,9 +92,15 @@ class ControlPlane:
         )
         cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(self.state, stop), server)
         # No SO_REUSEPORT: a second control plane on the same port must fail, not share it.
-        bound = server.add_insecure_port(settings.address)
+        try:
+            bound = server.add_insecure_port(settings.address)
+        except RuntimeError:  # grpcio raises when the bind fails (it returns 0 on older versions)
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot bind the control plane's gRPC port {settings.address} (in use?)")
+            raise OSError(
+                f"cannot bind the control plane's gRPC port {settings.address}: in use by another "
+                "control plane? Stop it or pick another --grpc-port"
+            )
         await server.start()
         self.serving = True
         log.info("control plane listening for agents and gateways on %s", settings.address)

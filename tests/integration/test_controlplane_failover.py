@@ -176,3 +176,21 @@ def test_a_restarted_controlplane_adopts_every_engine_and_no_request_fails(tmp_p
     finally:
         for proc in (gateway, agent, restarted):
             proc.stop()
+
+
+def test_a_second_controlplane_on_a_busy_port_refuses_to_start(tmp_path: Path) -> None:
+    """No SO_REUSEPORT sharing: two control planes on one port would split the agents between them."""
+    grpc_port, http_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    args = ["controlplane", "--grpc-port", str(grpc_port), "--http-port", str(http_port)]
+    first = Proc("first", args, tmp_path / "first.log").start()
+    try:
+        wait_ready(first, f"http://127.0.0.1:{http_port}/readyz")
+        second = Proc(
+            "second", ["controlplane", "--grpc-port", str(grpc_port)], tmp_path / "second.log"
+        ).start()
+        assert second.process.wait(timeout=30) == 1
+        assert f"cannot bind the control plane's gRPC port 127.0.0.1:{grpc_port}" in second.log()
+        assert "Traceback" not in second.log()
+        assert first.alive()
+    finally:
+        first.stop()
