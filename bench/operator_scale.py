@@ -73,6 +73,17 @@ async def writes(url: str) -> dict[str, int]:
         return counts
 
 
+async def settled_writes(url: str) -> dict[str, int]:
+    """The write counts once they stop moving for a second (Events trail the statuses)."""
+    last = await writes(url)
+    while True:
+        await asyncio.sleep(1.0)
+        now = await writes(url)
+        if now == last:
+            return now
+        last = now
+
+
 async def reset_writes(url: str) -> None:
     async with aiohttp.ClientSession(url) as http, http.post("/emulator/reset-writes"):
         pass
@@ -133,8 +144,7 @@ async def run(args: argparse.Namespace, api_url: str, kubeconfig: Path) -> dict[
         group.create_task(operator.run(stop))
         group.create_task(reconciler.run(stop))
         first_s = await wait_reconciled(api_url, args.models, started)
-        await asyncio.sleep(1.0)  # late writes (Events) still count
-        first = await writes(api_url)
+        first = await settled_writes(api_url)  # late writes (Events) still count
         await reset_writes(api_url)
         # Phase 2: every spec changes (generation 2); the operator must catch up again.
         started = time.monotonic()
@@ -145,8 +155,7 @@ async def run(args: argparse.Namespace, api_url: str, kubeconfig: Path) -> dict[
                 async with http.patch(f"{MODELS}/model-{i:04d}", data=patch, headers=headers) as response:
                     assert response.status == 200
         second_s = await wait_reconciled(api_url, args.models, started)
-        await asyncio.sleep(1.0)
-        second = await writes(api_url)
+        second = await settled_writes(api_url)
         stop.set()
     kube.close()
     ops = {k: v for k, v in first.items() if not k.startswith("create models")}

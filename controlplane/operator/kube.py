@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 class KubeError(LlamafleetError):
@@ -109,7 +110,10 @@ class Kube:
             )
         return result
 
-    async def patch_model(self, namespace: str, name: str, body: Obj, *, status: bool = False) -> Obj:
+    async def patch_model(
+        self, namespace: str, name: str, body: Obj | list[Obj], *, status: bool = False
+    ) -> Obj:
+        """A JSON merge patch (a dict) or a JSON patch (a list of operations)."""
         fn = (
             self.custom.patch_namespaced_custom_object_status
             if status
@@ -123,7 +127,7 @@ class Kube:
             resource.PLURAL,
             name,
             body,
-            _content_type=MERGE_PATCH,
+            _content_type=JSON_PATCH if isinstance(body, list) else MERGE_PATCH,
         )
         return result
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 PASS_EVERY_S = 0.1
+_PRIORITY = {"status": 0, "finalizer": 1, "event": 2}  # what people look at first goes first
 
 
 def _stamp() -> str:
@@ -41,7 +43,7 @@ def _stamp() -> str:
 class _Write:
     kind: str  # status, finalizer, event
     key: Key
-    body: Obj | None = None
+    patch: list[Obj] | None = None  # a JSON patch (finalizers)
     event: events.ModelEvent | None = None
 
 
@@ -59,13 +61,13 @@ class ModelOperator:
         self._wanted: dict[Key, Obj] = {}  # statuses waiting for a writer
         self._signature: dict[Key, object] = {}  # inputs of the last status computed per object
         self._seen: dict[Key, dict[str, events.ReplicaSeen]] = {}
-        self._finalizing: dict[
-            Key, str
-        ] = {}  # finalizer writes in flight or unseen: the rv they were made on
+        self._finalizing: dict[Key, list[str]] = {}  # finalizers asked for, until the cache shows them
         self._deleting_since: dict[Key, float] = {}
         self._recommendations: dict[tuple[object, ...], dict[str, Any] | None] = {}
         self._dedupe = events.Deduper()
-        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
+        # Status first (what `kubectl get/wait` and users look at), then finalizers, then Events.
+        self._queue: asyncio.PriorityQueue[tuple[int, int, _Write]] = asyncio.PriorityQueue()
+        self._sequence = itertools.count()
         self._queued_status: set[Key] = set()
         self._expected_set = False
         self._parsed: dict[Key, tuple[object, ModelSpec | str]] = {}  # specs by (uid, generation)
@@ -173,25 +175,35 @@ class ModelOperator:
 
     # --- finalizers and deletion ----------------------------------------------------------
     def _sync_finalizers(self, objects: dict[Key, Obj]) -> None:
+        for key in [k for k in self._finalizing if k not in objects]:
+            del self._finalizing[key]
         for key, obj in objects.items():
             meta = obj["metadata"]
             finalizers = list(meta.get("finalizers") or [])
-            if self._finalizing.get(key) == meta["resourceVersion"]:
+            target = self._finalizing.get(key)
+            if target is not None and target != finalizers:
                 continue  # our write is in flight, or done and its echo is not here yet
             self._finalizing.pop(key, None)
             if not meta.get("deletionTimestamp"):
                 self._deleting_since.pop(key, None)
                 if resource.FINALIZER not in finalizers:
-                    self._finalize(key, [*finalizers, resource.FINALIZER], meta["resourceVersion"])
+                    self._finalize(key, finalizers, [*finalizers, resource.FINALIZER])
             elif resource.FINALIZER in finalizers and self._drained(key):
-                self._finalize(
-                    key, [f for f in finalizers if f != resource.FINALIZER], meta["resourceVersion"]
-                )
+                self._finalize(key, finalizers, [f for f in finalizers if f != resource.FINALIZER])
 
-    def _finalize(self, key: Key, finalizers: list[str], resource_version: str) -> None:
-        self._finalizing[key] = resource_version
-        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
-        self._queue.put_nowait(_Write("finalizer", key, body))
+    def _finalize(self, key: Key, current: list[str], wanted: list[str]) -> None:
+        """A JSON patch conditioned on the finalizers alone: status writes in between do not conflict,
+        another controller changing the list does (409, and the next pass retries)."""
+        self._finalizing[key] = wanted
+        path = "/metadata/finalizers"
+        if not current:
+            body = [{"op": "add", "path": path, "value": wanted}]
+        else:
+            body = [
+                {"op": "test", "path": path, "value": current},
+                {"op": "replace", "path": path, "value": wanted},
+            ]
+        self._enqueue(_Write("finalizer", key, patch=body))
 
     def _drained(self, key: Key) -> bool:
         """A deleted Model may go once nothing runs for it (or its grace period is over)."""
@@ -227,51 +239,52 @@ class ModelOperator:
             by_model.setdefault(replica.model, []).append(replica)
         now = _stamp()
         for key, obj in objects.items():
-            admission = self.admissions.get(key)
-            if admission is None or obj["metadata"].get("deletionTimestamp"):
-                continue
-            spec = admission.spec
-            replicas = tuple(by_model.get(spec.name, ())) if spec else ()
-            pending = state.pending_reasons.get(key[1]) if spec else None
-            if spec is not None and not self._placement_tried(spec, replicas, pending):
-                continue  # the reconciler has not acted on this spec yet: one write later, not two
-            signature = (
-                obj["metadata"].get("generation"),
-                admission,
-                pending,
-                state.split_plans.get(key[1]),
-                tuple(
-                    (r.replica_id, r.node_id, r.phase, r.restarts, r.n_gpu_layers, r.message, r.error)
-                    for r in replicas
-                ),
-            )
-            if self._signature.get(key) == signature and key in self._written:
-                continue
-            self._signature[key] = signature
-            if spec is not None:
-                self._replica_events(key, replicas)
-            core = (
-                model_conditions(spec, replicas, state.pending_reasons, state.split_plans.get(key[1], ""))
-                if spec
-                else ()
-            )
-            placed = next((c for c in core if c.type == "Placed"), None)
-            if placed is not None and placed.status == "False" and pending:
-                self._event(key, "Warning", "FailedPlacement", placed.message)
-            previous = {**obj, "status": self._written.get(key, obj.get("status"))}
-            status = build_status(
-                previous, admission, core, replicas, self._recommendation(spec, replicas), now
-            )
-            if same_status(status, self._written.get(key, obj.get("status"))):
-                self._written.setdefault(key, status)
+            status = self._status_for(key, obj, by_model, now)
+            if status is None:
                 continue
             self._wanted[key] = status
             if key not in self._queued_status:
                 self._queued_status.add(key)
-                self._queue.put_nowait(_Write("status", key))
+                self._enqueue(_Write("status", key))
         for key in [k for k in self._signature if k not in objects]:
             for table in (self._signature, self._written, self._wanted, self._seen):
                 table.pop(key, None)
+
+    def _status_for(
+        self, key: Key, obj: Obj, by_model: dict[str, list[ReplicaRecord]], now: str
+    ) -> Obj | None:
+        """The status to write for one Model, or None when it has nothing new to say."""
+        state = self._state
+        admission = self.admissions.get(key)
+        if admission is None or obj["metadata"].get("deletionTimestamp"):
+            return None
+        spec = admission.spec
+        replicas = tuple(by_model.get(spec.name, ())) if spec else ()
+        pending = state.pending_reasons.get(key[1]) if spec else None
+        if spec is not None and not self._placement_tried(spec, replicas, pending):
+            return None  # the reconciler has not acted on this spec yet: one write later, not two
+        split_plan = state.split_plans.get(key[1], "")
+        signature = (
+            obj["metadata"].get("generation"), admission, pending, split_plan,
+            tuple((r.replica_id, r.node_id, r.phase, r.restarts, r.n_gpu_layers, r.message, r.error)
+                  for r in replicas),
+        )  # fmt: skip
+        if self._signature.get(key) == signature and key in self._written:
+            return None
+        self._signature[key] = signature
+        core = model_conditions(spec, replicas, state.pending_reasons, split_plan) if spec else ()
+        if spec is not None:
+            self._replica_events(key, replicas)
+            placed = next(c for c in core if c.type == "Placed")
+            if placed.status == "False" and pending:
+                self._event(key, "Warning", "FailedPlacement", placed.message)
+        known = self._written.get(key, obj.get("status"))
+        status = build_status({**obj, "status": known}, admission, core, replicas,
+                              self._recommendation(spec, replicas), now)  # fmt: skip
+        if same_status(status, known):
+            self._written.setdefault(key, status)
+            return None
+        return status
 
     def _placement_tried(
         self, spec: ModelSpec, replicas: tuple[ReplicaRecord, ...], pending: dict[str, str] | None
@@ -322,9 +335,12 @@ class ModelOperator:
             (log.warning if event.type == "Warning" else log.info)(
                 "Model %s/%s: %s: %s", key[0], key[1], event.reason, event.message
             )
-            self._queue.put_nowait(_Write("event", key, event=event))
+            self._enqueue(_Write("event", key, event=event))
 
     # --- writers ------------------------------------------------------------------------
+    def _enqueue(self, write: _Write) -> None:
+        self._queue.put_nowait((_PRIORITY[write.kind], next(self._sequence), write))
+
     async def _writer(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             getter = asyncio.ensure_future(self._queue.get())
@@ -334,7 +350,7 @@ class ModelOperator:
             if not getter.done():
                 getter.cancel()
                 return
-            write = getter.result()
+            _, _, write = getter.result()
             try:
                 await self._perform(write)
             except KubeError as exc:
@@ -366,7 +382,7 @@ class ModelOperator:
                 raise
         elif write.kind == "finalizer":
             try:
-                await self._kube.patch_model(namespace, name, write.body or {})
+                await self._kube.patch_model(namespace, name, write.patch or [])
             except KubeError:
                 self._finalizing.pop(write.key, None)
                 raise

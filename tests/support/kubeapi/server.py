@@ -335,14 +335,13 @@ class Emulator:
             if not isinstance(replicas, int) or replicas < 0:
                 raise ApiError(422, "Invalid", "Scale.spec.replicas: Invalid value: must be an integer >= 0")
             assert res.scale is not None
+            stated = (new.get("metadata") or {}).get("resourceVersion")
             new = copy.deepcopy(current)
             _set_path(new, res.scale["specReplicasPath"], replicas)
-            new["metadata"]["resourceVersion"] = (body.get("metadata") or {}).get("resourceVersion")
+            new["metadata"]["resourceVersion"] = stated
             sub = ""
-        if request.method == "PATCH" and sub != "scale":
-            new.setdefault("metadata", {}).pop("resourceVersion", None)  # patches do not conflict
-            if (body.get("metadata") or {}).get("resourceVersion"):
-                new["metadata"]["resourceVersion"] = body["metadata"]["resourceVersion"]
+        # A patch is applied to the current object, so it conflicts only when it sets a different
+        # metadata.resourceVersion itself (optimistic locking on request), as on the real server.
         new = self._admit(request, res, new, "status" if sub == "status" else None)
         updated = self.store.update(res, ns, name, new, sub)
         return web.json_response(self._scale(res, updated) if request.path.endswith("/scale") else updated)
