@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from nodeagent.supervisor.replica import free_port
-from tests.support.kubeapi import REPO, KubeApi, kube_api
+from tests.support.kubeapi import CRD_FILE, REPO, KubeApi, kube_api
 from tests.support.processes import (
     Proc,
     agent_args,
@@ -64,7 +64,8 @@ class KubeCluster:
 @pytest.fixture(scope="module")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     tmp = tmp_path_factory.mktemp("kubernetes")
-    with kube_api(tmp, free_port("127.0.0.1")) as api:
+    with kube_api(tmp, free_port("127.0.0.1"), crds=()) as api:
+        api.kubectl("apply", "-f", str(CRD_FILE))  # the README's first step
         grpc_port, http_port, gw_port = (free_port("127.0.0.1") for _ in range(3))
         address = f"127.0.0.1:{grpc_port}"
         cp = Proc(
