@@ -30,9 +30,11 @@ class RoutingView:
         self.has_table = False  # a table has arrived at least once: requests can be routed
         self.connected = False  # the watch stream is up and its latest table is in force
         self.stale_since: float | None = None  # wall-clock time the table stopped being confirmed
+        self.settling = False  # reachable, but a control plane that just started is still taking over
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
+        self.settling = self.settling and not connected
         if connected:
             self.stale_since = None
         elif self.stale_since is None:
@@ -54,6 +56,7 @@ class RoutingView:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
                 break
+            self.settling = False
             self._set_connected(False)
             exc = watch.exception()
             if exc is not None and not isinstance(exc, Unavailable):
@@ -69,6 +72,7 @@ class RoutingView:
 
     async def _watch(self) -> None:
         async for table in self._client.watch_routes(self._gateway_id):
+            self.settling = table.settling
             if table.settling and self.has_table:
                 continue  # a control plane that just started: keep the last table until it settles
             if not self.connected:

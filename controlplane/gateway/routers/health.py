@@ -24,7 +24,13 @@ def router(routing: RoutingView, registry: CollectorRegistry) -> APIRouter:
         if not routing.has_table:
             return JSONResponse({"status": "waiting for the control plane's routing table"}, 503)
         body: dict[str, object] = {"status": "ok", "models": len(routing.table.models), "routes": "current"}
-        if not routing.connected:
+        if routing.settling:
+            body.update(
+                routes="settling",
+                message="a control plane has just started and is taking over the running replicas: "
+                "serving the last routing table until it has",
+            )
+        elif not routing.connected:
             since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(routing.stale_since or time.time()))
             body.update(
                 routes="stale",
