@@ -52,13 +52,11 @@ class ControlPlane:
             if settings.http_port:
                 group.create_task(self._probes(stop), name="probes")
             if settings.source == "kubernetes":
-                await self._lead(stop, metrics, group)
+                await self._lead(stop, metrics)
             else:
                 await self._serve(stop, metrics, None)
 
-    async def _lead(
-        self, stop: asyncio.Event, metrics: ControlPlaneMetrics, group: asyncio.TaskGroup
-    ) -> None:
+    async def _lead(self, stop: asyncio.Event, metrics: ControlPlaneMetrics) -> None:
         kube = Kube(self.settings.kubernetes)
         log.info("Kubernetes API at %s", kube.server)
         elector = LeaderElector(kube, self.settings.kubernetes)
@@ -67,16 +65,21 @@ class ControlPlane:
             if not await elector.acquire(stop):
                 return
             self.role = "leader"
-            holder = group.create_task(elector.hold(stop), name="leader-lease")
             self.operator = ModelOperator(kube, self.state, self.settings.kubernetes)
+            # Owned here: whichever ends first (a lost Lease, a failure, or a stop) ends the other.
+            holder = asyncio.ensure_future(elector.hold(stop))
             serving = asyncio.ensure_future(self._serve(stop, metrics, self.operator))
-            await asyncio.wait({holder, serving}, return_when=asyncio.FIRST_COMPLETED)
-            if holder.done() and not serving.done():  # lost the Lease: stop acting at once
+            try:
+                await asyncio.wait({holder, serving}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
                 self.serving = False
-                serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            await holder
-            serving.result()
+                for task in (holder, serving):
+                    task.cancel()
+                await asyncio.gather(holder, serving, return_exceptions=True)
+            for task in (holder, serving):
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
         finally:
             self.serving = False
             await elector.release()

@@ -10,6 +10,7 @@ import grpc
 from controlplane.api import convert
 from controlplane.domain import ModelStatusView, NodeRecord, RoutingTable
 from llamafleet.core.errors import InvalidRequest, ModelFileInvalid, NotFound, Unavailable
+from llamafleet.core.grpc_channels import CHANNEL_OPTIONS
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 
@@ -18,7 +19,7 @@ class ClusterClient:
     def __init__(self, address: str, timeout_s: float = 5.0) -> None:
         self._address = address
         self._timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = cluster_pb2_grpc.ClusterServiceStub(self._channel)
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import grpc
 import psutil
 
+from llamafleet.core.grpc_channels import CHANNEL_OPTIONS
 from nodeagent.domain import CachedModel, HostInventory, NodeReport
 from nodeagent.metrics import AgentMetrics
 from nodeagent.settings import AgentSettings
@@ -90,7 +91,9 @@ class Uplink:
 
     async def _session(self, stop: asyncio.Event) -> None:
         settings = self._settings
-        async with grpc.aio.insecure_channel(settings.uplink.controlplane) as channel:
+        async with grpc.aio.insecure_channel(
+            settings.uplink.controlplane, options=CHANNEL_OPTIONS
+        ) as channel:
             call = agent_pb2_grpc.AgentServiceStub(channel).Connect()
             await call.write(
                 convert.hello(

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from dataclasses import dataclass
 
 import httpx
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,14 @@ class Service:
                     with contextlib.suppress(httpx.HTTPError):
                         if (await client.get(backend.ready_url)).status_code == 200:
                             ready.append(backend)
+                if ready != self._ready:
+                    log.info("service %d: ready endpoints now %s", self.port, [b.address for b in ready])
                 self._ready = ready
                 await asyncio.sleep(self._probe_s)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self._ready:
+            log.info("service %d: no ready endpoint; refusing a connection", self.port)
             writer.close()  # no endpoints: the connection is refused
             return
         backend = self._ready[0]
