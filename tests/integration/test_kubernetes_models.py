@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ class KubeCluster:
     gateway: Proc
     base_url: str
     tmp: Path
+    grpc: str
 
     def chat(self, model: str) -> str:
         client = openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0, timeout=60)
@@ -77,7 +80,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         gateway = Proc("gateway", gateway_args(address, gw_port), tmp / "gateway.log").start()
         try:
             wait_ready(cp, f"http://127.0.0.1:{http_port}/readyz")
-            yield KubeCluster(api, cp, agent, gateway, f"http://127.0.0.1:{gw_port}", tmp)
+            yield KubeCluster(api, cp, agent, gateway, f"http://127.0.0.1:{gw_port}", tmp, address)
         finally:
             for proc in (gateway, agent, cp):
                 proc.stop()
@@ -101,6 +104,12 @@ def test_model_lifecycle_with_kubectl(kube_cluster: KubeCluster) -> None:
     assert table[0].split() == ["NAME", "READY", "DESIRED", "STATUS", "NODES", "GPU-LAYERS", "AGE"]
     assert table[1].split()[:6] == ["smollm2-135m", "1", "1", "AllReplicasReady", "node-a", "0"]
     assert kc.api.kubectl("get", "lfm", "-o", "name").stdout.strip() == "model.llamafleet.io/smollm2-135m"
+    listed = subprocess.run(
+        [sys.executable, "-m", "llamafleet.cli.main", "models", "--json", "--controlplane", kc.grpc],
+        check=True, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    (model,) = json.loads(listed.stdout)  # the same view as with a models file
+    assert (model["name"], model["ready_replicas"], model["desired_replicas"]) == ("smollm2-135m", 1, 1)
 
     kc.api.kubectl("scale", "model/smollm2-135m", "--replicas=2")
     wait_until(
