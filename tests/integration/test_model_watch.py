@@ -101,3 +101,33 @@ async def test_no_update_is_lost_across_broken_watches_and_410(api: KubeApi) -> 
             stop.set()
             await task
             kube.close()
+
+
+async def test_a_namespaced_informer_sees_only_its_namespace(api: KubeApi) -> None:
+    kube = Kube(KubernetesSettings(kubeconfig=api.kubeconfig))
+    informer = ModelInformer(kube, "team-b", lambda: None)
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b"}}
+        assert (await http.post("/api/v1/namespaces", json=namespace)).status_code == 201
+        team_b = "/apis/llamafleet.io/v1alpha1/namespaces/team-b/models"
+        assert (await http.post(MODELS, json=model("elsewhere"))).status_code == 201
+        assert (await http.post(team_b, json=model("mine"))).status_code == 201
+        task = asyncio.create_task(informer.run(stop))
+        try:
+            for _ in range(100):
+                if informer.synced:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await http.post(MODELS, json=model("elsewhere-2"))).status_code == 201
+            assert (await http.post(team_b, json=model("mine-2"))).status_code == 201
+            for _ in range(100):
+                if len(informer.objects) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # an event from the other namespace would have arrived by now
+            assert sorted(informer.objects) == [("team-b", "mine"), ("team-b", "mine-2")]
+        finally:
+            stop.set()
+            await task
+            kube.close()
