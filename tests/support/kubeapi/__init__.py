@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ class KubeApi:
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run the real kubectl against the emulator."""
+        if shutil.which("kubectl") is None:
+            raise AssertionError("kubectl is not installed: the Kubernetes tests drive the real client")
         result = subprocess.run(
             ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
             capture_output=True,
