@@ -11,9 +11,7 @@ import asyncio
 import logging
 
 import grpc
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from controlplane.agents.servicer import AgentServicer
 from controlplane.api.servicer import ClusterServicer
@@ -27,7 +25,7 @@ from controlplane.scheduler.framework import Scheduler
 from controlplane.scheduler.profile import load_profile
 from controlplane.settings import ControlPlaneSettings
 from controlplane.state.cluster import ClusterState
-from llamafleet.core.http_server import serve_until
+from llamafleet.core.probes import serve_probes
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 
@@ -50,7 +48,11 @@ class ControlPlane:
             start_http_server(settings.metrics_port, registry=self.registry)
         async with asyncio.TaskGroup() as group:
             if settings.http_port:
-                group.create_task(self._probes(stop), name="probes")
+                group.create_task(
+                    serve_probes("llamafleet control plane", settings.http_host, settings.http_port, stop,
+                                 self._readiness, self.registry),
+                    name="probes",
+                )  # fmt: skip
             if settings.source == "kubernetes":
                 await self._lead(stop, metrics)
             else:
@@ -126,27 +128,10 @@ class ControlPlane:
             # Give streams a moment to end cleanly; agents reconnect to the next control plane.
             await server.stop(grace=2.0)
 
-    async def _probes(self, stop: asyncio.Event) -> None:
-        """/healthz (alive), /readyz (serving: the leader, in Kubernetes mode), /metrics."""
-        app = FastAPI(title="llamafleet control plane", docs_url=None, redoc_url=None, openapi_url=None)
-
-        @app.get("/healthz")
-        async def healthz() -> dict[str, str]:
-            return {"status": "ok", "role": self.role}
-
-        @app.get("/readyz")
-        async def readyz() -> JSONResponse:
-            body = {"role": self.role, "settled": self.state.settled, "models": len(self.state.models)}
-            if not self.serving:
-                return JSONResponse({"status": "not serving", **body}, 503)
-            return JSONResponse({"status": "ok", **body})
-
-        @app.get("/metrics")
-        async def metrics() -> Response:
-            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
-
-        settings = self.settings
-        if not await serve_until(app, settings.http_host, settings.http_port, stop):
-            raise OSError(
-                f"cannot listen on {settings.http_host}:{settings.http_port} for /healthz (in use?)"
-            )
+    def _readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready while serving (the leader, in Kubernetes mode), so a Service routes only to it."""
+        return self.serving, {
+            "role": self.role,
+            "settled": self.state.settled,
+            "models": len(self.state.models),
+        }

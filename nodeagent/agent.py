@@ -9,6 +9,7 @@ import sys
 import psutil
 from prometheus_client import CollectorRegistry, start_http_server
 
+from llamafleet.core.probes import serve_probes
 from llamafleet.fit.recommend import Gpu, NodeResources
 from nodeagent.cache.catalog import ModelCatalog
 from nodeagent.domain import CachedModel, HostInventory
@@ -58,6 +59,16 @@ class Agent:
             return catalog.cached_models(sources, node_resources(settings.node_id, host))
 
         uplink = Uplink(settings, host, supervisor, changed, self.metrics, cached_models)
+
+        def readiness() -> tuple[bool, dict[str, object]]:
+            return uplink.connected, {"node": settings.node_id, "replicas": len(supervisor.states())}
+
         async with asyncio.TaskGroup() as group:
             group.create_task(supervisor.run(stop), name="supervisor")
             group.create_task(uplink.run(stop), name="uplink")
+            if settings.http_port:
+                group.create_task(
+                    serve_probes("llamafleet node agent", settings.http_host, settings.http_port, stop,
+                                 readiness, self._registry),
+                    name="probes",
+                )  # fmt: skip

@@ -22,6 +22,11 @@ class SupervisorSettings(BaseModel):
     advertise_host: str = Field(
         default="127.0.0.1", description="Host the gateway uses to reach engines on this node (pod/node IP)"
     )
+    engine_ports: str = Field(
+        default="",
+        pattern=r"^(\d{1,5}-\d{1,5})?$",
+        description="Port range engines listen on, FIRST-LAST (so a NetworkPolicy can name it; empty: any)",
+    )
     engine_threads: int = Field(
         default=0, description="CPU threads per engine when the model spec sets none (0: llama.cpp decides)"
     )
@@ -41,6 +46,12 @@ class SupervisorSettings(BaseModel):
     stop_grace_s: float = Field(
         default=10.0, description="Seconds an engine gets after SIGTERM before SIGKILL"
     )
+
+    def engine_port_range(self) -> tuple[int, int] | None:
+        if not self.engine_ports:
+            return None
+        first, last = (int(p) for p in self.engine_ports.split("-"))
+        return first, last
 
 
 class UplinkSettings(BaseModel):
@@ -65,7 +76,12 @@ class AgentSettings(BaseModel):
         default_factory=socket.gethostname, description="Unique node name (default: hostname)"
     )
     labels: list[str] = Field(default_factory=list, description="Node labels as key=value")
-    metrics_port: int = Field(default=0, description="Port for Prometheus /metrics (0: off)")
+    metrics_port: int = Field(default=0, description="Port for Prometheus /metrics only (0: off)")
+    http_port: int = Field(
+        default=0,
+        description="Port for /healthz, /readyz (ready: connected to the control plane), /metrics (0: off)",
+    )
+    http_host: str = Field(default="127.0.0.1", description="Address the /healthz, /readyz port binds to")
     supervisor: SupervisorSettings = SupervisorSettings()
     uplink: UplinkSettings = UplinkSettings()
 

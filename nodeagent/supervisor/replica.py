@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -26,10 +27,19 @@ from nodeagent.settings import SupervisorSettings
 log = logging.getLogger(__name__)
 
 
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_port(host: str, ports: tuple[int, int] | None = None) -> int:
+    """A port nothing listens on: any (the kernel picks), or one in ``ports`` (first, last) when given."""
+    candidates = (
+        [0] if ports is None else random.sample(range(ports[0], ports[1] + 1), ports[1] - ports[0] + 1)
+    )
+    for candidate in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError(f"no free port in {ports[0]}-{ports[1]} on {host} for another engine")  # type: ignore[index]
 
 
 def log_tail(path: Path, lines: int = 5) -> str:
@@ -130,7 +140,7 @@ class EngineReplica:
     async def _run_once(self, header: GGUFHeader) -> tuple[bool, str]:
         """Start the engine; watch it until it dies, hangs or we stop. Returns (was ready, why it ended)."""
         host = self._settings.engine_bind_host
-        port = free_port(host)
+        port = free_port(host, self._settings.engine_port_range())
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         threads = self.spec.n_threads or self._settings.engine_threads
         args = [

@@ -48,6 +48,7 @@ class Uplink:
         self.applied_generation = 0
         self.watched_sources: frozenset[str] = frozenset()  # models the cluster wants profiles of
         self.watched_version = 0
+        self.connected = False  # a session with the control plane is open (the agent's readiness)
 
     def report(self) -> NodeReport:
         states = tuple(self._supervisor.states())
@@ -78,6 +79,7 @@ class Uplink:
             except* ConnectionError as group:
                 log.warning("control plane at %s: %s", address, group.exceptions[0])
             finally:
+                self.connected = False
                 self._metrics.connected.set(0)
             if stop.is_set():
                 break
@@ -113,6 +115,7 @@ class Uplink:
                 settings.uplink.controlplane,
                 settings.node_id,
             )
+            self.connected = True
             self._metrics.connected.set(1)
             self._metrics.reconnects.inc()
             ended = asyncio.Event()
