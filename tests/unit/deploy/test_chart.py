@@ -1,0 +1,183 @@
+"""The Helm chart: lints strictly, renders for several value sets, every object valid for the Kubernetes
+versions we claim, locked-down pods with probes, exact RBAC, and container args the CLI accepts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from llamafleet.cli.main import build_parser
+from tests.support.kubeapi import CRD_FILE, REPO
+from tests.support.kubeapi.schema import default, prune, validate
+
+CHART = REPO / "deploy" / "helm" / "llamafleet"
+KUBE_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())  # the oldest we claim, the newest bundled
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "gpu-nodes": {
+        "agent": {
+            "gpu": {"count": 1},
+            "labels": {"tier": "gpu"},
+            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    },
+    "external-redis-and-keys": {
+        "redis": {"enabled": False, "external": {"existingSecret": "redis-url"}},
+        "gateway": {"apiKeys": {"existingSecret": "gateway-keys"}, "autoscaling": {"enabled": True}},
+        "controlplane": {"watchNamespaces": ["team-a", "team-b"]},
+        "agent": {"modelCache": {"existingClaim": "models"}},
+    },
+    "monitoring-on": {"monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
+    "everything-off": {
+        "redis": {"enabled": False},
+        "networkPolicy": {"enabled": False},
+        "controlplane": {"replicas": 1, "podDisruptionBudget": {"enabled": False}},
+    },
+}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(str(CHART))
+    try:
+        out = chart.render(values, name="lf", namespace="llamafleet", is_install=True)
+    finally:
+        chart.close()
+    return [d for name, text in out.items() if name.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def containers(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        c for o in objects if o["kind"] in ("Deployment", "DaemonSet")
+        for c in o["spec"]["template"]["spec"]["containers"]
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_lints_strictly(kube_version: str) -> None:
+    result = helm.lint(str(CHART), strict=True, kube_version=kube_version)
+    assert result["errors"] == [], result
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_every_object_is_valid_kubernetes(name: str, kube_version: str) -> None:
+    for obj in render(VALUE_SETS[name]):
+        kubernetes_validate.validate(obj, kube_version, strict=True)
+
+
+def test_values_outside_the_schema_are_refused() -> None:
+    with pytest.raises(helm.HelmError, match="bogus"):
+        render({"gateway": {"bogus": 1}})
+    with pytest.raises(helm.HelmError, match="balancer"):
+        render({"gateway": {"balancer": "fastest"}})
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_pods_are_locked_down_and_probed(name: str) -> None:
+    objects = render(VALUE_SETS[name])
+    for workload in [o for o in objects if o["kind"] in ("Deployment", "DaemonSet")]:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, workload["metadata"]["name"]
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"]["drop"] == ["ALL"]
+            assert security["readOnlyRootFilesystem"] is True
+            assert container.get("readinessProbe"), container["name"]
+            assert container.get("livenessProbe"), container["name"]
+            for env in container.get("env", []):
+                assert "value" not in env or not re.search(r"(?i)key|token|password", env["name"]), env
+
+
+def test_gpu_nodes_request_the_gpu_and_keep_the_agent_labels() -> None:
+    (agent,) = of_kind(render(VALUE_SETS["gpu-nodes"]), "DaemonSet")
+    container = agent["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "--labels=tier=gpu" in container["args"]
+    assert agent["spec"]["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_rbac_grants_exactly_what_the_operator_and_leader_election_call() -> None:
+    objects = render({})
+    (cluster_role,) = of_kind(objects, "ClusterRole")
+    granted = {(g, r, v) for rule in cluster_role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
+    models = {("llamafleet.io", "models", verb) for verb in ("list", "watch", "patch")}
+    assert granted == models | {("llamafleet.io", "models/status", "patch"), ("", "events", "create")}
+    (leases,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("leader-election")]
+    assert leases["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                "verbs": ["get", "create", "update"]}]  # fmt: skip
+    scoped = render(VALUE_SETS["external-redis-and-keys"])
+    assert of_kind(scoped, "ClusterRole") == []
+    bindings = [r for r in of_kind(scoped, "RoleBinding") if r["metadata"]["name"].endswith("-models")]
+    assert sorted(r["metadata"]["namespace"] for r in bindings) == ["team-a", "team-b"]
+
+
+def test_network_policies_name_the_ports_the_processes_use() -> None:
+    objects = render({})
+    policies = {p["metadata"]["name"]: p for p in of_kind(objects, "NetworkPolicy")}
+    agent = policies["lf-llamafleet-agent"]["spec"]["ingress"]
+    engines, rpc, probes = agent
+    assert engines["ports"] == [{"port": 30000, "endPort": 30099, "protocol": "TCP"}]
+    assert engines["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    assert rpc["ports"] == [{"port": 50052, "protocol": "TCP"}]
+    assert rpc["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "agent"
+    assert "from" not in probes
+    (daemonset,) = of_kind(objects, "DaemonSet")
+    assert (
+        "--supervisor-engine-ports=30000-30099"
+        in daemonset["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    assert of_kind(render(VALUE_SETS["everything-off"]), "NetworkPolicy") == []
+
+
+def test_monitoring_is_rendered_only_where_its_api_exists() -> None:
+    """Offline rendering has no monitoring.coreos.com/v1, so even when enabled nothing is rendered."""
+    kinds = {o["kind"] for o in render(VALUE_SETS["monitoring-on"])}
+    assert not kinds & {"ServiceMonitor", "PodMonitor"}
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_container_args_are_flags_the_cli_accepts(name: str) -> None:
+    parser = build_parser()
+    for container in containers(render(VALUE_SETS[name])):
+        if container["name"] == "redis":
+            continue
+        args = [re.sub(r"\$\((\w+)\)", "x", a) for a in container["args"]]  # Kubernetes expands $(VAR)
+        parsed = parser.parse_args(args)  # exits (SystemExit) on an unknown flag
+        assert parsed.command == container["name"]
+
+
+def test_the_crd_is_the_generated_file_and_the_readme_model_fits_it() -> None:
+    chart = helm.Chart.load(str(CHART))
+    try:
+        (crd,) = chart.crds
+    finally:
+        chart.close()
+    assert crd["name"] == "crds/models.llamafleet.io.yaml"
+    assert crd["data"] == CRD_FILE.read_text()  # the generated file itself, no copy
+    schema = yaml.safe_load(CRD_FILE.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    text = (REPO / "README.md").read_text()
+    match = re.search(r"```yaml\n(apiVersion: llamafleet\.io/v1alpha1\n.*?)```", text, re.S)
+    assert match
+    model = yaml.safe_load(match.group(1))
+    _, dropped = prune(model, schema)
+    assert dropped == []
+    assert validate(default(model, schema), schema) == []
+
+
+def test_chart_files() -> None:
+    assert (CHART / "values.schema.json").is_file()
+    assert Path(CHART / "templates" / "NOTES.txt").read_text().count("kubectl apply") == 1
