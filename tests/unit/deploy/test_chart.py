@@ -4,6 +4,8 @@ versions we claim, locked-down pods with probes, exact RBAC, and container args 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +183,10 @@ def test_the_crd_is_the_generated_file_and_the_readme_model_fits_it() -> None:
 def test_chart_files() -> None:
     assert (CHART / "values.schema.json").is_file()
     assert Path(CHART / "templates" / "NOTES.txt").read_text().count("kubectl apply") == 1
+
+
+def test_the_dockerfile_is_hadolint_clean() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run([str(hadolint), str(REPO / "deploy" / "docker" / "Dockerfile")],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
