@@ -37,6 +37,10 @@ class Service:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
+    def ready_endpoints(self) -> list[Backend]:
+        return list(self._ready)
+
+    @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 

@@ -64,7 +64,7 @@ current-context: emulator
 
 @contextmanager
 def kube_api(
-    tmp: Path, port: int, crds: tuple[Path, ...] = (CRD_FILE,), history: int = 50_000
+    tmp: Path, port: int, crds: tuple[Path, ...] = (CRD_FILE,), history: int = 50_000, host: str = "127.0.0.1"
 ) -> Iterator[KubeApi]:
     """Start the emulator as its own process on loopback; yield it with a kubeconfig for it."""
     log = (tmp / "kubeapi.log").open("wb")
@@ -77,6 +77,8 @@ def kube_api(
             str(port),
             "--history",
             str(history),
+            "--host",
+            host,
             *(a for crd in crds for a in ("--crd", str(crd))),
         ],
         stdout=log,
