@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from controlplane.agents.servicer import AgentServicer
 from controlplane.api.servicer import ClusterServicer
 from controlplane.desired.model_file import ModelFileSource
-from controlplane.metrics import ControlPlaneMetrics
+from controlplane.metrics import ClusterCollector, ControlPlaneMetrics
 from controlplane.operator.kube import Kube
 from controlplane.operator.leader import LeaderElector
 from controlplane.operator.operator import ModelOperator
@@ -44,6 +44,7 @@ class ControlPlane:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         metrics = ControlPlaneMetrics(self.registry)
+        self.registry.register(ClusterCollector(self.state, lambda: self.serving))
         if settings.metrics_port:
             start_http_server(settings.metrics_port, registry=self.registry)
         async with asyncio.TaskGroup() as group:

@@ -7,10 +7,13 @@ import logging
 import sys
 
 import psutil
-from prometheus_client import CollectorRegistry, start_http_server
+from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, start_http_server
 
 from llamafleet.core.probes import serve_probes
 from llamafleet.fit.recommend import Gpu, NodeResources
+from nodeagent import engine_metrics
 from nodeagent.cache.catalog import ModelCatalog
 from nodeagent.domain import CachedModel, HostInventory
 from nodeagent.hardware import inventory
@@ -63,12 +66,19 @@ class Agent:
         def readiness() -> tuple[bool, dict[str, object]]:
             return uplink.connected, {"node": settings.node_id, "replicas": len(supervisor.states())}
 
+        def engine_routes(app: FastAPI) -> None:
+            @app.get("/metrics/engines")
+            async def engines() -> Response:
+                return Response(
+                    await engine_metrics.gather(supervisor.states()), media_type=CONTENT_TYPE_LATEST
+                )
+
         async with asyncio.TaskGroup() as group:
             group.create_task(supervisor.run(stop), name="supervisor")
             group.create_task(uplink.run(stop), name="uplink")
             if settings.http_port:
                 group.create_task(
                     serve_probes("llamafleet node agent", settings.http_host, settings.http_port, stop,
-                                 readiness, self._registry),
+                                 readiness, self._registry, engine_routes),
                     name="probes",
                 )  # fmt: skip

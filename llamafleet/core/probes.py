@@ -20,8 +20,12 @@ from llamafleet.core.http_server import serve_until
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 
 
-def probes_app(title: str, ready: Readiness, registry: CollectorRegistry) -> FastAPI:
+def probes_app(
+    title: str, ready: Readiness, registry: CollectorRegistry, more: Callable[[FastAPI], None] | None = None
+) -> FastAPI:
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    if more is not None:
+        more(app)  # the process's own extra routes
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -40,7 +44,13 @@ def probes_app(title: str, ready: Readiness, registry: CollectorRegistry) -> Fas
 
 
 async def serve_probes(
-    title: str, host: str, port: int, stop: asyncio.Event, ready: Readiness, registry: CollectorRegistry
+    title: str,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    ready: Readiness,
+    registry: CollectorRegistry,
+    more: Callable[[FastAPI], None] | None = None,
 ) -> None:
-    if not await serve_until(probes_app(title, ready, registry), host, port, stop):
+    if not await serve_until(probes_app(title, ready, registry, more), host, port, stop):
         raise OSError(f"cannot listen on {host}:{port} for /healthz and /readyz (port in use?)")
