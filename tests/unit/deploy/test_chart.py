@@ -3,7 +3,9 @@ versions we claim, locked-down pods with probes, exact RBAC, and container args 
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +192,49 @@ def test_the_dockerfile_is_hadolint_clean() -> None:
     result = subprocess.run([str(hadolint), str(REPO / "deploy" / "docker" / "Dockerfile")],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        raise AssertionError("promtool is not installed: `make test` installs Debian's prometheus package")
+    return found
+
+
+ALERTS = CHART / "files" / "alerts.yaml"
+
+
+def test_alert_rules_are_valid_and_each_alert_fires_and_resolves() -> None:
+    checked = subprocess.run([promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tests = Path(__file__).parent / "alerts_test.yaml"
+    ran = subprocess.run(
+        [promtool(), "test", "rules", tests.name], capture_output=True, text=True, cwd=tests.parent
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    alerts = {r["alert"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]}
+    tested = {t["alertname"] for t in yaml.safe_load(tests.read_text())["tests"][0]["alert_rule_test"]}
+    assert alerts == tested, "every alert needs a firing and a resolving case"
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    """promtool checks every expression of a rule file: each query becomes a recording rule."""
+    records = [{"record": f"llamafleet:dashboard_query_{i}", "expr": q} for i, q in enumerate(dashboard_queries())]
+    rules = {"groups": [{"name": "dashboard", "rules": records}]}
+    (tmp_path / "dashboard_rules.yaml").write_text(yaml.safe_dump(rules))
+    checked = subprocess.run([promtool(), "check", "rules", str(tmp_path / "dashboard_rules.yaml")],
+                             capture_output=True, text=True)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_dashboard_configmap_carries_the_dashboard() -> None:
+    (configmap,) = [
+        o for o in render({"monitoring": {"dashboard": {"enabled": True}}}) if o["kind"] == "ConfigMap"
+    ]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["llamafleet.json"])["uid"] == "llamafleet-overview"
