@@ -224,7 +224,8 @@ def dashboard_queries() -> list[str]:
 
 def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     """promtool checks every expression of a rule file: each query becomes a recording rule."""
-    records = [{"record": f"llamafleet:dashboard_query_{i}", "expr": q} for i, q in enumerate(dashboard_queries())]
+    queries = dashboard_queries()
+    records = [{"record": f"llamafleet:dashboard_query_{i}", "expr": q} for i, q in enumerate(queries)]
     rules = {"groups": [{"name": "dashboard", "rules": records}]}
     (tmp_path / "dashboard_rules.yaml").write_text(yaml.safe_dump(rules))
     checked = subprocess.run([promtool(), "check", "rules", str(tmp_path / "dashboard_rules.yaml")],
