@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,7 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartClu
 
 
 def test_every_declared_probe_answers_and_a_model_serves_through_the_gateway_service(
-    chart_cluster: ChartCluster, tmp_path: Path
+    chart_cluster: ChartCluster,
 ) -> None:
     pods, kubeconfig = chart_cluster.pods, chart_cluster.kubeconfig
     for pod in pods.values():
@@ -239,3 +240,96 @@ def test_network_policies_hold_where_a_namespace_enforces_them(chart_cluster: Ch
         listener.kill()
         listener.wait()
     assert can_connect(redis, agent.host.address, agent.port("http"))  # probes and metrics: open to all
+
+
+# What the chart's ServiceMonitors and PodMonitor select: the port named http of each component.
+SCRAPED = {"controlplane": ["/metrics"], "gateway": ["/metrics"], "agent": ["/metrics", "/metrics/engines"]}
+# Dashboard queries that must have data once a model has served a chat (the others count events
+# this test does not cause: refusals, restarts, scheduler rejections).
+MUST_HAVE_DATA = (
+    "llamafleet_gateway_requests_total",
+    "llamafleet_gateway_generated_tokens_total",
+    "llamafleet_engine_busy_slots",
+    "llamafleet_engine_kv_cells_used",
+    "llamafleet_model_replicas",
+    "llamafleet_node_memory_free_bytes",
+    "llamafleet_scheduler_decisions_total",
+    "llamafleet_engine_prompt_tokens_total",
+)
+
+
+def test_a_real_prometheus_scrapes_every_tier_and_every_query_and_alert_works(
+    chart_cluster: ChartCluster, tmp_path: Path
+) -> None:
+    cluster = chart_cluster
+    apply_model(cluster.kubeconfig)
+    gateway = cluster.pod("gateway")
+    base, auth = (
+        f"http://{gateway.host.address}:{gateway.port('http')}/v1",
+        {"Authorization": "Bearer sk-test-chart"},
+    )
+
+    def served() -> bool:
+        models = httpx.get(f"{base}/models", headers=auth, timeout=10).json().get("data", [])
+        return any(m["id"] == "smollm2-135m" and m["llamafleet"]["ready_replicas"] for m in models)
+
+    wait_until(served, 60, "the gateway to route the model")
+    body = {"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+    assert httpx.post(f"{base}/chat/completions", json=body, headers=auth, timeout=60).status_code == 200
+
+    targets = [
+        {"job": component, "target": f"{pod.host.address}:{pod.port('http')}", "path": path}
+        for pod in cluster.pods.values()
+        if (component := pod.workload["metadata"]["labels"]["app.kubernetes.io/component"]) in SCRAPED
+        for path in SCRAPED[component]
+    ]  # fmt: skip
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(REPO / "deploy" / "helm" / "llamafleet" / "files" / "alerts.yaml")],
+        "scrape_configs": [
+            {"job_name": f"{t['job']}_{i}", "metrics_path": t["path"],
+             "static_configs": [{"targets": [t["target"]]}]}
+            for i, t in enumerate(targets)
+        ],
+    }  # fmt: skip
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port("127.0.0.1")
+    with (tmp_path / "prometheus.log").open("wb") as log:
+        prometheus = subprocess.Popen(
+            ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+
+        def query(expr: str) -> list[dict[str, Any]]:
+            answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=10).json()
+            assert answer["status"] == "success", (expr, answer)
+            return list(answer["data"]["result"])
+
+        def all_up() -> bool:
+            try:
+                return len([r for r in query("up") if r["value"][1] == "1"]) == len(targets)
+            except (httpx.HTTPError, ValueError):
+                return False
+
+        wait_until(all_up, 60, f"Prometheus to scrape all {len(targets)} targets")
+        wait_until(lambda: bool(query('llamafleet_engine_busy_slots{replica!=""}')), 30, "engine metrics")
+        time.sleep(3)  # a few scrapes for rate() windows
+
+        dashboard = json.loads((REPO / "deploy/helm/llamafleet/files/dashboard.json").read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                result = query(target["expr"])
+                if any(metric in target["expr"] for metric in MUST_HAVE_DATA):
+                    assert result, f"no data for {panel['title']!r}: {target['expr']}"
+        rules = httpx.get(f"{api}/rules", timeout=10).json()["data"]["groups"]
+        loaded = {r["name"]: r for g in rules for r in g["rules"]}
+        assert len(loaded) == 8
+        assert all(r["health"] == "ok" for r in loaded.values()), loaded
+        assert loaded["LlamafleetControlPlaneNoLeader"]["state"] == "inactive"  # the leader reports itself
+        assert loaded["LlamafleetModelNoReadyReplica"]["state"] == "inactive"
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
