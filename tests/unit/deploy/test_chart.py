@@ -239,3 +239,25 @@ def test_the_dashboard_configmap_carries_the_dashboard() -> None:
     ]
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(configmap["data"]["llamafleet.json"])["uid"] == "llamafleet-overview"
+
+
+def test_the_values_table_in_the_docs_is_generated_from_the_schema() -> None:
+    from tools.gen_values_doc import DOC
+    from tools.gen_values_doc import render as render_doc
+
+    assert DOC.read_text() == render_doc(DOC.read_text()), "the values table is stale: run `make chart-docs`"
+
+
+def test_the_schema_describes_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node: dict[str, Any], value: Any, path: str) -> None:
+        assert node.get("description") or node.get("properties"), f"{path} has no description"
+        if isinstance(value, dict) and node.get("properties"):
+            assert node.get("additionalProperties") is False, f"{path} must refuse unknown keys"
+            for key, sub_value in value.items():
+                assert key in node["properties"], f"{path}.{key} is not in values.schema.json"
+                walk(node["properties"][key], sub_value, f"{path}.{key}")
+
+    walk(schema, values, "values")
