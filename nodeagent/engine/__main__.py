@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llamafleet.core import logs
+from llamafleet.core.errors import InvalidRequest
 from llamafleet.core.http_server import serve_until
 from llamafleet.core.lifecycle import install_stop_signals
 from llamafleet.core.settings_cli import add_settings_arguments, settings_from_args
@@ -28,6 +29,7 @@ from nodeagent.engine.core import AdapterSpec, BatchingCore, EngineParams
 from nodeagent.engine.http import create_app
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeConfig
+from nodeagent.rpc.ggml import RemotePart
 
 log = logging.getLogger("nodeagent.engine")
 
@@ -66,6 +68,11 @@ class EngineOptions(BaseModel):
     adapters: list[str] = Field(
         default_factory=list, description="LoRA adapters to load at start, each NAME=PATH[@SCALE]"
     )
+    rpc_parts: list[str] = Field(
+        default_factory=list,
+        description="Layer ranges on llama.cpp RPC workers, each HOST:PORT=FIRST-LAST from layer 0 up; "
+        "the remaining layers and the output stay on this engine",
+    )
     parent_pid: int = Field(default=0, description="Exit when this process dies (0: don't watch)")
 
 
@@ -74,6 +81,13 @@ class EngineSettings(BaseSettings):
 
     log_level: str = Field(default="INFO", description="Log level")
     engine: EngineOptions = EngineOptions()
+
+
+def parse_parts(texts: list[str]) -> tuple[RemotePart, ...]:
+    try:
+        return tuple(RemotePart.parse(text) for text in texts)
+    except InvalidRequest as exc:
+        raise SystemExit(f"--rpc-parts: {exc.message}") from None
 
 
 def parse_adapter(text: str) -> AdapterSpec:
@@ -121,6 +135,7 @@ async def serve(options: EngineOptions) -> int:
             n_threads=options.n_threads,
             embeddings=options.embeddings,
             pooling=options.pooling,
+            remote_parts=parse_parts(options.rpc_parts),
         ),
         batcher=BatcherSettings(
             slots=options.parallel_slots,

@@ -18,6 +18,8 @@ import llama_cpp
 import numpy as np
 
 from llamafleet.core.errors import EngineFailed, ModelFileInvalid
+from nodeagent.fit.gguf_header import read_header
+from nodeagent.rpc.ggml import DeviceLayout, RemotePart, layout
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class NativeConfig:
     n_threads: int
     embeddings: bool
     pooling: str  # "auto" (the GGUF's, else mean), "mean", "cls" or "last"
+    remote_parts: tuple[RemotePart, ...] = ()  # layer ranges on RPC workers; the rest stays here
 
 
 def _forward_log(level: int, text: bytes, _: Any) -> None:
@@ -121,6 +124,13 @@ class NativeModel:
         progress = LoadProgress(config.model_path.name)
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = config.n_gpu_layers
+        self._layout: DeviceLayout | None = None  # kept alive as long as the model
+        if config.remote_parts:
+            n_layer = read_header(config.model_path).block_count
+            self._layout = layout(list(config.remote_parts), n_layer)
+            self._layout.apply(mparams)
+            remote = ", ".join(f"{p.first}-{p.last} on {p.endpoint}" for p in config.remote_parts)
+            log.info("layers %s; the rest of %d layers and the output here", remote, n_layer)
         mparams.progress_callback = progress.callback
         model = llama_cpp.llama_model_load_from_file(str(config.model_path).encode(), mparams)
         if not model:

@@ -1,0 +1,120 @@
+"""ctypes bindings for llama.cpp's RPC backend (llama-cpp-python has none), and the head's device layout.
+
+The library is the wheel's ``lib/libggml.so.0``, the copy llama-cpp-python itself loads: opening
+``libggml.so`` would map a second copy with its own device registry, and an RPC device registered
+there would be invisible to llama.cpp.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import llama_cpp
+
+from llamafleet.core.errors import InvalidRequest
+
+_DEVICE_TYPE_CPU = 0
+_SPLIT_MODE_LAYER = 1
+
+
+@functools.cache
+def library() -> ctypes.CDLL:
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml.so.0"))
+    lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
+    lib.ggml_backend_dev_name.restype = ctypes.c_char_p
+    lib.ggml_backend_dev_name.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_rpc_start_server.restype = None
+    lib.ggml_backend_rpc_start_server.argtypes = [
+        ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p),
+    ]  # fmt: skip
+    lib.ggml_backend_rpc_add_server.restype = ctypes.c_void_p
+    lib.ggml_backend_rpc_add_server.argtypes = [ctypes.c_char_p]
+    lib.ggml_backend_register.restype = None
+    lib.ggml_backend_register.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_reg_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_dev_get.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    return lib
+
+
+def start_server(endpoint: str, cache_dir: str, n_threads: int) -> None:
+    """Serve the node's CPU to one head at a time on ``endpoint``; returns only when the server fails."""
+    lib = library()
+    cpu = lib.ggml_backend_dev_by_type(_DEVICE_TYPE_CPU)
+    devices = (ctypes.c_void_p * 1)(cpu)
+    lib.ggml_backend_rpc_start_server(endpoint.encode(), cache_dir.encode(), n_threads, 1, devices)
+
+
+@dataclass(frozen=True)
+class RemotePart:
+    """Layers ``first``..``last`` (inclusive) of the model, on the RPC worker at ``endpoint``."""
+
+    endpoint: str
+    first: int
+    last: int
+
+    @classmethod
+    def parse(cls, text: str) -> RemotePart:
+        """``HOST:PORT=FIRST-LAST``."""
+        match = re.fullmatch(r"(?P<endpoint>[^=\s]+:\d+)=(?P<first>\d+)-(?P<last>\d+)", text)
+        if match is None or int(match["first"]) > int(match["last"]):
+            raise InvalidRequest(f"a remote part is HOST:PORT=FIRST-LAST, got {text!r}", "rpc_parts")
+        return cls(match["endpoint"], int(match["first"]), int(match["last"]))
+
+
+@dataclass
+class DeviceLayout:
+    """What llama_model_params needs so each device holds exactly its layers (kept alive with the model)."""
+
+    devices: ctypes.Array[ctypes.c_void_p]
+    tensor_split: ctypes.Array[ctypes.c_float]
+    n_gpu_layers: int
+
+    def apply(self, params: Any) -> None:
+        """Set them on a ``llama_cpp.llama_model_params``."""
+        params.devices = ctypes.cast(self.devices, ctypes.c_void_p)
+        params.tensor_split = self.tensor_split
+        params.n_gpu_layers = self.n_gpu_layers
+        params.split_mode = _SPLIT_MODE_LAYER
+
+
+def layout(parts: list[RemotePart], n_layer: int) -> DeviceLayout:
+    """Remote parts from layer 0 upwards, then the head's CPU with the remaining layers and the output.
+
+    llama.cpp assigns layer ``il`` (the output counts as layer ``n_layer``) to the first device whose
+    cumulative share of ``tensor_split`` exceeds ``il / (n_layer + 1)``; boundaries at half a layer
+    keep float rounding from moving a layer across.
+    """
+    parts = sorted(parts, key=lambda p: p.first)
+    expected = 0
+    for part in parts:
+        if part.first != expected:
+            raise InvalidRequest(f"remote parts must cover layers from 0 without gaps; {part} starts at "
+                                 f"{part.first}, expected {expected}", "rpc_parts")  # fmt: skip
+        expected = part.last + 1
+    if expected > n_layer - 1:
+        raise InvalidRequest(
+            f"the head must keep at least one of the {n_layer} layers (and the output)", "rpc_parts"
+        )
+    lib = library()
+    devices = (ctypes.c_void_p * (len(parts) + 2))()
+    for i, part in enumerate(parts):
+        registry = lib.ggml_backend_rpc_add_server(part.endpoint.encode())
+        if not registry:
+            raise InvalidRequest(f"cannot reach the RPC worker at {part.endpoint}", "rpc_parts")
+        lib.ggml_backend_register(registry)
+        devices[i] = lib.ggml_backend_reg_dev_get(registry, 0)
+    devices[len(parts)] = lib.ggml_backend_dev_by_type(_DEVICE_TYPE_CPU)
+    split = (ctypes.c_float * llama_cpp.llama_max_devices())()
+    previous = 0.0
+    for i, part in enumerate(parts):
+        boundary = part.last + 1 - 0.5
+        split[i] = boundary - previous
+        previous = boundary
+    split[len(parts)] = (n_layer + 1) - previous
+    return DeviceLayout(devices, split, n_layer + 1)

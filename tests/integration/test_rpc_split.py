@@ -1,0 +1,106 @@
+"""Layer splitting through llama.cpp's RPC backend (issue 14, first part): a worker process hosts layers
+0..14 of SmolLM2, the head engine the rest and the output, and greedy completions equal the unsplit ones."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from nodeagent.supervisor.replica import free_port
+from tests.support.engine import running_engine
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,"]
+
+
+@contextmanager
+def rpc_worker(
+    tmp: Path, *extra: str, host: str = "127.0.0.1"
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port("127.0.0.1")
+    log = (tmp / f"rpc-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nodeagent.rpc", "--host", host, "--port", str(port), "--cache-dir",
+         str(tmp / "rpc-cache"), "--threads", "1", *extra],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the RPC worker exited: {(tmp / f'rpc-{port}.log').read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(listening, 30, "the RPC worker to listen")
+        yield f"127.0.0.1:{port}", process
+    finally:
+        process.kill()
+        process.wait()
+        log.close()
+
+
+def greedy(url: str, prompt: str) -> str:
+    import httpx
+
+    body = {"model": "smollm2", "prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": True}
+    response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    text: str = response.json()["choices"][0]["text"]
+    return text
+
+
+def test_a_split_model_answers_token_for_token_like_the_whole_one(tmp_path: Path, smollm2_path: Path) -> None:
+    with running_engine(smollm2_path, tmp_path, "--n-threads", "1") as whole:
+        expected = [greedy(whole.url, p) for p in PROMPTS]
+    assert all(text.strip() for text in expected)
+    with (
+        rpc_worker(tmp_path) as (endpoint, _),
+        running_engine(smollm2_path, tmp_path, "--n-threads", "1", "--rpc-parts", f"{endpoint}=0-14") as head,
+    ):
+        assert [greedy(head.url, p) for p in PROMPTS] == expected
+        assert f"layers 0-14 on {endpoint}" in head.log()
+
+
+def test_the_worker_refuses_all_interfaces_and_says_why_it_cannot_start(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "nodeagent.rpc", "--host", "0.0.0.0", "--port", "1",
+         "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "refusing to listen on all interfaces" in refused.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = subprocess.run(
+            [sys.executable, "-m", "nodeagent.rpc", "--host", "127.0.0.1", "--port", str(port),
+             "--cache-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert taken.returncode == 1
+    assert taken.stderr.strip().splitlines() == [
+        f"nodeagent.rpc: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_bad_parts_are_refused_before_loading(tmp_path: Path, smollm2_path: Path) -> None:
+    gap = subprocess.run(
+        [sys.executable, "-m", "nodeagent.engine", "--model-path", str(smollm2_path), "--port",
+         str(free_port("127.0.0.1")), "--rpc-parts", "127.0.0.1:1=3-9"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert gap.returncode == 3
+    assert "remote parts must cover layers from 0 without gaps" in gap.stderr
