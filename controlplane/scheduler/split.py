@@ -1,8 +1,11 @@
 """The layer-split seam: when no single node fits and the model allows it, plan a split over nodes.
 
 The head node runs the engine (input and output layers, the compute graph, the output buffer);
-workers host contiguous ranges of repeating layers through llama.cpp's RPC backend. Layer ranges
-are in proportion to each node's free memory; the plan is returned only when every part fits.
+workers host contiguous ranges of repeating layers through llama.cpp's RPC backend. Workers take
+the first ranges and the head the last one, next to the output layer: llama.cpp gives layers to
+its devices in device order, and the head's CPU must come last to keep the output
+(nodeagent/rpc/ggml.py: ``layout``). Layer ranges are in proportion to each node's free memory;
+the plan is returned only when every part fits.
 Executing it (starting RPC workers, pointing the head at them) is a later issue: here it is
 computed, shown in the model's status, and tested.
 """
@@ -29,7 +32,7 @@ class SplitPart:
 @dataclass(frozen=True)
 class SplitPlan:
     head: str
-    parts: tuple[SplitPart, ...]  # the head's part first
+    parts: tuple[SplitPart, ...]  # in layer order: the workers', then the head's
 
     def describe(self) -> str:
         ranges = ", ".join(
@@ -50,25 +53,26 @@ def _part_bytes(profile: ModelProfile, params: ContextParams, layers: range, hea
 
 
 def plan_split(profile: ModelProfile, params: ContextParams, offers: list[NodeResources]) -> SplitPlan | None:
-    """Repeating layers in proportion to free host memory; the head is the node with most free memory.
-
-    None when fewer than two nodes are usable or a part would not fit its node.
+    """Repeating layers in proportion to free host memory; the head is the node with most free memory
+    and takes the last range. None when fewer than two nodes are usable or a part would not fit.
     """
     usable = sorted((o for o in offers if o.ram_free_bytes > 0), key=lambda o: (-o.ram_free_bytes, o.node))
     if len(usable) < 2:
         return None
-    total_free = sum(o.ram_free_bytes for o in usable)
+    ordered = [*usable[1:], usable[0]]  # workers in layer order, then the head
+    total_free = sum(o.ram_free_bytes for o in ordered)
     n_layer = profile.n_layer
     parts: list[SplitPart] = []
     start, running = 0, 0
-    for index, offer in enumerate(usable):
+    for index, offer in enumerate(ordered):
         running += offer.ram_free_bytes
-        end = n_layer if index == len(usable) - 1 else round(n_layer * running / total_free)
+        head = index == len(ordered) - 1
+        end = n_layer if head else round(n_layer * running / total_free)
         if end <= start:
             continue
-        need = _part_bytes(profile, params, range(start, end), head=index == 0)
+        need = _part_bytes(profile, params, range(start, end), head=head)
         parts.append(SplitPart(offer.node, start, end - 1, need, offer.ram_free_bytes))
         start = end
-    if len(parts) < 2 or any(p.bytes > p.free_bytes for p in parts):
+    if len(parts) < 2 or parts[-1].node_id != usable[0].node or any(p.bytes > p.free_bytes for p in parts):
         return None
     return SplitPlan(usable[0].node, tuple(parts))

@@ -174,7 +174,8 @@ def test_a_split_plan_when_no_single_node_fits_and_the_model_allows_it() -> None
     plan = decision.split_plan
     assert plan is not None
     assert plan.head == "a"
-    assert [p.node_id for p in plan.parts] == ["a", "c", "b"]  # by free memory
+    assert [p.node_id for p in plan.parts] == ["c", "b", "a"]  # workers by free memory, the head last
+    assert plan.parts[-1].node_id == plan.head  # next to the output layer, on the head's CPU
     assert plan.parts[0].first_layer == 0
     assert plan.parts[-1].last_layer == BIG.n_layer - 1
     for before, after in zip(plan.parts, plan.parts[1:], strict=False):
