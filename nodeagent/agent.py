@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 
-import psutil
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, start_http_server
 
 from llamafleet.core.probes import serve_probes
+from llamafleet.core.sizes import parse_size
 from llamafleet.fit.recommend import Gpu, NodeResources
 from nodeagent import engine_metrics
 from nodeagent.cache.catalog import ModelCatalog
 from nodeagent.domain import CachedModel, HostInventory
 from nodeagent.hardware import inventory
+from nodeagent.memory import HostMemory
 from nodeagent.metrics import AgentMetrics
 from nodeagent.settings import AgentSettings
 from nodeagent.supervisor.supervisor import Supervisor
@@ -25,12 +27,12 @@ from nodeagent.uplink.client import Uplink
 log = logging.getLogger(__name__)
 
 
-def node_resources(node_id: str, host: HostInventory) -> NodeResources:
+def node_resources(node_id: str, host: HostInventory, memory: HostMemory) -> NodeResources:
     """What this node offers a model now: available RAM, its GPUs, the CPU features llama.cpp uses."""
     gpus = tuple(
         Gpu(d.name, d.memory_free_bytes, d.memory_total_bytes) for d in host.devices if d.kind == "gpu"
     )
-    return NodeResources(node_id, int(psutil.virtual_memory().available), gpus, host.cpu_flags)
+    return NodeResources(node_id, memory.available(), gpus, host.cpu_flags)
 
 
 class Agent:
@@ -42,6 +44,13 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         host = await inventory.collect(sys.executable)
+        supervisor_ref: list[Supervisor] = []  # the engines' pids count against --allocatable-memory
+        memory = HostMemory(
+            parse_size(settings.allocatable_memory) if settings.allocatable_memory else 0,
+            lambda: [s.pid for sup in supervisor_ref for s in sup.states() if s.pid],
+        )
+        host = dataclasses.replace(host, ram_total_bytes=memory.total(host.ram_total_bytes),
+                                   ram_free_bytes=memory.available())  # fmt: skip
         devices = ", ".join(f"{d.name} ({d.description})" for d in host.devices)
         log.info(
             "node %s: %s, %d cores, %.1f GiB RAM; llama.cpp devices: %s",
@@ -55,13 +64,14 @@ class Agent:
             on_change=changed.set,
             on_restart=lambda model: self.metrics.engine_restarts.labels(model).inc(),
         )
+        supervisor_ref.append(supervisor)
         catalog = ModelCatalog()
 
         def cached_models() -> list[CachedModel]:
             sources = {state.spec.source for state in supervisor.states()} | uplink.watched_sources
-            return catalog.cached_models(sources, node_resources(settings.node_id, host))
+            return catalog.cached_models(sources, node_resources(settings.node_id, host, memory))
 
-        uplink = Uplink(settings, host, supervisor, changed, self.metrics, cached_models)
+        uplink = Uplink(settings, host, supervisor, changed, self.metrics, cached_models, memory.available)
 
         def readiness() -> tuple[bool, dict[str, object]]:
             return uplink.connected, {"node": settings.node_id, "replicas": len(supervisor.states())}

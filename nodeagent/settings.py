@@ -76,6 +76,11 @@ class AgentSettings(BaseModel):
         default_factory=socket.gethostname, description="Unique node name (default: hostname)"
     )
     labels: list[str] = Field(default_factory=list, description="Node labels as key=value")
+    allocatable_memory: str = Field(
+        default="",
+        pattern=r"^(\s*[0-9]+(\.[0-9]+)?\s*[kmgtKMGT]?(i?[bB])?\s*)?$",
+        description="Host memory this agent may use for models, e.g. 6GiB (default: all the machine has)",
+    )
     metrics_port: int = Field(default=0, description="Port for Prometheus /metrics only (0: off)")
     http_port: int = Field(
         default=0,

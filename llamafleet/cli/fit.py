@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from llamafleet.core import sizes
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.fit.components import KV_TYPES, ContextParams
 from llamafleet.fit.estimate import Estimate, estimate
@@ -36,15 +36,12 @@ llama.cpp's own buffers within 3% (docs/BENCHMARKS.md); GPU figures follow llama
 are not measured, and add a 256 MiB runtime reserve per GPU.
 """
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-
 
 def parse_size(text: str) -> int:
-    match = _SIZE.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 8GiB, 512MiB or 24G")
-    return int(float(match[1]) * _UNITS[match[2].lower()])
+    try:
+        return sizes.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_ngl(text: str) -> int | None:

@@ -38,6 +38,7 @@ class Uplink:
         changed: asyncio.Event,
         metrics: AgentMetrics,
         cached_models: Callable[[], list[CachedModel]],
+        available_memory: Callable[[], int] = lambda: int(psutil.virtual_memory().available),
     ) -> None:
         self._settings = settings
         self._inventory = inventory
@@ -45,6 +46,7 @@ class Uplink:
         self._changed = changed
         self._metrics = metrics
         self._cached_models = cached_models
+        self._available_memory = available_memory
         self.applied_generation = 0
         self.watched_sources: frozenset[str] = frozenset()  # models the cluster wants profiles of
         self.watched_version = 0
@@ -56,7 +58,7 @@ class Uplink:
             self._metrics.replicas.labels(phase).set(sum(1 for s in states if s.phase.value == phase))
         return NodeReport(
             applied_generation=self.applied_generation,
-            ram_free_bytes=int(psutil.virtual_memory().available),
+            ram_free_bytes=self._available_memory(),
             replicas=states,
             cached_models=tuple(self._cached_models()),
             watched_version=self.watched_version,

@@ -1,0 +1,35 @@
+"""--allocatable-memory caps what the agent offers, minus what its own engines already hold."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+from pydantic import ValidationError
+
+from llamafleet.core.sizes import parse_size
+from nodeagent.memory import HostMemory
+from nodeagent.settings import AgentSettings
+
+
+def test_without_a_cap_the_machine_is_offered() -> None:
+    memory = HostMemory(0, list)
+    assert memory.total(64 << 30) == 64 << 30
+    assert memory.available() > 0
+
+
+def test_a_cap_bounds_total_and_subtracts_the_engines_resident_memory() -> None:
+    cap = 8 << 30
+    mine = psutil.Process(os.getpid()).memory_info().rss  # this process stands in for an engine
+    memory = HostMemory(cap, lambda: [os.getpid(), 2**22 + 7])  # a pid that does not exist is skipped
+    assert memory.total(64 << 30) == cap
+    assert memory.total(4 << 30) == 4 << 30
+    assert cap - mine - (64 << 20) <= memory.available() <= cap - mine + (64 << 20)
+
+
+def test_the_setting_takes_sizes_as_people_write_them() -> None:
+    assert parse_size(AgentSettings(allocatable_memory="1.5GiB").allocatable_memory) == 3 << 29
+    assert parse_size("512M") == 512 << 20
+    with pytest.raises(ValidationError):
+        AgentSettings(allocatable_memory="lots")
