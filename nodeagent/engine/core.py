@@ -141,7 +141,7 @@ class BatchingCore:
             await self.load_adapter(spec)
         self._ready = True
         log.info(
-            "loaded %s in %.1fs: %d slots × %d tokens of context, batch %d",
+            "loaded %s in %.3fs: %d slots × %d tokens of context, batch %d",
             p.native.model_path.name,
             time.monotonic() - started,
             p.batcher.slots,
