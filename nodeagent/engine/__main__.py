@@ -73,6 +73,12 @@ class EngineOptions(BaseModel):
         description="Layer ranges on llama.cpp RPC workers, each HOST:PORT=FIRST-LAST from layer 0 up; "
         "the remaining layers and the output stay on this engine",
     )
+    decode_timeout_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Exit when one decode step runs longer (llama.cpp's RPC has no timeouts; "
+        "0: 30 s with --rpc-parts, else off)",
+    )
     parent_pid: int = Field(default=0, description="Exit when this process dies (0: don't watch)")
 
 
@@ -143,7 +149,10 @@ async def serve(options: EngineOptions) -> int:
             prefill_chunk=min(options.prefill_chunk, options.batch_size),
         ),
         adapters=tuple(parse_adapter(a) for a in options.adapters),
+        decode_timeout_s=options.decode_timeout_s or (30.0 if options.rpc_parts else 0.0),
     )
+    if options.rpc_parts:
+        os.environ.setdefault("GGML_NO_BACKTRACE", "1")  # a lost worker aborts us: no debugger attach
     metrics = EngineMetrics()
     core = BatchingCore(params, metrics)
     app = create_app(core, options.model_name, metrics)

@@ -33,6 +33,7 @@ from nodeagent.engine.sampling import SamplerChain
 from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot
 from nodeagent.engine.slot_choice import SlotChoice, choose_slot
 from nodeagent.engine.text import TextStream
+from nodeagent.engine.watchdog import DecodeWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,10 @@ class Batcher:
         adapters: AdapterRegistry,
         post: Post,
         metrics: EngineMetrics,
+        watchdog: DecodeWatchdog | None = None,
     ) -> None:
         self._model = model
+        self._watchdog = watchdog
         self._settings = settings
         self._adapters = adapters
         self._post = post
@@ -352,10 +355,15 @@ class Batcher:
         self._adapters.bind(adapters)
         self._model.set_embeddings(embeddings)
         self._metrics.step_tokens.observe(self._model.batch.n)
+        if self._watchdog is not None:
+            self._watchdog.step_started()
         try:
             self._model.decode()
         except LlamafleetError as exc:
             return exc
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.step_finished()
         return None
 
     def _forget(self, slot: Slot) -> None:

@@ -30,6 +30,7 @@ from nodeagent.engine.native import NativeConfig, NativeModel
 from nodeagent.engine.responses import Chunk, ResponseShape, embeddings_response
 from nodeagent.engine.sampling import SamplingParams
 from nodeagent.engine.sequence import Delta, Sequence, Usage
+from nodeagent.engine.watchdog import DecodeWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class EngineParams:
     native: NativeConfig
     batcher: BatcherSettings
     adapters: tuple[AdapterSpec, ...] = ()  # loaded before the engine reports ready
+    decode_timeout_s: float = 0.0  # > 0: exit when one decode step takes longer (see watchdog.py)
 
 
 class EngineCore(Protocol):
@@ -134,7 +136,10 @@ class BatchingCore:
         def post(items: list[tuple[Sequence, Delta]]) -> None:
             loop.call_soon_threadsafe(_deliver, items)
 
-        batcher = Batcher(model, p.batcher, self._registry, post, self._metrics)
+        watchdog = DecodeWatchdog(p.decode_timeout_s) if p.decode_timeout_s > 0 else None
+        if watchdog is not None:
+            watchdog.start()
+        batcher = Batcher(model, p.batcher, self._registry, post, self._metrics, watchdog)
         batcher.start()
         self._batcher = batcher
         for spec in p.adapters:

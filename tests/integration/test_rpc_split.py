@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,3 +107,52 @@ def test_bad_parts_are_refused_before_loading(tmp_path: Path, smollm2_path: Path
     )  # fmt: skip
     assert gap.returncode == 3
     assert "remote parts must cover layers from 0 without gaps" in gap.stderr
+
+
+def stream_until_cut(url: str) -> tuple[int, float, str]:
+    """Stream a long greedy completion; returns (chunks received, seconds, how it ended)."""
+    import httpx
+
+    body = {"model": "smollm2", "prompt": "Tell me a long story.", "max_tokens": 4000, "temperature": 0,
+            "ignore_eos": True, "stream": True}  # fmt: skip
+    started, chunks = time.monotonic(), 0
+    try:
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+            for line in response.iter_lines():
+                chunks += line.startswith("data: {")
+        ending = "finished"
+    except httpx.HTTPError as exc:
+        ending = type(exc).__name__
+    return chunks, time.monotonic() - started, ending
+
+
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGSTOP, 4), (signal.SIGKILL, -signal.SIGABRT)])
+def test_a_lost_worker_ends_the_head_promptly_and_the_client_gets_an_error(
+    tmp_path: Path, smollm2_path: Path, sig: int, exit_code: int
+) -> None:
+    """A stopped worker would hang llama.cpp forever (no socket timeouts): the decode watchdog ends the
+    engine; a killed one makes llama.cpp abort. Either way the stream ends with an error, promptly."""
+    with (
+        rpc_worker(tmp_path) as (endpoint, worker),
+        running_engine(
+            smollm2_path,
+            tmp_path,
+            "--n-threads",
+            "1",
+            "--rpc-parts",
+            f"{endpoint}=0-14",
+            "--decode-timeout-s",
+            "3",
+        ) as head,
+    ):
+        timer = threading.Timer(1.5, lambda: worker.send_signal(sig))
+        timer.start()
+        chunks, seconds, ending = stream_until_cut(head.url)
+        timer.join()
+        assert chunks > 10, "the stream should have been flowing before the worker was lost"
+        assert ending != "finished"
+        assert seconds < 1.5 + 3 + 10
+        assert head.process.wait(timeout=15) == exit_code, head.log()
+        if sig == signal.SIGSTOP:
+            assert "a decode step has run for over 3s" in head.log()
+            worker.send_signal(signal.SIGCONT)
