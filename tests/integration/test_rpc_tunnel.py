@@ -1,0 +1,112 @@
+"""The mutual-TLS tunnel in front of llama.cpp's RPC: the leased head's engine gets the same tokens through
+it; another node's certificate, a certificate from another CA, or none never reach llama.cpp."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nodeagent.rpc.tunnel import HeadTunnel, NodeCredentials, WorkerGate
+from nodeagent.supervisor.replica import free_port
+from tests.integration.test_rpc_split import PROMPTS, rpc_worker
+from tests.support.certs import cluster_ca, node_credentials
+from tests.support.engine import running_engine
+
+pytestmark = pytest.mark.integration
+
+
+def greedy(url: str, prompt: str) -> str:
+    body = {"model": "smollm2", "prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": True}
+    response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    text: str = response.json()["choices"][0]["text"]
+    return text
+
+
+async def knock(credentials: NodeCredentials | None, gate_port: int) -> None:
+    """Open a TLS connection to the gate with these credentials (or none), hold it a moment, close it."""
+    context = (
+        ssl.create_default_context(cafile=str(credentials.ca))
+        if credentials
+        else ssl.create_default_context()
+    )
+    context.check_hostname = False
+    if credentials:
+        context.load_cert_chain(str(credentials.cert), str(credentials.key))
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gate_port, ssl=context)
+    except (OSError, ssl.SSLError):
+        return
+    try:
+        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+            await asyncio.wait_for(reader.read(1), 0.5)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+@contextlib.contextmanager
+def serving(gate: WorkerGate, gate_port: int, tunnel: HeadTunnel, tunnel_port: int) -> Iterator[None]:
+    """Gate and tunnel on their own event loop in a thread, as they run inside the agents."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ready = threading.Event()
+
+    async def main() -> None:
+        up = asyncio.Event()
+        tasks = [asyncio.create_task(gate.serve("127.0.0.1", gate_port, stop)),
+                 asyncio.create_task(tunnel.serve(tunnel_port, stop, up))]  # fmt: skip
+        await up.wait()
+        await asyncio.sleep(0.2)
+        ready.set()
+        await asyncio.gather(*tasks)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10), "gate and tunnel did not start"
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+
+
+def test_only_the_leased_head_gets_through_and_tokens_are_unchanged(
+    tmp_path: Path, smollm2_path: Path
+) -> None:
+    cluster_ca(tmp_path / "pki")
+    head_node = node_credentials(tmp_path / "pki", "node-a")
+    worker_node = node_credentials(tmp_path / "pki", "node-b")
+    intruder = node_credentials(tmp_path / "pki", "node-c")
+    foreign = node_credentials(tmp_path / "other", "node-a", cluster_ca(tmp_path / "other"))
+    gate_port, tunnel_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    with running_engine(smollm2_path, tmp_path, "--n-threads", "1") as whole:
+        expected = [greedy(whole.url, p) for p in PROMPTS]
+    with rpc_worker(tmp_path) as (endpoint, _):
+        host, port = endpoint.rsplit(":", 1)
+        gate = WorkerGate(worker_node, (host, int(port)), leased_to="node-a")
+        tunnel = HeadTunnel(head_node, ("127.0.0.1", gate_port), worker_node="node-b")
+        with serving(gate, gate_port, tunnel, tunnel_port):
+            for credentials in (intruder, foreign, None):
+                asyncio.run(knock(credentials, gate_port))
+            assert gate.refused == 1  # the intruder's certificate is the cluster's, but not the leased head's
+            assert (
+                gate.forwarded == 0
+            )  # nothing reached llama.cpp: the handshake or the name check stopped it
+            asyncio.run(knock(head_node, gate_port))
+            assert gate.forwarded == 1  # the same knock with the leased head's certificate goes through
+            parts = f"127.0.0.1:{tunnel_port}=0-14"
+            with running_engine(smollm2_path, tmp_path, "--n-threads", "1", "--rpc-parts", parts) as head:
+                assert [greedy(head.url, p) for p in PROMPTS] == expected
+            assert gate.forwarded > 1  # the head engine's own connections went through the gate
