@@ -8,7 +8,9 @@ tensor cache warm), time to first token of a short prompt, and decode tokens/s o
 stream of ``--tokens`` tokens (first token to last), median over ``--rounds``. Bytes on the wire:
 the loopback interface's byte counters during the split's decode, per generated token, against
 the activation that must cross (n_embd × 4 bytes each way per token). Prints one JSON line last.
-Not measured yet: the authenticated channel (issue 14 builds it next).
+Then the same split through the mutual-TLS gate and tunnel (nodeagent/rpc/tunnel.py, run in a
+thread of this process as in the agents): its decode rate against the direct split, and the
+milliseconds it adds per token.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nodeagent.cache.resolver import builtin_path
+from nodeagent.rpc.tunnel import HeadTunnel, WorkerGate
+from nodeagent.supervisor.replica import free_port
 from tests.integration.test_rpc_split import rpc_worker
+from tests.integration.test_rpc_tunnel import serving
+from tests.support.certs import cluster_ca, node_credentials
 from tests.support.engine import running_engine
 
 N_EMBD = 576  # SmolLM2-135M
@@ -64,6 +70,23 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def through_tunnel(
+    model: Path, flags: tuple[str, ...], endpoint: str, tmp: Path, args: argparse.Namespace
+) -> dict[str, float]:
+    """The same split with the RPC traffic carried by the agents' mutual-TLS gate and tunnel."""
+    cluster_ca(tmp / "pki")
+    head, worker = node_credentials(tmp / "pki", "head"), node_credentials(tmp / "pki", "worker")
+    host, port = endpoint.rsplit(":", 1)
+    gate_port, tunnel_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    gate = WorkerGate(worker, (host, int(port)), leased_to="head")
+    tunnel = HeadTunnel(head, ("127.0.0.1", gate_port), worker_node="worker")
+    with (
+        serving(gate, gate_port, tunnel, tunnel_port),
+        running_engine(model, tmp, *flags, "--rpc-parts", f"127.0.0.1:{tunnel_port}=0-14") as engine,
+    ):
+        return measure(engine.url, args)
+
+
 def lo_bytes() -> int:
     counters = psutil.net_io_counters(pernic=True)["lo"]
     return int(counters.bytes_sent)
@@ -92,6 +115,7 @@ def main() -> None:
                 split["load_s"] = load_seconds(head.log())
             with running_engine(model, tmp, *split_flags) as again:
                 split["second_load_s"] = load_seconds(again.log())
+            tunneled = through_tunnel(model, flags, endpoint, tmp, args)
     result = {
         "bench": "split",
         "model": "smollm2-135m Q4_1, layers 0-14 on the RPC worker, 15-29 + output on the head",
@@ -104,13 +128,17 @@ def main() -> None:
         "load_ratio": round(split["load_s"] / single["load_s"], 3),
         "second_load_ratio": round(split["second_load_s"] / single["load_s"], 3),
         "wire_bytes_per_token": round(wire),
+        "tunneled": tunneled,
+        "tunnel_decode_ratio_to_split": round(tunneled["decode_tps"] / split["decode_tps"], 3),
+        "tunnel_ms_per_token": round(1000 / tunneled["decode_tps"] - 1000 / split["decode_tps"], 3),
         "activation_bytes_per_token_each_way": N_EMBD * 4,
         "targets": {"decode_ratio": ">= 0.8", "second_load_ratio": "<= 1.2"},
     }
     print(f"decode {split['decode_tps']:.1f} tok/s split vs {single['decode_tps']:.1f} whole "
           f"({result['decode_ratio']}x); TTFT {result['ttft_ratio']}x; load {result['load_ratio']}x, "
           f"second load {result['second_load_ratio']}x; {result['wire_bytes_per_token']} bytes on the wire "
-          f"per token")  # fmt: skip
+          f"per token; through the mTLS tunnel {result['tunnel_decode_ratio_to_split']}x the direct split "
+          f"(+{result['tunnel_ms_per_token']} ms per token)")  # fmt: skip
     print(json.dumps(result))
 
 
