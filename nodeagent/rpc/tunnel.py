@@ -49,7 +49,8 @@ def _common_name(writer: asyncio.StreamWriter) -> str:
     return ""
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy bytes one way until either side ends, then close the writing side."""
     try:
         while data := await reader.read(1 << 16):
             writer.write(data)
@@ -63,7 +64,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 async def _splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                   b: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:  # fmt: skip
-    await asyncio.gather(_pipe(a[0], b[1]), _pipe(b[0], a[1]))
+    await asyncio.gather(pipe(a[0], b[1]), pipe(b[0], a[1]))
 
 
 class WorkerGate:

@@ -10,24 +10,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from nodeagent.rpc.tunnel import HeadTunnel, NodeCredentials, WorkerGate
 from nodeagent.supervisor.replica import free_port
-from tests.integration.test_rpc_split import PROMPTS, rpc_worker
+from tests.integration.test_rpc_split import PROMPTS, greedy, rpc_worker
 from tests.support.certs import cluster_ca, node_credentials
 from tests.support.engine import running_engine
 
 pytestmark = pytest.mark.integration
-
-
-def greedy(url: str, prompt: str) -> str:
-    body = {"model": "smollm2", "prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": True}
-    response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
-    assert response.status_code == 200, response.text
-    text: str = response.json()["choices"][0]["text"]
-    return text
 
 
 async def knock(credentials: NodeCredentials | None, gate_port: int) -> None:

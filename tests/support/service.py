@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from nodeagent.rpc.tunnel import pipe
+
 log = logging.getLogger(__name__)
 
 
@@ -96,17 +98,5 @@ class Service:
         except OSError:
             writer.close()
             return
-        self._spawn(self._pipe(reader, up_writer))
-        self._spawn(self._pipe(up_reader, writer))
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
+        self._spawn(pipe(reader, up_writer))
+        self._spawn(pipe(up_reader, writer))
