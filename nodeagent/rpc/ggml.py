@@ -11,6 +11,7 @@ import ctypes
 import functools
 import os
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,18 @@ class DeviceLayout:
         params.split_mode = _SPLIT_MODE_LAYER
 
 
+def reachable(endpoint: str, timeout_s: float = 5.0) -> None:
+    """Raise InvalidRequest unless ``endpoint`` accepts a connection: llama.cpp aborts the whole
+    process when it cannot connect to a worker, so say it in a sentence first."""
+    host, _, port = endpoint.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InvalidRequest(f"cannot reach the RPC worker at {endpoint}: {reason}", "rpc_parts") from exc
+
+
 def layout(parts: list[RemotePart], n_layer: int) -> DeviceLayout:
     """Remote parts from layer 0 upwards, then the head's CPU with the remaining layers and the output.
 
@@ -101,6 +114,8 @@ def layout(parts: list[RemotePart], n_layer: int) -> DeviceLayout:
         raise InvalidRequest(
             f"the head must keep at least one of the {n_layer} layers (and the output)", "rpc_parts"
         )
+    for part in parts:
+        reachable(part.endpoint)
     lib = library()
     devices = (ctypes.c_void_p * (len(parts) + 2))()
     for i, part in enumerate(parts):

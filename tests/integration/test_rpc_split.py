@@ -107,6 +107,14 @@ def test_bad_parts_are_refused_before_loading(tmp_path: Path, smollm2_path: Path
     )  # fmt: skip
     assert gap.returncode == 3
     assert "remote parts must cover layers from 0 without gaps" in gap.stderr
+    # llama.cpp would abort (SIGABRT) on a worker it cannot connect to: the engine says it instead.
+    away = subprocess.run(
+        [sys.executable, "-m", "nodeagent.engine", "--model-path", str(smollm2_path), "--port",
+         str(free_port("127.0.0.1")), "--rpc-parts", f"127.0.0.1:{free_port('127.0.0.1')}=0-14"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert away.returncode == 3, away.stderr
+    assert "cannot reach the RPC worker at 127.0.0.1:" in away.stderr
 
 
 def stream_until_cut(url: str) -> tuple[int, float, str]:
