@@ -15,8 +15,10 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,46 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             writer.close()
 
 
-async def _splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                  b: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:  # fmt: skip
-    await asyncio.gather(pipe(a[0], b[1]), pipe(b[0], a[1]))
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _splice(a: Stream, b: Stream) -> None:
+    """Carry bytes both ways; when either direction ends, both connections are closed."""
+    directions = [asyncio.ensure_future(pipe(a[0], b[1])), asyncio.ensure_future(pipe(b[0], a[1]))]
+    try:
+        await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in directions:
+            task.cancel()
+        await asyncio.gather(*directions, return_exceptions=True)
+        for writer in (a[1], b[1]):
+            writer.close()
+
+
+async def serve_until(handler: Handler, stop: asyncio.Event, ready: asyncio.Event | None = None,
+                      **listen: Any) -> None:  # fmt: skip
+    """Listen until ``stop``, then end every open connection: none outlives the server or its loop."""
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            await handler(reader, writer)
+        finally:
+            handlers.discard(task)
+            writer.close()
+
+    server = await asyncio.start_server(tracked, **listen)
+    async with server:
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    for task in list(handlers):
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
 
 
 class WorkerGate:
@@ -78,9 +117,7 @@ class WorkerGate:
         self.forwarded = 0  # connections carried to the RPC server
 
     async def serve(self, host: str, port: int, stop: asyncio.Event) -> None:
-        server = await asyncio.start_server(self._accept, host, port, ssl=self._context)
-        async with server:
-            await stop.wait()
+        await serve_until(self._accept, stop, host=host, port=port, ssl=self._context)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _common_name(writer)
@@ -109,11 +146,7 @@ class HeadTunnel:
         self._worker_node = worker_node
 
     async def serve(self, port: int, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-        server = await asyncio.start_server(self._accept, "127.0.0.1", port)
-        async with server:
-            if ready is not None:
-                ready.set()
-            await stop.wait()
+        await serve_until(self._accept, stop, ready, host="127.0.0.1", port=port)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
