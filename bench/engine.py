@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nodeagent.cache.resolver import builtin_path  # noqa: E402
-from nodeagent.supervisor.replica import free_port  # noqa: E402
+from nodeagent.supervisor.process import free_port  # noqa: E402
 from tests.support.engine import running_engine  # noqa: E402
 from tests.support.lora import write_lora  # noqa: E402
 

@@ -26,7 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.conftest import SMOLLM2_YAML, start_cluster, stop_cluster
 from tests.support.wait import wait_until
 

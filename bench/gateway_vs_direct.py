@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from nodeagent.cache.resolver import builtin_path
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]

@@ -38,7 +38,7 @@ from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler
 from controlplane.settings import KubernetesSettings
 from controlplane.state.cluster import ClusterState
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.support.kubeapi import kube_api
 from tests.support.machines import machine_types, node_from
 from tests.support.profiles import llama_like

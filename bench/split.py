@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nodeagent.cache.resolver import builtin_path
 from nodeagent.rpc.tunnel import HeadTunnel, WorkerGate
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.integration.test_rpc_split import rpc_worker
 from tests.integration.test_rpc_tunnel import serving
 from tests.support.certs import cluster_ca, node_credentials

@@ -136,6 +136,25 @@ class ReplicaRecord:
     failed_on: tuple[str, ...] = ()  # nodes where its engine failed for good: placed elsewhere first
     reserved_host_bytes: int = 0  # host memory the scheduler expects it to take where it was placed
     adopted: bool = False  # found running by this control plane (after a restart or failover), not placed
+    # A split replica: RPC workers on other nodes hold these layer ranges (in layer order); the head
+    # (``node_id``) holds ``head_layers`` and the output. Empty: the whole model on ``node_id``.
+    parts: list[WorkerPart] = field(default_factory=list)
+    head_layers: tuple[int, int] | None = None
+    last_failure: str = ""  # why its last split was taken down and placed again, for the model's status
+
+
+@dataclass
+class WorkerPart:
+    """One RPC worker of a split replica: a layer range on another node, leased to the replica's head."""
+
+    worker_id: str
+    node_id: str
+    first_layer: int
+    last_layer: int
+    reserved_bytes: int  # weights, KV and compute of the range (held back until the split is ready)
+    phase: ReplicaPhase = ReplicaPhase.ASSIGNED
+    endpoint: str = ""  # the worker's gate, host:port
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,9 +215,15 @@ class Assignment:
     n_threads: int
     embeddings: bool = False
     adapters: tuple[AdapterRef, ...] = ()
+    remote_parts: tuple[RemotePartRef, ...] = ()  # a split head's workers, in layer order
+    role: Literal["engine", "rpc_worker"] = "engine"
+    lease: RpcLeaseRef | None = None  # an RPC worker's head
 
     def runs(self, spec: ModelSpec) -> bool:
-        """Whether a replica running this assignment serves ``spec`` as it is (adoption)."""
+        """Whether a replica running this assignment serves ``spec`` as it is (adoption). Splits are
+        not adopted: a new leader places them again (their workers and head are started together)."""
+        if self.role != "engine" or self.remote_parts:
+            return False
         layers_ok = spec.gpu_layers == "auto" or spec.gpu_layers == self.n_gpu_layers
         mine = [(a.name, a.path) for a in self.adapters]
         theirs = [(a.name, a.path) for a in spec.adapters]
@@ -213,6 +238,23 @@ class Assignment:
             == (spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
                 spec.threads, spec.embeddings)
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RemotePartRef:
+    node_id: str
+    endpoint: str  # the worker's gate, host:port
+    first_layer: int
+    last_layer: int
+
+
+@dataclass(frozen=True)
+class RpcLeaseRef:
+    head_node_id: str
+    head_address: str
+    replica_id: str
+    first_layer: int
+    last_layer: int
 
 
 @dataclass(frozen=True)

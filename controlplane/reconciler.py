@@ -11,8 +11,9 @@ import logging
 import time
 import uuid
 
-from controlplane.domain import ReplicaPhase, ReplicaRecord
+from controlplane.domain import ReplicaPhase, ReplicaRecord, WorkerPart
 from controlplane.scheduler.placement import Placed, Placer, Unplaceable
+from controlplane.scheduler.split import SplitPlan
 from controlplane.state.cluster import ClusterState
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Reconciler:
                     log.info("model %s scaled down: removing replica %s", name, replica.replica_id)
                     state.unbind(replica.replica_id, remove=True)
         self._replace_failed()
+        self._take_down_broken_splits()
         if state.settled:  # before: agents may still bring back replicas to adopt
             self._place_pending()
 
@@ -94,6 +96,35 @@ class Reconciler:
             replica.failed_on = (*replica.failed_on, replica.node_id)
             self._state.unbind(replica.replica_id)
 
+    def _take_down_broken_splits(self) -> None:
+        """A split serves only while every part does: when its head or a worker fails, crashes, or its
+        node goes away, the whole split is stopped and placed again (the same nodes or others).
+
+        llama.cpp cannot swap a worker under a loaded model, and a head whose worker died has already
+        exited (aborted, or its decode watchdog fired: docs/SPLIT.md), so nothing is kept.
+        """
+        broken_phases = (ReplicaPhase.RESTARTING, ReplicaPhase.FAILED)
+        for replica in list(self._state.replicas.values()):
+            if not replica.parts or replica.node_id is None:
+                continue
+            why = ""
+            nodes = [replica.node_id, *(p.node_id for p in replica.parts)]
+            lost = [n for n in nodes if not (n in self._state.nodes and self._state.nodes[n].connected)]
+            worker = next((p for p in replica.parts if p.phase in broken_phases), None)
+            if lost:
+                why = f"node {lost[0]} disconnected"
+            elif worker is not None:
+                why = f"RPC worker on {worker.node_id}: {worker.message or worker.phase.value}"
+            elif replica.phase in broken_phases:
+                why = f"head on {replica.node_id}: {replica.message or replica.phase.value}"
+            if not why:
+                continue
+            log.warning("split replica %s of %s is broken (%s): stopping every part and placing it again",
+                        replica.replica_id, replica.model, why)  # fmt: skip
+            replica.last_failure = why
+            replica.restarts += 1
+            self._state.unbind(replica.replica_id)
+
     def _place_pending(self) -> None:
         state = self._state
         pending = [r for r in state.replicas.values() if r.node_id is None]
@@ -101,13 +132,33 @@ class Reconciler:
         decisions = self._placer.place_many(
             [r.spec for r in batch], state.nodes.values(), state.replicas.values()
         )
+        split_done = False  # one split per pass: the next pass plans with its memory reserved
         for replica, decision in zip(batch, decisions, strict=True):
+            if isinstance(decision, Unplaceable) and decision.split_plan and replica.spec.allow_split:
+                if not split_done:
+                    self._split(replica, decision.split_plan)
+                split_done = True
+                continue
             self._apply(replica, decision)
         for replica in [r for r in pending if r.failed_on]:  # avoid the nodes where its engine failed
             nodes = [n for n in state.nodes.values() if n.node_id not in replica.failed_on]
             if not any(n.connected for n in nodes):
                 nodes = list(state.nodes.values())  # nowhere else to go: try the failed nodes again
             self._apply(replica, self._placer.place(replica.spec, nodes, state.replicas.values()))
+
+    def _split(self, replica: ReplicaRecord, plan: SplitPlan) -> None:
+        state = self._state
+        *workers, head = plan.parts
+        log.info("placed replica %s of %s as a layer split: %s", replica.replica_id, replica.model,
+                 plan.describe())  # fmt: skip
+        state.pending_reasons.pop(replica.model, None)
+        state.split_plans.pop(replica.model, None)
+        parts = [
+            WorkerPart(f"{replica.replica_id}-rpc{i}", p.node_id, p.first_layer, p.last_layer, p.bytes)
+            for i, p in enumerate(workers)
+        ]
+        head_layers = (head.first_layer, head.last_layer)
+        state.bind_split(replica.replica_id, plan.head, head_layers, head.bytes, parts)
 
     def _apply(self, replica: ReplicaRecord, decision: Placed | Unplaceable) -> None:
         state = self._state

@@ -21,6 +21,35 @@ class ReplicaSpec:
     n_threads: int = 0
     embeddings: bool = False
     adapters: tuple[AdapterSpec, ...] = ()
+    remote_parts: tuple[RemotePartSpec, ...] = ()  # a split head: ranges other nodes' workers hold
+    role: Role = field(default_factory=lambda: Role.ENGINE)
+    lease: RpcLease | None = None  # an RPC worker: the one head it serves
+
+
+class Role(enum.Enum):
+    ENGINE = "engine"
+    RPC_WORKER = "rpc_worker"
+
+
+@dataclass(frozen=True)
+class RemotePartSpec:
+    """A layer range of a split model held by an RPC worker on another node, reached at its gate."""
+
+    node_id: str
+    endpoint: str  # host:port of the worker's gate
+    first_layer: int
+    last_layer: int
+
+
+@dataclass(frozen=True)
+class RpcLease:
+    """The one head an RPC worker serves; its gate refuses every other peer."""
+
+    head_node_id: str
+    head_address: str
+    replica_id: str
+    first_layer: int = 0
+    last_layer: int = 0
 
 
 @dataclass(frozen=True)

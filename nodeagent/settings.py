@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from nodeagent.rpc.tunnel import NodeCredentials
 
 
 def _default_data_dir() -> Path:
@@ -47,11 +49,56 @@ class SupervisorSettings(BaseModel):
         default=10.0, description="Seconds an engine gets after SIGTERM before SIGKILL"
     )
 
-    def engine_port_range(self) -> tuple[int, int] | None:
-        if not self.engine_ports:
+    rpc_ports: str = Field(
+        default="",
+        pattern=r"^(\d{1,5}-\d{1,5})?$",
+        description="Port range RPC workers' gates listen on, FIRST-LAST (layer splits; empty: any)",
+    )
+    rpc_host: str = Field(
+        default="", description="Address RPC workers' gates listen on (default: --supervisor-advertise-host)"
+    )
+    rpc_decode_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A split head exits when one decode step takes longer (a lost or stopped RPC worker)",
+    )
+    rpc_cache_max: str = Field(
+        default="20GiB",
+        pattern=r"^\s*[0-9]+(\.[0-9]+)?\s*[kmgtKMGT]?(i?[bB])?\s*$",
+        description="Size cap of the RPC workers' tensor cache (oldest files go first)",
+    )
+    node_cert: Path | None = Field(
+        default=None, description="This node's certificate (PEM, CN = node id): mutual TLS for layer splits"
+    )
+    node_key: Path | None = Field(default=None, description="The key of --supervisor-node-cert")
+    cluster_ca: Path | None = Field(default=None, description="The CA that signs every node's certificate")
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> SupervisorSettings:
+        given = [self.node_cert, self.node_key, self.cluster_ca]
+        if any(given) and not all(given):
+            raise ValueError("--supervisor-node-cert, --supervisor-node-key and --supervisor-cluster-ca "
+                             "go together")  # fmt: skip
+        return self
+
+    def credentials(self) -> NodeCredentials | None:
+        """This node's credentials for RPC traffic, or None (workers then check the head's address)."""
+        if self.node_cert is None or self.node_key is None or self.cluster_ca is None:
             return None
-        first, last = (int(p) for p in self.engine_ports.split("-"))
-        return first, last
+        return NodeCredentials(self.node_cert, self.node_key, self.cluster_ca)
+
+    def engine_port_range(self) -> tuple[int, int] | None:
+        return _port_range(self.engine_ports)
+
+    def rpc_port_range(self) -> tuple[int, int] | None:
+        return _port_range(self.rpc_ports)
+
+
+def _port_range(text: str) -> tuple[int, int] | None:
+    if not text:
+        return None
+    first, last = (int(p) for p in text.split("-"))
+    return first, last
 
 
 class UplinkSettings(BaseModel):

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from nodeagent.cache.resolver import builtin_path
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import fields
 from typing import Any
 
@@ -11,8 +12,10 @@ from controlplane.domain import (
     CachedModelInfo,
     NodeHello,
     NodeStatus,
+    RemotePartRef,
     ReplicaPhase,
     ReplicaReport,
+    RpcLeaseRef,
 )
 from llamafleet.core.errors import ModelFileInvalid
 from llamafleet.fit.profile import ModelProfile
@@ -26,6 +29,7 @@ _PHASES = {
     pb.REPLICA_PHASE_FAILED: ReplicaPhase.FAILED,
     pb.REPLICA_PHASE_STOPPING: ReplicaPhase.STOPPING,
 }
+_ROLES = {"engine": pb.REPLICA_ROLE_ENGINE, "rpc_worker": pb.REPLICA_ROLE_RPC_WORKER}
 _ERRORS = {
     pb.REPLICA_ERROR_UNSPECIFIED: "",
     pb.REPLICA_ERROR_MODEL_NOT_FOUND: "model_not_found",
@@ -61,6 +65,21 @@ def replica_spec(spec: pb.ReplicaSpec) -> Assignment:
         n_threads=spec.n_threads,
         embeddings=spec.embeddings,
         adapters=tuple(AdapterRef(name=a.name, path=a.path, scale=a.scale) for a in spec.adapters),
+        remote_parts=tuple(
+            RemotePartRef(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in spec.remote_parts
+        ),
+        role="rpc_worker" if spec.role == pb.REPLICA_ROLE_RPC_WORKER else "engine",
+        lease=(
+            RpcLeaseRef(
+                spec.lease.head_node_id,
+                spec.lease.head_address,
+                spec.lease.replica_id,
+                spec.lease.first_layer,
+                spec.lease.last_layer,
+            )
+            if spec.HasField("lease")
+            else None
+        ),
     )
 
 
@@ -148,6 +167,9 @@ def assign(generation: int, a: Assignment) -> pb.ControlMessage:
                 n_threads=a.n_threads,
                 embeddings=a.embeddings,
                 adapters=[pb.AdapterSpec(name=x.name, path=x.path, scale=x.scale) for x in a.adapters],
+                remote_parts=[pb.RemotePart(**dataclasses.asdict(part)) for part in a.remote_parts],
+                role=_ROLES[a.role],
+                lease=pb.RpcLease(**dataclasses.asdict(a.lease)) if a.lease else None,
             ),
         )
     )

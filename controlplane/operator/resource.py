@@ -55,6 +55,22 @@ class ReplicaPlacement(_Camel):
     predicted_host_bytes: int = Field(default=0, ge=0, description="Host memory the scheduler reserved")
     restarts: int = Field(default=0, ge=0)
     message: str = Field(default="", description="Why it is not ready, when it is not")
+    layout: list[SplitPartStatus] = Field(
+        default_factory=list,
+        description="A layer split: which layers each node holds (RPC workers, then the head); empty: whole",
+    )
+
+
+class SplitPartStatus(_Camel):
+    """One part of a split replica."""
+
+    node: str
+    role: Literal["head", "rpc-worker"]
+    first_layer: int = Field(ge=0)
+    last_layer: int = Field(ge=0, description="Inclusive; the head also holds the output layer")
+    predicted_host_bytes: int = Field(default=0, ge=0, description="Weights, KV and compute of the part")
+    phase: str = Field(default="", description="The RPC worker's phase (the head's is the replica's)")
+    endpoint: str = Field(default="", description="The RPC worker's gate, host:port")
 
 
 class ModelResourceStatus(_Camel):

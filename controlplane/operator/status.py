@@ -93,7 +93,9 @@ def build_status(
         replicas=len(replicas),
         ready_replicas=sum(1 for r in replicas if r.phase == ReplicaPhase.READY),
         selector=f"{resource.MODEL_LABEL}={admission.model_id}",
-        nodes=",".join(sorted({r.node_id for r in replicas if r.node_id})),
+        nodes=",".join(
+            sorted({n for r in replicas if r.node_id for n in (r.node_id, *(p.node_id for p in r.parts))})
+        ),
         gpu_layers=",".join(str(r.n_gpu_layers) for r in placed if r.node_id),
         conditions=conditions,
         replica_statuses=[
@@ -104,13 +106,36 @@ def build_status(
                 gpu_layers=r.n_gpu_layers if r.node_id else 0,
                 predicted_host_bytes=r.reserved_host_bytes,
                 restarts=r.restarts,
-                message=r.message,
+                message=r.message
+                or (f"split placed again after: {r.last_failure}" if r.last_failure else ""),
+                layout=_layout(r),
             )
             for r in placed
         ],
         recommendation=recommendation,
     )
     return status.model_dump(by_alias=True, mode="json")
+
+
+def _worker_nodes(r: ReplicaRecord) -> list[str]:
+    return [p.node_id for p in r.parts]
+
+
+def _layout(r: ReplicaRecord) -> list[resource.SplitPartStatus]:
+    if not r.parts or r.head_layers is None or r.node_id is None:
+        return []
+    workers = [
+        resource.SplitPartStatus(
+            node=p.node_id, role="rpc-worker", first_layer=p.first_layer, last_layer=p.last_layer,
+            predicted_host_bytes=p.reserved_bytes, phase=p.phase.value, endpoint=p.endpoint,
+        )
+        for p in r.parts
+    ]  # fmt: skip
+    head = resource.SplitPartStatus(
+        node=r.node_id, role="head", first_layer=r.head_layers[0], last_layer=r.head_layers[1],
+        predicted_host_bytes=r.reserved_host_bytes, phase=r.phase.value,
+    )  # fmt: skip
+    return [*workers, head]
 
 
 def same_status(a: Obj | None, b: Obj | None) -> bool:

@@ -35,6 +35,9 @@ def reservations(replicas: Iterable[ReplicaRecord], nodes: list[NodeRecord]) -> 
     by_id = {n.node_id: n for n in nodes}
     reserved: dict[str, int] = {}
     for r in replicas:
+        if r.parts and r.phase != ReplicaPhase.READY:  # a split's workers take their memory as the head loads
+            for part in r.parts:
+                reserved[part.node_id] = reserved.get(part.node_id, 0) + part.reserved_bytes
         if r.phase != ReplicaPhase.ASSIGNED or r.node_id not in by_id:
             continue
         need = r.reserved_host_bytes or host_bytes_needed(

@@ -6,8 +6,8 @@ the first ranges and the head the last one, next to the output layer: llama.cpp 
 its devices in device order, and the head's CPU must come last to keep the output
 (nodeagent/rpc/ggml.py: ``layout``). Layer ranges are in proportion to each node's free memory;
 the plan is returned only when every part fits.
-Executing it (starting RPC workers, pointing the head at them) is a later issue: here it is
-computed, shown in the model's status, and tested.
+The reconciler executes it (controlplane/reconciler.py): RPC workers on the worker nodes, then
+the head engine pointed at them once every worker is ready (docs/SPLIT.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class SplitPlan:
             f"{p.node_id} layers {p.first_layer}-{p.last_layer} ({gib(p.bytes)} of {gib(p.free_bytes)} free)"
             for p in self.parts
         )
-        return f"split plan (not executed: layer splitting lands later): head {self.head}; {ranges}"
+        return f"head {self.head}; {ranges}"
 
 
 def _part_bytes(profile: ModelProfile, params: ContextParams, layers: range, head: bool) -> int:

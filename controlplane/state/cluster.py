@@ -25,10 +25,13 @@ from controlplane.domain import (
     NodeHello,
     NodeRecord,
     NodeStatus,
+    RemotePartRef,
     ReplicaPhase,
     ReplicaRecord,
     ReplicaReport,
     RoutingTable,
+    RpcLeaseRef,
+    WorkerPart,
 )
 
 log = logging.getLogger(__name__)
@@ -159,13 +162,24 @@ class ClusterState:
                 # Unknown until it is back: keep it out of the routing table meanwhile.
                 replica.phase = ReplicaPhase.ASSIGNED
                 replica.message = f"node {node_id} disconnected"
+            for part in replica.parts:
+                if part.node_id == node_id:
+                    part.phase, part.message = ReplicaPhase.ASSIGNED, f"node {node_id} disconnected"
         log.warning("node %s disconnected", node_id)
         self.bump()
 
     def _apply_reports(self, node_id: str, reports: Iterable[ReplicaReport]) -> None:
         node = self.nodes[node_id]
         node.running = {r.replica_id: r for r in reports}
+        workers = {p.worker_id: p for r in self.replicas.values() for p in r.parts if p.node_id == node_id}
         for report in node.running.values():
+            part = workers.get(report.replica_id)
+            if part is not None:
+                if part.phase != report.phase:
+                    log.info("RPC worker %s on %s: %s → %s", part.worker_id, node_id, part.phase.value,
+                             report.phase.value)  # fmt: skip
+                part.phase, part.endpoint, part.message = report.phase, report.endpoint, report.message
+                continue
             replica = self.replicas.get(report.replica_id)
             if replica is None and self._adopt(node_id, report):
                 continue
@@ -230,10 +244,29 @@ class ClusterState:
         self.nodes[node_id].desired_generation += 1
         self.bump()
 
+    def bind_split(
+        self,
+        replica_id: str,
+        head: str,
+        head_layers: tuple[int, int],
+        head_bytes: int,
+        workers: list[WorkerPart],
+    ) -> None:
+        """Place a replica as a layer split: RPC workers for the first ranges, the head for the last."""
+        replica = self.replicas[replica_id]
+        replica.parts = workers
+        replica.head_layers = head_layers
+        for part in workers:
+            self.nodes[part.node_id].desired_generation += 1
+        self.bind(replica_id, head, -1, head_bytes)
+
     def unbind(self, replica_id: str, *, remove: bool = False) -> None:
         replica = self.replicas[replica_id]
-        if replica.node_id in self.nodes:
-            self.nodes[replica.node_id].desired_generation += 1
+        for node_id in {replica.node_id, *(p.node_id for p in replica.parts)}:
+            if node_id in self.nodes:
+                self.nodes[node_id].desired_generation += 1
+        replica.parts = []
+        replica.head_layers = None
         replica.node_id = None
         replica.phase = ReplicaPhase.PENDING
         replica.endpoint = ""
@@ -243,24 +276,26 @@ class ClusterState:
 
     # --- snapshots for readers -----------------------------------------------------------
     def assignments_for(self, node_id: str) -> tuple[int, dict[str, Assignment]]:
+        """What ``node_id`` should run: engines (a split's head once all its workers are ready) and the
+        RPC workers it hosts for other nodes' heads."""
         node = self.nodes.get(node_id)
         generation = node.desired_generation if node else 0
-        desired = {
-            r.replica_id: Assignment(
-                replica_id=r.replica_id,
-                model=r.model,
-                source=r.spec.source,
-                sha256=r.spec.sha256,
-                context_length=r.spec.context_length,
-                parallel_slots=r.spec.parallel_slots,
-                n_gpu_layers=r.n_gpu_layers,
-                n_threads=r.spec.threads,
-                embeddings=r.spec.embeddings,
-                adapters=r.spec.adapters,
-            )
-            for r in self.replicas.values()
-            if r.node_id == node_id
-        }
+        desired: dict[str, Assignment] = {}
+        for r in self.replicas.values():
+            engine = _assignment(r)
+            if r.node_id == node_id and all(p.phase == ReplicaPhase.READY and p.endpoint for p in r.parts):
+                desired[r.replica_id] = replace(engine, remote_parts=tuple(
+                    RemotePartRef(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in r.parts
+                ))  # fmt: skip
+            head = self.nodes.get(r.node_id or "")
+            if head is None:
+                continue
+            for part in (p for p in r.parts if p.node_id == node_id):
+                lease = RpcLeaseRef(head.node_id, head.advertise_host, r.replica_id, part.first_layer,
+                                    part.last_layer)  # fmt: skip
+                desired[part.worker_id] = replace(
+                    engine, replica_id=part.worker_id, role="rpc_worker", lease=lease, adapters=()
+                )
         return generation, desired
 
     def routing_table(self) -> RoutingTable:
@@ -295,6 +330,21 @@ class ClusterState:
             model_conditions(spec, replicas, self.pending_reasons, self.split_plans.get(spec.name, "")),
             replicas,
         )
+
+
+def _assignment(r: ReplicaRecord) -> Assignment:
+    return Assignment(
+        replica_id=r.replica_id,
+        model=r.model,
+        source=r.spec.source,
+        sha256=r.spec.sha256,
+        context_length=r.spec.context_length,
+        parallel_slots=r.spec.parallel_slots,
+        n_gpu_layers=r.n_gpu_layers,
+        n_threads=r.spec.threads,
+        embeddings=r.spec.embeddings,
+        adapters=r.spec.adapters,
+    )
 
 
 def model_conditions(

@@ -8,10 +8,14 @@ code; the agent's supervisor starts, watches and stops this process like an engi
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import sys
 from pathlib import Path
+
+from llamafleet.core.sizes import parse_size
+from nodeagent.rpc.cache import prune
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,12 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True, help="TCP port")
     parser.add_argument("--cache-dir", type=Path, required=True,
                         help="tensor cache, so a reload does not resend the weights")  # fmt: skip
+    parser.add_argument("--cache-max", default="20GiB",
+                        help="tensor cache size cap; least recently used go first (e.g. 8GiB)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for the layers it computes")
     parser.add_argument(
         "--allow-all-interfaces", action="store_true",
         help="allow --host 0.0.0.0 (llama.cpp's RPC has no authentication of its own)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="nodeagent.rpc: %(message)s")
     if args.host in ("0.0.0.0", "::") and not args.allow_all_interfaces:
         print("nodeagent.rpc: refusing to listen on all interfaces: llama.cpp's RPC has no authentication; "
               "give the node's cluster address, or --allow-all-interfaces", file=sys.stderr)  # fmt: skip
@@ -37,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"nodeagent.rpc: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    try:
+        cache_max = parse_size(args.cache_max)
+    except ValueError as exc:
+        print(f"nodeagent.rpc: --cache-max: {exc}", file=sys.stderr)
+        return 2
     args.cache_dir.mkdir(parents=True, exist_ok=True)
+    prune(args.cache_dir, cache_max)
     os.environ.setdefault("GGML_NO_BACKTRACE", "1")  # a crash must not attach gdb to the worker
 
     from nodeagent.rpc import ggml

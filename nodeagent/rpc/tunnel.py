@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -107,34 +108,59 @@ async def serve_until(handler: Handler, stop: asyncio.Event, ready: asyncio.Even
 
 
 class WorkerGate:
-    """Accepts only the leased head's node, then connects it to the local RPC server."""
+    """Accepts only the leased head's node, then connects it to the local RPC server.
 
-    def __init__(self, credentials: NodeCredentials, rpc_address: tuple[str, int], leased_to: str) -> None:
-        self._context = credentials.context(ssl.Purpose.CLIENT_AUTH)
-        self._rpc = rpc_address
+    With credentials the head proves its node by a cluster-signed certificate and the traffic is
+    encrypted. Without (no certificates given to the agents) the gate compares the peer's address
+    with the head node's: weaker (an address can be spoofed on the node network, nothing is
+    encrypted), said so in the agent's log and in docs/SPLIT.md.
+    """
+
+    def __init__(self, credentials: NodeCredentials | None, rpc_address: tuple[str, int], leased_to: str,
+                 leased_address: str = "") -> None:  # fmt: skip
+        self._context = credentials.context(ssl.Purpose.CLIENT_AUTH) if credentials else None
+        self.rpc_address = rpc_address  # the RPC server behind the gate; a restarted worker moves it
         self.leased_to = leased_to  # the head node's id; a new lease replaces it
+        self._leased_ips = _addresses(leased_address) if leased_address else set()
         self.refused = 0  # connections closed before reaching the RPC server
         self.forwarded = 0  # connections carried to the RPC server
 
-    async def serve(self, host: str, port: int, stop: asyncio.Event) -> None:
-        await serve_until(self._accept, stop, host=host, port=port, ssl=self._context)
+    async def serve(
+        self, host: str, port: int, stop: asyncio.Event, ready: asyncio.Event | None = None
+    ) -> None:
+        await serve_until(self._accept, stop, ready, host=host, port=port, ssl=self._context)
+
+    def _admits(self, writer: asyncio.StreamWriter) -> tuple[bool, str]:
+        if self._context is not None:
+            peer = _common_name(writer)
+            return peer == self.leased_to, f"certificate of {peer!r}"
+        address = str((writer.get_extra_info("peername") or ("",))[0])
+        return address in self._leased_ips, f"address {address}"
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _common_name(writer)
-        if peer != self.leased_to:
+        admitted, who = self._admits(writer)
+        if not admitted:
             self.refused += 1
-            log.warning("RPC gate: refused %s (certificate of %r; leased to %r)",
-                        writer.get_extra_info("peername"), peer, self.leased_to)  # fmt: skip
+            log.warning("RPC gate: refused %s (%s; leased to %r)",
+                        writer.get_extra_info("peername"), who, self.leased_to)  # fmt: skip
             writer.close()
             return
         try:
-            upstream = await asyncio.open_connection(*self._rpc)
+            upstream = await asyncio.open_connection(*self.rpc_address)
         except OSError as exc:
-            log.warning("RPC gate: the local RPC server at %s:%d is not answering (%s)", *self._rpc, exc)
+            log.warning("RPC gate: local RPC server %s:%d does not answer (%s)", *self.rpc_address, exc)
             writer.close()
             return
         self.forwarded += 1
         await _splice((reader, writer), upstream)
+
+
+def _addresses(host: str) -> set[str]:
+    """Every address ``host`` resolves to (it may be a name or an address already)."""
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return {host}
 
 
 class HeadTunnel:

@@ -1,4 +1,4 @@
-"""The set of engine replicas on this node: applies Assign/Unassign and owns every replica's task."""
+"""The processes on this node: engines and RPC workers. Applies Assign/Unassign and owns their tasks."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import functools
 import logging
 from collections.abc import Callable
 
-from nodeagent.domain import ReplicaSpec, ReplicaState
+from nodeagent.domain import ReplicaSpec, ReplicaState, Role
 from nodeagent.settings import SupervisorSettings
+from nodeagent.supervisor.process import SupervisedProcess
 from nodeagent.supervisor.replica import EngineReplica
+from nodeagent.supervisor.rpc_worker import RpcWorker
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,7 @@ class Supervisor:
         self._settings = settings
         self._on_change = on_change
         self._on_restart = on_restart
-        self._replicas: dict[str, EngineReplica] = {}
+        self._replicas: dict[str, SupervisedProcess] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
 
@@ -38,7 +40,7 @@ class Supervisor:
             try:
                 await stop.wait()
             finally:
-                log.info("stopping %d engine(s)", len(self._replicas))
+                log.info("stopping %d engine(s) and RPC worker(s)", len(self._replicas))
                 for replica in self._replicas.values():
                     replica.stop.set()
                 self._group = None
@@ -50,11 +52,12 @@ class Supervisor:
             current.set_generation(generation)
             return
         if current is not None:
-            log.info("replica %s changed; replacing its engine", spec.replica_id)
+            log.info("replica %s changed; replacing its %s", spec.replica_id, current.kind)
             self.unassign(spec.replica_id)
         if self._group is None:
             raise RuntimeError("supervisor is not running")
-        replica = EngineReplica(spec, generation, self._settings, self._on_change, self._on_restart)
+        kind = RpcWorker if spec.role == Role.RPC_WORKER else EngineReplica
+        replica = kind(spec, generation, self._settings, self._on_change, self._on_restart)
         self._replicas[spec.replica_id] = replica
         task = self._group.create_task(replica.run(), name=f"replica-{spec.replica_id}")
         self._tasks[spec.replica_id] = task
@@ -67,7 +70,7 @@ class Supervisor:
             log.info("unassigning replica %s", replica_id)
             replica.stop.set()
 
-    def _forget(self, replica_id: str, replica: EngineReplica, _task: object = None) -> None:
+    def _forget(self, replica_id: str, replica: SupervisedProcess, _task: object = None) -> None:
         if self._replicas.get(replica_id) is replica:
             del self._replicas[replica_id]
             self._tasks.pop(replica_id, None)

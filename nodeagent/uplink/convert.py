@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 
 from llamafleet import __version__
@@ -14,9 +15,12 @@ from nodeagent.domain import (
     NodeReport,
     NvmlReport,
     Phase,
+    RemotePartSpec,
     ReplicaError,
     ReplicaSpec,
     ReplicaState,
+    Role,
+    RpcLease,
 )
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 
@@ -40,6 +44,9 @@ _KINDS = {
     "accel": pb.DEVICE_KIND_ACCEL,
     "rpc": pb.DEVICE_KIND_RPC,
 }
+
+
+_ROLES = {Role.ENGINE: pb.REPLICA_ROLE_ENGINE, Role.RPC_WORKER: pb.REPLICA_ROLE_RPC_WORKER}
 
 
 def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
@@ -70,6 +77,14 @@ def replica_spec_to_pb(spec: ReplicaSpec) -> pb.ReplicaSpec:
         n_threads=spec.n_threads,
         embeddings=spec.embeddings,
         adapters=[pb.AdapterSpec(name=a.name, path=a.path, scale=a.scale) for a in spec.adapters],
+        remote_parts=[
+            pb.RemotePart(
+                node_id=p.node_id, endpoint=p.endpoint, first_layer=p.first_layer, last_layer=p.last_layer
+            )
+            for p in spec.remote_parts
+        ],
+        role=_ROLES[spec.role],
+        lease=pb.RpcLease(**dataclasses.asdict(spec.lease)) if spec.lease else None,
     )
 
 
@@ -198,4 +213,19 @@ def replica_spec(spec: pb.ReplicaSpec) -> ReplicaSpec:
         n_threads=spec.n_threads,
         embeddings=spec.embeddings,
         adapters=tuple(AdapterSpec(a.name, a.path, a.scale or 1.0) for a in spec.adapters),
+        remote_parts=tuple(
+            RemotePartSpec(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in spec.remote_parts
+        ),
+        role=next(role for role, value in _ROLES.items() if value == spec.role),
+        lease=(
+            RpcLease(
+                spec.lease.head_node_id,
+                spec.lease.head_address,
+                spec.lease.replica_id,
+                spec.lease.first_layer,
+                spec.lease.last_layer,
+            )
+            if spec.HasField("lease")
+            else None
+        ),
     )

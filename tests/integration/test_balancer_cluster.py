@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from controlplane.gateway.proxy import REPLICA_HEADER
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.conftest import REPO, Cluster, start_cluster, stop_cluster
 from tests.support.redis_server import redis_server
 from tests.support.wait import wait_until

@@ -21,7 +21,7 @@ import openai
 import pytest
 import yaml
 
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.support import netns
 from tests.support.chart_pods import Pod, command
 from tests.support.kubeapi import CRD_FILE, REPO, kube_api, write_kubeconfig

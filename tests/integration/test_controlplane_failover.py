@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.support.kubeapi import kube_api
 from tests.support.processes import (
     Proc,

@@ -19,7 +19,7 @@ from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.proxy import REPLICA_HEADER, EngineProxy, Forward
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.support.engine import running_engine
 
 pytestmark = pytest.mark.integration

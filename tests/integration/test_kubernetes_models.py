@@ -14,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.support.kubeapi import CRD_FILE, REPO, KubeApi, kube_api
 from tests.support.processes import (
     Proc,

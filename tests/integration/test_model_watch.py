@@ -13,7 +13,7 @@ import pytest
 from controlplane.operator.informer import ModelInformer
 from controlplane.operator.kube import Kube
 from controlplane.settings import KubernetesSettings
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.support.kubeapi import KubeApi, kube_api
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.support.engine import running_engine
 from tests.support.wait import wait_until
 

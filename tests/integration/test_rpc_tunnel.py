@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nodeagent.rpc.tunnel import HeadTunnel, NodeCredentials, WorkerGate
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.integration.test_rpc_split import PROMPTS, greedy, rpc_worker
 from tests.support.certs import cluster_ca, node_credentials
 from tests.support.engine import running_engine

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 from tests.support.wait import wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
-from controlplane.domain import ModelSpec, ReplicaPhase
+from controlplane.domain import ModelSpec, NodeStatus, ReplicaPhase, ReplicaRecord, ReplicaReport
 from controlplane.reconciler import Reconciler
-from controlplane.scheduler.framework import Scheduler
+from controlplane.scheduler.framework import Scheduler, reservations
 from controlplane.state.cluster import ClusterState
 from tests.support.machines import machine_types, node_from
 from tests.support.profiles import llama_like
@@ -77,14 +78,96 @@ def test_a_bad_file_is_not_moved_around() -> None:
     assert replica.node_id == where  # the same file fails the same way anywhere
 
 
-def test_fits_nowhere_stays_pending_with_every_reason_and_a_split_plan_in_the_status() -> None:
+def test_fits_nowhere_without_allow_split_stays_pending_with_every_reason() -> None:
     state, reconciler = cluster("a:cpu-8g", "b:cpu-8g", "c:cpu-8g")
-    state.set_models([ModelSpec(name="big", source="/m/big.gguf", parallel_slots=1, allow_split=True)])
+    state.set_models([ModelSpec(name="big", source="/m/big.gguf", parallel_slots=1)])
     reconciler.reconcile()
     assert placements(state, "big") == [None]
     (view,) = state.model_views()
     placed = next(c for c in view.conditions if c.type == "Placed")
-    assert placed.status == "False"
-    assert placed.reason == "SplitPlanned"
+    assert (placed.status, placed.reason) == ("False", "NoCapacity")
     assert "a: cpu mode needs" in placed.message
-    assert "split plan (not executed" in placed.message
+
+
+def split_cluster() -> tuple[ClusterState, Reconciler, ReplicaRecord]:
+    state, reconciler = cluster("a:cpu-8g", "b:cpu-8g", "c:cpu-8g")
+    for node in state.nodes.values():
+        node.advertise_host = f"10.0.0.{ord(node.node_id)}"
+    state.set_models([ModelSpec(name="big", source="/m/big.gguf", parallel_slots=1, allow_split=True)])
+    reconciler.reconcile()
+    (replica,) = state.replicas.values()
+    return state, reconciler, replica
+
+
+def workers_ready(state: ClusterState, replica: ReplicaRecord) -> None:
+    for i, part in enumerate(replica.parts):
+        state.node_status(part.node_id, state.nodes[part.node_id].session, NodeStatus(
+            0, state.nodes[part.node_id].ram_free_bytes, [ReplicaReport(
+                part.worker_id, "big", ReplicaPhase.READY, f"10.0.0.9:{50052 + i}", 0, "", "")], {},
+        ))  # fmt: skip
+
+
+def test_fits_nowhere_alone_is_split_workers_first_then_the_head_pointed_at_them() -> None:
+    state, _, replica = split_cluster()
+    assert replica.node_id is not None
+    assert replica.parts
+    assert replica.head_layers is not None
+    layers = [(p.first_layer, p.last_layer) for p in replica.parts] + [replica.head_layers]
+    assert layers[0][0] == 0
+    assert layers[-1][1] == BIG.n_layer - 1
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(layers))  # contiguous ranges
+    assert {p.node_id for p in replica.parts}.isdisjoint({replica.node_id})
+    # Until every worker is ready, the head's node is not asked to run the engine.
+    assert replica.replica_id not in state.assignments_for(replica.node_id)[1]
+    for part in replica.parts:
+        worker = state.assignments_for(part.node_id)[1][part.worker_id]
+        assert worker.role == "rpc_worker"
+        assert worker.lease is not None
+        assert (worker.lease.head_node_id, worker.lease.head_address) == (
+            replica.node_id, state.nodes[replica.node_id].advertise_host,
+        )  # fmt: skip
+        assert (worker.lease.first_layer, worker.lease.last_layer) == (part.first_layer, part.last_layer)
+    workers_ready(state, replica)
+    head = state.assignments_for(replica.node_id)[1][replica.replica_id]
+    assert [(p.node_id, p.first_layer, p.last_layer) for p in head.remote_parts] == [
+        (p.node_id, p.first_layer, p.last_layer) for p in replica.parts
+    ]
+    assert all(p.endpoint.startswith("10.0.0.9:") for p in head.remote_parts)
+
+
+def test_a_split_reserves_each_parts_memory_on_its_node_until_it_is_ready() -> None:
+    state, _, replica = split_cluster()
+    reserved = reservations(state.replicas.values(), list(state.nodes.values()))
+    for part in replica.parts:
+        assert reserved[part.node_id] >= part.reserved_bytes > 0
+    assert reserved[str(replica.node_id)] == replica.reserved_host_bytes > 0
+    workers_ready(state, replica)
+    replica.phase = ReplicaPhase.READY
+    assert reservations(state.replicas.values(), list(state.nodes.values())) == {}  # now in free RAM
+
+
+def test_a_crashed_worker_or_a_lost_node_takes_the_whole_split_down_and_it_is_placed_again() -> None:
+    state, reconciler, replica = split_cluster()
+    workers_ready(state, replica)
+    replica.parts[0].phase, replica.parts[0].message = ReplicaPhase.RESTARTING, "RPC worker exited (SIGKILL)"
+    reconciler.reconcile()
+    assert "RPC worker" in replica.last_failure
+    assert "SIGKILL" in replica.last_failure
+    assert replica.node_id is not None
+    assert replica.parts
+    assert all(p.phase == ReplicaPhase.ASSIGNED for p in replica.parts)  # fresh workers
+    lost = replica.parts[0].node_id
+    state.nodes[lost].connected = False
+    reconciler.reconcile()
+    assert f"node {lost} disconnected" in replica.last_failure
+    assert lost not in (replica.node_id, *(p.node_id for p in replica.parts))
+
+
+def test_split_heads_and_workers_are_never_adopted() -> None:
+    state, _, replica = split_cluster()
+    workers_ready(state, replica)
+    head = state.assignments_for(str(replica.node_id))[1][replica.replica_id]
+    spec = state.models["big"]
+    assert not head.runs(spec)
+    worker = state.assignments_for(replica.parts[0].node_id)[1][replica.parts[0].worker_id]
+    assert not worker.runs(spec)

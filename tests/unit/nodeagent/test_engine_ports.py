@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from nodeagent.settings import SupervisorSettings
-from nodeagent.supervisor.replica import free_port
+from nodeagent.supervisor.process import free_port
 
 
 def test_a_port_is_picked_in_the_range_skipping_busy_ones() -> None:

@@ -31,6 +31,11 @@ class ReplicaError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPLICA_ERROR_MODEL_INVALID: _ClassVar[ReplicaError]
     REPLICA_ERROR_ENGINE_CRASHED: _ClassVar[ReplicaError]
     REPLICA_ERROR_ENGINE_START_FAILED: _ClassVar[ReplicaError]
+
+class ReplicaRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPLICA_ROLE_ENGINE: _ClassVar[ReplicaRole]
+    REPLICA_ROLE_RPC_WORKER: _ClassVar[ReplicaRole]
 DEVICE_KIND_UNSPECIFIED: DeviceKind
 DEVICE_KIND_CPU: DeviceKind
 DEVICE_KIND_GPU: DeviceKind
@@ -47,6 +52,8 @@ REPLICA_ERROR_MODEL_NOT_FOUND: ReplicaError
 REPLICA_ERROR_MODEL_INVALID: ReplicaError
 REPLICA_ERROR_ENGINE_CRASHED: ReplicaError
 REPLICA_ERROR_ENGINE_START_FAILED: ReplicaError
+REPLICA_ROLE_ENGINE: ReplicaRole
+REPLICA_ROLE_RPC_WORKER: ReplicaRole
 
 class AgentMessage(_message.Message):
     __slots__ = ("hello", "status")
@@ -338,7 +345,7 @@ class Assign(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., replica: _Optional[_Union[ReplicaSpec, _Mapping]] = ...) -> None: ...
 
 class ReplicaSpec(_message.Message):
-    __slots__ = ("replica_id", "model", "source", "sha256", "context_length", "parallel_slots", "n_gpu_layers", "n_threads", "embeddings", "adapters")
+    __slots__ = ("replica_id", "model", "source", "sha256", "context_length", "parallel_slots", "n_gpu_layers", "n_threads", "embeddings", "adapters", "remote_parts", "role", "lease")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +356,9 @@ class ReplicaSpec(_message.Message):
     N_THREADS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_PARTS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     model: str
     source: str
@@ -359,7 +369,36 @@ class ReplicaSpec(_message.Message):
     n_threads: int
     embeddings: bool
     adapters: _containers.RepeatedCompositeFieldContainer[AdapterSpec]
-    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., sha256: _Optional[str] = ..., context_length: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., n_threads: _Optional[int] = ..., embeddings: _Optional[bool] = ..., adapters: _Optional[_Iterable[_Union[AdapterSpec, _Mapping]]] = ...) -> None: ...
+    remote_parts: _containers.RepeatedCompositeFieldContainer[RemotePart]
+    role: ReplicaRole
+    lease: RpcLease
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., sha256: _Optional[str] = ..., context_length: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., n_threads: _Optional[int] = ..., embeddings: _Optional[bool] = ..., adapters: _Optional[_Iterable[_Union[AdapterSpec, _Mapping]]] = ..., remote_parts: _Optional[_Iterable[_Union[RemotePart, _Mapping]]] = ..., role: _Optional[_Union[ReplicaRole, str]] = ..., lease: _Optional[_Union[RpcLease, _Mapping]] = ...) -> None: ...
+
+class RemotePart(_message.Message):
+    __slots__ = ("node_id", "endpoint", "first_layer", "last_layer")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    LAST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    endpoint: str
+    first_layer: int
+    last_layer: int
+    def __init__(self, node_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., first_layer: _Optional[int] = ..., last_layer: _Optional[int] = ...) -> None: ...
+
+class RpcLease(_message.Message):
+    __slots__ = ("head_node_id", "head_address", "replica_id", "first_layer", "last_layer")
+    HEAD_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HEAD_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    LAST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    head_node_id: str
+    head_address: str
+    replica_id: str
+    first_layer: int
+    last_layer: int
+    def __init__(self, head_node_id: _Optional[str] = ..., head_address: _Optional[str] = ..., replica_id: _Optional[str] = ..., first_layer: _Optional[int] = ..., last_layer: _Optional[int] = ...) -> None: ...
 
 class AdapterSpec(_message.Message):
     __slots__ = ("name", "path", "scale")
