@@ -15,6 +15,7 @@ from controlplane.domain import (
     ReplicaPhase,
     ReplicaRecord,
     RoutingTable,
+    WorkerPart,
 )
 from llamafleet.fit.estimate import Estimate
 from llamafleet.fit.recommend import Mode, Recommendation
@@ -169,6 +170,11 @@ def model_to_pb(view: ModelStatusView) -> pb.ModelStatus:
                 endpoint=r.endpoint,
                 restarts=r.restarts,
                 message=r.message,
+                parts=[pb.WorkerPartView(**(asdict(p) | {"phase": p.phase.value})) for p in r.parts],
+                head_first_layer=r.head_layers[0] if r.head_layers else 0,
+                head_last_layer=r.head_layers[1] if r.head_layers else 0,
+                last_failure=r.last_failure,
+                predicted_host_bytes=r.reserved_host_bytes,
             )
             for r in view.replicas
         ],
@@ -199,6 +205,22 @@ def model_from_pb(message: pb.ModelStatus) -> ModelStatusView:
                 endpoint=r.endpoint,
                 restarts=r.restarts,
                 message=r.message,
+                parts=[
+                    WorkerPart(
+                        p.worker_id,
+                        p.node_id,
+                        p.first_layer,
+                        p.last_layer,
+                        p.reserved_bytes,
+                        ReplicaPhase(p.phase),
+                        p.endpoint,
+                        p.message,
+                    )
+                    for p in r.parts
+                ],
+                head_layers=(r.head_first_layer, r.head_last_layer) if r.parts else None,
+                last_failure=r.last_failure,
+                reserved_host_bytes=r.predicted_host_bytes,
             )
             for r in message.replicas
         ),

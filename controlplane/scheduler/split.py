@@ -4,8 +4,9 @@ The head node runs the engine (input and output layers, the compute graph, the o
 workers host contiguous ranges of repeating layers through llama.cpp's RPC backend. Workers take
 the first ranges and the head the last one, next to the output layer: llama.cpp gives layers to
 its devices in device order, and the head's CPU must come last to keep the output
-(nodeagent/rpc/ggml.py: ``layout``). Layer ranges are in proportion to each node's free memory;
-the plan is returned only when every part fits.
+(nodeagent/rpc/ggml.py: ``layout``). Layer ranges are in proportion to each node's room (free
+memory, less what the head holds whatever its range); the plan is returned only when every part
+fits.
 The reconciler executes it (controlplane/reconciler.py): RPC workers on the worker nodes, then
 the head engine pointed at them once every worker is ready (docs/SPLIT.md).
 """
@@ -53,26 +54,43 @@ def _part_bytes(profile: ModelProfile, params: ContextParams, layers: range, hea
 
 
 def plan_split(profile: ModelProfile, params: ContextParams, offers: list[NodeResources]) -> SplitPlan | None:
-    """Repeating layers in proportion to free host memory; the head is the node with most free memory
-    and takes the last range. None when fewer than two nodes are usable or a part would not fit.
+    """Repeating layers in proportion to each node's room: its free host memory, less (on the head)
+    what the head holds whatever its range — the input and output layers and the output buffer. The
+    head is the node with most free memory and takes the last range. None when fewer than two nodes
+    are usable or a part would not fit.
     """
     usable = sorted((o for o in offers if o.ram_free_bytes > 0), key=lambda o: (-o.ram_free_bytes, o.node))
     if len(usable) < 2:
         return None
     ordered = [*usable[1:], usable[0]]  # workers in layer order, then the head
-    total_free = sum(o.ram_free_bytes for o in ordered)
     n_layer = profile.n_layer
+    fixed = _part_bytes(profile, params, range(0), head=True)
+    room = [max(0, o.ram_free_bytes - (fixed if o is usable[0] else 0)) for o in ordered]
+    per_layer = [_part_bytes(profile, params, range(il, il + 1), head=False) for il in range(n_layer)]
+    if not sum(room):
+        return None
+    # Cut points where the running cost of layers reaches each node's running share of the room.
+    total_cost, total_room = sum(per_layer), sum(room)
+    cuts, cost, share, il = [], 0, 0, 0
+    for node_room in room[:-1]:
+        share += node_room
+        while il < n_layer and (cost + per_layer[il] / 2) * total_room <= share * total_cost:
+            cost += per_layer[il]
+            il += 1
+        cuts.append(il)
+    cuts = [min(cut, n_layer - 1) for cut in cuts]  # the head keeps at least one repeating layer
+    cuts.append(n_layer)
     parts: list[SplitPart] = []
-    start, running = 0, 0
-    for index, offer in enumerate(ordered):
-        running += offer.ram_free_bytes
+    start = 0
+    for index, (offer, end) in enumerate(zip(ordered, cuts, strict=True)):
         head = index == len(ordered) - 1
-        end = n_layer if head else round(n_layer * running / total_free)
-        if end <= start:
+        if end <= start and not head:
             continue
         need = _part_bytes(profile, params, range(start, end), head=head)
         parts.append(SplitPart(offer.node, start, end - 1, need, offer.ram_free_bytes))
         start = end
-    if len(parts) < 2 or parts[-1].node_id != usable[0].node or any(p.bytes > p.free_bytes for p in parts):
+    if len(parts) < 2 or parts[-1].first_layer > parts[-1].last_layer:
+        return None
+    if any(p.bytes > p.free_bytes for p in parts):
         return None
     return SplitPlan(usable[0].node, tuple(parts))

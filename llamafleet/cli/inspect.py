@@ -85,6 +85,14 @@ def format_models(models: list[ModelStatusView], cpu_mode: bool = False, gpu_mod
             where = r.node_id or "-"
             note = f"  {r.message}" if r.message else ""
             lines.append(f"  replica {r.replica_id} on {where}: {r.phase.value}, restarts {r.restarts}{note}")
+            for p in r.parts:
+                lines.append(f"    layers {p.first_layer}-{p.last_layer} on {p.node_id} (RPC worker at "
+                             f"{p.endpoint or '-'}): {p.phase.value}")  # fmt: skip
+            if r.head_layers:
+                first, last = r.head_layers
+                lines.append(f"    layers {first}-{last} and the output on {where} (head)")
+            if r.last_failure:
+                lines.append(f"    split placed again after: {r.last_failure}")
     return "\n".join(lines)
 
 

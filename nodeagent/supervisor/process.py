@@ -116,6 +116,10 @@ class SupervisedProcess:
         """Check what the process needs before its first start; False: failed for good (``_fail`` said)."""
         return True
 
+    async def precheck(self) -> str:
+        """Before each start: why it cannot start now ('' when it can); counts as a failed start."""
+        return ""
+
     def launch(self) -> Launch:
         raise NotImplementedError
 
@@ -169,6 +173,10 @@ class SupervisedProcess:
 
     async def _run_once(self) -> tuple[bool, str]:
         """Start the process; watch it until it dies, hangs or we stop. Returns (was ready, why it ended)."""
+        problem = await self.precheck()
+        if problem:
+            self._update(phase=Phase.STARTING, message=problem)
+            return False, problem
         launch = self.launch()
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         with self._log_path.open("ab") as log_file:

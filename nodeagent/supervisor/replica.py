@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -69,6 +70,22 @@ class EngineReplica(SupervisedProcess):
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def precheck(self) -> str:
+        """A split head: every worker's gate must answer, or llama.cpp would abort the engine at load."""
+        credentials = self._settings.credentials()
+        context = credentials.context(ssl.Purpose.SERVER_AUTH) if credentials else None
+        for part in self.spec.remote_parts:
+            host, port = part.endpoint.rsplit(":", 1)
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port), ssl=context), 5)
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+                return f"cannot reach the RPC worker on node {part.node_id} at {part.endpoint}: {reason}"
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+        return ""
 
     def launch(self) -> Launch:
         host = self._settings.engine_bind_host

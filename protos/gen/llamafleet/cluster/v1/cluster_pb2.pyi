@@ -243,17 +243,47 @@ class Condition(_message.Message):
     def __init__(self, type: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplicaView(_message.Message):
-    __slots__ = ("replica_id", "node_id", "phase", "endpoint", "restarts", "message")
+    __slots__ = ("replica_id", "node_id", "phase", "endpoint", "restarts", "message", "parts", "head_first_layer", "head_last_layer", "last_failure", "predicted_host_bytes")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIRST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    HEAD_LAST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_HOST_BYTES_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     node_id: str
     phase: str
     endpoint: str
     restarts: int
     message: str
-    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    parts: _containers.RepeatedCompositeFieldContainer[WorkerPartView]
+    head_first_layer: int
+    head_last_layer: int
+    last_failure: str
+    predicted_host_bytes: int
+    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[WorkerPartView, _Mapping]]] = ..., head_first_layer: _Optional[int] = ..., head_last_layer: _Optional[int] = ..., last_failure: _Optional[str] = ..., predicted_host_bytes: _Optional[int] = ...) -> None: ...
+
+class WorkerPartView(_message.Message):
+    __slots__ = ("worker_id", "node_id", "first_layer", "last_layer", "reserved_bytes", "phase", "endpoint", "message")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    LAST_LAYER_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    node_id: str
+    first_layer: int
+    last_layer: int
+    reserved_bytes: int
+    phase: str
+    endpoint: str
+    message: str
+    def __init__(self, worker_id: _Optional[str] = ..., node_id: _Optional[str] = ..., first_layer: _Optional[int] = ..., last_layer: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
