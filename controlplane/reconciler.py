@@ -154,7 +154,14 @@ class Reconciler:
         state.pending_reasons.pop(replica.model, None)
         state.split_plans.pop(replica.model, None)
         parts = [
-            WorkerPart(f"{replica.replica_id}-rpc{i}", p.node_id, p.first_layer, p.last_layer, p.bytes)
+            # New ids every time: a report about the last placement's workers never counts for these.
+            WorkerPart(
+                f"{replica.replica_id}-rpc{i}-{uuid.uuid4().hex[:4]}",
+                p.node_id,
+                p.first_layer,
+                p.last_layer,
+                p.bytes,
+            )
             for i, p in enumerate(workers)
         ]
         head_layers = (head.first_layer, head.last_layer)

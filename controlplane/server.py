@@ -25,6 +25,7 @@ from controlplane.scheduler.framework import Scheduler
 from controlplane.scheduler.profile import load_profile
 from controlplane.settings import ControlPlaneSettings
 from controlplane.state.cluster import ClusterState
+from llamafleet.core.grpc_channels import SERVER_OPTIONS
 from llamafleet.core.probes import serve_probes
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
@@ -92,7 +93,7 @@ class ControlPlane:
         self, stop: asyncio.Event, metrics: ControlPlaneMetrics, operator: ModelOperator | None
     ) -> None:
         settings = self.settings
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(self.state, settings.status_interval_s), server
         )

@@ -185,6 +185,8 @@ class ClusterState:
                 continue
             if replica is None or replica.node_id != node_id:
                 continue  # not ours (any more): the agent stream unassigns it
+            if replica.parts and (report.spec is None or report.spec.remote_parts != _remote_parts(replica)):
+                continue  # a split's head from before it was placed again (or not started yet)
             if replica.phase != report.phase:
                 log.info(
                     "replica %s on %s: %s → %s",
@@ -284,9 +286,7 @@ class ClusterState:
         for r in self.replicas.values():
             engine = _assignment(r)
             if r.node_id == node_id and all(p.phase == ReplicaPhase.READY and p.endpoint for p in r.parts):
-                desired[r.replica_id] = replace(engine, remote_parts=tuple(
-                    RemotePartRef(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in r.parts
-                ))  # fmt: skip
+                desired[r.replica_id] = replace(engine, remote_parts=_remote_parts(r))
             head = self.nodes.get(r.node_id or "")
             if head is None:
                 continue
@@ -330,6 +330,10 @@ class ClusterState:
             model_conditions(spec, replicas, self.pending_reasons, self.split_plans.get(spec.name, "")),
             replicas,
         )
+
+
+def _remote_parts(r: ReplicaRecord) -> tuple[RemotePartRef, ...]:
+    return tuple(RemotePartRef(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in r.parts)
 
 
 def _assignment(r: ReplicaRecord) -> Assignment:

@@ -54,10 +54,10 @@ def rpc_worker(
         log.close()
 
 
-def greedy(url: str, prompt: str) -> str:
+def greedy(url: str, prompt: str, model: str = "smollm2") -> str:
     import httpx
 
-    body = {"model": "smollm2", "prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": True}
+    body = {"model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": True}
     response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
     assert response.status_code == 200, response.text
     text: str = response.json()["choices"][0]["text"]

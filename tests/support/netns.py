@@ -27,6 +27,10 @@ class Host:
     name: str
     namespace: str
     address: str
+    veth: str  # its link's end on the bridge: down cuts the host off, as a pulled cable would
+
+    def cut(self) -> None:
+        _ip("link", "set", self.veth, "down")
 
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` run inside this host's network namespace."""
@@ -59,7 +63,7 @@ class Network:
         ]
         for args in setup:
             _ip("-n", namespace, *args)
-        host = Host(name, namespace, address)
+        host = Host(name, namespace, address, veth)
         self.hosts[name] = host
         return host
 

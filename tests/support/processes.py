@@ -22,12 +22,13 @@ class Proc:
     name: str
     args: list[str]
     log_path: Path
+    prefix: list[str] = field(default_factory=list)  # e.g. `ip netns exec NS`: another host's network
     process: subprocess.Popen[bytes] = field(init=False)
 
     def start(self) -> Proc:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "llamafleet.cli.main", *self.args],
+                [*self.prefix, sys.executable, "-m", "llamafleet.cli.main", *self.args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )  # fmt: skip
         return self

@@ -9,13 +9,18 @@ from collections.abc import Callable
 import httpx
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2,
+    on_timeout: Callable[[], str] | None = None,
+) -> None:  # fmt: skip
+    """Poll ``predicate``; on timeout fail with ``what`` and, when given, ``on_timeout()`` (e.g. logs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    detail = f"\n{on_timeout()}" if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
 
 
 def wait_http_ok(

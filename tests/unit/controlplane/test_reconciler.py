@@ -156,6 +156,15 @@ def test_a_crashed_worker_or_a_lost_node_takes_the_whole_split_down_and_it_is_pl
     assert replica.node_id is not None
     assert replica.parts
     assert all(p.phase == ReplicaPhase.ASSIGNED for p in replica.parts)  # fresh workers
+    # The head's agent still reports the old head crashing: that is not the new split breaking.
+    head = str(replica.node_id)
+    stale = ReplicaReport(replica.replica_id, "big", ReplicaPhase.RESTARTING, "", 1, "engine_crashed",
+                          "engine exited (killed by SIGABRT)")  # fmt: skip
+    state.node_status(head, state.nodes[head].session, NodeStatus(0, 1 << 30, [stale], {}))
+    before = [p.worker_id for p in replica.parts]
+    reconciler.reconcile()
+    assert [p.worker_id for p in replica.parts] == before
+    assert replica.phase == ReplicaPhase.ASSIGNED
     lost = replica.parts[0].node_id
     state.nodes[lost].connected = False
     reconciler.reconcile()
