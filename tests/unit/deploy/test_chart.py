@@ -136,7 +136,7 @@ def test_network_policies_name_the_ports_the_processes_use() -> None:
     engines, rpc, probes = agent
     assert engines["ports"] == [{"port": 30000, "endPort": 30099, "protocol": "TCP"}]
     assert engines["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
-    assert rpc["ports"] == [{"port": 50052, "protocol": "TCP"}]
+    assert rpc["ports"] == [{"port": 50052, "endPort": 50059, "protocol": "TCP"}]
     assert rpc["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "agent"
     assert "from" not in probes
     (daemonset,) = of_kind(objects, "DaemonSet")
