@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
 ENV_PREFIX = "LLAMAFLEET_"
@@ -104,4 +104,12 @@ def settings_from_args(model: type[S], namespace: argparse.Namespace) -> S:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     known = {k: v for k, v in overrides.items() if k in model.model_fields}
-    return model(**known)
+    try:
+        return model(**known)
+    except ValidationError as exc:  # one line per problem, no traceback: the process cannot start
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            + (f" (got {e['input']!r})" if not isinstance(e["input"], dict) else "")
+            for e in exc.errors()
+        )
+        raise SystemExit(f"invalid settings: {problems}") from None
