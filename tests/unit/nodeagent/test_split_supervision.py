@@ -1,0 +1,62 @@
+"""A split head's agent checks every worker's gate before starting the engine, and an RPC worker's
+gate admits only its lease: the agent side of layer splits, on real sockets and real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from pathlib import Path
+
+from nodeagent.domain import Phase, RemotePartSpec, ReplicaSpec, Role, RpcLease
+from nodeagent.settings import SupervisorSettings
+from nodeagent.supervisor.process import free_port
+from nodeagent.supervisor.replica import EngineReplica
+from nodeagent.supervisor.rpc_worker import RpcWorker
+
+
+def test_a_head_whose_worker_is_unreachable_says_which_one_before_starting_an_engine(tmp_path: Path) -> None:
+    dead = free_port("127.0.0.1")  # nothing listens there
+    spec = ReplicaSpec("r1", "smollm2", "builtin:smollm2-135m",
+                       remote_parts=(RemotePartSpec("node-b", f"127.0.0.1:{dead}", 0, 14),))  # fmt: skip
+    replica = EngineReplica(spec, 1, SupervisorSettings(data_dir=tmp_path), lambda: None)
+    problem = asyncio.run(replica.precheck())
+    assert problem.startswith(f"cannot reach the RPC worker on node node-b at 127.0.0.1:{dead}")
+
+
+async def _worker_lifecycle(tmp: Path) -> tuple[str, bool, bool, Phase]:
+    settings = SupervisorSettings(data_dir=tmp, health_interval_s=0.2, stop_grace_s=5)
+    lease = RpcLease("node-a", "127.0.0.2", "r1", 0, 14)
+    spec = ReplicaSpec("r1-rpc0", "smollm2", "builtin:smollm2-135m", role=Role.RPC_WORKER, lease=lease)
+    worker = RpcWorker(spec, 1, settings, lambda: None)
+    task = asyncio.create_task(worker.run())
+    for _ in range(150):
+        if worker.state.phase == Phase.READY:
+            break
+        await asyncio.sleep(0.1)
+    endpoint = worker.state.endpoint
+    host, port = endpoint.rsplit(":", 1)
+    # No certificates: the gate admits the head's address only. 127.0.0.1 is not the lease's 127.0.0.2.
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=("127.0.0.1", 0))
+    refused = await reader.read(1) == b""
+    writer.close()
+    # From the leased address the connection is carried to llama.cpp's RPC server (it waits for a command).
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=("127.0.0.2", 0))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reader.read(1), 0.5)
+    carried = not reader.at_eof()
+    writer.close()
+    ready_phase = worker.state.phase
+    worker.stop.set()
+    await task
+    return endpoint, refused, carried, ready_phase
+
+
+def test_an_rpc_worker_is_supervised_behind_a_gate_that_admits_only_its_head(tmp_path: Path) -> None:
+    endpoint, refused, carried, phase = asyncio.run(_worker_lifecycle(tmp_path))
+    assert phase == Phase.READY
+    assert endpoint.startswith("127.0.0.1:")
+    assert refused
+    assert carried
+    with socket.socket() as s:  # unassigned: the gate stopped with the worker
+        assert s.connect_ex(("127.0.0.1", int(endpoint.rsplit(":", 1)[1]))) != 0
