@@ -79,6 +79,11 @@ class EngineOptions(BaseModel):
         description="Exit when one decode step runs longer (llama.cpp's RPC has no timeouts; "
         "0: 30 s with --rpc-parts, else off)",
     )
+    cpu_repack: bool = Field(
+        default=True,
+        description="Let llama.cpp repack weights for this CPU's faster kernels (extra buffer types). "
+        "RPC workers never repack, so --no-cpu-repack makes a split head compute exactly as its workers",
+    )
     parent_pid: int = Field(default=0, description="Exit when this process dies (0: don't watch)")
 
 
@@ -142,6 +147,7 @@ async def serve(options: EngineOptions) -> int:
             embeddings=options.embeddings,
             pooling=options.pooling,
             remote_parts=parse_parts(options.rpc_parts),
+            cpu_repack=options.cpu_repack,
         ),
         batcher=BatcherSettings(
             slots=options.parallel_slots,

@@ -39,6 +39,7 @@ class NativeConfig:
     embeddings: bool
     pooling: str  # "auto" (the GGUF's, else mean), "mean", "cls" or "last"
     remote_parts: tuple[RemotePart, ...] = ()  # layer ranges on RPC workers; the rest stays here
+    cpu_repack: bool = True  # llama.cpp's extra buffer types: weights repacked for this CPU's kernels
 
 
 def _forward_log(level: int, text: bytes, _: Any) -> None:
@@ -124,6 +125,7 @@ class NativeModel:
         progress = LoadProgress(config.model_path.name)
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = config.n_gpu_layers
+        mparams.use_extra_bufts = config.cpu_repack
         self._layout: DeviceLayout | None = None  # kept alive as long as the model
         if config.remote_parts:
             n_layer = read_header(config.model_path).block_count

@@ -17,6 +17,7 @@ import pytest
 
 from nodeagent.supervisor.process import free_port
 from tests.support.engine import running_engine
+from tests.support.synthetic_gguf import gemma3_path
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -74,6 +75,23 @@ def test_a_split_model_answers_token_for_token_like_the_whole_one(tmp_path: Path
     ):
         assert [greedy(head.url, p) for p in PROMPTS] == expected
         assert f"layers 0-14 on {endpoint}" in head.log()
+
+
+@pytest.mark.skipif(gemma3_path() is None, reason="gemma3-270m (a dev dependency) is not installed")
+def test_sliding_window_layers_split_exactly_when_no_side_repacks(tmp_path: Path) -> None:
+    """gemma3 (Q4_K, sliding-window layers) split over a worker equals the whole model on every prompt
+    once the head, like the worker, does not repack Q4_K for AVX2; with repacking the whole model's
+    greedy path flips on a near-tie (docs/SPLIT.md)."""
+    gemma3 = gemma3_path()
+    assert gemma3 is not None
+    flags = ("--n-threads", "1", "--no-cpu-repack")
+    with running_engine(gemma3, tmp_path, *flags, name="gemma3") as whole:
+        expected = [greedy(whole.url, p, "gemma3") for p in PROMPTS]
+    with (
+        rpc_worker(tmp_path) as (endpoint, _),
+        running_engine(gemma3, tmp_path, *flags, "--rpc-parts", f"{endpoint}=0-8", name="gemma3") as head,
+    ):
+        assert [greedy(head.url, p, "gemma3") for p in PROMPTS] == expected
 
 
 def test_the_worker_refuses_all_interfaces_and_says_why_it_cannot_start(tmp_path: Path) -> None:

@@ -169,9 +169,10 @@ def test_sliding_window_layers_split_token_for_token_equal(tmp_path: Path) -> No
     source = gemma3_path()
     assert source is not None
     # Not PROMPTS[2]: its greedy path is a near-tie that flips with the summation order. llama.cpp
-    # repacks Q4_K weights for AVX2 kernels on the head's CPU but not on an RPC worker, and that
-    # alone changes it: measured with llama-cpp-python on the whole model, repacking on or off gives
-    # two different stories (docs/SPLIT.md). SmolLM2 (Q4_1, never repacked) matches on every prompt.
+    # repacks Q4_K weights for AVX2 kernels on the head's CPU but never on an RPC worker, and that
+    # alone changes it: on the whole model, repacking on or off gives two different stories. With
+    # repacking off on both sides the split equals the whole model on all three prompts
+    # (test_rpc_split.py); SmolLM2 (Q4_1, never repacked) matches here on every prompt.
     prompts = PROMPTS[:2]
     expected = expected_tokens(tmp_path, source, "gemma3", prompts)
     with split_cluster(tmp_path, "gemma3", source, ["node-a", "node-b"], "720MiB") as cluster:
