@@ -69,17 +69,10 @@ def replica_spec(spec: pb.ReplicaSpec) -> Assignment:
             RemotePartRef(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in spec.remote_parts
         ),
         role="rpc_worker" if spec.role == pb.REPLICA_ROLE_RPC_WORKER else "engine",
-        lease=(
-            RpcLeaseRef(
-                spec.lease.head_node_id,
-                spec.lease.head_address,
-                spec.lease.replica_id,
-                spec.lease.first_layer,
-                spec.lease.last_layer,
-            )
-            if spec.HasField("lease")
-            else None
-        ),
+        # the message mirrors the dataclass (same field names)
+        lease=RpcLeaseRef(**{f.name: getattr(spec.lease, f.name) for f in dataclasses.fields(RpcLeaseRef)})
+        if spec.HasField("lease")
+        else None,
     )
 
 

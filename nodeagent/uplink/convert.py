@@ -217,15 +217,8 @@ def replica_spec(spec: pb.ReplicaSpec) -> ReplicaSpec:
             RemotePartSpec(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in spec.remote_parts
         ),
         role=next(role for role, value in _ROLES.items() if value == spec.role),
-        lease=(
-            RpcLease(
-                spec.lease.head_node_id,
-                spec.lease.head_address,
-                spec.lease.replica_id,
-                spec.lease.first_layer,
-                spec.lease.last_layer,
-            )
-            if spec.HasField("lease")
-            else None
-        ),
+        # the message mirrors the dataclass (same field names)
+        lease=RpcLease(**{f.name: getattr(spec.lease, f.name) for f in dataclasses.fields(RpcLease)})
+        if spec.HasField("lease")
+        else None,
     )
