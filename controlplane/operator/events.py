@@ -54,18 +54,15 @@ def replica_events(
             add("Normal", "Adopted", f"{message}: taken over without a restart")
             continue
         if r.node_id and (old is None or old.node != r.node_id):
-            add(
-                "Normal",
-                "Placed",
-                f"replica {r.replica_id} placed on node {r.node_id} with {r.n_gpu_layers} GPU layers",
-            )
+            add("Normal", "Placed", f"replica {r.replica_id} placed {_where(r)}")
         if r.phase == ReplicaPhase.READY and (old is None or old.phase != ReplicaPhase.READY):
             add("Normal", "ReplicaReady", f"replica {r.replica_id} on node {r.node_id} is serving")
         if old is not None and r.restarts > old.restarts:
             add(
                 "Warning",
                 "EngineRestarted",
-                f"replica {r.replica_id} on node {r.node_id} restarted ({r.restarts} so far): {r.message}",
+                f"replica {r.replica_id} on node {r.node_id} restarted ({r.restarts} so far): "
+                f"{r.message or r.last_failure}",
             )
         if r.phase == ReplicaPhase.FAILED and (old is None or old.phase != ReplicaPhase.FAILED):
             add(
@@ -74,6 +71,15 @@ def replica_events(
                 f"replica {r.replica_id} on node {r.node_id}: {r.message or r.error}",
             )
     return events
+
+
+def _where(r: ReplicaRecord) -> str:
+    if not r.parts or r.head_layers is None:
+        return f"on node {r.node_id} with {r.n_gpu_layers} GPU layers"
+    workers = ", ".join(f"layers {p.first_layer}-{p.last_layer} on {p.node_id}" for p in r.parts)
+    first, last = r.head_layers
+    head = f"layers {first}-{last} and the output on {r.node_id} (head)"
+    return f"as a layer split: {workers} (RPC workers), {head}"
 
 
 def snapshot(replicas: tuple[ReplicaRecord, ...]) -> dict[str, ReplicaSeen]:

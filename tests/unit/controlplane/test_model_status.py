@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controlplane.domain import Condition, ModelSpec, ReplicaPhase, ReplicaRecord
+from controlplane.domain import Condition, ModelSpec, ReplicaPhase, ReplicaRecord, WorkerPart
 from controlplane.operator.events import replica_events, snapshot
 from controlplane.operator.status import Admission, build_status, same_status
 from controlplane.state.cluster import model_conditions
@@ -93,3 +93,31 @@ def test_condition_order_is_stable() -> None:
         "Progressing",
         "Degraded",
     ]
+
+
+def test_a_split_replica_shows_its_layout_and_says_why_it_was_placed_again() -> None:
+    parts = [WorkerPart("smol-1-rpc0-ab12", "node-b", 0, 19, 60 << 20, ReplicaPhase.READY, "10.0.0.3:50052")]
+    split = replica("smol-1", "node-a", ReplicaPhase.READY, parts=parts, head_layers=(20, 29),
+                    reserved_host_bytes=140 << 20)  # fmt: skip
+    status = status_of((split,), OBJ, "2026-11-27T10:00:00Z")
+    (placed,) = status["replicaStatuses"]  # type: ignore[misc]
+    assert placed["layout"] == [
+        {"node": "node-b", "role": "rpc-worker", "firstLayer": 0, "lastLayer": 19,
+         "predictedHostBytes": 60 << 20, "phase": "ready", "endpoint": "10.0.0.3:50052"},
+        {"node": "node-a", "role": "head", "firstLayer": 20, "lastLayer": 29,
+         "predictedHostBytes": 140 << 20, "phase": "ready", "endpoint": ""},
+    ]  # fmt: skip
+    assert status["nodes"] == "node-a,node-b"
+    (event,) = [e for e in replica_events("default", "smol", {}, (split,)) if e.reason == "Placed"]
+    assert (
+        "layers 0-19 on node-b (RPC workers), layers 20-29 and the output on node-a (head)" in event.message
+    )
+    again = replica("smol-1", "node-a", ReplicaPhase.STARTING, restarts=1, parts=parts, head_layers=(20, 29),
+                    last_failure="RPC worker on node-b: RPC worker exited (killed by SIGKILL)")  # fmt: skip
+    (placed,) = status_of((again,), OBJ, "2026-11-27T10:00:00Z")["replicaStatuses"]  # type: ignore[misc]
+    assert (
+        placed["message"] == "split placed again: RPC worker on node-b: RPC worker exited (killed by SIGKILL)"
+    )
+    (restarted,) = replica_events("default", "smol", snapshot((split,)), (again,))
+    assert restarted.reason == "EngineRestarted"
+    assert "killed by SIGKILL" in restarted.message
