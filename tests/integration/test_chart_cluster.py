@@ -225,7 +225,7 @@ def test_network_policies_hold_where_a_namespace_enforces_them(chart_cluster: Ch
     assert not can_connect(redis, agent.host.address, engine_port)  # not a gateway
     assert not can_connect(other_agent, agent.host.address, engine_port)
 
-    # Nothing serves the RPC port until layer splits land (issue 14): a listener stands in for the worker.
+    # No split runs here, so no RPC worker's gate holds the port: a listener stands in for one.
     rpc_port = agent.port("rpc")
     listener = subprocess.Popen(agent.host.command([sys.executable, "-c", (
         "import socket, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "

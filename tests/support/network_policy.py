@@ -29,6 +29,11 @@ def enforce(policy: Obj, host: Host, pods: list[tuple[dict[str, str], str]]) -> 
 
     iptables("-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
     iptables("-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+    # Policies decide who may open a connection. Conntrack starts in this namespace only now, so a
+    # connection the pod opened before (its gRPC stream) is picked up mid-stream, and a packet that
+    # arrives first (a keepalive ping from the control plane) would look NEW and be reset: only SYNs
+    # are judged below, as a CNI judges only new connections.
+    iptables("-A", "INPUT", "-p", "tcp", "!", "--syn", "-j", "ACCEPT")
     for rule in policy["spec"].get("ingress", []):
         sources: list[str | None] = [None]
         if "from" in rule:
