@@ -141,6 +141,7 @@ class ReplicaRecord:
     parts: list[WorkerPart] = field(default_factory=list)
     head_layers: tuple[int, int] | None = None
     last_failure: str = ""  # why its last split was taken down and placed again, for the model's status
+    replacements: int = 0  # times its split was taken down whole and placed again
 
 
 @dataclass

@@ -122,7 +122,7 @@ class Reconciler:
             log.warning("split replica %s of %s is broken (%s): stopping every part and placing it again",
                         replica.replica_id, replica.model, why)  # fmt: skip
             replica.last_failure = why
-            replica.restarts += 1
+            replica.replacements += 1
             self._state.unbind(replica.replica_id)
 
     def _place_pending(self) -> None:

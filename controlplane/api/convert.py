@@ -175,6 +175,7 @@ def model_to_pb(view: ModelStatusView) -> pb.ModelStatus:
                 head_last_layer=r.head_layers[1] if r.head_layers else 0,
                 last_failure=r.last_failure,
                 predicted_host_bytes=r.reserved_host_bytes,
+                replacements=r.replacements,
             )
             for r in view.replicas
         ],
@@ -221,6 +222,7 @@ def model_from_pb(message: pb.ModelStatus) -> ModelStatusView:
                 head_layers=(r.head_first_layer, r.head_last_layer) if r.parts else None,
                 last_failure=r.last_failure,
                 reserved_host_bytes=r.predicted_host_bytes,
+                replacements=r.replacements,
             )
             for r in message.replicas
         ),

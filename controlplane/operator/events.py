@@ -36,6 +36,7 @@ class ReplicaSeen:
     node: str | None
     phase: ReplicaPhase
     restarts: int
+    replacements: int = 0
 
 
 def replica_events(
@@ -61,9 +62,12 @@ def replica_events(
             add(
                 "Warning",
                 "EngineRestarted",
-                f"replica {r.replica_id} on node {r.node_id} restarted ({r.restarts} so far): "
-                f"{r.message or r.last_failure}",
+                f"replica {r.replica_id} on node {r.node_id} restarted ({r.restarts} so far): {r.message}",
             )
+        if old is not None and r.replacements > old.replacements:
+            add("Warning", "SplitPlacedAgain",
+                f"replica {r.replica_id}'s layer split was taken down and placed again "
+                f"({r.replacements} so far): {r.last_failure}")  # fmt: skip
         if r.phase == ReplicaPhase.FAILED and (old is None or old.phase != ReplicaPhase.FAILED):
             add(
                 "Warning",
@@ -83,7 +87,7 @@ def _where(r: ReplicaRecord) -> str:
 
 
 def snapshot(replicas: tuple[ReplicaRecord, ...]) -> dict[str, ReplicaSeen]:
-    return {r.replica_id: ReplicaSeen(r.node_id, r.phase, r.restarts) for r in replicas}
+    return {r.replica_id: ReplicaSeen(r.node_id, r.phase, r.restarts, r.replacements) for r in replicas}
 
 
 def event_body(event: ModelEvent, obj: Obj, instance: str, now: str) -> Obj:

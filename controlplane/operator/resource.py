@@ -54,6 +54,7 @@ class ReplicaPlacement(_Camel):
     gpu_layers: int = Field(default=0, description="Layers offloaded to GPUs on that node")
     predicted_host_bytes: int = Field(default=0, ge=0, description="Host memory the scheduler reserved")
     restarts: int = Field(default=0, ge=0)
+    replacements: int = Field(default=0, ge=0, description="Times its layer split was placed again")
     message: str = Field(default="", description="Why it is not ready, when it is not")
     layout: list[SplitPartStatus] = Field(
         default_factory=list,

@@ -106,6 +106,7 @@ def build_status(
                 gpu_layers=r.n_gpu_layers if r.node_id else 0,
                 predicted_host_bytes=r.reserved_host_bytes,
                 restarts=r.restarts,
+                replacements=r.replacements,
                 message=r.message or (f"split placed again: {r.last_failure}" if r.last_failure else ""),
                 layout=_layout(r),
             )

@@ -221,6 +221,7 @@ def check_recovery(cluster: SplitCluster, fault: Callable[[], None], bound_s: fl
     wait_until(lambda: serving_split(cluster, "smollm2") is None, 30, "the replica to go not-ready",
                on_timeout=cluster.logs)  # fmt: skip
     after = wait_serving(cluster, "smollm2")
+    assert after.replacements > before.replacements  # placed again, not recovered in place
     assert after.last_failure  # the model's status says why it was placed again
     assert len(greedy(cluster.gateway_url, PROMPTS[0])) > 0
 

@@ -112,12 +112,14 @@ def test_a_split_replica_shows_its_layout_and_says_why_it_was_placed_again() -> 
     assert (
         "layers 0-19 on node-b (RPC workers), layers 20-29 and the output on node-a (head)" in event.message
     )
-    again = replica("smol-1", "node-a", ReplicaPhase.STARTING, restarts=1, parts=parts, head_layers=(20, 29),
+    again = replica("smol-1", "node-a", ReplicaPhase.STARTING, replacements=1, parts=parts,
+                    head_layers=(20, 29),
                     last_failure="RPC worker on node-b: RPC worker exited (killed by SIGKILL)")  # fmt: skip
     (placed,) = status_of((again,), OBJ, "2026-11-27T10:00:00Z")["replicaStatuses"]  # type: ignore[misc]
     assert (
         placed["message"] == "split placed again: RPC worker on node-b: RPC worker exited (killed by SIGKILL)"
     )
     (restarted,) = replica_events("default", "smol", snapshot((split,)), (again,))
-    assert restarted.reason == "EngineRestarted"
+    assert restarted.reason == "SplitPlacedAgain"
     assert "killed by SIGKILL" in restarted.message
+    assert placed["replacements"] == 1

@@ -153,6 +153,7 @@ def test_a_crashed_worker_or_a_lost_node_takes_the_whole_split_down_and_it_is_pl
     reconciler.reconcile()
     assert "RPC worker" in replica.last_failure
     assert "SIGKILL" in replica.last_failure
+    assert replica.replacements == 1
     assert replica.node_id is not None
     assert replica.parts
     assert all(p.phase == ReplicaPhase.ASSIGNED for p in replica.parts)  # fresh workers

@@ -243,7 +243,7 @@ class Condition(_message.Message):
     def __init__(self, type: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplicaView(_message.Message):
-    __slots__ = ("replica_id", "node_id", "phase", "endpoint", "restarts", "message", "parts", "head_first_layer", "head_last_layer", "last_failure", "predicted_host_bytes")
+    __slots__ = ("replica_id", "node_id", "phase", "endpoint", "restarts", "message", "parts", "head_first_layer", "head_last_layer", "last_failure", "predicted_host_bytes", "replacements")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +255,7 @@ class ReplicaView(_message.Message):
     HEAD_LAST_LAYER_FIELD_NUMBER: _ClassVar[int]
     LAST_FAILURE_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_HOST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REPLACEMENTS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     node_id: str
     phase: str
@@ -266,7 +267,8 @@ class ReplicaView(_message.Message):
     head_last_layer: int
     last_failure: str
     predicted_host_bytes: int
-    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[WorkerPartView, _Mapping]]] = ..., head_first_layer: _Optional[int] = ..., head_last_layer: _Optional[int] = ..., last_failure: _Optional[str] = ..., predicted_host_bytes: _Optional[int] = ...) -> None: ...
+    replacements: int
+    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[WorkerPartView, _Mapping]]] = ..., head_first_layer: _Optional[int] = ..., head_last_layer: _Optional[int] = ..., last_failure: _Optional[str] = ..., predicted_host_bytes: _Optional[int] = ..., replacements: _Optional[int] = ...) -> None: ...
 
 class WorkerPartView(_message.Message):
     __slots__ = ("worker_id", "node_id", "first_layer", "last_layer", "reserved_bytes", "phase", "endpoint", "message")
