@@ -2,16 +2,38 @@
 
 Requests are validated once at each HTTP edge; unknown fields are ignored (clients send many
 optional OpenAI parameters) but known fields must have the right types and ranges, so a bad
-body gets a 400 that names the field.
+body gets a 400 that names the field. OpenAI parameters we do not honour yet (tools,
+response_format, logprobs, …) are refused by name unless they ask for the default.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from llamafleet.core.errors import InvalidRequest
+
+# Unsupported request fields → whether a value asks for nothing beyond the default (then it is fine).
+UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "tools": lambda v: not v,
+    "tool_choice": lambda v: v in (None, "none"),
+    "functions": lambda v: not v,
+    "function_call": lambda v: v in (None, "none"),
+    "response_format": lambda v: v is None or v.get("type") == "text",
+    "logprobs": lambda v: not v,
+    "top_logprobs": lambda v: not v,
+    "best_of": lambda v: v in (None, 1),
+    "suffix": lambda v: not v,
+    "modalities": lambda v: v in (None, ["text"]),
+    "audio": lambda v: v is None,
+    "prediction": lambda v: v is None,
+    "web_search_options": lambda v: v is None,
+    "reasoning_effort": lambda v: v is None,
+    "grammar": lambda v: not v,
+    "json_schema": lambda v: v is None,
+}
 
 
 class _Request(BaseModel):
@@ -36,6 +58,32 @@ class _Request(BaseModel):
     repeat_last_n: int | None = Field(default=None, ge=0)
     ignore_eos: bool = Field(default=False, description="Keep generating past end-of-generation tokens")
     lora: list[LoraChoice] | None = Field(default=None, description="Adapters to apply, beside base:adapter")
+    # OpenAI (and llama-server) parameters this server does not honour yet. Each is refused with a
+    # 400 naming it unless it asks for the default, so an app that asks for JSON or for tool calls
+    # never silently gets prose instead.
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+    modalities: list[str] | None = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    reasoning_effort: Any = None
+    grammar: str | None = None
+    json_schema: Any = None
+
+    @field_validator(*UNSUPPORTED)
+    @classmethod
+    def _not_honoured(cls, value: Any, info: ValidationInfo) -> Any:
+        if not UNSUPPORTED[info.field_name](value):  # type: ignore[index]
+            raise ValueError(f"{info.field_name} is not supported by this server yet; leave it out")
+        return value
 
     @field_validator("n")
     @classmethod

@@ -152,7 +152,10 @@ class Batcher:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not (self._inbox or self._commands or self._wake or self._stopping or self.busy):
+                # Sleep only when there is nothing at all to do: requests still waiting must be admitted
+                # even when every slot finished in the same step (identical inputs, more than slots).
+                while not (self._inbox or self._commands or self._wake or self._stopping or self.busy
+                           or self._waiting):  # fmt: skip
                     self._lock.wait()
                 if self._stopping:
                     break
