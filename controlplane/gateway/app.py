@@ -16,6 +16,7 @@ from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
 from llamafleet import __version__
 from llamafleet.core import http_errors
+from llamafleet.core.body_limit import BodyLimit
 from llamafleet.core.errors import Unauthorized
 
 _OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
@@ -30,6 +31,7 @@ def create_app(
 ) -> FastAPI:
     app = FastAPI(title="llamafleet gateway", version=__version__, docs_url="/docs", redoc_url=None)
     http_errors.install(app, "gateway")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     if settings.api_keys:
         keys = [k.encode() for k in settings.api_keys]

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
+
 
 class GatewaySettings(BaseModel):
     """HTTP API, where the routing table comes from, and how requests are forwarded."""
@@ -47,6 +49,11 @@ class GatewaySettings(BaseModel):
     redis_url: str = Field(
         default="",
         description="Share load, prefix owners and sessions between gateways (redis://HOST:PORT/DB)",
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=0,
+        description="Largest request body accepted, in bytes (413 beyond)",
     )
     request_timeout_s: float = Field(
         default=600.0, description="Seconds an engine may go silent mid-response before the request fails"

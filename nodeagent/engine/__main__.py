@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llamafleet.core import logs
+from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.core.http_server import serve_until
 from llamafleet.core.lifecycle import install_stop_signals
@@ -78,6 +79,11 @@ class EngineOptions(BaseModel):
         ge=0,
         description="Exit when one decode step runs longer (llama.cpp's RPC has no timeouts; "
         "0: 30 s with --rpc-parts, else off)",
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=0,
+        description="Largest request body accepted, in bytes (413 beyond)",
     )
     cpu_repack: bool = Field(
         default=True,
@@ -161,7 +167,7 @@ async def serve(options: EngineOptions) -> int:
         os.environ.setdefault("GGML_NO_BACKTRACE", "1")  # a lost worker aborts us: no debugger attach
     metrics = EngineMetrics()
     core = BatchingCore(params, metrics)
-    app = create_app(core, options.model_name, metrics)
+    app = create_app(core, options.model_name, metrics, options.max_body_bytes)
     exit_code = 0
 
     async def load() -> None:

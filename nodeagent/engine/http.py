@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from llamafleet.core import http_errors
+from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from llamafleet.core.errors import InvalidRequest, LlamafleetError, Unavailable
 from llamafleet.core.openai_api import (
     AdapterLoadRequest,
@@ -36,9 +37,12 @@ class TokenizeRequest(BaseModel):
     add_special: bool = False
 
 
-def create_app(core: EngineCore, model_name: str, metrics: EngineMetrics) -> FastAPI:
+def create_app(
+    core: EngineCore, model_name: str, metrics: EngineMetrics, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> FastAPI:
     app = FastAPI(title=f"llamafleet engine ({model_name})", docs_url=None, redoc_url=None)
     http_errors.install(app, "engine")
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.get("/health")
     async def health() -> JSONResponse:

@@ -4,6 +4,7 @@ their siblings. Each must answer within a bound; unsupported parameters get a 40
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ from tests.support.engine import EngineProcess, running_engine
 
 pytestmark = pytest.mark.integration
 
+MAX_BODY = 64 << 10
 BOUND_S = 30  # each answer well within this; before the fix the first case never answered
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Iterator[EngineProcess]:
-    flags = ("--embeddings", "--parallel-slots", "2", "--n-threads", "1", "--context-length", "256")
+    flags = ("--embeddings", "--parallel-slots", "2", "--n-threads", "1", "--context-length", "256",
+             "--max-body-bytes", str(MAX_BODY))  # fmt: skip
     with running_engine(smollm2_path, tmp_path_factory.mktemp("shapes"), *flags) as process:
         yield process
 
@@ -88,3 +91,20 @@ def test_bad_requests_get_a_400_in_openais_envelope(
     assert (
         post(engine, "/v1/completions", {"prompt": "Hi", "max_tokens": 2}).status_code == 200
     )  # still serving
+
+
+def test_an_oversize_body_gets_413_whether_its_length_is_declared_or_not(engine: EngineProcess) -> None:
+    body = json.dumps({"model": "smollm2", "prompt": "x" * MAX_BODY, "max_tokens": 1}).encode()
+    declared = httpx.post(f"{engine.url}/v1/completions", content=body, timeout=BOUND_S,
+                          headers={"content-type": "application/json"})  # fmt: skip
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    streamed = httpx.post(f"{engine.url}/v1/completions", content=chunks(), timeout=BOUND_S,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["code"] == "request_too_large"
+    assert post(engine, "/v1/completions", {"prompt": "Hi", "max_tokens": 2}).status_code == 200

@@ -1,0 +1,27 @@
+"""The gateway refuses what it must not pass on: oversize bodies (413) and parameters the engines do
+not honour (400 naming them), in OpenAI's envelope, before any engine is involved."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
+from tests.conftest import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_an_oversize_body_is_refused_with_413(cluster: Cluster) -> None:
+    body = b'{"model": "smollm2-135m", "prompt": "' + b"x" * DEFAULT_MAX_BODY_BYTES + b'"}'
+    response = httpx.post(f"{cluster.base_url}/v1/completions", content=body, timeout=60,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_unsupported_parameters_are_refused_by_name(cluster: Cluster) -> None:
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}
+    response = httpx.post(f"{cluster.base_url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "logprobs"
