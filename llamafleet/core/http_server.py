@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,17 @@ async def serve_until(app: Any, host: str, port: int, stop: asyncio.Event, grace
         app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=graceful_s
     )
     server = _EmbeddedServer(config)
+    # Bind here, not in uvicorn: on a busy port uvicorn logs and calls sys.exit, which would end the
+    # whole process with a traceback; an OSError is said in one line by the lifecycle.
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror} (another process holds it: "
+                      "stop it, or pick another port)") from None  # fmt: skip
+    listener.listen(2048)
 
     async def exit_on_stop() -> None:
         await stop.wait()
@@ -31,6 +43,9 @@ async def serve_until(app: Any, host: str, port: int, stop: asyncio.Event, grace
 
     async with asyncio.TaskGroup() as group:
         watcher = group.create_task(exit_on_stop())
-        await server.serve()
+        try:
+            await server.serve(sockets=[listener])
+        finally:
+            listener.close()
         watcher.cancel()
     return bool(server.started)

@@ -1,0 +1,38 @@
+"""A process that cannot start says why in one line and exits non-zero: no traceback, no crash.
+
+Before, a second `llamafleet up` printed uvicorn's traceback for the busy HTTP port and died with
+a segmentation fault (exit 139)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from nodeagent.supervisor.process import free_port
+from tests.conftest import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+def up(*flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llamafleet.cli.main", "up", *flags],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_a_second_up_on_the_same_ports_says_which_port_and_exits_1(cluster: Cluster) -> None:
+    gateway_port = cluster.base_url.rsplit(":", 1)[1]
+    grpc_port = cluster.grpc.rsplit(":", 1)[1]
+    for flags, says in (
+        (("--gateway-port", gateway_port, "--controlplane-grpc-port", str(free_port("127.0.0.1"))),
+         f"cannot listen on 127.0.0.1:{gateway_port}: Address already in use"),
+        (("--gateway-port", str(free_port("127.0.0.1")), "--controlplane-grpc-port", grpc_port),
+         f"cannot bind the control plane's gRPC port 127.0.0.1:{grpc_port}"),
+    ):  # fmt: skip
+        done = up(*flags)
+        assert done.returncode == 1, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("llamafleet: ")
+        assert says in last
