@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from llamafleet.core.errors import ModelFileInvalid
 from nodeagent.fit.gguf_reader import architecture, open_gguf, scalar
 
 
@@ -26,6 +27,16 @@ def read_header(path: Path) -> GGUFHeader:
     """Parse ``path``'s metadata and tensor table; raise ModelFileInvalid with what is wrong."""
     reader = open_gguf(path)
     arch = architecture(reader, path)
+    if not scalar(reader, f"{arch}.block_count"):
+        raise ModelFileInvalid(
+            f"{path}: no {arch}.block_count: architecture {arch!r} is not one llama.cpp knows, or the "
+            "header is corrupt"
+        )
+    if "tokenizer.ggml.tokens" not in reader.fields:
+        raise ModelFileInvalid(
+            f"{path}: no tokenizer (tokenizer.ggml.tokens): llama.cpp cannot load it; the conversion that "
+            "wrote it was incomplete"
+        )
     return GGUFHeader(
         path=path,
         file_size=path.stat().st_size,

@@ -73,12 +73,11 @@ def open_gguf(path: Path) -> FastGGUFReader:
             f"{path}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r}); "
             "check that the source points at a .gguf model and the download completed"
         )
+    _check_fixed_header(path, size)
     try:
         reader = FastGGUFReader(path, "r")
     except Exception as exc:  # gguf raises ValueError, struct.error, IndexError … on bad bytes
-        raise ModelFileInvalid(
-            f"{path}: corrupt or truncated GGUF ({type(exc).__name__}: {exc}); re-download the file"
-        ) from exc
+        raise ModelFileInvalid(f"{path}: {_what_broke(exc)}; re-download the file") from exc
     tensor_end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
     if tensor_end > size:
         raise ModelFileInvalid(
@@ -86,6 +85,49 @@ def open_gguf(path: Path) -> FastGGUFReader:
             "re-download the file"
         )
     return reader
+
+
+# The smallest a metadata entry (key length, empty key, value type, one byte) and a tensor info
+# (name length, empty name, dimension count, one dimension, type, offset) can be on disk.
+_MIN_KV_BYTES = 8 + 4 + 1
+_MIN_TENSOR_BYTES = 8 + 4 + 8 + 4 + 8
+SUPPORTED_VERSIONS = (2, 3)
+
+
+def _check_fixed_header(path: Path, size: int) -> None:
+    """Version and counts, before the reader trusts them: absurd counts are refused, never allocated."""
+    try:
+        with path.open("rb") as f:
+            fixed = f.read(24)
+    except OSError as exc:
+        raise ModelFileInvalid(f"{path}: cannot read the file ({exc.strerror})") from exc
+    if len(fixed) < 24:
+        raise ModelFileInvalid(
+            f"{path}: truncated: {size} bytes, shorter than a GGUF header; re-download the file"
+        )
+    version, n_tensors, n_kv = struct.unpack_from("<IQQ", fixed, 4)
+    if version not in SUPPORTED_VERSIONS and struct.unpack_from(">I", fixed, 4)[0] not in SUPPORTED_VERSIONS:
+        raise ModelFileInvalid(
+            f"{path}: GGUF version {version} is not supported (llama.cpp reads versions 2 and 3); "
+            "convert the model again with a current llama.cpp"
+        )
+    if n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_BYTES > size and version in SUPPORTED_VERSIONS:
+        raise ModelFileInvalid(
+            f"{path}: corrupt or truncated: it declares {n_kv} metadata entries and {n_tensors} tensors, "
+            f"more than a file of {size} bytes can hold; re-download the file"
+        )
+
+
+def _what_broke(exc: Exception) -> str:
+    text = str(exc)
+    if "GGMLQuantizationType" in text:
+        kind = text.split(" is not")[0].split("(")[-1].rstrip(")")
+        return f"a tensor has an unknown quantization type ({kind}): newer than this llama.cpp, or corrupt"
+    if "cannot reshape" in text:  # a tensor's data view is shorter than its shape: the file was cut
+        return "truncated: tensor data runs past the end of the file"
+    if isinstance(exc, IndexError | struct.error) or "past the end" in text:
+        return "corrupt or truncated: its metadata or tensor table runs past the end of the file"
+    return f"corrupt or truncated GGUF ({type(exc).__name__}: {exc})"
 
 
 def architecture(reader: GGUFReader, path: Path) -> str:
