@@ -59,6 +59,11 @@ class GatewayMetrics:
             "1 while serving from the last routing table because the control plane is unreachable",
             registry=registry,
         )  # fmt: skip
+        self.redis_up = Gauge(
+            "llamafleet_gateway_redis_up",
+            "1 while the balancer's shared state in Redis is reachable; 0: balancing on own counts only",
+            registry=registry,
+        )  # fmt: skip
         self.retries = Counter(
             "llamafleet_gateway_retries_total", "Requests retried on another replica before the first byte",
             ["model"], registry=registry,

@@ -31,7 +31,7 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         metrics = self.metrics
-        state = await open_state(settings.redis_url, settings.gateway_id)
+        state = await open_state(settings.redis_url, settings.gateway_id, metrics.redis_up.set)
         balancer = Balancer(
             state, metrics, settings.balancer, settings.queue_limit, settings.queue_timeout_s,
             settings.retry_after_s, settings.affinity_ttl_s,

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
 from controlplane.gateway.balancer.core import Balancer
 from controlplane.gateway.balancer.keys import RequestKeys
-from controlplane.gateway.balancer.redis_state import RedisState
+from controlplane.gateway.balancer.redis_state import RETRY_S, RedisState
 from controlplane.gateway.metrics import GatewayMetrics
 from tests.support.redis_server import redis_server
 
@@ -72,3 +72,39 @@ async def test_a_request_queued_on_one_gateway_takes_the_slot_freed_on_the_other
 async def test_a_wrong_redis_url_fails_at_start_with_what_to_check() -> None:
     with pytest.raises(OSError, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"):
         await RedisState.connect("redis://127.0.0.1:1/0", "gw")
+
+
+async def test_two_gateways_never_take_more_slots_than_a_replica_has(
+    two_gateways: tuple[RedisState, RedisState],
+) -> None:
+    a, b = two_gateways
+    tries = [gateway.try_acquire("r1", 3) for _ in range(10) for gateway in (a, b)]
+    taken = await asyncio.gather(*tries)
+    assert sum(taken) == 3  # reading the load and taking the slot are one step in Redis
+    assert (await a.in_flight(["r1"]))["r1"] == 3
+
+
+async def test_without_redis_a_gateway_serves_on_its_own_counts_and_resyncs_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    health: list[bool] = []
+    with redis_server(tmp_path) as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        a = await RedisState.connect(url, "gateway-a", health.append)
+        assert await a.try_acquire("r1", 2)
+    # Redis is gone (and will come back empty): the gateway keeps balancing on its own counts.
+    assert await a.try_acquire("r1", 2)
+    assert not await a.try_acquire("r1", 2)  # its own two requests fill the replica's two slots
+    assert await a.in_flight(["r1"]) == {"r1": 2}
+    await a.release("r1")
+    assert health == [True, False]
+    with redis_server(tmp_path, port) as url:
+        b = await RedisState.connect(url, "gateway-b")
+        await asyncio.sleep(RETRY_S)  # the gateway tries Redis again this often
+        assert await a.in_flight(["r1"]) == {"r1": 1}  # back on Redis: its one request re-synced
+        assert health == [True, False, True]
+        assert await b.in_flight(["r1"]) == {"r1": 1}  # and the other gateway sees it
+        assert await b.try_acquire("r1", 2)
+        assert not await a.try_acquire("r1", 2)
+        await a.close()
+        await b.close()

@@ -18,14 +18,15 @@ def _free_port() -> int:
 
 
 @contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    """Start redis-server, yield its URL, stop it. `make test` installs the package when missing."""
+def redis_server(directory: Path, port: int = 0) -> Iterator[str]:
+    """Start redis-server (on ``port``, or a free one), yield its URL, stop it. `make test` installs the
+    package when missing."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
             "redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server"
         )
-    port = _free_port()
+    port = port or _free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(directory)],

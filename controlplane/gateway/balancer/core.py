@@ -86,7 +86,10 @@ class Balancer:
                 if free:
                     name = self.policy_for(current, model)
                     choice = await self._policies[name].choose(model, free, keys, load, route.parallel_slots)
-                    await self.state.acquire(choice.endpoint.replica_id)
+                    if not await self.state.try_acquire(
+                        choice.endpoint.replica_id, max(route.parallel_slots, 1)
+                    ):
+                        continue  # another gateway took that slot first: look again
                     self._metrics.decisions.labels(name, choice.reason).inc()
                     self._set_in_flight(choice.endpoint.replica_id, load[choice.endpoint.replica_id] + 1)
                     if queued:

@@ -4,7 +4,13 @@
   replica → count) and heartbeats its name into ``lf:gateways`` (a sorted set by time); the load
   of a replica is the sum over gateways seen in the last ``GATEWAY_TTL_S``, so the counts of a
   gateway that died vanish with it, and its hash expires.
+- Taking a slot is one atomic step: a Lua script sums the live gateways' counts for the replica
+  and increments this gateway's only when the sum is under the replica's slots, so two gateways
+  can never both take its last slot.
 - Prefix owners and sessions: ``lf:owner:<kind>:<key>`` → replica, with the affinity TTL.
+- Redis unreachable: this gateway keeps serving on its own counts (it mirrors them locally), says
+  so once in the log and in ``llamafleet_gateway_redis_up``, retries every ``RETRY_S``, and when
+  Redis answers again writes its true counts back before sharing again.
 """
 
 from __future__ import annotations
@@ -13,39 +19,102 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import defaultdict
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-
-from llamafleet.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 GATEWAY_TTL_S = 30.0
 HEARTBEAT_S = 5.0
+RETRY_S = 2.0
 _GATEWAYS = "lf:gateways"
+_PREFIX = "lf:inflight:"
+
+# KEYS: the gateways set, this gateway's hash. ARGV: replica, slots, oldest live beat, ttl, prefix.
+# Reading other gateways' hashes by name (not in KEYS) ties this to one Redis, not a Redis Cluster.
+_TAKE_SLOT = """
+local total = 0
+for _, gateway in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], '+inf')) do
+  local count = tonumber(redis.call('HGET', ARGV[5] .. gateway, ARGV[1]) or '0')
+  if count > 0 then total = total + count end
+end
+if total >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
 
 
 class RedisState:
-    def __init__(self, client: aioredis.Redis, gateway_id: str) -> None:
+    def __init__(
+        self, client: aioredis.Redis, gateway_id: str, on_health: Callable[[bool], None] = lambda _up: None
+    ) -> None:
         self._client = client
         self._gateway = gateway_id
-        self._mine = f"lf:inflight:{gateway_id}"
+        self._mine = f"{_PREFIX}{gateway_id}"
+        self._take_slot = client.register_script(_TAKE_SLOT)
+        self._counts: dict[str, int] = defaultdict(int)  # this gateway's requests in flight, always exact
+        self._up = True
+        self._retry_at = 0.0
+        self._on_health = on_health
         self._heartbeat: asyncio.Task[None] | None = None
 
     @classmethod
-    async def connect(cls, url: str, gateway_id: str) -> RedisState:
+    async def connect(
+        cls, url: str, gateway_id: str, on_health: Callable[[bool], None] = lambda _up: None
+    ) -> RedisState:
         client = aioredis.from_url(url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
             await client.aclose()
             raise OSError(f"cannot reach Redis at {url} ({exc}); check the gateway's Redis URL") from exc
-        state = cls(client, gateway_id)
+        state = cls(client, gateway_id, on_health)
         await state._beat()
+        on_health(True)
         state._heartbeat = asyncio.create_task(state._beat_forever(), name="redis-heartbeat")
         log.info("balancer state shared through Redis at %s as gateway %s", url, gateway_id)
         return state
+
+    # --- health ----------------------------------------------------------------------------
+    def _down(self, exc: Exception) -> None:
+        self._retry_at = time.monotonic() + RETRY_S
+        if self._up:
+            self._up = False
+            self._on_health(False)
+            log.warning("Redis unreachable (%s): balancing on this gateway's own counts until it returns; "
+                        "gateways may oversubscribe replicas meanwhile", exc)  # fmt: skip
+
+    async def _usable(self) -> bool:
+        """Whether to use Redis now; while it is down, retries every RETRY_S and re-syncs on success."""
+        if self._up:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            await self._resync()
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return False
+        self._up = True
+        self._on_health(True)
+        log.info("Redis is back: wrote this gateway's %d request(s) in flight and share balancer state again",
+                 sum(self._counts.values()))  # fmt: skip
+        return True
+
+    async def _resync(self) -> None:
+        """Replace this gateway's hash with its true counts (Redis may have restarted empty, or be stale)."""
+        live = {replica: n for replica, n in self._counts.items() if n > 0}
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(self._mine)
+            for replica, count in live.items():
+                pipe.hset(self._mine, replica, count)
+            pipe.expire(self._mine, int(GATEWAY_TTL_S))
+            pipe.zadd(_GATEWAYS, {self._gateway: time.time()})
+            await pipe.execute()
 
     async def _beat(self) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -56,53 +125,94 @@ class RedisState:
     async def _beat_forever(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
+            if not await self._usable():
+                continue
             try:
                 await self._beat()
-            except RedisError as exc:
-                log.warning("Redis heartbeat failed: %s", exc)
+            except (RedisError, OSError) as exc:
+                self._down(exc)
 
+    # --- the BalancerState protocol ------------------------------------------------------------
     async def in_flight(self, replicas: list[str]) -> dict[str, int]:
-        try:
-            gateways = await self._client.zrangebyscore(_GATEWAYS, time.time() - GATEWAY_TTL_S, "+inf")
-            async with self._client.pipeline(transaction=False) as pipe:
-                for gateway in gateways:
-                    pipe.hmget(f"lf:inflight:{gateway!s}", replicas)
-                rows = await pipe.execute()
-        except RedisError as exc:
-            raise Unavailable(f"the balancer's Redis is unreachable: {exc}", retry_after=2) from exc
+        if await self._usable():
+            try:
+                return await self._shared_in_flight(replicas)
+            except (RedisError, OSError) as exc:
+                self._down(exc)
+        return {replica: self._counts.get(replica, 0) for replica in replicas}
+
+    async def _shared_in_flight(self, replicas: list[str]) -> dict[str, int]:
+        gateways = await self._client.zrangebyscore(_GATEWAYS, time.time() - GATEWAY_TTL_S, "+inf")
+        async with self._client.pipeline(transaction=False) as pipe:
+            for gateway in gateways:
+                pipe.hmget(f"{_PREFIX}{gateway!s}", replicas)
+            rows = await pipe.execute()
         totals = dict.fromkeys(replicas, 0)
         for row in rows:
             for replica, value in zip(replicas, row, strict=True):
                 totals[replica] += max(int(value or 0), 0)
         return totals
 
+    async def try_acquire(self, replica: str, slots: int) -> bool:
+        if await self._usable():
+            try:
+                oldest = time.time() - GATEWAY_TTL_S
+                args: list[str | int | float] = [replica, slots, oldest, int(GATEWAY_TTL_S), _PREFIX]
+                taken = bool(await self._take_slot(keys=[_GATEWAYS, self._mine], args=args))
+            except (RedisError, OSError) as exc:
+                self._down(exc)
+            else:
+                self._counts[replica] += taken
+                return taken
+        if self._counts[replica] >= slots:
+            return False
+        self._counts[replica] += 1
+        return True
+
     async def acquire(self, replica: str) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.hincrby(self._mine, replica, 1)
-            pipe.expire(self._mine, int(GATEWAY_TTL_S))
-            await pipe.execute()
+        """Take a slot whatever the load (the balancer uses try_acquire)."""
+        self._counts[replica] += 1
+        if await self._usable():
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    pipe.hincrby(self._mine, replica, 1)
+                    pipe.expire(self._mine, int(GATEWAY_TTL_S))
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._down(exc)
 
     async def release(self, replica: str) -> None:
-        with contextlib.suppress(RedisError):  # a lost decrement expires with this gateway's hash
-            await self._client.hincrby(self._mine, replica, -1)
+        self._counts[replica] = max(0, self._counts[replica] - 1)
+        if self._up:
+            try:
+                await self._client.hincrby(self._mine, replica, -1)
+            except (RedisError, OSError) as exc:  # the re-sync on its return writes the true count
+                self._down(exc)
 
     async def owner(self, kind: str, key: str) -> str | None:
+        if not self._up:
+            return None  # affinity is an optimisation: route without it
         try:
             value = await self._client.get(f"lf:owner:{kind}:{key}")
-        except RedisError:
-            return None  # affinity is an optimisation: route without it
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return None
         return str(value) if value else None
 
     async def remember(self, kind: str, key: str, replica: str, ttl_s: float) -> None:
-        with contextlib.suppress(RedisError):
+        if not self._up:
+            return
+        try:
             await self._client.set(f"lf:owner:{kind}:{key}", replica, ex=max(1, int(ttl_s)))
+        except (RedisError, OSError) as exc:
+            self._down(exc)
 
     async def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(RedisError, OSError):
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.zrem(_GATEWAYS, self._gateway)
                 pipe.delete(self._mine)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Protocol
 
 
 class BalancerState(Protocol):
     async def in_flight(self, replicas: list[str]) -> dict[str, int]: ...
+
+    async def try_acquire(self, replica: str, slots: int) -> bool:
+        """Take a slot of ``replica`` if fewer than ``slots`` requests are in flight there, atomically."""
 
     async def acquire(self, replica: str) -> None: ...
 
@@ -33,6 +37,12 @@ class InProcessState:
 
     async def in_flight(self, replicas: list[str]) -> dict[str, int]:
         return {r: self._in_flight.get(r, 0) for r in replicas}
+
+    async def try_acquire(self, replica: str, slots: int) -> bool:
+        if self._in_flight[replica] >= slots:  # one event loop: check and take are one step
+            return False
+        self._in_flight[replica] += 1
+        return True
 
     async def acquire(self, replica: str) -> None:
         self._in_flight[replica] += 1
@@ -56,10 +66,12 @@ class InProcessState:
         return None
 
 
-async def open_state(redis_url: str, gateway_id: str) -> BalancerState:
+async def open_state(
+    redis_url: str, gateway_id: str, on_health: Callable[[bool], None] = lambda _up: None
+) -> BalancerState:
     """Redis-backed shared state when a URL is given (checked now, so a wrong URL fails at start)."""
     if not redis_url:
         return InProcessState()
     from controlplane.gateway.balancer.redis_state import RedisState
 
-    return await RedisState.connect(redis_url, gateway_id)
+    return await RedisState.connect(redis_url, gateway_id, on_health)
