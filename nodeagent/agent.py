@@ -83,9 +83,19 @@ class Agent:
                     await engine_metrics.gather(supervisor.states()), media_type=CONTENT_TYPE_LATEST
                 )
 
+        # The uplink outlives the supervisor: while engines drain on the way out, the control plane
+        # hears that they are stopping and takes them out of the routing table first.
+        supervised = asyncio.Event()
+
+        async def supervise() -> None:
+            try:
+                await supervisor.run(stop)
+            finally:
+                supervised.set()
+
         async with asyncio.TaskGroup() as group:
-            group.create_task(supervisor.run(stop), name="supervisor")
-            group.create_task(uplink.run(stop), name="uplink")
+            group.create_task(supervise(), name="supervisor")
+            group.create_task(uplink.run(supervised), name="uplink")
             if settings.http_port:
                 group.create_task(
                     serve_probes("llamafleet node agent", settings.http_host, settings.http_port, stop,

@@ -46,7 +46,14 @@ class SupervisorSettings(BaseModel):
         default=5, description="Starts in a row that never became ready before the replica is marked failed"
     )
     stop_grace_s: float = Field(
-        default=10.0, description="Seconds an engine gets after SIGTERM before SIGKILL"
+        default=15.0,
+        description="Seconds an engine gets after SIGTERM before SIGKILL (it lets requests in flight finish)",
+    )
+    drain_delay_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds between reporting a replica as stopping (gateways stop sending it requests) "
+        "and stopping its engine",
     )
 
     rpc_ports: str = Field(

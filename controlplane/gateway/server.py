@@ -41,12 +41,8 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.routing.run(stop), name="routing-watch")
-                started = await serve_until(app, settings.host, settings.port, stop)
+                await serve_until(app, settings.host, settings.port, stop, settings.shutdown_grace_s)
                 stop.set()
-                if not started:
-                    raise OSError(
-                        f"gateway could not listen on {settings.host}:{settings.port} (port in use?)"
-                    )
         finally:
             await proxy.close()
             await state.close()

@@ -50,6 +50,9 @@ class GatewaySettings(BaseModel):
         default="",
         description="Share load, prefix owners and sessions between gateways (redis://HOST:PORT/DB)",
     )
+    shutdown_grace_s: float = Field(
+        default=15.0, ge=0, description="On SIGTERM: stop accepting, let requests in flight finish this long"
+    )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES,
         ge=0,

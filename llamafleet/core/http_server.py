@@ -19,10 +19,12 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def serve_until(app: Any, host: str, port: int, stop: asyncio.Event, graceful_s: int = 5) -> bool:
-    """Serve ``app`` until ``stop`` is set. Returns False if the server could not start (e.g. port in use)."""
+async def serve_until(app: Any, host: str, port: int, stop: asyncio.Event, graceful_s: float = 5) -> bool:
+    """Serve ``app`` until ``stop`` is set, then stop accepting and let requests in flight finish for up to
+    ``graceful_s``. Raises OSError (one line) when the port cannot be bound."""
+    grace = max(1, round(graceful_s))
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=graceful_s
+        app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=grace
     )
     server = _EmbeddedServer(config)
     # Bind here, not in uvicorn: on a busy port uvicorn logs and calls sys.exit, which would end the

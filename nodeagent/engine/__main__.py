@@ -34,6 +34,7 @@ from nodeagent.rpc.ggml import RemotePart
 
 log = logging.getLogger("nodeagent.engine")
 
+EXIT_NO_PORT = 2
 EXIT_LOAD_FAILED = 3
 
 
@@ -79,6 +80,9 @@ class EngineOptions(BaseModel):
         ge=0,
         description="Exit when one decode step runs longer (llama.cpp's RPC has no timeouts; "
         "0: 30 s with --rpc-parts, else off)",
+    )
+    shutdown_grace_s: float = Field(
+        default=13.0, ge=0, description="On SIGTERM: stop accepting, let requests in flight finish this long"
     )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES,
@@ -180,17 +184,18 @@ async def serve(options: EngineOptions) -> int:
             exit_code = EXIT_LOAD_FAILED
             stop.set()
 
-    async with asyncio.TaskGroup() as group:
-        loading = group.create_task(load(), name="load")
-        if options.parent_pid:
-            group.create_task(_watch_parent(options.parent_pid, stop), name="parent-watch")
-        started = await serve_until(app, options.host, options.port, stop)
-        stop.set()
-        loading.cancel()
+    try:
+        async with asyncio.TaskGroup() as group:
+            loading = group.create_task(load(), name="load")
+            if options.parent_pid:
+                group.create_task(_watch_parent(options.parent_pid, stop), name="parent-watch")
+            await serve_until(app, options.host, options.port, stop, options.shutdown_grace_s)
+            stop.set()
+            loading.cancel()
+    except* OSError as failed:  # the port: said in one line, no traceback
+        log.error("%s", failed.exceptions[0])
+        exit_code = EXIT_NO_PORT
     await core.close()
-    if not started and exit_code == 0:
-        log.error("HTTP server did not start on %s:%d (port taken?)", options.host, options.port)
-        exit_code = 2
     return exit_code
 
 

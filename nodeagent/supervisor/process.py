@@ -75,6 +75,7 @@ class SupervisedProcess:
     """Keeps one process serving ``spec`` until stopped; reports every change via ``on_change``."""
 
     kind = "process"  # for people: "engine", "RPC worker"
+    drains = False  # serves requests that should finish: reported stopping, then given time (engines)
 
     def __init__(
         self,
@@ -196,6 +197,11 @@ class SupervisedProcess:
         try:
             return await self._watch(proc, launch.probe)
         finally:
+            if self.drains and self.stop.is_set() and proc.returncode is None:
+                # Out of the routing table first (the endpoint stays: requests in flight finish), then
+                # SIGTERM: the engine stops accepting and finishes what it has (docs/RELIABILITY.md).
+                self._update(phase=Phase.STOPPING, message="draining")
+                await asyncio.sleep(self._settings.drain_delay_s)
             await self._terminate(proc)
 
     async def _watch(self, proc: asyncio.subprocess.Process, probe: str) -> tuple[bool, str]:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 class EngineReplica(SupervisedProcess):
     kind = "engine"
+    drains = True
 
     _header: GGUFHeader
     _parts: list[str]  # --rpc-parts as the engine gets them (through the tunnels when there are any)
@@ -103,6 +104,7 @@ class EngineReplica(SupervisedProcess):
             "--n-gpu-layers", str(self.spec.n_gpu_layers),
             "--n-threads", str(threads),
             "--parent-pid", str(os.getpid()),
+            "--shutdown-grace-s", str(max(1.0, self._settings.stop_grace_s - 2)),
             *(["--embeddings"] if self.spec.embeddings else []),
             *(f for a in self.spec.adapters for f in ("--adapters", f"{a.name}={a.path}@{a.scale}")),
             *split,

@@ -1,0 +1,87 @@
+"""SIGTERM stops new work and lets what is in flight finish: an engine alone, and a whole cluster
+(gateway, agent, engine) with a stream going through the gateway."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import start_cluster
+from tests.support.engine import running_engine
+
+pytestmark = pytest.mark.integration
+
+TOKENS = 400  # a stream of ~6 s here: longer than the 5 s uvicorn gave before, shorter than the grace
+
+
+def stream_with_sigterm(
+    url: str, model: str, on_tokens: int, terminate: Callable[[], None]
+) -> tuple[int, str, str]:
+    """Stream TOKENS tokens; after ``on_tokens`` chunks call ``terminate``. (chunks, finish reason, end)."""
+    body = {"model": model, "prompt": "Once upon a time", "max_tokens": TOKENS, "temperature": 0,
+            "ignore_eos": True, "stream": True}  # fmt: skip
+    chunks, finish, end = 0, "", "cut"
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line == "data: [DONE]":
+                end = "done"
+            elif line.startswith("data: {"):
+                chunks += 1
+                finish = json.loads(line.removeprefix("data: "))["choices"][0]["finish_reason"] or finish
+                if chunks == on_tokens:
+                    threading.Thread(target=terminate, daemon=True).start()
+    return chunks, finish, end
+
+
+def refuses(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return False
+    except OSError:
+        return True
+
+
+def test_an_engine_finishes_its_streams_on_sigterm_and_takes_no_new_work(
+    tmp_path: Path, smollm2_path: Path
+) -> None:
+    with running_engine(smollm2_path, tmp_path, "--n-threads", "1", "--parallel-slots", "1") as engine:
+        refused_during: list[bool] = []
+
+        def terminate() -> None:
+            engine.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            refused_during.append(refuses(engine.url))  # the listener is closed at once
+
+        chunks, finish, end = stream_with_sigterm(engine.url, "smollm2", 5, terminate)
+        assert (end, finish) == ("done", "length")
+        assert chunks >= TOKENS  # every token of the stream that was in flight
+        assert refused_during == [True]
+        assert engine.process.wait(timeout=30) == 0
+
+
+def test_sigterm_on_a_cluster_lets_a_stream_through_the_gateway_finish(tmp_path: Path) -> None:
+    models = "models:\n  - name: smollm2-135m\n    source: builtin:smollm2-135m\n    parallelSlots: 1\n"
+    cluster = start_cluster(tmp_path, models, ["smollm2-135m"])
+    try:
+        chunks, finish, end = stream_with_sigterm(
+            cluster.base_url, "smollm2-135m", 5, lambda: cluster.process.send_signal(signal.SIGTERM)
+        )
+        assert (end, finish) == ("done", "length"), cluster.log()[-3000:]
+        assert chunks >= TOKENS
+        assert cluster.process.wait(timeout=40) == 0
+        log = cluster.log()
+        assert "draining" in log or "stopping" in log
+    finally:
+        if cluster.process.poll() is None:
+            cluster.process.kill()
+            cluster.process.wait()
