@@ -57,6 +57,19 @@ class ModelSpec(BaseModel):
         return self
 
 
+# What an engine is started with (or where it may run): changing any of these replaces replicas,
+# one by one (controlplane/rollout.py); the other fields (replicas, placement, balancer) apply in place.
+ENGINE_FIELDS = (
+    "source", "sha256", "context_length", "parallel_slots", "gpu_layers", "threads", "embeddings",
+    "adapters", "node_selector", "allow_split",
+)  # fmt: skip
+
+
+def needs_new_replicas(running: ModelSpec, desired: ModelSpec) -> bool:
+    """Whether replicas started from ``running`` must be replaced to serve ``desired``."""
+    return any(getattr(running, name) != getattr(desired, name) for name in ENGINE_FIELDS)
+
+
 SPLIT_NEEDS_ALL_LAYERS = (
     "allowSplit needs gpuLayers 'auto' or -1: a split places every layer on some node's devices"
 )

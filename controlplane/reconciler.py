@@ -12,6 +12,7 @@ import time
 import uuid
 
 from controlplane.domain import ReplicaPhase, ReplicaRecord, WorkerPart
+from controlplane.rollout import new_replica, roll
 from controlplane.scheduler.placement import Placed, Placer, Unplaceable
 from controlplane.scheduler.split import SplitPlan
 from controlplane.state.cluster import ClusterState
@@ -46,28 +47,20 @@ class Reconciler:
 
     def reconcile(self) -> None:
         state = self._state
-        # Replicas of models that are gone, or whose spec changed (they restart with the new one).
+        # Replicas of models that are gone; a changed spec rolls out (controlplane/rollout.py).
         for replica in list(state.replicas.values()):
-            spec = state.models.get(replica.model)
-            if spec is None:
+            if replica.model not in state.models:
                 log.info("model %s removed: removing replica %s", replica.model, replica.replica_id)
                 state.unbind(replica.replica_id, remove=True)
-            elif spec != replica.spec:
-                log.info("model %s changed: replica %s gets the new spec", replica.model, replica.replica_id)
-                replica.spec = spec
-                if replica.node_id:
-                    state.nodes[replica.node_id].desired_generation += 1
-                state.bump()
         by_model: dict[str, list[ReplicaRecord]] = {}
         for replica in state.replicas.values():
             by_model.setdefault(replica.model, []).append(replica)
         for name, spec in state.models.items():
             mine = by_model.get(name, [])
+            if roll(state, spec, mine):
+                continue  # the rollout decides the count until it is done
             for _ in range(spec.replicas - len(mine)):
-                replica_id = f"{name}-{uuid.uuid4().hex[:6]}"
-                state.replicas[replica_id] = ReplicaRecord(replica_id, name, spec)
-                log.info("model %s: new replica %s", name, replica_id)
-                state.bump()
+                new_replica(state, spec, "scaled up" if mine else "new model")
             surplus = len(mine) - spec.replicas
             if surplus > 0:
                 # Drop the least useful first: unplaced, then not ready.

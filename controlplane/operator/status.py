@@ -5,8 +5,10 @@ Conditions (each with a CamelCase reason and a message people can act on):
   ModelInvalid, Loaded, NotLoadedYet);
 - Placed: every replica has a node (Placed; NoCapacity or SplitPlanned with the per-node reasons);
 - Ready: all desired replicas serve (AllReplicasReady; Progressing; ReplicaFailed);
-- Progressing: replicas are being created or started (True) or done (False, Complete);
-- Degraded: a replica failed or is restarting (True) or not (False, AsExpected).
+- Progressing: replicas are being created, started or rolled out (True: ReplicasStarting,
+  RollingUpdate) or done (False, Complete);
+- Degraded: a replica failed or is restarting (True) or not (False, AsExpected);
+- Updated: every replica runs the current spec (True, UpToDate) or a rollout is on (False, RollingUpdate).
 ``lastTransitionTime`` moves only when a condition's status changes, as Kubernetes expects.
 """
 
@@ -42,6 +44,7 @@ def _conditions(
             Condition("Ready", "False", admission.reason, not_served),
             Condition("Progressing", "False", admission.reason, not_served),
             Condition("Degraded", "True", admission.reason, not_served),
+            Condition("Updated", "Unknown", admission.reason, not_served),
         ]
     by_type = {c.type: c for c in core}
     ready = by_type["Ready"]
@@ -54,11 +57,14 @@ def _conditions(
         )
     else:
         degraded = Condition("Degraded", "False", "AsExpected")
-    if ready.status == "True":
+    updated = by_type.get("Updated", Condition("Updated", "True", "UpToDate"))
+    if updated.status == "False":
+        progressing = Condition("Progressing", "True", "RollingUpdate", updated.message)
+    elif ready.status == "True":
         progressing = Condition("Progressing", "False", "Complete", ready.message)
     else:
         progressing = Condition("Progressing", "True", "ReplicasStarting", ready.message)
-    return [by_type["ModelValid"], by_type["Placed"], ready, progressing, degraded]
+    return [by_type["ModelValid"], by_type["Placed"], ready, progressing, degraded, updated]
 
 
 def build_status(

@@ -32,6 +32,7 @@ from controlplane.domain import (
     RoutingTable,
     RpcLeaseRef,
     WorkerPart,
+    needs_new_replicas,
 )
 
 log = logging.getLogger(__name__)
@@ -384,4 +385,11 @@ def model_conditions(
         reason = "ReplicaFailed" if failing and failing.phase == ReplicaPhase.FAILED else "Progressing"
         message = f"{ready_count}/{spec.replicas} ready" + (f"; {failing.message}" if failing else "")
         ready = Condition("Ready", "False", reason if failing else "Progressing", message)
-    return placed, valid, ready
+    outdated = sum(1 for r in replicas if needs_new_replicas(r.spec, spec))
+    if outdated:
+        message = (f"rolling update: {len(replicas) - outdated} replica(s) with the current spec, {outdated} "
+                   "old one(s) drained and stopped as new ones become ready")  # fmt: skip
+        updated = Condition("Updated", "False", "RollingUpdate", message)
+    else:
+        updated = Condition("Updated", "True", "UpToDate", "every replica runs the current spec")
+    return placed, valid, ready, updated

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import psutil
@@ -50,8 +51,12 @@ class Proc:
             raise AssertionError(f"{self.name} did not stop within {timeout:.0f}s:\n{self.log()}") from None
 
 
-def engine_pids(agent: Proc) -> dict[str, int]:
-    """Engine processes the agent runs: replica log name (model) → pid."""
+class RunsProcess(Protocol):
+    process: subprocess.Popen[bytes]
+
+
+def engine_pids(agent: RunsProcess) -> dict[str, int]:
+    """Engine processes an agent (or `llamafleet up`) runs: replica log name (model) → pid."""
     found = {}
     for child in psutil.Process(agent.process.pid).children(recursive=True):
         try:

@@ -92,6 +92,7 @@ def test_condition_order_is_stable() -> None:
         "Ready",
         "Progressing",
         "Degraded",
+        "Updated",
     ]
 
 
