@@ -112,6 +112,7 @@ class NodeRecord:
     )
     models_reported: bool = False  # its cached_models answer the current list: a source it lacks, it lacks
     running: dict[str, ReplicaReport] = field(default_factory=dict)  # every replica it reports, by id
+    cordoned: bool = False  # drained on request: nothing new is placed here, its replicas move away
 
 
 @dataclass(frozen=True)

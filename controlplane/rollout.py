@@ -1,5 +1,6 @@
 """Rolling updates: a model whose engine parameters change gets new replicas beside the old ones,
-traffic moves as they become ready, and the old ones are drained and stopped only then.
+traffic moves as they become ready, and the old ones are drained and stopped only then. Draining a
+node (`llamafleet nodes drain NODE`) is the same operation for the replicas on it.
 
 Per model, on every reconcile: outdated replicas that serve nothing go at once; new replicas are
 added up to the desired count with at most ``MAX_SURGE`` extra replicas in all; an outdated ready
@@ -30,9 +31,15 @@ def new_replica(state: ClusterState, spec: ModelSpec, why: str) -> ReplicaRecord
     return replica
 
 
+def on_cordoned_node(state: ClusterState, replica: ReplicaRecord) -> bool:
+    """Whether the replica (or a part of its split) runs on a node drained on request."""
+    nodes = [replica.node_id, *(p.node_id for p in replica.parts)]
+    return any(n in state.nodes and state.nodes[n].cordoned for n in nodes if n)
+
+
 def roll(state: ClusterState, spec: ModelSpec, mine: list[ReplicaRecord]) -> bool:
     """Advance the model's rollout one step; False when every replica already runs ``spec``."""
-    outdated = [r for r in mine if needs_new_replicas(r.spec, spec)]
+    outdated = [r for r in mine if needs_new_replicas(r.spec, spec) or on_cordoned_node(state, r)]
     current = [r for r in mine if r not in outdated]
     for replica in current:
         if replica.spec != spec:  # replicas, placement or balancer: nothing to restart

@@ -32,6 +32,18 @@ class ClusterClient:
             raise self._unavailable(exc) from exc
         return [convert.node_from_pb(n) for n in response.nodes]
 
+    async def cordon_node(self, node_id: str, cordoned: bool) -> NodeRecord:
+        """Drain ``node_id`` (cordoned) or make it schedulable again; NotFound for an unknown node."""
+        try:
+            node = await self._stub.CordonNode(
+                pb.CordonNodeRequest(node_id=node_id, cordoned=cordoned), timeout=self._timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(exc.details() or f"no node {node_id!r}") from exc
+            raise self._unavailable(exc) from exc
+        return convert.node_from_pb(node)
+
     async def list_models(self) -> list[ModelStatusView]:
         try:
             response = await self._stub.ListModels(pb.ListModelsRequest(), timeout=self._timeout_s)

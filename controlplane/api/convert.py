@@ -129,6 +129,7 @@ def node_to_pb(node: NodeRecord, replicas: int) -> pb.Node:
         last_seen_unix=int(node.last_seen),
         cpu_flags=list(node.cpu_flags),
         nvml=node.nvml,
+        cordoned=node.cordoned,
     )
 
 
@@ -148,6 +149,7 @@ def node_from_pb(message: pb.Node) -> NodeRecord:
         last_seen=float(message.last_seen_unix),
         cpu_flags=tuple(message.cpu_flags),
         nvml=message.nvml,
+        cordoned=message.cordoned,
     )
 
 

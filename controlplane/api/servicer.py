@@ -46,6 +46,16 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         nodes = sorted(self._state.nodes.values(), key=lambda n: n.node_id)
         return pb.ListNodesResponse(nodes=[convert.node_to_pb(n, counts.get(n.node_id, 0)) for n in nodes])
 
+    async def CordonNode(  # noqa: N802
+        self, request: pb.CordonNodeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Node:
+        if request.node_id not in self._state.nodes:
+            known = ", ".join(sorted(self._state.nodes)) or "none"
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node {request.node_id!r} (nodes: {known})")
+        node = self._state.cordon(request.node_id, request.cordoned)
+        on_it = sum(1 for r in self._state.replicas.values() if r.node_id == node.node_id)
+        return convert.node_to_pb(node, on_it)
+
     async def ListModels(  # noqa: N802
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:

@@ -46,6 +46,7 @@ class NodeTable:
 
     nodes: list[NodeRecord]
     connected: np.ndarray
+    cordoned: np.ndarray
     ram_free: np.ndarray  # bytes
     ram_total: np.ndarray
     shape_of: np.ndarray  # index into shapes
@@ -114,6 +115,7 @@ class NodeTable:
         return cls(
             nodes=nodes,
             connected=np.array([n.connected for n in nodes], dtype=bool),
+            cordoned=np.array([n.cordoned for n in nodes], dtype=bool),
             ram_free=np.array(
                 [n.ram_free_bytes - reserved.get(n.node_id, 0) for n in nodes], dtype=np.float64
             ),
@@ -153,11 +155,11 @@ class NodeReady:
     name = "node-ready"
 
     def keep(self, ctx: PlacementContext, table: NodeTable, alive: np.ndarray) -> np.ndarray:
-        connected: np.ndarray = alive & table.connected
-        return connected
+        schedulable: np.ndarray = alive & table.connected & ~table.cordoned
+        return schedulable
 
     def reason(self, ctx: PlacementContext, table: NodeTable, i: int) -> str:
-        return "not connected"
+        return "cordoned (drained)" if table.cordoned[i] else "not connected"
 
 
 class NodeSelector:

@@ -234,6 +234,15 @@ class ClusterState:
         self.bump()
         return True
 
+    def cordon(self, node_id: str, cordoned: bool) -> NodeRecord:
+        """Drain a node (its replicas move elsewhere, each stopped once its replacement serves) or undo it."""
+        node = self.nodes[node_id]
+        if node.cordoned != cordoned:
+            node.cordoned = cordoned
+            log.info("node %s %s", node_id, "cordoned: draining its replicas" if cordoned else "uncordoned")
+            self.bump()
+        return node
+
     # --- placements (the reconciler writes these) ----------------------------------------
     def bind(
         self, replica_id: str, node_id: str, n_gpu_layers: int = -1, reserved_host_bytes: int = 0

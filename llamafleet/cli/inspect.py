@@ -28,7 +28,7 @@ def format_nodes(nodes: list[NodeRecord]) -> str:
         rows.append(
             [
                 n.node_id,
-                "yes" if n.connected else "no",
+                ("yes" if n.connected else "no") + (", cordoned" if n.cordoned else ""),
                 n.cpu_model[:32],
                 str(n.cpu_logical_cores),
                 f"{n.ram_free_bytes / GiB:.1f}/{n.ram_total_bytes / GiB:.1f} GiB",
@@ -117,6 +117,18 @@ async def show_nodes(address: str, as_json: bool) -> str:
     finally:
         await client.close()
     return json.dumps(_jsonable(nodes), indent=2) if as_json else format_nodes(nodes)
+
+
+async def cordon(address: str, node_id: str, cordoned: bool) -> str:
+    client = ClusterClient(address)
+    try:
+        node = await client.cordon_node(node_id, cordoned)
+    finally:
+        await client.close()
+    if cordoned:
+        return (f"node {node.node_id} cordoned: nothing new is placed there; its replicas move to other "
+                "nodes, each stopped once its replacement serves (see `llamafleet models`)")  # fmt: skip
+    return f"node {node.node_id} uncordoned: placements may use it again"
 
 
 async def show_models(address: str, as_json: bool, cpu_mode: bool = False, gpu_mode: bool = False) -> str:

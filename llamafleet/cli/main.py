@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         inspect_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
         inspect_parser.set_defaults(command=name, cpu_mode=False, gpu_mode=False)
+        if name == "nodes":
+            inspect_parser.add_argument(
+                "action", nargs="?", choices=["list", "drain", "uncordon"], default="list",
+                help="list (default); drain NODE: move its replicas elsewhere and place nothing new there; "
+                "uncordon NODE: make it schedulable again",
+            )  # fmt: skip
+            inspect_parser.add_argument("node", nargs="?", help="the node to drain or uncordon")
         if name == "models":
             inspect_parser.add_argument(
                 "action", nargs="?", choices=["list"], default="list", help="list (default)"
@@ -129,7 +136,11 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if command == "fit":
         return await fit.run(args)
     if command in ("nodes", "models"):
-        if command == "nodes":
+        if command == "nodes" and args.action in ("drain", "uncordon"):
+            if not args.node:
+                raise SystemExit(f"llamafleet nodes {args.action}: name the node (see `llamafleet nodes`)")
+            print(await inspect.cordon(args.controlplane, args.node, args.action == "drain"))
+        elif command == "nodes":
             print(await inspect.show_nodes(args.controlplane, args.json))
         else:
             print(await inspect.show_models(args.controlplane, args.json, args.cpu_mode, args.gpu_mode))

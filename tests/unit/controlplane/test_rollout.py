@@ -91,3 +91,21 @@ def test_a_rollback_mid_rollout_keeps_the_old_replicas_and_drops_the_new() -> No
     state.set_models([SPEC])  # changed back before the new replica was ready
     settle(state, reconciler)
     assert set(state.replicas) == old  # the old replicas were never stopped
+
+
+def test_a_drained_node_hands_its_replicas_over_one_surge_at_a_time_and_gets_nothing_new() -> None:
+    state, reconciler = cluster("a:cpu-64g", "b:cpu-64g", "c:cpu-64g")
+    state.set_models([SPEC])
+    settle(state, reconciler)
+    drained = next(r.node_id for r in state.replicas.values())
+    assert drained is not None
+    state.cordon(drained, True)
+    ready_counts = settle(state, reconciler)
+    assert min(ready_counts) >= 2  # each stopped only once its replacement served
+    assert len(state.replicas) == 2
+    assert drained not in {r.node_id for r in state.replicas.values()}
+    (view,) = state.model_views()
+    assert next(c for c in view.conditions if c.type == "Ready").status == "True"
+    state.cordon(drained, False)
+    settle(state, reconciler)
+    assert len(state.replicas) == 2  # uncordoning moves nothing back

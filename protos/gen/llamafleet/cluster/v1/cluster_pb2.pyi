@@ -6,6 +6,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CordonNodeRequest(_message.Message):
+    __slots__ = ("node_id", "cordoned")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    cordoned: bool
+    def __init__(self, node_id: _Optional[str] = ..., cordoned: _Optional[bool] = ...) -> None: ...
+
 class WatchRoutesRequest(_message.Message):
     __slots__ = ("gateway_id",)
     GATEWAY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -65,7 +73,7 @@ class ListNodesResponse(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("node_id", "hostname", "connected", "cpu_model", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "desired_generation", "applied_generation", "replicas", "agent_version", "last_seen_unix", "cpu_flags", "nvml")
+    __slots__ = ("node_id", "hostname", "connected", "cpu_model", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "desired_generation", "applied_generation", "replicas", "agent_version", "last_seen_unix", "cpu_flags", "nvml", "cordoned")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +89,7 @@ class Node(_message.Message):
     LAST_SEEN_UNIX_FIELD_NUMBER: _ClassVar[int]
     CPU_FLAGS_FIELD_NUMBER: _ClassVar[int]
     NVML_FIELD_NUMBER: _ClassVar[int]
+    CORDONED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     hostname: str
     connected: bool
@@ -96,7 +105,8 @@ class Node(_message.Message):
     last_seen_unix: int
     cpu_flags: _containers.RepeatedScalarFieldContainer[str]
     nvml: str
-    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., connected: _Optional[bool] = ..., cpu_model: _Optional[str] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., replicas: _Optional[int] = ..., agent_version: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[str] = ...) -> None: ...
+    cordoned: bool
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., connected: _Optional[bool] = ..., cpu_model: _Optional[str] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., replicas: _Optional[int] = ..., agent_version: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[str] = ..., cordoned: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

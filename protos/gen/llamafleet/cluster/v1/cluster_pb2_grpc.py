@@ -54,6 +54,11 @@ class ClusterServiceStub:
                 request_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitRequest.SerializeToString,
                 response_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitResponse.FromString,
                 _registered_method=True)
+        self.CordonNode = channel.unary_unary(
+                '/llamafleet.cluster.v1.ClusterService/CordonNode',
+                request_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.CordonNodeRequest.SerializeToString,
+                response_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.Node.FromString,
+                _registered_method=True)
 
 
 class ClusterServiceServicer:
@@ -86,6 +91,14 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CordonNode(self, request, context):
+        """Drain a node (nothing new is placed there and its replicas move elsewhere, each stopped only
+        once its replacement serves), or make it schedulable again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +121,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.EvaluateFit,
                     request_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitRequest.FromString,
                     response_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitResponse.SerializeToString,
+            ),
+            'CordonNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.CordonNode,
+                    request_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.CordonNodeRequest.FromString,
+                    response_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.Node.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +236,33 @@ class ClusterService:
             '/llamafleet.cluster.v1.ClusterService/EvaluateFit',
             protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitRequest.SerializeToString,
             protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.EvaluateFitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CordonNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llamafleet.cluster.v1.ClusterService/CordonNode',
+            protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.CordonNodeRequest.SerializeToString,
+            protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.Node.FromString,
             options,
             channel_credentials,
             insecure,
