@@ -192,10 +192,13 @@ class EmbeddingRequest(BaseModel):
         return list(self.input)  # type: ignore[arg-type]
 
 
+ADAPTER_NAME = r"^[A-Za-z0-9._-]+$"
+
+
 class AdapterLoadRequest(BaseModel):
     """Load a LoRA adapter at runtime: the engine's POST /adapters, fanned out by the gateway."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="Used as base:name in requests")
+    name: str = Field(min_length=1, pattern=ADAPTER_NAME, description="Used as base:name in requests")
     path: str = Field(min_length=1, description="LoRA adapter GGUF on the engine's node")
     scale: float = Field(default=1.0, description="Default scale when a request does not give one")
 

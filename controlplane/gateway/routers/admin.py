@@ -26,8 +26,10 @@ def router(client: ClusterClient) -> APIRouter:
         model: str = Query("", description="a desired model's name"),
         source: str = Query("", description="or a model source a node holds (builtin:NAME, a path)"),
         node: str = Query("", description="one node; empty: every node"),
-        context_length: int = Query(0, ge=0, description="tokens per slot (0: the model's spec, else 4096)"),
-        parallel: int = Query(0, ge=0, description="slots (0: the model's spec, else 1)"),
+        context_length: int = Query(
+            0, ge=0, le=1_048_576, description="tokens per slot (0: the model's spec, else 4096)"
+        ),
+        parallel: int = Query(0, ge=0, le=256, description="slots (0: the model's spec, else 1)"),
         kv_type: str = Query("", description="KV cache type, e.g. f16, q8_0, q4_0 (empty: f16)"),
     ) -> dict[str, Any]:
         if not model and not source:

@@ -17,11 +17,12 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter
+from fastapi import Path as PathParam
 
 from controlplane.domain import Endpoint
 from controlplane.gateway.routing import RoutingView
 from llamafleet.core.errors import EngineFailed, InvalidRequest, ModelNotFound, Unavailable
-from llamafleet.core.openai_api import AdapterLoadRequest
+from llamafleet.core.openai_api import ADAPTER_NAME, AdapterLoadRequest
 
 
 def router(routing: RoutingView, client: httpx.AsyncClient) -> APIRouter:
@@ -45,7 +46,10 @@ def router(routing: RoutingView, client: httpx.AsyncClient) -> APIRouter:
                 response = await client.request(method, endpoint.url + path, json=body)
             except httpx.HTTPError as exc:
                 raise EngineFailed(f"replica {endpoint.replica_id} failed: {type(exc).__name__}") from exc
-            payload = response.json()
+            try:
+                payload = response.json()
+            except ValueError as exc:
+                raise EngineFailed(f"replica {endpoint.replica_id} answered {response.status_code}") from exc
             if response.status_code == 400:
                 raise InvalidRequest(f"replica {endpoint.replica_id}: {payload['error']['message']}",
                                      payload["error"].get("param"))  # fmt: skip
@@ -70,7 +74,9 @@ def router(routing: RoutingView, client: httpx.AsyncClient) -> APIRouter:
         return {"object": "list", "data": await each(model, "POST", "/adapters", body.model_dump())}
 
     @api.delete("/{model}/adapters/{name}")
-    async def unload_adapter(model: str, name: str) -> dict[str, Any]:
+    async def unload_adapter(
+        model: str, name: str = PathParam(pattern=ADAPTER_NAME, description="The adapter's name")
+    ) -> dict[str, Any]:
         return {"object": "list", "data": await each(model, "DELETE", f"/adapters/{name}")}
 
     return api
