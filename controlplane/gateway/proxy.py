@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import httpx
@@ -74,7 +76,8 @@ class EngineProxy:
     def _engines(self) -> aiohttp.ClientSession:
         if self._session is None:  # created inside the running event loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0), timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, socket_factory=engine_socket),
+                timeout=self._timeout,
                 auto_decompress=False,
             )  # fmt: skip
         return self._session
@@ -225,6 +228,24 @@ class EngineProxy:
             self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(
                 time.monotonic() - started
             )
+
+
+# An engine whose host drops off the network (a cut link, a dead node) sends no FIN: without these a
+# request in flight to it would wait for --request-timeout-s (10 min). Keepalive probes (answered by
+# the host's kernel even while the engine computes a long prefill) and a cap on unacknowledged data
+# turn that into a clean 502 within ~15 s. A stopped engine process still answers them: the agent's
+# health check replaces it.
+KEEPALIVE = (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 15_000))
+
+
+def engine_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in KEEPALIVE:
+        if hasattr(socket, name):  # Linux names them all; elsewhere what exists
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    return sock
 
 
 class _TokenCounter:

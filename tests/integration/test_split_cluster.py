@@ -11,122 +11,31 @@ goes not-ready, and the model serves again after the split is placed again.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from controlplane.api.client import ClusterClient
-from controlplane.domain import ModelStatusView, ReplicaPhase, ReplicaRecord
-from nodeagent.supervisor.process import free_port
+from controlplane.domain import ReplicaPhase, ReplicaRecord
 from tests.integration.test_rpc_split import PROMPTS, greedy
 from tests.support import netns
-from tests.support.certs import cluster_ca, node_credentials
 from tests.support.engine import running_engine
-from tests.support.processes import Proc, agent_args, gateway_args, wait_ready
+from tests.support.netns_cluster import DECODE_TIMEOUT_S, NetnsCluster, netns_cluster
 from tests.support.synthetic_gguf import gemma3_path
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(bool(netns.available()), reason=netns.available())]
 
-DECODE_TIMEOUT_S = 5  # the head's watchdog: a stopped worker ends its stream this long after
 
-
-@dataclass
-class SplitCluster:
-    grpc: str
-    gateway_url: str
-    agents: dict[str, Proc]
-    hosts: dict[str, netns.Host]
-    procs: list[Proc] = field(default_factory=list)
-
-    def model(self, name: str) -> ModelStatusView | None:
-        async def fetch() -> list[ModelStatusView]:
-            client = ClusterClient(self.grpc)
-            try:
-                return await client.list_models()
-            finally:
-                await client.close()
-
-        return next((m for m in asyncio.run(fetch()) if m.name == name), None)
-
-    def replica(self, name: str) -> ReplicaRecord | None:
-        view = self.model(name)
-        return view.replicas[0] if view and view.replicas else None
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.log()[-4000:]}" for p in self.procs)
-
-    def worker_pids(self) -> dict[str, int]:
-        """RPC worker processes: node → pid."""
-        found = {}
-        for node, agent in self.agents.items():
-            for child in psutil.Process(agent.process.pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    if "nodeagent.rpc" in child.cmdline():
-                        found[node] = child.pid
-        return found
-
-
-def serving_split(cluster: SplitCluster, model: str) -> ReplicaRecord | None:
+def serving_split(cluster: NetnsCluster, model: str) -> ReplicaRecord | None:
     replica = cluster.replica(model)
     ready = replica is not None and replica.phase == ReplicaPhase.READY and replica.parts
     return replica if ready and all(p.phase == ReplicaPhase.READY for p in replica.parts) else None  # type: ignore[union-attr]
-
-
-@contextlib.contextmanager
-def split_cluster(
-    tmp: Path, model: str, source: Path, nodes: list[str], allocatable: str
-) -> Iterator[SplitCluster]:
-    models = tmp / "models.yaml"
-    models.write_text(
-        f"models:\n  - name: {model}\n    source: {source}\n    contextLength: 512\n    parallelSlots: 1\n"
-        "    threads: 1\n    allowSplit: true\n"
-    )
-    grpc_port, gw_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    cluster_ca(tmp / "pki")
-    with netns.network() as net:
-        controlplane = Proc("controlplane", [
-            "controlplane", "--models", str(models), "--grpc-host", "0.0.0.0", "--grpc-port", str(grpc_port),
-            "--status-interval-s", "1", "--node-grace-s", "5", "--settle-s", "1",
-        ], tmp / "controlplane.log").start()  # fmt: skip
-        cluster = SplitCluster(
-            f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{gw_port}", {}, {}, [controlplane]
-        )
-        try:
-            for node in nodes:
-                host = net.add(node)
-                credentials = node_credentials(tmp / "pki", node)
-                args = [
-                    *agent_args(tmp, f"{net.gateway}:{grpc_port}", node),
-                    "--allocatable-memory", allocatable, "--supervisor-advertise-host", host.address,
-                    "--supervisor-engine-bind-host", host.address, "--supervisor-engine-threads", "1",
-                    "--supervisor-rpc-decode-timeout-s", str(DECODE_TIMEOUT_S),
-                    "--supervisor-health-interval-s", "0.5", "--supervisor-stop-grace-s", "3",
-                    "--supervisor-node-cert", str(credentials.cert),
-                    "--supervisor-node-key", str(credentials.key),
-                    "--supervisor-cluster-ca", str(credentials.ca), "--uplink-status-interval-s", "1",
-                ]  # fmt: skip
-                agent = Proc(node, args, tmp / f"{node}.log", prefix=host.command([])).start()
-                cluster.agents[node], cluster.hosts[node] = agent, host
-                cluster.procs.append(agent)
-            gateway = Proc("gateway", gateway_args(cluster.grpc, gw_port), tmp / "gateway.log").start()
-            cluster.procs.append(gateway)
-            wait_ready(gateway, f"{cluster.gateway_url}/healthz")
-            yield cluster
-        finally:
-            for proc in reversed(cluster.procs):
-                with contextlib.suppress(AssertionError):
-                    proc.stop(timeout=30)
 
 
 def expected_tokens(tmp: Path, source: Path, model: str, prompts: list[str] = PROMPTS) -> list[str]:
@@ -135,7 +44,7 @@ def expected_tokens(tmp: Path, source: Path, model: str, prompts: list[str] = PR
         return [greedy(whole.url, prompt, model) for prompt in prompts]
 
 
-def wait_serving(cluster: SplitCluster, model: str, timeout: float = 120) -> ReplicaRecord:
+def wait_serving(cluster: NetnsCluster, model: str, timeout: float = 120) -> ReplicaRecord:
     found: list[ReplicaRecord] = []
 
     def check() -> bool:
@@ -152,7 +61,7 @@ def test_a_model_too_big_for_any_node_is_served_split_and_token_for_token_equal(
     tmp_path: Path, smollm2_path: Path
 ) -> None:
     expected = expected_tokens(tmp_path, smollm2_path, "smollm2")
-    with split_cluster(
+    with netns_cluster(
         tmp_path, "smollm2", smollm2_path, ["node-a", "node-b", "node-c"], "180MiB"
     ) as cluster:
         replica = wait_serving(cluster, "smollm2")
@@ -175,13 +84,13 @@ def test_sliding_window_layers_split_token_for_token_equal(tmp_path: Path) -> No
     # (test_rpc_split.py); SmolLM2 (Q4_1, never repacked) matches here on every prompt.
     prompts = PROMPTS[:2]
     expected = expected_tokens(tmp_path, source, "gemma3", prompts)
-    with split_cluster(tmp_path, "gemma3", source, ["node-a", "node-b"], "720MiB") as cluster:
+    with netns_cluster(tmp_path, "gemma3", source, ["node-a", "node-b"], "720MiB") as cluster:
         replica = wait_serving(cluster, "gemma3", timeout=180)
         assert len(replica.parts) == 1
         assert [greedy(cluster.gateway_url, prompt, "gemma3") for prompt in prompts] == expected
 
 
-def stream_until_broken(cluster: SplitCluster, fault: Callable[[], None]) -> tuple[float, str]:
+def stream_until_broken(cluster: NetnsCluster, fault: Callable[[], None]) -> tuple[float, str]:
     """Stream a long completion; after a few tokens apply ``fault``. Returns (seconds from the fault
     to the stream's end, how it ended)."""
     body = {"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 4000, "temperature": 0,
@@ -210,7 +119,7 @@ def stream_until_broken(cluster: SplitCluster, fault: Callable[[], None]) -> tup
     return time.monotonic() - fault_at[0], ended
 
 
-def check_recovery(cluster: SplitCluster, fault: Callable[[], None], bound_s: float) -> None:
+def check_recovery(cluster: NetnsCluster, fault: Callable[[], None], bound_s: float) -> None:
     wait_serving(cluster, "smollm2")
     before = cluster.replica("smollm2")
     assert before is not None
@@ -229,7 +138,7 @@ def check_recovery(cluster: SplitCluster, fault: Callable[[], None], bound_s: fl
 def test_a_killed_a_stopped_and_a_cut_off_worker_each_end_the_stream_and_the_split_comes_back(
     tmp_path: Path, smollm2_path: Path
 ) -> None:
-    with split_cluster(
+    with netns_cluster(
         tmp_path, "smollm2", smollm2_path, ["node-a", "node-b", "node-c"], "180MiB"
     ) as cluster:
         wait_serving(cluster, "smollm2")

@@ -32,6 +32,9 @@ class Host:
     def cut(self) -> None:
         _ip("link", "set", self.veth, "down")
 
+    def restore(self) -> None:
+        _ip("link", "set", self.veth, "up")
+
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` run inside this host's network namespace."""
         return ["ip", "netns", "exec", self.namespace, *argv]
