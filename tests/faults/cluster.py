@@ -3,6 +3,7 @@ each a real `llamafleet …` process that a test can kill, stop or restart on it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,10 +11,25 @@ from pathlib import Path
 
 import httpx
 
+from controlplane.api.client import ClusterClient
 from nodeagent.supervisor.process import free_port
 from tests.support.processes import Proc, agent_args, engine_pids, gateway_args
 
 MODEL = "smol"
+
+
+def engine_url(controlplane: str) -> str:
+    """The engine URL of the first replica of the only model, as the control plane reports it."""
+
+    async def fetch() -> str:
+        client = ClusterClient(controlplane)
+        try:
+            (model,) = await client.list_models()
+        finally:
+            await client.close()
+        return model.replicas[0].endpoint
+
+    return asyncio.run(fetch())
 
 
 @dataclass

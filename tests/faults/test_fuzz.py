@@ -3,7 +3,6 @@ requests generated from the schema): never a 5xx, and every 4xx in OpenAI's erro
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 from collections.abc import Iterator
@@ -15,8 +14,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from controlplane.api.client import ClusterClient
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.faults.cluster import engine_url
 
 pytestmark = pytest.mark.integration
 
@@ -38,18 +37,6 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = start_cluster(tmp_path_factory.mktemp("fuzz"), MODELS, ["smollm2-135m"])
     yield cluster
     stop_cluster(cluster)
-
-
-def engine_url(cluster: Cluster) -> str:
-    async def endpoint() -> str:
-        client = ClusterClient(cluster.grpc)
-        try:
-            (model,) = await client.list_models()
-        finally:
-            await client.close()
-        return model.replicas[0].endpoint
-
-    return asyncio.run(endpoint())
 
 
 def judge(response: Any) -> str:
@@ -99,7 +86,7 @@ def fuzz(url: str) -> tuple[collections.Counter[int], list[str]]:
 
 @pytest.mark.parametrize("target", ["gateway", "engine"])
 def test_no_generated_request_gets_a_5xx_and_every_4xx_is_openai_shaped(fuzzed: Cluster, target: str) -> None:
-    url = fuzzed.base_url if target == "gateway" else engine_url(fuzzed)
+    url = fuzzed.base_url if target == "gateway" else engine_url(fuzzed.grpc)
     statuses, problems = fuzz(url)
     assert problems == [], (statuses, problems)
     assert statuses[200] > 10  # valid requests were served
