@@ -1,13 +1,18 @@
 """Several hosts on one machine: network namespaces on a Linux bridge, each with its own address.
 
 Needs root (CI runs as root here). Every host gets ``10.<net>.0.<n>/24`` on a veth into the
-bridge, whose own address (``.1``) is the root namespace, where the test itself runs. Names a
+bridge, whose own address (``.1``) is the root namespace, where the test itself runs; ``<net>`` is
+one no interface here uses yet. The bridge's alias names the process that owns it, so a network
+left behind by a killed run (SIGKILL skips the clean-up) is removed by the next one instead of
+shadowing its subnet or its names. Names a
 host should resolve (Kubernetes Service names) go in ``/etc/netns/<ns>/hosts``, which
 ``ip netns exec`` mounts over ``/etc/hosts`` for every process started in that namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import shutil
@@ -88,20 +93,89 @@ def available() -> str:
     return ""
 
 
+OWNER = "llamafleet-test-pid="  # a bridge's alias: the test process that made it
+
+
+def _links() -> list[dict[str, object]]:
+    out = subprocess.run(["ip", "-j", "-d", "addr", "show"], check=True, capture_output=True, text=True)
+    return list(json.loads(out.stdout))
+
+
+def _namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner_alive(link: dict[str, object]) -> bool:
+    alias = str(link.get("ifalias", ""))
+    return alias.startswith(OWNER) and alias[len(OWNER) :].isdigit() and _alive(int(alias[len(OWNER) :]))
+
+
+def _delete_namespace(namespace: str) -> None:
+    subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+    shutil.rmtree(Path("/etc/netns") / namespace, ignore_errors=True)
+
+
+def reap_stale() -> list[str]:
+    """Remove the bridges, veths and namespaces of test networks whose owning process is gone;
+    returns what it removed. A network another live run owns is left alone."""
+    links = _links()
+    bridges = [link for link in links if str(link["ifname"]).startswith("lfbr")]
+    live_tags = {str(link["ifname"])[4:] for link in bridges if _owner_alive(link)}
+    removed = []
+    for link in links:
+        name = str(link["ifname"]).split("@")[0]
+        for kind in ("lfbr", "lv"):
+            if name.startswith(kind) and name[len(kind) : len(kind) + 3] not in live_tags:
+                subprocess.run(["ip", "link", "del", name], capture_output=True)
+                removed.append(name)
+    for namespace in _namespaces():
+        if namespace.startswith("lf") and "-" in namespace and namespace[2:5] not in live_tags:
+            pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout
+            if not pids.strip():
+                _delete_namespace(namespace)
+                removed.append(namespace)
+    return removed
+
+
+def _free_prefix(links: list[dict[str, object]]) -> str:
+    used = set()
+    for link in links:
+        for info in link.get("addr_info", []) or []:  # type: ignore[union-attr]
+            parts = str(info.get("local", "")).split(".")
+            if len(parts) == 4 and parts[0] == "10":
+                used.add(int(parts[1]))
+    free = [second for second in range(100, 250) if second not in used]
+    return f"10.{random.choice(free)}.0"
+
+
 @contextmanager
 def network() -> Iterator[Network]:
-    tag = f"{random.randrange(16**3):03x}"
-    second = random.randrange(100, 250)
-    prefix = f"10.{second}.0"
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+        reap_stale()
+    links = _links()
+    taken = {str(link["ifname"])[4:7] for link in links} | {n[2:5] for n in _namespaces()}
+    tag = next(t for t in (f"{random.randrange(16**3):03x}" for _ in range(1000)) if t not in taken)
+    prefix = _free_prefix(links)
     net = Network(tag, f"lfbr{tag}", f"{prefix}.1", prefix)
     _ip("link", "add", net.bridge, "type", "bridge")
+    _ip("link", "set", "dev", net.bridge, "alias", f"{OWNER}{os.getpid()}")
     _ip("addr", "add", f"{net.gateway}/24", "dev", net.bridge)
     _ip("link", "set", net.bridge, "up")
     try:
         yield net
     finally:
         for host in net.hosts.values():
-            subprocess.run(["ip", "netns", "pids", host.namespace], capture_output=True)
-            subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
-            shutil.rmtree(Path("/etc/netns") / host.namespace, ignore_errors=True)
+            subprocess.run(["ip", "link", "del", host.veth], capture_output=True)
+            _delete_namespace(host.namespace)
         subprocess.run(["ip", "link", "del", net.bridge], capture_output=True)
