@@ -26,8 +26,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from llamafleet.core.engine_auth import engine_headers
 from nodeagent.supervisor.process import free_port
 from tests.conftest import SMOLLM2_YAML, start_cluster, stop_cluster
+from tests.faults.cluster import engine_endpoint
+from tests.support.processes import test_pki
 from tests.support.wait import wait_until
 
 BODY = {"model": "smollm2-135m", "max_tokens": 1, "temperature": 0,
@@ -63,22 +66,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cluster = start_cluster(Path(tmp), SMOLLM2_YAML, ["smollm2-135m"])
         try:
-            (model,) = [m for m in cluster.models_json() if m["name"] == "smollm2-135m"]
-            engine = str(model["replicas"][0]["endpoint"])  # type: ignore[index]
+            engine = engine_endpoint(cluster.grpc, cluster.tmp)  # its URL and replica secret
             port = free_port("127.0.0.1")
             standalone = subprocess.Popen(
                 [sys.executable, "-m", "llamafleet.cli.main", "gateway", "--port", str(port),
-                 "--controlplane", cluster.grpc, "--gateway-id", "bench", "--log-level", "WARNING"],
+                 "--controlplane", cluster.grpc, "--gateway-id", "bench", "--log-level", "WARNING",
+                 "--tls-dir", str(test_pki(cluster.tmp) / "gateway")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
             )  # fmt: skip
             urls = {
-                "direct": f"{engine}/v1/chat/completions",
+                "direct": f"{engine.url}/v1/chat/completions",
                 "gateway": f"http://127.0.0.1:{port}/v1/chat/completions",
                 "up_gateway": f"{cluster.base_url}/v1/chat/completions",
             }
             wait_until(lambda: ready(urls["gateway"]), 60, "the standalone gateway")
             samples: dict[str, list[float]] = {name: [] for name in urls}
             clients = {name: httpx.Client(timeout=60) for name in urls}
+            clients["direct"].headers.update(engine_headers(engine.secret))
             try:
                 for _ in range(10):  # warm every path and the engine's prompt cache
                     for name, url in urls.items():

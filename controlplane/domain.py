@@ -146,6 +146,7 @@ class ReplicaRecord:
     error: str = ""  # machine-readable, e.g. "model_invalid"
     message: str = ""
     adapters: tuple[str, ...] = ()  # loaded in the engine now
+    engine_secret: str = field(default="", repr=False)  # what the engine requires; gateways get it
     n_gpu_layers: int = -1  # chosen at placement (the spec's count, or the fit for "auto")
     failed_on: tuple[str, ...] = ()  # nodes where its engine failed for good: placed elsewhere first
     reserved_host_bytes: int = 0  # host memory the scheduler expects it to take where it was placed
@@ -185,6 +186,7 @@ class ReplicaReport:
     message: str
     adapters: tuple[str, ...] = ()
     spec: Assignment | None = None  # what it runs; None from agents that predate adoption
+    engine_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,7 @@ class Endpoint:
     url: str
     ready: bool
     adapters: tuple[str, ...] = ()
+    secret: str = field(default="", repr=False)  # sent to the engine (Authorization: Bearer)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import logging
 import grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
+from controlplane.agents.join import Issuer, JoinServicer
 from controlplane.agents.servicer import AgentServicer
 from controlplane.api.servicer import ClusterServicer
 from controlplane.desired.model_file import ModelFileSource
@@ -25,7 +26,9 @@ from controlplane.scheduler.framework import Scheduler
 from controlplane.scheduler.profile import load_profile
 from controlplane.settings import ControlPlaneSettings
 from controlplane.state.cluster import ClusterState
+from llamafleet.core import pki
 from llamafleet.core.grpc_channels import SERVER_OPTIONS
+from llamafleet.core.grpc_tls import CredentialFiles, server_credentials
 from llamafleet.core.probes import serve_probes
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
@@ -93,24 +96,29 @@ class ControlPlane:
         self, stop: asyncio.Event, metrics: ControlPlaneMetrics, operator: ModelOperator | None
     ) -> None:
         settings = self.settings
+        issuer = None if settings.insecure else self._pki()
         server = grpc.aio.server(options=SERVER_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(self.state, settings.status_interval_s), server
+            AgentServicer(self.state, settings.status_interval_s, issuer), server
         )
         cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(self.state, stop), server)
-        # No SO_REUSEPORT: a second control plane on the same port must fail, not share it.
-        try:
-            bound = server.add_insecure_port(settings.address)
-        except RuntimeError:  # grpcio raises when the bind fails (it returns 0 on older versions)
-            bound = 0
-        if bound == 0:
-            raise OSError(
-                f"cannot bind the control plane's gRPC port {settings.address}: in use by another "
-                "control plane? Stop it or pick another --grpc-port"
-            )
-        await server.start()
+        servers = [server]
+        if issuer is None:
+            _bind(server, settings.address, None, "gRPC")
+            log.warning("gRPC is plaintext (--insecure): anyone who reaches %s can act as any node",
+                        settings.address)  # fmt: skip
+        else:
+            files = CredentialFiles(settings.tls_dir)
+            _bind(server, settings.address, server_credentials(files, require_client_cert=True), "gRPC")
+            join = grpc.aio.server(options=SERVER_OPTIONS)
+            agent_pb2_grpc.add_JoinServiceServicer_to_server(JoinServicer(self.state, issuer), join)
+            _bind(join, settings.join_address, server_credentials(files, require_client_cert=False), "join")
+            servers.append(join)
+        for each in servers:
+            await each.start()
         self.serving = True
-        log.info("control plane listening for agents and gateways on %s", settings.address)
+        how = "" if issuer is None else f" (mutual TLS; nodes join on {settings.join_address})"
+        log.info("control plane listening for agents and gateways on %s%s", settings.address, how)
         scheduler = Scheduler(load_profile(settings.scheduler_profile), metrics)
         reconciler = Reconciler(self.state, scheduler, settings.node_grace_s)
         try:
@@ -128,7 +136,15 @@ class ControlPlane:
         finally:
             self.serving = False
             # Give streams a moment to end cleanly; agents reconnect to the next control plane.
-            await server.stop(grace=2.0)
+            await asyncio.gather(*(each.stop(grace=2.0) for each in servers))
+
+    def _pki(self) -> Issuer:
+        """The node-certificate issuer; a first start without a CA generates the cluster's PKI."""
+        folder = self.settings.tls_dir
+        if pki.init_pki(folder, self.settings.server_names):
+            log.info("generated the cluster's CA and credentials in %s; nodes join with the token in %s "
+                     "and trust %s", folder, folder / pki.BOOTSTRAP_TOKEN, folder / pki.CA_CERT)  # fmt: skip
+        return Issuer(folder, self.settings.node_cert_validity_s)
 
     def _readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready while serving (the leader, in Kubernetes mode), so a Service routes only to it."""
@@ -137,3 +153,22 @@ class ControlPlane:
             "settled": self.state.settled,
             "models": len(self.state.models),
         }
+
+
+def _bind(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None, what: str
+) -> None:
+    """Bind ``address``; one clear error when it is taken (no SO_REUSEPORT: a second control plane
+    on the same port must fail, not share it)."""
+    try:
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpcio raises when the bind fails (it returns 0 on older versions)
+        bound = 0
+    if bound == 0:
+        raise OSError(
+            f"cannot bind the control plane's {what} port {address}: in use by another control plane? "
+            "Stop it or pick another port"
+        )

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from llamafleet.core.pki import default_pki_dir
+
 
 def _identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -80,8 +82,34 @@ class ControlPlaneSettings(BaseModel):
         description="Seconds a starting control plane waits for agents to bring back running replicas "
         "before it places new ones (ends early once the expected nodes are back)",
     )
+    tls_dir: Path = Field(
+        default_factory=default_pki_dir,
+        description="The cluster's CA (ca.crt, ca.key), this server's certificate (tls.crt, tls.key) and "
+        "bootstrap tokens (bootstrap-token); generated on first start when the folder has no ca.crt",
+    )
+    insecure: bool = Field(
+        default=False,
+        description="Plaintext gRPC, no node identities (anyone who reaches the port can act as any node): "
+        "only for a network where every process is trusted",
+    )
+    join_port: int = Field(
+        default=0,
+        description="Port where nodes trade a bootstrap token for a certificate (0: --grpc-port + 1)",
+    )
+    node_cert_validity_s: float = Field(
+        default=30 * 86400.0, gt=60, description="How long a node certificate is valid (nodes renew at 2/3)"
+    )
+    server_names: list[str] = Field(
+        default_factory=list,
+        description="Extra DNS names or addresses for a generated server certificate (clients check "
+        "controlplane.llamafleet whatever address they dial)",
+    )
     kubernetes: KubernetesSettings = KubernetesSettings()
 
     @property
     def address(self) -> str:
         return f"{self.grpc_host}:{self.grpc_port}"
+
+    @property
+    def join_address(self) -> str:
+        return f"{self.grpc_host}:{self.join_port or self.grpc_port + 1}"

@@ -23,6 +23,7 @@ from nodeagent.metrics import AgentMetrics
 from nodeagent.settings import AgentSettings
 from nodeagent.supervisor.supervisor import Supervisor
 from nodeagent.uplink.client import Uplink
+from nodeagent.uplink.identity import NodeIdentity
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,12 @@ class Agent:
         if settings.metrics_port:
             start_http_server(settings.metrics_port, registry=self._registry)
         changed = asyncio.Event()
+        identity = None if settings.uplink.insecure else NodeIdentity(settings)
         supervisor = Supervisor(
             settings.supervisor,
             on_change=changed.set,
             on_restart=lambda model: self.metrics.engine_restarts.labels(model).inc(),
+            credentials=identity.credentials() if identity is not None else None,
         )
         supervisor_ref.append(supervisor)
         catalog = ModelCatalog()
@@ -71,7 +74,9 @@ class Agent:
             sources = {state.spec.source for state in supervisor.states()} | uplink.watched_sources
             return catalog.cached_models(sources, node_resources(settings.node_id, host, memory))
 
-        uplink = Uplink(settings, host, supervisor, changed, self.metrics, cached_models, memory.available)
+        uplink = Uplink(
+            settings, host, supervisor, changed, self.metrics, cached_models, memory.available, identity
+        )
 
         def readiness() -> tuple[bool, dict[str, object]]:
             return uplink.connected, {"node": settings.node_id, "replicas": len(supervisor.states())}

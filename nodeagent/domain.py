@@ -88,6 +88,7 @@ class ReplicaState:
     message: str = ""
     pid: int = 0
     adapters: tuple[str, ...] = ()  # loaded in the engine, as its /health last said
+    secret: str = field(default="", repr=False)  # the engine's request secret (never logged)
 
 
 @dataclass(frozen=True)

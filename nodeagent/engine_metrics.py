@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from llamafleet.core.engine_auth import engine_headers
 from nodeagent.domain import Phase, ReplicaState
 
 
@@ -48,7 +49,7 @@ async def gather(states: Iterable[ReplicaState], timeout_s: float = 2.0) -> str:
 
         async def one(state: ReplicaState) -> tuple[ReplicaState, str] | None:
             try:
-                response = await client.get(f"{state.endpoint}/metrics")
+                response = await client.get(f"{state.endpoint}/metrics", headers=engine_headers(state.secret))
             except httpx.HTTPError:
                 return None
             return (state, response.text) if response.status_code == 200 else None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
-from nodeagent.rpc.tunnel import NodeCredentials
+from llamafleet.core.pki import default_pki_dir
 
 
 def _default_data_dir() -> Path:
@@ -74,25 +74,23 @@ class SupervisorSettings(BaseModel):
         pattern=r"^\s*[0-9]+(\.[0-9]+)?\s*[kmgtKMGT]?(i?[bB])?\s*$",
         description="Size cap of the RPC workers' tensor cache (oldest files go first)",
     )
-    node_cert: Path | None = Field(
-        default=None, description="This node's certificate (PEM, CN = node id): mutual TLS for layer splits"
+    adapter_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Folders LoRA adapters may be loaded from at runtime (POST /v1/replicas/MODEL/adapters); "
+        "default: DATA_DIR/adapters",
     )
-    node_key: Path | None = Field(default=None, description="The key of --supervisor-node-cert")
-    cluster_ca: Path | None = Field(default=None, description="The CA that signs every node's certificate")
 
     @model_validator(mode="after")
-    def _credentials_complete(self) -> SupervisorSettings:
-        given = [self.node_cert, self.node_key, self.cluster_ca]
-        if any(given) and not all(given):
-            raise ValueError("--supervisor-node-cert, --supervisor-node-key and --supervisor-cluster-ca "
-                             "go together")  # fmt: skip
+    def _engines_on_the_node_address(self) -> SupervisorSettings:
+        if self.engine_bind_host.strip() in ("", "0.0.0.0", "::", "[::]", "*"):
+            raise ValueError(
+                "--supervisor-engine-bind-host must be this node's own address (or 127.0.0.1), never a "
+                "wildcard: engines would be reachable on every interface"
+            )
         return self
 
-    def credentials(self) -> NodeCredentials | None:
-        """This node's credentials for RPC traffic, or None (workers then check the head's address)."""
-        if self.node_cert is None or self.node_key is None or self.cluster_ca is None:
-            return None
-        return NodeCredentials(self.node_cert, self.node_key, self.cluster_ca)
+    def allowed_adapter_dirs(self) -> list[Path]:
+        return self.adapter_dirs or [self.data_dir / "adapters"]
 
     def engine_port_range(self) -> tuple[int, int] | None:
         return _port_range(self.engine_ports)
@@ -121,6 +119,32 @@ class UplinkSettings(BaseModel):
     status_interval_s: float = Field(
         default=5.0, description="Seconds between Status reports when nothing changes (Welcome may override)"
     )
+    insecure: bool = Field(
+        default=False, description="Plaintext gRPC to a control plane started with --insecure (no identity)"
+    )
+    ca: Path = Field(
+        default_factory=lambda: default_pki_dir() / "ca.crt",
+        description="The cluster CA, to check the control plane before this node has a certificate",
+    )
+    bootstrap_token_file: Path = Field(
+        default_factory=lambda: default_pki_dir() / "bootstrap-token",
+        description="File holding the bootstrap token this node joins with (first line); read only when "
+        "the node has no certificate yet",
+    )
+    join: str = Field(
+        default="", description="The control plane's join address (default: --uplink-controlplane's port + 1)"
+    )
+    identity_dir: Path | None = Field(
+        default=None,
+        description="This node's credential (ca.crt, tls.crt, tls.key): kept from a join, or supplied "
+        "(cert-manager); default: DATA_DIR/identity",
+    )
+
+    def join_address(self) -> str:
+        if self.join:
+            return self.join
+        host, _, port = self.controlplane.rpartition(":")
+        return f"{host}:{int(port) + 1}"
 
 
 class AgentSettings(BaseModel):
@@ -143,6 +167,9 @@ class AgentSettings(BaseModel):
     http_host: str = Field(default="127.0.0.1", description="Address the /healthz, /readyz port binds to")
     supervisor: SupervisorSettings = SupervisorSettings()
     uplink: UplinkSettings = UplinkSettings()
+
+    def identity_dir(self) -> Path:
+        return self.uplink.identity_dir or self.supervisor.data_dir / "identity"
 
     def label_map(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in self.labels if "=" in item)

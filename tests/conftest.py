@@ -15,6 +15,7 @@ import pytest
 
 from nodeagent.cache.resolver import builtin_path
 from nodeagent.supervisor.process import free_port
+from tests.support.processes import admin_cli, grpc_port, test_pki
 from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ class Cluster:
     grpc: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    tmp: Path  # its PKI is in tmp/pki (tests.support.processes.test_pki)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -39,7 +41,8 @@ class Cluster:
         import json
 
         out = subprocess.run(
-            [sys.executable, "-m", "llamafleet.cli.main", "models", "--json", "--controlplane", self.grpc],
+            [sys.executable, "-m", "llamafleet.cli.main", "models", "--json", "--controlplane", self.grpc,
+             *admin_cli(self.tmp)],
             check=True, capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         result: list[dict[str, object]] = json.loads(out.stdout)
@@ -51,7 +54,7 @@ def start_cluster(
 ) -> Cluster:
     models = tmp / "models.yaml"
     models.write_text(models_yaml)
-    port, grpc_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    port, grpc = free_port("127.0.0.1"), grpc_port()
     log_path = tmp / "cluster.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with log_path.open("wb") as log:
@@ -59,7 +62,8 @@ def start_cluster(
             [
                 sys.executable, "-m", "llamafleet.cli.main", "up",
                 "--controlplane-models", str(models),
-                "--gateway-port", str(port), "--controlplane-grpc-port", str(grpc_port),
+                "--gateway-port", str(port), "--controlplane-grpc-port", str(grpc),
+                "--controlplane-tls-dir", str(test_pki(tmp)),
                 "--agent-node-id", "test-node",
                 "--agent-supervisor-data-dir", str(tmp / "agent"),
                 "--agent-supervisor-restart-backoff-initial-s", "1",
@@ -68,7 +72,7 @@ def start_cluster(
             ],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )  # fmt: skip
-    cluster = Cluster(f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", process, log_path)
+    cluster = Cluster(f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc}", process, log_path, tmp)
 
     def ready() -> bool:
         if process.poll() is not None:

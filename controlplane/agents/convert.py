@@ -50,6 +50,7 @@ def replica_report(status: pb.ReplicaStatus) -> ReplicaReport:
         message=status.message,
         adapters=tuple(status.adapters),
         spec=replica_spec(status.spec) if status.HasField("spec") else None,
+        engine_secret=status.engine_secret,
     )
 
 

@@ -8,18 +8,30 @@ import logging
 import grpc
 
 from controlplane.agents import convert
+from controlplane.agents.join import Issuer, renew
 from controlplane.domain import Assignment
 from controlplane.state.cluster import ClusterState
 from llamafleet import __version__
+from llamafleet.core.grpc_tls import authorize
+from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, state: ClusterState, status_interval_s: float) -> None:
+    def __init__(self, state: ClusterState, status_interval_s: float, issuer: Issuer | None = None) -> None:
         self._state = state
         self._status_interval_s = status_interval_s
+        self._issuer = issuer
+
+    async def Renew(  # noqa: N802 - the gRPC method name
+        self, request: pb.RenewRequest, context: grpc.aio.ServicerContext
+    ) -> pb.NodeCredential:
+        if self._issuer is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this control plane runs without TLS")
+        assert self._issuer is not None
+        return await renew(self._issuer, request, context)
 
     async def Connect(  # noqa: N802 - the gRPC method name
         self, request_iterator: object, context: grpc.aio.ServicerContext
@@ -31,6 +43,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             )
         if not first.hello.node_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello.node_id must not be empty")
+        identity = await authorize(context, "node")
+        if identity is not None and identity.name != first.hello.node_id:
+            log.warning("refused a stream claiming node %s from %s (its certificate is for node %s)",
+                        first.hello.node_id, context.peer(), identity.name)  # fmt: skip
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"this certificate is for node {identity.name}, not {first.hello.node_id}",
+            )
         hello = convert.node_hello(first.hello)
         session = self._state.node_connected(hello)
         await context.write(convert.welcome(__version__, self._status_interval_s))

@@ -10,20 +10,38 @@ import grpc
 from controlplane.api import convert
 from controlplane.domain import ModelStatusView, NodeRecord, RoutingTable
 from llamafleet.core.errors import InvalidRequest, ModelFileInvalid, NotFound, Unavailable
-from llamafleet.core.grpc_channels import CHANNEL_OPTIONS
+from llamafleet.core.grpc_tls import ClientTls, CredentialError, open_channel
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 
 
 class ClusterClient:
-    def __init__(self, address: str, timeout_s: float = 5.0) -> None:
+    """``tls``: this process's credential (gateway or admin); None for a control plane run --insecure.
+    When its files change (a rotation) the next call opens a new channel; streams on the old one go on."""
+
+    def __init__(self, address: str, tls: ClientTls | None = None, timeout_s: float = 5.0) -> None:
         self._address = address
         self._timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self._stub = cluster_pb2_grpc.ClusterServiceStub(self._channel)
+        self._tls = tls
+        self._channels: list[grpc.aio.Channel] = []
+        self._stamp: object = None
+        self._current: cluster_pb2_grpc.ClusterServiceStub | None = None
+
+    @property
+    def _stub(self) -> cluster_pb2_grpc.ClusterServiceStub:
+        stamp = self._tls.files.stamp() if self._tls is not None else None
+        if self._current is None or stamp != self._stamp:
+            try:
+                channel = open_channel(self._address, self._tls)
+            except CredentialError as exc:
+                raise Unavailable(f"cannot reach the control plane: {exc}", retry_after=1) from None
+            self._channels.append(channel)
+            self._stamp, self._current = stamp, cluster_pb2_grpc.ClusterServiceStub(channel)
+        return self._current
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
     async def list_nodes(self) -> list[NodeRecord]:
         try:

@@ -84,6 +84,7 @@ def routing_table_to_pb(table: RoutingTable) -> pb.RoutingTable:
                         url=e.url,
                         ready=e.ready,
                         adapters=e.adapters,
+                        secret=e.secret,
                     )
                     for e in route.endpoints
                 ],
@@ -103,7 +104,8 @@ def routing_table_from_pb(message: pb.RoutingTable) -> RoutingTable:
             context_length=m.context_length,
             created=m.created_unix,
             endpoints=tuple(
-                Endpoint(e.replica_id, e.node_id, e.url, e.ready, tuple(e.adapters)) for e in m.endpoints
+                Endpoint(e.replica_id, e.node_id, e.url, e.ready, tuple(e.adapters), e.secret)
+                for e in m.endpoints
             ),
             recommendation=rec,
             fit_error=error,

@@ -12,10 +12,13 @@ from controlplane.api import convert
 from controlplane.domain import ModelRoute, ModelStatusView, ReplicaPhase, RoutingTable
 from controlplane.scheduler.fit import context_params, model_recommendation, node_resources, profile_for
 from controlplane.state.cluster import ClusterState
+from llamafleet.core.grpc_tls import authorize
 from llamafleet.fit.estimate import estimate
 from llamafleet.fit.recommend import Recommendation, best_node, offload_for
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
+
+READERS = ("gateway", "admin")  # the routing table carries engine secrets: never to a node
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
@@ -26,6 +29,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     async def WatchRoutes(  # noqa: N802 - the gRPC method name
         self, request: pb.WatchRoutesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RoutingTable]:
+        await authorize(context, *READERS)
         last: RoutingTable | None = None
         seen = -1
         while not self._stop.is_set():
@@ -39,6 +43,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     async def ListNodes(  # noqa: N802
         self, request: pb.ListNodesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListNodesResponse:
+        await authorize(context, *READERS)
         counts: dict[str, int] = {}
         for replica in self._state.replicas.values():
             if replica.node_id:
@@ -49,6 +54,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     async def CordonNode(  # noqa: N802
         self, request: pb.CordonNodeRequest, context: grpc.aio.ServicerContext
     ) -> pb.Node:
+        await authorize(context, "admin")
         if request.node_id not in self._state.nodes:
             known = ", ".join(sorted(self._state.nodes)) or "none"
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no node {request.node_id!r} (nodes: {known})")
@@ -59,12 +65,14 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     async def ListModels(  # noqa: N802
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
+        await authorize(context, *READERS)
         views = [self._view_with_fit(v) for v in self._state.model_views()]
         return pb.ListModelsResponse(models=[convert.model_to_pb(v) for v in views])
 
     async def EvaluateFit(  # noqa: N802
         self, request: pb.EvaluateFitRequest, context: grpc.aio.ServicerContext
     ) -> pb.EvaluateFitResponse:
+        await authorize(context, *READERS)
         state = self._state
         spec = state.models.get(request.model) if request.model else None
         if request.model and spec is None:

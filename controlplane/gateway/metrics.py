@@ -68,3 +68,17 @@ class GatewayMetrics:
             "llamafleet_gateway_retries_total", "Requests retried on another replica before the first byte",
             ["model"], registry=registry,
         )  # fmt: skip
+        # Per API key, by its name (never the key): what each team uses and when it is held back.
+        self.key_requests = Counter(
+            "llamafleet_gateway_key_requests_total", "Requests by API key name, model and HTTP status",
+            ["key", "model", "status"], registry=registry,
+        )  # fmt: skip
+        self.key_tokens = Counter(
+            "llamafleet_gateway_key_tokens_total", "Tokens (prompt + completion) charged to an API key",
+            ["key", "model"], registry=registry,
+        )  # fmt: skip
+        self.key_refused = Counter(
+            "llamafleet_gateway_key_refused_total",
+            "Requests refused for a key: unauthenticated (401), admin or forbidden (403), quota (429)",
+            ["key", "why"], registry=registry,
+        )  # fmt: skip

@@ -19,12 +19,15 @@ import httpx
 from fastapi.responses import Response, StreamingResponse
 
 from controlplane.domain import Endpoint
+from controlplane.gateway.access.keys import ANONYMOUS, ApiKey
+from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.balancer.core import Balancer
 from controlplane.gateway.balancer.keys import request_keys
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
-from llamafleet.core.errors import EngineFailed, LlamafleetError, ModelNotFound, Unavailable
+from llamafleet.core.engine_auth import engine_headers
+from llamafleet.core.errors import EngineFailed, Forbidden, LlamafleetError, ModelNotFound, Unavailable
 from llamafleet.core.http_errors import status_of
 from llamafleet.core.openai_api import error_body
 
@@ -43,6 +46,7 @@ class Forward:
     body: bytes
     stream: bool
     headers: dict[str, str] = field(default_factory=dict)  # the client's, lower-cased (X-Session-ID)
+    key: ApiKey = ANONYMOUS  # the caller's API key: its usage is counted under its name
 
 
 class EngineProxy:
@@ -52,8 +56,10 @@ class EngineProxy:
         routing: RoutingView,
         balancer: Balancer,
         metrics: GatewayMetrics,
+        quotas: Quotas | None = None,
     ) -> None:
         self._settings = settings
+        self._quotas = quotas or Quotas()
         self._routing = routing
         self._balancer = balancer
         self._metrics = metrics
@@ -98,18 +104,31 @@ class EngineProxy:
             )
         return resolved
 
+    def count_refused(self, key: ApiKey, model: str, exc: LlamafleetError) -> None:
+        """A request the key's scope or quota refused before it was forwarded."""
+        why = "forbidden" if isinstance(exc, Forbidden) else "quota"
+        self._metrics.key_refused.labels(key.name, why).inc()
+        self._metrics.key_requests.labels(key.name, model, str(status_of(exc)[0])).inc()
+
+    def _count(self, request: Forward, status: int | str) -> None:
+        self._metrics.requests.labels(request.model, request.endpoint_label, str(status)).inc()
+        self._metrics.key_requests.labels(request.key.name, request.model, str(status)).inc()
+
+    async def _charge(self, request: Forward, tokens: int) -> None:
+        """Tokens (prompt + completion) against the key's quota and in its usage metrics."""
+        if tokens > 0:
+            self._metrics.key_tokens.labels(request.key.name, request.model).inc(tokens)
+            await self._quotas.charge_tokens(request.key, tokens)
+
     async def forward(self, request: Forward) -> Response:
         started = time.monotonic()
         try:
             response = await self._forward(request, started)
         except Exception as exc:
-            status = status_of(exc)[0] if isinstance(exc, LlamafleetError) else 500
-            self._metrics.requests.labels(request.model, request.endpoint_label, str(status)).inc()
+            self._count(request, status_of(exc)[0] if isinstance(exc, LlamafleetError) else 500)
             raise
         if not isinstance(response, StreamingResponse):
-            self._metrics.requests.labels(
-                request.model, request.endpoint_label, str(response.status_code)
-            ).inc()
+            self._count(request, response.status_code)
             self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(
                 time.monotonic() - started
             )
@@ -131,7 +150,7 @@ class EngineProxy:
                 response = await self._engines().post(
                     endpoint.url + request.path,
                     data=request.body,
-                    headers={"content-type": "application/json"},
+                    headers={"content-type": "application/json", **engine_headers(endpoint.secret)},
                 )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # Nothing reached the engine: safe to try another replica.
@@ -184,8 +203,10 @@ class EngineProxy:
             try:
                 usage = json.loads(body).get("usage") or {}
                 self._metrics.generated_tokens.labels(request.model).inc(usage.get("completion_tokens", 0))
-            except (ValueError, AttributeError):
+                total = int(usage.get("total_tokens") or usage.get("prompt_tokens", 0))
+            except (ValueError, AttributeError, TypeError):
                 raise EngineFailed(f"replica {endpoint.replica_id} sent a malformed response") from None
+            await self._charge(request, total)
         return Response(
             body,
             status,
@@ -224,7 +245,8 @@ class EngineProxy:
             response.close()  # a client disconnect lands here too: the engine sees it and cancels
             await self._balancer.release(base, endpoint)
             self._metrics.generated_tokens.labels(request.model).inc(tokens.count)
-            self._metrics.requests.labels(request.model, request.endpoint_label, status).inc()
+            self._count(request, status)
+            await self._charge(request, tokens.total)
             self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(
                 time.monotonic() - started
             )
@@ -255,10 +277,16 @@ class _TokenCounter:
         self._buffer = b""
         self._chunks = 0
         self._usage: int | None = None
+        self._total: int | None = None
 
     @property
     def count(self) -> int:
         return self._usage if self._usage is not None else self._chunks
+
+    @property
+    def total(self) -> int:
+        """Prompt + completion when the engine sent usage, else the completion chunks seen."""
+        return self._total if self._total is not None else self.count
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -273,6 +301,7 @@ class _TokenCounter:
             usage = payload.get("usage")
             if usage:
                 self._usage = int(usage.get("completion_tokens", 0))
+                self._total = int(usage.get("total_tokens", 0)) or None
             for choice in payload.get("choices") or []:
                 if choice.get("text") or (choice.get("delta") or {}).get("content"):
                     self._chunks += 1

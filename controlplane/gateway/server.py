@@ -8,6 +8,8 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from controlplane.api.client import ClusterClient
+from controlplane.gateway.access.keys import KeyRing
+from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.app import create_app
 from controlplane.gateway.balancer.core import Balancer
 from controlplane.gateway.balancer.state import open_state
@@ -15,6 +17,7 @@ from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.proxy import EngineProxy
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
+from llamafleet.core.grpc_tls import ClientTls, CredentialFiles
 from llamafleet.core.http_server import serve_until
 
 log = logging.getLogger(__name__)
@@ -24,7 +27,8 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.registry = registry
-        self.client = ClusterClient(settings.controlplane)
+        tls = None if settings.insecure else ClientTls(CredentialFiles(settings.tls_dir))
+        self.client = ClusterClient(settings.controlplane, tls)
         self.metrics = GatewayMetrics(registry)
         self.routing = RoutingView(self.client, settings.gateway_id, self.metrics)
 
@@ -36,8 +40,13 @@ class Gateway:
             state, metrics, settings.balancer, settings.queue_limit, settings.queue_timeout_s,
             settings.retry_after_s, settings.affinity_ttl_s,
         )  # fmt: skip
-        proxy = EngineProxy(settings, self.routing, balancer, metrics)
-        app = create_app(settings, self.routing, proxy, self.registry, self.client)
+        ring = KeyRing(settings.keys_file, settings.api_keys)
+        quotas = Quotas(settings.redis_url)
+        proxy = EngineProxy(settings, self.routing, balancer, metrics, quotas)
+        app = create_app(settings, self.routing, proxy, self.registry, self.client, (ring, quotas, metrics))
+        if ring.open:
+            log.warning("no API keys (--gateway-keys-file, --gateway-api-keys): every caller may use "
+                        "every model and the admin routes; bind to localhost or add keys")  # fmt: skip
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.routing.run(stop), name="routing-watch")
@@ -45,5 +54,6 @@ class Gateway:
                 stop.set()
         finally:
             await proxy.close()
+            await quotas.close()
             await state.close()
             await self.client.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
+from llamafleet.core.pki import default_pki_dir
 
 
 class GatewaySettings(BaseModel):
@@ -20,10 +22,22 @@ class GatewaySettings(BaseModel):
     controlplane: str = Field(
         default="127.0.0.1:50051", description="Control plane gRPC address to watch routes from"
     )
+    tls_dir: Path = Field(
+        default_factory=lambda: default_pki_dir() / "gateway",
+        description="This gateway's credential for the control plane (ca.crt, tls.crt, tls.key; "
+        "CN llamafleet:gateway)",
+    )
+    insecure: bool = Field(default=False, description="Plaintext gRPC to a control plane run with --insecure")
     gateway_id: str = Field(default_factory=socket.gethostname, description="Name of this gateway replica")
     api_keys: list[str] = Field(
         default_factory=list,
-        description="Accepted bearer tokens; empty: no authentication (trusted networks only)",
+        description="Bearer tokens with full access (every model, admin routes); prefer --keys-file. "
+        "No keys at all: no authentication (trusted networks only)",
+    )
+    keys_file: Path | None = Field(
+        default=None,
+        description="YAML of API keys, stored hashed, each scoped to models and admin rights with "
+        "requests/tokens per minute (`llamafleet keys create`; re-read on change; docs/SECURITY.md)",
     )
     retry_after_s: int = Field(
         default=2, description="Retry-After seconds sent with 503 when no replica is ready"

@@ -202,6 +202,7 @@ class ClusterState:
             replica.error = report.error
             replica.message = report.message
             replica.adapters = report.adapters
+            replica.engine_secret = report.engine_secret
 
     def _adopt_all(self) -> None:
         for node in self.nodes.values():
@@ -228,6 +229,7 @@ class ClusterState:
             report.replica_id, spec.name, spec, node_id=node_id, phase=report.phase,
             endpoint=report.endpoint, restarts=report.restarts, error=report.error, message=report.message,
             adapters=report.adapters, n_gpu_layers=report.spec.n_gpu_layers, adopted=True,
+            engine_secret=report.engine_secret,
         )  # fmt: skip
         log.info("adopted replica %s of %s running on node %s (%s): no restart",
                  report.replica_id, spec.name, node_id, report.phase.value)  # fmt: skip
@@ -312,7 +314,14 @@ class ClusterState:
         routes = {}
         for name, spec in self.models.items():
             endpoints = tuple(
-                Endpoint(r.replica_id, r.node_id or "", r.endpoint, r.phase == ReplicaPhase.READY, r.adapters)
+                Endpoint(
+                    r.replica_id,
+                    r.node_id or "",
+                    r.endpoint,
+                    r.phase == ReplicaPhase.READY,
+                    r.adapters,
+                    r.engine_secret,
+                )
                 for r in self.replicas.values()
                 if r.model == name and r.node_id and r.endpoint
             )

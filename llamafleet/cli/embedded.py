@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from controlplane.gateway.server import Gateway
 from controlplane.server import ControlPlane
 from llamafleet.cli.settings import UpSettings
+from llamafleet.core import pki
 from llamafleet.core.lifecycle import install_stop_signals, run_until_stopped
 from nodeagent.agent import Agent
 
@@ -77,6 +78,9 @@ async def _announce_when_ready(cp: ControlPlane, settings: UpSettings, stop: asy
 
 async def up(settings: UpSettings) -> int:
     settings = settings.wired()
+    if not settings.controlplane.insecure and pki.init_pki(settings.controlplane.tls_dir):
+        print(f"llamafleet: generated this cluster's CA and credentials in {settings.controlplane.tls_dir}",
+              flush=True)  # fmt: skip
     stop = asyncio.Event()
     install_stop_signals(stop)
     registry = CollectorRegistry()  # one process: gateway's /metrics shows agent metrics too

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 from controlplane.api.client import ClusterClient
 from controlplane.domain import ModelStatusView, NodeRecord
+from llamafleet.core.grpc_tls import ClientTls, CredentialFiles
+from llamafleet.core.pki import default_pki_dir
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -98,7 +101,7 @@ def format_models(models: list[ModelStatusView], cpu_mode: bool = False, gpu_mod
 
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
@@ -110,8 +113,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-async def show_nodes(address: str, as_json: bool) -> str:
-    client = ClusterClient(address)
+def admin_tls(tls_dir: Path | None, insecure: bool) -> ClientTls | None:
+    """The CLI's credential: an admin certificate (CN llamafleet:admin), by default the one the
+    control plane generated on this machine."""
+    return None if insecure else ClientTls(CredentialFiles(tls_dir or default_pki_dir() / "admin"))
+
+
+async def show_nodes(address: str, as_json: bool, tls: ClientTls | None = None) -> str:
+    client = ClusterClient(address, tls)
     try:
         nodes = await client.list_nodes()
     finally:
@@ -119,8 +128,8 @@ async def show_nodes(address: str, as_json: bool) -> str:
     return json.dumps(_jsonable(nodes), indent=2) if as_json else format_nodes(nodes)
 
 
-async def cordon(address: str, node_id: str, cordoned: bool) -> str:
-    client = ClusterClient(address)
+async def cordon(address: str, node_id: str, cordoned: bool, tls: ClientTls | None = None) -> str:
+    client = ClusterClient(address, tls)
     try:
         node = await client.cordon_node(node_id, cordoned)
     finally:
@@ -131,8 +140,10 @@ async def cordon(address: str, node_id: str, cordoned: bool) -> str:
     return f"node {node.node_id} uncordoned: placements may use it again"
 
 
-async def show_models(address: str, as_json: bool, cpu_mode: bool = False, gpu_mode: bool = False) -> str:
-    client = ClusterClient(address)
+async def show_models(
+    address: str, as_json: bool, cpu_mode: bool = False, gpu_mode: bool = False, tls: ClientTls | None = None
+) -> str:
+    client = ClusterClient(address, tls)
     try:
         models = await client.list_models()
     finally:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -99,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--controlplane", default="127.0.0.1:50051", metavar="HOST:PORT",
             help="control plane gRPC address (default: 127.0.0.1:50051)",
         )  # fmt: skip
+        inspect_parser.add_argument(
+            "--tls-dir", type=Path, default=None, metavar="DIR",
+            help="admin credential (ca.crt, tls.crt, tls.key; CN llamafleet:admin) "
+            "(default: the one a control plane generated on this machine, ~/.cache/llamafleet/pki/admin)",
+        )  # fmt: skip
+        inspect_parser.add_argument(
+            "--insecure", action="store_true", help="plaintext, to a control plane run with --insecure"
+        )
         inspect_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
         inspect_parser.set_defaults(command=name, cpu_mode=False, gpu_mode=False)
         if name == "nodes":
@@ -136,14 +145,15 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if command == "fit":
         return await fit.run(args)
     if command in ("nodes", "models"):
+        tls = inspect.admin_tls(args.tls_dir, args.insecure)
         if command == "nodes" and args.action in ("drain", "uncordon"):
             if not args.node:
                 raise SystemExit(f"llamafleet nodes {args.action}: name the node (see `llamafleet nodes`)")
-            print(await inspect.cordon(args.controlplane, args.node, args.action == "drain"))
+            print(await inspect.cordon(args.controlplane, args.node, args.action == "drain", tls))
         elif command == "nodes":
-            print(await inspect.show_nodes(args.controlplane, args.json))
+            print(await inspect.show_nodes(args.controlplane, args.json, tls))
         else:
-            print(await inspect.show_models(args.controlplane, args.json, args.cpu_mode, args.gpu_mode))
+            print(await inspect.show_models(args.controlplane, args.json, args.cpu_mode, args.gpu_mode, tls))
         return 0
     settings = settings_from_args(args._settings, args)
     logs.configure(settings.log_level, component=command)

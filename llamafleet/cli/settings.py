@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controlplane.gateway.settings import GatewaySettings
 from controlplane.settings import ControlPlaneSettings
+from llamafleet.core import pki
 from llamafleet.core.settings_cli import ENV_NESTED_DELIMITER, ENV_PREFIX
 from nodeagent.settings import AgentSettings
 
@@ -74,10 +75,16 @@ class UpSettings(ProcessSettings):
         if self.replicas:
             models = with_replicas(models, self.replicas)
         cp = self.controlplane.model_copy(update={"models": models})
-        agent = self.agent.model_copy(
-            update={"uplink": self.agent.uplink.model_copy(update={"controlplane": cp.address})}
+        # One machine, one PKI: the agent joins with the control plane's token and trusts its CA; the
+        # gateway uses the credential it generated. --controlplane-insecure makes all three plaintext.
+        uplink = self.agent.uplink.model_copy(update={
+            "controlplane": cp.address, "join": cp.join_address, "insecure": cp.insecure,
+            "ca": cp.tls_dir / pki.CA_CERT, "bootstrap_token_file": cp.tls_dir / pki.BOOTSTRAP_TOKEN,
+        })  # fmt: skip
+        agent = self.agent.model_copy(update={"uplink": uplink})
+        gateway = self.gateway.model_copy(
+            update={"controlplane": cp.address, "insecure": cp.insecure, "tls_dir": cp.tls_dir / "gateway"}
         )
-        gateway = self.gateway.model_copy(update={"controlplane": cp.address})
         if self.balancer:
             gateway = gateway.model_copy(update={"balancer": self.balancer})
         return self.model_copy(update={"controlplane": cp, "agent": agent, "gateway": gateway})

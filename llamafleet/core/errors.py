@@ -27,6 +27,18 @@ class Unauthorized(LlamafleetError):
     code = "invalid_api_key"
 
 
+class Forbidden(LlamafleetError):
+    """Authenticated, but this key may not do this (another model, an admin route)."""
+
+    code = "permission_denied"
+
+
+class JoinRefused(LlamafleetError):
+    """The control plane will not give this node a certificate (a wrong token, a taken name)."""
+
+    code = "join_refused"
+
+
 class InvalidRequest(LlamafleetError):
     """The caller sent something we cannot serve; ``param`` names the offending field."""
 
@@ -73,3 +85,9 @@ class Overloaded(Unavailable):
     """Too many requests are already waiting; the caller should back off ``retry_after`` seconds."""
 
     code = "queue_full"
+
+
+class QuotaExceeded(Unavailable):
+    """A key used its requests or tokens per minute; ``retry_after`` is when the window has room."""
+
+    code = "rate_limit_exceeded"

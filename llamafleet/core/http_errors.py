@@ -11,12 +11,14 @@ from starlette.exceptions import HTTPException
 
 from llamafleet.core.errors import (
     EngineFailed,
+    Forbidden,
     InvalidRequest,
     LlamafleetError,
     ModelFileInvalid,
     NoCapacity,
     NotFound,
     Overloaded,
+    QuotaExceeded,
     Unauthorized,
     Unavailable,
 )
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 _STATUS: list[tuple[type[LlamafleetError], int, str]] = [
     (InvalidRequest, 400, "invalid_request_error"),
     (Unauthorized, 401, "authentication_error"),
+    (Forbidden, 403, "permission_error"),
+    (QuotaExceeded, 429, "rate_limit_error"),
     (NotFound, 404, "invalid_request_error"),
     (ModelFileInvalid, 422, "invalid_request_error"),
     (Overloaded, 429, "rate_limit_error"),

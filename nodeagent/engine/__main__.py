@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llamafleet.core import logs
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
+from llamafleet.core.engine_auth import ENGINE_SECRET_ENV
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.core.http_server import serve_until
 from llamafleet.core.lifecycle import install_stop_signals
@@ -69,6 +70,11 @@ class EngineOptions(BaseModel):
     )
     adapters: list[str] = Field(
         default_factory=list, description="LoRA adapters to load at start, each NAME=PATH[@SCALE]"
+    )
+    adapter_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Folders adapters loaded at runtime (POST /adapters) must be in, symlinks resolved "
+        "(none: any path)",
     )
     rpc_parts: list[str] = Field(
         default_factory=list,
@@ -171,7 +177,12 @@ async def serve(options: EngineOptions) -> int:
         os.environ.setdefault("GGML_NO_BACKTRACE", "1")  # a lost worker aborts us: no debugger attach
     metrics = EngineMetrics()
     core = BatchingCore(params, metrics)
-    app = create_app(core, options.model_name, metrics, options.max_body_bytes)
+    # The replica secret comes in the environment (the command line is visible to every user).
+    secret = os.environ.pop(ENGINE_SECRET_ENV, "")
+    if not secret and options.host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("no replica secret (%s): anyone who reaches %s:%d can use this engine",
+                    ENGINE_SECRET_ENV, options.host, options.port)  # fmt: skip
+    app = create_app(core, options.model_name, metrics, options.max_body_bytes, secret, options.adapter_dirs)
     exit_code = 0
 
     async def load() -> None:

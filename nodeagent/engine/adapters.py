@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llamafleet.core.errors import InvalidRequest, ModelFileInvalid, ModelNotFound
+from llamafleet.core.errors import Forbidden, InvalidRequest, ModelFileInvalid, ModelNotFound
 from nodeagent.engine.native import NativeModel
 from nodeagent.engine.sequence import AdapterKey
 
@@ -144,3 +144,21 @@ class AdapterRegistry:
             adapters = list(self._adapters.values())
         for adapter in adapters:
             self._free(adapter)
+
+
+def confined(requested: str, allowed: list[Path]) -> Path:
+    """The adapter file a runtime load may open: inside one of ``allowed`` once every symlink is
+    resolved, no ``..`` anywhere; a relative path is taken inside the first folder. No folders
+    (an engine run by hand): any path."""
+    path = Path(requested)
+    if not allowed:
+        return path
+    if ".." in path.parts:
+        raise Forbidden("adapter paths may not contain '..'")
+    if not path.is_absolute():
+        path = allowed[0] / path
+    real = path.resolve()
+    if not any(real.is_relative_to(folder.resolve()) for folder in allowed):
+        folders = ", ".join(str(f) for f in allowed)
+        raise Forbidden(f"adapter path {requested!r} is outside this node's adapter folders ({folders})")
+    return real

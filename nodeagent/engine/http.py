@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from llamafleet.core import http_errors
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from llamafleet.core.engine_auth import EngineSecret
 from llamafleet.core.errors import InvalidRequest, LlamafleetError, Unavailable
 from llamafleet.core.openai_api import (
     AdapterLoadRequest,
@@ -25,6 +26,7 @@ from llamafleet.core.openai_api import (
     EmbeddingRequest,
     error_body,
 )
+from nodeagent.engine.adapters import confined
 from nodeagent.engine.core import AdapterSpec, EngineCore
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.responses import Chunk
@@ -38,11 +40,21 @@ class TokenizeRequest(BaseModel):
 
 
 def create_app(
-    core: EngineCore, model_name: str, metrics: EngineMetrics, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    core: EngineCore,
+    model_name: str,
+    metrics: EngineMetrics,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    secret: str = "",
+    adapter_dirs: list[Path] | None = None,
 ) -> FastAPI:
+    """``secret``: required on every request but /health (Authorization: Bearer), none when empty.
+    ``adapter_dirs``: the folders runtime adapter loads may read (any path when None or empty)."""
     app = FastAPI(title=f"llamafleet engine ({model_name})", docs_url=None, redoc_url=None)
     http_errors.install(app, "engine")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if secret:
+        app.add_middleware(EngineSecret, secret=secret)  # outermost: nothing runs before it
+    folders = list(adapter_dirs or [])
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -99,7 +111,7 @@ def create_app(
     @app.post("/adapters")
     async def load_adapter(body: AdapterLoadRequest) -> dict[str, Any]:
         _check_ready(core)
-        return await core.load_adapter(AdapterSpec(body.name, Path(body.path), body.scale))
+        return await core.load_adapter(AdapterSpec(body.name, confined(body.path, folders), body.scale))
 
     @app.delete("/adapters/{name}")
     async def unload_adapter(name: str) -> dict[str, Any]:

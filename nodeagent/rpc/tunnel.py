@@ -6,7 +6,7 @@ certificate names the head node the worker is leased to, and only then opens a c
 RPC server, which listens on loopback. Anyone else is refused before a byte reaches llama.cpp. On
 the head's node a ``HeadTunnel`` listens on loopback for the engine and carries each connection to
 the worker's gate over TLS, checking that the gate's certificate names the worker's node.
-Certificates are per node (CN = node id), from files (the control plane issues them; issue 16).
+Certificates are per node (CN = node id, O = llamafleet:node): the ones agents get when they join.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from llamafleet.core.pki import NODE_ORG
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +46,11 @@ class NodeCredentials:
 
 
 def _common_name(writer: asyncio.StreamWriter) -> str:
+    """The node a peer's (CA-verified) certificate names; '' for any other kind of certificate (a
+    gateway's, an admin's), which must never pass for a node."""
     cert = writer.get_extra_info("peercert") or {}
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return ""
+    names = {str(key): str(value) for rdn in cert.get("subject", ()) for key, value in rdn}
+    return names.get("commonName", "") if names.get("organizationName") == NODE_ORG else ""
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from nodeagent.domain import Phase, ReplicaError, ReplicaSpec, ReplicaState
+from nodeagent.rpc.tunnel import NodeCredentials
 from nodeagent.settings import SupervisorSettings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Launch:
     argv: list[str]
     endpoint: str  # reported upstream: an engine's URL, a worker gate's host:port
     probe: str  # an engine's local URL, a worker's local host:port
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # added to the agent's (secrets: not argv)
 
 
 class SupervisedProcess:
@@ -84,10 +86,12 @@ class SupervisedProcess:
         settings: SupervisorSettings,
         on_change: Callable[[], None],
         on_restart: Callable[[str], None] = lambda _model: None,
+        credentials: NodeCredentials | None = None,
     ) -> None:
         self.spec = spec
         self.stop = asyncio.Event()
         self._settings = settings
+        self._credentials = credentials  # this node's certificate (layer splits' mutual TLS)
         self._on_change = on_change
         self._on_restart = on_restart
         self._state = ReplicaState(spec=spec, generation=generation)
@@ -190,6 +194,7 @@ class SupervisedProcess:
                 stderr=log_file,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, **launch.env} if launch.env else None,
             )
         log.info("replica %s: %s pid %d starting at %s", self.spec.replica_id, self.kind, proc.pid,
                  launch.endpoint)  # fmt: skip

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from llamafleet.core.engine_auth import ENGINE_SECRET_ENV
 from llamafleet.core.errors import InvalidRequest, ModelFileInvalid, ModelNotFound
 from nodeagent.cache.resolver import resolve
 from nodeagent.domain import ReplicaError
@@ -37,6 +39,8 @@ class EngineReplica(SupervisedProcess):
 
     async def prepare(self) -> bool:
         """Resolve and check the model file; a bad one is a permanent failure for this Assign."""
+        # What the engine requires on every request; the gateway gets it through the routing table.
+        self._update(secret=secrets.token_urlsafe(32))
         try:
             path = await asyncio.to_thread(resolve, self.spec.source)
             self._header = await asyncio.to_thread(read_header, path)
@@ -50,7 +54,7 @@ class EngineReplica(SupervisedProcess):
     @contextlib.asynccontextmanager
     async def alongside(self) -> AsyncIterator[None]:
         parts = self.spec.remote_parts
-        credentials = self._settings.credentials()
+        credentials = self._credentials
         self._parts = [f"{p.endpoint}={p.first_layer}-{p.last_layer}" for p in parts]
         if not parts or credentials is None:
             yield  # whole, or a split whose workers check the head's address (docs/SPLIT.md)
@@ -74,7 +78,7 @@ class EngineReplica(SupervisedProcess):
 
     async def precheck(self) -> str:
         """A split head: every worker's gate must answer, or llama.cpp would abort the engine at load."""
-        credentials = self._settings.credentials()
+        credentials = self._credentials
         context = credentials.context(ssl.Purpose.SERVER_AUTH) if credentials else None
         for part in self.spec.remote_parts:
             host, port = part.endpoint.rsplit(":", 1)
@@ -107,9 +111,11 @@ class EngineReplica(SupervisedProcess):
             "--shutdown-grace-s", str(max(1.0, self._settings.stop_grace_s - 2)),
             *(["--embeddings"] if self.spec.embeddings else []),
             *(f for a in self.spec.adapters for f in ("--adapters", f"{a.name}={a.path}@{a.scale}")),
+            *(f for d in self._settings.allowed_adapter_dirs() for f in ("--adapter-dirs", str(d))),
             *split,
         ]  # fmt: skip
-        return Launch(argv, f"http://{self._settings.advertise_host}:{port}", f"http://{host}:{port}")
+        return Launch(argv, f"http://{self._settings.advertise_host}:{port}", f"http://{host}:{port}",
+                      env={ENGINE_SECRET_ENV: self._state.secret})  # fmt: skip
 
     async def healthy(self, client: httpx.AsyncClient, probe: str, pid: int) -> bool:
         health = await _health(client, probe)

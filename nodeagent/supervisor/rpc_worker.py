@@ -34,10 +34,10 @@ class RpcWorker(SupervisedProcess):
         if lease is None:
             raise OSError("an RPC worker needs a lease (the head it serves)")
         settings = self._settings
-        credentials = settings.credentials()
+        credentials = self._credentials
         if credentials is None:
             log.warning(
-                "RPC worker %s: no node certificates (--supervisor-node-cert …): the gate admits the head "
+                "RPC worker %s: no node certificate (--uplink-insecure): the gate admits the head "
                 "by its address %s only, unencrypted", self.spec.replica_id, lease.head_address,
             )  # fmt: skip
         host = settings.rpc_host or settings.advertise_host

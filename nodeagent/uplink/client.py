@@ -17,12 +17,14 @@ from collections.abc import Callable
 import grpc
 import psutil
 
-from llamafleet.core.grpc_channels import CHANNEL_OPTIONS
+from llamafleet.core.errors import JoinRefused
+from llamafleet.core.grpc_tls import open_channel
 from nodeagent.domain import CachedModel, HostInventory, NodeReport
 from nodeagent.metrics import AgentMetrics
 from nodeagent.settings import AgentSettings
 from nodeagent.supervisor.supervisor import Supervisor
 from nodeagent.uplink import convert
+from nodeagent.uplink.identity import NodeIdentity
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 
@@ -39,8 +41,10 @@ class Uplink:
         metrics: AgentMetrics,
         cached_models: Callable[[], list[CachedModel]],
         available_memory: Callable[[], int] = lambda: int(psutil.virtual_memory().available),
+        identity: NodeIdentity | None = None,
     ) -> None:
         self._settings = settings
+        self._identity = identity  # None: plaintext to a control plane run with --insecure
         self._inventory = inventory
         self._supervisor = supervisor
         self._changed = changed
@@ -95,9 +99,10 @@ class Uplink:
 
     async def _session(self, stop: asyncio.Event) -> None:
         settings = self._settings
-        async with grpc.aio.insecure_channel(
-            settings.uplink.controlplane, options=CHANNEL_OPTIONS
-        ) as channel:
+        if self._identity is not None:
+            await self._identity.ensure()
+        tls = self._identity.tls() if self._identity is not None else None
+        async with open_channel(settings.uplink.controlplane, tls) as channel:
             call = agent_pb2_grpc.AgentServiceStub(channel).Connect()
             await call.write(
                 convert.hello(
@@ -124,8 +129,31 @@ class Uplink:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read(call, ended), name="uplink-read")
                 group.create_task(self._write(call, stop, ended, interval), name="uplink-write")
+                if self._identity is not None:
+                    group.create_task(self._renew(self._identity, channel, ended), name="uplink-renew")
             if not stop.is_set():
                 raise ConnectionError("control plane ended the stream")
+
+    @staticmethod
+    async def _renew(identity: NodeIdentity, channel: grpc.aio.Channel, ended: asyncio.Event) -> None:
+        """Renew the certificate when it is due, on this stream's channel; the stream goes on and the
+        next connection presents the new one."""
+        while not ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), max(0.0, min(identity.renew_due(), 3600.0)))
+            if ended.is_set() or identity.renew_due() > 0:
+                continue
+            try:
+                await identity.renew(channel)
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "could not renew this node's certificate (%s); trying again in a minute", exc.details()
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), 60)
+            except JoinRefused as exc:  # a supplied, read-only folder: its supplier rotates it
+                log.warning("%s; not renewing (whoever supplies the folder rotates it)", exc.message)
+                return
 
     async def _read(self, call: grpc.aio.StreamStreamCall, ended: asyncio.Event) -> None:
         try:

@@ -62,6 +62,7 @@ def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
         generation=state.generation,
         adapters=list(state.adapters),
         spec=replica_spec_to_pb(state.spec),
+        engine_secret=state.secret,
     )
 
 

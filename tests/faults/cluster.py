@@ -11,23 +11,36 @@ from pathlib import Path
 
 import httpx
 
-from controlplane.api.client import ClusterClient
+from controlplane.domain import Endpoint
 from nodeagent.supervisor.process import free_port
-from tests.support.processes import Proc, agent_args, engine_pids, gateway_args
+from tests.support.processes import (
+    Proc,
+    admin_client,
+    agent_args,
+    controlplane_args,
+    engine_pids,
+    gateway_args,
+    grpc_port,
+)
 
 MODEL = "smol"
 
 
-def engine_url(controlplane: str) -> str:
-    """The engine URL of the first replica of the only model, as the control plane reports it."""
+def engine_endpoint(controlplane: str, tmp: Path) -> Endpoint:
+    """The first ready engine of the only model (its URL and secret), from the routing table that
+    gateways get; an admin credential may read it too."""
 
-    async def fetch() -> str:
-        client = ClusterClient(controlplane)
+    async def fetch() -> Endpoint:
+        client = admin_client(controlplane, tmp)
         try:
-            (model,) = await client.list_models()
+            async for table in client.watch_routes("tests"):
+                (route,) = table.models.values()
+                ready = [e for e in route.endpoints if e.ready]
+                if ready:
+                    return ready[0]
         finally:
             await client.close()
-        return model.replicas[0].endpoint
+        raise AssertionError("the routing table stream ended")
 
     return asyncio.run(fetch())
 
@@ -56,7 +69,8 @@ class Processes:
         return next((n for n, agent in self.agents.items() if agent.alive() and engine_pids(agent)), "")
 
     def restart_gateway(self) -> None:
-        self.gateway = Proc("gateway", gateway_args(self.address, self.gw_port), self.tmp / "gw.log").start()
+        args = gateway_args(self.address, self.gw_port, self.tmp)
+        self.gateway = Proc("gateway", args, self.tmp / "gw.log").start()
 
 
 @contextlib.contextmanager
@@ -68,13 +82,13 @@ def processes(
         f"models:\n  - name: {MODEL}\n    source: builtin:smollm2-135m\n    replicas: 1\n"
         "    contextLength: 512\n    parallelSlots: 2\n    threads: 1\n"
     )
-    grpc_port, gw_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    address = f"127.0.0.1:{grpc_port}"
-    cp_args = ["controlplane", "--models", str(models), "--grpc-port", str(grpc_port),
-               "--status-interval-s", "1", "--settle-s", "2", *cp_flags]  # fmt: skip
+    port, gw_port = grpc_port(), free_port("127.0.0.1")
+    address = f"127.0.0.1:{port}"
+    cp_args = controlplane_args(tmp, port, "--models", str(models), "--status-interval-s", "1",
+                                "--settle-s", "2", *cp_flags)  # fmt: skip
     controlplane = Proc("controlplane", cp_args, tmp / "cp.log").start()
     agents = {n: Proc(n, agent_args(tmp, address, n), tmp / f"{n}.log").start() for n in nodes}
-    gateway = Proc("gateway", gateway_args(address, gw_port), tmp / "gw.log").start()
+    gateway = Proc("gateway", gateway_args(address, gw_port, tmp), tmp / "gw.log").start()
     running = Processes(tmp, address, f"http://127.0.0.1:{gw_port}", gw_port, controlplane, agents, gateway)
     try:
         yield running

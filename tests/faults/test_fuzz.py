@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from llamafleet.core.engine_auth import engine_headers
 from tests.conftest import Cluster, start_cluster, stop_cluster
-from tests.faults.cluster import engine_url
+from tests.faults.cluster import engine_endpoint
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +55,9 @@ def judge(response: Any) -> str:
     return ""
 
 
-def fuzz(url: str) -> tuple[collections.Counter[int], list[str]]:
+def fuzz(url: str, headers: dict[str, str]) -> tuple[collections.Counter[int], list[str]]:
     """Every operation of ``url``'s schema, with valid and invalid requests: (statuses, problems)."""
-    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json", headers=headers)
     problems: list[str] = []
     statuses: collections.Counter[int] = collections.Counter()
     for result in schema.get_all_operations():
@@ -73,7 +74,7 @@ def fuzz(url: str) -> tuple[collections.Counter[int], list[str]]:
                         case.path_parameters["model"] = MODEL
                     if isinstance(case.body, dict) and "model" in case.body:
                         case.body["model"] = MODEL
-                response = case.call(base_url=url, timeout=60)
+                response = case.call(base_url=url, timeout=60, headers=headers)
                 statuses[response.status_code] += 1
                 problem = judge(response)
                 if problem and len(problems) < 20:
@@ -86,8 +87,12 @@ def fuzz(url: str) -> tuple[collections.Counter[int], list[str]]:
 
 @pytest.mark.parametrize("target", ["gateway", "engine"])
 def test_no_generated_request_gets_a_5xx_and_every_4xx_is_openai_shaped(fuzzed: Cluster, target: str) -> None:
-    url = fuzzed.base_url if target == "gateway" else engine_url(fuzzed.grpc)
-    statuses, problems = fuzz(url)
+    if target == "gateway":
+        url, headers = fuzzed.base_url, {}
+    else:
+        engine = engine_endpoint(fuzzed.grpc, fuzzed.tmp)
+        url, headers = engine.url, engine_headers(engine.secret)
+    statuses, problems = fuzz(url, headers)
     assert problems == [], (statuses, problems)
     assert statuses[200] > 10  # valid requests were served
     assert sum(n for status, n in statuses.items() if 400 <= status < 500) > 10, (

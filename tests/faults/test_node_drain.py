@@ -12,7 +12,7 @@ import pytest
 
 from tests.faults.cluster import MODEL, processes
 from tests.faults.load import steady_load
-from tests.support.processes import engine_pids
+from tests.support.processes import admin_cli, engine_pids
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -24,13 +24,14 @@ def llamafleet(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_draining_a_node_moves_its_replicas_without_a_failed_request(tmp_path: Path) -> None:
+    admin = admin_cli(tmp_path)
     with processes(tmp_path) as cluster:
         wait_until(lambda: bool(cluster.serving_on()), 120, "the replica to serve")
         drained = cluster.serving_on()
         other = next(n for n in cluster.agents if n != drained)
         with steady_load(cluster.base, MODEL) as outcomes:
             time.sleep(1)
-            done = llamafleet("nodes", "drain", drained, "--controlplane", cluster.address)
+            done = llamafleet("nodes", "drain", drained, "--controlplane", cluster.address, *admin)
             assert done.returncode == 0, done.stderr
             assert f"node {drained} cordoned" in done.stdout
 
@@ -41,9 +42,9 @@ def test_draining_a_node_moves_its_replicas_without_a_failed_request(tmp_path: P
             time.sleep(2)
         assert outcomes.counts["ok"] > 10, outcomes.counts
         assert outcomes.total == outcomes.counts["ok"], (outcomes.counts, outcomes.failures)
-        listing = llamafleet("nodes", "--controlplane", cluster.address).stdout
+        listing = llamafleet("nodes", "--controlplane", cluster.address, *admin).stdout
         assert "cordoned" in listing
-        unknown = llamafleet("nodes", "drain", "node-z", "--controlplane", cluster.address)
+        unknown = llamafleet("nodes", "drain", "node-z", "--controlplane", cluster.address, *admin)
         assert unknown.returncode != 0
         assert "no node 'node-z'" in unknown.stderr
         assert "Traceback" not in unknown.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.cluster import MODEL, engine_url, processes
+from tests.faults.cluster import MODEL, engine_endpoint, processes
 from tests.faults.load import steady_load
 from tests.support.processes import Proc, agent_args, engine_pids
 from tests.support.wait import wait_until
@@ -51,7 +51,7 @@ def test_a_killed_agent_s_replica_moves_after_the_grace_period_and_comes_back_wi
 def test_a_killed_gateway_drops_its_streams_but_no_slot_and_a_new_one_serves(tmp_path: Path) -> None:
     with processes(tmp_path, ("node-a",)) as cluster:
         wait_until(lambda: bool(cluster.serving_on()), 120, "the replica to serve")
-        engine = engine_url(cluster.address)
+        engine = engine_endpoint(cluster.address, cluster.tmp).url
         body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True,
                 "stream": True}  # fmt: skip
         dropped = False

@@ -12,6 +12,7 @@ import pytest
 
 from nodeagent.fit.model_facts import read_model_facts
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.processes import admin_cli
 from tests.support.synthetic_gguf import SyntheticShape, write_synthetic_model
 from tests.support.wait import wait_until
 
@@ -98,7 +99,7 @@ def test_a_broken_header_is_a_clear_error_everywhere_and_nothing_crashes(fit_clu
 def test_models_list_shows_cpu_and_gpu_mode(fit_cluster: Cluster) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "llamafleet.cli.main", "models", "list", "--cpu-mode", "--gpu-mode",
-         "--controlplane", fit_cluster.grpc],
+         "--controlplane", fit_cluster.grpc, *admin_cli(fit_cluster.tmp)],
         check=True, capture_output=True, text=True, timeout=30,
     ).stdout  # fmt: skip
     header, smol = (

@@ -19,8 +19,10 @@ from tests.support.kubeapi import kube_api
 from tests.support.processes import (
     Proc,
     agent_args,
+    controlplane_args,
     engine_pids,
     gateway_args,
+    grpc_port,
     kube_controlplane_args,
     ready,
     wait_ready,
@@ -86,20 +88,25 @@ def gateway_current(url: str) -> bool:
 
 def test_killing_the_leader_hands_over_within_15s_without_a_failed_request(tmp_path: Path) -> None:
     with kube_api(tmp_path, free_port("127.0.0.1")) as api:
-        ports = [(free_port("127.0.0.1"), free_port("127.0.0.1")) for _ in range(2)]
+        ports = [(grpc_port(), free_port("127.0.0.1")) for _ in range(2)]
         cps = [
-            Proc(f"cp-{i}", kube_controlplane_args(api.kubeconfig, g, h, f"cp-{i}"), tmp_path / f"cp-{i}.log")
+            Proc(f"cp-{i}", kube_controlplane_args(api.kubeconfig, g, h, f"cp-{i}", tmp_path),
+                 tmp_path / f"cp-{i}.log")
             for i, (g, h) in enumerate(ports)
-        ]
+        ]  # fmt: skip
         backends = [Backend(("127.0.0.1", g), f"http://127.0.0.1:{h}/readyz") for g, h in ports]
+        joins = [Backend(("127.0.0.1", g + 1), f"http://127.0.0.1:{h}/readyz") for g, h in ports]
         gw_port = free_port("127.0.0.1")
         base = f"http://127.0.0.1:{gw_port}"
-        with Service(free_port("127.0.0.1"), backends) as service:
+        join = Service(free_port("127.0.0.1"), joins)  # nodes join through it (the chart's join port)
+        with Service(free_port("127.0.0.1"), backends) as service, join:
             cps[0].start()
             wait_ready(cps[0], backends[0].ready_url)  # cp-0 leads; cp-1 follows
             cps[1].start()
-            agent = Proc("agent", agent_args(tmp_path, service.address), tmp_path / "agent.log").start()
-            gateway = Proc("gateway", gateway_args(service.address, gw_port), tmp_path / "gw.log").start()
+            args = [*agent_args(tmp_path, service.address), "--uplink-join", join.address]
+            agent = Proc("agent", args, tmp_path / "agent.log").start()
+            gw_args = gateway_args(service.address, gw_port, tmp_path)
+            gateway = Proc("gateway", gw_args, tmp_path / "gw.log").start()
             try:
                 (tmp_path / "model.yaml").write_text(MODEL)
                 api.kubectl("apply", "-f", str(tmp_path / "model.yaml"))
@@ -139,13 +146,13 @@ def test_a_restarted_controlplane_adopts_every_engine_and_no_request_fails(tmp_p
         "models:\n  - name: smol\n    source: builtin:smollm2-135m\n    replicas: 2\n"
         "    contextLength: 512\n    parallelSlots: 2\n    threads: 1\n"
     )
-    grpc_port, http_port, gw_port = (free_port("127.0.0.1") for _ in range(3))
-    address, base = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{gw_port}"
-    cp_args = ["controlplane", "--models", str(models), "--grpc-port", str(grpc_port),
-               "--http-port", str(http_port), "--status-interval-s", "1"]  # fmt: skip
+    port, http_port, gw_port = grpc_port(), free_port("127.0.0.1"), free_port("127.0.0.1")
+    address, base = f"127.0.0.1:{port}", f"http://127.0.0.1:{gw_port}"
+    cp_args = controlplane_args(tmp_path, port, "--models", str(models), "--http-port", str(http_port),
+                                "--status-interval-s", "1")  # fmt: skip
     cp = Proc("controlplane", cp_args, tmp_path / "cp.log").start()
     agent = Proc("agent", agent_args(tmp_path, address), tmp_path / "agent.log").start()
-    gateway = Proc("gateway", gateway_args(address, gw_port), tmp_path / "gw.log").start()
+    gateway = Proc("gateway", gateway_args(address, gw_port, tmp_path), tmp_path / "gw.log").start()
     restarted = cp
     try:
         wait_ready(cp, f"http://127.0.0.1:{http_port}/readyz")
@@ -180,16 +187,14 @@ def test_a_restarted_controlplane_adopts_every_engine_and_no_request_fails(tmp_p
 
 def test_a_second_controlplane_on_a_busy_port_refuses_to_start(tmp_path: Path) -> None:
     """No SO_REUSEPORT sharing: two control planes on one port would split the agents between them."""
-    grpc_port, http_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    args = ["controlplane", "--grpc-port", str(grpc_port), "--http-port", str(http_port)]
-    first = Proc("first", args, tmp_path / "first.log").start()
+    port, http_port = grpc_port(), free_port("127.0.0.1")
+    first = Proc("first", controlplane_args(tmp_path, port, "--http-port", str(http_port)),
+                 tmp_path / "first.log").start()  # fmt: skip
     try:
         wait_ready(first, f"http://127.0.0.1:{http_port}/readyz")
-        second = Proc(
-            "second", ["controlplane", "--grpc-port", str(grpc_port)], tmp_path / "second.log"
-        ).start()
+        second = Proc("second", controlplane_args(tmp_path, port), tmp_path / "second.log").start()
         assert second.process.wait(timeout=30) == 1
-        assert f"cannot bind the control plane's gRPC port 127.0.0.1:{grpc_port}" in second.log()
+        assert f"cannot bind the control plane's gRPC port 127.0.0.1:{port}" in second.log()
         assert "Traceback" not in second.log()
         assert first.alive()
     finally:

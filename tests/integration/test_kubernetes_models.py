@@ -18,9 +18,11 @@ from nodeagent.supervisor.process import free_port
 from tests.support.kubeapi import CRD_FILE, REPO, KubeApi, kube_api
 from tests.support.processes import (
     Proc,
+    admin_cli,
     agent_args,
     engine_pids,
     gateway_args,
+    grpc_port,
     kube_controlplane_args,
     wait_ready,
 )
@@ -69,15 +71,15 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
     tmp = tmp_path_factory.mktemp("kubernetes")
     with kube_api(tmp, free_port("127.0.0.1"), crds=()) as api:
         api.kubectl("apply", "-f", str(CRD_FILE))  # the README's first step
-        grpc_port, http_port, gw_port = (free_port("127.0.0.1") for _ in range(3))
-        address = f"127.0.0.1:{grpc_port}"
+        port, http_port, gw_port = grpc_port(), free_port("127.0.0.1"), free_port("127.0.0.1")
+        address = f"127.0.0.1:{port}"
         cp = Proc(
             "controlplane",
-            kube_controlplane_args(api.kubeconfig, grpc_port, http_port, "cp-0"),
+            kube_controlplane_args(api.kubeconfig, port, http_port, "cp-0", tmp),
             tmp / "cp.log",
         ).start()
         agent = Proc("agent", agent_args(tmp, address), tmp / "agent.log").start()
-        gateway = Proc("gateway", gateway_args(address, gw_port), tmp / "gateway.log").start()
+        gateway = Proc("gateway", gateway_args(address, gw_port, tmp), tmp / "gateway.log").start()
         try:
             wait_ready(cp, f"http://127.0.0.1:{http_port}/readyz")
             yield KubeCluster(api, cp, agent, gateway, f"http://127.0.0.1:{gw_port}", tmp, address)
@@ -105,7 +107,8 @@ def test_model_lifecycle_with_kubectl(kube_cluster: KubeCluster) -> None:
     assert table[1].split()[:6] == ["smollm2-135m", "1", "1", "AllReplicasReady", "node-a", "0"]
     assert kc.api.kubectl("get", "lfm", "-o", "name").stdout.strip() == "model.llamafleet.io/smollm2-135m"
     listed = subprocess.run(
-        [sys.executable, "-m", "llamafleet.cli.main", "models", "--json", "--controlplane", kc.grpc],
+        [sys.executable, "-m", "llamafleet.cli.main", "models", "--json", "--controlplane", kc.grpc,
+         *admin_cli(kc.tmp)],
         check=True, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     (model,) = json.loads(listed.stdout)  # the same view as with a models file

@@ -12,6 +12,7 @@ import pytest
 
 from nodeagent.supervisor.process import free_port
 from tests.conftest import Cluster
+from tests.support.processes import grpc_port, test_pki
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +24,14 @@ def up(*flags: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_second_up_on_the_same_ports_says_which_port_and_exits_1(cluster: Cluster) -> None:
     gateway_port = cluster.base_url.rsplit(":", 1)[1]
-    grpc_port = cluster.grpc.rsplit(":", 1)[1]
+    busy_grpc = cluster.grpc.rsplit(":", 1)[1]
     for flags, says in (
-        (("--gateway-port", gateway_port, "--controlplane-grpc-port", str(free_port("127.0.0.1"))),
+        (("--gateway-port", gateway_port, "--controlplane-grpc-port", str(grpc_port())),
          f"cannot listen on 127.0.0.1:{gateway_port}: Address already in use"),
-        (("--gateway-port", str(free_port("127.0.0.1")), "--controlplane-grpc-port", grpc_port),
-         f"cannot bind the control plane's gRPC port 127.0.0.1:{grpc_port}"),
+        (("--gateway-port", str(free_port("127.0.0.1")), "--controlplane-grpc-port", busy_grpc),
+         f"cannot bind the control plane's gRPC port 127.0.0.1:{busy_grpc}"),
     ):  # fmt: skip
-        done = up(*flags)
+        done = up(*flags, "--controlplane-tls-dir", str(test_pki(cluster.tmp)))
         assert done.returncode == 1, done.stderr[-2000:]
         assert "Traceback" not in done.stderr
         last = done.stderr.strip().splitlines()[-1]

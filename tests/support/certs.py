@@ -1,31 +1,29 @@
-"""A throwaway cluster CA and per-node certificates (CN = node id), made with the openssl CLI."""
+"""A throwaway cluster CA and per-node certificates, made by the same code the control plane issues with."""
 
 from __future__ import annotations
 
-import subprocess
+import datetime
 from pathlib import Path
 
+from llamafleet.core import pki
 from nodeagent.rpc.tunnel import NodeCredentials
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
 def cluster_ca(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-days", "1", "-subj", "/CN=llamafleet-test-ca", "-keyout", str(folder / "ca.key"),
-             "-out", str(folder / "ca.crt"))  # fmt: skip
-    return folder / "ca.crt"
+    cert, key = pki.new_ca("llamafleet-test-ca", days=1)
+    pki.write_private(folder / pki.CA_CERT, pki.cert_pem(cert))
+    pki.write_private(folder / pki.CA_KEY, pki.key_pem(key))
+    return folder / pki.CA_CERT
 
 
 def node_credentials(folder: Path, node: str, ca: Path | None = None) -> NodeCredentials:
-    """A certificate for ``node`` signed by the CA in ``folder`` (or by ``ca``'s own key beside it)."""
-    ca = ca or folder / "ca.crt"
-    key, csr, cert = folder / f"{node}.key", folder / f"{node}.csr", folder / f"{node}.crt"
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-subj", f"/CN={node}", "-keyout", str(key), "-out", str(csr))  # fmt: skip
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca.with_suffix(".key")),
-             "-CAcreateserial", "-days", "1", "-out", str(cert))  # fmt: skip
-    return NodeCredentials(cert, key, ca)
+    """A node certificate for ``node`` signed by the CA in ``folder`` (or by ``ca``, its key beside it)."""
+    ca = ca or folder / pki.CA_CERT
+    authority = pki.Authority.load(ca.parent)
+    key = pki.new_key()
+    cert = authority.issue_node(node, pki.csr_for(node, key), datetime.timedelta(days=1))
+    key_path, cert_path = folder / f"{node}.key", folder / f"{node}.crt"
+    pki.write_private(key_path, pki.key_pem(key))
+    pki.write_private(cert_path, pki.cert_pem(cert))
+    return NodeCredentials(cert_path, key_path, ca)

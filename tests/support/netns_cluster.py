@@ -1,6 +1,6 @@
 """Several hosts on one machine running llamafleet: a control plane and a gateway in the root network
 namespace, each agent in its own namespace with its own address on a bridge (tests/support/netns.py),
-node certificates from a test CA, short timeouts for fault tests. Used by the split and link tests."""
+joining with the test PKI's bootstrap token; short timeouts for fault tests. For split and link tests."""
 
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ from pathlib import Path
 
 import psutil
 
-from controlplane.api.client import ClusterClient
 from controlplane.domain import ModelStatusView, ReplicaRecord
 from nodeagent.supervisor.process import free_port
 from tests.support import netns
-from tests.support.certs import cluster_ca, node_credentials
-from tests.support.processes import Proc, agent_args, gateway_args, wait_ready
+from tests.support.processes import (
+    Proc,
+    admin_client,
+    agent_args,
+    controlplane_args,
+    gateway_args,
+    grpc_port,
+    wait_ready,
+)
 
 DECODE_TIMEOUT_S = 5  # a split head's watchdog: a stopped worker ends its stream this long after
 
@@ -28,11 +34,12 @@ class NetnsCluster:
     gateway_url: str
     agents: dict[str, Proc]
     hosts: dict[str, netns.Host]
+    tmp: Path
     procs: list[Proc] = field(default_factory=list)
 
     def model(self, name: str) -> ModelStatusView | None:
         async def fetch() -> list[ModelStatusView]:
-            client = ClusterClient(self.grpc)
+            client = admin_client(self.grpc, self.tmp)
             try:
                 return await client.list_models()
             finally:
@@ -67,34 +74,30 @@ def netns_cluster(
         f"models:\n  - name: {model}\n    source: {source}\n    contextLength: 512\n    parallelSlots: 1\n"
         "    threads: 1\n    allowSplit: true\n"
     )
-    grpc_port, gw_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    cluster_ca(tmp / "pki")
+    port, gw_port = grpc_port(), free_port("127.0.0.1")
     with netns.network() as net:
-        controlplane = Proc("controlplane", [
-            "controlplane", "--models", str(models), "--grpc-host", "0.0.0.0", "--grpc-port", str(grpc_port),
+        controlplane = Proc("controlplane", controlplane_args(
+            tmp, port, "--models", str(models), "--grpc-host", "0.0.0.0",
             "--status-interval-s", "1", "--node-grace-s", "5", "--settle-s", "1",
-        ], tmp / "controlplane.log").start()  # fmt: skip
+        ), tmp / "controlplane.log").start()  # fmt: skip
         cluster = NetnsCluster(
-            f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{gw_port}", {}, {}, [controlplane]
+            f"127.0.0.1:{port}", f"http://127.0.0.1:{gw_port}", {}, {}, tmp, [controlplane]
         )
         try:
             for node in nodes:
                 host = net.add(node)
-                credentials = node_credentials(tmp / "pki", node)
                 args = [
-                    *agent_args(tmp, f"{net.gateway}:{grpc_port}", node),
+                    *agent_args(tmp, f"{net.gateway}:{port}", node),  # joins: its certificate from the CA
                     "--allocatable-memory", allocatable, "--supervisor-advertise-host", host.address,
                     "--supervisor-engine-bind-host", host.address, "--supervisor-engine-threads", "1",
                     "--supervisor-rpc-decode-timeout-s", str(DECODE_TIMEOUT_S),
                     "--supervisor-health-interval-s", "0.5", "--supervisor-stop-grace-s", "3",
-                    "--supervisor-node-cert", str(credentials.cert),
-                    "--supervisor-node-key", str(credentials.key),
-                    "--supervisor-cluster-ca", str(credentials.ca), "--uplink-status-interval-s", "1",
+                    "--uplink-status-interval-s", "1",
                 ]  # fmt: skip
                 agent = Proc(node, args, tmp / f"{node}.log", prefix=host.command([])).start()
                 cluster.agents[node], cluster.hosts[node] = agent, host
                 cluster.procs.append(agent)
-            gateway = Proc("gateway", gateway_args(cluster.grpc, gw_port), tmp / "gateway.log").start()
+            gateway = Proc("gateway", gateway_args(cluster.grpc, gw_port, tmp), tmp / "gateway.log").start()
             cluster.procs.append(gateway)
             wait_ready(gateway, f"{cluster.gateway_url}/healthz")
             yield cluster

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -13,6 +14,10 @@ from typing import Protocol
 import httpx
 import psutil
 
+from controlplane.api.client import ClusterClient
+from llamafleet.core.grpc_tls import ClientTls, CredentialFiles
+from llamafleet.core.pki import init_pki
+from nodeagent.supervisor.process import free_port
 from tests.support.wait import wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,22 +84,65 @@ def wait_ready(proc: Proc, url: str, timeout: float = 60) -> None:
     wait_http_ok(proc.process, url, timeout, proc.name, proc.log)
 
 
-def kube_controlplane_args(kubeconfig: Path, grpc_port: int, http_port: int, identity: str) -> list[str]:
+def test_pki(tmp: Path) -> Path:
+    """The test's cluster PKI (CA, control plane certificate, bootstrap token, gateway and admin
+    credentials), made once per test folder as a control plane's first start makes it."""
+    folder = tmp / "pki"
+    init_pki(folder)
+    return folder
+
+
+def grpc_port() -> int:
+    """A free port for a control plane whose next port (its join port) is free too."""
+    for _ in range(100):
+        port = free_port("127.0.0.1")
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise OSError("no free pair of ports")
+
+
+def admin_client(address: str, tmp: Path) -> ClusterClient:
+    """A ClusterClient holding the test PKI's admin credential."""
+    return ClusterClient(address, ClientTls(CredentialFiles(test_pki(tmp) / "admin")))
+
+
+def admin_cli(tmp: Path) -> list[str]:
+    """`llamafleet nodes|models` flags for the test PKI's admin credential."""
+    return ["--tls-dir", str(test_pki(tmp) / "admin")]
+
+
+def kube_controlplane_args(
+    kubeconfig: Path, grpc_port: int, http_port: int, identity: str, tmp: Path
+) -> list[str]:
     """A control plane reading Model resources, with short grace periods for tests."""
     return [
         "controlplane", "--source", "kubernetes", "--kubernetes-kubeconfig", str(kubeconfig),
+        "--tls-dir", str(test_pki(tmp)),
         "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--status-interval-s", "1",
         "--kubernetes-identity", identity, "--kubernetes-drain-grace-s", "20", "--settle-s", "5",
     ]  # fmt: skip
 
 
+def controlplane_args(tmp: Path, grpc_port: int, *more: str) -> list[str]:
+    """A control plane with the test PKI (mutual TLS; nodes join on grpc_port + 1)."""
+    return ["controlplane", "--grpc-port", str(grpc_port), "--tls-dir", str(test_pki(tmp)), *more]
+
+
 def agent_args(tmp: Path, controlplane: str, node: str = "node-a") -> list[str]:
+    """An agent that joins with the test PKI's bootstrap token (its certificate kept in its data dir)."""
+    pki = test_pki(tmp)
     return [
         "agent", "--node-id", node, "--uplink-controlplane", controlplane,
+        "--uplink-ca", str(pki / "ca.crt"), "--uplink-bootstrap-token-file", str(pki / "bootstrap-token"),
         "--supervisor-data-dir", str(tmp / node), "--supervisor-restart-backoff-initial-s", "1",
         "--uplink-reconnect-backoff-max-s", "2",
     ]  # fmt: skip
 
 
-def gateway_args(controlplane: str, port: int) -> list[str]:
-    return ["gateway", "--controlplane", controlplane, "--port", str(port)]
+def gateway_args(controlplane: str, port: int, tmp: Path) -> list[str]:
+    return ["gateway", "--controlplane", controlplane, "--port", str(port),
+            "--tls-dir", str(test_pki(tmp) / "gateway")]  # fmt: skip

@@ -1,12 +1,16 @@
-"""POST /v1/chat/completions, /v1/completions and /v1/embeddings: validate, then hand to the proxy."""
+"""POST /v1/chat/completions, /v1/completions and /v1/embeddings: validate, check the key's scope and
+quota, then hand to the proxy."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from controlplane.gateway.access.keys import request_key
+from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.balancer.keys import SESSION_HEADER
 from controlplane.gateway.proxy import EngineProxy, Forward
+from llamafleet.core.errors import Forbidden, QuotaExceeded
 from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 
@@ -16,26 +20,30 @@ def _headers(request: Request) -> dict[str, str]:
     return {SESSION_HEADER: session} if session else {}
 
 
-def router(proxy: EngineProxy) -> APIRouter:
+def router(proxy: EngineProxy, quotas: Quotas) -> APIRouter:
     api = APIRouter()
+
+    async def forward(request: Request, path: str, label: str, model: str, stream: bool) -> Response:
+        key = request_key(request.state)
+        try:
+            key.require(model)
+            await quotas.admit(key)
+        except (Forbidden, QuotaExceeded) as exc:
+            proxy.count_refused(key, model, exc)
+            raise
+        raw = await request.body()
+        return await proxy.forward(Forward(path, label, model, raw, stream, _headers(request), key))
 
     @api.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-        raw = await request.body()
-        return await proxy.forward(
-            Forward("/v1/chat/completions", "chat", body.model, raw, body.stream, _headers(request))
-        )
+        return await forward(request, "/v1/chat/completions", "chat", body.model, body.stream)
 
     @api.post("/v1/completions", response_model=None)
     async def completions(request: Request, body: CompletionRequest) -> Response:
-        raw = await request.body()
-        return await proxy.forward(
-            Forward("/v1/completions", "completions", body.model, raw, body.stream, _headers(request))
-        )
+        return await forward(request, "/v1/completions", "completions", body.model, body.stream)
 
     @api.post("/v1/embeddings", response_model=None)
     async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
-        raw = await request.body()
-        return await proxy.forward(Forward("/v1/embeddings", "embeddings", body.model, raw, False))
+        return await forward(request, "/v1/embeddings", "embeddings", body.model, False)
 
     return api

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from controlplane.gateway.access.keys import request_key
 from controlplane.gateway.routing import RoutingView
 from llamafleet.core.errors import ModelNotFound, Unavailable
 
@@ -43,15 +44,16 @@ def router(routing: RoutingView) -> APIRouter:
         return found
 
     @api.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
+    async def list_models(request: Request) -> dict[str, Any]:
         if not routing.has_table:
             raise Unavailable("the gateway has no routing table yet (control plane unreachable)", 1)
-        return {"object": "list", "data": [describe(name) for name in names()]}
+        key = request_key(request.state)  # a key sees the models it may use, nothing else
+        return {"object": "list", "data": [describe(name) for name in names() if key.may_use(name)]}
 
     @api.get("/v1/models/{model:path}")
-    async def get_model(model: str) -> dict[str, Any]:
-        if routing.table.resolve(model) is None:
-            raise ModelNotFound(f"model {model!r} does not exist")
+    async def get_model(request: Request, model: str) -> dict[str, Any]:
+        if routing.table.resolve(model) is None or not request_key(request.state).may_use(model):
+            raise ModelNotFound(f"model {model!r} does not exist (or this API key may not use it)")
         return describe(model)
 
     return api

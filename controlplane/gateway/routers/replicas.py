@@ -21,7 +21,8 @@ from fastapi import Path as PathParam
 
 from controlplane.domain import Endpoint
 from controlplane.gateway.routing import RoutingView
-from llamafleet.core.errors import EngineFailed, InvalidRequest, ModelNotFound, Unavailable
+from llamafleet.core.engine_auth import engine_headers
+from llamafleet.core.errors import EngineFailed, Forbidden, InvalidRequest, ModelNotFound, Unavailable
 from llamafleet.core.openai_api import ADAPTER_NAME, AdapterLoadRequest
 
 
@@ -43,7 +44,9 @@ def router(routing: RoutingView, client: httpx.AsyncClient) -> APIRouter:
     ) -> list[dict[str, Any]]:
         async def one(endpoint: Endpoint) -> dict[str, Any]:
             try:
-                response = await client.request(method, endpoint.url + path, json=body)
+                response = await client.request(
+                    method, endpoint.url + path, json=body, headers=engine_headers(endpoint.secret)
+                )
             except httpx.HTTPError as exc:
                 raise EngineFailed(f"replica {endpoint.replica_id} failed: {type(exc).__name__}") from exc
             try:
@@ -55,6 +58,8 @@ def router(routing: RoutingView, client: httpx.AsyncClient) -> APIRouter:
                                      payload["error"].get("param"))  # fmt: skip
             if response.status_code == 404:
                 raise ModelNotFound(f"replica {endpoint.replica_id}: {payload['error']['message']}")
+            if response.status_code == 403:
+                raise Forbidden(f"replica {endpoint.replica_id}: {payload['error']['message']}")
             if response.status_code >= 300:
                 raise EngineFailed(f"replica {endpoint.replica_id} answered {response.status_code}")
             return {"replica_id": endpoint.replica_id, "node_id": endpoint.node_id, "result": payload}

@@ -12,7 +12,7 @@ import pytest
     ("flags", "says"),
     [
         (["--supervisor-engine-ports", "5"], "agent.supervisor.engine_ports: String should match pattern"),
-        (["--supervisor-node-cert", "/x"], "--supervisor-node-key and --supervisor-cluster-ca go together"),
+        (["--supervisor-engine-bind-host", "0.0.0.0"], "must be this node's own address"),
         (["--allocatable-memory", "lots"], "agent.allocatable_memory"),
     ],
 )

@@ -55,6 +55,30 @@ REPLICA_ERROR_ENGINE_START_FAILED: ReplicaError
 REPLICA_ROLE_ENGINE: ReplicaRole
 REPLICA_ROLE_RPC_WORKER: ReplicaRole
 
+class JoinRequest(_message.Message):
+    __slots__ = ("node_id", "bootstrap_token", "csr_pem")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    bootstrap_token: str
+    csr_pem: bytes
+    def __init__(self, node_id: _Optional[str] = ..., bootstrap_token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ...) -> None: ...
+
+class RenewRequest(_message.Message):
+    __slots__ = ("csr_pem",)
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: bytes
+    def __init__(self, csr_pem: _Optional[bytes] = ...) -> None: ...
+
+class NodeCredential(_message.Message):
+    __slots__ = ("certificate_pem", "ca_pem")
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_PEM_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: bytes
+    ca_pem: bytes
+    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_pem: _Optional[bytes] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
     __slots__ = ("hello", "status")
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -209,7 +233,7 @@ class DeviceMemory(_message.Message):
     def __init__(self, name: _Optional[str] = ..., memory_free_bytes: _Optional[int] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("replica_id", "model", "phase", "endpoint", "restarts", "error", "message", "pid", "generation", "adapters", "spec")
+    __slots__ = ("replica_id", "model", "phase", "endpoint", "restarts", "error", "message", "pid", "generation", "adapters", "spec", "engine_secret")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +245,7 @@ class ReplicaStatus(_message.Message):
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_SECRET_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     model: str
     phase: ReplicaPhase
@@ -232,7 +257,8 @@ class ReplicaStatus(_message.Message):
     generation: int
     adapters: _containers.RepeatedScalarFieldContainer[str]
     spec: ReplicaSpec
-    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., phase: _Optional[_Union[ReplicaPhase, str]] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., error: _Optional[_Union[ReplicaError, str]] = ..., message: _Optional[str] = ..., pid: _Optional[int] = ..., generation: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[ReplicaSpec, _Mapping]] = ...) -> None: ...
+    engine_secret: str
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., phase: _Optional[_Union[ReplicaPhase, str]] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., error: _Optional[_Union[ReplicaError, str]] = ..., message: _Optional[str] = ..., pid: _Optional[int] = ..., generation: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[ReplicaSpec, _Mapping]] = ..., engine_secret: _Optional[str] = ...) -> None: ...
 
 class CachedModel(_message.Message):
     __slots__ = ("source", "path", "size_bytes", "profile", "error", "fit")

@@ -25,6 +25,84 @@ if _version_not_supported:
     )
 
 
+class JoinServiceStub:
+    """Served on the control plane's join port (TLS that authenticates the control plane only): a
+    node without a certificate trades a bootstrap token for one.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Join = channel.unary_unary(
+                '/llamafleet.agent.v1.JoinService/Join',
+                request_serializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.JoinRequest.SerializeToString,
+                response_deserializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.NodeCredential.FromString,
+                _registered_method=True)
+
+
+class JoinServiceServicer:
+    """Served on the control plane's join port (TLS that authenticates the control plane only): a
+    node without a certificate trades a bootstrap token for one.
+    """
+
+    def Join(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JoinServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Join': grpc.unary_unary_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.JoinRequest.FromString,
+                    response_serializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.NodeCredential.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'llamafleet.agent.v1.JoinService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('llamafleet.agent.v1.JoinService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class JoinService:
+    """Served on the control plane's join port (TLS that authenticates the control plane only): a
+    node without a certificate trades a bootstrap token for one.
+    """
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llamafleet.agent.v1.JoinService/Join',
+            protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.JoinRequest.SerializeToString,
+            protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.NodeCredential.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AgentServiceStub:
     """Missing associated documentation comment in .proto file."""
 
@@ -39,6 +117,11 @@ class AgentServiceStub:
                 request_serializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
                 response_deserializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.ControlMessage.FromString,
                 _registered_method=True)
+        self.Renew = channel.unary_unary(
+                '/llamafleet.agent.v1.AgentService/Renew',
+                request_serializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.RenewRequest.SerializeToString,
+                response_deserializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.NodeCredential.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -51,6 +134,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Renew(self, request, context):
+        """A node renews its certificate before it expires: the caller's own (mutual TLS) names the
+        node; the new certificate is for the key in the request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +149,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.AgentMessage.FromString,
                     response_serializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.ControlMessage.SerializeToString,
+            ),
+            'Renew': grpc.unary_unary_rpc_method_handler(
+                    servicer.Renew,
+                    request_deserializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.RenewRequest.FromString,
+                    response_serializer=protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.NodeCredential.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +183,33 @@ class AgentService:
             '/llamafleet.agent.v1.AgentService/Connect',
             protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.AgentMessage.SerializeToString,
             protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.ControlMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Renew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llamafleet.agent.v1.AgentService/Renew',
+            protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.RenewRequest.SerializeToString,
+            protos_dot_gen_dot_llamafleet_dot_agent_dot_v1_dot_agent__pb2.NodeCredential.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,18 +49,20 @@ class ModelRoute(_message.Message):
     def __init__(self, model: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., context_length: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., created_unix: _Optional[int] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ..., balancer: _Optional[str] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("replica_id", "node_id", "url", "ready", "adapters")
+    __slots__ = ("replica_id", "node_id", "url", "ready", "adapters", "secret")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     node_id: str
     url: str
     ready: bool
     adapters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., url: _Optional[str] = ..., ready: _Optional[bool] = ..., adapters: _Optional[_Iterable[str]] = ...) -> None: ...
+    secret: str
+    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., url: _Optional[str] = ..., ready: _Optional[bool] = ..., adapters: _Optional[_Iterable[str]] = ..., secret: _Optional[str] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()
