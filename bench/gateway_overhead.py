@@ -30,7 +30,7 @@ from llamafleet.core.engine_auth import engine_headers
 from nodeagent.supervisor.process import free_port
 from tests.conftest import SMOLLM2_YAML, start_cluster, stop_cluster
 from tests.faults.cluster import engine_endpoint
-from tests.support.processes import test_pki
+from tests.support.processes import cluster_pki
 from tests.support.wait import wait_until
 
 BODY = {"model": "smollm2-135m", "max_tokens": 1, "temperature": 0,
@@ -71,7 +71,7 @@ def main() -> None:
             standalone = subprocess.Popen(
                 [sys.executable, "-m", "llamafleet.cli.main", "gateway", "--port", str(port),
                  "--controlplane", cluster.grpc, "--gateway-id", "bench", "--log-level", "WARNING",
-                 "--tls-dir", str(test_pki(cluster.tmp) / "gateway")],
+                 "--tls-dir", str(cluster_pki(cluster.tmp) / "gateway")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
             )  # fmt: skip
             urls = {

@@ -97,7 +97,7 @@ class ControlPlaneSettings(BaseModel):
         description="Port where nodes trade a bootstrap token for a certificate (0: --grpc-port + 1)",
     )
     node_cert_validity_s: float = Field(
-        default=30 * 86400.0, gt=60, description="How long a node certificate is valid (nodes renew at 2/3)"
+        default=30 * 86400.0, ge=10, description="How long a node certificate is valid (nodes renew at 2/3)"
     )
     server_names: list[str] = Field(
         default_factory=list,

@@ -15,7 +15,7 @@ import pytest
 
 from nodeagent.cache.resolver import builtin_path
 from nodeagent.supervisor.process import free_port
-from tests.support.processes import admin_cli, grpc_port, test_pki
+from tests.support.processes import admin_cli, cluster_pki, grpc_port
 from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ class Cluster:
     grpc: str
     process: subprocess.Popen[bytes]
     log_path: Path
-    tmp: Path  # its PKI is in tmp/pki (tests.support.processes.test_pki)
+    tmp: Path  # its PKI is in tmp/pki (tests.support.processes.cluster_pki)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -63,7 +63,7 @@ def start_cluster(
                 sys.executable, "-m", "llamafleet.cli.main", "up",
                 "--controlplane-models", str(models),
                 "--gateway-port", str(port), "--controlplane-grpc-port", str(grpc),
-                "--controlplane-tls-dir", str(test_pki(tmp)),
+                "--controlplane-tls-dir", str(cluster_pki(tmp)),
                 "--agent-node-id", "test-node",
                 "--agent-supervisor-data-dir", str(tmp / "agent"),
                 "--agent-supervisor-restart-backoff-initial-s", "1",

@@ -12,7 +12,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from llamafleet import __version__
-from llamafleet.cli import fit, inspect
+from llamafleet.cli import fit, inspect, keys
 from llamafleet.cli.settings import (
     AgentProcess,
     ControlPlaneProcess,
@@ -33,6 +33,7 @@ Start here:  llamafleet up          (everything on this machine, serving smollm2
 Cluster:     llamafleet controlplane / gateway / agent   (one process each)
 Inspect:     llamafleet nodes / models
 Plan:        llamafleet fit MODEL.gguf   (RAM/VRAM a model needs; no cluster needed)
+Keys:        llamafleet keys create NAME (API keys scoped to models, with quotas)
 
 Every option can also be set by an environment variable, shown in each command's --help.
 """
@@ -89,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     fit.add_arguments(fit_parser)
     fit_parser.set_defaults(command="fit")
+    keys_parser = sub.add_parser(
+        "keys", help="make API keys for the gateway (scoped to models, with quotas)",
+        description=keys.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    keys.add_arguments(keys_parser)
+    keys_parser.set_defaults(command="keys")
     for name, help_text in (
         ("nodes", "list the nodes and their hardware"),
         ("models", "list models, replicas, status"),
@@ -144,6 +151,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
     command = args.command
     if command == "fit":
         return await fit.run(args)
+    if command == "keys":
+        print(keys.create(args))
+        return 0
     if command in ("nodes", "models"):
         tls = inspect.admin_tls(args.tls_dir, args.insecure)
         if command == "nodes" and args.action in ("drain", "uncordon"):

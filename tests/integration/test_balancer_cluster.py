@@ -17,7 +17,7 @@ import pytest
 from controlplane.gateway.proxy import REPLICA_HEADER
 from nodeagent.supervisor.process import free_port
 from tests.conftest import REPO, Cluster, start_cluster, stop_cluster
-from tests.support.processes import test_pki
+from tests.support.processes import cluster_pki
 from tests.support.redis_server import redis_server
 from tests.support.wait import wait_until
 
@@ -59,7 +59,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGateways]:
         second = subprocess.Popen(
             [sys.executable, "-m", "llamafleet.cli.main", "gateway", "--port", str(port),
              "--controlplane", cluster.grpc, "--gateway-id", "second", "--queue-limit", "0",
-             "--queue-timeout-s", "2", "--redis-url", url, "--tls-dir", str(test_pki(tmp) / "gateway")],
+             "--queue-timeout-s", "2", "--redis-url", url, "--tls-dir", str(cluster_pki(tmp) / "gateway")],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ),
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"

@@ -12,7 +12,7 @@ import pytest
 
 from nodeagent.supervisor.process import free_port
 from tests.conftest import Cluster
-from tests.support.processes import grpc_port, test_pki
+from tests.support.processes import cluster_pki, grpc_port
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_a_second_up_on_the_same_ports_says_which_port_and_exits_1(cluster: Clus
         (("--gateway-port", str(free_port("127.0.0.1")), "--controlplane-grpc-port", busy_grpc),
          f"cannot bind the control plane's gRPC port 127.0.0.1:{busy_grpc}"),
     ):  # fmt: skip
-        done = up(*flags, "--controlplane-tls-dir", str(test_pki(cluster.tmp)))
+        done = up(*flags, "--controlplane-tls-dir", str(cluster_pki(cluster.tmp)))
         assert done.returncode == 1, done.stderr[-2000:]
         assert "Traceback" not in done.stderr
         last = done.stderr.strip().splitlines()[-1]

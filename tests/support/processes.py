@@ -84,7 +84,7 @@ def wait_ready(proc: Proc, url: str, timeout: float = 60) -> None:
     wait_http_ok(proc.process, url, timeout, proc.name, proc.log)
 
 
-def test_pki(tmp: Path) -> Path:
+def cluster_pki(tmp: Path) -> Path:
     """The test's cluster PKI (CA, control plane certificate, bootstrap token, gateway and admin
     credentials), made once per test folder as a control plane's first start makes it."""
     folder = tmp / "pki"
@@ -107,12 +107,12 @@ def grpc_port() -> int:
 
 def admin_client(address: str, tmp: Path) -> ClusterClient:
     """A ClusterClient holding the test PKI's admin credential."""
-    return ClusterClient(address, ClientTls(CredentialFiles(test_pki(tmp) / "admin")))
+    return ClusterClient(address, ClientTls(CredentialFiles(cluster_pki(tmp) / "admin")))
 
 
 def admin_cli(tmp: Path) -> list[str]:
     """`llamafleet nodes|models` flags for the test PKI's admin credential."""
-    return ["--tls-dir", str(test_pki(tmp) / "admin")]
+    return ["--tls-dir", str(cluster_pki(tmp) / "admin")]
 
 
 def kube_controlplane_args(
@@ -121,7 +121,7 @@ def kube_controlplane_args(
     """A control plane reading Model resources, with short grace periods for tests."""
     return [
         "controlplane", "--source", "kubernetes", "--kubernetes-kubeconfig", str(kubeconfig),
-        "--tls-dir", str(test_pki(tmp)),
+        "--tls-dir", str(cluster_pki(tmp)),
         "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--status-interval-s", "1",
         "--kubernetes-identity", identity, "--kubernetes-drain-grace-s", "20", "--settle-s", "5",
     ]  # fmt: skip
@@ -129,12 +129,12 @@ def kube_controlplane_args(
 
 def controlplane_args(tmp: Path, grpc_port: int, *more: str) -> list[str]:
     """A control plane with the test PKI (mutual TLS; nodes join on grpc_port + 1)."""
-    return ["controlplane", "--grpc-port", str(grpc_port), "--tls-dir", str(test_pki(tmp)), *more]
+    return ["controlplane", "--grpc-port", str(grpc_port), "--tls-dir", str(cluster_pki(tmp)), *more]
 
 
 def agent_args(tmp: Path, controlplane: str, node: str = "node-a") -> list[str]:
     """An agent that joins with the test PKI's bootstrap token (its certificate kept in its data dir)."""
-    pki = test_pki(tmp)
+    pki = cluster_pki(tmp)
     return [
         "agent", "--node-id", node, "--uplink-controlplane", controlplane,
         "--uplink-ca", str(pki / "ca.crt"), "--uplink-bootstrap-token-file", str(pki / "bootstrap-token"),
@@ -145,4 +145,4 @@ def agent_args(tmp: Path, controlplane: str, node: str = "node-a") -> list[str]:
 
 def gateway_args(controlplane: str, port: int, tmp: Path) -> list[str]:
     return ["gateway", "--controlplane", controlplane, "--port", str(port),
-            "--tls-dir", str(test_pki(tmp) / "gateway")]  # fmt: skip
+            "--tls-dir", str(cluster_pki(tmp) / "gateway")]  # fmt: skip

@@ -1,0 +1,303 @@
+"""Security with real processes: node identity and mutual TLS on gRPC, scoped API keys with quotas
+shared through a real Redis, engines that answer only their gateway, adapter loads confined to the
+node's folders, and no secret in any log or metric (docs/SECURITY.md).
+
+One cluster for the module: a control plane with the test PKI, one agent (node-a) that joined with
+the bootstrap token, and two gateways sharing a Redis and one keys file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+import yaml
+
+from controlplane.domain import Endpoint
+from llamafleet.core import pki
+from llamafleet.core.grpc_channels import CHANNEL_OPTIONS
+from llamafleet.core.grpc_tls import ClientTls, CredentialFiles
+from nodeagent.supervisor.process import free_port
+from protos.gen.llamafleet.agent.v1 import agent_pb2 as agent_pb
+from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
+from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as cluster_pb
+from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
+from tests.faults.cluster import engine_endpoint
+from tests.support.lora import write_lora
+from tests.support.processes import (
+    REPO,
+    Proc,
+    agent_args,
+    cluster_pki,
+    controlplane_args,
+    gateway_args,
+    grpc_port,
+    wait_ready,
+)
+from tests.support.redis_server import redis_server
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+MODEL = "smol"
+KEYS = {"scoped": "lf-scoped-test-key-0123456789abcdef", "admin": "lf-admin-test-key-0123456789abcdef",
+        "other": "lf-other-test-key-0123456789abcdef"}  # fmt: skip
+RPM = 4  # the scoped key's requests per minute, shared by both gateways
+
+
+@dataclass
+class Secured:
+    tmp: Path
+    address: str
+    gateways: list[str]
+    procs: list[Proc]
+
+    def post(
+        self, gateway: int, key: str | None, model: str = MODEL, path: str = "/v1/completions"
+    ) -> httpx.Response:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        body = {"model": model, "prompt": "Hi", "max_tokens": 2}
+        return httpx.post(f"{self.gateways[gateway]}{path}", json=body, headers=headers, timeout=60)
+
+
+def keys_file(folder: Path) -> Path:
+    from controlplane.gateway.access.keys import hash_key
+
+    entries = [
+        {"name": "scoped", "sha256": hash_key(KEYS["scoped"]), "models": [MODEL], "requestsPerMinute": RPM},
+        {"name": "admin", "sha256": hash_key(KEYS["admin"]), "admin": True},
+        {"name": "other", "sha256": hash_key(KEYS["other"]), "models": ["another-model"]},
+    ]
+    path = folder / "keys.yaml"
+    path.write_text(yaml.safe_dump({"keys": entries}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    tmp = tmp_path_factory.mktemp("security")
+    models = tmp / "models.yaml"
+    models.write_text(f"models:\n  - name: {MODEL}\n    source: builtin:smollm2-135m\n"
+                      "    contextLength: 512\n    parallelSlots: 2\n    threads: 1\n")  # fmt: skip
+    port = grpc_port()
+    address = f"127.0.0.1:{port}"
+    with redis_server(tmp) as redis_url:
+        procs = [Proc("controlplane", controlplane_args(tmp, port, "--models", str(models),
+                                                        "--status-interval-s", "1", "--settle-s", "1"),
+                      tmp / "cp.log").start()]  # fmt: skip
+        procs.append(Proc("node-a", agent_args(tmp, address, "node-a"), tmp / "node-a.log").start())
+        gateways = []
+        for i in range(2):
+            gw_port = free_port("127.0.0.1")
+            args = [*gateway_args(address, gw_port, tmp), "--keys-file", str(keys_file(tmp)),
+                    "--redis-url", redis_url, "--gateway-id", f"gw-{i}"]  # fmt: skip
+            procs.append(Proc(f"gateway-{i}", args, tmp / f"gw-{i}.log").start())
+            gateways.append(f"http://127.0.0.1:{gw_port}")
+        secured = Secured(tmp, address, gateways, procs)
+        try:
+            for i, url in enumerate(gateways):
+                wait_ready(procs[2 + i], f"{url}/healthz")
+
+            def serving() -> bool:
+                return all(secured.post(i, KEYS["admin"]).status_code == 200 for i in range(2))
+
+            wait_until(serving, 120, "the model to serve through both gateways")
+            yield secured
+        finally:
+            for proc in reversed(procs):
+                if proc.alive():
+                    proc.stop()
+
+
+# --- node identity and TLS -------------------------------------------------------------------------
+
+
+def llamafleet_agent(secured: Secured, node: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    args = [*agent_args(secured.tmp, secured.address, node), "--supervisor-data-dir",
+            str(secured.tmp / f"intruder-{node}-{len(flags)}"), *flags]  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "llamafleet.cli.main", *args], capture_output=True,
+                          text=True, timeout=60, cwd=REPO)  # fmt: skip
+
+
+def test_a_wrong_token_cannot_join_and_a_right_one_cannot_take_a_connected_node(secured: Secured) -> None:
+    wrong = secured.tmp / "wrong-token"
+    wrong.write_text("not-the-token\n")
+    refused = llamafleet_agent(secured, "node-x", "--uplink-bootstrap-token-file", str(wrong))
+    assert refused.returncode == 1
+    join = f"127.0.0.1:{int(secured.address.rsplit(':')[1]) + 1}"
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"llamafleet: the control plane at {join} refused to let node node-x join: "
+        "bootstrap token not accepted"
+    )
+    taken = llamafleet_agent(secured, "node-a")  # the right token, a connected node's name
+    assert taken.returncode == 1
+    assert "node node-a is connected with its own certificate" in taken.stderr
+    assert "Traceback" not in refused.stderr + taken.stderr
+    assert secured.post(0, KEYS["admin"]).status_code == 200  # node-a kept its replica and serves
+
+
+def channel(secured: Secured, credential: Path | None) -> grpc.aio.Channel:
+    if credential is None:
+        return grpc.aio.insecure_channel(secured.address, options=CHANNEL_OPTIONS)
+    return ClientTls(CredentialFiles(credential)).channel(secured.address)
+
+
+def issue(secured: Secured, node: str) -> Path:
+    """A genuine node certificate for ``node`` (as a join would give), in its own folder."""
+    folder = secured.tmp / f"cert-{node}"
+    authority = pki.Authority.load(cluster_pki(secured.tmp))
+    key = pki.new_key()
+    cert = authority.issue_node(node, pki.csr_for(node, key), datetime.timedelta(hours=1))
+    pki.write_credential(folder, pki.cert_pem(authority.cert), cert, key)
+    return folder
+
+
+async def connect_as(secured: Secured, credential: Path | None, claimed: str) -> grpc.StatusCode:
+    async with channel(secured, credential) as ch:
+        call = agent_pb2_grpc.AgentServiceStub(ch).Connect(timeout=10)
+        await call.write(agent_pb.AgentMessage(hello=agent_pb.Hello(node_id=claimed)))
+        try:
+            await call.read()
+            return grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+
+
+async def watch_routes(secured: Secured, credential: Path | None) -> grpc.StatusCode:
+    async with channel(secured, credential) as ch:
+        stream = cluster_pb2_grpc.ClusterServiceStub(ch).WatchRoutes(
+            cluster_pb.WatchRoutesRequest(), timeout=10
+        )
+        try:
+            await stream.read()
+            return grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+
+
+def test_grpc_admits_each_identity_to_its_own_calls_only(secured: Secured) -> None:
+    node_b = issue(secured, "node-b")
+    gateway = cluster_pki(secured.tmp) / "gateway"
+    assert asyncio.run(connect_as(secured, node_b, "node-a")) == grpc.StatusCode.PERMISSION_DENIED
+    assert asyncio.run(connect_as(secured, gateway, "node-a")) == grpc.StatusCode.PERMISSION_DENIED
+    assert asyncio.run(watch_routes(secured, node_b)) == grpc.StatusCode.PERMISSION_DENIED  # engine secrets
+    assert asyncio.run(watch_routes(secured, gateway)) == grpc.StatusCode.OK
+    # Plaintext, and TLS without a client certificate, never get past the handshake.
+    assert asyncio.run(watch_routes(secured, None)) == grpc.StatusCode.UNAVAILABLE
+    foreign = secured.tmp / "foreign"
+    other_ca, other_key = pki.new_ca("someone else's CA")
+    impostor = pki.new_key()
+    forged = pki.Authority(other_ca, other_key).issue_role("gateway", impostor, datetime.timedelta(hours=1))
+    pki.write_credential(foreign, (cluster_pki(secured.tmp) / "ca.crt").read_bytes(), forged, impostor)
+    assert asyncio.run(watch_routes(secured, foreign)) == grpc.StatusCode.UNAVAILABLE
+    assert secured.post(0, KEYS["admin"]).status_code == 200
+
+
+# --- API keys, scopes and quotas --------------------------------------------------------------------
+
+
+def test_keys_are_required_and_scoped(secured: Secured) -> None:
+    missing = secured.post(0, None)
+    assert missing.status_code == 401
+    assert missing.json()["error"]["type"] == "authentication_error"
+    assert secured.post(0, "lf-made-up").status_code == 401
+    other = secured.post(1, KEYS["other"])
+    assert other.status_code == 403
+    assert other.json()["error"]["message"] == "API key 'other' may not use model 'smol'"
+    admin_route = httpx.get(f"{secured.gateways[0]}/v1/replicas/{MODEL}/slots",
+                            headers={"authorization": f"Bearer {KEYS['other']}"}, timeout=10)  # fmt: skip
+    assert admin_route.status_code == 403
+    assert admin_route.json()["error"]["type"] == "permission_error"
+    listed = httpx.get(f"{secured.gateways[0]}/v1/models", headers={"x-api-key": KEYS["other"]}, timeout=10)
+    assert listed.json()["data"] == []  # a key sees only the models it may use
+    allowed = httpx.get(f"{secured.gateways[0]}/v1/replicas/{MODEL}/slots",
+                        headers={"authorization": f"Bearer {KEYS['admin']}"}, timeout=10)  # fmt: skip
+    assert allowed.status_code == 200
+
+
+def test_a_quota_is_shared_by_two_gateways_through_redis(secured: Secured) -> None:
+    answers = [secured.post(i % 2, KEYS["scoped"]).status_code for i in range(RPM + 2)]
+    assert answers.count(200) == RPM, answers  # each gateway alone would have let 2 × RPM through
+    refused = secured.post(0, KEYS["scoped"])
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert secured.post(1, KEYS["admin"]).status_code == 200  # another key is not held back
+    metrics = httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text
+    assert 'llamafleet_gateway_key_refused_total{key="scoped",why="quota"}' in metrics
+    assert re.search(r'llamafleet_gateway_key_tokens_total\{key="scoped",model="smol"\} [1-9]', metrics)
+
+
+# --- engines behind the gateway --------------------------------------------------------------------
+
+
+def test_an_engine_answers_only_with_its_replica_secret(secured: Secured) -> None:
+    engine: Endpoint = engine_endpoint(secured.address, secured.tmp)
+    body = {"model": MODEL, "prompt": "Hi", "max_tokens": 2}
+    assert httpx.post(f"{engine.url}/v1/completions", json=body, timeout=30).status_code == 401
+    wrong = {"authorization": "Bearer not-the-secret"}
+    assert httpx.post(f"{engine.url}/v1/completions", json=body, headers=wrong, timeout=30).status_code == 401
+    assert httpx.get(f"{engine.url}/slots", timeout=30).status_code == 401
+    right = {"authorization": f"Bearer {engine.secret}"}
+    assert httpx.post(f"{engine.url}/v1/completions", json=body, headers=right, timeout=30).status_code == 200
+    assert httpx.get(f"{engine.url}/health", timeout=30).status_code == 200  # the agent's liveness probe
+
+
+# --- adapter loads confined to the node's folders ---------------------------------------------------
+
+
+def test_adapters_load_only_from_the_nodes_adapter_folder(secured: Secured, smollm2_path: Path) -> None:
+    folder = secured.tmp / "node-a" / "adapters"  # the agent's default: DATA_DIR/adapters
+    folder.mkdir(parents=True, exist_ok=True)
+    inside = write_lora(smollm2_path, folder / "tone.gguf")
+    outside = write_lora(smollm2_path, secured.tmp / "elsewhere.gguf", seed=2)
+    (folder / "escape.gguf").symlink_to(outside)
+    admin = {"authorization": f"Bearer {KEYS['admin']}"}
+
+    def load(name: str, path: str) -> httpx.Response:
+        return httpx.post(f"{secured.gateways[0]}/v1/replicas/{MODEL}/adapters", headers=admin,
+                          json={"name": name, "path": path, "scale": 1.0}, timeout=60)  # fmt: skip
+
+    for name, path in (("abs", str(outside)), ("dots", f"{folder}/../elsewhere.gguf"),
+                       ("link", str(folder / "escape.gguf")), ("rel", "../../elsewhere.gguf")):  # fmt: skip
+        refused = load(name, path)
+        assert refused.status_code == 403, (path, refused.text)
+        assert refused.json()["error"]["type"] == "permission_error"
+    assert load("tone", "tone.gguf").status_code == 200  # relative to the folder
+    assert load("tone-abs", str(inside)).status_code == 200
+
+
+# --- no secret anywhere it could leak ---------------------------------------------------------------
+
+
+def test_no_key_token_or_secret_in_any_log_or_metric(secured: Secured) -> None:
+    for i in range(2):
+        secured.post(i, KEYS["admin"])
+        secured.post(i, "lf-wrong-key-that-must-not-be-logged")
+    engine = engine_endpoint(secured.address, secured.tmp)
+    folder = cluster_pki(secured.tmp)
+    secrets = {
+        "bootstrap token": pki.read_tokens(folder / "bootstrap-token")[0],
+        "engine secret": engine.secret,
+        "wrong key": "lf-wrong-key-that-must-not-be-logged",
+        **{f"{name} key": key for name, key in KEYS.items()},
+    }
+    texts = {str(p): p.read_text(errors="replace") for p in secured.tmp.rglob("*.log")}
+    texts |= {f"metrics of {url}": httpx.get(f"{url}/metrics", timeout=10).text for url in secured.gateways}
+    assert len(texts) >= 5  # the control plane's, the agent's, its engine's, both gateways'
+    for where, text in texts.items():
+        for what, secret in secrets.items():
+            assert secret not in text, f"the {what} appears in {where}"
+        assert "PRIVATE KEY" not in text, where
+    assert os.stat(folder / "ca.key").st_mode & 0o077 == 0  # private keys readable by their owner only
+    assert os.stat(secured.tmp / "node-a" / "identity" / "tls.key").st_mode & 0o077 == 0
