@@ -39,7 +39,7 @@ def create(args: argparse.Namespace) -> str:
     key = new_key()
     entry = ApiKey(
         name=args.name, sha256=hash_key(key), models=tuple(args.models), admin=args.admin,
-        requestsPerMinute=args.rpm, tokensPerMinute=args.tpm,
+        requests_per_minute=args.rpm, tokens_per_minute=args.tpm,
     )  # fmt: skip
     listed = yaml.safe_dump([entry.model_dump(by_alias=True, mode="json")], sort_keys=False)
     return (

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from llamafleet.core import pki
 from llamafleet.core.grpc_channels import CHANNEL_OPTIONS
 from llamafleet.core.pki import CA_CERT, CERT, CONTROLPLANE_NAME, KEY, Identity, identity_of_pem
 
@@ -75,6 +76,8 @@ def server_credentials(files: CredentialFiles, require_client_cert: bool) -> grp
             return None
         try:
             fresh = files.read()
+            if not pki.key_matches(fresh[1], fresh[2]):  # caught between the key's and the cert's write
+                return None
             configuration = config(*fresh)
         except (CredentialError, ValueError) as exc:
             log.warning("new TLS files in %s not usable yet (%s); keeping the old ones", files.folder, exc)

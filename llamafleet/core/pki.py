@@ -144,13 +144,14 @@ class Authority:
         server: bool,
     ) -> x509.Certificate:
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
+        backdate = min(datetime.timedelta(minutes=5), validity / 10)  # clocks that run a little behind
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - datetime.timedelta(minutes=5))
+            .not_valid_before(_now() - backdate)
             .not_valid_after(min(_now() + validity, self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
@@ -269,6 +270,20 @@ def _remove_tree(folder: Path) -> None:
 
 def not_after(pem: bytes) -> datetime.datetime:
     return x509.load_pem_x509_certificate(pem).not_valid_after_utc
+
+
+def key_matches(cert: bytes, key: bytes) -> bool:
+    """Whether the private key in ``key`` belongs to the certificate in ``cert`` (both PEM)."""
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+        public = x509.load_pem_x509_certificate(cert).public_key()
+    except ValueError:
+        return False
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(
+        private.public_key().public_bytes(serialization.Encoding.DER, spki)
+        == public.public_bytes(serialization.Encoding.DER, spki)
+    )
 
 
 def validity(pem: bytes) -> tuple[datetime.datetime, datetime.datetime]:

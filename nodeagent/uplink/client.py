@@ -82,8 +82,8 @@ class Uplink:
                 exc = group.exceptions[0]
                 assert isinstance(exc, grpc.aio.AioRpcError)
                 log.warning("control plane at %s: %s (%s)", address, exc.code().name, exc.details())
-            except* ConnectionError as group:
-                log.warning("control plane at %s: %s", address, group.exceptions[0])
+            except* (ConnectionError, asyncio.InvalidStateError) as group:  # the call ended under a write
+                log.warning("control plane at %s: %s", address, group.exceptions[0] or "stream ended")
             finally:
                 self.connected = False
                 self._metrics.connected.set(0)
@@ -145,6 +145,10 @@ class Uplink:
                 continue
             try:
                 await identity.renew(channel)
+                if identity.renew_due() <= 0:  # the CA itself expires sooner: no use asking again now
+                    log.warning("the renewed certificate is already due again (the CA expires soon?)")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ended.wait(), 3600)
             except grpc.aio.AioRpcError as exc:
                 log.warning(
                     "could not renew this node's certificate (%s); trying again in a minute", exc.details()
