@@ -155,13 +155,20 @@ class Authority:
             .not_valid_after(min(_now() + validity, self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
+            .add_extension(self._authority_key_id(), critical=False)
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         return builder.sign(self.key, hashes.SHA256())
+
+    def _authority_key_id(self) -> x509.AuthorityKeyIdentifier:
+        """The CA's own key id when it has one (Helm's genCA and Go compute theirs differently from
+        a hash of the key, and a mismatch breaks path building: "unable to get local issuer")."""
+        try:
+            ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        except x509.ExtensionNotFound:
+            return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key())
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
     def issue_node(self, node_id: str, csr_pem: bytes, validity: datetime.timedelta) -> x509.Certificate:
         """A node's certificate for the key in ``csr_pem``; its name comes from here, never from the CSR."""

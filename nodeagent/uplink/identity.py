@@ -26,7 +26,7 @@ from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 log = logging.getLogger(__name__)
 
 RENEW_AT = 2 / 3  # of the certificate's lifetime
-JOIN_TIMEOUT_S = 10.0
+JOIN_TIMEOUT_S = 20.0
 PERMANENT = {
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.ALREADY_EXISTS,

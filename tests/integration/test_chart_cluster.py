@@ -23,7 +23,7 @@ import yaml
 
 from nodeagent.supervisor.process import free_port
 from tests.support import netns
-from tests.support.chart_pods import Pod, command
+from tests.support.chart_pods import Pod, command, rendered_secrets
 from tests.support.kubeapi import CRD_FILE, REPO, kube_api, write_kubeconfig
 from tests.support.network_policy import enforce
 from tests.support.service import Backend, Service
@@ -106,7 +106,7 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartClu
         in_cluster = write_kubeconfig(tmp / "in-cluster", api.url.replace("127.0.0.1", net.gateway))
         try:
             for pod in pods.values():
-                argv, env = command(pod, SECRETS, NAMESPACE, tmp / "volumes")
+                argv, env = command(pod, SECRETS | rendered_secrets(objects), NAMESPACE, tmp / "volumes")
                 if pod.container["name"] == "controlplane":  # the emulator speaks HTTP, not the pod's HTTPS
                     argv.append(f"--kubernetes-kubeconfig={in_cluster}")
                 pod.log_path = tmp / f"{pod.name}.log"

@@ -3,12 +3,14 @@
 For each pod: the container's args after the image's entrypoint (``llamafleet``; ``redis-server``
 for Redis), its env with ``fieldRef`` values filled from the pod (name, namespace, IP, node) and
 ``secretKeyRef`` values from the test's Secrets, ``$(VAR)`` expanded in args as Kubernetes does,
-and each volume's mountPath replaced by a directory of the test (no mount namespaces here). Each
-pod runs in its own network namespace (tests/support/netns.py) with its own address.
+and each volume's mountPath replaced by a directory of the test (no mount namespaces here), a
+Secret volume's directory holding the Secret's keys as files. Each pod runs in its own network
+namespace (tests/support/netns.py) with its own address.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import sys
@@ -63,6 +65,27 @@ def _env(pod: Pod, secrets: dict[str, dict[str, str]], namespace: str) -> dict[s
     return env
 
 
+def _project(source: Obj, secrets: dict[str, dict[str, str]], directory: Path) -> None:
+    """A Secret volume: each key (or each of ``items``) a file, as the kubelet writes them."""
+    data = secrets[source["secretName"]]
+    items = source.get("items") or [{"key": k, "path": k} for k in data]
+    directory.mkdir(parents=True, exist_ok=True)
+    for item in items:
+        target = directory / item["path"]
+        target.write_text(data[item["key"]])
+        target.chmod(source.get("defaultMode", 0o644))
+
+
+def rendered_secrets(objects: list[Obj]) -> dict[str, dict[str, str]]:
+    """The Secrets a rendered chart creates (its generated PKI), by name, with their data decoded."""
+    return {
+        o["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in (o.get("data") or {}).items()}
+        | dict(o.get("stringData") or {})
+        for o in objects
+        if o["kind"] == "Secret"
+    }
+
+
 def command(
     pod: Pod, secrets: dict[str, dict[str, str]], namespace: str, volumes: Path
 ) -> tuple[list[str], dict[str, str]]:
@@ -71,6 +94,9 @@ def command(
     mounts = {m["mountPath"]: volumes / pod.name / m["name"] for m in pod.container.get("volumeMounts", [])}
     for directory in mounts.values():
         directory.mkdir(parents=True, exist_ok=True)
+    for volume in pod.workload["spec"]["template"]["spec"].get("volumes", []):
+        if "secret" in volume:
+            _project(volume["secret"], secrets, volumes / pod.name / volume["name"])
 
     def local(value: str) -> str:
         value = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)

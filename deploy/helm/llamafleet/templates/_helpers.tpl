@@ -76,3 +76,14 @@ readinessProbe:
   periodSeconds: 2
   failureThreshold: 2
 {{- end -}}
+
+{{/* Secrets of the cluster's PKI: the chart's generated ones unless security.pki names others. */}}
+{{- define "llamafleet.pkiSecret" -}}
+{{ .Values.security.pki.existingSecret | default (printf "%s-pki" (include "llamafleet.fullname" .)) }}
+{{- end -}}
+{{- define "llamafleet.joinSecret" -}}
+{{ .Values.security.pki.joinSecret | default (printf "%s-join" (include "llamafleet.fullname" .)) }}
+{{- end -}}
+{{- define "llamafleet.gatewayTlsSecret" -}}
+{{ .Values.security.pki.gatewaySecret | default (printf "%s-gateway-tls" (include "llamafleet.fullname" .)) }}
+{{- end -}}
