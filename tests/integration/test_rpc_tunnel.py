@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
+from llamafleet.core import pki
 from nodeagent.rpc.tunnel import HeadTunnel, NodeCredentials, WorkerGate
 from nodeagent.supervisor.process import free_port
 from tests.integration.test_rpc_split import PROMPTS, greedy, rpc_worker
@@ -73,6 +77,17 @@ def serving(gate: WorkerGate, gate_port: int, tunnel: HeadTunnel, tunnel_port: i
         loop.close()
 
 
+def named_but_not_a_node(folder: Path, name: str) -> NodeCredentials:
+    """A certificate from the cluster CA with CN ``name`` that is not a node's (no O llamafleet:node)."""
+    authority = pki.Authority.load(folder)
+    key = pki.new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = authority.issue(key.public_key(), subject, datetime.timedelta(hours=1), [], server=False)
+    pki.write_private(folder / "plain.key", pki.key_pem(key))
+    pki.write_private(folder / "plain.crt", pki.cert_pem(cert))
+    return NodeCredentials(folder / "plain.crt", folder / "plain.key", folder / "ca.crt")
+
+
 def test_only_the_leased_head_gets_through_and_tokens_are_unchanged(
     tmp_path: Path, smollm2_path: Path
 ) -> None:
@@ -81,6 +96,7 @@ def test_only_the_leased_head_gets_through_and_tokens_are_unchanged(
     worker_node = node_credentials(tmp_path / "pki", "node-b")
     intruder = node_credentials(tmp_path / "pki", "node-c")
     foreign = node_credentials(tmp_path / "other", "node-a", cluster_ca(tmp_path / "other"))
+    not_a_node = named_but_not_a_node(tmp_path / "pki", "node-a")  # the CA's, CN node-a, no node O
     gate_port, tunnel_port = free_port("127.0.0.1"), free_port("127.0.0.1")
     with running_engine(smollm2_path, tmp_path, "--n-threads", "1") as whole:
         expected = [greedy(whole.url, p) for p in PROMPTS]
@@ -89,9 +105,9 @@ def test_only_the_leased_head_gets_through_and_tokens_are_unchanged(
         gate = WorkerGate(worker_node, (host, int(port)), leased_to="node-a")
         tunnel = HeadTunnel(head_node, ("127.0.0.1", gate_port), worker_node="node-b")
         with serving(gate, gate_port, tunnel, tunnel_port):
-            for credentials in (intruder, foreign, None):
+            for credentials in (intruder, foreign, not_a_node, None):
                 asyncio.run(knock(credentials, gate_port))
-            assert gate.refused == 1  # the intruder's certificate is the cluster's, but not the leased head's
+            assert gate.refused == 2  # the cluster's certificates, but not the leased head node's
             assert (
                 gate.forwarded == 0
             )  # nothing reached llama.cpp: the handshake or the name check stopped it
