@@ -10,6 +10,8 @@ from typing import Any
 
 import uvicorn
 
+from llamafleet.core.http_limits import BoundedHttpTools
+
 
 class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
@@ -24,8 +26,9 @@ async def serve_until(app: Any, host: str, port: int, stop: asyncio.Event, grace
     ``graceful_s``. Raises OSError (one line) when the port cannot be bound."""
     grace = max(1, round(graceful_s))
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=grace
-    )
+        app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=grace,
+        http=BoundedHttpTools,
+    )  # fmt: skip
     server = _EmbeddedServer(config)
     # Bind here, not in uvicorn: on a busy port uvicorn logs and calls sys.exit, which would end the
     # whole process with a traceback; an OSError is said in one line by the lifecycle.

@@ -3,6 +3,9 @@ not honour (400 naming them), in OpenAI's envelope, before any engine is involve
 
 from __future__ import annotations
 
+import json
+import socket
+
 import httpx
 import pytest
 
@@ -25,3 +28,18 @@ def test_unsupported_parameters_are_refused_by_name(cluster: Cluster) -> None:
     response = httpx.post(f"{cluster.base_url}/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "logprobs"
+
+
+def test_oversize_headers_are_refused_with_431_and_the_gateway_goes_on(cluster: Cluster) -> None:
+    """uvicorn's httptools parser keeps any amount of header bytes: bounded at 64 KiB here."""
+    host, port = cluster.base_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ")
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
+    fine = httpx.get(f"{cluster.base_url}/v1/models", headers={"x-big": "a" * 8000}, timeout=30)
+    assert fine.status_code == 200
