@@ -12,7 +12,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from llamafleet import __version__
-from llamafleet.cli import fit, inspect, keys
+from llamafleet.cli import fit, inspect, keys, pki
 from llamafleet.cli.settings import (
     AgentProcess,
     ControlPlaneProcess,
@@ -34,6 +34,7 @@ Cluster:     llamafleet controlplane / gateway / agent   (one process each)
 Inspect:     llamafleet nodes / models
 Plan:        llamafleet fit MODEL.gguf   (RAM/VRAM a model needs; no cluster needed)
 Keys:        llamafleet keys create NAME (API keys scoped to models, with quotas)
+             llamafleet pki init DIR / issue admin (the cluster's certificates; docs/SECURITY.md)
 
 Every option can also be set by an environment variable, shown in each command's --help.
 """
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     keys.add_arguments(keys_parser)
     keys_parser.set_defaults(command="keys")
+    pki_parser = sub.add_parser(
+        "pki", help="make the cluster's CA, certificates and bootstrap token by hand",
+        description=pki.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    pki.add_arguments(pki_parser)
+    pki_parser.set_defaults(command="pki")
     for name, help_text in (
         ("nodes", "list the nodes and their hardware"),
         ("models", "list models, replicas, status"),
@@ -153,6 +160,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await fit.run(args)
     if command == "keys":
         print(keys.create(args))
+        return 0
+    if command == "pki":
+        print(pki.run(args))
         return 0
     if command in ("nodes", "models"):
         tls = inspect.admin_tls(args.tls_dir, args.insecure)
