@@ -16,6 +16,7 @@ import pytest
 from nodeagent.cache.resolver import builtin_path
 from nodeagent.supervisor.process import free_port
 from tests.support.processes import admin_cli, cluster_pki, grpc_port
+from tests.support.secret_scan import leaks
 from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,3 +112,20 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     running = start_cluster(tmp_path, SMOLLM2_YAML, ["smollm2-135m"])
     yield running
     stop_cluster(running)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The log scan of the whole run (tests/support/secret_scan.py): a leak fails the run."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or session.config.option.collectonly:
+        return
+    try:
+        base = factory.getbasetemp()
+    except (OSError, ValueError):
+        return
+    problems = leaks(base)
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("secrets found in logs:\n  " + "\n  ".join(problems[:20]), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
