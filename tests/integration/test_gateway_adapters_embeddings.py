@@ -61,9 +61,11 @@ def test_embeddings_and_cached_tokens_pass_through_the_gateway(cluster: Cluster)
 
 
 def test_runtime_adapters_and_slots_through_the_gateway(
-    cluster: Cluster, smollm2_path: Path, tmp_path: Path
+    cluster: Cluster, smollm2_path: Path
 ) -> None:
-    lora = write_lora(smollm2_path, tmp_path / "late.gguf", seed=3)  # on this node, as on a real one
+    folder = cluster.tmp / "agent" / "adapters"  # the node's adapter folder (DATA_DIR/adapters)
+    folder.mkdir(parents=True, exist_ok=True)
+    lora = write_lora(smollm2_path, folder / "late.gguf", seed=3)
     base = f"{cluster.base_url}/v1/replicas/smol"
     loaded = httpx.post(f"{base}/adapters", json={"name": "late", "path": str(lora)}, timeout=60)
     assert loaded.status_code == 200, loaded.text
@@ -78,7 +80,9 @@ def test_runtime_adapters_and_slots_through_the_gateway(
     slots = httpx.get(f"{base}/slots").json()["data"][0]["result"]
     assert len(slots) == 2
     assert {"id", "state", "cached_tokens", "request"} <= set(slots[0])
-    missing = httpx.post(f"{base}/adapters", json={"name": "x", "path": "/nonexistent.gguf"}, timeout=60)
+    missing = httpx.post(f"{base}/adapters", json={"name": "x", "path": "nonexistent.gguf"}, timeout=60)
     assert missing.status_code == 400
+    elsewhere = httpx.post(f"{base}/adapters", json={"name": "x", "path": "/etc/passwd"}, timeout=60)
+    assert elsewhere.status_code == 403
     assert httpx.delete(f"{base}/adapters/late", timeout=60).status_code == 200
     assert httpx.get(f"{cluster.base_url}/v1/replicas/nope/slots").status_code == 404
