@@ -114,11 +114,11 @@ class EngineProxy:
         self._metrics.requests.labels(request.model, request.endpoint_label, str(status)).inc()
         self._metrics.key_requests.labels(request.key.name, request.model, str(status)).inc()
 
-    async def _charge(self, request: Forward, tokens: int) -> None:
+    def _charge(self, request: Forward, tokens: int) -> None:
         """Tokens (prompt + completion) against the key's quota and in its usage metrics."""
         if tokens > 0:
             self._metrics.key_tokens.labels(request.key.name, request.model).inc(tokens)
-            await self._quotas.charge_tokens(request.key, tokens)
+            self._quotas.charge_tokens(request.key, tokens)
 
     async def forward(self, request: Forward) -> Response:
         started = time.monotonic()
@@ -206,7 +206,7 @@ class EngineProxy:
                 total = int(usage.get("total_tokens") or usage.get("prompt_tokens", 0))
             except (ValueError, AttributeError, TypeError):
                 raise EngineFailed(f"replica {endpoint.replica_id} sent a malformed response") from None
-            await self._charge(request, total)
+            self._charge(request, total)
         return Response(
             body,
             status,
@@ -246,7 +246,7 @@ class EngineProxy:
             await self._balancer.release(base, endpoint)
             self._metrics.generated_tokens.labels(request.model).inc(tokens.count)
             self._count(request, status)
-            await self._charge(request, tokens.total)
+            self._charge(request, tokens.total)
             self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(
                 time.monotonic() - started
             )

@@ -60,9 +60,7 @@ def test_embeddings_and_cached_tokens_pass_through_the_gateway(cluster: Cluster)
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == again["usage"]["prompt_tokens"] - 1
 
 
-def test_runtime_adapters_and_slots_through_the_gateway(
-    cluster: Cluster, smollm2_path: Path
-) -> None:
+def test_runtime_adapters_and_slots_through_the_gateway(cluster: Cluster, smollm2_path: Path) -> None:
     folder = cluster.tmp / "agent" / "adapters"  # the node's adapter folder (DATA_DIR/adapters)
     folder.mkdir(parents=True, exist_ok=True)
     lora = write_lora(smollm2_path, folder / "late.gguf", seed=3)

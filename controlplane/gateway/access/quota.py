@@ -12,6 +12,7 @@ quota), says so in the log, and goes back to Redis on the next call that reaches
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -28,18 +29,23 @@ log = logging.getLogger(__name__)
 WINDOW_S = 60.0
 _PREFIX = "lf:quota:"
 
-# KEYS: current window, previous window. ARGV: limit, weight of the previous window, cost, ttl.
-# Returns 1 and counts ``cost`` when it fits; 0 (and counts nothing) when it does not.
-_TAKE = """
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-used = used + tonumber(redis.call('GET', KEYS[2]) or '0') * tonumber(ARGV[2])
-if used + tonumber(ARGV[3]) > tonumber(ARGV[1]) then return 0 end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('INCRBY', KEYS[1], ARGV[3])
+# KEYS: requests now, requests the minute before, tokens now, tokens the minute before.
+# ARGV: requests per minute, tokens per minute (0: no limit), weight of the minute before, ttl.
+# Returns 0 and counts the request when it fits; 1 when the requests, 2 when the tokens are used up.
+_ADMIT = """
+local weight = tonumber(ARGV[3])
+local function used(now, before)
+  return tonumber(redis.call('GET', now) or '0') + tonumber(redis.call('GET', before) or '0') * weight
+end
+if tonumber(ARGV[2]) > 0 and used(KEYS[3], KEYS[4]) >= tonumber(ARGV[2]) then return 2 end
+if tonumber(ARGV[1]) > 0 then
+  if used(KEYS[1], KEYS[2]) + 1 > tonumber(ARGV[1]) then return 1 end
+  redis.call('INCR', KEYS[1])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
-return 1
+return 0
 """
+_TTL_S = 180
 
 
 def _window(now: float) -> tuple[int, float]:
@@ -50,64 +56,76 @@ def _window(now: float) -> tuple[int, float]:
 class Quotas:
     def __init__(self, redis_url: str = "") -> None:
         self._client = aioredis.from_url(redis_url, socket_timeout=1.0) if redis_url else None
-        self._take_script = self._client.register_script(_TAKE) if self._client is not None else None
+        self._admit_script = self._client.register_script(_ADMIT) if self._client is not None else None
         self._local: dict[str, int] = defaultdict(int)  # counter key → count (no Redis, or Redis down)
         self._redis_ok = True
+        self._charging: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
+        if self._charging:
+            await asyncio.gather(*self._charging, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
 
     async def admit(self, key: ApiKey) -> None:
-        """Count one request; QuotaExceeded (429) when the key's requests or tokens are used up."""
-        if key.tokens_per_minute and not await self._take(key.name, "tokens", key.tokens_per_minute, 0):
-            raise QuotaExceeded(f"API key {key.name!r} used its {key.tokens_per_minute} tokens per minute",
-                                _retry_after())  # fmt: skip
-        if key.requests_per_minute and not await self._take(key.name, "requests", key.requests_per_minute, 1):
-            raise QuotaExceeded(
-                f"API key {key.name!r} used its {key.requests_per_minute} requests per minute", _retry_after()
-            )
-
-    async def charge_tokens(self, key: ApiKey, tokens: int) -> None:
-        if key.tokens_per_minute and tokens > 0:
-            await self._add(key.name, "tokens", tokens)
-
-    def _names(self, key: str, kind: str, now: float) -> tuple[str, str, float]:
-        window, into = _window(now)
-        base = f"{_PREFIX}{key}:{kind}:"
-        return f"{base}{window}", f"{base}{window - 1}", 1.0 - into
-
-    async def _take(self, key: str, kind: str, limit: int, cost: int) -> bool:
-        current, previous, weight = self._names(key, kind, time.time())
-        if self._take_script is not None:
+        """Count one request; QuotaExceeded (429) when the key's requests or tokens are used up.
+        One Redis call (a Lua script) when quotas are shared."""
+        rpm, tpm = key.requests_per_minute, key.tokens_per_minute
+        if not rpm and not tpm:
+            return
+        names = [*self._names(key.name, "requests"), *self._names(key.name, "tokens")]
+        weight = 1.0 - _window(time.time())[1]
+        verdict = None
+        if self._admit_script is not None:
             try:
-                taken = await self._take_script(
-                    keys=[current, previous], args=[limit, weight, cost, int(3 * WINDOW_S)]
-                )
+                verdict = int(await self._admit_script(keys=names, args=[rpm, tpm, weight, _TTL_S]))
                 self._set_redis(True)
-                return bool(taken)
             except RedisError as exc:
                 self._set_redis(False, exc)
-        used = self._local[current] + self._local[previous] * weight
-        if used + cost > limit:
-            return False
-        self._local[current] += cost
-        self._forget_old(current)
-        return True
+        if verdict is None:
+            verdict = self._admit_here(names, rpm, tpm, weight)
+        if verdict == 1:
+            raise QuotaExceeded(f"API key {key.name!r} used its {rpm} requests per minute", _retry_after())
+        if verdict == 2:
+            raise QuotaExceeded(f"API key {key.name!r} used its {tpm} tokens per minute", _retry_after())
 
-    async def _add(self, key: str, kind: str, amount: int) -> None:
-        current, _, _ = self._names(key, kind, time.time())
+    def charge_tokens(self, key: ApiKey, tokens: int) -> None:
+        """Add a finished response's tokens to the key's minute, off the response's path."""
+        if key.tokens_per_minute and tokens > 0:
+            task = asyncio.ensure_future(self._add(self._names(key.name, "tokens")[0], tokens))
+            self._charging.add(task)
+            task.add_done_callback(self._charging.discard)
+
+    @staticmethod
+    def _names(key: str, kind: str) -> tuple[str, str]:
+        window = _window(time.time())[0]
+        base = f"{_PREFIX}{key}:{kind}:"
+        return f"{base}{window}", f"{base}{window - 1}"
+
+    def _admit_here(self, names: list[str], rpm: int, tpm: int, weight: float) -> int:
+        """The script's rule on this gateway's own counts (no Redis, or Redis down)."""
+        local = self._local
+        if tpm and local[names[2]] + local[names[3]] * weight >= tpm:
+            return 2
+        if rpm:
+            if local[names[0]] + local[names[1]] * weight + 1 > rpm:
+                return 1
+            local[names[0]] += 1
+        self._forget_old(names[0])
+        return 0
+
+    async def _add(self, name: str, amount: int) -> None:
         if self._client is not None:
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.incrby(current, amount)
-                    pipe.expire(current, int(3 * WINDOW_S))
+                    pipe.incrby(name, amount)
+                    pipe.expire(name, _TTL_S)
                     await pipe.execute()
                 self._set_redis(True)
                 return
             except RedisError as exc:
                 self._set_redis(False, exc)
-        self._local[current] += amount
+        self._local[name] += amount
 
     def _forget_old(self, current: str) -> None:
         if len(self._local) > 10_000:  # windows older than the previous one are never read again
