@@ -19,13 +19,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.latency import percentile, timed
 from llamafleet.core.engine_auth import engine_headers
 from nodeagent.supervisor.process import free_port
 from tests.conftest import SMOLLM2_YAML, start_cluster, stop_cluster
@@ -37,24 +37,11 @@ BODY = {"model": "smollm2-135m", "max_tokens": 1, "temperature": 0,
         "messages": [{"role": "user", "content": "Say yes."}]}  # fmt: skip
 
 
-def timed(client: httpx.Client, url: str) -> float:
-    started = time.perf_counter()
-    response = client.post(url, json=BODY)
-    elapsed = time.perf_counter() - started
-    response.raise_for_status()
-    return elapsed
-
-
 def ready(url: str) -> bool:
     try:
         return httpx.post(url, json=BODY, timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[int(q * (len(ordered) - 1))]
 
 
 def main() -> None:
@@ -86,11 +73,11 @@ def main() -> None:
             try:
                 for _ in range(10):  # warm every path and the engine's prompt cache
                     for name, url in urls.items():
-                        timed(clients[name], url)
+                        timed(clients[name], url, BODY)
                 order = list(urls)
                 for i in range(args.requests):
                     for name in order[i % 3 :] + order[: i % 3]:  # rotate who goes first
-                        samples[name].append(timed(clients[name], urls[name]))
+                        samples[name].append(timed(clients[name], urls[name], BODY))
             finally:
                 for client in clients.values():
                     client.close()

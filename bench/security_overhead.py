@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -37,6 +36,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.latency import percentile, timed
 from controlplane.gateway.access.keys import hash_key
 from nodeagent.supervisor.process import free_port
 from tests.conftest import SMOLLM2_YAML, start_cluster, stop_cluster
@@ -47,19 +47,6 @@ from tests.support.wait import wait_until
 KEY = "lf-bench-key-0123456789abcdef0123456789"
 BODY = {"model": "smollm2-135m", "max_tokens": 1, "temperature": 0,
         "messages": [{"role": "user", "content": "Say yes."}]}  # fmt: skip
-
-
-def timed(client: httpx.Client, url: str) -> float:
-    started = time.perf_counter()
-    response = client.post(url, json=BODY)
-    elapsed = time.perf_counter() - started
-    response.raise_for_status()
-    return elapsed
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[int(q * (len(ordered) - 1))]
 
 
 def gateway(grpc: str, tmp: Path, name: str, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -114,11 +101,11 @@ def main() -> None:
                 samples: dict[str, list[float]] = {label: [] for label in urls}
                 for _ in range(10):  # warm every path and the engine's prompt cache
                     for label, url in urls.items():
-                        timed(clients[label], url)
+                        timed(clients[label], url, BODY)
                 order = list(urls)
                 for i in range(args.requests):
                     for label in order[i % 4 :] + order[: i % 4]:  # rotate who goes first
-                        samples[label].append(timed(clients[label], urls[label]))
+                        samples[label].append(timed(clients[label], urls[label], BODY))
                 for client in clients.values():
                     client.close()
         finally:

@@ -85,24 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the node agent: reports this node's hardware to the control plane and runs the\n"
         "engine processes it is assigned, restarting them when they crash.",
     )  # fmt: skip
-    fit_parser = sub.add_parser(
-        "fit", help="estimate a model's RAM/VRAM and whether it fits (no cluster needed)",
-        description=fit.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    fit.add_arguments(fit_parser)
-    fit_parser.set_defaults(command="fit")
-    keys_parser = sub.add_parser(
-        "keys", help="make API keys for the gateway (scoped to models, with quotas)",
-        description=keys.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    keys.add_arguments(keys_parser)
-    keys_parser.set_defaults(command="keys")
-    pki_parser = sub.add_parser(
-        "pki", help="make the cluster's CA, certificates and bootstrap token by hand",
-        description=pki.DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    pki.add_arguments(pki_parser)
-    pki_parser.set_defaults(command="pki")
+    for tool, help_text in (
+        (fit, "estimate a model's RAM/VRAM and whether it fits (no cluster needed)"),
+        (keys, "make API keys for the gateway (scoped to models, with quotas)"),
+        (pki, "make the cluster's CA, certificates and bootstrap token by hand"),
+    ):
+        name = tool.__name__.rsplit(".", 1)[1]
+        tool_parser = sub.add_parser(name, help=help_text, description=tool.DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        tool.add_arguments(tool_parser)
+        tool_parser.set_defaults(command=name)
     for name, help_text in (
         ("nodes", "list the nodes and their hardware"),
         ("models", "list models, replicas, status"),
