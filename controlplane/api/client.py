@@ -107,6 +107,11 @@ class ClusterClient:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: grpc.aio.AioRpcError) -> Unavailable:
+        hint = ""
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and self._tls is None:
+            hint = "; a control plane with TLS (the default) needs a credential (--tls-dir), not --insecure"
+        elif exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+            hint = "; give a credential for this role (llamafleet pki issue admin)"
         return Unavailable(
-            f"control plane at {self._address}: {exc.code().name} ({exc.details()})", retry_after=1
+            f"control plane at {self._address}: {exc.code().name} ({exc.details()}){hint}", retry_after=1
         )
