@@ -39,6 +39,18 @@ class JoinRefused(LlamafleetError):
     code = "join_refused"
 
 
+class SourceDenied(LlamafleetError):
+    """A model source refused us (HTTP 401/403, a gated Hugging Face repository): a token is missing."""
+
+    code = "source_denied"
+
+
+class DiskFull(LlamafleetError):
+    """No room for a model file on this node, even after evicting every unused cached model."""
+
+    code = "disk_full"
+
+
 class InvalidRequest(LlamafleetError):
     """The caller sent something we cannot serve; ``param`` names the offending field."""
 
@@ -79,6 +91,12 @@ class ModelFileInvalid(LlamafleetError):
     """A model file is not a usable GGUF (bad magic, truncated, impossible sizes)."""
 
     code = "model_invalid"
+
+
+class ChecksumMismatch(ModelFileInvalid):
+    """A downloaded (or local) file's sha256 is not the one its model declares."""
+
+    code = "checksum_mismatch"
 
 
 class Overloaded(Unavailable):

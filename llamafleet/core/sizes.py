@@ -14,3 +14,12 @@ def parse_size(text: str) -> int:
     if match is None:
         raise ValueError(f"{text!r} is not a size; write e.g. 8GiB, 512MiB or 24G")
     return int(float(match[1]) * _UNITS[match[2].lower()])
+
+
+def format_size(n: float) -> str:
+    """Bytes for people: 512 B, 1.5 KiB, 3.2 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

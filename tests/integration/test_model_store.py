@@ -1,0 +1,157 @@
+"""The node's model cache against a real HTTP server (tests/support/file_server.py) with injected
+faults, and its Hugging Face emulation: resume, checksums, one download per file, LRU eviction
+that spares files in use, a full disk."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llamafleet.core.errors import ChecksumMismatch, DiskFull, ModelNotFound, SourceDenied
+from nodeagent.cache.store import ModelStore
+from tests.support.file_server import Fault, FileServer, file_server
+
+pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
+
+
+def blob(folder: Path, name: str, size: int, seed: int = 0) -> Path:
+    path = folder / name
+    path.write_bytes(hashlib.sha256(str(seed).encode()).digest() * (size // 32))
+    return path
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def server() -> Iterator[FileServer]:
+    with file_server() as running:
+        yield running
+
+
+def test_a_url_is_fetched_once_checked_and_kept(tmp_path: Path, server: FileServer) -> None:
+    original = blob(tmp_path, "m.gguf", 4 * MiB)
+    url = server.add("m.gguf", original)
+    store = ModelStore(tmp_path / "cache")
+
+    async def run() -> tuple[Path, ...]:
+        return tuple(await asyncio.gather(*(store.fetch(url, sha(original)) for _ in range(3))))
+
+    paths = asyncio.run(run())
+    assert len(set(paths)) == 1
+    assert server.requests["m.gguf"] == 1  # three asks, one download
+    assert paths[0].read_bytes() == original.read_bytes()
+    assert paths[0].name == "m.gguf"
+    assert paths[0].resolve().name == f"sha256-{sha(original)}"
+    again = ModelStore(tmp_path / "cache")  # a restarted agent finds it
+    assert asyncio.run(again.fetch(url)) == paths[0]
+    assert server.requests["m.gguf"] == 1
+
+
+def test_a_cut_download_resumes_where_it_stopped(tmp_path: Path, server: FileServer) -> None:
+    original = blob(tmp_path, "big.gguf", 16 * MiB)
+    url = server.add("big.gguf", original)
+    server.faults["big.gguf"] += [Fault(drop_after=5 * MiB), Fault(status=503), Fault(drop_after=3 * MiB)]
+    path = asyncio.run(ModelStore(tmp_path / "cache").fetch(url, sha(original)))
+    assert path.read_bytes() == original.read_bytes()
+    assert server.sent["big.gguf"] == 16 * MiB  # no byte fetched twice across four attempts
+    assert server.requests["big.gguf"] == 4
+
+
+def test_a_server_that_ignores_range_and_a_short_body_still_give_the_right_file(
+    tmp_path: Path, server: FileServer
+) -> None:
+    original = blob(tmp_path, "m.gguf", 4 * MiB)
+    url = server.add("m.gguf", original)
+    server.faults["m.gguf"] += [Fault(drop_after=MiB), Fault(ignore_range=True, short=True)]
+    path = asyncio.run(ModelStore(tmp_path / "cache").fetch(url, sha(original)))
+    assert sha(path) == sha(original)
+
+
+def test_a_wrong_sha256_keeps_nothing(tmp_path: Path, server: FileServer) -> None:
+    url = server.add("m.gguf", blob(tmp_path, "m.gguf", MiB))
+    store = ModelStore(tmp_path / "cache")
+    with pytest.raises(ChecksumMismatch, match="is not the expected"):
+        asyncio.run(store.fetch(url, "0" * 64))
+    assert store.cached(url) is None
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != "index.json"] == []
+
+
+def test_http_errors_are_precise(tmp_path: Path, server: FileServer) -> None:
+    store = ModelStore(tmp_path / "cache")
+    with pytest.raises(ModelNotFound, match="404"):
+        asyncio.run(store.fetch(f"{server.url}/files/nope.gguf"))
+    url = server.add("m.gguf", blob(tmp_path, "m.gguf", MiB))
+    server.faults["m.gguf"].append(Fault(status=403))
+    with pytest.raises(SourceDenied, match="403"):
+        asyncio.run(store.fetch(url))
+
+
+def test_eviction_takes_the_least_recently_used_file_and_never_one_in_use(
+    tmp_path: Path, server: FileServer
+) -> None:
+    urls = [server.add(f"m{i}.gguf", blob(tmp_path, f"m{i}.gguf", 3 * MiB, seed=i)) for i in range(3)]
+    in_use: set[str] = set()
+    store = ModelStore(tmp_path / "cache", max_bytes=7 * MiB, in_use=lambda: in_use)
+    asyncio.run(store.fetch(urls[0]))
+    asyncio.run(store.fetch(urls[1]))
+    in_use.add(urls[0])  # a replica runs m0: m1 is the one to go, though m0 is older
+    asyncio.run(store.fetch(urls[2]))
+    assert store.cached(urls[0]) is not None
+    assert store.cached(urls[1]) is None
+    assert store.cached(urls[2]) is not None
+    in_use.add(urls[2])
+    with pytest.raises(DiskFull, match="in use by replicas"):
+        asyncio.run(store.fetch(urls[1]))  # 3 MiB more cannot fit while both run
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0 or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_full_disk_is_an_error_that_names_it(tmp_path: Path, server: FileServer, tiny_disk: Path) -> None:
+    url = server.add("m.gguf", blob(tmp_path, "m.gguf", 4 * MiB))
+    with pytest.raises(DiskFull, match="no space left on this node"):
+        asyncio.run(ModelStore(tiny_disk / "cache").fetch(url))
+
+
+def test_hugging_face_quant_tags_shards_and_gated_repos(tmp_path: Path, server: FileServer) -> None:
+    shards = {f"model-Q4_K_M-0000{i}-of-00003.gguf": blob(tmp_path, f"s{i}", MiB, seed=i) for i in (1, 2, 3)}
+    server.add_repo("org/split", {**shards, "model-Q8_0.gguf": blob(tmp_path, "q8", MiB, seed=8),
+                                  "mmproj-Q4_K_M.gguf": blob(tmp_path, "mm", MiB, seed=9)})  # fmt: skip
+    server.add_repo("org/gated", {"x-Q4_K_M.gguf": blob(tmp_path, "g", MiB, seed=10)})
+    server.gated.add("org/gated")
+    store = ModelStore(tmp_path / "cache", hf_endpoint=server.url)
+    first = asyncio.run(store.fetch("hf://org/split:Q4_K_M"))
+    assert first.name == "model-Q4_K_M-00001-of-00003.gguf"
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted(shards)  # shards side by side
+    for name, original in shards.items():
+        assert sha(first.parent / name) == sha(original)
+    q8 = asyncio.run(store.fetch("hf://org/split/model-Q8_0.gguf@main"))
+    assert q8.read_bytes() == (tmp_path / "q8").read_bytes()
+    with pytest.raises(SourceDenied, match="gated"):
+        asyncio.run(store.fetch("hf://org/gated:Q4_K_M"))
+    with pytest.raises(ModelNotFound, match="no such repository"):
+        asyncio.run(store.fetch("hf://org/missing:Q4_K_M"))
+    token = ModelStore(tmp_path / "cache2", hf_endpoint=server.url, hf_token="hf_test")
+    assert asyncio.run(token.fetch("hf://org/gated")).name == "x-Q4_K_M.gguf"  # Q4_K_M by default
