@@ -20,7 +20,7 @@ from controlplane.state.cluster import ClusterState
 log = logging.getLogger(__name__)
 
 # Engine failures worth another node; a bad or missing file fails the same way everywhere.
-RETRY_ELSEWHERE = ("engine_crashed", "engine_start_failed")
+RETRY_ELSEWHERE = ("engine_crashed", "engine_start_failed", "disk_full")  # another node may have room
 
 
 class Reconciler:

@@ -16,6 +16,7 @@ from llamafleet.core.sizes import parse_size
 from llamafleet.fit.recommend import Gpu, NodeResources
 from nodeagent import engine_metrics
 from nodeagent.cache.catalog import ModelCatalog
+from nodeagent.cache.node_store import node_store
 from nodeagent.domain import CachedModel, HostInventory
 from nodeagent.hardware import inventory
 from nodeagent.memory import HostMemory
@@ -61,14 +62,19 @@ class Agent:
             start_http_server(settings.metrics_port, registry=self._registry)
         changed = asyncio.Event()
         identity = None if settings.uplink.insecure else NodeIdentity(settings)
+        # Files replicas on this node use or start with are never evicted from the model cache.
+        store = node_store(
+            settings.supervisor, lambda: [st.spec.source for sup in supervisor_ref for st in sup.states()]
+        )
         supervisor = Supervisor(
             settings.supervisor,
             on_change=changed.set,
             on_restart=lambda model: self.metrics.engine_restarts.labels(model).inc(),
             credentials=identity.credentials() if identity is not None else None,
+            store=store,
         )
         supervisor_ref.append(supervisor)
-        catalog = ModelCatalog()
+        catalog = ModelCatalog(store.cached)
 
         def cached_models() -> list[CachedModel]:
             sources = {state.spec.source for state in supervisor.states()} | uplink.watched_sources

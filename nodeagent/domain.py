@@ -75,6 +75,9 @@ class ReplicaError(enum.Enum):
     MODEL_INVALID = "model_invalid"
     ENGINE_CRASHED = "engine_crashed"
     ENGINE_START_FAILED = "engine_start_failed"
+    SOURCE_DENIED = "source_denied"  # the model's source refused us: a token is missing
+    CHECKSUM_MISMATCH = "checksum_mismatch"  # the file is not the one the model's sha256 names
+    DISK_FULL = "disk_full"  # no room in the model cache, even after evicting unused models
 
 
 @dataclass(frozen=True)

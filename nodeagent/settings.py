@@ -74,6 +74,24 @@ class SupervisorSettings(BaseModel):
         pattern=r"^\s*[0-9]+(\.[0-9]+)?\s*[kmgtKMGT]?(i?[bB])?\s*$",
         description="Size cap of the RPC workers' tensor cache (oldest files go first)",
     )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="The node's model cache: downloaded models, one copy each (default: DATA_DIR/models)",
+    )
+    cache_max: str = Field(
+        default="0",
+        pattern=r"^\s*[0-9]+(\.[0-9]+)?\s*[kmgtKMGT]?(i?[bB])?\s*$",
+        description="Size cap of the model cache; least recently used models no replica uses go first "
+        "(0: no cap)",
+    )
+    download_headers_file: Path | None = Field(
+        default=None,
+        description="YAML of URL prefix → HTTP headers for model downloads (e.g. Authorization), "
+        "from a Secret; re-read for every download",
+    )
+    hf_token_file: Path | None = Field(
+        default=None, description="File holding a Hugging Face token for hf:// sources (else HF_TOKEN)"
+    )
     adapter_dirs: list[Path] = Field(
         default_factory=list,
         description="Folders LoRA adapters may be loaded from at runtime (POST /v1/replicas/MODEL/adapters); "
@@ -88,6 +106,9 @@ class SupervisorSettings(BaseModel):
                 "wildcard: engines would be reachable on every interface"
             )
         return self
+
+    def model_cache_dir(self) -> Path:
+        return self.cache_dir or self.data_dir / "models"
 
     def allowed_adapter_dirs(self) -> list[Path]:
         return self.adapter_dirs or [self.data_dir / "adapters"]

@@ -36,6 +36,9 @@ _ERRORS = {
     pb.REPLICA_ERROR_MODEL_INVALID: "model_invalid",
     pb.REPLICA_ERROR_ENGINE_CRASHED: "engine_crashed",
     pb.REPLICA_ERROR_ENGINE_START_FAILED: "engine_start_failed",
+    pb.REPLICA_ERROR_SOURCE_DENIED: "source_denied",
+    pb.REPLICA_ERROR_CHECKSUM_MISMATCH: "checksum_mismatch",
+    pb.REPLICA_ERROR_DISK_FULL: "disk_full",
 }
 
 

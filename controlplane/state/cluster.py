@@ -370,6 +370,16 @@ def _assignment(r: ReplicaRecord) -> Assignment:
     )
 
 
+# A replica's error about its model's file → the ModelValid condition's reason.
+_SOURCE_ERRORS = {
+    "model_invalid": "ModelInvalid",
+    "model_not_found": "ModelNotFound",
+    "source_denied": "SourceDenied",
+    "checksum_mismatch": "ChecksumMismatch",
+    "disk_full": "DiskFull",
+}
+
+
 def model_conditions(
     spec: ModelSpec,
     replicas: tuple[ReplicaRecord, ...],
@@ -385,10 +395,9 @@ def model_conditions(
         placed = Condition("Placed", "False", "SplitPlanned" if split_plan else "NoCapacity", message)
     else:
         placed = Condition("Placed", "True", "Placed", f"{len(replicas)} replica(s) placed")
-    invalid = [r for r in replicas if r.error in ("model_invalid", "model_not_found")]
+    invalid = [r for r in replicas if r.error in _SOURCE_ERRORS]
     if invalid:
-        reason = "ModelInvalid" if invalid[0].error == "model_invalid" else "ModelNotFound"
-        valid = Condition("ModelValid", "False", reason, invalid[0].message)
+        valid = Condition("ModelValid", "False", _SOURCE_ERRORS[invalid[0].error], invalid[0].message)
     elif any(r.phase in (ReplicaPhase.READY, ReplicaPhase.STARTING) for r in replicas):
         valid = Condition("ModelValid", "True", "Loaded")
     else:

@@ -7,7 +7,7 @@ or impossible is reported with the error instead of a profile, logged once, and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from llamafleet.core.errors import LlamafleetError
@@ -24,7 +24,10 @@ DEFAULT_FIT_CONTEXT = 4096
 
 
 class ModelCatalog:
-    def __init__(self) -> None:
+    """``locate``: where this node holds a source now, without fetching (the model store's view)."""
+
+    def __init__(self, locate: Callable[[str], Path | None] | None = None) -> None:
+        self._locate = locate or _resolve_local
         self._profiles: dict[tuple[str, int, int], tuple[ModelProfile | None, str]] = {}
 
     def _profile(self, path: Path) -> tuple[ModelProfile | None, str]:
@@ -52,9 +55,11 @@ class ModelCatalog:
         for source in sources:
             if source not in found:
                 try:
-                    found[source] = resolve(source)
+                    path = self._locate(source)
                 except LlamafleetError:
-                    continue  # not on this node: the replica reports that itself
+                    path = None
+                if path is not None:
+                    found[source] = path  # a source not on this node: its replica reports that itself
         out = []
         for source, path in sorted(found.items()):
             try:
@@ -62,3 +67,10 @@ class ModelCatalog:
             except OSError as exc:  # deleted or unreadable since it was resolved
                 log.warning("model %s at %s: %s", source, path, exc)
         return out
+
+
+def _resolve_local(source: str) -> Path | None:
+    try:
+        return resolve(source)
+    except LlamafleetError:
+        return None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from nodeagent.cache.store import ModelStore
 from nodeagent.domain import Phase, ReplicaError, ReplicaSpec, ReplicaState
 from nodeagent.rpc.tunnel import NodeCredentials
 from nodeagent.settings import SupervisorSettings
@@ -87,8 +88,10 @@ class SupervisedProcess:
         on_change: Callable[[], None],
         on_restart: Callable[[str], None] = lambda _model: None,
         credentials: NodeCredentials | None = None,
+        store: ModelStore | None = None,
     ) -> None:
         self.spec = spec
+        self._store = store  # the node's model cache (engines fetch their model through it)
         self.stop = asyncio.Event()
         self._settings = settings
         self._credentials = credentials  # this node's certificate (layer splits' mutual TLS)

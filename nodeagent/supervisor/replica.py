@@ -15,13 +15,23 @@ import secrets
 import ssl
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from llamafleet.core.engine_auth import ENGINE_SECRET_ENV
-from llamafleet.core.errors import InvalidRequest, ModelFileInvalid, ModelNotFound
-from nodeagent.cache.resolver import resolve
+from llamafleet.core.errors import (
+    ChecksumMismatch,
+    DiskFull,
+    InvalidRequest,
+    ModelFileInvalid,
+    ModelNotFound,
+    SourceDenied,
+    Unavailable,
+)
+from llamafleet.core.sizes import format_size
+from nodeagent.cache.store import Download, ModelStore
 from nodeagent.domain import ReplicaError
 from nodeagent.fit.gguf_header import GGUFHeader, read_header
 from nodeagent.rpc.tunnel import HeadTunnel
@@ -38,18 +48,53 @@ class EngineReplica(SupervisedProcess):
     _parts: list[str]  # --rpc-parts as the engine gets them (through the tunnels when there are any)
 
     async def prepare(self) -> bool:
-        """Resolve and check the model file; a bad one is a permanent failure for this Assign."""
+        """Fetch (through the node's cache) and check the model file; a missing, refused, corrupt or
+        unfitting one is a permanent failure for this Assign, a broken download is resumed."""
         # What the engine requires on every request; the gateway gets it through the routing table.
         self._update(secret=secrets.token_urlsafe(32))
         try:
-            path = await asyncio.to_thread(resolve, self.spec.source)
+            path = await self._fetch()
+            if path is None:
+                return False  # stopped while downloading
             self._header = await asyncio.to_thread(read_header, path)
             return True
         except (ModelNotFound, InvalidRequest) as exc:
             self._fail(ReplicaError.MODEL_NOT_FOUND, exc.message)
+        except SourceDenied as exc:
+            self._fail(ReplicaError.SOURCE_DENIED, exc.message)
+        except ChecksumMismatch as exc:
+            self._fail(ReplicaError.CHECKSUM_MISMATCH, exc.message)
         except ModelFileInvalid as exc:
             self._fail(ReplicaError.MODEL_INVALID, exc.message)
+        except DiskFull as exc:
+            self._fail(ReplicaError.DISK_FULL, exc.message)
         return False
+
+    async def _fetch(self) -> Path | None:
+        """The model file, downloading it if this node lacks it: progress in the replica's message,
+        an interrupted download resumed until it completes or the replica is stopped."""
+        store = self._store or ModelStore(self._settings.model_cache_dir())
+        while True:
+            fetching = asyncio.ensure_future(store.fetch(self.spec.source, self.spec.sha256))
+            while not fetching.done():
+                stopped = asyncio.ensure_future(self.stop.wait())
+                await asyncio.wait({fetching, stopped}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if self.stop.is_set() and not fetching.done():
+                    fetching.cancel()  # our wait only: the download itself goes on for other replicas
+                    return None
+                progress = store.progress(self.spec.source)
+                if progress is not None:
+                    self._update(message=f"downloading {_progress_text(progress)}")
+            try:
+                return fetching.result()
+            except Unavailable as exc:
+                self._update(message=f"download interrupted ({exc.message}); resuming in 30s")
+                log.warning("replica %s: %s; resuming in 30s", self.spec.replica_id, exc.message)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), 30)
+                if self.stop.is_set():
+                    return None
 
     @contextlib.asynccontextmanager
     async def alongside(self) -> AsyncIterator[None]:
@@ -137,3 +182,11 @@ async def _health(client: httpx.AsyncClient, url: str) -> dict[str, Any] | None:
         return body
     except (httpx.HTTPError, ValueError):
         return None
+
+
+def _progress_text(progress: Download) -> str:
+    done = format_size(progress.done)
+    if not progress.total:
+        return f"{done} at {format_size(progress.rate)}/s"
+    share = 100 * progress.done / progress.total
+    return f"{share:.0f}% ({done} of {format_size(progress.total)}, {format_size(progress.rate)}/s)"

@@ -7,6 +7,7 @@ import functools
 import logging
 from collections.abc import Callable
 
+from nodeagent.cache.store import ModelStore
 from nodeagent.domain import ReplicaSpec, ReplicaState, Role
 from nodeagent.rpc.tunnel import NodeCredentials
 from nodeagent.settings import SupervisorSettings
@@ -24,9 +25,11 @@ class Supervisor:
         on_change: Callable[[], None],
         on_restart: Callable[[str], None] = lambda _model: None,
         credentials: NodeCredentials | None = None,
+        store: ModelStore | None = None,
     ) -> None:
         self._settings = settings
         self._credentials = credentials
+        self._store = store
         self._on_change = on_change
         self._on_restart = on_restart
         self._replicas: dict[str, SupervisedProcess] = {}
@@ -60,7 +63,15 @@ class Supervisor:
         if self._group is None:
             raise RuntimeError("supervisor is not running")
         kind = RpcWorker if spec.role == Role.RPC_WORKER else EngineReplica
-        replica = kind(spec, generation, self._settings, self._on_change, self._on_restart, self._credentials)
+        replica = kind(
+            spec,
+            generation,
+            self._settings,
+            self._on_change,
+            self._on_restart,
+            self._credentials,
+            self._store,
+        )
         self._replicas[spec.replica_id] = replica
         task = self._group.create_task(replica.run(), name=f"replica-{spec.replica_id}")
         self._tasks[spec.replica_id] = task

@@ -31,6 +31,9 @@ class ReplicaError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPLICA_ERROR_MODEL_INVALID: _ClassVar[ReplicaError]
     REPLICA_ERROR_ENGINE_CRASHED: _ClassVar[ReplicaError]
     REPLICA_ERROR_ENGINE_START_FAILED: _ClassVar[ReplicaError]
+    REPLICA_ERROR_SOURCE_DENIED: _ClassVar[ReplicaError]
+    REPLICA_ERROR_CHECKSUM_MISMATCH: _ClassVar[ReplicaError]
+    REPLICA_ERROR_DISK_FULL: _ClassVar[ReplicaError]
 
 class ReplicaRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -52,6 +55,9 @@ REPLICA_ERROR_MODEL_NOT_FOUND: ReplicaError
 REPLICA_ERROR_MODEL_INVALID: ReplicaError
 REPLICA_ERROR_ENGINE_CRASHED: ReplicaError
 REPLICA_ERROR_ENGINE_START_FAILED: ReplicaError
+REPLICA_ERROR_SOURCE_DENIED: ReplicaError
+REPLICA_ERROR_CHECKSUM_MISMATCH: ReplicaError
+REPLICA_ERROR_DISK_FULL: ReplicaError
 REPLICA_ROLE_ENGINE: ReplicaRole
 REPLICA_ROLE_RPC_WORKER: ReplicaRole
 
