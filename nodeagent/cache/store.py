@@ -77,17 +77,29 @@ class ModelStore:
         self._hf_token = hf_token or os.environ.get("HF_TOKEN") or None
         self._flights: dict[str, asyncio.Task[Path]] = {}
         self._progress: dict[str, Download] = {}
+        self._content_locks: dict[str, asyncio.Lock] = {}
         self._index = self._load()
 
     # --- what replicas and the catalog ask --------------------------------------------------
     async def fetch(self, source: str, sha256: str = "") -> Path:
-        """The local file for ``source`` (a split model's first shard), fetched once per node."""
+        """The local file for ``source`` (a split model's first shard), fetched once per node and
+        checked against ``sha256`` when given. Every model naming the source shares one download;
+        each checks the result against its own sha256 (a wrong one loads nothing)."""
+        parsed = parse(source)
+        if isinstance(parsed, Builtin):
+            return builtin_path(parsed.name)
+        if isinstance(parsed, Local):
+            return await self._local(parsed.path, sha256)
         flight = self._flights.get(source)
         if flight is None:
-            flight = asyncio.ensure_future(self._fetch(source, sha256))
+            flight = asyncio.ensure_future(self._fetch(source, parsed, sha256))
             self._flights[source] = flight
             flight.add_done_callback(lambda _t: self._flights.pop(source, None))
-        return await asyncio.shield(flight)
+        path = await asyncio.shield(flight)
+        got = self._index.sources[source][0][1]
+        if sha256 and got != sha256:
+            raise ChecksumMismatch(f"{source}: sha256 {got} is not the expected {sha256}; nothing was loaded")
+        return path
 
     def cached(self, source: str) -> Path | None:
         """The file if this node holds it now (never fetches)."""
@@ -109,23 +121,18 @@ class ModelStore:
         return int(sum(b["size"] for b in self._index.blobs.values()))
 
     # --- fetching -------------------------------------------------------------------------------
-    async def _fetch(self, source: str, sha256: str) -> Path:
-        parsed = parse(source)
-        if isinstance(parsed, Builtin):
-            return builtin_path(parsed.name)
-        if isinstance(parsed, Local):
-            return await self._local(parsed.path, sha256)
+    async def _fetch(self, source: str, parsed: Url | HuggingFace, hint: str) -> Path:
+        """Download a remote source unless it is cached; its files' sha256 is recorded (the hub's
+        listed one is checked: a transfer that does not match it is discarded). ``hint``: the sha256
+        a model declares for a URL, to find the same content brought by another source."""
         held = self.cached(source)
-        if held is not None and (not sha256 or self._index.sources[source][0][1] == sha256):
+        if held is not None:
             self._touch(source)
             return held
         if isinstance(parsed, Url):
-            files = [huggingface.RemoteFile(parsed.filename, parsed.url, 0, sha256)]
+            files = [huggingface.RemoteFile(parsed.filename, parsed.url, 0, "")]
         else:
-            assert isinstance(parsed, HuggingFace)
             files = await huggingface.resolve(parsed, self._hf_endpoint, self._hf_token)
-            if sha256 and len(files) == 1:
-                files = [huggingface.RemoteFile(files[0].name, files[0].url, files[0].size, sha256)]
         total = sum(f.size for f in files)
         self._evict(room_for=total)
         done = 0
@@ -134,9 +141,9 @@ class ModelStore:
             follow_redirects=True, timeout=httpx.Timeout(60.0, connect=10.0)
         ) as client:
             for remote in files:
-                hex_digest = await self._download(
-                    source, client, remote, done, total, hf=isinstance(parsed, HuggingFace)
-                )
+                key = remote.sha256 or (hint if len(files) == 1 else "")
+                hf = isinstance(parsed, HuggingFace)
+                hex_digest = await self._download(source, client, remote, done, total, hf, key)
                 names.append([Path(remote.name).name, hex_digest])
                 done += int(self._index.blobs[hex_digest]["size"])
         self._progress.pop(source, None)
@@ -159,10 +166,27 @@ class ModelStore:
         remote: huggingface.RemoteFile,
         before: int,
         total: int,
-        hf: bool = False,
+        hf: bool,
+        key: str,
     ) -> str:
-        if remote.sha256 and self._blob(remote.sha256).exists():
-            return remote.sha256  # another source already brought this content
+        """``key``: the sha256 the file is expected to have ('' when unknown): one download per key."""
+        if not key:
+            return await self._download_unlocked(source, client, remote, before, total, hf)
+        # One download per content: another source naming the same file waits for it.
+        async with self._content_locks.setdefault(key, asyncio.Lock()):
+            if key in self._index.blobs and self._blob(key).exists():
+                return key  # another source already brought this content
+            return await self._download_unlocked(source, client, remote, before, total, hf)
+
+    async def _download_unlocked(
+        self,
+        source: str,
+        client: httpx.AsyncClient,
+        remote: huggingface.RemoteFile,
+        before: int,
+        total: int,
+        hf: bool,
+    ) -> str:
         part = self.root / "partial" / f"{_source_id(source)}-{Path(remote.name).name}"
         part.parent.mkdir(parents=True, exist_ok=True)
 

@@ -77,13 +77,30 @@ def test_a_server_that_ignores_range_and_a_short_body_still_give_the_right_file(
     assert sha(path) == sha(original)
 
 
-def test_a_wrong_sha256_keeps_nothing(tmp_path: Path, server: FileServer) -> None:
-    url = server.add("m.gguf", blob(tmp_path, "m.gguf", MiB))
+def test_a_wrong_sha256_loads_nothing_and_the_right_one_needs_no_second_download(
+    tmp_path: Path, server: FileServer
+) -> None:
+    original = blob(tmp_path, "m.gguf", MiB)
+    url = server.add("m.gguf", original)
     store = ModelStore(tmp_path / "cache")
     with pytest.raises(ChecksumMismatch, match="is not the expected"):
         asyncio.run(store.fetch(url, "0" * 64))
-    assert store.cached(url) is None
-    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != "index.json"] == []
+    assert asyncio.run(store.fetch(url, sha(original))).read_bytes() == original.read_bytes()
+    assert server.requests["m.gguf"] == 1  # the file's sha256 was recorded with it
+
+
+def test_a_transfer_that_does_not_match_the_hubs_sha256_is_discarded(
+    tmp_path: Path, server: FileServer
+) -> None:
+    listed = blob(tmp_path, "listed", MiB, seed=1)
+    server.add_repo("org/r", {"x-Q4_K_M.gguf": listed})
+    store = ModelStore(tmp_path / "cache", hf_endpoint=server.url)
+    server.listed["org--r--x-Q4_K_M.gguf"] = listed  # the hub lists the original's sha256 …
+    server.files["org--r--x-Q4_K_M.gguf"] = blob(tmp_path, "tampered", MiB, seed=2)  # … and serves another
+    with pytest.raises(ChecksumMismatch):
+        asyncio.run(store.fetch("hf://org/r"))
+    assert store.cached("hf://org/r") is None
+    assert not list((tmp_path / "cache" / "blobs").glob("*"))
 
 
 def test_http_errors_are_precise(tmp_path: Path, server: FileServer) -> None:

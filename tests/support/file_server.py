@@ -52,6 +52,7 @@ class FileServer:
     requests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     repos: dict[str, dict[str, str]] = field(default_factory=dict)  # repo → {path in repo: file name}
     gated: set[str] = field(default_factory=set)
+    listed: dict[str, Path] = field(default_factory=dict)  # file name → what the tree lists (tampering)
 
     def add(self, name: str, path: Path) -> str:
         self.files[name] = path
@@ -119,7 +120,7 @@ class FileServer:
             return refused
         listing = []
         for in_repo, name in sorted(self.repos[repo].items()):
-            data = self.files[name].read_bytes()
+            data = self.listed.get(name, self.files[name]).read_bytes()
             lfs = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
             oid = hashlib.sha1(data).hexdigest()
             listing.append({"type": "file", "oid": oid, "size": len(data), "path": in_repo, "lfs": lfs})

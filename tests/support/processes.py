@@ -29,13 +29,15 @@ class Proc:
     args: list[str]
     log_path: Path
     prefix: list[str] = field(default_factory=list)  # e.g. `ip netns exec NS`: another host's network
+    env: dict[str, str] = field(default_factory=dict)  # added to the test's environment
     process: subprocess.Popen[bytes] = field(init=False)
 
     def start(self) -> Proc:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*self.prefix, sys.executable, "-m", "llamafleet.cli.main", *self.args],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )  # fmt: skip
         return self
 

@@ -1,0 +1,119 @@
+"""Models from URLs and Hugging Face, served by a real cluster (control plane, one agent, gateway):
+one download per file on the node (two replicas of one model and a second model naming the same
+file through the hub), a cut download resumed, a wrong sha256 refused with nothing loaded."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controlplane.domain import ModelStatusView
+from nodeagent.supervisor.process import free_port
+from tests.support.file_server import Fault, FileServer, file_server
+from tests.support.processes import (
+    Proc,
+    admin_client,
+    agent_args,
+    controlplane_args,
+    engine_pids,
+    gateway_args,
+    grpc_port,
+    wait_ready,
+)
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Sourced:
+    tmp: Path
+    address: str
+    base: str
+    server: FileServer
+    agent: Proc
+    size: int
+
+    def models(self) -> dict[str, ModelStatusView]:
+        async def fetch() -> list[ModelStatusView]:
+            client = admin_client(self.address, self.tmp)
+            try:
+                return await client.list_models()
+            finally:
+                await client.close()
+
+        return {m.name: m for m in asyncio.run(fetch())}
+
+
+@pytest.fixture(scope="module")
+def sourced(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Iterator[Sourced]:
+    tmp = tmp_path_factory.mktemp("sources")
+    digest = hashlib.sha256(smollm2_path.read_bytes()).hexdigest()
+    with file_server() as server:
+        url = server.add("smol.gguf", smollm2_path)
+        server.add_repo("org/smol-gguf", {"SmolLM2-135M-Instruct-Q4_1.gguf": smollm2_path})
+        server.faults["smol.gguf"].append(Fault(drop_after=20 << 20))  # the first answer is cut at 20 MiB
+        common = "    contextLength: 512\n    parallelSlots: 1\n    threads: 1\n"
+        (tmp / "models.yaml").write_text(
+            f"models:\n  - name: web\n    source: {url}\n    sha256: {digest}\n    replicas: 2\n{common}"
+            f"  - name: hub\n    source: hf://org/smol-gguf:Q4_1\n{common}"
+            f"  - name: bad\n    source: {url}\n    sha256: '{'0' * 64}'\n{common}"
+        )
+        port, gw_port = grpc_port(), free_port("127.0.0.1")
+        address = f"127.0.0.1:{port}"
+        cp_args = controlplane_args(
+            tmp, port, "--models", str(tmp / "models.yaml"), "--status-interval-s", "1"
+        )
+        procs = [Proc("controlplane", cp_args, tmp / "cp.log").start()]
+        # The agent finds the hub where HF_ENDPOINT says, as a mirror or an air-gapped hub is found.
+        agent = Proc("node-a", [*agent_args(tmp, address, "node-a"), "--allocatable-memory", "6GiB"],
+                     tmp / "node-a.log", env={"HF_ENDPOINT": server.url}).start()  # fmt: skip
+        procs.append(agent)
+        procs.append(Proc("gateway", gateway_args(address, gw_port, tmp), tmp / "gw.log").start())
+        running = Sourced(
+            tmp, address, f"http://127.0.0.1:{gw_port}", server, agent, smollm2_path.stat().st_size
+        )
+        try:
+            wait_ready(procs[-1], f"{running.base}/healthz")
+            yield running
+        finally:
+            for proc in reversed(procs):
+                proc.stop()
+
+
+def test_url_and_hub_models_serve_from_one_download_resumed_after_a_cut(sourced: Sourced) -> None:
+    def ready() -> bool:
+        models = sourced.models()
+        return models["web"].ready_replicas == 2 and models["hub"].ready_replicas == 1
+
+    wait_until(ready, 180, "web (2 replicas, from a URL) and hub (from hf://) to serve",
+               on_timeout=lambda: sourced.agent.log()[-3000:])  # fmt: skip
+    for model in ("web", "hub"):
+        body = {"model": model, "prompt": "Hello", "max_tokens": 2}
+        assert httpx.post(f"{sourced.base}/v1/completions", json=body, timeout=60).status_code == 200
+    served = sourced.server.sent["smol.gguf"] + sum(
+        n for name, n in sourced.server.sent.items() if name.startswith("org--smol-gguf")
+    )
+    assert served == sourced.size  # one download for three replicas and two sources, despite the cut
+    assert sourced.server.requests["smol.gguf"] == 2  # the cut answer, then the rest from byte 20 MiB
+    assert "resuming at byte 20971520" in sourced.agent.log()
+    assert len(engine_pids(sourced.agent)) == 3
+
+
+def test_a_wrong_sha256_is_refused_and_nothing_loads(sourced: Sourced) -> None:
+    def refused() -> bool:
+        bad = sourced.models()["bad"]
+        return any(c.type == "ModelValid" and c.reason == "ChecksumMismatch" for c in bad.conditions)
+
+    wait_until(refused, 120, "bad to be refused for its checksum")
+    bad = sourced.models()["bad"]
+    assert bad.ready_replicas == 0
+    assert not [pid for name, pid in engine_pids(sourced.agent).items() if name.startswith("bad#")]
+    condition = next(c for c in bad.conditions if c.type == "ModelValid")
+    assert f"is not the expected {'0' * 64}" in condition.message
