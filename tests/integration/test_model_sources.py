@@ -1,6 +1,7 @@
 """Models from URLs and Hugging Face, served by a real cluster (control plane, one agent, gateway):
 one download per file on the node (two replicas of one model and a second model naming the same
-file through the hub), a cut download resumed, a wrong sha256 refused with nothing loaded."""
+file through the hub), a cut download resumed, a model split in three shards, a wrong sha256
+refused with nothing loaded."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.support.processes import (
     grpc_port,
     wait_ready,
 )
+from tests.support.split_gguf import write_split
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -58,11 +60,15 @@ def sourced(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Ite
     with file_server() as server:
         url = server.add("smol.gguf", smollm2_path)
         server.add_repo("org/smol-gguf", {"SmolLM2-135M-Instruct-Q4_1.gguf": smollm2_path})
+        (tmp / "shards").mkdir()
+        shards = write_split(smollm2_path, tmp / "shards" / "smol-Q4_1", 3)
+        server.add_repo("org/smol-split", {p.name: p for p in shards})
         server.faults["smol.gguf"].append(Fault(drop_after=20 << 20))  # the first answer is cut at 20 MiB
         common = "    contextLength: 512\n    parallelSlots: 1\n    threads: 1\n"
         (tmp / "models.yaml").write_text(
             f"models:\n  - name: web\n    source: {url}\n    sha256: {digest}\n    replicas: 2\n{common}"
             f"  - name: hub\n    source: hf://org/smol-gguf:Q4_1\n{common}"
+            f"  - name: split\n    source: hf://org/smol-split:Q4_1\n{common}"
             f"  - name: bad\n    source: {url}\n    sha256: '{'0' * 64}'\n{common}"
         )
         port, gw_port = grpc_port(), free_port("127.0.0.1")
@@ -103,7 +109,16 @@ def test_url_and_hub_models_serve_from_one_download_resumed_after_a_cut(sourced:
     assert served == sourced.size  # one download for three replicas and two sources, despite the cut
     assert sourced.server.requests["smol.gguf"] == 2  # the cut answer, then the rest from byte 20 MiB
     assert "resuming at byte 20971520" in sourced.agent.log()
-    assert len(engine_pids(sourced.agent)) == 3
+    assert len([name for name in engine_pids(sourced.agent) if name.startswith(("web#", "hub#"))]) == 3
+
+
+def test_a_model_split_in_three_shards_loads_and_serves(sourced: Sourced) -> None:
+    wait_until(lambda: sourced.models()["split"].ready_replicas == 1, 180, "the split model to serve")
+    body = {"model": "split", "prompt": "Hello", "max_tokens": 2}
+    assert httpx.post(f"{sourced.base}/v1/completions", json=body, timeout=60).status_code == 200
+    assert sum(n for name, n in sourced.server.sent.items() if name.startswith("org--smol-split")) == sum(
+        p.stat().st_size for p in (sourced.tmp / "shards").iterdir()
+    )
 
 
 def test_a_wrong_sha256_is_refused_and_nothing_loads(sourced: Sourced) -> None:
