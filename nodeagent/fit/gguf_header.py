@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamafleet.core.errors import ModelFileInvalid
-from nodeagent.fit.gguf_reader import architecture, open_gguf, scalar
+from nodeagent.fit.gguf_reader import architecture, open_gguf, scalar, shard_paths, tensors_of_all_shards
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,16 @@ def read_header(path: Path) -> GGUFHeader:
             f"{path}: no tokenizer (tokenizer.ggml.tokens): llama.cpp cannot load it; the conversion that "
             "wrote it was incomplete"
         )
+    tensors = tensors_of_all_shards(path, reader)
     return GGUFHeader(
         path=path,
-        file_size=path.stat().st_size,
+        file_size=sum(p.stat().st_size for p in shard_paths(path, reader)),
         version=int(scalar(reader, "GGUF.version") or 0),
         architecture=arch,
         name=str(scalar(reader, "general.name") or path.stem),
         block_count=int(scalar(reader, f"{arch}.block_count") or 0),
         context_length=int(scalar(reader, f"{arch}.context_length") or 0),
-        tensor_count=len(reader.tensors),
-        tensor_bytes=sum(int(t.n_bytes) for t in reader.tensors),
+        tensor_count=len(tensors),
+        tensor_bytes=sum(int(t.n_bytes) for t in tensors),
         has_chat_template="tokenizer.chat_template" in reader.fields,
     )

@@ -158,3 +158,27 @@ def array_length(reader: GGUFReader, key: str) -> int:
     if field is None or field.types[0] != GGUFValueType.ARRAY:
         return 0
     return int(field.parts[_ARRAY_LENGTH][0])
+
+
+def shard_paths(path: Path, reader: FastGGUFReader) -> list[Path]:
+    """Every shard of a split model (``…-00001-of-00003.gguf``: split.count > 1) beside ``path``,
+    in order; ``[path]`` for a whole file. A missing shard is ModelFileInvalid."""
+    count = int(scalar(reader, "split.count") or 0)
+    if count <= 1:
+        return [path]
+    stem = path.name.rsplit("-", 3)[0] if path.name.count("-of-") == 1 else path.stem
+    paths = [path.parent / f"{stem}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise ModelFileInvalid(
+            f"{path}: split model in {count} shards, {missing[0].name} is missing beside it"
+        )
+    return paths
+
+
+def tensors_of_all_shards(path: Path, reader: FastGGUFReader) -> list[Any]:
+    """The tensor table of a model, over all its shards when it is split."""
+    tensors = list(reader.tensors)
+    for shard in shard_paths(path, reader)[1:]:
+        tensors += list(open_gguf(shard).tensors)
+    return tensors

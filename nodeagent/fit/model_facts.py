@@ -17,7 +17,14 @@ from typing import Any
 from llamafleet.core.errors import ModelFileInvalid
 from llamafleet.fit.components import REPACKABLE
 from llamafleet.fit.profile import ModelProfile
-from nodeagent.fit.gguf_reader import architecture, array_length, open_gguf, scalar
+from nodeagent.fit.gguf_reader import (
+    architecture,
+    array_length,
+    open_gguf,
+    scalar,
+    shard_paths,
+    tensors_of_all_shards,
+)
 
 # Architectures whose SWA layout llama.cpp sets in code: every n-th layer is full attention.
 _SWA_EVERY_NTH_DENSE = {"gemma3": 6, "gemma2": 2, "cohere2": 4, "gemma3n": 5}
@@ -159,7 +166,7 @@ def read_model_facts(path: Path) -> ModelFacts:
             n_bytes=int(t.n_bytes),
             rows=int(t.shape[1]) if len(t.shape) > 1 else 1,
         )
-        for t in reader.tensors
+        for t in tensors_of_all_shards(path, reader)
     )
     names = {t.name for t in tensors}
     ff_raw = scalar(reader, f"{arch}.feed_forward_length")
@@ -172,7 +179,7 @@ def read_model_facts(path: Path) -> ModelFacts:
     vocab = array_length(reader, "tokenizer.ggml.tokens") or int(scalar(reader, f"{arch}.vocab_size") or 0)
     return ModelFacts(
         path=path,
-        file_size=path.stat().st_size,
+        file_size=sum(shard.stat().st_size for shard in shard_paths(path, reader)),
         architecture=arch,
         name=str(scalar(reader, "general.name") or path.stem),
         block_count=n_layer,
