@@ -23,5 +23,5 @@ def test_a_split_model_reads_as_the_whole_one(tmp_path: Path, smollm2_path: Path
     assert split_profile.weight_bytes == whole_profile.weight_bytes
     assert split_profile.layer_weight_bytes == whole_profile.layer_weight_bytes
     shards[2].unlink()
-    with pytest.raises(ModelFileInvalid, match=r"smol-Q4_1-00003-of-00003\.gguf is not beside it"):
+    with pytest.raises(ModelFileInvalid, match=r"smol-Q4_1-00003-of-00003\.gguf is missing beside it"):
         read_header(shards[0])
