@@ -3,7 +3,8 @@
 Like a kubelet's allocatable: a node can reserve memory for other work, and a test or a shared
 machine can make "this model fits no single node" reproducible. With a cap, what is available is
 the smaller of the machine's available memory and the cap minus what this agent's engines and
-RPC workers already hold (their resident memory).
+RPC workers already hold: their proportional set size (PSS), in which the memory-mapped weights two
+replicas of one model share count once, not once per replica as resident memory (RSS) counts them.
 """
 
 from __future__ import annotations
@@ -27,8 +28,17 @@ class HostMemory:
             return machine
         used = 0
         for pid in self._child_pids():
-            try:
-                used += psutil.Process(pid).memory_info().rss
-            except psutil.Error:
-                continue
+            used += held_bytes(pid)
         return max(0, min(machine, self._allocatable - used))
+
+
+def held_bytes(pid: int) -> int:
+    """A process's share of memory: PSS (from /proc/PID/smaps_rollup), RSS where PSS is unreadable."""
+    try:
+        process = psutil.Process(pid)
+        try:
+            return int(process.memory_full_info().pss)
+        except (psutil.AccessDenied, AttributeError):
+            return int(process.memory_info().rss)
+    except psutil.Error:
+        return 0

@@ -1,0 +1,160 @@
+"""Benchmark: the node cache's downloads, and memory-mapped weights shared by replicas.
+
+    .venv/bin/python bench/download.py [--size-gib 1]
+
+1. Throughput: a sparse file of --size-gib served over loopback by a real HTTP server
+   (tests/support/file_server.py), fetched by the node cache (HTTP, sha256 while it arrives,
+   rename into the cache) against a plain copy of the same file (shutil.copyfile), best of 3 each.
+   Target: ≥ 0.8× the copy's rate.
+2. Resume: the same download cut at half; extra time over an uncut one, and bytes fetched twice.
+3. Time to first token for a model not yet on the node: `llamafleet up` serving SmolLM2 from its
+   builtin file, then the models file gains a model whose source is an http URL of the same GGUF
+   (fetched, checked, loaded) — against adding one more builtin model (loaded only). Time from the
+   file's change to the first completion through the gateway.
+4. Shared pages: two replicas of the URL model on the node; the file-backed PSS
+   (/proc/PID/smaps_rollup Pss_File, the weights' pages) of both engines together over one
+   replica's alone. Target: ≤ 1.2× (the kernel counts the shared pages once).
+Prints one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nodeagent.cache.resolver import builtin_path
+from nodeagent.cache.store import ModelStore
+from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.file_server import Fault, file_server
+from tests.support.processes import engine_pids
+from tests.support.wait import wait_until
+
+GiB = 1 << 30
+COMMON = "    contextLength: 512\n    parallelSlots: 1\n    threads: 1\n"
+
+
+def best_of(runs: int, once: object) -> float:
+    times = []
+    for _ in range(runs):
+        times.append(once())  # type: ignore[operator]
+    return min(times)
+
+
+def throughput(tmp: Path, size: int) -> dict[str, float]:
+    sparse = tmp / "sparse.gguf"
+    with sparse.open("wb") as f:
+        f.truncate(size)
+    with file_server() as server:
+        url = server.add("sparse.gguf", sparse)
+
+        def download(cut: bool = False) -> float:
+            cache = tmp / f"cache-{time.monotonic_ns()}"
+            if cut:
+                server.faults["sparse.gguf"].append(Fault(drop_after=size // 2))
+            started = time.perf_counter()
+            asyncio.run(ModelStore(cache).fetch(url))
+            elapsed = time.perf_counter() - started
+            shutil.rmtree(cache)
+            return elapsed
+
+        def copy() -> float:
+            target = tmp / "copy.gguf"
+            started = time.perf_counter()
+            shutil.copyfile(sparse, target)
+            elapsed = time.perf_counter() - started
+            target.unlink()
+            return elapsed
+
+        plain = best_of(3, copy)
+        fetched = best_of(3, download)
+        before = server.sent["sparse.gguf"]
+        cut = best_of(1, lambda: download(cut=True))
+        twice = server.sent["sparse.gguf"] - before - size
+    return {
+        "copy_mib_s": round(size / plain / (1 << 20), 1),
+        "download_mib_s": round(size / fetched / (1 << 20), 1),
+        "ratio_download_to_copy": round(plain / fetched, 3),
+        "resume_extra_s": round(cut - fetched, 3),
+        "resume_bytes_fetched_twice": twice,
+    }
+
+
+def first_token(
+    cluster: Cluster, models: Path, base_yaml: str, name: str, source: str, extra: str = ""
+) -> float:
+    models.write_text(base_yaml + f"  - name: {name}\n    source: {source}\n{extra}{COMMON}")
+    started = time.monotonic()
+    body = {"model": name, "prompt": "Hello", "max_tokens": 1}
+
+    def answered() -> bool:
+        try:
+            return httpx.post(f"{cluster.base_url}/v1/completions", json=body, timeout=30).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(answered, 300, f"{name} to answer", interval=0.1)
+    return time.monotonic() - started
+
+
+def pss_file(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss_File:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no Pss_File in smaps_rollup (kernel too old)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size-gib", type=float, default=1.0, help="size of the sparse file (default 1)")
+    args = parser.parse_args()
+    smol = builtin_path("smollm2-135m")
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        result: dict[str, object] = {"bench": "download", "size_bytes": int(args.size_gib * GiB)}
+        result |= throughput(tmp, int(args.size_gib * GiB))
+        base = f"models:\n  - name: smollm2-135m\n    source: builtin:smollm2-135m\n{COMMON}"
+        with file_server() as server:
+            url = server.add("smol.gguf", smol)
+            (tmp / "cluster").mkdir()
+            cluster = start_cluster(tmp / "cluster", base, ["smollm2-135m"])
+            models = tmp / "cluster" / "models.yaml"
+            try:
+                builtin_s = first_token(cluster, models, base, "again", "builtin:smollm2-135m")
+                base += f"  - name: again\n    source: builtin:smollm2-135m\n{COMMON}"
+                url_s = first_token(cluster, models, base, "fresh", url)
+                one = [pid for label, pid in engine_pids(cluster).items() if label.startswith("fresh#")]
+                alone = pss_file(one[0])
+                models.write_text(base + f"  - name: fresh\n    source: {url}\n    replicas: 2\n{COMMON}")
+                wait_until(lambda: len([k for k in engine_pids(cluster) if k.startswith("fresh#")]) == 2, 120,
+                           "a second replica")  # fmt: skip
+                time.sleep(2)
+                two = [pid for label, pid in engine_pids(cluster).items() if label.startswith("fresh#")]
+                both = sum(pss_file(pid) for pid in two)
+            finally:
+                stop_cluster(cluster)
+        result |= {
+            "first_token_builtin_s": round(builtin_s, 2),
+            "first_token_url_s": round(url_s, 2),
+            "download_share_of_first_token": round((url_s - builtin_s) / url_s, 3),
+            "pss_file_one_replica_mib": round(alone / (1 << 20), 1),
+            "pss_file_two_replicas_mib": round(both / (1 << 20), 1),
+            "ratio_two_to_one": round(both / alone, 3),
+            "targets": {"ratio_download_to_copy": ">= 0.8", "ratio_two_to_one": "<= 1.2"},
+        }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
