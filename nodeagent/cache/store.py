@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from llamafleet.core.errors import ChecksumMismatch, DiskFull, ModelNotFound
 from llamafleet.core.sizes import format_size
@@ -137,9 +137,8 @@ class ModelStore:
         self._evict(room_for=total)
         done = 0
         names: list[list[str]] = []
-        async with httpx.AsyncClient(
-            follow_redirects=True, timeout=httpx.Timeout(60.0, connect=10.0)
-        ) as client:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as client:
             for remote in files:
                 key = remote.sha256 or (hint if len(files) == 1 else "")
                 hf = isinstance(parsed, HuggingFace)
@@ -162,7 +161,7 @@ class ModelStore:
     async def _download(
         self,
         source: str,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         remote: huggingface.RemoteFile,
         before: int,
         total: int,
@@ -181,7 +180,7 @@ class ModelStore:
     async def _download_unlocked(
         self,
         source: str,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         remote: huggingface.RemoteFile,
         before: int,
         total: int,
@@ -198,7 +197,7 @@ class ModelStore:
         )
         started = time.monotonic()
         headers = self._headers_for(remote.url)
-        if hf and self._hf_token:  # httpx drops it on a redirect to another host (the hub's CDN)
+        if hf and self._hf_token:  # aiohttp drops it on a redirect to another host (the hub's CDN)
             headers = {**headers, "Authorization": f"Bearer {self._hf_token}"}
         got: Fetched = await fetch(client, remote.url, part, headers, report)
         if remote.sha256 and got.sha256 != remote.sha256:

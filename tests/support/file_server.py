@@ -168,3 +168,21 @@ def file_server() -> Iterator[FileServer]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
+
+
+def main() -> None:
+    """`python -m tests.support.file_server PORT NAME=PATH…`: serve files in a process of their own
+    (a benchmark's client then has the interpreter to itself)."""
+    import sys
+
+    server = FileServer(url=f"http://127.0.0.1:{sys.argv[1]}")
+    for item in sys.argv[2:]:
+        name, path = item.split("=", 1)
+        server.files[name] = Path(path)
+    app = web.Application()
+    app.router.add_get("/files/{name}", server._file)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+
+
+if __name__ == "__main__":
+    main()
