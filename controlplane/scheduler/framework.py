@@ -34,15 +34,22 @@ def reservations(replicas: Iterable[ReplicaRecord], nodes: list[NodeRecord]) -> 
     """Host memory promised to replicas placed but not yet running, by node (not in its free RAM yet)."""
     by_id = {n.node_id: n for n in nodes}
     reserved: dict[str, int] = {}
-    for r in replicas:
+    # CPU-mode replicas of one file on one node map its weights once: a replica placed beside one
+    # that runs or is placed already was placed without them (FitsMemory), and holds no more here.
+    mapped = {(r.node_id, r.spec.source) for r in replicas if r.n_gpu_layers == 0 and not r.parts
+              and r.phase in (ReplicaPhase.STARTING, ReplicaPhase.READY)}  # fmt: skip
+    for r in sorted(replicas, key=lambda r: r.replica_id):
         if r.parts and r.phase != ReplicaPhase.READY:  # a split's workers take their memory as the head loads
             for part in r.parts:
                 reserved[part.node_id] = reserved.get(part.node_id, 0) + part.reserved_bytes
         if r.phase != ReplicaPhase.ASSIGNED or r.node_id not in by_id:
             continue
-        need = r.reserved_host_bytes or host_bytes_needed(
-            r.spec, by_id[r.node_id], profile_for(r.spec.source, nodes)[0], r.n_gpu_layers
-        )
+        profile = profile_for(r.spec.source, nodes)[0]
+        need = r.reserved_host_bytes or host_bytes_needed(r.spec, by_id[r.node_id], profile, r.n_gpu_layers)
+        if r.n_gpu_layers == 0 and not r.parts and profile is not None:
+            if not r.reserved_host_bytes and (r.node_id, r.spec.source) in mapped:
+                need = max(0, need - profile.weight_bytes)
+            mapped.add((r.node_id, r.spec.source))
         reserved[r.node_id] = reserved.get(r.node_id, 0) + need
     return reserved
 
@@ -142,5 +149,7 @@ class Scheduler:
         device = None
         if ngl and profile is not None:
             device = table.shapes[table.shape_of[chosen]].curves(profile, ctx.params).device[ngl]
-        table.take(chosen, spec.name, float(table.host_need[chosen]), device)
+        table.take(
+            chosen, spec.name, float(table.host_need[chosen]), device, spec.source, int(table.ngl[chosen])
+        )
         return Placed(nodes[chosen].node_id, ngl, round(float(scores[best]), 4), int(table.host_need[chosen]))

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from controlplane.domain import ModelSpec, NodeRecord, ReplicaRecord
+from controlplane.domain import ModelSpec, NodeRecord, ReplicaPhase, ReplicaRecord
 from controlplane.scheduler.fit import Shape
 from controlplane.scheduler.placement import RUNTIME_OVERHEAD_BYTES, MiB
 from llamafleet.fit.components import ContextParams
@@ -33,6 +33,9 @@ class PlacementContext:
     profile: ModelProfile | None  # None: no node has reported a readable header
     params: ContextParams
     replicas: tuple[ReplicaRecord, ...]
+
+
+SHARES_PAGES = (ReplicaPhase.ASSIGNED, ReplicaPhase.STARTING, ReplicaPhase.READY)
 
 
 @dataclass
@@ -58,6 +61,9 @@ class NodeTable:
     gpu_free_total: np.ndarray  # per node, all GPUs
     replicas_here: dict[str, np.ndarray] = field(default_factory=dict)  # model → replicas per node
     holders: dict[str, np.ndarray] = field(default_factory=dict)  # source → nodes holding a good copy
+    # source → nodes where a CPU-mode replica of it runs or is placed: its memory-mapped weights are
+    # in that node's page cache once, and another CPU-mode replica of the file shares them.
+    mapped: dict[str, np.ndarray] = field(default_factory=dict)
     masks: dict[object, np.ndarray] = field(default_factory=dict)  # plugin caches for the pass
     ngl: np.ndarray = field(init=False)
     host_need: np.ndarray = field(init=False)
@@ -76,9 +82,19 @@ class NodeTable:
         free: np.ndarray = self.shape_free[self.shape_of[i]][self.row_in_shape[i]]
         return free
 
-    def take(self, i: int, model: str, host_bytes: float, device_bytes: np.ndarray | None) -> None:
+    def take(
+        self,
+        i: int,
+        model: str,
+        host_bytes: float,
+        device_bytes: np.ndarray | None,
+        source: str = "",
+        ngl: int = -1,
+    ) -> None:
         """A replica was placed on node ``i``: its memory is no longer free for the rest of the pass."""
         self.ram_free[i] -= host_bytes
+        if source and ngl == 0:
+            self.mapped.setdefault(source, np.zeros(len(self.nodes), dtype=bool))[i] = True
         if device_bytes is not None:
             self.shape_free[self.shape_of[i]][self.row_in_shape[i]] -= device_bytes
             self.gpu_free_total[i] -= device_bytes.sum()
@@ -109,9 +125,14 @@ class NodeTable:
                 if not info.error:
                     holding.setdefault(source, []).append(i)
         here: dict[str, np.ndarray] = {}
+        mapped: dict[str, np.ndarray] = {}
         for r in replicas:
             if r.node_id in index:
                 here.setdefault(r.model, np.zeros(len(nodes)))[index[r.node_id]] += 1
+                if r.n_gpu_layers == 0 and not r.parts and r.phase in SHARES_PAGES:
+                    mapped.setdefault(r.spec.source, np.zeros(len(nodes), dtype=bool))[index[r.node_id]] = (
+                        True
+                    )
         return cls(
             nodes=nodes,
             connected=np.array([n.connected for n in nodes], dtype=bool),
@@ -131,6 +152,7 @@ class NodeTable:
             gpu_free_total=np.array([sum(g.free_bytes for g in n.gpus) for n in nodes], dtype=np.float64),
             replicas_here=here,
             holders={source: np.array(found) for source, found in holding.items()},
+            mapped=mapped,
         )
 
 
@@ -208,13 +230,18 @@ class FitsMemory:
             if not len(idx):
                 continue
             curves = shape.curves(ctx.profile, ctx.params)
+            # In CPU mode a replica maps the file's weights; where another one of the file already
+            # does, those pages are resident once and shared: they are not needed again.
+            shared = table.mapped.get(ctx.spec.source, np.zeros(len(table.nodes), dtype=bool))[idx]
+            cpu_only = not shape.gpus or ctx.spec.gpu_layers == 0
+            credit = np.where(shared & cpu_only, float(ctx.profile.weight_bytes), 0.0)
             ngl, ok = self._layers(
-                ctx, curves, shape, table.shape_free[s][table.row_in_shape[idx]], table.ram_free[idx]
+                ctx, curves, shape, table.shape_free[s][table.row_in_shape[idx]], table.ram_free[idx] + credit
             )
             chosen = idx[ok]
             keep[chosen] = True
             table.ngl[chosen] = ngl[ok]
-            table.host_need[chosen] = curves.host[ngl[ok]]
+            table.host_need[chosen] = curves.host[ngl[ok]] - np.where(ngl[ok] == 0, credit[ok], 0.0)
             table.vram_need[chosen] = np.where(ngl[ok] > 0, curves.device[ngl[ok]].sum(axis=1), 0.0)
         return keep
 

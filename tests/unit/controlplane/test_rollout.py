@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from controlplane.domain import ModelSpec, ReplicaPhase, ReplicaRecord
 from controlplane.reconciler import Reconciler
+from controlplane.scheduler.fit import profile_for
 from controlplane.state.cluster import ClusterState
 from tests.unit.controlplane.test_reconciler import cluster
 
@@ -56,8 +57,12 @@ def test_without_room_for_a_surge_it_replaces_one_at_a_time() -> None:
     (old,) = state.replicas.values()
     node = state.nodes["a"]
     need = old.reserved_host_bytes
+    profile = profile_for(SPEC.source, [node])[0]
+    assert profile is not None
     old.phase = ReplicaPhase.READY
-    node.ram_free_bytes = need // 2  # what the agent reports with the engine loaded: no room for a second
+    # What the agent reports with the engine loaded: no room for a second, even one that shares the
+    # first one's memory-mapped weights (the same file).
+    node.ram_free_bytes = (need - profile.weight_bytes) // 2
     state.set_models([one.model_copy(update={"threads": 2})])
     reconciler.reconcile()  # the surge replica cannot be placed
     assert state.pending_reasons.get("small")

@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from controlplane.domain import ModelSpec, NodeRecord, ReplicaPhase, ReplicaRecord
 from controlplane.metrics import ControlPlaneMetrics
-from controlplane.scheduler.framework import WAITING, Scheduler
-from controlplane.scheduler.placement import Placed, Unplaceable
+from controlplane.scheduler.fit import profile_for
+from controlplane.scheduler.framework import WAITING, Scheduler, reservations
+from controlplane.scheduler.placement import Placed, Unplaceable, host_bytes_needed
 from controlplane.scheduler.profile import SchedulerProfile, load_profile
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.fit.curves import OffloadCurves
@@ -145,15 +146,23 @@ def test_scheduler_table(case: Case) -> None:
         assert 0 < decision.n_gpu_layers < 33
 
 
-def test_replicas_placed_but_not_running_hold_their_memory() -> None:
+def test_replicas_placed_but_not_running_hold_their_memory_and_share_one_copy_of_the_weights() -> None:
     spec, (node,), _ = build(Case("", ["a:cpu-8g"], model="small"))
-    node.ram_free_bytes = 6 << 30  # each replica takes ~2.3 GiB: room for two
+    profile = profile_for(spec.source, [node])[0]
+    assert profile is not None
+    need = host_bytes_needed(spec, node, profile, 0)
+    private = need - profile.weight_bytes  # what each more replica of the same file adds
+    node.ram_free_bytes = need + private + private // 2  # room for two sharing the weights, not three
     assigned = ReplicaRecord(
         "small-1", "small", spec, node_id="a", phase=ReplicaPhase.ASSIGNED, n_gpu_layers=0
     )
     second = ReplicaRecord("small-2", "small", spec, node_id="a", phase=ReplicaPhase.ASSIGNED, n_gpu_layers=0)
-    assert isinstance(Scheduler().place(spec, [node], [assigned]), Placed)
+    placed = Scheduler().place(spec, [node], [assigned])
+    assert isinstance(placed, Placed)
+    assert placed.host_bytes == private  # the weights are mapped once on the node
     assert isinstance(Scheduler().place(spec, [node], [assigned, second]), Unplaceable)  # not for three
+    node.ram_free_bytes = 2 * need + private // 2  # room for two full copies would fit a second …
+    assert reservations([assigned, second], [node]) == {"a": need + private}  # … but they share one
 
 
 def test_a_file_no_node_reported_waits_for_every_node_then_gets_a_flat_allowance() -> None:
