@@ -20,8 +20,14 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$", description="Name clients use")
-    source: str = Field(min_length=1, description="builtin:NAME, an absolute path, or file://PATH")
-    sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+    source: str = Field(
+        min_length=1,
+        description="builtin:NAME, an absolute path or file://PATH, an http(s) URL, or "
+        "hf://ORG/REPO[:QUANT|/FILE.gguf][@REVISION]",
+    )
+    sha256: str = Field(
+        default="", pattern=r"^([0-9a-f]{64})?$", description="The file's sha256, checked before it loads"
+    )
     replicas: int = Field(default=1, ge=0, le=1000)
     context_length: int = Field(default=2048, ge=64, le=1_048_576, description="Tokens per slot")
     parallel_slots: int = Field(default=4, ge=1, le=256, description="Sequences batched together (slots)")
@@ -43,6 +49,11 @@ class ModelSpec(BaseModel):
     balancer: Literal["least-load", "prefix-affinity", "session", "round-robin"] | None = Field(
         default=None,
         description="How gateways pick a replica per request (default: the gateway's --balancer)",
+    )
+    prefetch: bool = Field(
+        default=False,
+        description="Fetch the file onto every node its nodeSelector admits, before (or without) placing "
+        "replicas there, so scaling out does not wait for a download",
     )
 
     # The same rules are CEL `x-kubernetes-validations` in the CRD (controlplane/operator/crd.py),

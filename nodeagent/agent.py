@@ -17,6 +17,7 @@ from llamafleet.fit.recommend import Gpu, NodeResources
 from nodeagent import engine_metrics
 from nodeagent.cache.catalog import ModelCatalog
 from nodeagent.cache.node_store import node_store
+from nodeagent.cache.prefetch import Prefetcher
 from nodeagent.domain import CachedModel, HostInventory
 from nodeagent.hardware import inventory
 from nodeagent.memory import HostMemory
@@ -62,10 +63,14 @@ class Agent:
             start_http_server(settings.metrics_port, registry=self._registry)
         changed = asyncio.Event()
         identity = None if settings.uplink.insecure else NodeIdentity(settings)
-        # Files replicas on this node use or start with are never evicted from the model cache.
-        store = node_store(
-            settings.supervisor, lambda: [st.spec.source for sup in supervisor_ref for st in sup.states()]
-        )
+        # Files replicas on this node use or start with, and files to prefetch, are never evicted.
+        uplink_ref: list[Uplink] = []
+
+        def in_use() -> list[str]:
+            running = [st.spec.source for sup in supervisor_ref for st in sup.states()]
+            return running + [s for up in uplink_ref for s in up.prefetch]
+
+        store = node_store(settings.supervisor, in_use)
         supervisor = Supervisor(
             settings.supervisor,
             on_change=changed.set,
@@ -83,6 +88,8 @@ class Agent:
         uplink = Uplink(
             settings, host, supervisor, changed, self.metrics, cached_models, memory.available, identity
         )
+        uplink_ref.append(uplink)
+        prefetcher = Prefetcher(store, lambda: uplink.prefetch, uplink.prefetch_changed)
 
         def readiness() -> tuple[bool, dict[str, object]]:
             return uplink.connected, {"node": settings.node_id, "replicas": len(supervisor.states())}
@@ -107,6 +114,7 @@ class Agent:
         async with asyncio.TaskGroup() as group:
             group.create_task(supervise(), name="supervisor")
             group.create_task(uplink.run(supervised), name="uplink")
+            group.create_task(prefetcher.run(stop), name="prefetch")
             if settings.http_port:
                 group.create_task(
                     serve_probes("llamafleet node agent", settings.http_host, settings.http_port, stop,

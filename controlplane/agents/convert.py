@@ -182,5 +182,9 @@ def welcome(version: str, status_interval_s: float) -> pb.ControlMessage:
     )
 
 
-def watch_models(sources: tuple[str, ...], version: int) -> pb.ControlMessage:
-    return pb.ControlMessage(watch_models=pb.WatchModels(sources=list(sources), version=version))
+def watch_models(
+    sources: tuple[str, ...], version: int, prefetch: list[str] | None = None
+) -> pb.ControlMessage:
+    return pb.ControlMessage(
+        watch_models=pb.WatchModels(sources=list(sources), version=version, prefetch=prefetch or [])
+    )

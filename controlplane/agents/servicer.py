@@ -90,13 +90,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Send the difference between what the node should run and what it was last told."""
         seen = -1
         watched = -1
+        prefetched: list[str] = []
         while not ended.is_set():
             node = self._state.nodes.get(node_id)
             if node is None or node.session != session:
                 return  # superseded by a newer stream from the same node
-            if self._state.sources_version != watched:
-                watched = self._state.sources_version
-                await context.write(convert.watch_models(self._state.sources, watched))
+            prefetch = self._state.prefetch_for(node_id)
+            if self._state.sources_version != watched or prefetch != prefetched:
+                watched, prefetched = self._state.sources_version, prefetch
+                await context.write(convert.watch_models(self._state.sources, watched, prefetch))
             generation, desired = self._state.assignments_for(node_id)
             # Until the state settles, replicas this node runs that nobody claimed yet may still be
             # adopted: unassign nothing before that (a new leader must never stop a serving engine).

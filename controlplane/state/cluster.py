@@ -108,6 +108,17 @@ class ClusterState:
         self._adopt_all()
 
     # --- nodes ---------------------------------------------------------------------------
+    def prefetch_for(self, node_id: str) -> list[str]:
+        """Sources of models with ``prefetch`` this node may host (its labels match their nodeSelector)."""
+        node = self.nodes.get(node_id)
+        labels = node.labels if node is not None else {}
+        wanted = {
+            spec.source
+            for spec in self.models.values()
+            if spec.prefetch and all(labels.get(k) == v for k, v in spec.node_selector.items())
+        }
+        return sorted(wanted)
+
     def node_connected(self, hello: NodeHello) -> int:
         """Register a node's new stream; returns its session id (a newer stream supersedes older ones)."""
         node = self.nodes.get(hello.node_id) or NodeRecord(node_id=hello.node_id)

@@ -54,6 +54,8 @@ class Uplink:
         self.applied_generation = 0
         self.watched_sources: frozenset[str] = frozenset()  # models the cluster wants profiles of
         self.watched_version = 0
+        self.prefetch: tuple[str, ...] = ()  # sources to fetch into the node cache ahead of any replica
+        self.prefetch_changed = asyncio.Event()
         self.connected = False  # a session with the control plane is open (the agent's readiness)
 
     def report(self) -> NodeReport:
@@ -181,6 +183,8 @@ class Uplink:
         elif kind == "watch_models":
             self.watched_sources = frozenset(message.watch_models.sources)
             self.watched_version = message.watch_models.version
+            self.prefetch = tuple(message.watch_models.prefetch)
+            self.prefetch_changed.set()
         else:
             log.warning("ignoring unexpected control message %r", kind)
         self._changed.set()

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from controlplane.domain import ModelStatusView
+from nodeagent.cache.store import ModelStore
 from nodeagent.supervisor.process import free_port
 from tests.support.file_server import Fault, FileServer, file_server
 from tests.support.processes import (
@@ -59,6 +60,7 @@ def sourced(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Ite
     digest = hashlib.sha256(smollm2_path.read_bytes()).hexdigest()
     with file_server() as server:
         url = server.add("smol.gguf", smollm2_path)
+        ahead = server.add("ahead.gguf", smollm2_path)
         server.add_repo("org/smol-gguf", {"SmolLM2-135M-Instruct-Q4_1.gguf": smollm2_path})
         (tmp / "shards").mkdir()
         shards = write_split(smollm2_path, tmp / "shards" / "smol-Q4_1", 3)
@@ -70,6 +72,7 @@ def sourced(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Ite
             f"  - name: hub\n    source: hf://org/smol-gguf:Q4_1\n{common}"
             f"  - name: split\n    source: hf://org/smol-split:Q4_1\n{common}"
             f"  - name: bad\n    source: {url}\n    sha256: '{'0' * 64}'\n{common}"
+            f"  - name: ahead\n    source: {ahead}\n    replicas: 0\n    prefetch: true\n{common}"
         )
         port, gw_port = grpc_port(), free_port("127.0.0.1")
         address = f"127.0.0.1:{port}"
@@ -119,6 +122,15 @@ def test_a_model_split_in_three_shards_loads_and_serves(sourced: Sourced) -> Non
     assert sum(n for name, n in sourced.server.sent.items() if name.startswith("org--smol-split")) == sum(
         p.stat().st_size for p in (sourced.tmp / "shards").iterdir()
     )
+
+
+def test_a_prefetched_model_is_on_the_node_before_any_replica(sourced: Sourced) -> None:
+    cache = ModelStore(sourced.tmp / "node-a" / "models")  # the agent's cache, read from its index
+    ahead = f"{sourced.server.url}/files/ahead.gguf"
+    wait_until(lambda: ModelStore(cache.root).cached(ahead) is not None, 120, "the prefetch")
+    assert sourced.server.sent["ahead.gguf"] == sourced.size
+    assert not [name for name in engine_pids(sourced.agent) if name.startswith("ahead#")]
+    assert "prefetched " in sourced.agent.log()
 
 
 def test_a_wrong_sha256_is_refused_and_nothing_loads(sourced: Sourced) -> None:

@@ -106,12 +106,14 @@ class ControlMessage(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., unassign: _Optional[_Union[Unassign, _Mapping]] = ..., watch_models: _Optional[_Union[WatchModels, _Mapping]] = ...) -> None: ...
 
 class WatchModels(_message.Message):
-    __slots__ = ("sources", "version")
+    __slots__ = ("sources", "version", "prefetch")
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
     sources: _containers.RepeatedScalarFieldContainer[str]
     version: int
-    def __init__(self, sources: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
+    prefetch: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sources: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., prefetch: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("node_id", "hostname", "advertise_host", "labels", "versions", "hardware", "replicas", "cached_models")
