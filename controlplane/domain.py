@@ -158,6 +158,7 @@ class ReplicaRecord:
     message: str = ""
     adapters: tuple[str, ...] = ()  # loaded in the engine now
     engine_secret: str = field(default="", repr=False)  # what the engine requires; gateways get it
+    download: tuple[int, int, float] = (0, 0, 0.0)  # its model file downloading: done, total, bytes/s
     n_gpu_layers: int = -1  # chosen at placement (the spec's count, or the fit for "auto")
     failed_on: tuple[str, ...] = ()  # nodes where its engine failed for good: placed elsewhere first
     reserved_host_bytes: int = 0  # host memory the scheduler expects it to take where it was placed
@@ -198,6 +199,7 @@ class ReplicaReport:
     adapters: tuple[str, ...] = ()
     spec: Assignment | None = None  # what it runs; None from agents that predate adoption
     engine_secret: str = field(default="", repr=False)
+    download: tuple[int, int, float] = (0, 0, 0.0)  # its model file downloading: done, total, bytes/s
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ class ReplicaState:
     pid: int = 0
     adapters: tuple[str, ...] = ()  # loaded in the engine, as its /health last said
     secret: str = field(default="", repr=False)  # the engine's request secret (never logged)
+    download: tuple[int, int, float] = (0, 0, 0.0)  # its model file downloading: done, total, bytes/s
 
 
 @dataclass(frozen=True)

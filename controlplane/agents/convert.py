@@ -54,6 +54,7 @@ def replica_report(status: pb.ReplicaStatus) -> ReplicaReport:
         adapters=tuple(status.adapters),
         spec=replica_spec(status.spec) if status.HasField("spec") else None,
         engine_secret=status.engine_secret,
+        download=(status.download_done_bytes, status.download_total_bytes, status.download_bytes_per_second),
     )
 
 

@@ -180,6 +180,9 @@ def model_to_pb(view: ModelStatusView) -> pb.ModelStatus:
                 last_failure=r.last_failure,
                 predicted_host_bytes=r.reserved_host_bytes,
                 replacements=r.replacements,
+                download_done_bytes=r.download[0],
+                download_total_bytes=r.download[1],
+                download_bytes_per_second=r.download[2],
             )
             for r in view.replicas
         ],
@@ -227,6 +230,7 @@ def model_from_pb(message: pb.ModelStatus) -> ModelStatusView:
                 last_failure=r.last_failure,
                 reserved_host_bytes=r.predicted_host_bytes,
                 replacements=r.replacements,
+                download=(r.download_done_bytes, r.download_total_bytes, r.download_bytes_per_second),
             )
             for r in message.replicas
         ),

@@ -114,6 +114,7 @@ def build_status(
                 restarts=r.restarts,
                 replacements=r.replacements,
                 message=r.message or (f"split placed again: {r.last_failure}" if r.last_failure else ""),
+                download=_download(r),
                 layout=_layout(r),
             )
             for r in placed
@@ -121,6 +122,11 @@ def build_status(
         recommendation=recommendation,
     )
     return status.model_dump(by_alias=True, mode="json")
+
+
+def _download(r: ReplicaRecord) -> resource.Download | None:
+    done, total, rate = r.download
+    return resource.Download(bytes=done, total_bytes=total, bytes_per_second=int(rate)) if done else None
 
 
 def _worker_nodes(r: ReplicaRecord) -> list[str]:

@@ -214,6 +214,7 @@ class ClusterState:
             replica.message = report.message
             replica.adapters = report.adapters
             replica.engine_secret = report.engine_secret
+            replica.download = report.download
 
     def _adopt_all(self) -> None:
         for node in self.nodes.values():

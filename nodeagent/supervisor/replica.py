@@ -85,9 +85,12 @@ class EngineReplica(SupervisedProcess):
                     return None
                 progress = store.progress(self.spec.source)
                 if progress is not None:
-                    self._update(message=f"downloading {_progress_text(progress)}")
+                    self._update(message=f"downloading {_progress_text(progress)}",
+                                 download=(progress.done, progress.total, progress.rate))  # fmt: skip
             try:
-                return fetching.result()
+                path = fetching.result()
+                self._update(download=(0, 0, 0.0), message="")
+                return path
             except Unavailable as exc:
                 self._update(message=f"download interrupted ({exc.message}); resuming in 30s")
                 log.warning("replica %s: %s; resuming in 30s", self.spec.replica_id, exc.message)

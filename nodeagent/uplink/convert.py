@@ -66,6 +66,9 @@ def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
         adapters=list(state.adapters),
         spec=replica_spec_to_pb(state.spec),
         engine_secret=state.secret,
+        download_done_bytes=state.download[0],
+        download_total_bytes=state.download[1],
+        download_bytes_per_second=state.download[2],
     )
 
 

@@ -241,7 +241,7 @@ class DeviceMemory(_message.Message):
     def __init__(self, name: _Optional[str] = ..., memory_free_bytes: _Optional[int] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("replica_id", "model", "phase", "endpoint", "restarts", "error", "message", "pid", "generation", "adapters", "spec", "engine_secret")
+    __slots__ = ("replica_id", "model", "phase", "endpoint", "restarts", "error", "message", "pid", "generation", "adapters", "spec", "engine_secret", "download_done_bytes", "download_total_bytes", "download_bytes_per_second")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +254,9 @@ class ReplicaStatus(_message.Message):
     ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     ENGINE_SECRET_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_DONE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     model: str
     phase: ReplicaPhase
@@ -266,7 +269,10 @@ class ReplicaStatus(_message.Message):
     adapters: _containers.RepeatedScalarFieldContainer[str]
     spec: ReplicaSpec
     engine_secret: str
-    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., phase: _Optional[_Union[ReplicaPhase, str]] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., error: _Optional[_Union[ReplicaError, str]] = ..., message: _Optional[str] = ..., pid: _Optional[int] = ..., generation: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[ReplicaSpec, _Mapping]] = ..., engine_secret: _Optional[str] = ...) -> None: ...
+    download_done_bytes: int
+    download_total_bytes: int
+    download_bytes_per_second: float
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., phase: _Optional[_Union[ReplicaPhase, str]] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., error: _Optional[_Union[ReplicaError, str]] = ..., message: _Optional[str] = ..., pid: _Optional[int] = ..., generation: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[ReplicaSpec, _Mapping]] = ..., engine_secret: _Optional[str] = ..., download_done_bytes: _Optional[int] = ..., download_total_bytes: _Optional[int] = ..., download_bytes_per_second: _Optional[float] = ...) -> None: ...
 
 class CachedModel(_message.Message):
     __slots__ = ("source", "path", "size_bytes", "profile", "error", "fit")

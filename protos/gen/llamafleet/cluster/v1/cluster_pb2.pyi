@@ -255,7 +255,7 @@ class Condition(_message.Message):
     def __init__(self, type: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplicaView(_message.Message):
-    __slots__ = ("replica_id", "node_id", "phase", "endpoint", "restarts", "message", "parts", "head_first_layer", "head_last_layer", "last_failure", "predicted_host_bytes", "replacements")
+    __slots__ = ("replica_id", "node_id", "phase", "endpoint", "restarts", "message", "parts", "head_first_layer", "head_last_layer", "last_failure", "predicted_host_bytes", "replacements", "download_done_bytes", "download_total_bytes", "download_bytes_per_second")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +268,9 @@ class ReplicaView(_message.Message):
     LAST_FAILURE_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_HOST_BYTES_FIELD_NUMBER: _ClassVar[int]
     REPLACEMENTS_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_DONE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     node_id: str
     phase: str
@@ -280,7 +283,10 @@ class ReplicaView(_message.Message):
     last_failure: str
     predicted_host_bytes: int
     replacements: int
-    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[WorkerPartView, _Mapping]]] = ..., head_first_layer: _Optional[int] = ..., head_last_layer: _Optional[int] = ..., last_failure: _Optional[str] = ..., predicted_host_bytes: _Optional[int] = ..., replacements: _Optional[int] = ...) -> None: ...
+    download_done_bytes: int
+    download_total_bytes: int
+    download_bytes_per_second: float
+    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[WorkerPartView, _Mapping]]] = ..., head_first_layer: _Optional[int] = ..., head_last_layer: _Optional[int] = ..., last_failure: _Optional[str] = ..., predicted_host_bytes: _Optional[int] = ..., replacements: _Optional[int] = ..., download_done_bytes: _Optional[int] = ..., download_total_bytes: _Optional[int] = ..., download_bytes_per_second: _Optional[float] = ...) -> None: ...
 
 class WorkerPartView(_message.Message):
     __slots__ = ("worker_id", "node_id", "first_layer", "last_layer", "reserved_bytes", "phase", "endpoint", "message")
