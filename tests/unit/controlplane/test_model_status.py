@@ -124,3 +124,22 @@ def test_a_split_replica_shows_its_layout_and_says_why_it_was_placed_again() -> 
     assert restarted.reason == "SplitPlacedAgain"
     assert "killed by SIGKILL" in restarted.message
     assert placed["replacements"] == 1
+
+
+def test_a_downloading_replica_shows_its_bytes_total_and_rate_and_a_failed_source_its_reason() -> None:
+    replicas = (
+        replica("smol-1", "node-a", ReplicaPhase.STARTING, download=(100 << 20, 400 << 20, 50.5 * (1 << 20)),
+                message="downloading 25% (100.0 MiB of 400.0 MiB, 50.5 MiB/s)"),
+        replica("smol-2", "node-b", ReplicaPhase.FAILED, error="checksum_mismatch",
+                message="http://x/m.gguf: sha256 abc is not the expected def; nothing was loaded"),
+    )  # fmt: skip
+    status = status_of(replicas, OBJ, "2026-11-27T10:00:00Z")
+    downloading, failed = status["replicaStatuses"]  # type: ignore[misc]
+    assert downloading["download"] == {
+        "bytes": 100 << 20,
+        "totalBytes": 400 << 20,
+        "bytesPerSecond": 52953088,
+    }
+    assert failed["download"] is None
+    valid = conditions(status)["ModelValid"]
+    assert (valid["status"], valid["reason"]) == ("False", "ChecksumMismatch")
