@@ -261,3 +261,15 @@ def test_the_schema_describes_every_value() -> None:
                 walk(node["properties"][key], sub_value, f"{path}.{key}")
 
     walk(schema, values, "values")
+
+
+def test_model_downloads_take_their_credentials_from_secrets() -> None:
+    objects = render({"agent": {"modelCache": {"maxSize": "200GiB", "hfEndpoint": "https://hf.example",
+                                               "hfTokenSecret": "hf", "downloadHeadersSecret": "dl"}}})  # fmt: skip
+    agent = next(o for o in objects if o["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    args = agent["containers"][0]["args"]
+    assert "--supervisor-cache-max=200GiB" in args
+    assert "--supervisor-hf-token-file=/etc/llamafleet/hf/token" in args
+    assert {"name": "HF_ENDPOINT", "value": "https://hf.example"} in agent["containers"][0]["env"]
+    secrets = {v["secret"]["secretName"] for v in agent["volumes"] if "secret" in v}
+    assert {"hf", "dl"} <= secrets  # the token and the headers never appear in values or args
