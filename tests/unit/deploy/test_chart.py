@@ -264,8 +264,9 @@ def test_the_schema_describes_every_value() -> None:
 
 
 def test_model_downloads_take_their_credentials_from_secrets() -> None:
-    objects = render({"agent": {"modelCache": {"maxSize": "200GiB", "hfEndpoint": "https://hf.example",
-                                               "hfTokenSecret": "hf", "downloadHeadersSecret": "dl"}}})  # fmt: skip
+    cache = {"maxSize": "200GiB", "hfEndpoint": "https://hf.example", "hfTokenSecret": "hf",
+             "downloadHeadersSecret": "dl"}  # fmt: skip
+    objects = render({"agent": {"modelCache": cache}})
     agent = next(o for o in objects if o["kind"] == "DaemonSet")["spec"]["template"]["spec"]
     args = agent["containers"][0]["args"]
     assert "--supervisor-cache-max=200GiB" in args
