@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
+from llamafleet.cli.download import local_file, source_argument
 from llamafleet.core import sizes
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.fit.components import KV_TYPES, ContextParams
@@ -79,7 +79,12 @@ def parse_split(text: str) -> tuple[float, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, help="the GGUF model file")
+    parser.add_argument(
+        "path",
+        type=source_argument,
+        help="the GGUF model file, or a source: an http(s) URL or hf://ORG/REPO[:QUANT] "
+        "(downloaded into this machine's model cache, with a progress bar)",
+    )
     parser.add_argument(
         "--ctx", type=int, default=4096, help="context per sequence, in tokens (default: 4096)"
     )
@@ -213,6 +218,7 @@ def render(profile_line: str, est: Estimate, rec: Recommendation) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
+    args.path = await local_file(args.path)
     profile = read_model_facts(args.path).profile()
     try:
         params = ContextParams(

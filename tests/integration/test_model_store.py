@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +174,21 @@ def test_hugging_face_quant_tags_shards_and_gated_repos(tmp_path: Path, server: 
         asyncio.run(store.fetch("hf://org/missing:Q4_K_M"))
     token = ModelStore(tmp_path / "cache2", hf_endpoint=server.url, hf_token="hf_test")
     assert asyncio.run(token.fetch("hf://org/gated")).name == "x-Q4_K_M.gguf"  # Q4_K_M by default
+
+
+def test_fit_downloads_a_source_with_a_progress_bar_into_the_node_cache(
+    tmp_path: Path, server: FileServer, smollm2_path: Path
+) -> None:
+    url = server.add("smol.gguf", smollm2_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "llamafleet.cli.main", "fit", url, "--ctx", "1024", "--json"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["model"]["file_bytes"] == smollm2_path.stat().st_size
+    cache = ModelStore(tmp_path / ".cache" / "llamafleet" / "agent" / "models")
+    assert cache.cached(url) is not None  # where an agent on this machine finds it
+    missing = subprocess.run([sys.executable, "-m", "llamafleet.cli.main", "fit", "nope.gguf"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 2
+    assert "no such file: nope.gguf" in missing.stderr
