@@ -192,3 +192,15 @@ def test_fit_downloads_a_source_with_a_progress_bar_into_the_node_cache(
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert missing.returncode == 2
     assert "no such file: nope.gguf" in missing.stderr
+
+
+def test_a_local_file_is_checked_against_its_sha256_once_per_version(tmp_path: Path) -> None:
+    local = blob(tmp_path, "local.gguf", MiB)
+    store = ModelStore(tmp_path / "cache")
+    assert asyncio.run(store.fetch(str(local), sha(local))) == local  # used where it is, not copied
+    with pytest.raises(ChecksumMismatch, match="is not the expected"):
+        asyncio.run(store.fetch(str(local), "1" * 64))
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert list(index["verified"].values()) == [sha(local)]  # hashed once, remembered by size and mtime
+    with pytest.raises(ModelNotFound, match="does not exist on this node"):
+        asyncio.run(store.fetch(str(tmp_path / "gone.gguf")))
