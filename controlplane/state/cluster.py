@@ -266,7 +266,8 @@ class ClusterState:
         replica.n_gpu_layers = n_gpu_layers
         replica.reserved_host_bytes = reserved_host_bytes
         replica.phase = ReplicaPhase.ASSIGNED
-        replica.message = ""
+        if not replica.error:  # placed again after a failure: why it failed stays until it reports anew
+            replica.message = ""
         self.nodes[node_id].desired_generation += 1
         self.bump()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from controlplane.domain import ModelStatusView
+from llamafleet.core.errors import Unavailable
 from nodeagent.cache.store import ModelStore
 from nodeagent.supervisor.process import free_port
 from tests.support.file_server import Fault, FileServer, file_server
@@ -144,3 +146,51 @@ def test_a_wrong_sha256_is_refused_and_nothing_loads(sourced: Sourced) -> None:
     assert not [pid for name, pid in engine_pids(sourced.agent).items() if name.startswith("bad#")]
     condition = next(c for c in bad.conditions if c.type == "ModelValid")
     assert f"is not the expected {'0' * 64}" in condition.message
+
+
+def test_a_full_disk_is_a_condition_on_that_model_and_nothing_else(
+    tmp_path: Path, smollm2_path: Path
+) -> None:
+    cache = tmp_path / "tiny-cache"
+    cache.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(cache)]
+    if subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        with file_server() as server:
+            url = server.add("smol.gguf", smollm2_path)
+            common = "    contextLength: 512\n    parallelSlots: 1\n    threads: 1\n"
+            (tmp_path / "models.yaml").write_text(
+                f"models:\n  - name: big\n    source: {url}\n{common}"
+                f"  - name: local\n    source: builtin:smollm2-135m\n{common}"
+            )
+            port = grpc_port()
+            address = f"127.0.0.1:{port}"
+            models = str(tmp_path / "models.yaml")
+            cp_args = controlplane_args(tmp_path, port, "--models", models, "--status-interval-s", "1")
+            cp = Proc("controlplane", cp_args, tmp_path / "cp.log").start()
+            agent_flags = [*agent_args(tmp_path, address, "node-a"), "--supervisor-cache-dir", str(cache)]
+            agent = Proc("node-a", agent_flags, tmp_path / "node-a.log").start()
+            running = Sourced(tmp_path, address, "", server, agent, smollm2_path.stat().st_size)
+            try:
+
+                def settled() -> bool:
+                    try:
+                        models = running.models()
+                    except Unavailable:  # the control plane is still starting
+                        return False
+                    if "big" not in models:
+                        return False
+                    big = next((c for c in models["big"].conditions if c.type == "ModelValid"), None)
+                    local_ready = models["local"].ready_replicas == 1
+                    return big is not None and big.reason == "DiskFull" and local_ready
+
+                wait_until(settled, 120, "big to fail for the disk, local to serve", on_timeout=agent.log)
+                assert agent.alive()
+                condition = next(c for c in running.models()["big"].conditions if c.type == "ModelValid")
+                assert "no space left on this node" in condition.message
+            finally:
+                agent.stop()
+                cp.stop()
+    finally:
+        subprocess.run(["umount", str(cache)], check=False)
