@@ -12,7 +12,9 @@
 3. Time to first token for a model not yet on the node: `llamafleet up` serving SmolLM2 from its
    builtin file, then the models file gains a model whose source is an http URL of the same GGUF
    (fetched, checked, loaded) — against adding one more builtin model (loaded only). Time from the
-   file's change to the first completion through the gateway.
+   file's change to the first completion through the gateway. The same with `kubectl apply` of a
+   Model: a control plane on the Kubernetes API emulator (tests/support/kubeapi), one agent, a
+   gateway; time from the apply to the first completion.
 4. Shared pages: two replicas of the URL model on the node; the file-backed PSS
    (/proc/PID/smaps_rollup Pss_File, the weights' pages) of both engines together over one
    replica's alone. Target: ≤ 1.2× (the kernel counts the shared pages once).
@@ -43,7 +45,16 @@ from nodeagent.cache.store import ModelStore
 from nodeagent.supervisor.process import free_port
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.support.file_server import file_server
-from tests.support.processes import REPO, engine_pids
+from tests.support.kubeapi import CRD_FILE, kube_api
+from tests.support.processes import (
+    REPO,
+    Proc,
+    agent_args,
+    engine_pids,
+    gateway_args,
+    grpc_port,
+    kube_controlplane_args,
+)
 from tests.support.wait import wait_until
 
 GiB = 1 << 30
@@ -134,8 +145,10 @@ async def _resume(url: str, part: Path) -> None:
         await fetch(client, url, part)
 
 
-def ready(url: str) -> bool:
+def ready(url: str, plain: bool = False) -> bool:
     try:
+        if plain:
+            return httpx.get(url, timeout=2).status_code == 200
         return httpx.get(url, headers={"Range": "bytes=0-0"}, timeout=2).status_code == 206
     except httpx.HTTPError:
         return False
@@ -156,6 +169,50 @@ def first_token(
 
     wait_until(answered, 300, f"{name} to answer", interval=0.1)
     return time.monotonic() - started
+
+
+def first_token_kubectl(tmp: Path, url: str) -> tuple[float, float]:
+    """Seconds from `kubectl apply` of a Model to its first completion: (a builtin one, one from ``url``)."""
+    with kube_api(tmp, free_port("127.0.0.1"), crds=()) as api:
+        api.kubectl("apply", "-f", str(CRD_FILE))
+        port, http_port, gw_port = grpc_port(), free_port("127.0.0.1"), free_port("127.0.0.1")
+        address = f"127.0.0.1:{port}"
+        procs = [
+            Proc("controlplane", kube_controlplane_args(api.kubeconfig, port, http_port, "cp-0", tmp),
+                 tmp / "cp.log"),
+            Proc("agent", agent_args(tmp, address), tmp / "agent.log"),
+            Proc("gateway", gateway_args(address, gw_port, tmp), tmp / "gw.log"),
+        ]  # fmt: skip
+        for proc in procs:
+            proc.start()
+        base = f"http://127.0.0.1:{gw_port}"
+        try:
+            wait_until(
+                lambda: ready(f"http://127.0.0.1:{http_port}/readyz", plain=True), 60, "the control plane"
+            )
+            times = []
+            for name, source in (("kube-builtin", "builtin:smollm2-135m"), ("kube-url", url)):
+                manifest = tmp / f"{name}.yaml"
+                manifest.write_text(
+                    f"apiVersion: llamafleet.io/v1alpha1\nkind: Model\nmetadata:\n  name: {name}\nspec:\n"
+                    f"  source: {source}\n  contextLength: 512\n  parallelSlots: 1\n"
+                )
+                started = time.monotonic()
+                api.kubectl("apply", "-f", str(manifest))
+                body = {"model": name, "prompt": "Hello", "max_tokens": 1}
+
+                def answered(body: dict[str, object] = body) -> bool:
+                    try:
+                        return httpx.post(f"{base}/v1/completions", json=body, timeout=30).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                wait_until(answered, 300, f"{name} to answer", interval=0.1)
+                times.append(time.monotonic() - started)
+            return times[0], times[1]
+        finally:
+            for proc in reversed(procs):
+                proc.stop()
 
 
 def pss_file(pid: int) -> int:
@@ -196,7 +253,11 @@ def main() -> None:
                 both = sum(pss_file(pid) for pid in two)
             finally:
                 stop_cluster(cluster)
+            (tmp / "kube").mkdir()
+            kube_builtin_s, kube_url_s = first_token_kubectl(tmp / "kube", server.add("kube.gguf", smol))
         result |= {
+            "kubectl_first_token_builtin_s": round(kube_builtin_s, 2),
+            "kubectl_first_token_url_s": round(kube_url_s, 2),
             "first_token_builtin_s": round(builtin_s, 2),
             "first_token_url_s": round(url_s, 2),
             "download_share_of_first_token": round((url_s - builtin_s) / url_s, 3),
