@@ -161,6 +161,7 @@ class ReplicaRecord:
     download: tuple[int, int, float] = (0, 0, 0.0)  # its model file downloading: done, total, bytes/s
     n_gpu_layers: int = -1  # chosen at placement (the spec's count, or the fit for "auto")
     failed_on: tuple[str, ...] = ()  # nodes where its engine failed for good: placed elsewhere first
+    retry_at: float = 0.0  # monotonic time before which it is not placed again on a node in failed_on
     reserved_host_bytes: int = 0  # host memory the scheduler expects it to take where it was placed
     adopted: bool = False  # found running by this control plane (after a restart or failover), not placed
     # A split replica: RPC workers on other nodes hold these layer ranges (in layer order); the head

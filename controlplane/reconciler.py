@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 # Engine failures worth another node; a bad or missing file fails the same way everywhere.
 RETRY_ELSEWHERE = ("engine_crashed", "engine_start_failed", "disk_full")  # another node may have room
+# Placed again on a node where it failed (nowhere else fits) only after a pause that doubles with
+# each failure: a full disk or a crashing engine is not retried once a second.
+RETRY_FIRST_S = 2.0
+RETRY_MAX_S = 60.0
 
 
 class Reconciler:
@@ -34,7 +38,7 @@ class Reconciler:
         seen = -1
         settled = False
         while not stop.is_set():
-            if self._state.version != seen or self._state.settled != settled:
+            if self._state.version != seen or self._state.settled != settled or self._retry_due():
                 settled = self._state.settled
                 self.reconcile()
                 seen = self._state.version
@@ -73,9 +77,15 @@ class Reconciler:
         if state.settled:  # before: agents may still bring back replicas to adopt
             self._place_pending()
 
+    def _retry_due(self) -> bool:
+        now = time.monotonic()
+        return any(r.node_id is None and 0 < r.retry_at <= now for r in self._state.replicas.values())
+
     def _replace_failed(self) -> None:
         """A replica whose engine failed for good on a node is placed again, on another node if one fits."""
         for replica in list(self._state.replicas.values()):
+            if replica.phase == ReplicaPhase.READY and replica.failed_on:
+                replica.failed_on, replica.retry_at = (), 0.0  # it serves: the next failure starts afresh
             if (
                 replica.phase != ReplicaPhase.FAILED
                 or replica.error not in RETRY_ELSEWHERE
@@ -87,6 +97,8 @@ class Reconciler:
                 replica.replica_id, replica.model, replica.node_id, replica.message or replica.error,
             )  # fmt: skip
             replica.failed_on = (*replica.failed_on, replica.node_id)
+            pause = min(RETRY_FIRST_S * 2 ** (len(replica.failed_on) - 1), RETRY_MAX_S)
+            replica.retry_at = time.monotonic() + pause
             self._state.unbind(replica.replica_id)
 
     def _take_down_broken_splits(self) -> None:
@@ -136,7 +148,9 @@ class Reconciler:
         for replica in [r for r in pending if r.failed_on]:  # avoid the nodes where its engine failed
             nodes = [n for n in state.nodes.values() if n.node_id not in replica.failed_on]
             if not any(n.connected for n in nodes):
-                nodes = list(state.nodes.values())  # nowhere else to go: try the failed nodes again
+                if time.monotonic() < replica.retry_at:
+                    continue  # nowhere else to go: the failed nodes again, after the pause
+                nodes = list(state.nodes.values())
             self._apply(replica, self._placer.place(replica.spec, nodes, state.replicas.values()))
 
     def _split(self, replica: ReplicaRecord, plan: SplitPlan) -> None:

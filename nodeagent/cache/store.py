@@ -27,8 +27,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-
 from llamafleet.core.errors import ChecksumMismatch, DiskFull, ModelNotFound
 from llamafleet.core.sizes import format_size
 from nodeagent.cache import huggingface
@@ -137,14 +135,12 @@ class ModelStore:
         self._evict(room_for=total)
         done = 0
         names: list[list[str]] = []
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
-        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as client:
-            for remote in files:
-                key = remote.sha256 or (hint if len(files) == 1 else "")
-                hf = isinstance(parsed, HuggingFace)
-                hex_digest = await self._download(source, client, remote, done, total, hf, key)
-                names.append([Path(remote.name).name, hex_digest])
-                done += int(self._index.blobs[hex_digest]["size"])
+        for remote in files:
+            key = remote.sha256 or (hint if len(files) == 1 else "")
+            hf = isinstance(parsed, HuggingFace)
+            hex_digest = await self._download(source, remote, done, total, hf, key)
+            names.append([Path(remote.name).name, hex_digest])
+            done += int(self._index.blobs[hex_digest]["size"])
         self._progress.pop(source, None)
         self._index.sources[source] = names
         for name, hex_digest in names:
@@ -161,7 +157,6 @@ class ModelStore:
     async def _download(
         self,
         source: str,
-        client: aiohttp.ClientSession,
         remote: huggingface.RemoteFile,
         before: int,
         total: int,
@@ -170,17 +165,16 @@ class ModelStore:
     ) -> str:
         """``key``: the sha256 the file is expected to have ('' when unknown): one download per key."""
         if not key:
-            return await self._download_unlocked(source, client, remote, before, total, hf)
+            return await self._download_unlocked(source, remote, before, total, hf)
         # One download per content: another source naming the same file waits for it.
         async with self._content_locks.setdefault(key, asyncio.Lock()):
             if key in self._index.blobs and self._blob(key).exists():
                 return key  # another source already brought this content
-            return await self._download_unlocked(source, client, remote, before, total, hf)
+            return await self._download_unlocked(source, remote, before, total, hf)
 
     async def _download_unlocked(
         self,
         source: str,
-        client: aiohttp.ClientSession,
         remote: huggingface.RemoteFile,
         before: int,
         total: int,
@@ -197,9 +191,9 @@ class ModelStore:
         )
         started = time.monotonic()
         headers = self._headers_for(remote.url)
-        if hf and self._hf_token:  # aiohttp drops it on a redirect to another host (the hub's CDN)
+        if hf and self._hf_token:  # not sent along a redirect to another host (the hub's CDN)
             headers = {**headers, "Authorization": f"Bearer {self._hf_token}"}
-        got: Fetched = await fetch(client, remote.url, part, headers, report)
+        got: Fetched = await fetch(remote.url, part, headers, report)
         if remote.sha256 and got.sha256 != remote.sha256:
             part.unlink(missing_ok=True)
             raise ChecksumMismatch(

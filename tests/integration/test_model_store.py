@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +69,51 @@ def test_a_cut_download_resumes_where_it_stopped(tmp_path: Path, server: FileSer
     assert path.read_bytes() == original.read_bytes()
     assert server.sent["big.gguf"] == 16 * MiB  # no byte fetched twice across four attempts
     assert server.requests["big.gguf"] == 4
+
+
+def test_an_agent_stopping_mid_download_ends_it_at_once_and_the_next_one_resumes(
+    tmp_path: Path, server: FileServer
+) -> None:
+    original = blob(tmp_path, "slow.gguf", 16 * MiB)
+    url = server.add("slow.gguf", original)
+    server.pace_s = 0.05
+    cache = tmp_path / "cache"
+
+    async def leave_midway() -> float:
+        """Start the download and return once 4 MiB are on disk, the link stalled: asyncio.run then
+        cancels the download, as an agent's shutdown does."""
+        fetching = asyncio.ensure_future(ModelStore(cache).fetch(url, sha(original)))
+        partial = cache / "partial"
+        for _ in range(500):  # 10 s at most
+            if any(p.stat().st_size >= 4 * MiB for p in partial.glob("*")):
+                break
+            await asyncio.sleep(0.02)
+        server.pace_s = 3.0  # the receiving thread now waits in recv()
+        await asyncio.sleep(0.2)
+        assert not fetching.done()
+        return time.monotonic()
+
+    left = asyncio.run(leave_midway())
+    assert time.monotonic() - left < 1.0  # its socket was closed under it
+    assert not [t for t in threading.enumerate() if t.name.startswith("download")]
+    server.pace_s = 0.0
+    path = asyncio.run(ModelStore(cache).fetch(url, sha(original)))
+    assert path.read_bytes() == original.read_bytes()
+    resumed_at = int(server.seen["slow.gguf"][1]["Range"].removeprefix("bytes=").rstrip("-"))
+    assert resumed_at >= 4 * MiB
+
+
+def test_a_token_is_not_sent_along_a_redirect_to_another_host(tmp_path: Path, server: FileServer) -> None:
+    original = blob(tmp_path, "m.gguf", MiB)
+    with file_server() as cdn:
+        target = cdn.add("m.gguf", original)
+        url = server.add("m.gguf", original)
+        server.faults["m.gguf"].append(Fault(redirect_to=target))
+        store = ModelStore(tmp_path / "cache", headers_for=lambda _url: {"Authorization": "Bearer secret"})
+        path = asyncio.run(store.fetch(url, sha(original)))
+        assert path.read_bytes() == original.read_bytes()
+        assert server.seen["m.gguf"][0]["Authorization"] == "Bearer secret"
+        assert "Authorization" not in cdn.seen["m.gguf"][0]
 
 
 def test_a_server_that_ignores_range_and_a_short_body_still_give_the_right_file(

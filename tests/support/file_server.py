@@ -40,6 +40,7 @@ class Fault:
     status: int | None = None
     ignore_range: bool = False
     short: bool = False
+    redirect_to: str | None = None  # answer 302 to this URL (another host, as the hub's CDN is)
 
 
 @dataclass
@@ -48,8 +49,10 @@ class FileServer:
     files: dict[str, Path] = field(default_factory=dict)
     faults: dict[str, list[Fault]] = field(default_factory=lambda: defaultdict(list))
     delay_s: float = 0.0
+    pace_s: float = 0.0  # a pause after every 1 MiB of body (a slow link)
     sent: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # body bytes per file
     requests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seen: dict[str, list[dict[str, str]]] = field(default_factory=lambda: defaultdict(list))  # headers
     repos: dict[str, dict[str, str]] = field(default_factory=dict)  # repo → {path in repo: file name}
     gated: set[str] = field(default_factory=set)
     listed: dict[str, Path] = field(default_factory=dict)  # file name → what the tree lists (tampering)
@@ -69,12 +72,15 @@ class FileServer:
     async def _file(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         self.requests[name] += 1
+        self.seen[name].append(dict(request.headers))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         path = self.files.get(name)
         fault = self.faults[name].pop(0) if self.faults.get(name) else Fault()
         if fault.status is not None:
             return web.Response(status=fault.status, text=f"injected {fault.status}")
+        if fault.redirect_to is not None:
+            raise web.HTTPFound(fault.redirect_to)
         if path is None:
             return web.Response(status=404, text="no such file")
         size = path.stat().st_size
@@ -106,6 +112,8 @@ class FileServer:
                 await response.write(block)
                 self.sent[name] += len(block)
                 left -= len(block)
+                if self.pace_s:
+                    await asyncio.sleep(self.pace_s)
         if limit < size - start:  # cut the connection mid-body, as a dropped link does
             assert request.transport is not None
             request.transport.close()

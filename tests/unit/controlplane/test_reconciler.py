@@ -67,6 +67,28 @@ def test_a_failed_engine_is_placed_again_avoiding_that_node() -> None:
     assert replica.failed_on == (failed_on,)
 
 
+def test_a_replica_failing_on_its_only_node_is_retried_there_after_a_growing_pause() -> None:
+    state, reconciler = cluster("a:cpu-64g")
+    state.set_models([ModelSpec(name="small", source="/m/small.gguf", parallel_slots=1)])
+    reconciler.reconcile()
+    (replica,) = state.replicas.values()
+    pauses = []
+    for _ in range(3):
+        replica.phase, replica.error, replica.message = ReplicaPhase.FAILED, "disk_full", "no space left"
+        reconciler.reconcile()
+        assert replica.node_id is None  # not straight back onto the node it failed on
+        assert not reconciler._retry_due()
+        pauses.append(replica.retry_at - time.monotonic())
+        replica.retry_at = time.monotonic()  # the pause is over
+        assert reconciler._retry_due()
+        reconciler.reconcile()
+        assert replica.node_id == "a"
+    assert 1.5 < pauses[0] < pauses[1] < pauses[2] <= 60  # 2 s, 4 s, 8 s
+    replica.phase = ReplicaPhase.READY
+    reconciler.reconcile()
+    assert replica.failed_on == ()  # serving again: a later failure starts from the first pause
+
+
 def test_a_bad_file_is_not_moved_around() -> None:
     state, reconciler = cluster("a:cpu-64g", "b:cpu-64g")
     state.set_models([ModelSpec(name="small", source="/m/small.gguf", parallel_slots=1)])
