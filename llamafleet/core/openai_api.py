@@ -2,8 +2,8 @@
 
 Requests are validated once at each HTTP edge; unknown fields are ignored (clients send many
 optional OpenAI parameters) but known fields must have the right types and ranges, so a bad
-body gets a 400 that names the field. OpenAI parameters we do not honour yet (tools,
-response_format, logprobs, …) are refused by name unless they ask for the default.
+body gets a 400 that names the field. OpenAI parameters we do not honour yet (tools, …) are
+refused by name unless they ask for the default.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from llamafleet.core.errors import InvalidRequest
 
@@ -21,9 +21,6 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "tool_choice": lambda v: v in (None, "none"),
     "functions": lambda v: not v,
     "function_call": lambda v: v in (None, "none"),
-    "response_format": lambda v: v is None or v.get("type") == "text",
-    "logprobs": lambda v: not v,
-    "top_logprobs": lambda v: not v,
     "best_of": lambda v: v in (None, 1),
     "suffix": lambda v: not v,
     "modalities": lambda v: v in (None, ["text"]),
@@ -31,8 +28,6 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "prediction": lambda v: v is None,
     "web_search_options": lambda v: v is None,
     "reasoning_effort": lambda v: v is None,
-    "grammar": lambda v: not v,
-    "json_schema": lambda v: v is None,
 }
 
 
@@ -58,6 +53,10 @@ class _Request(BaseModel):
     repeat_last_n: int | None = Field(default=None, ge=0)
     ignore_eos: bool = Field(default=False, description="Keep generating past end-of-generation tokens")
     lora: list[LoraChoice] | None = Field(default=None, description="Adapters to apply, beside base:adapter")
+    # Constrained output: at most one of these three.
+    response_format: ResponseFormat | None = None
+    json_schema: dict[str, Any] | None = Field(default=None, description="llama-server's: a JSON schema")
+    grammar: str | None = Field(default=None, description="llama-server's: a GBNF grammar with a root rule")
     # OpenAI (and llama-server) parameters this server does not honour yet. Each is refused with a
     # 400 naming it unless it asks for the default, so an app that asks for JSON or for tool calls
     # never silently gets prose instead.
@@ -65,9 +64,6 @@ class _Request(BaseModel):
     tool_choice: Any = None
     functions: list[Any] | None = None
     function_call: Any = None
-    response_format: dict[str, Any] | None = None
-    logprobs: bool | int | None = None
-    top_logprobs: int | None = None
     best_of: int | None = None
     suffix: str | None = None
     modalities: list[str] | None = None
@@ -75,8 +71,6 @@ class _Request(BaseModel):
     prediction: Any = None
     web_search_options: Any = None
     reasoning_effort: Any = None
-    grammar: str | None = None
-    json_schema: Any = None
 
     @field_validator(*UNSUPPORTED)
     @classmethod
@@ -116,6 +110,31 @@ class _Request(BaseModel):
         return chosen
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field(default="response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``; ``schema`` beside ``json_object`` is llama-server's extension."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object with the schema")
+        return self
+
+
 class LoraChoice(BaseModel):
     name: str = Field(min_length=1)
     scale: float | None = Field(default=None, description="Defaults to the scale given when it was loaded")
@@ -149,6 +168,19 @@ class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _with_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
+
+    def logprobs_wanted(self) -> int | None:
+        """None: no logprobs; n: each token's and the n most likely alternatives'."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -158,6 +190,10 @@ class CompletionRequest(_Request):
     prompt: str | list[str]
     max_tokens: int | None = Field(default=16, ge=1)
     echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=20, description="Alternatives per token (0: none)")
+
+    def logprobs_wanted(self) -> int | None:
+        return self.logprobs
 
     def prompt_text(self) -> str:
         if isinstance(self.prompt, str):
@@ -204,6 +240,7 @@ class AdapterLoadRequest(BaseModel):
 
 
 _Request.model_rebuild()
+ResponseFormat.model_rebuild()
 ChatCompletionRequest.model_rebuild()
 CompletionRequest.model_rebuild()
 

@@ -27,9 +27,10 @@ import numpy as np
 
 from llamafleet.core.errors import EngineFailed, InvalidRequest, LlamafleetError, Overloaded
 from nodeagent.engine.adapters import AdapterRegistry
+from nodeagent.engine.logprobs import TokenLogprob, token_logprob
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeModel
-from nodeagent.engine.sampling import SamplerChain
+from nodeagent.engine.sampling import SamplerChain, logits_row
 from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot
 from nodeagent.engine.slot_choice import SlotChoice, choose_slot
 from nodeagent.engine.text import TextStream
@@ -239,7 +240,7 @@ class Batcher:
         slot.prompt_tokens = len(seq.prompt)
         seq.pending = seq.prompt[n_keep:]
         seq.cached_tokens = n_keep
-        seq.chain = SamplerChain(seq.sampling, self._model.n_vocab)
+        seq.chain = SamplerChain(seq.sampling, self._model.n_vocab, self._model.vocab)
         seq.chain.accept(seq.prompt)
         seq.text = TextStream(seq.stops)
         self._metrics.prompt_cache_hit_tokens.inc(n_keep)
@@ -314,6 +315,9 @@ class Batcher:
         if self._model.is_eog(token):
             self._finish(slot, Delta(finish_reason="stop"))
             return
+        if seq.top_logprobs is not None:
+            row = logits_row(self._model.ctx, index, self._model.n_vocab)
+            seq.held_logprobs.append(token_logprob(row, token, seq.top_logprobs, self._model.piece))
         seq.generated += 1
         text = seq.text.push(self._model.piece(token))
         if seq.text.stopped:
@@ -325,7 +329,7 @@ class Batcher:
         else:
             seq.next_token = token
             if text:
-                self._outbox.append((seq, Delta(text)))
+                self._outbox.append((seq, Delta(text, logprobs=_take(seq.held_logprobs))))
 
     def _embed_step(self, members: list[Slot]) -> None:
         """Embed inputs of one token length together (the oldest input's length).
@@ -387,6 +391,7 @@ class Batcher:
         if notify:
             if delta.finish_reason is not None or delta.error is None:
                 delta.usage = seq.usage()
+            delta.logprobs = _take(seq.held_logprobs)
             self._outbox.append((seq, delta))
 
     def _fail_all(self, error: LlamafleetError) -> None:
@@ -404,3 +409,9 @@ class Batcher:
         span = now - self._rate[0][0]
         if span > 0:
             self._metrics.tokens_per_second.set(sum(k for _, k in self._rate) / span)
+
+
+def _take(held: list[TokenLogprob]) -> list[TokenLogprob]:
+    taken = held[:]
+    held.clear()
+    return taken

@@ -25,6 +25,8 @@ from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest,
 from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.batcher import Batcher, BatcherSettings
 from nodeagent.engine.chat import ChatTemplate
+from nodeagent.engine.grammar import check, grammar_text
+from nodeagent.engine.logprobs import TokenLogprob
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeConfig, NativeModel
 from nodeagent.engine.responses import Chunk, ResponseShape, embeddings_response
@@ -84,7 +86,7 @@ class EngineCore(Protocol):
     async def close(self) -> None: ...
 
 
-def sampling_params(request: AnyRequest, eog_tokens: list[int]) -> SamplingParams:
+def sampling_params(request: AnyRequest, eog_tokens: list[int], grammar: str = "") -> SamplingParams:
     """OpenAI and llama.cpp request fields → sampling parameters; unset ones keep llama-server's defaults."""
     given = {
         "temperature": request.temperature,
@@ -103,7 +105,7 @@ def sampling_params(request: AnyRequest, eog_tokens: list[int]) -> SamplingParam
         bias.update(dict.fromkeys(eog_tokens, float("-inf")))  # as llama-server does
     if bias:
         values["logit_bias"] = bias
-    return SamplingParams(**values)
+    return SamplingParams(**values, grammar=grammar)
 
 
 class BatchingCore:
@@ -189,16 +191,21 @@ class BatchingCore:
     ) -> Sequence:
         if not prompt:
             raise InvalidRequest("the prompt is empty", "prompt")
+        model = self._model_()
+        grammar = grammar_text(request.response_format, request.json_schema, request.grammar)
+        if grammar:
+            check(model.vocab, grammar)
         adapters = self._registry_().acquire(request.adapter_choices(self._params.model_name))
         return Sequence(
             "generate",
             prompt,
             asyncio.Queue(),
-            sampling=sampling_params(request, self._model_().eog_tokens),
+            sampling=sampling_params(request, model.eog_tokens, grammar),
             max_tokens=max_tokens,
             stops=request.stops(),
             adapters=adapters,
             request_id=request_id,
+            top_logprobs=request.logprobs_wanted(),
         )
 
     def _chat_sequence(self, request: ChatCompletionRequest, shape: ResponseShape) -> Sequence:
@@ -239,13 +246,15 @@ class BatchingCore:
         parts = [prefix]
         finish_reason: str | None = None
         usage = Usage(len(seq.prompt), 0, 0)
+        logprobs: list[TokenLogprob] = []
         async with contextlib.aclosing(self._deltas(seq)) as deltas:
             async for delta in deltas:
                 parts.append(delta.text)
+                logprobs.extend(delta.logprobs)
                 if delta.final:
                     finish_reason = delta.finish_reason
                     usage = delta.usage or usage
-        return shape.whole("".join(parts), finish_reason, usage)
+        return shape.whole("".join(parts), finish_reason, usage, logprobs, len(prefix))
 
     async def _stream(
         self, seq: Sequence, shape: ResponseShape, include_usage: bool, prefix: str | None = None
@@ -262,7 +271,9 @@ class BatchingCore:
             while delta is not None:
                 if delta.text or delta.final:
                     yield shape.chunk(
-                        delta.text if delta.text or not delta.final else None, delta.finish_reason
+                        delta.text if delta.text or not delta.final else None,
+                        delta.finish_reason,
+                        logprobs=delta.logprobs,
                     )
                 if delta.final:
                     usage = delta.usage
@@ -272,21 +283,21 @@ class BatchingCore:
                 yield shape.usage_chunk(usage)
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        shape = ResponseShape("chat", request.model)
+        shape = ResponseShape("chat", request.model, logprobs=request.logprobs_wanted() is not None)
         return await self._collect(self._chat_sequence(request, shape), shape)
 
     def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        shape = ResponseShape("chat", request.model)
+        shape = ResponseShape("chat", request.model, logprobs=request.logprobs_wanted() is not None)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return self._lazy(lambda: self._stream(self._chat_sequence(request, shape), shape, include_usage))
 
     async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        shape = ResponseShape("text", request.model)
+        shape = ResponseShape("text", request.model, logprobs=request.logprobs_wanted() is not None)
         prefix = request.prompt_text() if request.echo else ""
         return await self._collect(self._text_sequence(request, shape), shape, prefix)
 
     def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        shape = ResponseShape("text", request.model)
+        shape = ResponseShape("text", request.model, logprobs=request.logprobs_wanted() is not None)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         prefix = request.prompt_text() if request.echo else None
         return self._lazy(

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nodeagent.engine.logprobs import TokenLogprob, completion_logprobs
 from nodeagent.engine.sequence import Usage
 
 Chunk = dict[str, Any]
@@ -20,6 +21,8 @@ class ResponseShape:
     model: str
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
+    logprobs: bool = False  # the request asked for them
+    _offset: int = 0  # text sent so far (completions' text_offset)
 
     def __post_init__(self) -> None:
         prefix = "chatcmpl-" if self.kind == "chat" else "cmpl-"
@@ -28,19 +31,47 @@ class ResponseShape:
     def _head(self, object_: str) -> dict[str, Any]:
         return {"id": self.id, "object": object_, "created": self.created, "model": self.model}
 
-    def whole(self, text: str, finish_reason: str | None, usage: Usage) -> dict[str, Any]:
+    def _logprobs(self, tokens: list[TokenLogprob], offset: int) -> dict[str, Any] | None:
+        if not self.logprobs:
+            return None
+        if self.kind == "chat":
+            return {"content": [t.chat() for t in tokens], "refusal": None}
+        return completion_logprobs(tokens, offset)
+
+    def whole(
+        self,
+        text: str,
+        finish_reason: str | None,
+        usage: Usage,
+        logprobs: list[TokenLogprob] | None = None,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """``offset``: where the generated text starts in ``text`` (after an echoed prompt)."""
         if self.kind == "chat":
             choice: dict[str, Any] = {
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "logprobs": None,
+                "logprobs": self._logprobs(logprobs or [], 0),
                 "finish_reason": finish_reason,
             }
             return self._head("chat.completion") | {"choices": [choice], "usage": usage.openai()}
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        choice = {
+            "index": 0,
+            "text": text,
+            "logprobs": self._logprobs(logprobs or [], offset),
+            "finish_reason": finish_reason,
+        }
         return self._head("text_completion") | {"choices": [choice], "usage": usage.openai()}
 
-    def chunk(self, text: str | None, finish_reason: str | None = None, first: bool = False) -> Chunk:
+    def chunk(
+        self,
+        text: str | None,
+        finish_reason: str | None = None,
+        first: bool = False,
+        logprobs: list[TokenLogprob] | None = None,
+    ) -> Chunk:
+        lp = self._logprobs(logprobs, self._offset) if logprobs else None
+        self._offset += len(text or "")
         if self.kind == "chat":
             delta: dict[str, Any] = {"role": "assistant"} if first else {}
             if text is not None:
@@ -48,11 +79,11 @@ class ResponseShape:
             choice: dict[str, Any] = {
                 "index": 0,
                 "delta": delta,
-                "logprobs": None,
+                "logprobs": lp,
                 "finish_reason": finish_reason,
             }
             return self._head("chat.completion.chunk") | {"choices": [choice]}
-        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        choice = {"index": 0, "text": text or "", "logprobs": lp, "finish_reason": finish_reason}
         return self._head("text_completion") | {"choices": [choice]}
 
     def usage_chunk(self, usage: Usage) -> Chunk:

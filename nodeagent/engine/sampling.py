@@ -2,7 +2,8 @@
 
 The chain runs in C on the logits of one batch row, so sampling costs the same as in
 llama-server. Defaults follow llama-server's (temperature 0.8, top_k 40, top_p 0.95,
-min_p 0.05); temperature 0 means greedy.
+min_p 0.05); temperature 0 means greedy. A grammar (nodeagent/engine/grammar.py) constrains the
+choice: the unconstrained pick is checked first and the candidates filtered only when it fails.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
+
+from nodeagent.engine.grammar import Candidates, Grammar
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     seed: int | None = None
     logit_bias: Mapping[int, float] = field(default_factory=dict)
+    grammar: str = ""  # GBNF the output must follow ('' unconstrained)
 
     @property
     def greedy(self) -> bool:
@@ -45,10 +49,12 @@ class SamplerChain:
     whole vocabulary — 3 MB per token for gemma3's 262k-token vocabulary.
     """
 
-    def __init__(self, params: SamplingParams, n_vocab: int) -> None:
+    def __init__(self, params: SamplingParams, n_vocab: int, vocab: Any = None) -> None:
         self.params = params
         self._n_vocab = n_vocab
         self._chain: Any = None
+        self._grammar = Grammar(vocab, params.grammar) if params.grammar else None
+        self._candidates = Candidates(n_vocab) if params.grammar else None
         self._bias_ids = np.fromiter(params.logit_bias, dtype=np.int64)
         self._bias_values = np.fromiter(params.logit_bias.values(), dtype=np.float32)
         if params.greedy and not params.penalized:
@@ -95,15 +101,48 @@ class SamplerChain:
                 llama_cpp.llama_sampler_accept(self._chain, token)
 
     def sample(self, ctx: Any, batch_index: int) -> int:
+        if self._grammar is not None:
+            return self._sample_constrained(logits_row(ctx, batch_index, self._n_vocab))
         if self._chain is not None:
             return int(llama_cpp.llama_sampler_sample(self._chain, ctx, batch_index))
-        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, batch_index), shape=(self._n_vocab,))
+        row = logits_row(ctx, batch_index, self._n_vocab)
         if self._bias_ids.size:
             row = row.copy()
             row[self._bias_ids] += self._bias_values
         return int(row.argmax())
 
+    def _sample_constrained(self, row: np.ndarray) -> int:
+        grammar, candidates = self._grammar, self._candidates
+        assert grammar is not None
+        assert candidates is not None
+        token = self._pick(candidates, row, None)
+        if not grammar.allows(token):
+            token = self._pick(candidates, row, grammar)
+        grammar.accept(token)
+        if self._chain is not None:
+            llama_cpp.llama_sampler_accept(self._chain, token)
+        return token
+
+    def _pick(self, candidates: Candidates, row: np.ndarray, grammar: Grammar | None) -> int:
+        pointer = candidates.load(row)
+        if grammar is not None:
+            grammar.restrict(pointer)
+        if self._chain is not None:
+            llama_cpp.llama_sampler_apply(self._chain, pointer)
+            return candidates.selected()
+        if self._bias_ids.size:
+            candidates.data["logit"][self._bias_ids] += self._bias_values
+        return candidates.best()
+
     def free(self) -> None:
         if self._chain is not None:
             llama_cpp.llama_sampler_free(self._chain)
             self._chain = None
+        if self._grammar is not None:
+            self._grammar.free()
+            self._grammar = None
+
+
+def logits_row(ctx: Any, batch_index: int, n_vocab: int) -> np.ndarray:
+    """The logits of one batch row, as a view (valid until the next decode)."""
+    return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, batch_index), shape=(n_vocab,))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llamafleet.core.errors import LlamafleetError
+from nodeagent.engine.logprobs import TokenLogprob
 from nodeagent.engine.sampling import SamplerChain, SamplingParams
 from nodeagent.engine.text import TextStream
 
@@ -46,6 +47,7 @@ class Delta:
     usage: Usage | None = None
     error: LlamafleetError | None = None
     embedding: list[float] | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # tokens since the last delta (if asked)
 
     @property
     def final(self) -> bool:
@@ -62,6 +64,7 @@ class Sequence:
     stops: list[str] = field(default_factory=list)
     adapters: AdapterKey = ()
     request_id: str = ""
+    top_logprobs: int | None = None  # None: no logprobs; n: each token's and the n most likely
     cancelled: bool = False  # set by the HTTP side; the batcher frees the slot at its next step
     number: int = field(default_factory=lambda: next(_ids))
     arrived: float = field(default_factory=time.monotonic)
@@ -73,6 +76,7 @@ class Sequence:
     cached_tokens: int = 0
     chain: SamplerChain | None = None
     text: TextStream | None = None
+    held_logprobs: list[TokenLogprob] = field(default_factory=list)  # for tokens whose text is held
 
     @property
     def group(self) -> tuple[str, AdapterKey]:

@@ -64,7 +64,7 @@ def test_identical_completions_beyond_the_slots_all_answer(engine: EngineProcess
         ("/v1/embeddings", {"input": ["", "a"]}, "input"),
         (
             "/v1/chat/completions",
-            {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}},
+            {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema"}},
             "response_format",
         ),
         (

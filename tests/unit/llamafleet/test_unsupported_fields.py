@@ -16,9 +16,6 @@ ASKING = {
     "tool_choice": "auto",
     "functions": [{"name": "f"}],
     "function_call": "auto",
-    "response_format": {"type": "json_object"},
-    "logprobs": True,
-    "top_logprobs": 3,
     "best_of": 2,
     "suffix": "end",
     "modalities": ["text", "audio"],
@@ -26,12 +23,10 @@ ASKING = {
     "prediction": {"type": "content", "content": "x"},
     "web_search_options": {},
     "reasoning_effort": "low",
-    "grammar": 'root ::= "a"',
-    "json_schema": {"type": "object"},
 }
 DEFAULTS = {
     "tools": [], "tool_choice": "none", "functions": None, "function_call": "none",
-    "response_format": {"type": "text"}, "logprobs": False, "top_logprobs": 0, "best_of": 1,
+    "best_of": 1,
     "suffix": "", "modalities": ["text"],
 }  # fmt: skip
 

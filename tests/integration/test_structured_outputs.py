@@ -1,0 +1,197 @@
+"""Structured outputs and logprobs through the gateway of a real `llamafleet up`, with the real
+`openai` client: JSON schemas whose every sampled output validates, JSON mode, llama.cpp
+grammars, logprobs consistent with greedy choice (streamed and not), and precise 400s."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import openai
+import pytest
+
+from tests.conftest import Cluster, start_cluster, stop_cluster
+
+pytestmark = pytest.mark.integration
+
+MODEL = "smollm2-135m"
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "role": {"enum": ["admin", "user", "guest"]},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3},
+    },
+    "required": ["name", "age", "role", "tags"],
+    "additionalProperties": False,
+}
+ASK = [{"role": "user", "content": "Invent a user of our system and describe them."}]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yaml = f"models:\n  - name: {MODEL}\n    source: builtin:smollm2-135m\n    contextLength: 2048\n"
+    yaml += "    parallelSlots: 4\n"
+    running = start_cluster(tmp_path_factory.mktemp("structured"), yaml, [MODEL])
+    yield running
+    stop_cluster(running)
+
+
+@pytest.fixture(scope="module")
+def client(cluster: Cluster) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{cluster.base_url}/v1", api_key="unused", timeout=120, max_retries=0)
+
+
+def person_format() -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+
+
+def test_every_sampled_output_validates_against_the_schema_beside_free_requests(
+    client: openai.OpenAI,
+) -> None:
+    """20 runs at temperature 1 (four at a time, mixed with unconstrained requests in the same batches)."""
+
+    def constrained(seed: int) -> tuple[str, str | None]:
+        out = client.chat.completions.create(
+            model=MODEL, messages=ASK, temperature=1.0, seed=seed, max_tokens=256,
+            response_format=person_format(),  # type: ignore[arg-type]
+        )  # fmt: skip
+        return out.choices[0].message.content or "", out.choices[0].finish_reason
+
+    def free(seed: int) -> str:
+        out = client.chat.completions.create(
+            model=MODEL, messages=ASK, temperature=1.0, seed=seed, max_tokens=48
+        )
+        return out.choices[0].message.content or ""
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        free_runs = [pool.submit(free, seed) for seed in range(6)]
+        results = list(pool.map(constrained, range(20)))
+        assert all(f.result() for f in free_runs)
+    for text, finish_reason in results:
+        assert finish_reason == "stop", text
+        jsonschema.validate(json.loads(text), PERSON)
+    assert len({text for text, _ in results}) > 1  # sampled, not one fixed answer
+
+
+def test_a_streamed_schema_answer_validates_too(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL, messages=ASK, temperature=1.0, seed=7, max_tokens=256, stream=True,
+        response_format=person_format(),  # type: ignore[arg-type]
+    )  # fmt: skip
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    jsonschema.validate(json.loads(text), PERSON)
+
+
+def test_json_mode_answers_a_json_object(client: openai.OpenAI) -> None:
+    for seed in range(3):
+        out = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "List three fruits."}], temperature=1.0,
+            seed=seed, max_tokens=200, response_format={"type": "json_object"},
+        )  # fmt: skip
+        assert out.choices[0].finish_reason == "stop"
+        assert isinstance(json.loads(out.choices[0].message.content or ""), dict)
+
+
+def test_a_llama_cpp_grammar_limits_the_answer(client: openai.OpenAI) -> None:
+    for seed in range(4):
+        out = client.completions.create(
+            model=MODEL, prompt="Is the sky green? Answer:", temperature=1.0, seed=seed, max_tokens=8,
+            extra_body={"grammar": 'root ::= " yes" | " no"'},
+        )  # fmt: skip
+        assert out.choices[0].text in (" yes", " no")
+        assert out.choices[0].finish_reason == "stop"
+
+
+def test_chat_logprobs_agree_with_the_greedy_choice_streamed_and_not(client: openai.OpenAI) -> None:
+    ask = [{"role": "user", "content": "Name a colour."}]
+    whole = client.chat.completions.create(
+        model=MODEL,
+        messages=ask,
+        temperature=0,
+        max_tokens=12,
+        logprobs=True,
+        top_logprobs=3,  # type: ignore[arg-type]
+    )
+    assert whole.choices[0].logprobs is not None
+    content = whole.choices[0].logprobs.content or []
+    assert whole.usage is not None
+    assert len(content) == whole.usage.completion_tokens
+    assert "".join(t.token for t in content) == whole.choices[0].message.content
+    for token in content:
+        assert len(token.top_logprobs) == 3
+        assert token.top_logprobs[0].token == token.token  # greedy takes the most likely token
+        assert token.top_logprobs[0].logprob == pytest.approx(token.logprob)
+        assert [t.logprob for t in token.top_logprobs] == sorted(
+            (t.logprob for t in token.top_logprobs), reverse=True
+        )
+        assert token.logprob <= 0
+        assert bytes(token.bytes or []).decode() == token.token
+    streamed = client.chat.completions.create(
+        model=MODEL, messages=ask, temperature=0, max_tokens=12, logprobs=True, top_logprobs=3, stream=True,  # type: ignore[arg-type]
+    )  # fmt: skip
+    pieces = [
+        t
+        for c in streamed
+        if c.choices and c.choices[0].logprobs
+        for t in c.choices[0].logprobs.content or []
+    ]
+    assert [(t.token, round(t.logprob, 4)) for t in pieces] == [
+        (t.token, round(t.logprob, 4)) for t in content
+    ]
+
+
+def test_completion_logprobs_have_the_legacy_shape(client: openai.OpenAI) -> None:
+    prompt = "The capital of France is"
+    out = client.completions.create(
+        model=MODEL, prompt=prompt, temperature=0, max_tokens=5, logprobs=2, echo=True
+    )
+    choice = out.choices[0]
+    assert choice.logprobs is not None
+    tokens, offsets = choice.logprobs.tokens or [], choice.logprobs.text_offset or []
+    assert len(tokens) == len(choice.logprobs.token_logprobs or []) == len(offsets) == 5
+    assert offsets[0] == len(prompt)  # after the echoed prompt
+    assert choice.text == prompt + "".join(tokens)
+    for token, top in zip(tokens, choice.logprobs.top_logprobs or [], strict=True):
+        assert len(top) == 2
+        assert max(top, key=lambda k: top[k]) == token
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"grammar": "root ::= ("}, "grammar"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        (
+            {
+                "response_format": person_format()
+                | {"json_schema": {"schema": {"type": "number", "maximum": 3}}}
+            },
+            "response_format.json_schema.schema.maximum",
+        ),
+        ({"response_format": {"type": "json_object"}, "grammar": 'root ::= "a"'}, "grammar"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ],
+    ids=[
+        "bad-grammar",
+        "schema-missing",
+        "number-bounds",
+        "two-constraints",
+        "top-without-logprobs",
+        "too-many",
+        "bad-type",
+    ],
+)
+def test_bad_constraints_are_a_400_naming_the_field(
+    client: openai.OpenAI, extra: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4, extra_body=extra)
+    body: Any = caught.value.body
+    assert body["param"] == param, body
