@@ -102,24 +102,34 @@ class SamplerChain:
 
     def sample(self, ctx: Any, batch_index: int) -> int:
         if self._grammar is not None:
-            return self._sample_constrained(logits_row(ctx, batch_index, self._n_vocab))
+            return self._sample_constrained(ctx, batch_index)
         if self._chain is not None:
             return int(llama_cpp.llama_sampler_sample(self._chain, ctx, batch_index))
-        row = logits_row(ctx, batch_index, self._n_vocab)
+        return self._argmax(logits_row(ctx, batch_index, self._n_vocab))
+
+    def _argmax(self, row: np.ndarray) -> int:
         if self._bias_ids.size:
             row = row.copy()
             row[self._bias_ids] += self._bias_values
         return int(row.argmax())
 
-    def _sample_constrained(self, row: np.ndarray) -> int:
+    def _sample_constrained(self, ctx: Any, batch_index: int) -> int:
+        """The unconstrained choice first, made as cheaply as without a grammar; the whole vocabulary
+        is filtered only when the grammar rejects it."""
         grammar, candidates = self._grammar, self._candidates
         assert grammar is not None
         assert candidates is not None
-        token = self._pick(candidates, row, None)
+        row = logits_row(ctx, batch_index, self._n_vocab)
+        if self._chain is None:
+            token = self._argmax(row)
+        elif not self.params.penalized:  # in C; its accept() is a no-op without penalties
+            token = int(llama_cpp.llama_sampler_sample(self._chain, ctx, batch_index))
+        else:  # the penalty window must not see a token the grammar then rejects
+            token = self._pick(candidates, row, None)
         if not grammar.allows(token):
             token = self._pick(candidates, row, grammar)
         grammar.accept(token)
-        if self._chain is not None:
+        if self._chain is not None and self.params.penalized:
             llama_cpp.llama_sampler_accept(self._chain, token)
         return token
 
