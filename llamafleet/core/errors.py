@@ -61,6 +61,17 @@ class InvalidRequest(LlamafleetError):
         self.param = param
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt does not fit the model's context per slot; the numbers travel in the error body."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str, n_prompt_tokens: int, n_ctx: int, param: str | None = None) -> None:
+        super().__init__(message, param)
+        self.n_prompt_tokens = n_prompt_tokens
+        self.n_ctx = n_ctx
+
+
 class NoCapacity(LlamafleetError):
     """Nothing can host the request; ``reasons`` says why, per candidate (node id → reason)."""
 

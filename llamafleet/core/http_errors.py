@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from llamafleet.core.errors import (
+    ContextLengthExceeded,
     EngineFailed,
     Forbidden,
     InvalidRequest,
@@ -55,7 +56,10 @@ def error_response(exc: LlamafleetError) -> JSONResponse:
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     param = exc.param if isinstance(exc, InvalidRequest) else None
-    return JSONResponse(error_body(exc.message, type_, exc.code, param), status, headers=headers)
+    body = error_body(exc.message, type_, exc.code, param)
+    if isinstance(exc, ContextLengthExceeded):  # as llama-server: the numbers, machine-readable
+        body["error"] |= {"n_prompt_tokens": exc.n_prompt_tokens, "n_ctx": exc.n_ctx}
+    return JSONResponse(body, status, headers=headers)
 
 
 def install(app: FastAPI, component: str) -> None:

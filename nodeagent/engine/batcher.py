@@ -25,7 +25,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from llamafleet.core.errors import EngineFailed, InvalidRequest, LlamafleetError, Overloaded
+from llamafleet.core.errors import (
+    ContextLengthExceeded,
+    EngineFailed,
+    LlamafleetError,
+    Overloaded,
+)
 from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.logprobs import TokenLogprob, token_logprob
 from nodeagent.engine.metrics import EngineMetrics
@@ -105,9 +110,11 @@ class Batcher:
         if len(seq.prompt) >= limit + (seq.kind == "embed"):
             self._metrics.rejected.labels("too_long").inc()
             what = "context per slot" if seq.kind == "generate" else "batch size for embeddings"
-            raise InvalidRequest(
+            raise ContextLengthExceeded(
                 f"the input has {len(seq.prompt)} tokens but the {what} is {limit} tokens; "
                 "shorten it or serve the model with a larger context",
+                len(seq.prompt),
+                limit,
                 "input" if seq.kind == "embed" else None,
             )
         with self._lock:

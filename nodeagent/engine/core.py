@@ -269,12 +269,10 @@ class BatchingCore:
             usage: Usage | None = None
             delta: Delta | None = first
             while delta is not None:
-                if delta.text or delta.final:
-                    yield shape.chunk(
-                        delta.text if delta.text or not delta.final else None,
-                        delta.finish_reason,
-                        logprobs=delta.logprobs,
-                    )
+                if delta.text or delta.logprobs:
+                    yield shape.chunk(delta.text, logprobs=delta.logprobs)
+                if delta.final:  # alone, with an empty delta, as OpenAI's last chunk is
+                    yield shape.chunk(None, delta.finish_reason)
                 if delta.final:
                     usage = delta.usage
                     break

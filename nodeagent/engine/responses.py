@@ -7,10 +7,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import llama_cpp
+
+from llamafleet import __version__
 from nodeagent.engine.logprobs import TokenLogprob, completion_logprobs
 from nodeagent.engine.sequence import Usage
 
 Chunk = dict[str, Any]
+# Which build answered (OpenAI's field; llama-server puts its build there too).
+SYSTEM_FINGERPRINT = f"llamafleet-{__version__}-llama-cpp-python-{llama_cpp.__version__}"
 
 
 @dataclass
@@ -29,7 +34,8 @@ class ResponseShape:
         self.id = self.id or prefix + uuid.uuid4().hex[:24]
 
     def _head(self, object_: str) -> dict[str, Any]:
-        return {"id": self.id, "object": object_, "created": self.created, "model": self.model}
+        return {"id": self.id, "object": object_, "created": self.created, "model": self.model,
+                "system_fingerprint": SYSTEM_FINGERPRINT}  # fmt: skip
 
     def _logprobs(self, tokens: list[TokenLogprob], offset: int) -> dict[str, Any] | None:
         if not self.logprobs:

@@ -1,6 +1,7 @@
-"""Structured outputs and logprobs through the gateway of a real `llamafleet up`, with the real
+"""The OpenAI API as apps call it, through the gateway of a real `llamafleet up`, with the real
 `openai` client: JSON schemas whose every sampled output validates, JSON mode, llama.cpp
-grammars, logprobs consistent with greedy choice (streamed and not), and precise 400s."""
+grammars, logprobs consistent with greedy choice (streamed and not), the stream's last chunk,
+context overflow, and precise 400s."""
 
 from __future__ import annotations
 
@@ -195,3 +196,23 @@ def test_bad_constraints_are_a_400_naming_the_field(
         client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4, extra_body=extra)
     body: Any = caught.value.body
     assert body["param"] == param, body
+
+
+def test_the_last_streamed_chunk_has_an_empty_delta_and_the_finish_reason(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=5, stream=True))
+    *body, last = chunks
+    assert last.choices[0].finish_reason == "length"
+    assert last.choices[0].delta.content is None
+    assert all(c.choices[0].finish_reason is None for c in body)
+    assert "".join(c.choices[0].delta.content or "" for c in body)
+    assert {c.system_fingerprint for c in chunks} == {chunks[0].system_fingerprint}
+    assert chunks[0].system_fingerprint
+
+
+def test_a_prompt_longer_than_the_context_says_so_in_numbers(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt="word " * 2100, max_tokens=4)
+    body: Any = caught.value.body
+    assert caught.value.code == "context_length_exceeded"
+    assert body["n_ctx"] == 2048
+    assert body["n_prompt_tokens"] > 2048
