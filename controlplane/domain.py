@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import Gpu, Recommendation
 
@@ -50,6 +51,11 @@ class ModelSpec(BaseModel):
         default=None,
         description="How gateways pick a replica per request (default: the gateway's --balancer)",
     )
+    request_defaults: RequestDefaults = Field(
+        default_factory=RequestDefaults,
+        description="Sampling settings and max_tokens applied when a request sets none (the request "
+        "wins; these come before the GGUF's own general.sampling.* keys)",
+    )
     prefetch: bool = Field(
         default=False,
         description="Fetch the file onto every node its nodeSelector admits, before (or without) placing "
@@ -72,7 +78,7 @@ class ModelSpec(BaseModel):
 # one by one (controlplane/rollout.py); the other fields (replicas, placement, balancer) apply in place.
 ENGINE_FIELDS = (
     "source", "sha256", "context_length", "parallel_slots", "gpu_layers", "threads", "embeddings",
-    "adapters", "node_selector", "allow_split",
+    "adapters", "node_selector", "allow_split", "request_defaults",
 )  # fmt: skip
 
 
@@ -249,6 +255,7 @@ class Assignment:
     remote_parts: tuple[RemotePartRef, ...] = ()  # a split head's workers, in layer order
     role: Literal["engine", "rpc_worker"] = "engine"
     lease: RpcLeaseRef | None = None  # an RPC worker's head
+    request_defaults: str = ""  # RequestDefaults.as_json()
 
     def runs(self, spec: ModelSpec) -> bool:
         """Whether a replica running this assignment serves ``spec`` as it is (adoption). Splits are
@@ -265,9 +272,9 @@ class Assignment:
         return (
             layers_ok and mine == theirs and scales_ok
             and (self.model, self.source, self.sha256, self.context_length, self.parallel_slots,
-                 self.n_threads, self.embeddings)
+                 self.n_threads, self.embeddings, self.request_defaults)
             == (spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
-                spec.threads, spec.embeddings)
+                spec.threads, spec.embeddings, spec.request_defaults.as_json())
         )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ class ReplicaSpec:
     remote_parts: tuple[RemotePartSpec, ...] = ()  # a split head: ranges other nodes' workers hold
     role: Role = field(default_factory=lambda: Role.ENGINE)
     lease: RpcLease | None = None  # an RPC worker: the one head it serves
+    request_defaults: str = ""  # JSON: the model's request defaults (the engine's --request-defaults)
 
 
 class Role(enum.Enum):

@@ -74,6 +74,7 @@ def replica_spec(spec: pb.ReplicaSpec) -> Assignment:
             RemotePartRef(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in spec.remote_parts
         ),
         role="rpc_worker" if spec.role == pb.REPLICA_ROLE_RPC_WORKER else "engine",
+        request_defaults=spec.request_defaults,
         # the message mirrors the dataclass (same field names)
         lease=RpcLeaseRef(**{f.name: getattr(spec.lease, f.name) for f in dataclasses.fields(RpcLeaseRef)})
         if spec.HasField("lease")
@@ -168,6 +169,7 @@ def assign(generation: int, a: Assignment) -> pb.ControlMessage:
                 remote_parts=[pb.RemotePart(**dataclasses.asdict(part)) for part in a.remote_parts],
                 role=_ROLES[a.role],
                 lease=pb.RpcLease(**dataclasses.asdict(a.lease)) if a.lease else None,
+                request_defaults=a.request_defaults,
             ),
         )
     )

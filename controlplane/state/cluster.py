@@ -380,6 +380,7 @@ def _assignment(r: ReplicaRecord) -> Assignment:
         n_threads=r.spec.threads,
         embeddings=r.spec.embeddings,
         adapters=r.spec.adapters,
+        request_defaults=r.spec.request_defaults.as_json(),
     )
 
 

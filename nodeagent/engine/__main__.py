@@ -25,6 +25,7 @@ from llamafleet.core.engine_auth import ENGINE_SECRET_ENV
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.core.http_server import serve_until
 from llamafleet.core.lifecycle import install_stop_signals
+from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.core.settings_cli import add_settings_arguments, settings_from_args
 from nodeagent.engine.batcher import BatcherSettings
 from nodeagent.engine.core import AdapterSpec, BatchingCore, EngineParams
@@ -100,6 +101,13 @@ class EngineOptions(BaseModel):
         description="Let llama.cpp repack weights for this CPU's faster kernels (extra buffer types). "
         "RPC workers never repack, so --no-cpu-repack makes a split head compute exactly as its workers",
     )
+    request_defaults: str = Field(
+        default="",
+        description="Defaults for requests that set none, as JSON, e.g. "
+        '\'{"temperature": 0.2, "max_tokens": 512}\' (temperature, top_p, top_k, min_p, '
+        "repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, max_tokens); "
+        "before the GGUF's own general.sampling.* keys",
+    )
     parent_pid: int = Field(default=0, description="Exit when this process dies (0: don't watch)")
 
 
@@ -115,6 +123,14 @@ def parse_parts(texts: list[str]) -> tuple[RemotePart, ...]:
         return tuple(RemotePart.parse(text) for text in texts)
     except InvalidRequest as exc:
         raise SystemExit(f"--rpc-parts: {exc.message}") from None
+
+
+def parse_request_defaults(text: str) -> RequestDefaults:
+    try:
+        return RequestDefaults.model_validate_json(text) if text else RequestDefaults()
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise SystemExit(f"--request-defaults: {' '.join(first[:3])}") from None
 
 
 def parse_adapter(text: str) -> AdapterSpec:
@@ -171,6 +187,7 @@ async def serve(options: EngineOptions) -> int:
             prefill_chunk=min(options.prefill_chunk, options.batch_size),
         ),
         adapters=tuple(parse_adapter(a) for a in options.adapters),
+        request_defaults=parse_request_defaults(options.request_defaults),
         decode_timeout_s=options.decode_timeout_s or (30.0 if options.rpc_parts else 0.0),
     )
     if options.rpc_parts:

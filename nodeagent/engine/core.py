@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from llamafleet.core.errors import InvalidRequest, Unavailable
 from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from llamafleet.core.request_defaults import RequestDefaults
 from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.batcher import Batcher, BatcherSettings
 from nodeagent.engine.chat import ChatTemplate
@@ -53,6 +54,7 @@ class EngineParams:
     batcher: BatcherSettings
     adapters: tuple[AdapterSpec, ...] = ()  # loaded before the engine reports ready
     decode_timeout_s: float = 0.0  # > 0: exit when one decode step takes longer (see watchdog.py)
+    request_defaults: RequestDefaults = field(default_factory=RequestDefaults)  # the model's (models file)
 
 
 class EngineCore(Protocol):
@@ -86,8 +88,11 @@ class EngineCore(Protocol):
     async def close(self) -> None: ...
 
 
-def sampling_params(request: AnyRequest, eog_tokens: list[int], grammar: str = "") -> SamplingParams:
-    """OpenAI and llama.cpp request fields → sampling parameters; unset ones keep llama-server's defaults."""
+def sampling_params(
+    request: AnyRequest, eog_tokens: list[int], grammar: str = "", defaults: RequestDefaults | None = None
+) -> SamplingParams:
+    """OpenAI and llama.cpp request fields → sampling parameters; unset ones take the model's defaults,
+    then llama-server's."""
     given = {
         "temperature": request.temperature,
         "top_p": request.top_p,
@@ -99,7 +104,9 @@ def sampling_params(request: AnyRequest, eog_tokens: list[int], grammar: str = "
         "frequency_penalty": request.frequency_penalty,
         "seed": request.seed,
     }
-    values: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    fallback = defaults.model_dump(exclude_none=True) if defaults is not None else {}
+    values: dict[str, Any] = {k: fallback[k] for k in given if k in fallback}
+    values |= {k: v for k, v in given.items() if v is not None}
     bias = {int(k): v for k, v in (request.logit_bias or {}).items()}
     if request.ignore_eos:
         bias.update(dict.fromkeys(eog_tokens, float("-inf")))  # as llama-server does
@@ -118,6 +125,7 @@ class BatchingCore:
         self._batcher: Batcher | None = None
         self._registry: AdapterRegistry | None = None
         self._template: ChatTemplate | None = None
+        self._defaults = params.request_defaults
         self._ready = False  # after the model and the adapters given at start are loaded
 
     @property
@@ -132,6 +140,9 @@ class BatchingCore:
         self._template = ChatTemplate(
             model.chat_template(), model.token_text(model.bos), model.token_text(model.eos)
         )
+        self._defaults = p.request_defaults.over(RequestDefaults.from_gguf(model.meta))
+        if self._defaults != RequestDefaults():
+            log.info("request defaults: %s", self._defaults.as_json())
         self._registry = AdapterRegistry(model)
         loop = asyncio.get_running_loop()
 
@@ -200,7 +211,7 @@ class BatchingCore:
             "generate",
             prompt,
             asyncio.Queue(),
-            sampling=sampling_params(request, model.eog_tokens, grammar),
+            sampling=sampling_params(request, model.eog_tokens, grammar, self._defaults),
             max_tokens=max_tokens,
             stops=request.stops(),
             adapters=adapters,
@@ -212,11 +223,13 @@ class BatchingCore:
         model = self._model_()
         assert self._template is not None
         prompt = model.tokenize(self._template.render(request.messages), add_special=True)
-        return self._sequence(request, prompt, request.token_limit(), shape.id)
+        return self._sequence(request, prompt, request.token_limit() or self._defaults.max_tokens, shape.id)
 
     def _text_sequence(self, request: CompletionRequest, shape: ResponseShape) -> Sequence:
         prompt = self._model_().tokenize(request.prompt_text(), add_special=True)
-        return self._sequence(request, prompt, request.max_tokens, shape.id)
+        given = "max_tokens" in request.model_fields_set
+        limit = request.max_tokens if given else (self._defaults.max_tokens or request.max_tokens)
+        return self._sequence(request, prompt, limit, shape.id)
 
     async def _deltas(self, seq: Sequence) -> AsyncGenerator[Delta, None]:
         """Submit and relay deltas until the last one; leaving early cancels the sequence."""

@@ -158,6 +158,7 @@ class EngineReplica(SupervisedProcess):
             "--parent-pid", str(os.getpid()),
             "--shutdown-grace-s", str(max(1.0, self._settings.stop_grace_s - 2)),
             *(["--embeddings"] if self.spec.embeddings else []),
+            *(["--request-defaults", self.spec.request_defaults] if self.spec.request_defaults else []),
             *(f for a in self.spec.adapters for f in ("--adapters", f"{a.name}={a.path}@{a.scale}")),
             *(f for d in self._settings.allowed_adapter_dirs() for f in ("--adapter-dirs", str(d))),
             *split,

@@ -92,6 +92,7 @@ def replica_spec_to_pb(spec: ReplicaSpec) -> pb.ReplicaSpec:
         ],
         role=_ROLES[spec.role],
         lease=pb.RpcLease(**dataclasses.asdict(spec.lease)) if spec.lease else None,
+        request_defaults=spec.request_defaults,
     )
 
 
@@ -224,6 +225,7 @@ def replica_spec(spec: pb.ReplicaSpec) -> ReplicaSpec:
             RemotePartSpec(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in spec.remote_parts
         ),
         role=next(role for role, value in _ROLES.items() if value == spec.role),
+        request_defaults=spec.request_defaults,
         # the message mirrors the dataclass (same field names)
         lease=RpcLease(**{f.name: getattr(spec.lease, f.name) for f in dataclasses.fields(RpcLease)})
         if spec.HasField("lease")

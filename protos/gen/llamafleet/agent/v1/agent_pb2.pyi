@@ -385,7 +385,7 @@ class Assign(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., replica: _Optional[_Union[ReplicaSpec, _Mapping]] = ...) -> None: ...
 
 class ReplicaSpec(_message.Message):
-    __slots__ = ("replica_id", "model", "source", "sha256", "context_length", "parallel_slots", "n_gpu_layers", "n_threads", "embeddings", "adapters", "remote_parts", "role", "lease")
+    __slots__ = ("replica_id", "model", "source", "sha256", "context_length", "parallel_slots", "n_gpu_layers", "n_threads", "embeddings", "adapters", "remote_parts", "role", "lease", "request_defaults")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -399,6 +399,7 @@ class ReplicaSpec(_message.Message):
     REMOTE_PARTS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     model: str
     source: str
@@ -412,7 +413,8 @@ class ReplicaSpec(_message.Message):
     remote_parts: _containers.RepeatedCompositeFieldContainer[RemotePart]
     role: ReplicaRole
     lease: RpcLease
-    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., sha256: _Optional[str] = ..., context_length: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., n_threads: _Optional[int] = ..., embeddings: _Optional[bool] = ..., adapters: _Optional[_Iterable[_Union[AdapterSpec, _Mapping]]] = ..., remote_parts: _Optional[_Iterable[_Union[RemotePart, _Mapping]]] = ..., role: _Optional[_Union[ReplicaRole, str]] = ..., lease: _Optional[_Union[RpcLease, _Mapping]] = ...) -> None: ...
+    request_defaults: str
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., sha256: _Optional[str] = ..., context_length: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., n_threads: _Optional[int] = ..., embeddings: _Optional[bool] = ..., adapters: _Optional[_Iterable[_Union[AdapterSpec, _Mapping]]] = ..., remote_parts: _Optional[_Iterable[_Union[RemotePart, _Mapping]]] = ..., role: _Optional[_Union[ReplicaRole, str]] = ..., lease: _Optional[_Union[RpcLease, _Mapping]] = ..., request_defaults: _Optional[str] = ...) -> None: ...
 
 class RemotePart(_message.Message):
     __slots__ = ("node_id", "endpoint", "first_layer", "last_layer")
