@@ -35,8 +35,12 @@ class ChatTemplate:
         payload: list[Any] = [
             m.model_dump(exclude_none=True, exclude={"content"}) | {"content": m.text()} for m in messages
         ]
+        return self.render_payload(payload)
+
+    def render_payload(self, payload: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """Messages already shaped for the template (nodeagent/engine/tools.py), with the tools it renders."""
         try:
-            return str(self._formatter(messages=payload).prompt)
+            return str(self._formatter(messages=payload, tools=tools).prompt)  # type: ignore[arg-type]
         except (ValueError, jinja2.TemplateError) as exc:
             # Templates reject some conversations on purpose (e.g. roles that do not alternate).
             raise InvalidRequest(

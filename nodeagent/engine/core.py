@@ -30,9 +30,10 @@ from nodeagent.engine.grammar import check, grammar_text
 from nodeagent.engine.logprobs import TokenLogprob
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeConfig, NativeModel
-from nodeagent.engine.responses import Chunk, ResponseShape, embeddings_response
+from nodeagent.engine.responses import Chunk, ResponseShape, embeddings_response, with_tool_calls
 from nodeagent.engine.sampling import SamplingParams
 from nodeagent.engine.sequence import Delta, Sequence, Usage
+from nodeagent.engine.tools import ToolFormat, ToolPlan, detect, plan
 from nodeagent.engine.watchdog import DecodeWatchdog
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class BatchingCore:
         self._registry: AdapterRegistry | None = None
         self._template: ChatTemplate | None = None
         self._defaults = params.request_defaults
+        self._tool_format = ToolFormat.GENERIC
         self._ready = False  # after the model and the adapters given at start are loaded
 
     @property
@@ -141,6 +143,7 @@ class BatchingCore:
             model.chat_template(), model.token_text(model.bos), model.token_text(model.eos)
         )
         self._defaults = p.request_defaults.over(RequestDefaults.from_gguf(model.meta))
+        self._tool_format = detect(model.chat_template())
         if self._defaults != RequestDefaults():
             log.info("request defaults: %s", self._defaults.as_json())
         self._registry = AdapterRegistry(model)
@@ -198,12 +201,22 @@ class BatchingCore:
     # --- generation --------------------------------------------------------------------------
 
     def _sequence(
-        self, request: AnyRequest, prompt: list[int], max_tokens: int | None, request_id: str
+        self,
+        request: AnyRequest,
+        prompt: list[int],
+        max_tokens: int | None,
+        request_id: str,
+        tool_grammar: str = "",
     ) -> Sequence:
         if not prompt:
             raise InvalidRequest("the prompt is empty", "prompt")
         model = self._model_()
         grammar = grammar_text(request.response_format, request.json_schema, request.grammar)
+        if grammar and tool_grammar:
+            raise InvalidRequest(
+                "tools cannot be combined with response_format, json_schema or grammar", "tools"
+            )
+        grammar = grammar or tool_grammar
         if grammar:
             check(model.vocab, grammar)
         adapters = self._registry_().acquire(request.adapter_choices(self._params.model_name))
@@ -219,11 +232,22 @@ class BatchingCore:
             top_logprobs=request.logprobs_wanted(),
         )
 
-    def _chat_sequence(self, request: ChatCompletionRequest, shape: ResponseShape) -> Sequence:
+    def _chat_sequence(
+        self, request: ChatCompletionRequest, shape: ResponseShape, tools: ToolPlan | None = None
+    ) -> Sequence:
         model = self._model_()
         assert self._template is not None
-        prompt = model.tokenize(self._template.render(request.messages), add_special=True)
-        return self._sequence(request, prompt, request.token_limit() or self._defaults.max_tokens, shape.id)
+        if tools is None:
+            text = self._template.render(request.messages)
+        else:
+            text = self._template.render_payload(tools.messages, tools.tools)
+        prompt = model.tokenize(text, add_special=True)
+        limit = request.token_limit() or self._defaults.max_tokens
+        return self._sequence(request, prompt, limit, shape.id, tools.grammar if tools else "")
+
+    def _tool_plan(self, request: ChatCompletionRequest) -> ToolPlan | None:
+        self._model_()
+        return plan(request, self._tool_format)
 
     def _text_sequence(self, request: CompletionRequest, shape: ResponseShape) -> Sequence:
         prompt = self._model_().tokenize(request.prompt_text(), add_special=True)
@@ -295,12 +319,26 @@ class BatchingCore:
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
         shape = ResponseShape("chat", request.model, logprobs=request.logprobs_wanted() is not None)
-        return await self._collect(self._chat_sequence(request, shape), shape)
+        tools = self._tool_plan(request)
+        whole = await self._collect(self._chat_sequence(request, shape, tools), shape)
+        return with_tool_calls(whole, tools) if tools else whole
 
     def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
         shape = ResponseShape("chat", request.model, logprobs=request.logprobs_wanted() is not None)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        tools = self._tool_plan(request)
+        if tools is not None:  # calls are known once the answer is whole: sent then, as deltas
+            return self._lazy(lambda: self._stream_tool_answer(request, shape, tools, include_usage))
         return self._lazy(lambda: self._stream(self._chat_sequence(request, shape), shape, include_usage))
+
+    async def _stream_tool_answer(
+        self, request: ChatCompletionRequest, shape: ResponseShape, tools: ToolPlan, include_usage: bool
+    ) -> AsyncGenerator[Chunk, None]:
+        whole = with_tool_calls(await self._collect(self._chat_sequence(request, shape, tools), shape), tools)
+        for chunk in shape.chunks_of(whole):
+            yield chunk
+        if include_usage:
+            yield shape.head("chat.completion.chunk") | {"choices": [], "usage": whole["usage"]}
 
     async def complete(self, request: CompletionRequest) -> dict[str, Any]:
         shape = ResponseShape("text", request.model, logprobs=request.logprobs_wanted() is not None)

@@ -57,27 +57,54 @@ def schema_grammar(schema: dict[str, Any], param: str) -> str:
     return str(converter.format_grammar())
 
 
+def enforceable(schema: Any) -> Any:
+    """``schema`` without the keywords this server cannot enforce (for tool parameters, which
+    OpenAI enforces only in strict mode: a tool is not refused for a ``format: uri``)."""
+    if not isinstance(schema, dict):
+        return schema if isinstance(schema, bool) else {}
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if not _keyword_problem(schema, key, value):
+            kept[key] = value
+    for key in ("properties", "$defs", "definitions"):
+        if isinstance(kept.get(key), dict):
+            kept[key] = {name: enforceable(sub) for name, sub in kept[key].items()}
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        if isinstance(kept.get(key), list):
+            kept[key] = [enforceable(sub) for sub in kept[key]]
+    for key in ("items", "additionalProperties"):
+        if isinstance(kept.get(key), dict):
+            kept[key] = enforceable(kept[key])
+    return kept
+
+
+def _keyword_problem(schema: dict[str, Any], key: str, value: Any) -> str:
+    kind = schema.get("type")
+    if key in ANNOTATIONS or key in STRUCTURE:
+        return ""
+    if key not in TYPED:
+        return f"the keyword {key!r} is not supported"
+    if kind not in TYPED[key]:
+        return f'{key!r} needs "type": {TYPED[key][-1]!r} (got {kind!r})'
+    if key == "format" and value not in FORMATS:
+        return f"format {value!r} is not supported (supported: {', '.join(sorted(FORMATS))})"
+    if key in ("minLength", "maxLength") and "pattern" in schema:
+        return f"{key!r} beside a pattern is not enforced (put the length in the pattern)"
+    if key in BOUNDS and not isinstance(value, int):
+        return f"{key!r} must be an integer for an integer"
+    return ""
+
+
 def _problems(schema: Any, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(schema, bool):
         return
     if not isinstance(schema, dict):
         yield path, "a schema must be an object"
         return
-    kind = schema.get("type")
     for key, value in schema.items():
-        where = f"{path}.{key}"
-        if key in ANNOTATIONS or key in STRUCTURE:
-            pass
-        elif key not in TYPED:
-            yield where, f"the keyword {key!r} is not supported"
-        elif kind not in TYPED[key]:
-            yield where, f'{key!r} needs "type": {TYPED[key][-1]!r} (got {kind!r})'
-        elif key == "format" and value not in FORMATS:
-            yield where, f"format {value!r} is not supported (supported: {', '.join(sorted(FORMATS))})"
-        elif key in ("minLength", "maxLength") and "pattern" in schema:
-            yield where, f"{key!r} beside a pattern is not enforced (put the length in the pattern)"
-        elif key in BOUNDS and not isinstance(value, int):
-            yield where, f"{key!r} must be an integer for an integer"
+        problem = _keyword_problem(schema, key, value)
+        if problem:
+            yield f"{path}.{key}", problem
     for key in ("properties", "$defs", "definitions"):
         for name, sub in (schema.get(key) or {}).items():
             yield from _problems(sub, f"{path}.{key}.{name}")

@@ -12,6 +12,7 @@ import llama_cpp
 from llamafleet import __version__
 from nodeagent.engine.logprobs import TokenLogprob, completion_logprobs
 from nodeagent.engine.sequence import Usage
+from nodeagent.engine.tools import ToolPlan
 
 Chunk = dict[str, Any]
 # Which build answered (OpenAI's field; llama-server puts its build there too).
@@ -33,7 +34,7 @@ class ResponseShape:
         prefix = "chatcmpl-" if self.kind == "chat" else "cmpl-"
         self.id = self.id or prefix + uuid.uuid4().hex[:24]
 
-    def _head(self, object_: str) -> dict[str, Any]:
+    def head(self, object_: str) -> dict[str, Any]:
         return {"id": self.id, "object": object_, "created": self.created, "model": self.model,
                 "system_fingerprint": SYSTEM_FINGERPRINT}  # fmt: skip
 
@@ -60,14 +61,14 @@ class ResponseShape:
                 "logprobs": self._logprobs(logprobs or [], 0),
                 "finish_reason": finish_reason,
             }
-            return self._head("chat.completion") | {"choices": [choice], "usage": usage.openai()}
+            return self.head("chat.completion") | {"choices": [choice], "usage": usage.openai()}
         choice = {
             "index": 0,
             "text": text,
             "logprobs": self._logprobs(logprobs or [], offset),
             "finish_reason": finish_reason,
         }
-        return self._head("text_completion") | {"choices": [choice], "usage": usage.openai()}
+        return self.head("text_completion") | {"choices": [choice], "usage": usage.openai()}
 
     def chunk(
         self,
@@ -88,13 +89,42 @@ class ResponseShape:
                 "logprobs": lp,
                 "finish_reason": finish_reason,
             }
-            return self._head("chat.completion.chunk") | {"choices": [choice]}
+            return self.head("chat.completion.chunk") | {"choices": [choice]}
         choice = {"index": 0, "text": text or "", "logprobs": lp, "finish_reason": finish_reason}
-        return self._head("text_completion") | {"choices": [choice]}
+        return self.head("text_completion") | {"choices": [choice]}
+
+    def chunks_of(self, whole: dict[str, Any]) -> list[Chunk]:
+        """A whole chat answer as stream chunks: the role, the content, each tool call (id, name and
+        all its arguments in one delta), then the finish reason alone."""
+        choice = whole["choices"][0]
+        message = choice["message"]
+        out = [self.chunk("", first=True)]
+        if message.get("content"):
+            out.append(self.chunk(message["content"], logprobs=None))
+            if choice.get("logprobs"):
+                out[-1]["choices"][0]["logprobs"] = choice["logprobs"]
+        for index, call in enumerate(message.get("tool_calls") or []):
+            delta_chunk = self.chunk(None)
+            delta_chunk["choices"][0]["delta"] = {"tool_calls": [{"index": index, **call}]}
+            out.append(delta_chunk)
+        out.append(self.chunk(None, choice["finish_reason"]))
+        return out
 
     def usage_chunk(self, usage: Usage) -> Chunk:
         object_ = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        return self._head(object_) | {"choices": [], "usage": usage.openai()}
+        return self.head(object_) | {"choices": [], "usage": usage.openai()}
+
+
+def with_tool_calls(whole: dict[str, Any], tools: ToolPlan) -> dict[str, Any]:
+    """A chat answer read for tool calls: content and ``tool_calls``, finish_reason ``tool_calls``."""
+    choice = whole["choices"][0]
+    content, calls = tools.parse(choice["message"]["content"] or "")
+    choice["message"]["content"] = content
+    if calls:
+        choice["message"]["tool_calls"] = [c.openai() for c in calls]
+        if choice["finish_reason"] == "stop":
+            choice["finish_reason"] = "tool_calls"
+    return whole
 
 
 def embeddings_response(model: str, vectors: list[list[float]], prompt_tokens: int) -> dict[str, Any]:

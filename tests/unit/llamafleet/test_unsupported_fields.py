@@ -12,8 +12,6 @@ from llamafleet.core.openai_api import UNSUPPORTED, ChatCompletionRequest, Compl
 BASE: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 ASKING = {
-    "tools": [{"type": "function", "function": {"name": "f"}}],
-    "tool_choice": "auto",
     "functions": [{"name": "f"}],
     "function_call": "auto",
     "best_of": 2,
@@ -25,7 +23,7 @@ ASKING = {
     "reasoning_effort": "low",
 }
 DEFAULTS = {
-    "tools": [], "tool_choice": "none", "functions": None, "function_call": "none",
+    "functions": None, "function_call": "none",
     "best_of": 1,
     "suffix": "", "modalities": ["text"],
 }  # fmt: skip
