@@ -281,6 +281,28 @@ class EmbeddingRequest(BaseModel):
         return list(self.input)  # type: ignore[arg-type]
 
 
+class TokenizeRequest(BaseModel):
+    """llama-server's POST /tokenize; ``model`` routes it at the gateway."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = ""
+    content: str
+    add_special: bool = False
+    with_pieces: bool = Field(default=False, description="Each token with its text, as llama-server does")
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = ""
+    tokens: list[int]
+
+
+class ApplyTemplateRequest(ChatCompletionRequest):
+    """llama-server's POST /apply-template: the prompt a chat request becomes (tools included)."""
+
+
 ADAPTER_NAME = r"^[A-Za-z0-9._-]+$"
 
 
@@ -295,6 +317,7 @@ class AdapterLoadRequest(BaseModel):
 _Request.model_rebuild()
 ResponseFormat.model_rebuild()
 ChatCompletionRequest.model_rebuild()
+ApplyTemplateRequest.model_rebuild()
 CompletionRequest.model_rebuild()
 
 

@@ -80,6 +80,10 @@ class EngineCore(Protocol):
 
     def tokenize(self, text: str, add_special: bool) -> list[int]: ...
 
+    def detokenize(self, tokens: list[int]) -> str: ...
+
+    def apply_template(self, request: ChatCompletionRequest) -> str: ...
+
     def adapters(self) -> list[dict[str, Any]]: ...
 
     async def load_adapter(self, spec: AdapterSpec) -> dict[str, Any]: ...
@@ -237,11 +241,7 @@ class BatchingCore:
     ) -> Sequence:
         model = self._model_()
         assert self._template is not None
-        if tools is None:
-            text = self._template.render(request.messages)
-        else:
-            text = self._template.render_payload(tools.messages, tools.tools)
-        prompt = model.tokenize(text, add_special=True)
+        prompt = model.tokenize(self._render(request, tools), add_special=True)
         limit = request.token_limit() or self._defaults.max_tokens
         return self._sequence(request, prompt, limit, shape.id, tools.grammar if tools else "")
 
@@ -396,6 +396,21 @@ class BatchingCore:
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         return self._model_().tokenize(text, add_special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        model = self._model_()
+        if any(t < 0 or t >= model.n_vocab for t in tokens):
+            raise InvalidRequest(f"token ids must be in [0, {model.n_vocab})", "tokens")
+        return b"".join(model.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def apply_template(self, request: ChatCompletionRequest) -> str:
+        return self._render(request, self._tool_plan(request))
+
+    def _render(self, request: ChatCompletionRequest, tools: ToolPlan | None) -> str:
+        assert self._template is not None
+        if tools is None:
+            return self._template.render(request.messages)
+        return self._template.render_payload(tools.messages, tools.tools)
 
     def adapters(self) -> list[dict[str, Any]]:
         return self._registry.listed() if self._registry else []

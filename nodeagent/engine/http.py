@@ -13,7 +13,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
 
 from llamafleet.core import http_errors
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
@@ -21,9 +20,12 @@ from llamafleet.core.engine_auth import EngineSecret
 from llamafleet.core.errors import InvalidRequest, LlamafleetError, Unavailable
 from llamafleet.core.openai_api import (
     AdapterLoadRequest,
+    ApplyTemplateRequest,
     ChatCompletionRequest,
     CompletionRequest,
+    DetokenizeRequest,
     EmbeddingRequest,
+    TokenizeRequest,
     error_body,
 )
 from nodeagent.engine.adapters import confined
@@ -32,11 +34,6 @@ from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.responses import Chunk
 
 log = logging.getLogger(__name__)
-
-
-class TokenizeRequest(BaseModel):
-    content: str
-    add_special: bool = False
 
 
 def create_app(
@@ -100,9 +97,22 @@ def create_app(
         return await _once(core.embed(body), "embeddings", metrics, request)
 
     @app.post("/tokenize")
-    async def tokenize(body: TokenizeRequest) -> dict[str, list[int]]:
+    async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
         _check_ready(core)
-        return {"tokens": core.tokenize(body.content, body.add_special)}
+        tokens = core.tokenize(body.content, body.add_special)
+        if body.with_pieces:
+            return {"tokens": [{"id": t, "piece": core.detokenize([t])} for t in tokens]}
+        return {"tokens": tokens}
+
+    @app.post("/detokenize")
+    async def detokenize(body: DetokenizeRequest) -> dict[str, str]:
+        _check_ready(core)
+        return {"content": core.detokenize(body.tokens)}
+
+    @app.post("/apply-template")
+    async def apply_template(body: ApplyTemplateRequest) -> dict[str, str]:
+        _check_ready(core)
+        return {"prompt": core.apply_template(body)}
 
     @app.get("/adapters")
     async def adapters() -> dict[str, Any]:

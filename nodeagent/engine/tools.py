@@ -164,7 +164,9 @@ def _generic_history(messages: list[ChatMessage]) -> list[dict[str, Any]]:
             body = {"tool_calls": calls} if len(calls) > 1 else {"tool_call": calls[0]}
             out.append({"role": "assistant", "content": json.dumps(body)})
         elif m.role == "tool":
-            result = {"tool_response": {"tool_call_id": m.tool_call_id or "", "content": m.text()}}
+            result = {
+                "tool_response": {"tool_call_id": m.tool_call_id or "", "content": _arguments(m.text())}
+            }
             out.append({"role": "user", "content": json.dumps(result)})
         else:
             out.append({"role": m.role, "content": m.text()})

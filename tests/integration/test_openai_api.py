@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -19,7 +20,7 @@ from tests.conftest import Cluster, start_cluster, stop_cluster
 pytestmark = pytest.mark.integration
 
 MODEL = "smollm2-135m"
-PERSON = {
+PERSON: Any = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "maxLength": 24},
@@ -30,7 +31,7 @@ PERSON = {
     "required": ["name", "age", "role", "tags"],
     "additionalProperties": False,
 }
-ASK = [{"role": "user", "content": "Invent a user of our system and describe them."}]
+ASK: Any = [{"role": "user", "content": "Invent a user of our system and describe them."}]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_every_sampled_output_validates_against_the_schema_beside_free_requests(
     def constrained(seed: int) -> tuple[str, str | None]:
         out = client.chat.completions.create(
             model=MODEL, messages=ASK, temperature=1.0, seed=seed, max_tokens=256,
-            response_format=person_format(),  # type: ignore[arg-type]
+            response_format=person_format(),
         )  # fmt: skip
         return out.choices[0].message.content or "", out.choices[0].finish_reason
 
@@ -82,7 +83,7 @@ def test_every_sampled_output_validates_against_the_schema_beside_free_requests(
 def test_a_streamed_schema_answer_validates_too(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
         model=MODEL, messages=ASK, temperature=1.0, seed=7, max_tokens=256, stream=True,
-        response_format=person_format(),  # type: ignore[arg-type]
+        response_format=person_format(),
     )  # fmt: skip
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     jsonschema.validate(json.loads(text), PERSON)
@@ -116,7 +117,7 @@ def test_chat_logprobs_agree_with_the_greedy_choice_streamed_and_not(client: ope
         temperature=0,
         max_tokens=12,
         logprobs=True,
-        top_logprobs=3,  # type: ignore[arg-type]
+        top_logprobs=3,
     )
     assert whole.choices[0].logprobs is not None
     content = whole.choices[0].logprobs.content or []
@@ -133,7 +134,7 @@ def test_chat_logprobs_agree_with_the_greedy_choice_streamed_and_not(client: ope
         assert token.logprob <= 0
         assert bytes(token.bytes or []).decode() == token.token
     streamed = client.chat.completions.create(
-        model=MODEL, messages=ask, temperature=0, max_tokens=12, logprobs=True, top_logprobs=3, stream=True,  # type: ignore[arg-type]
+        model=MODEL, messages=ask, temperature=0, max_tokens=12, logprobs=True, top_logprobs=3, stream=True,
     )  # fmt: skip
     pieces = [
         t
@@ -216,3 +217,116 @@ def test_a_prompt_longer_than_the_context_says_so_in_numbers(client: openai.Open
     assert caught.value.code == "context_length_exceeded"
     assert body["n_ctx"] == 2048
     assert body["n_prompt_tokens"] > 2048
+
+
+def function_tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> Any:
+    parameters = {"type": "object", "properties": properties, "required": required}
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    }
+
+
+CITY = {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}}
+WEATHER = function_tool("get_weather", "Current weather in a city", CITY, ["city"])
+CLOCK = function_tool(
+    "get_time", "Current time in a timezone", {"timezone": {"type": "string"}}, ["timezone"]
+)
+WEATHER_ASK: Any = [{"role": "user", "content": "What's the weather like in Paris?"}]
+
+
+@pytest.mark.parametrize(
+    ("choice", "called"),
+    [
+        ("auto", None),
+        ("required", None),
+        ({"type": "function", "function": {"name": "get_time"}}, "get_time"),
+    ],
+    ids=["auto", "required", "named"],
+)
+def test_tool_choice_forms_give_calls_whose_arguments_fit_the_tool(
+    client: openai.OpenAI, choice: Any, called: str | None
+) -> None:
+    out = client.chat.completions.create(
+        model=MODEL, messages=WEATHER_ASK, tools=[WEATHER, CLOCK], tool_choice=choice,
+        temperature=0, max_tokens=100,
+    )  # fmt: skip
+    answer = out.choices[0]
+    if choice == "auto" and not answer.message.tool_calls:  # the model may answer instead: then plainly
+        assert answer.finish_reason == "stop"
+        assert answer.message.content
+        return
+    assert answer.finish_reason == "tool_calls"
+    (call,) = answer.message.tool_calls or []  # parallel_tool_calls not asked: one call
+    assert call.id.startswith("call_")
+    assert call.type == "function"
+    assert call.function.name == (called or call.function.name)
+    tool = {"get_weather": WEATHER, "get_time": CLOCK}[call.function.name]
+    jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+
+
+def test_tool_choice_none_answers_in_words(client: openai.OpenAI) -> None:
+    out = client.chat.completions.create(
+        model=MODEL, messages=WEATHER_ASK, tools=[WEATHER], tool_choice="none", temperature=0, max_tokens=30
+    )  # fmt: skip
+    assert out.choices[0].message.tool_calls is None
+    assert out.choices[0].message.content
+
+
+def test_streamed_tool_calls_arrive_as_deltas_and_parallel_calls_as_a_list(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL, messages=WEATHER_ASK, tools=[WEATHER, CLOCK], tool_choice="required", temperature=0,
+        max_tokens=120, stream=True,
+    )  # fmt: skip
+    chunks = [c for c in stream if c.choices]
+    calls = [d for c in chunks for d in c.choices[0].delta.tool_calls or []]
+    assert calls
+    assert calls[0].index == 0
+    assert calls[0].id
+    assert calls[0].function is not None
+    assert json.loads(calls[0].function.arguments or "")
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    assert chunks[-1].choices[0].delta.tool_calls is None
+    parallel = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Weather in Paris and in Rome?"}], tools=[WEATHER],
+        tool_choice="required", parallel_tool_calls=True, temperature=0, max_tokens=200,
+    )  # fmt: skip
+    assert parallel.choices[0].message.tool_calls  # a list, one call or more
+
+
+def test_a_tool_result_goes_back_into_the_prompt_and_the_round_trip_answers(client: openai.OpenAI) -> None:
+    first = client.chat.completions.create(
+        model=MODEL, messages=WEATHER_ASK, tools=[WEATHER], tool_choice="required",
+        temperature=0, max_tokens=100,
+    )  # fmt: skip
+    call = (first.choices[0].message.tool_calls or [])[0]
+    result = {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 18, "sky": "cloudy"}'}
+    history = [*WEATHER_ASK, first.choices[0].message.model_dump(exclude_none=True), result]
+    base = str(client.base_url).removesuffix("/v1/")
+    shown = httpx.post(
+        f"{base}/apply-template", json={"model": MODEL, "messages": history, "tools": [WEATHER]}
+    )
+    assert shown.status_code == 200, shown.text
+    assert '"temperature_c": 18' in shown.json()["prompt"]  # the tool's answer
+    assert '"get_weather"' in shown.json()["prompt"]  # the call, and the tool's description
+    second = client.chat.completions.create(model=MODEL, messages=history, tools=[WEATHER], temperature=0,
+                                            max_tokens=60)  # fmt: skip
+    answer = second.choices[0]
+    assert answer.message.content or answer.message.tool_calls
+
+
+def test_tokenize_and_detokenize_round_trip_through_the_gateway(cluster: Cluster) -> None:
+    text = "The capital of France is Paris."
+    tokens = httpx.post(f"{cluster.base_url}/tokenize", json={"model": MODEL, "content": text}).json()[
+        "tokens"
+    ]
+    assert tokens
+    back = httpx.post(f"{cluster.base_url}/detokenize", json={"model": MODEL, "tokens": tokens}).json()
+    assert back["content"] == text
+    pieces = httpx.post(
+        f"{cluster.base_url}/tokenize", json={"model": MODEL, "content": text, "with_pieces": True}
+    )
+    assert "".join(p["piece"] for p in pieces.json()["tokens"]) == text
+    unrouted = httpx.post(f"{cluster.base_url}/tokenize", json={"content": text})
+    assert unrouted.status_code == 400
+    assert unrouted.json()["error"]["param"] == "model"

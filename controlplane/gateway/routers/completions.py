@@ -1,5 +1,6 @@
-"""POST /v1/chat/completions, /v1/completions and /v1/embeddings: validate, check the key's scope and
-quota, then hand to the proxy."""
+"""POST /v1/chat/completions, /v1/completions, /v1/embeddings and llama-server's /tokenize,
+/detokenize and /apply-template: validate, check the key's scope and quota, then hand to the proxy
+(routed by ``model`` like chat)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,27 @@ from controlplane.gateway.access.keys import request_key
 from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.balancer.keys import SESSION_HEADER
 from controlplane.gateway.proxy import EngineProxy, Forward
-from llamafleet.core.errors import Forbidden, QuotaExceeded
-from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from llamafleet.core.errors import Forbidden, InvalidRequest, QuotaExceeded
+from llamafleet.core.openai_api import (
+    ApplyTemplateRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+)
 
 
 def _headers(request: Request) -> dict[str, str]:
     """The client headers the balancer reads (sticky sessions)."""
     session = request.headers.get(SESSION_HEADER)
     return {SESSION_HEADER: session} if session else {}
+
+
+def _routed(model: str) -> str:
+    if not model:
+        raise InvalidRequest('the gateway routes by model: give "model"', "model")
+    return model
 
 
 def router(proxy: EngineProxy, quotas: Quotas) -> APIRouter:
@@ -45,5 +59,17 @@ def router(proxy: EngineProxy, quotas: Quotas) -> APIRouter:
     @api.post("/v1/embeddings", response_model=None)
     async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
         return await forward(request, "/v1/embeddings", "embeddings", body.model, False)
+
+    @api.post("/tokenize", response_model=None)
+    async def tokenize(request: Request, body: TokenizeRequest) -> Response:
+        return await forward(request, "/tokenize", "tokenize", _routed(body.model), False)
+
+    @api.post("/detokenize", response_model=None)
+    async def detokenize(request: Request, body: DetokenizeRequest) -> Response:
+        return await forward(request, "/detokenize", "detokenize", _routed(body.model), False)
+
+    @api.post("/apply-template", response_model=None)
+    async def apply_template(request: Request, body: ApplyTemplateRequest) -> Response:
+        return await forward(request, "/apply-template", "apply_template", body.model, False)
 
     return api
