@@ -51,8 +51,9 @@ class Cluster:
 
 
 def start_cluster(
-    tmp: Path, models_yaml: str, ready_models: list[str], extra_args: tuple[str, ...] = ()
+    tmp: Path, models_yaml: str, ready_models: list[str], extra_args: tuple[str, ...] = (), api_key: str = ""
 ) -> Cluster:
+    """``api_key``: the gateway requires it (--gateway-api-keys); the readiness poll sends it."""
     models = tmp / "models.yaml"
     models.write_text(models_yaml)
     port, grpc = free_port("127.0.0.1"), grpc_port()
@@ -70,6 +71,7 @@ def start_cluster(
                 "--agent-supervisor-restart-backoff-initial-s", "1",
                 "--controlplane-status-interval-s", "1",
                 *extra_args,
+                *(("--gateway-api-keys", api_key) if api_key else ()),
             ],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )  # fmt: skip
@@ -79,7 +81,8 @@ def start_cluster(
         if process.poll() is not None:
             raise AssertionError(f"llamafleet up exited with {process.returncode}:\n{cluster.log()}")
         try:
-            data = httpx.get(f"{cluster.base_url}/v1/models", timeout=2).json()["data"]
+            auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+            data = httpx.get(f"{cluster.base_url}/v1/models", headers=auth, timeout=2).json()["data"]
         except (httpx.HTTPError, KeyError, ValueError):
             return False
         ready_names = {m["id"] for m in data if m["llamafleet"]["ready_replicas"] > 0}

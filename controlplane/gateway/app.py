@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 
 from controlplane.api.client import ClusterClient
 from controlplane.gateway.access.guard import AccessGuard
 from controlplane.gateway.access.keys import KeyRing
 from controlplane.gateway.access.quota import Quotas
+from controlplane.gateway.balancer.keys import SESSION_HEADER
 from controlplane.gateway.metrics import GatewayMetrics
+from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy
 from controlplane.gateway.routers import admin, completions, health, models, replicas
 from controlplane.gateway.routing import RoutingView
@@ -37,11 +40,20 @@ def create_app(
         GatewayMetrics(CollectorRegistry()),
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AccessGuard, ring=ring, metrics=metrics)  # outermost: before any body is read
+    app.add_middleware(AccessGuard, ring=ring, metrics=metrics)  # before any body is read
+    if settings.cors_origins:  # outermost: preflights answered before authentication, 401s readable
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Api-Key", SESSION_HEADER],
+            max_age=600,
+        )
 
     app.include_router(health.router(routing, registry))
     app.include_router(models.router(routing))
-    app.include_router(completions.router(proxy, quotas))
+    names = ModelNames(settings.model_aliases, settings.default_model)
+    app.include_router(completions.router(proxy, quotas, names))
     app.include_router(replicas.router(routing, proxy.client))
     app.include_router(admin.router(cluster))
     return app

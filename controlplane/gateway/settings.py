@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
 from llamafleet.core.pki import default_pki_dir
@@ -72,6 +72,26 @@ class GatewaySettings(BaseModel):
         ge=0,
         description="Largest request body accepted, in bytes (413 beyond)",
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins browser apps may call the API from (e.g. https://app.example.com, or * for "
+        "any); preflights are answered before authentication. None: no CORS headers",
+    )
+    model_aliases: list[str] = Field(
+        default_factory=list,
+        description="ALIAS=MODEL, e.g. gpt-4o-mini=qwen2.5-7b: requests naming the alias are served by "
+        "the model (the answer names the alias, as the client asked)",
+    )
+    default_model: str = Field(default="", description="The model for requests that name none")
+
+    @field_validator("model_aliases")
+    @classmethod
+    def _alias_pairs(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            alias, sep, model = entry.partition("=")
+            if not sep or not alias.strip() or not model.strip():
+                raise ValueError(f"{entry!r} is not ALIAS=MODEL")
+        return entries
     request_timeout_s: float = Field(
         default=600.0, description="Seconds an engine may go silent mid-response before the request fails"
     )

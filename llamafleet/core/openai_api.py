@@ -32,7 +32,9 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1, description="Model name, or base:adapter")
+    model: str = Field(
+        default="", description="Model name, an alias, or base:adapter (empty: the gateway's default model)"
+    )
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
@@ -259,7 +261,7 @@ class CompletionRequest(_Request):
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1)
+    model: str = Field(default="", description="Model name or alias (empty: the gateway's default model)")
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None

@@ -318,13 +318,13 @@ class BatchingCore:
                 yield shape.usage_chunk(usage)
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        shape = ResponseShape("chat", request.model, logprobs=request.logprobs_wanted() is not None)
+        shape = ResponseShape("chat", request.model or self._params.model_name, logprobs=request.logprobs_wanted() is not None)
         tools = self._tool_plan(request)
         whole = await self._collect(self._chat_sequence(request, shape, tools), shape)
         return with_tool_calls(whole, tools) if tools else whole
 
     def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        shape = ResponseShape("chat", request.model, logprobs=request.logprobs_wanted() is not None)
+        shape = ResponseShape("chat", request.model or self._params.model_name, logprobs=request.logprobs_wanted() is not None)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         tools = self._tool_plan(request)
         if tools is not None:  # calls are known once the answer is whole: sent then, as deltas
@@ -341,12 +341,12 @@ class BatchingCore:
             yield shape.head("chat.completion.chunk") | {"choices": [], "usage": whole["usage"]}
 
     async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        shape = ResponseShape("text", request.model, logprobs=request.logprobs_wanted() is not None)
+        shape = ResponseShape("text", request.model or self._params.model_name, logprobs=request.logprobs_wanted() is not None)
         prefix = request.prompt_text() if request.echo else ""
         return await self._collect(self._text_sequence(request, shape), shape, prefix)
 
     def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        shape = ResponseShape("text", request.model, logprobs=request.logprobs_wanted() is not None)
+        shape = ResponseShape("text", request.model or self._params.model_name, logprobs=request.logprobs_wanted() is not None)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         prefix = request.prompt_text() if request.echo else None
         return self._lazy(
@@ -380,7 +380,7 @@ class BatchingCore:
         data: list[Any] = vectors
         if request.encoding_format == "base64":
             data = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
-        return embeddings_response(request.model, data, sum(len(s.prompt) for s in seqs))
+        return embeddings_response(request.model or self._params.model_name, data, sum(len(s.prompt) for s in seqs))
 
     async def _embedding(self, seq: Sequence) -> list[float]:
         async with contextlib.aclosing(self._deltas(seq)) as deltas:

@@ -22,6 +22,9 @@ from tests.support.synthetic_gguf import gemma3_path
 pytestmark = pytest.mark.integration
 
 MODEL = "smollm2-135m"
+KEY = "sk-test-openai-api"
+ORIGIN = "https://chat.example.com"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 PERSON: Any = {
     "type": "object",
     "properties": {
@@ -40,14 +43,16 @@ ASK: Any = [{"role": "user", "content": "Invent a user of our system and describ
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     yaml = f"models:\n  - name: {MODEL}\n    source: builtin:smollm2-135m\n    contextLength: 2048\n"
     yaml += "    parallelSlots: 4\n"
-    running = start_cluster(tmp_path_factory.mktemp("structured"), yaml, [MODEL])
+    gateway = ("--gateway-cors-origins", ORIGIN, "--gateway-model-aliases", f"gpt-4o-mini={MODEL}",
+               "--gateway-default-model", MODEL)  # fmt: skip
+    running = start_cluster(tmp_path_factory.mktemp("openai"), yaml, [MODEL], gateway, api_key=KEY)
     yield running
     stop_cluster(running)
 
 
 @pytest.fixture(scope="module")
 def client(cluster: Cluster) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{cluster.base_url}/v1", api_key="unused", timeout=120, max_retries=0)
+    return openai.OpenAI(base_url=f"{cluster.base_url}/v1", api_key=KEY, timeout=120, max_retries=0)
 
 
 def person_format() -> dict[str, Any]:
@@ -306,7 +311,7 @@ def test_a_tool_result_goes_back_into_the_prompt_and_the_round_trip_answers(clie
     history = [*WEATHER_ASK, first.choices[0].message.model_dump(exclude_none=True), result]
     base = str(client.base_url).removesuffix("/v1/")
     shown = httpx.post(
-        f"{base}/apply-template", json={"model": MODEL, "messages": history, "tools": [WEATHER]}
+        f"{base}/apply-template", json={"model": MODEL, "messages": history, "tools": [WEATHER]}, headers=AUTH
     )
     assert shown.status_code == 200, shown.text
     assert '"temperature_c": 18' in shown.json()["prompt"]  # the tool's answer
@@ -317,21 +322,49 @@ def test_a_tool_result_goes_back_into_the_prompt_and_the_round_trip_answers(clie
     assert answer.message.content or answer.message.tool_calls
 
 
+def post(cluster: Cluster, path: str, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return httpx.post(f"{cluster.base_url}{path}", json=body, headers=AUTH | headers, timeout=60)
+
+
 def test_tokenize_and_detokenize_round_trip_through_the_gateway(cluster: Cluster) -> None:
     text = "The capital of France is Paris."
-    tokens = httpx.post(f"{cluster.base_url}/tokenize", json={"model": MODEL, "content": text}).json()[
-        "tokens"
-    ]
+    tokens = post(cluster, "/tokenize", {"model": MODEL, "content": text}).json()["tokens"]
     assert tokens
-    back = httpx.post(f"{cluster.base_url}/detokenize", json={"model": MODEL, "tokens": tokens}).json()
-    assert back["content"] == text
-    pieces = httpx.post(
-        f"{cluster.base_url}/tokenize", json={"model": MODEL, "content": text, "with_pieces": True}
+    assert post(cluster, "/detokenize", {"model": MODEL, "tokens": tokens}).json()["content"] == text
+    pieces = post(cluster, "/tokenize", {"model": MODEL, "content": text, "with_pieces": True}).json()
+    assert "".join(p["piece"] for p in pieces["tokens"]) == text
+    assert post(cluster, "/tokenize", {"content": text}).json()["tokens"] == tokens  # the default model
+
+
+def test_aliases_and_the_default_model_name_the_served_model(client: openai.OpenAI, cluster: Cluster) -> None:
+    aliased = client.chat.completions.create(model="gpt-4o-mini", messages=ASK, max_tokens=4)
+    assert aliased.model == MODEL
+    unnamed = post(cluster, "/v1/chat/completions", {"messages": ASK, "max_tokens": 4})
+    assert unnamed.status_code == 200, unnamed.text
+    assert unnamed.json()["model"] == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-5", messages=ASK, max_tokens=4)
+
+
+def test_cors_preflight_is_answered_before_authentication(cluster: Cluster) -> None:
+    preflight = httpx.options(
+        f"{cluster.base_url}/v1/chat/completions",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"},
+    )  # fmt: skip
+    assert preflight.status_code == 200, preflight.text
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    refused = httpx.post(
+        f"{cluster.base_url}/v1/chat/completions", json={"messages": ASK}, headers={"Origin": ORIGIN}
     )
-    assert "".join(p["piece"] for p in pieces.json()["tokens"]) == text
-    unrouted = httpx.post(f"{cluster.base_url}/tokenize", json={"content": text})
-    assert unrouted.status_code == 400
-    assert unrouted.json()["error"]["param"] == "model"
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == ORIGIN  # the browser app can read why
+    stranger = httpx.options(
+        f"{cluster.base_url}/v1/chat/completions",
+        headers={"Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in stranger.headers
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ from fastapi.responses import Response
 from controlplane.gateway.access.keys import request_key
 from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.balancer.keys import SESSION_HEADER
+from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy, Forward
-from llamafleet.core.errors import Forbidden, InvalidRequest, QuotaExceeded
+from llamafleet.core.errors import Forbidden, QuotaExceeded
 from llamafleet.core.openai_api import (
     ApplyTemplateRequest,
     ChatCompletionRequest,
@@ -28,16 +29,11 @@ def _headers(request: Request) -> dict[str, str]:
     return {SESSION_HEADER: session} if session else {}
 
 
-def _routed(model: str) -> str:
-    if not model:
-        raise InvalidRequest('the gateway routes by model: give "model"', "model")
-    return model
-
-
-def router(proxy: EngineProxy, quotas: Quotas) -> APIRouter:
+def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
     api = APIRouter()
 
-    async def forward(request: Request, path: str, label: str, model: str, stream: bool) -> Response:
+    async def forward(request: Request, path: str, label: str, asked: str, stream: bool) -> Response:
+        model = names.resolve(asked)
         key = request_key(request.state)
         try:
             key.require(model)
@@ -45,7 +41,7 @@ def router(proxy: EngineProxy, quotas: Quotas) -> APIRouter:
         except (Forbidden, QuotaExceeded) as exc:
             proxy.count_refused(key, model, exc)
             raise
-        raw = await request.body()
+        raw = names.rewrite(await request.body(), asked, model)
         return await proxy.forward(Forward(path, label, model, raw, stream, _headers(request), key))
 
     @api.post("/v1/chat/completions", response_model=None)
@@ -62,11 +58,11 @@ def router(proxy: EngineProxy, quotas: Quotas) -> APIRouter:
 
     @api.post("/tokenize", response_model=None)
     async def tokenize(request: Request, body: TokenizeRequest) -> Response:
-        return await forward(request, "/tokenize", "tokenize", _routed(body.model), False)
+        return await forward(request, "/tokenize", "tokenize", body.model, False)
 
     @api.post("/detokenize", response_model=None)
     async def detokenize(request: Request, body: DetokenizeRequest) -> Response:
-        return await forward(request, "/detokenize", "detokenize", _routed(body.model), False)
+        return await forward(request, "/detokenize", "detokenize", body.model, False)
 
     @api.post("/apply-template", response_model=None)
     async def apply_template(request: Request, body: ApplyTemplateRequest) -> Response:
