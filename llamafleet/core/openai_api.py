@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from llamafleet.core.errors import InvalidRequest
 
+MAX_CHOICES = 16  # per request: prompts × n (each choice takes a slot)
+
 # Unsupported request fields → whether a value asks for nothing beyond the default (then it is fine).
 UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "functions": lambda v: not v,
@@ -42,7 +44,7 @@ class _Request(BaseModel):
     seed: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    n: int = Field(default=1, ge=1, description="Only one choice per request is supported")
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES, description="Choices to generate (per prompt)")
     user: str | None = None
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, float] | None = None
@@ -76,13 +78,6 @@ class _Request(BaseModel):
         if not UNSUPPORTED[info.field_name](value):  # type: ignore[index]
             raise ValueError(f"{info.field_name} is not supported by this server yet; leave it out")
         return value
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported; send several requests for several choices")
-        return n
 
     @field_validator("logit_bias")
     @classmethod
@@ -242,7 +237,9 @@ class ChatCompletionRequest(_Request):
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A text, texts (one choice each), token ids, or lists of token ids"
+    )
     max_tokens: int | None = Field(default=16, ge=1)
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=20, description="Alternatives per token (0: none)")
@@ -250,12 +247,18 @@ class CompletionRequest(_Request):
     def logprobs_wanted(self) -> int | None:
         return self.logprobs
 
-    def prompt_text(self) -> str:
-        if isinstance(self.prompt, str):
-            return self.prompt
-        if len(self.prompt) != 1:
-            raise InvalidRequest("prompt must be a string or a list with exactly one string", "prompt")
-        return self.prompt[0]
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: a text or token ids."""
+        prompt: Any = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if not prompt:
+            raise InvalidRequest("prompt is empty", "prompt")
+        if all(isinstance(p, int) for p in prompt):
+            return [list(prompt)]
+        if len(prompt) * self.n > MAX_CHOICES:
+            raise InvalidRequest(f"at most {MAX_CHOICES} choices per request (prompts × n)", "prompt")
+        return list(prompt)
 
 
 class EmbeddingRequest(BaseModel):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from llamafleet.core.request_defaults import RequestDefaults
 from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.batcher import Batcher, BatcherSettings
 from nodeagent.engine.chat import ChatTemplate
+from nodeagent.engine.choices import gather_choices, merge_wholes, merged_stream
 from nodeagent.engine.grammar import check, grammar_text
 from nodeagent.engine.logprobs import TokenLogprob
 from nodeagent.engine.metrics import EngineMetrics
@@ -211,7 +213,9 @@ class BatchingCore:
         max_tokens: int | None,
         request_id: str,
         tool_grammar: str = "",
+        choice: int = 0,
     ) -> Sequence:
+        """``choice``: which of several (n > 1); a seeded request seeds choice k with seed + k."""
         if not prompt:
             raise InvalidRequest("the prompt is empty", "prompt")
         model = self._model_()
@@ -228,7 +232,7 @@ class BatchingCore:
             "generate",
             prompt,
             asyncio.Queue(),
-            sampling=sampling_params(request, model.eog_tokens, grammar, self._defaults),
+            sampling=_for_choice(sampling_params(request, model.eog_tokens, grammar, self._defaults), choice),
             max_tokens=max_tokens,
             stops=request.stops(),
             adapters=adapters,
@@ -237,23 +241,31 @@ class BatchingCore:
         )
 
     def _chat_sequence(
-        self, request: ChatCompletionRequest, shape: ResponseShape, tools: ToolPlan | None = None
+        self, request: ChatCompletionRequest, shape: ResponseShape, tools: ToolPlan | None, choice: int = 0
     ) -> Sequence:
         model = self._model_()
         assert self._template is not None
         prompt = model.tokenize(self._render(request, tools), add_special=True)
         limit = request.token_limit() or self._defaults.max_tokens
-        return self._sequence(request, prompt, limit, shape.id, tools.grammar if tools else "")
+        return self._sequence(request, prompt, limit, shape.id, tools.grammar if tools else "", choice)
 
     def _tool_plan(self, request: ChatCompletionRequest) -> ToolPlan | None:
         self._model_()
         return plan(request, self._tool_format)
 
-    def _text_sequence(self, request: CompletionRequest, shape: ResponseShape) -> Sequence:
-        prompt = self._model_().tokenize(request.prompt_text(), add_special=True)
+    def _text_sequence(
+        self, request: CompletionRequest, shape: ResponseShape, text: str | list[int], choice: int
+    ) -> Sequence:
+        model = self._model_()
+        if isinstance(text, str):
+            prompt = model.tokenize(text, add_special=True)
+        elif any(t < 0 or t >= model.n_vocab for t in text):
+            raise InvalidRequest(f"token ids must be in [0, {model.n_vocab})", "prompt")
+        else:
+            prompt = list(text)
         given = "max_tokens" in request.model_fields_set
         limit = request.max_tokens if given else (self._defaults.max_tokens or request.max_tokens)
-        return self._sequence(request, prompt, limit, shape.id)
+        return self._sequence(request, prompt, limit, shape.id, "", choice)
 
     async def _deltas(self, seq: Sequence) -> AsyncGenerator[Delta, None]:
         """Submit and relay deltas until the last one; leaving early cancels the sequence."""
@@ -317,41 +329,98 @@ class BatchingCore:
             if include_usage and usage is not None:
                 yield shape.usage_chunk(usage)
 
+    def _shape(self, kind: Literal["chat", "text"], request: AnyRequest, id_: str = "") -> ResponseShape:
+        model = request.model or self._params.model_name
+        return ResponseShape(kind, model, id=id_, logprobs=request.logprobs_wanted() is not None)
+
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        shape = ResponseShape("chat", request.model or self._params.model_name, logprobs=request.logprobs_wanted() is not None)
         tools = self._tool_plan(request)
-        whole = await self._collect(self._chat_sequence(request, shape, tools), shape)
-        return with_tool_calls(whole, tools) if tools else whole
+        shape = self._shape("chat", request)
+
+        async def one(choice: int) -> dict[str, Any]:
+            whole = await self._collect(self._chat_sequence(request, shape, tools, choice), shape)
+            return with_tool_calls(whole, tools) if tools else whole
+
+        if request.n == 1:
+            return await one(0)
+        wholes = await gather_choices([one(k) for k in range(request.n)])
+        return merge_wholes(wholes, [k == 0 for k in range(request.n)])
 
     def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        shape = ResponseShape("chat", request.model or self._params.model_name, logprobs=request.logprobs_wanted() is not None)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         tools = self._tool_plan(request)
-        if tools is not None:  # calls are known once the answer is whole: sent then, as deltas
-            return self._lazy(lambda: self._stream_tool_answer(request, shape, tools, include_usage))
-        return self._lazy(lambda: self._stream(self._chat_sequence(request, shape), shape, include_usage))
+        first = self._shape("chat", request)
+
+        def one(choice: int) -> AsyncIterator[Chunk]:
+            shape = first if choice == 0 else self._shape("chat", request, first.id)
+            if tools is not None:  # calls are known once the answer is whole: sent then, as deltas
+                return self._lazy(
+                    lambda: self._stream_tool_answer(request, shape, tools, include_usage, choice)
+                )
+            return self._lazy(
+                lambda: self._stream(self._chat_sequence(request, shape, None, choice), shape, include_usage)
+            )
+
+        if request.n == 1:
+            return one(0)
+        firsts = [k == 0 for k in range(request.n)]
+        return merged_stream([one(k) for k in range(request.n)], firsts, include_usage)
 
     async def _stream_tool_answer(
-        self, request: ChatCompletionRequest, shape: ResponseShape, tools: ToolPlan, include_usage: bool
+        self,
+        request: ChatCompletionRequest,
+        shape: ResponseShape,
+        tools: ToolPlan,
+        include_usage: bool,
+        choice: int,
     ) -> AsyncGenerator[Chunk, None]:
-        whole = with_tool_calls(await self._collect(self._chat_sequence(request, shape, tools), shape), tools)
+        seq = self._chat_sequence(request, shape, tools, choice)
+        whole = with_tool_calls(await self._collect(seq, shape), tools)
         for chunk in shape.chunks_of(whole):
             yield chunk
         if include_usage:
             yield shape.head("chat.completion.chunk") | {"choices": [], "usage": whole["usage"]}
 
+    def _choices(self, request: CompletionRequest) -> list[tuple[str | list[int], int]]:
+        """(prompt, choice number for it) for every choice a completions request asks for."""
+        return [(prompt, k) for prompt in request.prompts() for k in range(request.n)]
+
+    def _echo(self, request: CompletionRequest, prompt: str | list[int]) -> str:
+        if not request.echo:
+            return ""
+        return prompt if isinstance(prompt, str) else self.detokenize(prompt)
+
     async def complete(self, request: CompletionRequest) -> dict[str, Any]:
-        shape = ResponseShape("text", request.model or self._params.model_name, logprobs=request.logprobs_wanted() is not None)
-        prefix = request.prompt_text() if request.echo else ""
-        return await self._collect(self._text_sequence(request, shape), shape, prefix)
+        shape = self._shape("text", request)
+        jobs = self._choices(request)
+
+        async def one(prompt: str | list[int], choice: int) -> dict[str, Any]:
+            seq = self._text_sequence(request, shape, prompt, choice)
+            return await self._collect(seq, shape, self._echo(request, prompt))
+
+        if len(jobs) == 1:
+            return await one(*jobs[0])
+        wholes = await gather_choices([one(prompt, k) for prompt, k in jobs])
+        return merge_wholes(wholes, [k == 0 for _, k in jobs])
 
     def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        shape = ResponseShape("text", request.model or self._params.model_name, logprobs=request.logprobs_wanted() is not None)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        prefix = request.prompt_text() if request.echo else None
-        return self._lazy(
-            lambda: self._stream(self._text_sequence(request, shape), shape, include_usage, prefix)
-        )
+        first = self._shape("text", request)
+
+        def one(prompt: str | list[int], choice: int, shape: ResponseShape) -> AsyncIterator[Chunk]:
+            prefix = self._echo(request, prompt) or None
+            return self._lazy(
+                lambda: self._stream(
+                    self._text_sequence(request, shape, prompt, choice), shape, include_usage, prefix
+                )
+            )
+
+        jobs = self._choices(request)
+        if len(jobs) == 1:
+            return one(*jobs[0], first)
+        streams = [one(p, k, first if i == 0 else self._shape("text", request, first.id))
+                   for i, (p, k) in enumerate(jobs)]  # fmt: skip
+        return merged_stream(streams, [k == 0 for _, k in jobs], include_usage)
 
     @staticmethod
     async def _lazy(make: Callable[[], AsyncGenerator[Chunk, None]]) -> AsyncIterator[Chunk]:
@@ -380,7 +449,9 @@ class BatchingCore:
         data: list[Any] = vectors
         if request.encoding_format == "base64":
             data = [base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode() for v in vectors]
-        return embeddings_response(request.model or self._params.model_name, data, sum(len(s.prompt) for s in seqs))
+        return embeddings_response(
+            request.model or self._params.model_name, data, sum(len(s.prompt) for s in seqs)
+        )
 
     async def _embedding(self, seq: Sequence) -> list[float]:
         async with contextlib.aclosing(self._deltas(seq)) as deltas:
@@ -424,6 +495,12 @@ class BatchingCore:
     async def unload_adapter(self, name: str) -> None:
         registry = self._registry_()
         await asyncio.wrap_future(self._batcher_().call(lambda: registry.unload(name)))
+
+
+def _for_choice(params: SamplingParams, choice: int) -> SamplingParams:
+    if choice and params.seed is not None:
+        return dataclasses.replace(params, seed=params.seed + choice)
+    return params
 
 
 def _deliver(items: list[tuple[Sequence, Delta]]) -> None:

@@ -71,12 +71,12 @@ def test_identical_completions_beyond_the_slots_all_answer(engine: EngineProcess
             "/v1/chat/completions",
             {
                 "messages": [{"role": "user", "content": "hi"}],
-                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "functions": [{"name": "f"}],
             },
-            "tools",
+            "functions",
         ),
     ],
-    ids=["embed-too-long", "prompt-too-long", "empty-input", "response-format", "tools"],
+    ids=["embed-too-long", "prompt-too-long", "empty-input", "response-format", "functions"],
 )
 def test_bad_requests_get_a_400_in_openais_envelope(
     engine: EngineProcess, path: str, body: dict[str, Any], param: str | None

@@ -410,3 +410,49 @@ def test_gemma3_calls_tools_and_keeps_to_a_schema(gemma3: openai.OpenAI) -> None
         )
         assert answer.choices[0].finish_reason == "stop"
         jsonschema.validate(json.loads(answer.choices[0].message.content or ""), PERSON)
+
+
+def test_n_choices_streamed_and_not_differ_and_count_the_prompt_once(client: openai.OpenAI) -> None:
+    one = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=12, temperature=1.0, seed=3)
+    three = client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=12, temperature=1.0, seed=3, n=3
+    )
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert three.choices[0].message.content == one.choices[0].message.content  # choice k: seed + k
+    assert len({c.message.content for c in three.choices}) > 1
+    assert one.usage is not None
+    assert three.usage is not None
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens
+    stream = client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=12, temperature=1.0, seed=3, n=3, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    texts = ["", "", ""]
+    finished = set()
+    usage = None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                finished.add(choice.index)
+    assert texts == [c.message.content for c in three.choices]
+    assert finished == {0, 1, 2}
+    assert usage is not None
+    assert usage.completion_tokens == three.usage.completion_tokens
+
+
+def test_completions_take_a_list_of_prompts_and_token_ids(client: openai.OpenAI, cluster: Cluster) -> None:
+    prompts = ["The sky is", "Water is"]
+    out = client.completions.create(model=MODEL, prompt=prompts, max_tokens=4, temperature=0)
+    assert [c.index for c in out.choices] == [0, 1]
+    for prompt, choice in zip(prompts, out.choices, strict=True):
+        alone = client.completions.create(model=MODEL, prompt=prompt, max_tokens=4, temperature=0)
+        assert choice.text == alone.choices[0].text
+    ids = post(cluster, "/tokenize", {"model": MODEL, "content": "The sky is"}).json()["tokens"]
+    by_ids = client.completions.create(model=MODEL, prompt=ids, max_tokens=4, temperature=0, echo=True)
+    assert by_ids.choices[0].text == "The sky is" + out.choices[0].text
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt=[[1, 2], [10**9]], max_tokens=2)
+    assert caught.value.body["param"] == "prompt"  # type: ignore[index]
