@@ -85,13 +85,23 @@ class Candidates:
             sorted=False,
         )
 
-    def load(self, row: np.ndarray) -> Any:
-        """Fresh candidates from ``row``; returns the pointer llama_sampler_apply takes."""
-        self.data["id"] = np.arange(len(self.data), dtype=np.int32)  # a sampler may have sorted them
-        self.data["logit"] = row
-        self.data["p"] = 0.0
-        self.array.size, self.array.selected, self.array.sorted = len(self.data), -1, False
+    def load(self, row: np.ndarray, ids: np.ndarray | None = None) -> Any:
+        """Fresh candidates from ``row`` (only ``ids`` when given); returns the pointer
+        llama_sampler_apply takes."""
+        if ids is None:
+            self.data["id"] = np.arange(len(self.data), dtype=np.int32)  # a sampler may have sorted them
+            self.data["logit"] = row
+            size = len(self.data)
+        else:
+            size = len(ids)
+            self.data["id"][:size] = ids
+            self.data["logit"][:size] = row[ids]
+        self.data["p"][:size] = 0.0
+        self.array.size, self.array.selected, self.array.sorted = size, -1, False
         return ctypes.byref(self.array)
+
+    def any_allowed(self) -> bool:
+        return bool(np.isfinite(self.data["logit"][: self.array.size]).any())
 
     def selected(self) -> int:
         return int(self.array.data[self.array.selected].id)  # samplers may point data elsewhere

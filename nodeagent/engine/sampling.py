@@ -134,15 +134,31 @@ class SamplerChain:
         return token
 
     def _pick(self, candidates: Candidates, row: np.ndarray, grammar: Grammar | None) -> int:
-        pointer = candidates.load(row)
-        if grammar is not None:
-            grammar.restrict(pointer)
+        if self._chain is None and self._bias_ids.size:
+            row = row.copy()
+            row[self._bias_ids] += self._bias_values
+        pointer = candidates.load(row) if grammar is None else self._restrict(candidates, row, grammar)
         if self._chain is not None:
             llama_cpp.llama_sampler_apply(self._chain, pointer)
             return candidates.selected()
-        if self._bias_ids.size:
-            candidates.data["logit"][self._bias_ids] += self._bias_values
         return candidates.best()
+
+    def _restrict(self, candidates: Candidates, row: np.ndarray, grammar: Grammar) -> Any:
+        """The candidates the grammar allows. When the chain keeps at most the top ``SHORTLIST``
+        tokens anyway (greedy, or top_k up to it), the grammar checks only the model's SHORTLIST
+        most likely tokens — what it would keep of them is the same — and the whole vocabulary
+        only when none of those is allowed: checking 262k tokens (gemma3) costs milliseconds."""
+        k = self.params.top_k
+        narrow = self.params.greedy or 0 < k <= SHORTLIST
+        if self._n_vocab > SHORTLIST and narrow and not self.params.logit_bias:  # a bias may lift any token
+            shortlist = np.argpartition(row, -SHORTLIST)[-SHORTLIST:].astype(np.int32)
+            pointer = candidates.load(row, shortlist)
+            grammar.restrict(pointer)
+            if candidates.any_allowed():
+                return pointer
+        pointer = candidates.load(row)
+        grammar.restrict(pointer)
+        return pointer
 
     def free(self) -> None:
         if self._chain is not None:
@@ -151,6 +167,9 @@ class SamplerChain:
         if self._grammar is not None:
             self._grammar.free()
             self._grammar = None
+
+
+SHORTLIST = 1024
 
 
 def logits_row(ctx: Any, batch_index: int, n_vocab: int) -> np.ndarray:
