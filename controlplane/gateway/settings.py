@@ -92,6 +92,7 @@ class GatewaySettings(BaseModel):
             if not sep or not alias.strip() or not model.strip():
                 raise ValueError(f"{entry!r} is not ALIAS=MODEL")
         return entries
+
     request_timeout_s: float = Field(
         default=600.0, description="Seconds an engine may go silent mid-response before the request fails"
     )

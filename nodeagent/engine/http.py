@@ -25,13 +25,16 @@ from llamafleet.core.openai_api import (
     CompletionRequest,
     DetokenizeRequest,
     EmbeddingRequest,
+    StreamOptions,
     TokenizeRequest,
     error_body,
 )
+from llamafleet.core.responses_api import ResponsesRequest
 from nodeagent.engine.adapters import confined
 from nodeagent.engine.core import AdapterSpec, EngineCore
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.responses import Chunk
+from nodeagent.engine.responses_api import ResponseBuilder
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,21 @@ def create_app(
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         _check_ready(core)
         return await _once(core.embed(body), "embeddings", metrics, request)
+
+    @app.post("/v1/responses", response_model=None)
+    async def responses(body: ResponsesRequest, request: Request) -> Response:
+        _check_ready(core)
+        chat = body.as_chat()
+        builder = ResponseBuilder(body, body.model or model_name)
+        if body.stream:
+            chat = chat.model_copy(update={"stream_options": StreamOptions(include_usage=True)})
+            events = builder.events(core.chat_stream(chat))
+            return await _stream(events, "responses", metrics, done=b"")
+
+        async def whole() -> dict[str, Any]:
+            return builder.from_chat(await core.chat(chat))
+
+        return await _once(whole(), "responses", metrics, request)
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
@@ -168,8 +186,11 @@ async def _once(
     return JSONResponse(body)
 
 
-async def _stream(chunks: AsyncIterator[Chunk], endpoint: str, metrics: EngineMetrics) -> StreamingResponse:
-    """Pull the first chunk before answering, so bad input still gets a 400 rather than a 200 stream."""
+async def _stream(
+    chunks: AsyncIterator[Chunk], endpoint: str, metrics: EngineMetrics, done: bytes = b"data: [DONE]\n\n"
+) -> StreamingResponse:
+    """Pull the first chunk before answering, so bad input still gets a 400 rather than a 200 stream.
+    ``done``: the stream's last line (the Responses API sends none)."""
     started = time.monotonic()
     try:
         first = await anext(chunks)
@@ -183,7 +204,7 @@ async def _stream(chunks: AsyncIterator[Chunk], endpoint: str, metrics: EngineMe
             yield _sse(first)
             async for chunk in chunks:
                 yield _sse(chunk)
-            yield b"data: [DONE]\n\n"
+            yield done
             outcome = "ok"
         except LlamafleetError as exc:
             outcome = "error"

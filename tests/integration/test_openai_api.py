@@ -456,3 +456,69 @@ def test_completions_take_a_list_of_prompts_and_token_ids(client: openai.OpenAI,
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model=MODEL, prompt=[[1, 2], [10**9]], max_tokens=2)
     assert caught.value.body["param"] == "prompt"  # type: ignore[index]
+
+
+def test_the_responses_api_answers_text_streams_events_and_calls_tools(client: openai.OpenAI) -> None:
+    whole = client.responses.create(
+        model=MODEL, input="Say hello.", instructions="Be brief.", max_output_tokens=16
+    )
+    assert whole.id.startswith("resp_")
+    assert whole.output_text
+    assert whole.usage is not None
+    assert whole.usage.output_tokens <= 16
+    events = list(
+        client.responses.create(
+            model=MODEL, input="Say hello.", max_output_tokens=16, temperature=0, stream=True
+        )
+    )
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created"
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert "response.output_text.delta" in kinds
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == events[-1].response.output_text  # type: ignore[union-attr]
+    tool = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": WEATHER["function"]["parameters"],
+    }
+    called = client.responses.create(
+        model=MODEL,
+        input="What's the weather like in Paris?",
+        tools=[tool],
+        tool_choice="required",
+        temperature=0,
+        max_output_tokens=100,
+    )
+    (call,) = [item for item in called.output if item.type == "function_call"]
+    assert call.name == "get_weather"
+    assert json.loads(call.arguments)["city"]
+    follow_up = client.responses.create(
+        model=MODEL,
+        tools=[tool],
+        max_output_tokens=40,
+        temperature=0,
+        input=[
+            {"role": "user", "content": "What's the weather like in Paris?"},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
+            },
+            {"type": "function_call_output", "call_id": call.call_id, "output": '{"temperature_c": 18}'},
+        ],
+    )
+    assert follow_up.output
+    schema = client.responses.create(
+        model=MODEL,
+        input="Invent a user.",
+        max_output_tokens=256,
+        temperature=1.0,
+        text={"format": {"type": "json_schema", "name": "person", "schema": PERSON}},
+    )
+    jsonschema.validate(json.loads(schema.output_text), PERSON)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model=MODEL, input="Hi", previous_response_id="resp_123")

@@ -21,6 +21,7 @@ from llamafleet.core.openai_api import (
     EmbeddingRequest,
     TokenizeRequest,
 )
+from llamafleet.core.responses_api import ResponsesRequest
 
 
 def _headers(request: Request) -> dict[str, str]:
@@ -55,6 +56,11 @@ def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
     @api.post("/v1/embeddings", response_model=None)
     async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
         return await forward(request, "/v1/embeddings", "embeddings", body.model, False)
+
+    @api.post("/v1/responses", response_model=None)
+    async def responses(request: Request, body: ResponsesRequest) -> Response:
+        body.as_chat()  # a request the engine would refuse is refused here, by the same rules
+        return await forward(request, "/v1/responses", "responses", body.model, body.stream)
 
     @api.post("/tokenize", response_model=None)
     async def tokenize(request: Request, body: TokenizeRequest) -> Response:
