@@ -91,8 +91,10 @@ class ResponsesRequest(BaseModel):
         if fmt is not None and fmt.type == "json_object":
             chat["response_format"] = {"type": "json_object"}
         elif fmt is not None and fmt.type == "json_schema":
-            chat["response_format"] = {"type": "json_schema", "json_schema": {"name": fmt.name,
-                                       "schema": fmt.schema_, "strict": fmt.strict}}  # fmt: skip
+            chat["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": fmt.name, "schema": fmt.schema_, "strict": fmt.strict},
+            }
         try:
             return ChatCompletionRequest.model_validate({k: v for k, v in chat.items() if v is not None})
         except ValidationError as exc:
@@ -125,8 +127,13 @@ def _message(item: dict[str, Any], so_far: list[dict[str, Any]]) -> list[dict[st
         return [{"role": "assistant", "content": None, "tool_calls": [call]}]
     if kind == "function_call_output":
         output = item.get("output", "")
-        return [{"role": "tool", "tool_call_id": item.get("call_id", ""),
-                 "content": output if isinstance(output, str) else _text(output)}]  # fmt: skip
+        return [
+            {
+                "role": "tool",
+                "tool_call_id": item.get("call_id", ""),
+                "content": output if isinstance(output, str) else _text(output),
+            }
+        ]
     raise InvalidRequest(
         f"input items of type {kind!r} are not supported (message, function_call, function_call_output)",
         "input",

@@ -18,6 +18,7 @@ from llamafleet.core import http_errors
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from llamafleet.core.engine_auth import EngineSecret
 from llamafleet.core.errors import InvalidRequest, LlamafleetError, Unavailable
+from llamafleet.core.messages_api import MessagesRequest
 from llamafleet.core.openai_api import (
     AdapterLoadRequest,
     ApplyTemplateRequest,
@@ -32,6 +33,7 @@ from llamafleet.core.openai_api import (
 from llamafleet.core.responses_api import ResponsesRequest
 from nodeagent.engine.adapters import confined
 from nodeagent.engine.core import AdapterSpec, EngineCore
+from nodeagent.engine.messages_api import MessageBuilder
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.responses import Chunk
 from nodeagent.engine.responses_api import ResponseBuilder
@@ -107,12 +109,28 @@ def create_app(
         if body.stream:
             chat = chat.model_copy(update={"stream_options": StreamOptions(include_usage=True)})
             events = builder.events(core.chat_stream(chat))
-            return await _stream(events, "responses", metrics, done=b"")
+            return await _stream(events, "responses", metrics, done=b"", named=True)
 
         async def whole() -> dict[str, Any]:
             return builder.from_chat(await core.chat(chat))
 
         return await _once(whole(), "responses", metrics, request)
+
+    @app.post("/v1/messages", response_model=None)
+    async def messages(body: MessagesRequest, request: Request) -> Response:
+        _check_ready(core)
+        chat = body.as_chat()
+        builder = MessageBuilder(body.model or model_name)
+        if body.stream:
+            chat = chat.model_copy(update={"stream_options": StreamOptions(include_usage=True)})
+            return await _stream(
+                builder.events(core.chat_stream(chat)), "messages", metrics, done=b"", named=True
+            )
+
+        async def whole() -> dict[str, Any]:
+            return builder.from_chat(await core.chat(chat))
+
+        return await _once(whole(), "messages", metrics, request)
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
@@ -187,10 +205,15 @@ async def _once(
 
 
 async def _stream(
-    chunks: AsyncIterator[Chunk], endpoint: str, metrics: EngineMetrics, done: bytes = b"data: [DONE]\n\n"
+    chunks: AsyncIterator[Chunk],
+    endpoint: str,
+    metrics: EngineMetrics,
+    done: bytes = b"data: [DONE]\n\n",
+    named: bool = False,
 ) -> StreamingResponse:
     """Pull the first chunk before answering, so bad input still gets a 400 rather than a 200 stream.
-    ``done``: the stream's last line (the Responses API sends none)."""
+    ``done``: the stream's last line (the Responses and Messages APIs send none); ``named``: each
+    event also gets an ``event:`` line with its type, as those two APIs' clients read it."""
     started = time.monotonic()
     try:
         first = await anext(chunks)
@@ -201,9 +224,9 @@ async def _stream(
     async def sse() -> AsyncIterator[bytes]:
         outcome = "cancelled"
         try:
-            yield _sse(first)
+            yield _sse(first, named)
             async for chunk in chunks:
-                yield _sse(chunk)
+                yield _sse(chunk, named)
             yield done
             outcome = "ok"
         except LlamafleetError as exc:
@@ -218,5 +241,6 @@ async def _stream(
     return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+def _sse(payload: dict[str, Any], named: bool = False) -> bytes:
+    data = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return f"event: {payload.get('type', 'message')}\n".encode() + data if named else data

@@ -42,19 +42,30 @@ class ResponseBuilder:
         request = self.request
         incomplete = status == "completed" and self.finish == "length"
         return {
-            "id": self.id, "object": "response", "created_at": self.created_at, "model": self.model,
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "model": self.model,
             "status": "incomplete" if incomplete else status,
             "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-            "error": None, "instructions": request.instructions, "output": self.output,
+            "error": None,
+            "instructions": request.instructions,
+            "output": self.output,
             "parallel_tool_calls": bool(request.parallel_tool_calls),
             "tool_choice": request.tool_choice or "auto",
             "tools": [t.model_dump(exclude_none=True) for t in request.tools or []],
-            "temperature": request.temperature, "top_p": request.top_p,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
             "max_output_tokens": request.max_output_tokens,
-            "text": (request.text.model_dump(by_alias=True, exclude_none=True) if request.text
-                     else {"format": {"type": "text"}}),
-            "usage": self.usage, "store": False, "previous_response_id": None,
-        }  # fmt: skip
+            "text": (
+                request.text.model_dump(by_alias=True, exclude_none=True)
+                if request.text
+                else {"format": {"type": "text"}}
+            ),
+            "usage": self.usage,
+            "store": False,
+            "previous_response_id": None,
+        }
 
     def take_usage(self, usage: dict[str, Any]) -> None:
         self.usage = {
@@ -97,9 +108,14 @@ class ResponseBuilder:
                         for event in self._open_text(text):
                             yield event
                     text["content"][0]["text"] += delta["content"]
-                    yield self.event("response.output_text.delta", item_id=text["id"],
-                                     output_index=len(self.output) - 1, content_index=0,
-                                     delta=delta["content"], logprobs=[])  # fmt: skip
+                    yield self.event(
+                        "response.output_text.delta",
+                        item_id=text["id"],
+                        output_index=len(self.output) - 1,
+                        content_index=0,
+                        delta=delta["content"],
+                        logprobs=[],
+                    )
                 for call in delta.get("tool_calls") or []:
                     if text is not None:
                         for event in self._close_text(text):
@@ -120,21 +136,37 @@ class ResponseBuilder:
         index = len(self.output) - 1
         return [
             self.event("response.output_item.added", output_index=index, item={**item, "content": []}),
-            self.event("response.content_part.added", item_id=item["id"], output_index=index, content_index=0,
-                       part={"type": "output_text", "text": "", "annotations": []}),
-        ]  # fmt: skip
+            self.event(
+                "response.content_part.added",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                part={"type": "output_text", "text": "", "annotations": []},
+            ),
+        ]
 
     def _close_text(self, item: dict[str, Any]) -> list[Event]:
         index = self.output.index(item)
         item["status"] = "completed"
         part = item["content"][0]
         return [
-            self.event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
-                       text=part["text"], logprobs=[]),
-            self.event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
-                       part=part),
+            self.event(
+                "response.output_text.done",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                text=part["text"],
+                logprobs=[],
+            ),
+            self.event(
+                "response.content_part.done",
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                part=part,
+            ),
             self.event("response.output_item.done", output_index=index, item=item),
-        ]  # fmt: skip
+        ]
 
     def _call_events(self, call: dict[str, Any]) -> list[Event]:
         item = _call_item(call, "in_progress")
@@ -143,21 +175,40 @@ class ResponseBuilder:
         arguments = item["arguments"]
         events = [
             self.event("response.output_item.added", output_index=index, item={**item, "arguments": ""}),
-            self.event("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
-                       delta=arguments),
-            self.event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                       arguments=arguments),
-        ]  # fmt: skip
+            self.event(
+                "response.function_call_arguments.delta",
+                item_id=item["id"],
+                output_index=index,
+                delta=arguments,
+            ),
+            self.event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                arguments=arguments,
+            ),
+        ]
         item["status"] = "completed"
         events.append(self.event("response.output_item.done", output_index=index, item=item))
         return events
 
 
 def _message_item(id_: str, text: str, status: str) -> dict[str, Any]:
-    return {"type": "message", "id": id_, "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
+    return {
+        "type": "message",
+        "id": id_,
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
 
 
 def _call_item(call: dict[str, Any], status: str) -> dict[str, Any]:
-    return {"type": "function_call", "id": _id("fc"), "call_id": call["id"], "name": call["function"]["name"],
-            "arguments": call["function"]["arguments"], "status": status}  # fmt: skip
+    return {
+        "type": "function_call",
+        "id": _id("fc"),
+        "call_id": call["id"],
+        "name": call["function"]["name"],
+        "arguments": call["function"]["arguments"],
+        "status": status,
+    }

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import jsonschema
 import openai
@@ -522,3 +523,73 @@ def test_the_responses_api_answers_text_streams_events_and_calls_tools(client: o
     jsonschema.validate(json.loads(schema.output_text), PERSON)
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model=MODEL, input="Hi", previous_response_id="resp_123")
+
+
+def test_the_anthropic_messages_api_answers_text_streams_and_tool_use(cluster: Cluster) -> None:
+    claude = anthropic.Anthropic(base_url=cluster.base_url, api_key=KEY, max_retries=0, timeout=120)
+    whole = claude.messages.create(
+        model=MODEL, max_tokens=16, system="Be brief.", messages=[{"role": "user", "content": "Say hello."}]
+    )
+    assert whole.role == "assistant"
+    assert whole.content[0].type == "text"
+    assert whole.content[0].text
+    assert whole.stop_reason in ("end_turn", "max_tokens")
+    assert whole.usage.output_tokens <= 16
+    with claude.messages.stream(
+        model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "Say hello."}]
+    ) as stream:
+        streamed = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert streamed
+    assert final.content[0].text == streamed  # type: ignore[union-attr]
+    tool = {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "input_schema": WEATHER["function"]["parameters"],
+    }
+    asked = [{"role": "user", "content": "What's the weather like in Paris?"}]
+    used = claude.messages.create(
+        model=MODEL,
+        max_tokens=100,
+        extra_body={"temperature": 0},
+        tools=[tool],
+        tool_choice={"type": "any"},
+        messages=asked,
+    )
+    assert used.stop_reason == "tool_use"
+    (call,) = [b for b in used.content if b.type == "tool_use"]
+    assert call.name == "get_weather"
+    assert call.input["city"]  # type: ignore[index]
+    reply = claude.messages.create(
+        model=MODEL,
+        max_tokens=40,
+        extra_body={"temperature": 0},
+        tools=[tool],
+        messages=[
+            *asked,
+            {"role": "assistant", "content": used.content},  # type: ignore[list-item]
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": call.id, "content": '{"temperature_c": 18}'}
+                ],
+            },
+        ],
+    )
+    assert reply.content
+    with pytest.raises(anthropic.BadRequestError):
+        claude.messages.create(
+            model=MODEL,
+            max_tokens=8,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": "AA=="},
+                        }
+                    ],
+                }
+            ],
+        )

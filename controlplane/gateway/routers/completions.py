@@ -13,6 +13,7 @@ from controlplane.gateway.balancer.keys import SESSION_HEADER
 from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy, Forward
 from llamafleet.core.errors import Forbidden, QuotaExceeded
+from llamafleet.core.messages_api import MessagesRequest
 from llamafleet.core.openai_api import (
     ApplyTemplateRequest,
     ChatCompletionRequest,
@@ -61,6 +62,11 @@ def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
     async def responses(request: Request, body: ResponsesRequest) -> Response:
         body.as_chat()  # a request the engine would refuse is refused here, by the same rules
         return await forward(request, "/v1/responses", "responses", body.model, body.stream)
+
+    @api.post("/v1/messages", response_model=None)
+    async def messages(request: Request, body: MessagesRequest) -> Response:
+        body.as_chat()  # refused here by the same rules the engine applies
+        return await forward(request, "/v1/messages", "messages", body.model, body.stream)
 
     @api.post("/tokenize", response_model=None)
     async def tokenize(request: Request, body: TokenizeRequest) -> Response:
