@@ -2,7 +2,8 @@
 
 `make crd` writes it to deploy/helm/llamafleet/crds/; a test fails when the committed file is
 stale, so the file schema and the CRD cannot drift. Pydantic's JSON schema is turned into a
-Kubernetes *structural* schema: references inlined, ``anyOf`` with null → ``nullable``, an int
+Kubernetes *structural* schema (OpenAPI v3): references inlined, ``anyOf`` with null →
+``nullable``, numeric exclusive bounds → a bound plus a boolean, an int
 or a keyword → ``x-kubernetes-int-or-string`` plus a CEL rule, no ``additionalProperties: false``
 (the API server prunes unknown fields instead), and the ModelSpec validators as CEL rules.
 """
@@ -32,6 +33,10 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out["properties"] = {k: _structural(v, defs) for k, v in value.items()}
         elif key == "items":
             out["items"] = _structural(value, defs)
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # JSON Schema's number form → OpenAPI v3's: the bound plus a boolean (Kubernetes reads that)
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
         else:
             out[key] = value
     if node.get("type") == "object" and isinstance(node.get("additionalProperties"), dict):
