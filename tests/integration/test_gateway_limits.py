@@ -24,10 +24,10 @@ def test_an_oversize_body_is_refused_with_413(cluster: Cluster) -> None:
 
 
 def test_unsupported_parameters_are_refused_by_name(cluster: Cluster) -> None:
-    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "best_of": 3}
     response = httpx.post(f"{cluster.base_url}/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400
-    assert response.json()["error"]["param"] == "logprobs"
+    assert response.json()["error"]["param"] == "best_of"
 
 
 def test_oversize_headers_are_refused_with_431_and_the_gateway_goes_on(cluster: Cluster) -> None:
