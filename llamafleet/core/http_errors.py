@@ -50,11 +50,24 @@ def status_of(exc: LlamafleetError) -> tuple[int, str]:
     return 500, "server_error"
 
 
-def error_response(exc: LlamafleetError) -> JSONResponse:
+# Anthropic's error types by status, for answers on its Messages API route.
+ANTHROPIC_PATHS = frozenset({"/v1/messages"})
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 422: "invalid_request_error",
+                    429: "rate_limit_error", 503: "overloaded_error"}  # fmt: skip
+
+
+def error_response(exc: LlamafleetError, path: str = "") -> JSONResponse:
+    """OpenAI's error envelope, or Anthropic's on its Messages API route (what its clients read)."""
     status, type_ = status_of(exc)
     headers = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if path in ANTHROPIC_PATHS:
+        kind = _ANTHROPIC_TYPES.get(status, "api_error")
+        return JSONResponse(
+            {"type": "error", "error": {"type": kind, "message": exc.message}}, status, headers
+        )
     param = exc.param if isinstance(exc, InvalidRequest) else None
     body = error_body(exc.message, type_, exc.code, param)
     if isinstance(exc, ContextLengthExceeded):  # as llama-server: the numbers, machine-readable
@@ -64,17 +77,18 @@ def error_response(exc: LlamafleetError) -> JSONResponse:
 
 def install(app: FastAPI, component: str) -> None:
     @app.exception_handler(LlamafleetError)
-    async def on_domain(_: Request, exc: LlamafleetError) -> JSONResponse:
-        return error_response(exc)
+    async def on_domain(request: Request, exc: LlamafleetError) -> JSONResponse:
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
+        path = request.url.path
         if first["type"] == "json_invalid":
-            return error_response(InvalidRequest("request body is not valid JSON", "body"))
+            return error_response(InvalidRequest("request body is not valid JSON", "body"), path)
         param = validation_param(tuple(first["loc"]))
         message = first["msg"]
-        return error_response(InvalidRequest(f"{param}: {message}", param))
+        return error_response(InvalidRequest(f"{param}: {message}", param), path)
 
     @app.exception_handler(HTTPException)
     async def on_http(_: Request, exc: HTTPException) -> JSONResponse:

@@ -577,7 +577,7 @@ def test_the_anthropic_messages_api_answers_text_streams_and_tool_use(cluster: C
         ],
     )
     assert reply.content
-    with pytest.raises(anthropic.BadRequestError):
+    with pytest.raises(anthropic.BadRequestError) as refused:
         claude.messages.create(
             model=MODEL,
             max_tokens=8,
@@ -593,3 +593,19 @@ def test_the_anthropic_messages_api_answers_text_streams_and_tool_use(cluster: C
                 }
             ],
         )
+    assert refused.value.body == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",  # Anthropic's envelope
+            "message": refused.value.body["error"]["message"],
+        },
+    }  # type: ignore[index]
+    with pytest.raises(anthropic.NotFoundError) as unknown:
+        claude.messages.create(
+            model="claude-opus", max_tokens=8, messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert unknown.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    stranger = anthropic.Anthropic(base_url=cluster.base_url, api_key="wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as denied:
+        stranger.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
+    assert denied.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]

@@ -61,4 +61,4 @@ class AccessGuard:
 
     @staticmethod
     async def _refuse(error: LlamafleetError, scope: Scope, receive: Receive, send: Send) -> None:
-        await error_response(error)(scope, receive, send)
+        await error_response(error, scope.get("path", ""))(scope, receive, send)
