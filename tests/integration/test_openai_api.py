@@ -327,6 +327,12 @@ def post(cluster: Cluster, path: str, body: dict[str, Any], **headers: str) -> h
     return httpx.post(f"{cluster.base_url}{path}", json=body, headers=AUTH | headers, timeout=60)
 
 
+def test_llama_servers_health_probe_answers_without_a_key(cluster: Cluster) -> None:
+    health = httpx.get(f"{cluster.base_url}/health", timeout=10)
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok"}
+
+
 def test_tokenize_and_detokenize_round_trip_through_the_gateway(cluster: Cluster) -> None:
     text = "The capital of France is Paris."
     tokens = post(cluster, "/tokenize", {"model": MODEL, "content": text}).json()["tokens"]

@@ -14,7 +14,7 @@ from controlplane.gateway.metrics import GatewayMetrics
 from llamafleet.core.errors import Forbidden, LlamafleetError, Unauthorized
 from llamafleet.core.http_errors import error_response
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/health", "/metrics"})
 ADMIN_PREFIXES = ("/v1/admin/", "/v1/replicas/")
 
 

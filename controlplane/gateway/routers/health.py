@@ -18,6 +18,15 @@ def router(routing: RoutingView, registry: CollectorRegistry) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @api.get("/health")
+    async def health() -> JSONResponse:
+        """llama-server's probe, for tools written against it: 200 once some model has a ready replica."""
+        if routing.has_table and any(routing.table.ready_endpoints(m) for m in routing.table.models):
+            return JSONResponse({"status": "ok"})
+        return JSONResponse(
+            {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}, 503
+        )
+
     @api.get("/readyz")
     async def readyz() -> JSONResponse:
         """Ready while it can route: from a current table, or the last one while the control plane is away."""
