@@ -20,6 +20,7 @@ from controlplane.gateway.settings import GatewaySettings
 from llamafleet import __version__
 from llamafleet.core import http_errors
 from llamafleet.core.body_limit import BodyLimit
+from llamafleet.core.llama_server_compat import LlamaServerCompat
 
 
 def create_app(
@@ -49,6 +50,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-Api-Key", SESSION_HEADER],
             max_age=600,
         )
+    app.add_middleware(LlamaServerCompat)  # outermost: every layer sees the canonical path
 
     app.include_router(health.router(routing, registry))
     app.include_router(models.router(routing))

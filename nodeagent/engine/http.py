@@ -18,6 +18,7 @@ from llamafleet.core import http_errors
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from llamafleet.core.engine_auth import EngineSecret
 from llamafleet.core.errors import InvalidRequest, LlamafleetError, Unavailable
+from llamafleet.core.llama_server_compat import LlamaServerCompat
 from llamafleet.core.messages_api import MessagesRequest
 from llamafleet.core.openai_api import (
     AdapterLoadRequest,
@@ -55,7 +56,8 @@ def create_app(
     http_errors.install(app, "engine")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if secret:
-        app.add_middleware(EngineSecret, secret=secret)  # outermost: nothing runs before it
+        app.add_middleware(EngineSecret, secret=secret)  # nothing but path mapping runs before it
+    app.add_middleware(LlamaServerCompat)
     folders = list(adapter_dirs or [])
 
     @app.get("/health")

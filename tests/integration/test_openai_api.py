@@ -333,6 +333,27 @@ def test_llama_servers_health_probe_answers_without_a_key(cluster: Cluster) -> N
     assert health.json() == {"status": "ok"}
 
 
+def test_llama_servers_paths_and_curl_bodies_are_accepted(cluster: Cluster) -> None:
+    """llama-server answers /chat/completions, /completions, /models and /v1/health without the /v1
+    prefix, and reads a body curl -d sent as form-urlencoded as JSON; clients written for it work."""
+    chat = post(cluster, "/chat/completions", {"model": MODEL, "messages": ASK, "max_tokens": 4})
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["object"] == "chat.completion"
+    text = post(cluster, "/completions", {"model": MODEL, "prompt": "Once upon", "max_tokens": 4})
+    assert text.json()["object"] == "text_completion"
+    listed = httpx.get(f"{cluster.base_url}/models", headers=AUTH, timeout=10).json()
+    assert [m["id"] for m in listed["data"]] == [MODEL]
+    assert httpx.get(f"{cluster.base_url}/models", timeout=10).status_code == 401  # still authenticated
+    assert httpx.get(f"{cluster.base_url}/v1/health", timeout=10).json() == {"status": "ok"}
+    body = json.dumps({"model": MODEL, "messages": ASK, "max_tokens": 4})
+    for kind in ("application/x-www-form-urlencoded", "text/plain", None):
+        headers = AUTH | ({"Content-Type": kind} if kind else {})
+        curl = httpx.post(
+            f"{cluster.base_url}/v1/chat/completions", content=body, headers=headers, timeout=60
+        )
+        assert curl.status_code == 200, (kind, curl.text)
+
+
 def test_tokenize_and_detokenize_round_trip_through_the_gateway(cluster: Cluster) -> None:
     text = "The capital of France is Paris."
     tokens = post(cluster, "/tokenize", {"model": MODEL, "content": text}).json()["tokens"]
