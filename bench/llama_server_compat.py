@@ -67,15 +67,19 @@ def sdist(path: Path | None, version: str) -> Path:
 
 
 def extract_suite(archive: Path, version: str, workdir: Path) -> Path:
-    """The suite's tests folder, fresh, with the two offline changes; returns its path."""
-    suite = workdir / "tests"
-    shutil.rmtree(suite, ignore_errors=True)
-    prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/tools/server/tests/"
+    """The suite's tests folder, fresh, with the two offline changes; returns its path. llama.cpp's
+    models/templates come along at the same relative place (tests name ../../../models/templates/X.jinja)."""
+    tree = workdir / "llama.cpp"
+    shutil.rmtree(tree, ignore_errors=True)
+    prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
+    wanted = ("tools/server/tests/", "models/templates/")
     with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.isfile()]
-        for member in members:
-            member.name = member.name[len(prefix) :]
-            tar.extract(member, suite, filter="data")
+        for member in tar.getmembers():
+            name = member.name[len(prefix) :] if member.name.startswith(prefix) else ""
+            if member.isfile() and name.startswith(wanted):
+                member.name = name
+                tar.extract(member, tree, filter="data")
+    suite = tree / "tools" / "server" / "tests"
     conftest = suite / "conftest.py"
     text = conftest.read_text()
     skipped = text.replace("ServerPreset.load_all()", "pass  # offline: models are local stand-ins")

@@ -7,9 +7,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from llamafleet.core.chat_templates import template_error
 from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import Gpu, Recommendation
@@ -56,11 +57,25 @@ class ModelSpec(BaseModel):
         description="Sampling settings and max_tokens applied when a request sets none (the request "
         "wins; these come before the GGUF's own general.sampling.* keys)",
     )
+    chat_template: str = Field(
+        default="",
+        max_length=65536,
+        description="A Jinja chat template used instead of the GGUF's own (one that renders tools, or "
+        "for a GGUF without one); empty: the GGUF's, else ChatML",
+    )
     prefetch: bool = Field(
         default=False,
         description="Fetch the file onto every node its nodeSelector admits, before (or without) placing "
         "replicas there, so scaling out does not wait for a download",
     )
+
+    @field_validator("chat_template")
+    @classmethod
+    def _parses_as_jinja(cls, text: str) -> str:
+        error = template_error(text) if text else ""
+        if error:
+            raise ValueError(error)
+        return text
 
     # The same rules are CEL `x-kubernetes-validations` in the CRD (controlplane/operator/crd.py),
     # so the API server rejects what a models file would.
@@ -78,7 +93,7 @@ class ModelSpec(BaseModel):
 # one by one (controlplane/rollout.py); the other fields (replicas, placement, balancer) apply in place.
 ENGINE_FIELDS = (
     "source", "sha256", "context_length", "parallel_slots", "gpu_layers", "threads", "embeddings",
-    "adapters", "node_selector", "allow_split", "request_defaults",
+    "adapters", "node_selector", "allow_split", "request_defaults", "chat_template",
 )  # fmt: skip
 
 
@@ -256,6 +271,7 @@ class Assignment:
     role: Literal["engine", "rpc_worker"] = "engine"
     lease: RpcLeaseRef | None = None  # an RPC worker's head
     request_defaults: str = ""  # RequestDefaults.as_json()
+    chat_template: str = ""  # Jinja; empty: the GGUF's own
 
     def runs(self, spec: ModelSpec) -> bool:
         """Whether a replica running this assignment serves ``spec`` as it is (adoption). Splits are
@@ -272,9 +288,9 @@ class Assignment:
         return (
             layers_ok and mine == theirs and scales_ok
             and (self.model, self.source, self.sha256, self.context_length, self.parallel_slots,
-                 self.n_threads, self.embeddings, self.request_defaults)
+                 self.n_threads, self.embeddings, self.request_defaults, self.chat_template)
             == (spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
-                spec.threads, spec.embeddings, spec.request_defaults.as_json())
+                spec.threads, spec.embeddings, spec.request_defaults.as_json(), spec.chat_template)
         )  # fmt: skip
 
 

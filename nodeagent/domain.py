@@ -25,6 +25,7 @@ class ReplicaSpec:
     role: Role = field(default_factory=lambda: Role.ENGINE)
     lease: RpcLease | None = None  # an RPC worker: the one head it serves
     request_defaults: str = ""  # JSON: the model's request defaults (the engine's --request-defaults)
+    chat_template: str = ""  # Jinja replacing the GGUF's template (the engine's --chat-template-file)
 
 
 class Role(enum.Enum):

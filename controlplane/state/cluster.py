@@ -381,6 +381,7 @@ def _assignment(r: ReplicaRecord) -> Assignment:
         embeddings=r.spec.embeddings,
         adapters=r.spec.adapters,
         request_defaults=r.spec.request_defaults.as_json(),
+        chat_template=r.spec.chat_template,
     )
 
 

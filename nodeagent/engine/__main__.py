@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llamafleet.core import logs
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
+from llamafleet.core.chat_templates import template_error
 from llamafleet.core.engine_auth import ENGINE_SECRET_ENV
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.core.http_server import serve_until
@@ -108,6 +109,9 @@ class EngineOptions(BaseModel):
         "repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, max_tokens); "
         "before the GGUF's own general.sampling.* keys",
     )
+    chat_template_file: Path | None = Field(
+        default=None, description="A Jinja chat template used instead of the GGUF's own"
+    )
     parent_pid: int = Field(default=0, description="Exit when this process dies (0: don't watch)")
 
 
@@ -131,6 +135,19 @@ def parse_request_defaults(text: str) -> RequestDefaults:
     except ValueError as exc:
         first = str(exc).splitlines()
         raise SystemExit(f"--request-defaults: {' '.join(first[:3])}") from None
+
+
+def read_chat_template(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SystemExit(f"--chat-template-file: cannot read {path}: {exc.strerror}") from None
+    error = template_error(text)
+    if error:
+        raise SystemExit(f"--chat-template-file: {error}")
+    return text
 
 
 def parse_adapter(text: str) -> AdapterSpec:
@@ -188,6 +205,7 @@ async def serve(options: EngineOptions) -> int:
         ),
         adapters=tuple(parse_adapter(a) for a in options.adapters),
         request_defaults=parse_request_defaults(options.request_defaults),
+        chat_template=read_chat_template(options.chat_template_file),
         decode_timeout_s=options.decode_timeout_s or (30.0 if options.rpc_parts else 0.0),
     )
     if options.rpc_parts:

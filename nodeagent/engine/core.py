@@ -58,6 +58,7 @@ class EngineParams:
     adapters: tuple[AdapterSpec, ...] = ()  # loaded before the engine reports ready
     decode_timeout_s: float = 0.0  # > 0: exit when one decode step takes longer (see watchdog.py)
     request_defaults: RequestDefaults = field(default_factory=RequestDefaults)  # the model's (models file)
+    chat_template: str = ""  # Jinja replacing the GGUF's own (the model's chatTemplate)
 
 
 class EngineCore(Protocol):
@@ -145,11 +146,15 @@ class BatchingCore:
         started = time.monotonic()
         model = await asyncio.to_thread(NativeModel, p.native)
         self._model = model
-        self._template = ChatTemplate(
-            model.chat_template(), model.token_text(model.bos), model.token_text(model.eos)
-        )
+        template = p.chat_template or model.chat_template()
+        if p.chat_template:
+            log.info(
+                "chat template: the model's chatTemplate (%d characters), not the GGUF's",
+                len(p.chat_template),
+            )
+        self._template = ChatTemplate(template, model.token_text(model.bos), model.token_text(model.eos))
         self._defaults = p.request_defaults.over(RequestDefaults.from_gguf(model.meta))
-        self._tool_format = detect(model.chat_template())
+        self._tool_format = detect(template)
         if self._defaults != RequestDefaults():
             log.info("request defaults: %s", self._defaults.as_json())
         self._registry = AdapterRegistry(model)

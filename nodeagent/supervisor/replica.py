@@ -159,12 +159,20 @@ class EngineReplica(SupervisedProcess):
             "--shutdown-grace-s", str(max(1.0, self._settings.stop_grace_s - 2)),
             *(["--embeddings"] if self.spec.embeddings else []),
             *(["--request-defaults", self.spec.request_defaults] if self.spec.request_defaults else []),
+            *(["--chat-template-file", str(self._chat_template_file())] if self.spec.chat_template else []),
             *(f for a in self.spec.adapters for f in ("--adapters", f"{a.name}={a.path}@{a.scale}")),
             *(f for d in self._settings.allowed_adapter_dirs() for f in ("--adapter-dirs", str(d))),
             *split,
         ]  # fmt: skip
         return Launch(argv, f"http://{self._settings.advertise_host}:{port}", f"http://{host}:{port}",
                       env={ENGINE_SECRET_ENV: self._state.secret})  # fmt: skip
+
+    def _chat_template_file(self) -> Path:
+        """The model's chat template, written where the engine reads it (too long for a command line)."""
+        path = self._settings.data_dir / "templates" / f"{self.spec.replica_id}.jinja"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.spec.chat_template)
+        return path
 
     async def healthy(self, client: httpx.AsyncClient, probe: str, pid: int) -> bool:
         health = await _health(client, probe)

@@ -38,15 +38,47 @@ PERSON: Any = {
     "additionalProperties": False,
 }
 ASK: Any = [{"role": "user", "content": "Invent a user of our system and describe them."}]
+HERMES_MODEL = "smollm2-hermes"
+# A Hermes/Qwen-style template (the shape of Qwen2.5's and Hermes 2 Pro's tool_use templates):
+# tools listed in <tools>, calls as <tool_call> JSON, results in <tool_response>.
+HERMES_TEMPLATE = """\
+{%- if tools %}<|im_start|>system
+You are a function calling assistant. Tools:
+<tools>
+{% for tool in tools %}{{ tool | tojson }}
+{% endfor %}</tools>
+Answer a call as <tool_call>
+{"name": <function-name>, "arguments": <args-json-object>}
+</tool_call><|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == "tool" %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% elif message.tool_calls %}<|im_start|>assistant
+{% for call in message.tool_calls %}<tool_call>
+{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments }}}
+</tool_call>{% endfor %}<|im_end|>
+{% else %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     yaml = f"models:\n  - name: {MODEL}\n    source: builtin:smollm2-135m\n    contextLength: 2048\n"
     yaml += "    parallelSlots: 4\n"
+    yaml += f"  - name: {HERMES_MODEL}\n    source: builtin:smollm2-135m\n    parallelSlots: 2\n"
+    yaml += "    chatTemplate: |-\n" + "".join(f"      {line}\n" for line in HERMES_TEMPLATE.splitlines())
     gateway = ("--gateway-cors-origins", ORIGIN, "--gateway-model-aliases", f"gpt-4o-mini={MODEL}",
                "--gateway-default-model", MODEL)  # fmt: skip
-    running = start_cluster(tmp_path_factory.mktemp("openai"), yaml, [MODEL], gateway, api_key=KEY)
+    running = start_cluster(
+        tmp_path_factory.mktemp("openai"), yaml, [MODEL, HERMES_MODEL], gateway, api_key=KEY
+    )
     yield running
     stop_cluster(running)
 
@@ -273,6 +305,37 @@ def test_tool_choice_forms_give_calls_whose_arguments_fit_the_tool(
     jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
 
 
+def test_a_models_chat_template_replaces_the_ggufs_and_brings_its_tool_format(cluster: Cluster) -> None:
+    """chatTemplate in the models file travels to the engine: prompts are rendered with it, and its
+    <tool_call> blocks make the engine speak Hermes (forced by the grammar when a tool is required)."""
+    tools = [WEATHER]
+    rendered = post(cluster, "/apply-template", {"model": HERMES_MODEL, "messages": ASK, "tools": tools})
+    prompt = rendered.json()["prompt"]
+    assert prompt.startswith("<|im_start|>system\nYou are a function calling assistant. Tools:\n<tools>")
+    assert '"name": "get_weather"' in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    generic = post(cluster, "/apply-template", {"model": MODEL, "messages": ASK, "tools": tools}).json()
+    assert "<tools>" not in generic["prompt"]  # the GGUF's own template, the generic JSON format
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    answer = post(cluster, "/v1/chat/completions", {
+        "model": HERMES_MODEL, "messages": ask, "tools": tools, "tool_choice": "required", "max_tokens": 96,
+    }).json()  # fmt: skip
+    choice = answer["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", answer
+    call = choice["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "get_weather"
+    assert isinstance(json.loads(call["arguments"]).get("city"), str)
+    result = {
+        "role": "tool",
+        "tool_call_id": choice["message"]["tool_calls"][0]["id"],
+        "content": '{"celsius": 18}',
+    }
+    history = [*ask, choice["message"], result]
+    replay = post(cluster, "/apply-template", {"model": HERMES_MODEL, "messages": history}).json()["prompt"]
+    assert '<tool_call>\n{"name": "get_weather"' in replay
+    assert '<tool_response>\n{"celsius": 18}\n</tool_response>' in replay
+
+
 def test_tool_choice_none_answers_in_words(client: openai.OpenAI) -> None:
     out = client.chat.completions.create(
         model=MODEL, messages=WEATHER_ASK, tools=[WEATHER], tool_choice="none", temperature=0, max_tokens=30
@@ -342,7 +405,7 @@ def test_llama_servers_paths_and_curl_bodies_are_accepted(cluster: Cluster) -> N
     text = post(cluster, "/completions", {"model": MODEL, "prompt": "Once upon", "max_tokens": 4})
     assert text.json()["object"] == "text_completion"
     listed = httpx.get(f"{cluster.base_url}/models", headers=AUTH, timeout=10).json()
-    assert [m["id"] for m in listed["data"]] == [MODEL]
+    assert MODEL in [m["id"] for m in listed["data"]]
     assert httpx.get(f"{cluster.base_url}/models", timeout=10).status_code == 401  # still authenticated
     assert httpx.get(f"{cluster.base_url}/v1/health", timeout=10).json() == {"status": "ok"}
     body = json.dumps({"model": MODEL, "messages": ASK, "max_tokens": 4})
@@ -543,10 +606,11 @@ def test_the_responses_api_answers_text_streams_events_and_calls_tools(client: o
     schema = client.responses.create(
         model=MODEL,
         input="Invent a user.",
-        max_output_tokens=256,
+        max_output_tokens=1024,  # unseeded: room for the whitespace llama.cpp's JSON grammar allows
         temperature=1.0,
         text={"format": {"type": "json_schema", "name": "person", "schema": PERSON}},
     )
+    assert schema.status == "completed", schema.output_text
     jsonschema.validate(json.loads(schema.output_text), PERSON)
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model=MODEL, input="Hi", previous_response_id="resp_123")
