@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nodeagent.cache.resolver import builtin_path  # noqa: E402
+from nodeagent.engine.chat import CHATML  # noqa: E402
 
 # The suite's presets (tools/server/tests/utils.py ServerPreset) → a local model of the same kind.
 # Instruct models stand in for the tiny story models; no reranker, FIM or MoE model exists here.
@@ -53,7 +54,7 @@ STAND_INS = {
 # own endpoints); each is reported on stderr when given.
 IGNORED_WITH_NOTE = (
     "--batch-size", "--ubatch-size", "--n-gpu-layers", "--slots", "--metrics", "--kv-unified", "--swa-full",
-    "--pooling", "--grp-attn-n", "--grp-attn-w", "--context-shift", "--chat-template", "--chat-template-file",
+    "--pooling", "--grp-attn-n", "--grp-attn-w", "--context-shift",
     "--reasoning-format", "--reasoning", "--slot-save-path", "--cache-ram", "--no-cache-idle-slots", "-ctk",
     "-ctv", "-fa", "--lora", "--spec-type", "--model-draft", "--tags", "--media-path", "--mmproj-url",
     "--sleep-idle-seconds", "--tools", "--mcp-servers-config", "--mcp-servers-json", "--reranking",
@@ -93,6 +94,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     for flag in ("--host", "--model", "--hf-repo", "--hf-file", "--alias", "--api-key", "--cors-origins",
                  "--model-url", "--models-dir", "--models-preset"):  # fmt: skip
         p.add_argument(flag)
+    p.add_argument("--chat-template")
+    p.add_argument("--chat-template-file", type=Path)
     p.add_argument("--temp", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--embedding", action="store_true")
@@ -115,6 +118,16 @@ def suite_model_names(workdir: Path) -> list[str]:
     """Model names the suite's requests send (collected by the runner from its sources)."""
     path = workdir / "suite-model-names.json"
     return json.loads(path.read_text()) if path.is_file() else []
+
+
+def chat_template(args: argparse.Namespace) -> str:
+    """--chat-template-file's text, or --chat-template: one of llama.cpp's built-in names we have
+    (chatml), else the value itself as a Jinja template (as llama-server reads it with --jinja)."""
+    if args.chat_template_file:
+        return str(args.chat_template_file.read_text())
+    if args.chat_template == "chatml":
+        return CHATML
+    return str(args.chat_template or "")
 
 
 def run_llama_server(workdir: Path, argv: list[str], model: Path | None) -> None:
@@ -161,6 +174,9 @@ def run_llamafleet(workdir: Path, args: argparse.Namespace, unknown: list[str], 
     }
     if args.threads:
         spec["threads"] = args.threads
+    template = chat_template(args)
+    if template:
+        spec["chatTemplate"] = template
     run_dir = workdir / "llamafleet" / str(args.port)
     run_dir.mkdir(parents=True, exist_ok=True)
     models_file = run_dir / "models.yaml"

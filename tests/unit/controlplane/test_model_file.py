@@ -37,6 +37,10 @@ def test_parses_camel_case_fields(tmp_path: Path) -> None:
         ("models:\n  - {name: m1, source: x}\n  - {name: m1, source: y}\n", "duplicate model names: m1"),
         ("models: [unclosed\n", "not valid YAML"),
         ("- just a list\n", "expected a mapping"),
+        (
+            "models:\n  - {name: m1, source: x, chatTemplate: '{% for m in messages %}'}\n",
+            "model m1: chatTemplate.*not a valid Jinja template: Unexpected end of template",
+        ),
     ],
 )
 def test_errors_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
