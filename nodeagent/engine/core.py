@@ -317,7 +317,7 @@ class BatchingCore:
         async with contextlib.aclosing(deltas):
             first = await anext(deltas)  # submits: bad input raises here, before any chunk exists
             if shape.kind == "chat":
-                yield shape.chunk("", first=True)
+                yield shape.chunk(None, first=True)  # role only, content null (as llama-server)
             elif prefix:
                 yield shape.chunk(prefix)
             usage: Usage | None = None

@@ -98,7 +98,7 @@ class ResponseShape:
         all its arguments in one delta), then the finish reason alone."""
         choice = whole["choices"][0]
         message = choice["message"]
-        out = [self.chunk("", first=True)]
+        out = [self.chunk(None, first=True)]
         if message.get("content"):
             out.append(self.chunk(message["content"], logprobs=None))
             if choice.get("logprobs"):
