@@ -13,7 +13,7 @@ tells a test of the model's exact output (fails on both) from a gap of ours (pas
 Changed in the suite, nothing else: the conftest's model download (``ServerPreset.load_all``) is
 skipped, and ``wget`` (used to fetch LoRA and media files) raises: those tests fail on both.
 
-Writes WORKDIR/results.json (every test's outcome per target, with the first line of each
+Writes WORKDIR/results-TARGET.json (every test's outcome, with the first line of each
 failure) and WORKDIR/table.md (per file), and prints one JSON line last.
 """
 
@@ -70,6 +70,10 @@ def extract_suite(archive: Path, version: str, workdir: Path) -> Path:
     """The suite's tests folder, fresh, with the two offline changes; returns its path. llama.cpp's
     models/templates come along at the same relative place (tests name ../../../models/templates/X.jinja)."""
     tree = workdir / "llama.cpp"
+    suite = tree / "tools" / "server" / "tests"
+    marker = tree / f".extracted-{version}"
+    if marker.is_file():  # a run (perhaps still going) uses it
+        return suite
     shutil.rmtree(tree, ignore_errors=True)
     prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
     wanted = ("tools/server/tests/", "models/templates/")
@@ -79,7 +83,6 @@ def extract_suite(archive: Path, version: str, workdir: Path) -> Path:
             if member.isfile() and name.startswith(wanted):
                 member.name = name
                 tar.extract(member, tree, filter="data")
-    suite = tree / "tools" / "server" / "tests"
     conftest = suite / "conftest.py"
     text = conftest.read_text()
     skipped = text.replace("ServerPreset.load_all()", "pass  # offline: models are local stand-ins")
@@ -89,6 +92,7 @@ def extract_suite(archive: Path, version: str, workdir: Path) -> Path:
     (suite / "wget.py").write_text(WGET_STUB)
     names = sorted({m for f in (suite / "unit").glob("test_*.py") for m in MODEL_NAME.findall(f.read_text())})
     (workdir / "suite-model-names.json").write_text(json.dumps(names))
+    marker.write_text("")
     return suite
 
 
@@ -197,10 +201,14 @@ def main() -> int:
     if "llama-server" in targets and not binary.is_file():
         raise SystemExit(f"no llama-server at {binary}: run bench/build_llama_server.sh first")
 
-    results_path = workdir / "results.json"
-    results: dict[str, dict[str, dict]] = (
-        json.loads(results_path.read_text()) if results_path.is_file() else {}
-    )
+    def results_path(target: str) -> Path:  # one file per target: the two may run at once
+        return workdir / f"results-{target}.json"
+
+    def load(target: str) -> dict[str, dict]:
+        path = results_path(target)
+        return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+    results = {target: load(target) for target in TARGETS}
     for target in targets:
         for f in files:
             print(f"{target}: {f} …", file=sys.stderr, flush=True)
@@ -210,14 +218,14 @@ def main() -> int:
             print(
                 f"  {passed}/{len(done['tests'])} passed in {done['seconds']} s", file=sys.stderr, flush=True
             )
-            results_path.write_text(json.dumps(results, indent=1, sort_keys=True))
+            results_path(target).write_text(json.dumps(results[target], indent=1, sort_keys=True))
 
     every_file = sorted(set().union(*(r.keys() for r in results.values())))
     markdown, totals = table(results, every_file)
     (workdir / "table.md").write_text(markdown + "\n")
     print(markdown)
     print(json.dumps({"bench": "llama_server_compat", "llama_cpp_python": version, **totals,
-                      "results": str(results_path)}))  # fmt: skip
+                      "results": [str(results_path(t)) for t in TARGETS]}))  # fmt: skip
     return 0
 
 
