@@ -26,6 +26,7 @@ from controlplane.gateway.balancer.keys import request_keys
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
+from controlplane.gateway.usage import StreamTokens, Tokens, tokens_in
 from llamafleet.core.engine_auth import engine_headers
 from llamafleet.core.errors import EngineFailed, Forbidden, LlamafleetError, ModelNotFound, Unavailable
 from llamafleet.core.http_errors import status_of
@@ -201,12 +202,11 @@ class EngineProxy:
             raise EngineFailed(f"replica {endpoint.replica_id} failed (HTTP {status})")
         if status == 200:
             try:
-                usage = json.loads(body).get("usage") or {}
-                self._metrics.generated_tokens.labels(request.model).inc(usage.get("completion_tokens", 0))
-                total = int(usage.get("total_tokens") or usage.get("prompt_tokens", 0))
-            except (ValueError, AttributeError, TypeError):
+                used = tokens_in(json.loads(body)) or Tokens()
+            except (ValueError, TypeError):
                 raise EngineFailed(f"replica {endpoint.replica_id} sent a malformed response") from None
-            self._charge(request, total)
+            self._metrics.generated_tokens.labels(request.model).inc(used.completion)
+            self._charge(request, used.total)
         return Response(
             body,
             status,
@@ -222,7 +222,7 @@ class EngineProxy:
         started: float,
         base: str,
     ) -> AsyncIterator[bytes]:
-        tokens = _TokenCounter()
+        tokens = StreamTokens()
         first = True
         status = "200"
         try:
@@ -268,40 +268,3 @@ def engine_socket(addr_info: tuple[Any, ...]) -> socket.socket:
         if hasattr(socket, name):  # Linux names them all; elsewhere what exists
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
     return sock
-
-
-class _TokenCounter:
-    """Counts streamed tokens from SSE events: usage when the engine sends it, else content chunks."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._chunks = 0
-        self._usage: int | None = None
-        self._total: int | None = None
-
-    @property
-    def count(self) -> int:
-        return self._usage if self._usage is not None else self._chunks
-
-    @property
-    def total(self) -> int:
-        """Prompt + completion when the engine sent usage, else the completion chunks seen."""
-        return self._total if self._total is not None else self.count
-
-    def feed(self, data: bytes) -> None:
-        self._buffer += data
-        *events, self._buffer = self._buffer.split(b"\n\n")
-        for event in events:
-            if not event.startswith(b"data: ") or event == b"data: [DONE]":
-                continue
-            try:
-                payload = json.loads(event[6:])
-            except ValueError:
-                continue
-            usage = payload.get("usage")
-            if usage:
-                self._usage = int(usage.get("completion_tokens", 0))
-                self._total = int(usage.get("total_tokens", 0)) or None
-            for choice in payload.get("choices") or []:
-                if choice.get("text") or (choice.get("delta") or {}).get("content"):
-                    self._chunks += 1

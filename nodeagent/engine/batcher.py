@@ -328,7 +328,7 @@ class Batcher:
         seq.generated += 1
         text = seq.text.push(self._model.piece(token))
         if seq.text.stopped:
-            self._finish(slot, Delta(text, "stop"))
+            self._finish(slot, Delta(text, "stop", stop_word=seq.text.matched))
         elif (seq.max_tokens is not None and seq.generated >= seq.max_tokens) or len(
             slot.cached
         ) >= self._model.n_ctx_seq:

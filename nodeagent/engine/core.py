@@ -301,14 +301,15 @@ class BatchingCore:
         finish_reason: str | None = None
         usage = Usage(len(seq.prompt), 0, 0)
         logprobs: list[TokenLogprob] = []
+        stop_word = ""
         async with contextlib.aclosing(self._deltas(seq)) as deltas:
             async for delta in deltas:
                 parts.append(delta.text)
                 logprobs.extend(delta.logprobs)
                 if delta.final:
-                    finish_reason = delta.finish_reason
+                    finish_reason, stop_word = delta.finish_reason, delta.stop_word
                     usage = delta.usage or usage
-        return shape.whole("".join(parts), finish_reason, usage, logprobs, len(prefix))
+        return shape.whole("".join(parts), finish_reason, usage, logprobs, len(prefix), stop_word)
 
     async def _stream(
         self, seq: Sequence, shape: ResponseShape, include_usage: bool, prefix: str | None = None
@@ -326,7 +327,7 @@ class BatchingCore:
                 if delta.text or delta.logprobs:
                     yield shape.chunk(delta.text, logprobs=delta.logprobs)
                 if delta.final:  # alone, with an empty delta, as OpenAI's last chunk is
-                    yield shape.chunk(None, delta.finish_reason)
+                    yield shape.chunk(None, delta.finish_reason, stop_word=delta.stop_word)
                 if delta.final:
                     usage = delta.usage
                     break

@@ -20,6 +20,7 @@ from llamafleet.core.engine_auth import EngineSecret
 from llamafleet.core.errors import InvalidRequest, LlamafleetError, Unavailable
 from llamafleet.core.llama_server_compat import LlamaServerCompat
 from llamafleet.core.messages_api import MessagesRequest
+from llamafleet.core.native_api import NativeCompletionRequest
 from llamafleet.core.openai_api import (
     AdapterLoadRequest,
     ApplyTemplateRequest,
@@ -36,6 +37,7 @@ from nodeagent.engine.adapters import confined
 from nodeagent.engine.core import AdapterSpec, EngineCore
 from nodeagent.engine.messages_api import MessageBuilder
 from nodeagent.engine.metrics import EngineMetrics
+from nodeagent.engine.native_api import native_stream, native_whole
 from nodeagent.engine.responses import Chunk
 from nodeagent.engine.responses_api import ResponseBuilder
 
@@ -97,6 +99,16 @@ def create_app(
         if body.stream:
             return await _stream(core.complete_stream(body), "completions", metrics)
         return await _once(core.complete(body), "completions", metrics, request)
+
+    @app.post("/completion", response_model=None)
+    async def native_completion(body: NativeCompletionRequest, request: Request) -> Response:
+        """llama-server's own completion API (nodeagent/engine/native_api.py)."""
+        _check_ready(core)
+        body.prompt_list()  # refuses a streamed list
+        if body.stream:
+            chunks = native_stream(core.complete_stream(body.as_completion()), body.model or model_name)
+            return await _stream(chunks, "completion", metrics, done=b"")
+        return await _once(native_whole(body, core.complete), "completion", metrics, request)
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
@@ -182,7 +194,7 @@ async def _disconnected(request: Request) -> None:
 
 
 async def _once(
-    result: Awaitable[dict[str, Any]], endpoint: str, metrics: EngineMetrics, request: Request
+    result: Awaitable[dict[str, Any] | list[Any]], endpoint: str, metrics: EngineMetrics, request: Request
 ) -> Response:
     """Await a whole response, but cancel it — freeing its slot — if the client disconnects first."""
     started = time.monotonic()

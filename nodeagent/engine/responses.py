@@ -52,8 +52,10 @@ class ResponseShape:
         usage: Usage,
         logprobs: list[TokenLogprob] | None = None,
         offset: int = 0,
+        stop_word: str = "",
     ) -> dict[str, Any]:
-        """``offset``: where the generated text starts in ``text`` (after an echoed prompt)."""
+        """``offset``: where the generated text starts in ``text`` (after an echoed prompt);
+        ``stop_word``: the stop string that ended it, reported as vLLM does (``stop_reason``)."""
         if self.kind == "chat":
             choice: dict[str, Any] = {
                 "index": 0,
@@ -61,6 +63,8 @@ class ResponseShape:
                 "logprobs": self._logprobs(logprobs or [], 0),
                 "finish_reason": finish_reason,
             }
+            if stop_word:
+                choice["stop_reason"] = stop_word
             return self.head("chat.completion") | {"choices": [choice], "usage": usage.openai()}
         choice = {
             "index": 0,
@@ -68,6 +72,8 @@ class ResponseShape:
             "logprobs": self._logprobs(logprobs or [], offset),
             "finish_reason": finish_reason,
         }
+        if stop_word:
+            choice["stop_reason"] = stop_word
         return self.head("text_completion") | {"choices": [choice], "usage": usage.openai()}
 
     def chunk(
@@ -76,6 +82,7 @@ class ResponseShape:
         finish_reason: str | None = None,
         first: bool = False,
         logprobs: list[TokenLogprob] | None = None,
+        stop_word: str = "",
     ) -> Chunk:
         lp = self._logprobs(logprobs, self._offset) if logprobs else None
         self._offset += len(text or "")
@@ -89,9 +96,12 @@ class ResponseShape:
                 "logprobs": lp,
                 "finish_reason": finish_reason,
             }
-            return self.head("chat.completion.chunk") | {"choices": [choice]}
-        choice = {"index": 0, "text": text or "", "logprobs": lp, "finish_reason": finish_reason}
-        return self.head("text_completion") | {"choices": [choice]}
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": lp, "finish_reason": finish_reason}
+        if stop_word:
+            choice["stop_reason"] = stop_word
+        object_ = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        return self.head(object_) | {"choices": [choice]}
 
     def chunks_of(self, whole: dict[str, Any]) -> list[Chunk]:
         """A whole chat answer as stream chunks: the role, the content, each tool call (id, name and

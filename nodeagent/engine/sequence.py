@@ -48,6 +48,7 @@ class Delta:
     error: LlamafleetError | None = None
     embedding: list[float] | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)  # tokens since the last delta (if asked)
+    stop_word: str = ""  # the stop string that ended generation ("" for end-of-generation or length)
 
     @property
     def final(self) -> bool:

@@ -16,6 +16,7 @@ class TextStream:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._held = ""
         self.stopped = False
+        self.matched = ""  # the stop string that ended the text
 
     def push(self, piece: bytes) -> str:
         """Add one token's bytes; return the text that is safe to emit. Sets ``stopped`` on a stop string."""
@@ -28,6 +29,7 @@ class TextStream:
         cut = min((i for i in (self._held.find(s) for s in self._stops) if i >= 0), default=-1)
         if cut >= 0:
             self.stopped = True
+            self.matched = next(s for s in self._stops if self._held.find(s) == cut)
             out, self._held = self._held[:cut], ""
             return out
         keep = self._partial_stop_suffix()

@@ -417,6 +417,57 @@ def test_llama_servers_paths_and_curl_bodies_are_accepted(cluster: Cluster) -> N
         assert curl.status_code == 200, (kind, curl.text)
 
 
+def test_llama_servers_own_completion_api_answers_in_its_shapes(cluster: Cluster) -> None:
+    """POST /completion as llama-server answers it: content, stop_type and the token counts; a list of
+    prompts gets a list; streamed as content events then the totals, with no [DONE]."""
+    one = post(cluster, "/completion", {"prompt": "Once upon a time", "n_predict": 8, "temperature": 0})
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert body["stop"] is True
+    assert (body["stop_type"], body["tokens_predicted"]) == ("limit", 8)
+    assert body["tokens_evaluated"] == 4
+    assert body["content"]
+    words = body["content"].split()
+    stopped = post(cluster, "/completion", {"prompt": "Once upon a time", "n_predict": 8, "temperature": 0,
+                                            "stop": [words[1]]}).json()  # fmt: skip
+    assert (stopped["stop_type"], stopped["stopping_word"]) == ("word", words[1])
+    assert words[1] not in stopped["content"]
+    many = post(cluster, "/completion", {"prompt": ["Hello", "The sky is"], "n_predict": 3}).json()
+    assert [(m["index"], m["tokens_predicted"]) for m in many] == [(0, 3), (1, 3)]
+    with httpx.stream(
+        "POST",
+        f"{cluster.base_url}/completion",
+        headers=AUTH,
+        timeout=60,
+        json={"prompt": "Once upon a time", "n_predict": 8, "temperature": 0, "stream": True},
+    ) as s:
+        lines = [line for line in s.iter_lines() if line]  # fmt: skip
+    events = [json.loads(line.removeprefix("data: ")) for line in lines]
+    assert all(line.startswith("data: {") for line in lines)  # no [DONE]
+    assert "".join(e["content"] for e in events) == body["content"]
+    assert [e["stop"] for e in events].count(True) == 1
+    assert events[-1]["stop"] is True
+    assert events[-1]["tokens_predicted"] == 8
+    for bad, field in (
+        ({"prompt": "x", "n_probs": 3}, "n_probs"),
+        ({"prompt": ["a", "b"], "stream": True}, "prompt"),
+    ):
+        refused = post(cluster, "/completion", bad)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == field
+
+
+def test_a_stop_string_that_ends_an_answer_is_named_in_stop_reason(client: openai.OpenAI) -> None:
+    free = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0)
+    word = free.choices[0].text.split()[1]
+    cut = client.completions.create(
+        model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0, stop=[word]
+    )
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].model_extra["stop_reason"] == word  # as vLLM reports it
+    assert "stop_reason" not in free.choices[0].model_extra
+
+
 def test_tokenize_and_detokenize_round_trip_through_the_gateway(cluster: Cluster) -> None:
     text = "The capital of France is Paris."
     tokens = post(cluster, "/tokenize", {"model": MODEL, "content": text}).json()["tokens"]

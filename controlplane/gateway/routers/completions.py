@@ -1,5 +1,5 @@
-"""POST /v1/chat/completions, /v1/completions, /v1/embeddings and llama-server's /tokenize,
-/detokenize and /apply-template: validate, check the key's scope and quota, then hand to the proxy
+"""POST /v1/chat/completions, /v1/completions, /v1/embeddings and llama-server's /completion,
+/tokenize, /detokenize and /apply-template: validate, check the key's scope and quota, then hand to the proxy
 (routed by ``model`` like chat)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy, Forward
 from llamafleet.core.errors import Forbidden, QuotaExceeded
 from llamafleet.core.messages_api import MessagesRequest
+from llamafleet.core.native_api import NativeCompletionRequest
 from llamafleet.core.openai_api import (
     ApplyTemplateRequest,
     ChatCompletionRequest,
@@ -53,6 +54,12 @@ def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
     @api.post("/v1/completions", response_model=None)
     async def completions(request: Request, body: CompletionRequest) -> Response:
         return await forward(request, "/v1/completions", "completions", body.model, body.stream)
+
+    @api.post("/completion", response_model=None)
+    async def native_completion(request: Request, body: NativeCompletionRequest) -> Response:
+        body.prompt_list()  # refused here by the same rules the engine applies
+        body.as_completion()
+        return await forward(request, "/completion", "completion", body.model, body.stream)
 
     @api.post("/v1/embeddings", response_model=None)
     async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
