@@ -19,6 +19,9 @@ PATH_ALIASES = {
     "/embeddings": "/v1/embeddings",
     "/models": "/v1/models",
     "/v1/health": "/health",
+    "/rerank": "/v1/rerank",
+    "/reranking": "/v1/rerank",
+    "/v1/reranking": "/v1/rerank",
 }
 
 # Bodies sent with these types (or none) are JSON in practice: llama-server reads them as JSON.

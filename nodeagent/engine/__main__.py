@@ -67,8 +67,9 @@ class EngineOptions(BaseModel):
         default=64, ge=0, description="Requests that may wait for a free slot; more get 429 with Retry-After"
     )
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings (pooled, L2-normalised)")
-    pooling: Literal["auto", "mean", "cls", "last"] = Field(
-        default="auto", description="Embedding pooling; auto takes the GGUF's, else mean"
+    pooling: Literal["auto", "mean", "cls", "last", "rank"] = Field(
+        default="auto",
+        description="Embedding pooling; auto takes the GGUF's, else mean (rank: a reranker, /v1/rerank)",
     )
     adapters: list[str] = Field(
         default_factory=list, description="LoRA adapters to load at start, each NAME=PATH[@SCALE]"

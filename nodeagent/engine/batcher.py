@@ -361,6 +361,8 @@ class Batcher:
 
     def _pooled(self, seq_id: int) -> Delta:
         vector = self._model.embedding(seq_id)
+        if self._model.pooling == "rank":  # a reranker's scores, as they are
+            return Delta(finish_reason="stop", embedding=vector.tolist())
         norm = float(np.linalg.norm(vector))
         return Delta(finish_reason="stop", embedding=(vector / norm if norm > 0 else vector).tolist())
 

@@ -24,6 +24,7 @@ import numpy as np
 from llamafleet.core.errors import InvalidRequest, Unavailable
 from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llamafleet.core.request_defaults import RequestDefaults
+from llamafleet.core.rerank_api import RerankRequest
 from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.batcher import Batcher, BatcherSettings
 from nodeagent.engine.chat import ChatTemplate
@@ -78,6 +79,8 @@ class EngineCore(Protocol):
     def complete_stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]: ...
 
     async def embed(self, request: EmbeddingRequest) -> dict[str, Any]: ...
+
+    async def rerank(self, request: RerankRequest) -> dict[str, Any] | list[Any]: ...
 
     def slots(self) -> list[dict[str, Any]]: ...
 
@@ -458,6 +461,35 @@ class BatchingCore:
         return embeddings_response(
             request.model or self._params.model_name, data, sum(len(s.prompt) for s in seqs)
         )
+
+    async def rerank(self, request: RerankRequest) -> dict[str, Any] | list[Any]:
+        model = self._model_()
+        if not (self._params.native.embeddings and model.pooling == "rank"):
+            raise InvalidRequest(
+                "this model is not served as a reranker (a reranker GGUF with embeddings: true)", "model"
+            )
+        inputs = [self._rerank_tokens(model, request.query, doc) for doc in request.candidates()]
+        seqs = [
+            Sequence("embed", tokens, asyncio.Queue(), request_id=f"rank-{k}")
+            for k, tokens in enumerate(inputs)
+        ]
+        scores = [vector[0] for vector in await asyncio.gather(*(self._embedding(seq) for seq in seqs))]
+        return request.answer(request.model or self._params.model_name, scores, sum(map(len, inputs)))
+
+    @staticmethod
+    def _rerank_tokens(model: NativeModel, query: str, document: str) -> list[int]:
+        """The pair as llama-server lays it out: the GGUF's rerank template when it has one, else
+        [BOS] query [EOS] [SEP] document [EOS], each as the vocabulary adds them."""
+        template = model.rerank_template()
+        if template:
+            text = template.replace("{query}", query).replace("{document}", document)
+            return model.tokenize(text, add_special=False)
+        end = model.eos if model.eos >= 0 else model.sep
+        tokens = [model.bos] if model.adds("bos") else []
+        tokens += model.tokenize(query, add_special=False)
+        tokens += ([end] if model.adds("eos") else []) + ([model.sep] if model.adds("sep") else [])
+        tokens += model.tokenize(document, add_special=False)
+        return tokens + ([end] if model.adds("eos") else [])
 
     async def _embedding(self, seq: Sequence) -> list[float]:
         async with contextlib.aclosing(self._deltas(seq)) as deltas:

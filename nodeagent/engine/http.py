@@ -32,6 +32,7 @@ from llamafleet.core.openai_api import (
     TokenizeRequest,
     error_body,
 )
+from llamafleet.core.rerank_api import RerankRequest
 from llamafleet.core.responses_api import ResponsesRequest
 from nodeagent.engine.adapters import confined
 from nodeagent.engine.core import AdapterSpec, EngineCore
@@ -114,6 +115,11 @@ def create_app(
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         _check_ready(core)
         return await _once(core.embed(body), "embeddings", metrics, request)
+
+    @app.post("/v1/rerank", response_model=None)
+    async def rerank(body: RerankRequest, request: Request) -> Response:
+        _check_ready(core)
+        return await _once(core.rerank(body), "rerank", metrics, request)
 
     @app.post("/v1/responses", response_model=None)
     async def responses(body: ResponsesRequest, request: Request) -> Response:

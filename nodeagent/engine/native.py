@@ -24,7 +24,7 @@ from nodeagent.rpc.ggml import DeviceLayout, RemotePart, layout
 log = logging.getLogger(__name__)
 
 _GGML_LOG_WARN = 3
-_POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3}
+_POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # rank: a reranker's relevance score
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class NativeConfig:
     n_gpu_layers: int
     n_threads: int
     embeddings: bool
-    pooling: str  # "auto" (the GGUF's, else mean), "mean", "cls" or "last"
+    pooling: str  # "auto" (the GGUF's, else mean), "mean", "cls", "last" or "rank" (a reranker)
     remote_parts: tuple[RemotePart, ...] = ()  # layer ranges on RPC workers; the rest stays here
     cpu_repack: bool = True  # llama.cpp's extra buffer types: weights repacked for this CPU's kernels
 
@@ -141,6 +141,7 @@ class NativeModel:
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_embd = llama_cpp.llama_model_n_embd(model)
+        self.n_cls_out = max(1, llama_cpp.llama_model_n_cls_out(model))  # a reranker's scores per input
         self.n_swa = llama_cpp.llama_model_n_swa(model)
         self.pooling = self._pooling_name(config.pooling)
         self.eog_tokens = [t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)]
@@ -202,6 +203,19 @@ class NativeModel:
     def eos(self) -> int:
         return int(llama_cpp.llama_vocab_eos(self.vocab))
 
+    @property
+    def sep(self) -> int:
+        return int(llama_cpp.llama_vocab_sep(self.vocab))
+
+    def adds(self, which: str) -> bool:
+        """Whether the vocabulary adds its BOS/EOS/SEP token around an input (``which``: bos, eos, sep)."""
+        return bool(getattr(llama_cpp, f"llama_vocab_get_add_{which}")(self.vocab))
+
+    def rerank_template(self) -> str | None:
+        """A reranker's own input layout (``tokenizer.chat_template.rerank``: {query}, {document})."""
+        raw = llama_cpp.llama_model_chat_template(self.model, b"rerank")
+        return raw.decode(errors="replace") if raw else None
+
     # --- tokens (thread-safe: vocabulary only) -----------------------------------------------
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
@@ -243,7 +257,8 @@ class NativeModel:
         ptr = llama_cpp.llama_get_embeddings_seq(self.ctx, seq_id)
         if not ptr:
             raise EngineFailed("llama.cpp returned no pooled embedding")
-        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).copy()
+        size = self.n_cls_out if self.pooling == "rank" else self.n_embd
+        return np.ctypeslib.as_array(ptr, shape=(size,)).copy()
 
     def keep_prefix(self, seq_id: int, n_keep: int) -> bool:
         """Drop the sequence's cells from position ``n_keep`` on; False if the cache cannot cut there."""

@@ -408,6 +408,9 @@ def test_llama_servers_paths_and_curl_bodies_are_accepted(cluster: Cluster) -> N
     assert MODEL in [m["id"] for m in listed["data"]]
     assert httpx.get(f"{cluster.base_url}/models", timeout=10).status_code == 401  # still authenticated
     assert httpx.get(f"{cluster.base_url}/v1/health", timeout=10).json() == {"status": "ok"}
+    not_a_reranker = post(cluster, "/rerank", {"model": MODEL, "query": "q", "documents": ["d"]})
+    assert not_a_reranker.status_code == 400  # routed like chat, refused by the engine: not a reranker
+    assert not_a_reranker.json()["error"]["param"] == "model"
     body = json.dumps({"model": MODEL, "messages": ASK, "max_tokens": 4})
     for kind in ("application/x-www-form-urlencoded", "text/plain", None):
         headers = AUTH | ({"Content-Type": kind} if kind else {})

@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions, /v1/completions, /v1/embeddings and llama-server's /completion,
+"""POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/rerank and llama-server's /completion,
 /tokenize, /detokenize and /apply-template: validate, check the key's scope and quota, then hand to the proxy
 (routed by ``model`` like chat)."""
 
@@ -23,6 +23,7 @@ from llamafleet.core.openai_api import (
     EmbeddingRequest,
     TokenizeRequest,
 )
+from llamafleet.core.rerank_api import RerankRequest
 from llamafleet.core.responses_api import ResponsesRequest
 
 
@@ -64,6 +65,10 @@ def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
     @api.post("/v1/embeddings", response_model=None)
     async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
         return await forward(request, "/v1/embeddings", "embeddings", body.model, False)
+
+    @api.post("/v1/rerank", response_model=None)
+    async def rerank(request: Request, body: RerankRequest) -> Response:
+        return await forward(request, "/v1/rerank", "rerank", body.model, False)
 
     @api.post("/v1/responses", response_model=None)
     async def responses(request: Request, body: ResponsesRequest) -> Response:
