@@ -38,6 +38,11 @@ class ModelSpec(BaseModel):
     )
     threads: int = Field(default=0, ge=0, le=1024, description="CPU threads (0: the agent decides)")
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings from this model")
+    pooling: Literal["auto", "mean", "cls", "last", "rank"] = Field(
+        default="auto",
+        description="How embeddings pool tokens (auto: the GGUF's, else mean); rank: a reranker, served "
+        "on /v1/rerank (a reranker GGUF says so itself)",
+    )
     adapters: tuple[AdapterRef, ...] = Field(default=(), description="LoRA adapters loaded at start")
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Only nodes with all these labels"
@@ -93,7 +98,7 @@ class ModelSpec(BaseModel):
 # one by one (controlplane/rollout.py); the other fields (replicas, placement, balancer) apply in place.
 ENGINE_FIELDS = (
     "source", "sha256", "context_length", "parallel_slots", "gpu_layers", "threads", "embeddings",
-    "adapters", "node_selector", "allow_split", "request_defaults", "chat_template",
+    "adapters", "node_selector", "allow_split", "request_defaults", "chat_template", "pooling",
 )  # fmt: skip
 
 
@@ -272,6 +277,7 @@ class Assignment:
     lease: RpcLeaseRef | None = None  # an RPC worker's head
     request_defaults: str = ""  # RequestDefaults.as_json()
     chat_template: str = ""  # Jinja; empty: the GGUF's own
+    pooling: str = "auto"
 
     def runs(self, spec: ModelSpec) -> bool:
         """Whether a replica running this assignment serves ``spec`` as it is (adoption). Splits are
@@ -288,9 +294,10 @@ class Assignment:
         return (
             layers_ok and mine == theirs and scales_ok
             and (self.model, self.source, self.sha256, self.context_length, self.parallel_slots,
-                 self.n_threads, self.embeddings, self.request_defaults, self.chat_template)
+                 self.n_threads, self.embeddings, self.request_defaults, self.chat_template, self.pooling)
             == (spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
-                spec.threads, spec.embeddings, spec.request_defaults.as_json(), spec.chat_template)
+                spec.threads, spec.embeddings, spec.request_defaults.as_json(), spec.chat_template,
+                spec.pooling)
         )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ class ReplicaSpec:
     lease: RpcLease | None = None  # an RPC worker: the one head it serves
     request_defaults: str = ""  # JSON: the model's request defaults (the engine's --request-defaults)
     chat_template: str = ""  # Jinja replacing the GGUF's template (the engine's --chat-template-file)
+    pooling: str = "auto"  # embedding pooling (the engine's --pooling)
 
 
 class Role(enum.Enum):

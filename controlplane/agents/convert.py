@@ -76,6 +76,7 @@ def replica_spec(spec: pb.ReplicaSpec) -> Assignment:
         role="rpc_worker" if spec.role == pb.REPLICA_ROLE_RPC_WORKER else "engine",
         request_defaults=spec.request_defaults,
         chat_template=spec.chat_template,
+        pooling=spec.pooling or "auto",
         # the message mirrors the dataclass (same field names)
         lease=RpcLeaseRef(**{f.name: getattr(spec.lease, f.name) for f in dataclasses.fields(RpcLeaseRef)})
         if spec.HasField("lease")
@@ -172,6 +173,7 @@ def assign(generation: int, a: Assignment) -> pb.ControlMessage:
                 lease=pb.RpcLease(**dataclasses.asdict(a.lease)) if a.lease else None,
                 request_defaults=a.request_defaults,
                 chat_template=a.chat_template,
+                pooling=a.pooling,
             ),
         )
     )

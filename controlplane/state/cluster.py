@@ -382,6 +382,7 @@ def _assignment(r: ReplicaRecord) -> Assignment:
         adapters=r.spec.adapters,
         request_defaults=r.spec.request_defaults.as_json(),
         chat_template=r.spec.chat_template,
+        pooling=r.spec.pooling,
     )
 
 

@@ -157,7 +157,7 @@ class EngineReplica(SupervisedProcess):
             "--n-threads", str(threads),
             "--parent-pid", str(os.getpid()),
             "--shutdown-grace-s", str(max(1.0, self._settings.stop_grace_s - 2)),
-            *(["--embeddings"] if self.spec.embeddings else []),
+            *(["--embeddings", "--pooling", self.spec.pooling] if self.spec.embeddings else []),
             *(["--request-defaults", self.spec.request_defaults] if self.spec.request_defaults else []),
             *(["--chat-template-file", str(self._chat_template_file())] if self.spec.chat_template else []),
             *(f for a in self.spec.adapters for f in ("--adapters", f"{a.name}={a.path}@{a.scale}")),

@@ -94,6 +94,7 @@ def replica_spec_to_pb(spec: ReplicaSpec) -> pb.ReplicaSpec:
         lease=pb.RpcLease(**dataclasses.asdict(spec.lease)) if spec.lease else None,
         request_defaults=spec.request_defaults,
         chat_template=spec.chat_template,
+        pooling=spec.pooling,
     )
 
 
@@ -228,6 +229,7 @@ def replica_spec(spec: pb.ReplicaSpec) -> ReplicaSpec:
         role=next(role for role, value in _ROLES.items() if value == spec.role),
         request_defaults=spec.request_defaults,
         chat_template=spec.chat_template,
+        pooling=spec.pooling or "auto",
         # the message mirrors the dataclass (same field names)
         lease=RpcLease(**{f.name: getattr(spec.lease, f.name) for f in dataclasses.fields(RpcLease)})
         if spec.HasField("lease")

@@ -28,8 +28,14 @@ models:
     adapters:
       - name: tone
         path: {adapter}
+  - name: smol-ranker
+    source: builtin:smollm2-135m
+    contextLength: 512
+    parallelSlots: 2
+    embeddings: true
+    pooling: rank
 """
-    running = start_cluster(tmp, models, ["smol"])
+    running = start_cluster(tmp, models, ["smol", "smol-ranker"])
     yield running
     stop_cluster(running)
 
@@ -37,7 +43,7 @@ models:
 def test_adapters_are_listed_and_routed_as_base_colon_adapter(cluster: Cluster) -> None:
     def listed() -> bool:
         ids = [m["id"] for m in httpx.get(f"{cluster.base_url}/v1/models").json()["data"]]
-        return ids == ["smol", "smol:tone"]
+        return ids == ["smol", "smol:tone", "smol-ranker"]
 
     wait_until(listed, 30, "smol:tone in /v1/models")  # reported by the agent's next health check
     body = {"prompt": "The capital of France is", "temperature": 0, "max_tokens": 10, "ignore_eos": True}
@@ -47,6 +53,17 @@ def test_adapters_are_listed_and_routed_as_base_colon_adapter(cluster: Cluster) 
     assert base.status_code == tuned.status_code == 200
     assert tuned.json()["choices"][0]["text"] != base.json()["choices"][0]["text"]
     assert unknown.status_code == 404
+
+
+def test_a_model_with_rank_pooling_reranks_through_the_gateway(cluster: Cluster) -> None:
+    ask = {"query": "capital of France", "documents": ["Paris", "bananas", "Berlin"], "top_n": 2}
+    ranked = httpx.post(f"{cluster.base_url}/v1/rerank", json={"model": "smol-ranker"} | ask, timeout=60)
+    assert ranked.status_code == 200, ranked.text
+    scores = [r["relevance_score"] for r in ranked.json()["results"]]
+    assert len(scores) == 2
+    assert scores == sorted(scores, reverse=True)
+    pooled = httpx.post(f"{cluster.base_url}/v1/rerank", json={"model": "smol"} | ask, timeout=60)
+    assert pooled.status_code == 400  # mean pooling: an embedding model, not a reranker
 
 
 def test_embeddings_and_cached_tokens_pass_through_the_gateway(cluster: Cluster) -> None:
