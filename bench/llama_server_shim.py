@@ -54,10 +54,10 @@ STAND_INS = {
 # own endpoints); each is reported on stderr when given.
 IGNORED_WITH_NOTE = (
     "--batch-size", "--ubatch-size", "--n-gpu-layers", "--slots", "--metrics", "--kv-unified", "--swa-full",
-    "--pooling", "--grp-attn-n", "--grp-attn-w", "--context-shift",
+    "--grp-attn-n", "--grp-attn-w", "--context-shift",
     "--reasoning-format", "--reasoning", "--slot-save-path", "--cache-ram", "--no-cache-idle-slots", "-ctk",
     "-ctv", "-fa", "--lora", "--spec-type", "--model-draft", "--tags", "--media-path", "--mmproj-url",
-    "--sleep-idle-seconds", "--tools", "--mcp-servers-config", "--mcp-servers-json", "--reranking",
+    "--sleep-idle-seconds", "--tools", "--mcp-servers-config", "--mcp-servers-json",
 )  # fmt: skip
 
 
@@ -99,6 +99,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--temp", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--embedding", action="store_true")
+    p.add_argument("--reranking", action="store_true")
+    p.add_argument("--pooling")
     return p.parse_known_args(argv)
 
 
@@ -169,7 +171,8 @@ def run_llamafleet(workdir: Path, args: argparse.Namespace, unknown: list[str], 
         "source": str(model),
         "contextLength": max(64, per_slot),
         "parallelSlots": slots,
-        "embeddings": bool(args.embedding),
+        "embeddings": bool(args.embedding or args.reranking),
+        "pooling": "rank" if args.reranking else (args.pooling or "auto"),
         "requestDefaults": defaults,
     }
     if args.threads:
