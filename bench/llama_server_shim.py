@@ -50,6 +50,8 @@ STAND_INS = {
     "ggml-org/tinygemma3-GGUF:Q8_0": "gemma3",
 }
 
+POOLINGS = ("mean", "cls", "last", "rank")  # llama-server's "none" (every token's vector) is not served
+
 # llama-server flags llamafleet has no per-deployment equivalent for (engine internals, llama-server's
 # own endpoints); each is reported on stderr when given.
 IGNORED_WITH_NOTE = (
@@ -172,7 +174,7 @@ def run_llamafleet(workdir: Path, args: argparse.Namespace, unknown: list[str], 
         "contextLength": max(64, per_slot),
         "parallelSlots": slots,
         "embeddings": bool(args.embedding or args.reranking),
-        "pooling": "rank" if args.reranking else (args.pooling or "auto"),
+        "pooling": "rank" if args.reranking else (args.pooling if args.pooling in POOLINGS else "auto"),
         "requestDefaults": defaults,
     }
     if args.threads:
