@@ -51,7 +51,7 @@ def status_of(exc: LlamafleetError) -> tuple[int, str]:
 
 
 # Anthropic's error types by status, for answers on its Messages API route.
-ANTHROPIC_PATHS = frozenset({"/v1/messages"})
+ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                     404: "not_found_error", 413: "request_too_large", 422: "invalid_request_error",
                     429: "rate_limit_error", 503: "overloaded_error"}  # fmt: skip

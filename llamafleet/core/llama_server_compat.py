@@ -15,6 +15,8 @@ Scope = dict[str, Any]
 
 PATH_ALIASES = {
     "/chat/completions": "/v1/chat/completions",
+    "/chat/completions/input_tokens": "/v1/chat/completions/input_tokens",
+    "/responses": "/v1/responses",
     "/completions": "/v1/completions",
     "/embeddings": "/v1/embeddings",
     "/models": "/v1/models",

@@ -128,3 +128,9 @@ def _turn(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
     elif text or not results:
         out.append({"role": role, "content": "".join(text)})
     return out
+
+
+class CountTokensRequest(MessagesRequest):
+    """POST /v1/messages/count_tokens: a Messages request without max_tokens; answers input_tokens."""
+
+    max_tokens: int = Field(default=1, ge=1)

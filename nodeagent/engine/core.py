@@ -90,6 +90,8 @@ class EngineCore(Protocol):
 
     def apply_template(self, request: ChatCompletionRequest) -> str: ...
 
+    def count_prompt_tokens(self, request: ChatCompletionRequest) -> int: ...
+
     def adapters(self) -> list[dict[str, Any]]: ...
 
     async def load_adapter(self, spec: AdapterSpec) -> dict[str, Any]: ...
@@ -514,6 +516,10 @@ class BatchingCore:
 
     def apply_template(self, request: ChatCompletionRequest) -> str:
         return self._render(request, self._tool_plan(request))
+
+    def count_prompt_tokens(self, request: ChatCompletionRequest) -> int:
+        """The tokens this chat request's prompt would be (tools included), as a chat would tokenize it."""
+        return len(self._model_().tokenize(self.apply_template(request), add_special=True))
 
     def _render(self, request: ChatCompletionRequest, tools: ToolPlan | None) -> str:
         assert self._template is not None

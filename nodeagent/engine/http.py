@@ -19,7 +19,7 @@ from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from llamafleet.core.engine_auth import EngineSecret
 from llamafleet.core.errors import InvalidRequest, LlamafleetError, Unavailable
 from llamafleet.core.llama_server_compat import LlamaServerCompat
-from llamafleet.core.messages_api import MessagesRequest
+from llamafleet.core.messages_api import CountTokensRequest, MessagesRequest
 from llamafleet.core.native_api import NativeCompletionRequest
 from llamafleet.core.openai_api import (
     AdapterLoadRequest,
@@ -151,6 +151,18 @@ def create_app(
             return builder.from_chat(await core.chat(chat))
 
         return await _once(whole(), "messages", metrics, request)
+
+    @app.post("/v1/chat/completions/input_tokens")
+    async def chat_input_tokens(body: ChatCompletionRequest) -> dict[str, int]:
+        """llama-server's: the prompt tokens a chat request would take, without running it."""
+        _check_ready(core)
+        return {"input_tokens": core.count_prompt_tokens(body)}
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_message_tokens(body: CountTokensRequest) -> dict[str, int]:
+        """Anthropic's token counting (Claude Code and the SDKs call it before long requests)."""
+        _check_ready(core)
+        return {"input_tokens": core.count_prompt_tokens(body.as_chat())}
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:

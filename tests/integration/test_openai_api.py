@@ -670,6 +670,23 @@ def test_the_responses_api_answers_text_streams_events_and_calls_tools(client: o
         client.responses.create(model=MODEL, input="Hi", previous_response_id="resp_123")
 
 
+def test_prompt_tokens_are_counted_without_generating(cluster: Cluster) -> None:
+    """Anthropic's /v1/messages/count_tokens and llama-server's /chat/completions/input_tokens give the
+    prompt_tokens the same request would be charged."""
+    claude = anthropic.Anthropic(base_url=cluster.base_url, api_key=KEY, max_retries=0, timeout=60)
+    said = [{"role": "user", "content": "Say hello."}]
+    counted = claude.messages.count_tokens(model=MODEL, system="Be brief.", messages=said)
+    ran = claude.messages.create(model=MODEL, max_tokens=2, system="Be brief.", messages=said)
+    assert counted.input_tokens == ran.usage.input_tokens > 0
+    chat = {"model": MODEL, "messages": ASK, "tools": [WEATHER]}
+    counted_chat = post(cluster, "/chat/completions/input_tokens", chat).json()
+    ran_chat = post(cluster, "/v1/chat/completions", chat | {"max_tokens": 2}).json()
+    assert counted_chat == {"input_tokens": ran_chat["usage"]["prompt_tokens"]}
+    empty = post(cluster, "/v1/messages/count_tokens", {"model": MODEL, "messages": []})
+    assert empty.status_code == 400
+    assert empty.json()["type"] == "error"  # Anthropic's envelope on its route
+
+
 def test_the_anthropic_messages_api_answers_text_streams_and_tool_use(cluster: Cluster) -> None:
     claude = anthropic.Anthropic(base_url=cluster.base_url, api_key=KEY, max_retries=0, timeout=120)
     whole = claude.messages.create(

@@ -13,7 +13,7 @@ from controlplane.gateway.balancer.keys import SESSION_HEADER
 from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy, Forward
 from llamafleet.core.errors import Forbidden, QuotaExceeded
-from llamafleet.core.messages_api import MessagesRequest
+from llamafleet.core.messages_api import CountTokensRequest, MessagesRequest
 from llamafleet.core.native_api import NativeCompletionRequest
 from llamafleet.core.openai_api import (
     ApplyTemplateRequest,
@@ -79,6 +79,15 @@ def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
     async def messages(request: Request, body: MessagesRequest) -> Response:
         body.as_chat()  # refused here by the same rules the engine applies
         return await forward(request, "/v1/messages", "messages", body.model, body.stream)
+
+    @api.post("/v1/chat/completions/input_tokens", response_model=None)
+    async def chat_input_tokens(request: Request, body: ChatCompletionRequest) -> Response:
+        return await forward(request, "/v1/chat/completions/input_tokens", "input_tokens", body.model, False)
+
+    @api.post("/v1/messages/count_tokens", response_model=None)
+    async def count_message_tokens(request: Request, body: CountTokensRequest) -> Response:
+        body.as_chat()
+        return await forward(request, "/v1/messages/count_tokens", "count_tokens", body.model, False)
 
     @api.post("/tokenize", response_model=None)
     async def tokenize(request: Request, body: TokenizeRequest) -> Response:
