@@ -53,8 +53,8 @@ def create_app(
     app.add_middleware(LlamaServerCompat)  # outermost: every layer sees the canonical path
 
     app.include_router(health.router(routing, registry))
-    app.include_router(models.router(routing))
     names = ModelNames(settings.model_aliases, settings.default_model)
+    app.include_router(models.router(routing, names))
     app.include_router(completions.router(proxy, quotas, names))
     app.include_router(replicas.router(routing, proxy.client))
     app.include_router(admin.router(cluster))

@@ -31,6 +31,10 @@ class ModelNames:
             asked = self._default
         return self._aliases.get(asked, asked)
 
+    def aliases_of(self, served: str) -> list[str]:
+        """The aliases configured for ``served`` (what /v1/models lists beside it)."""
+        return sorted(alias for alias, model in self._aliases.items() if model == served)
+
     def rewrite(self, raw: bytes, asked: str, served: str) -> bytes:
         """The body with ``model`` set to the served model, when it differs from what was asked."""
         if asked == served:

@@ -406,6 +406,7 @@ def test_llama_servers_paths_and_curl_bodies_are_accepted(cluster: Cluster) -> N
     assert text.json()["object"] == "text_completion"
     listed = httpx.get(f"{cluster.base_url}/models", headers=AUTH, timeout=10).json()
     assert MODEL in [m["id"] for m in listed["data"]]
+    assert next(m for m in listed["data"] if m["id"] == MODEL)["aliases"] == ["gpt-4o-mini"]
     assert httpx.get(f"{cluster.base_url}/models", timeout=10).status_code == 401  # still authenticated
     assert httpx.get(f"{cluster.base_url}/v1/health", timeout=10).json() == {"status": "ok"}
     not_a_reranker = post(cluster, "/rerank", {"model": MODEL, "query": "q", "documents": ["d"]})

@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from controlplane.gateway.access.keys import request_key
+from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.routing import RoutingView
 from llamafleet.core.errors import ModelNotFound, Unavailable
 
 
-def router(routing: RoutingView) -> APIRouter:
+def router(routing: RoutingView, model_names: ModelNames) -> APIRouter:
     api = APIRouter()
 
     def describe(name: str) -> dict[str, Any]:
@@ -24,6 +25,7 @@ def router(routing: RoutingView) -> APIRouter:
             "created": route.created,
             "owned_by": "llamafleet",
             "parent": base if adapter else None,
+            "aliases": model_names.aliases_of(name),  # configured on the gateway (--model-aliases)
             "llamafleet": {
                 "ready_replicas": len(routing.table.ready_endpoints(base, adapter)),
                 "context_length": route.context_length,
