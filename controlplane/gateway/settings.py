@@ -16,7 +16,8 @@ class GatewaySettings(BaseModel):
     """HTTP API, where the routing table comes from, and how requests are forwarded."""
 
     host: str = Field(
-        default="127.0.0.1", description="Address to serve the OpenAI-style API on (0.0.0.0 for all)"
+        default="127.0.0.1",
+        description="Addresses to serve the API on, comma-separated (0.0.0.0: all IPv4, ::: all)",
     )
     port: int = Field(default=8080, description="HTTP port of the OpenAI-style API")
     controlplane: str = Field(

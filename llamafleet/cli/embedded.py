@@ -25,7 +25,8 @@ SHUTDOWN_GRACE_S = 20.0
 
 
 def banner(settings: UpSettings, models: list[str]) -> str:
-    host = "127.0.0.1" if settings.gateway.host in ("0.0.0.0", "::") else settings.gateway.host
+    first = settings.gateway.host.split(",")[0].strip()
+    host = "127.0.0.1" if first in ("0.0.0.0", "::") else (f"[{first}]" if ":" in first else first)
     base = f"http://{host}:{settings.gateway.port}/v1"
     # max_tokens: a 135M model sampled at temperature 0.8 sometimes rambles to the end of its context.
     body = json.dumps(

@@ -31,16 +31,24 @@ async def serve_until(app: Any, host: str, port: int, stop: asyncio.Event, grace
     )  # fmt: skip
     server = _EmbeddedServer(config)
     # Bind here, not in uvicorn: on a busy port uvicorn logs and calls sys.exit, which would end the
-    # whole process with a traceback; an OSError is said in one line by the lifecycle.
-    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as exc:
-        listener.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror} (another process holds it: "
-                      "stop it, or pick another port)") from None  # fmt: skip
-    listener.listen(2048)
+    # whole process with a traceback; an OSError is said in one line by the lifecycle. ``host`` may
+    # list several addresses, comma-separated (e.g. 127.0.0.1,::1), as llama-server's --host does.
+    listeners: list[socket.socket] = []
+    addresses = [h.strip() for h in host.split(",") if h.strip()]
+    for address in addresses:
+        listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if ":" in address and len(addresses) > 1:  # beside an IPv4 listener, not dual-stack
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        listeners.append(listener)
+        try:
+            listener.bind((address, port))
+        except OSError as exc:
+            for opened in listeners:
+                opened.close()
+            raise OSError(f"cannot listen on {address}:{port}: {exc.strerror} (another process holds it: "
+                          "stop it, or pick another port)") from None  # fmt: skip
+        listener.listen(2048)
 
     async def exit_on_stop() -> None:
         await stop.wait()
@@ -49,8 +57,9 @@ async def serve_until(app: Any, host: str, port: int, stop: asyncio.Event, grace
     async with asyncio.TaskGroup() as group:
         watcher = group.create_task(exit_on_stop())
         try:
-            await server.serve(sockets=[listener])
+            await server.serve(sockets=listeners)
         finally:
-            listener.close()
+            for listener in listeners:
+                listener.close()
         watcher.cancel()
     return bool(server.started)
