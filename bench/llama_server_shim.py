@@ -168,6 +168,8 @@ def run_llamafleet(workdir: Path, args: argparse.Namespace, unknown: list[str], 
         defaults["temperature"] = args.temp
     if args.n_predict and args.n_predict > 0:
         defaults["maxTokens"] = args.n_predict
+    if args.seed is not None and args.seed >= 0:
+        defaults["seed"] = args.seed
     spec: dict[str, object] = {
         "name": name,
         "source": str(model),

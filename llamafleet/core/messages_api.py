@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.openai_api import ChatCompletionRequest
+from llamafleet.core.openai_api import ChatCompletionRequest, validate_as
 
 
 class MessagesTool(BaseModel):
@@ -78,12 +78,7 @@ class MessagesRequest(BaseModel):
             chat["tool_choice"] = choice
         if self.tool_choice and self.tool_choice.get("disable_parallel_tool_use") is False:
             chat["parallel_tool_calls"] = True
-        try:
-            return ChatCompletionRequest.model_validate({k: v for k, v in chat.items() if v is not None})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidRequest(f"{where}: {first['msg']}", where) from None
+        return validate_as(ChatCompletionRequest, {k: v for k, v in chat.items() if v is not None})
 
 
 def _text(content: Any, where: str) -> str:

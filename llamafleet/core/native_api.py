@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.openai_api import CompletionRequest, StreamOptions
+from llamafleet.core.openai_api import CompletionRequest, StreamOptions, validate_as
 
 # The same fields, the same meaning, on /v1/completions.
 PASSED_THROUGH = {
@@ -58,19 +58,25 @@ class NativeCompletionRequest(BaseModel):
             raise ValueError("is not supported on /completion yet; /v1/completions has logprobs")
         return value
 
-    def prompt_list(self) -> list[str | list[int]] | None:
-        """The prompts of a request that gives several (each answered on its own), else None."""
+    def several(self) -> bool:
+        """Whether the request gives several prompts (a list of texts and/or token lists)."""
         prompt = self.prompt
-        if isinstance(prompt, list) and prompt and not all(isinstance(t, int) for t in prompt):
-            if self.stream:
-                raise InvalidRequest("a streamed /completion takes one prompt", "prompt")
-            return list(prompt)  # type: ignore[arg-type]
-        return None
+        return isinstance(prompt, list) and bool(prompt) and not all(isinstance(t, int) for t in prompt)
+
+    def as_completions(self) -> list[CompletionRequest]:
+        """One /v1/completions request per prompt, each answered on its own (texts and token lists may
+        be mixed, as llama-server allows); bad input is a 400 here, before anything runs."""
+        if not self.several():
+            return [self.as_completion()]
+        if self.stream:
+            raise InvalidRequest("a streamed /completion takes one prompt", "prompt")
+        return [self.model_copy(update={"prompt": p}).as_completion() for p in self.prompt]
 
     def as_completion(self) -> CompletionRequest:
         if self.n_predict == 0:
             raise InvalidRequest("n_predict 0 (evaluate the prompt only) is not supported", "n_predict")
-        return CompletionRequest.model_validate(
+        return validate_as(
+            CompletionRequest,
             {
                 "model": self.model,
                 "prompt": self.prompt,
@@ -81,7 +87,7 @@ class NativeCompletionRequest(BaseModel):
                 "stream_options": StreamOptions(include_usage=True) if self.stream else None,
                 "logit_bias": self._bias(),
                 **self.model_dump(include=PASSED_THROUGH, exclude_none=True),
-            }
+            },
         )
 
     def _bias(self) -> dict[str, float] | None:

@@ -9,9 +9,17 @@ refused by name unless they ask for the default.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from llamafleet.core.errors import InvalidRequest
 
@@ -335,3 +343,19 @@ def validation_param(loc: tuple[int | str, ...]) -> str:
     """The field a pydantic error points at, e.g. ("body", "messages", 0, "role") → "messages.0.role"."""
     parts = [str(p) for p in loc if p != "body"]
     return ".".join(parts) if parts else "body"
+
+
+Validated = TypeVar("Validated", bound=BaseModel)
+
+
+def validate_as(
+    cls: type[Validated], data: dict[str, Any], param: Callable[[str], str] = lambda where: where
+) -> Validated:
+    """``data`` as ``cls``, for a request translated from another API's: its first problem is a 400
+    naming the field (``param`` maps our field path to the caller's), never a 500."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequest(f"{where}: {first['msg']}", param(where)) from None

@@ -41,6 +41,9 @@ class RequestDefaults(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=1, description="When a request gives no max_tokens")
+    seed: int | None = Field(
+        default=None, ge=0, description="Sampling seed when a request gives none: repeatable answers (evals)"
+    )
 
     def as_json(self) -> str:
         """Compact JSON of the fields set (snake_case), '' when none: what engines are started with."""

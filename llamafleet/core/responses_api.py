@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.openai_api import ChatCompletionRequest
+from llamafleet.core.openai_api import ChatCompletionRequest, validate_as
 
 
 class ResponsesTool(BaseModel):
@@ -95,14 +95,11 @@ class ResponsesRequest(BaseModel):
                 "type": "json_schema",
                 "json_schema": {"name": fmt.name, "schema": fmt.schema_, "strict": fmt.strict},
             }
-        try:
-            return ChatCompletionRequest.model_validate({k: v for k, v in chat.items() if v is not None})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise InvalidRequest(
-                f"{where}: {first['msg']}", "input" if where.startswith("messages") else where
-            ) from None
+        return validate_as(
+            ChatCompletionRequest,
+            {k: v for k, v in chat.items() if v is not None},
+            lambda where: "input" if where.startswith("messages") else where,
+        )
 
 
 def _text(content: Any) -> str:

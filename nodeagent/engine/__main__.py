@@ -107,7 +107,7 @@ class EngineOptions(BaseModel):
         default="",
         description="Defaults for requests that set none, as JSON, e.g. "
         '\'{"temperature": 0.2, "max_tokens": 512}\' (temperature, top_p, top_k, min_p, '
-        "repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, max_tokens); "
+        "repeat_penalty, repeat_last_n, presence_penalty, frequency_penalty, max_tokens, seed); "
         "before the GGUF's own general.sampling.* keys",
     )
     chat_template_file: Path | None = Field(

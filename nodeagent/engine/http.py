@@ -105,7 +105,7 @@ def create_app(
     async def native_completion(body: NativeCompletionRequest, request: Request) -> Response:
         """llama-server's own completion API (nodeagent/engine/native_api.py)."""
         _check_ready(core)
-        body.prompt_list()  # refuses a streamed list
+        body.as_completions()  # bad input (a streamed list too) is a 400 before anything runs
         if body.stream:
             chunks = native_stream(core.complete_stream(body.as_completion()), body.model or model_name)
             return await _stream(chunks, "completion", metrics, done=b"")

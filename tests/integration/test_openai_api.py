@@ -73,6 +73,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     yaml = f"models:\n  - name: {MODEL}\n    source: builtin:smollm2-135m\n    contextLength: 2048\n"
     yaml += "    parallelSlots: 4\n"
     yaml += f"  - name: {HERMES_MODEL}\n    source: builtin:smollm2-135m\n    parallelSlots: 2\n"
+    yaml += "    requestDefaults: {temperature: 1.0, seed: 11, maxTokens: 6}\n"
     yaml += "    chatTemplate: |-\n" + "".join(f"      {line}\n" for line in HERMES_TEMPLATE.splitlines())
     gateway = ("--gateway-cors-origins", ORIGIN, "--gateway-model-aliases", f"gpt-4o-mini={MODEL}",
                "--gateway-default-model", MODEL)  # fmt: skip
@@ -334,6 +335,17 @@ def test_a_models_chat_template_replaces_the_ggufs_and_brings_its_tool_format(cl
     replay = post(cluster, "/apply-template", {"model": HERMES_MODEL, "messages": history}).json()["prompt"]
     assert '<tool_call>\n{"name": "get_weather"' in replay
     assert '<tool_response>\n{"celsius": 18}\n</tool_response>' in replay
+
+
+def test_a_models_request_defaults_apply_where_a_request_sets_none(cluster: Cluster) -> None:
+    """requestDefaults travel from the models file to the engine: an unseeded request at temperature 1
+    repeats itself (the model's seed) and stops at the model's maxTokens; the request's own values win."""
+    ask = {"model": HERMES_MODEL, "messages": [{"role": "user", "content": "Tell me a story."}]}
+    first, second = (post(cluster, "/v1/chat/completions", ask).json() for _ in range(2))
+    assert first["choices"][0]["message"]["content"] == second["choices"][0]["message"]["content"]
+    assert (first["usage"]["completion_tokens"], first["choices"][0]["finish_reason"]) == (6, "length")
+    own = post(cluster, "/v1/chat/completions", ask | {"max_tokens": 3, "seed": 12}).json()
+    assert own["usage"]["completion_tokens"] == 3
 
 
 def test_tool_choice_none_answers_in_words(client: openai.OpenAI) -> None:

@@ -58,8 +58,7 @@ def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
 
     @api.post("/completion", response_model=None)
     async def native_completion(request: Request, body: NativeCompletionRequest) -> Response:
-        body.prompt_list()  # refused here by the same rules the engine applies
-        body.as_completion()
+        body.as_completions()  # refused here by the same rules the engine applies
         return await forward(request, "/completion", "completion", body.model, body.stream)
 
     @api.post("/v1/embeddings", response_model=None)
