@@ -231,6 +231,7 @@ class Batcher:
                 slot = choice.slot
                 self._attach_generation(choice, seq)
             slot.seq = seq
+            seq.admitted_at = time.monotonic()
             self._metrics.prompt_tokens.inc(len(seq.prompt))
 
     def _attach_generation(self, choice: SlotChoice, seq: Sequence) -> None:
@@ -319,6 +320,7 @@ class Batcher:
         assert seq.chain is not None
         assert seq.text is not None
         token = seq.chain.sample(self._model.ctx, index)
+        seq.first_token_at = seq.first_token_at or time.monotonic()
         if self._model.is_eog(token):
             self._finish(slot, Delta(finish_reason="stop"))
             return

@@ -46,6 +46,7 @@ def merge_wholes(wholes: list[dict[str, Any]], first_of_prompt: list[bool]) -> d
     merged = dict(wholes[0])
     merged["choices"] = [whole["choices"][0] | {"index": k} for k, whole in enumerate(wholes)]
     merged["usage"] = _usage([w["usage"] for w in wholes], first_of_prompt)
+    merged.pop("timings", None)  # one request's; several choices have no single one
     return merged
 
 
@@ -93,7 +94,8 @@ async def merged_stream(
             item["choices"][0]["index"] = k
             yield item
         if include_usage and last is not None and all(u is not None for u in usages):
-            yield last | {"usage": _usage([u for u in usages if u is not None], first_of_prompt)}
+            total = _usage([u for u in usages if u is not None], first_of_prompt)
+            yield {k: v for k, v in last.items() if k != "timings"} | {"usage": total}
     finally:
         for task in tasks:
             task.cancel()

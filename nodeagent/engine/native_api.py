@@ -19,7 +19,9 @@ Chunk = dict[str, Any]
 Complete = Callable[[CompletionRequest], Awaitable[dict[str, Any]]]
 
 
-def _final(model: str, content: str, choice: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
+def _final(model: str, content: str, choice: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer``: the whole (or the usage chunk) that carries ``usage`` and ``timings``."""
+    usage = answer["usage"]
     word = choice.get("stop_reason") or ""
     stop_type = "limit" if choice.get("finish_reason") == "length" else ("word" if word else "eos")
     return {
@@ -36,12 +38,12 @@ def _final(model: str, content: str, choice: dict[str, Any], usage: dict[str, An
         "has_new_line": "\n" in content,
         "stop_type": stop_type,
         "stopping_word": word,
-    }
+    } | ({"timings": answer["timings"]} if "timings" in answer else {})
 
 
 def _one(whole: dict[str, Any]) -> dict[str, Any]:
     choice = whole["choices"][0]
-    return _final(whole["model"], choice["text"], choice, whole["usage"])
+    return _final(whole["model"], choice["text"], choice, whole)
 
 
 async def native_whole(request: NativeCompletionRequest, complete: Complete) -> dict[str, Any] | list[Any]:
@@ -74,4 +76,4 @@ async def native_stream(
             if choice.get("finish_reason"):
                 finish = choice
         if chunk.get("usage"):
-            yield _final(model, "", finish, chunk["usage"])
+            yield _final(model, "", finish, chunk)

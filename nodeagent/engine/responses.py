@@ -63,18 +63,17 @@ class ResponseShape:
                 "logprobs": self._logprobs(logprobs or [], 0),
                 "finish_reason": finish_reason,
             }
-            if stop_word:
-                choice["stop_reason"] = stop_word
-            return self.head("chat.completion") | {"choices": [choice], "usage": usage.openai()}
-        choice = {
-            "index": 0,
-            "text": text,
-            "logprobs": self._logprobs(logprobs or [], offset),
-            "finish_reason": finish_reason,
-        }
+        else:
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": self._logprobs(logprobs or [], offset),
+                "finish_reason": finish_reason,
+            }
         if stop_word:
             choice["stop_reason"] = stop_word
-        return self.head("text_completion") | {"choices": [choice], "usage": usage.openai()}
+        object_ = "chat.completion" if self.kind == "chat" else "text_completion"
+        return self.head(object_) | {"choices": [choice], "usage": usage.openai()} | usage.timings_field()
 
     def chunk(
         self,
@@ -122,7 +121,7 @@ class ResponseShape:
 
     def usage_chunk(self, usage: Usage) -> Chunk:
         object_ = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        return self.head(object_) | {"choices": [], "usage": usage.openai()}
+        return self.head(object_) | {"choices": [], "usage": usage.openai()} | usage.timings_field()
 
 
 def with_tool_calls(whole: dict[str, Any], tools: ToolPlan) -> dict[str, Any]:

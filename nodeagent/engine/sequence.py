@@ -23,11 +23,41 @@ FinishReason = Literal["stop", "length"]
 _ids = itertools.count()
 
 
+@dataclass(frozen=True)
+class Timings:
+    """Where one request's time went, in llama-server's ``timings`` shape (web UIs show tokens/s)."""
+
+    cache_n: int  # prompt tokens taken from the prompt cache
+    prompt_n: int  # prompt tokens computed
+    prompt_ms: float  # from taking a slot to the first sampled token
+    predicted_n: int
+    predicted_ms: float  # from the first sampled token to the end
+
+    def llama_server(self) -> dict[str, Any]:
+        def per(ms: float, n: int) -> tuple[float, float]:
+            return (ms / n if n else 0.0), (1000.0 * n / ms if ms > 0 else 0.0)
+
+        prompt_per_token, prompt_per_second = per(self.prompt_ms, self.prompt_n)
+        predicted_per_token, predicted_per_second = per(self.predicted_ms, self.predicted_n)
+        return {
+            "cache_n": self.cache_n,
+            "prompt_n": self.prompt_n,
+            "prompt_ms": round(self.prompt_ms, 3),
+            "prompt_per_token_ms": round(prompt_per_token, 3),
+            "prompt_per_second": round(prompt_per_second, 3),
+            "predicted_n": self.predicted_n,
+            "predicted_ms": round(self.predicted_ms, 3),
+            "predicted_per_token_ms": round(predicted_per_token, 3),
+            "predicted_per_second": round(predicted_per_second, 3),
+        }
+
+
 @dataclass
 class Usage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    timings: Timings | None = None
 
     def openai(self) -> dict[str, Any]:
         return {
@@ -36,6 +66,10 @@ class Usage:
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
+
+    def timings_field(self) -> dict[str, Any]:
+        """llama-server's top-level ``timings`` beside ``usage``, when measured."""
+        return {"timings": self.timings.llama_server()} if self.timings is not None else {}
 
 
 @dataclass
@@ -67,6 +101,8 @@ class Sequence:
     request_id: str = ""
     top_logprobs: int | None = None  # None: no logprobs; n: each token's and the n most likely
     cancelled: bool = False  # set by the HTTP side; the batcher frees the slot at its next step
+    admitted_at: float = 0.0  # when a slot took it (monotonic)
+    first_token_at: float = 0.0  # when its first token was sampled
     number: int = field(default_factory=lambda: next(_ids))
     arrived: float = field(default_factory=time.monotonic)
 
@@ -85,7 +121,12 @@ class Sequence:
         return (self.kind, self.adapters if self.kind == "generate" else ())
 
     def usage(self) -> Usage:
-        return Usage(len(self.prompt), self.generated, self.cached_tokens)
+        now = time.monotonic()
+        first = self.first_token_at or now
+        started = self.admitted_at or first
+        timings = Timings(self.cached_tokens, len(self.prompt) - self.cached_tokens, (first - started) * 1000,
+                          self.generated, (now - first) * 1000)  # fmt: skip
+        return Usage(len(self.prompt), self.generated, self.cached_tokens, timings)
 
 
 @dataclass(eq=False)

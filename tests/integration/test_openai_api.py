@@ -442,6 +442,10 @@ def test_llama_servers_own_completion_api_answers_in_its_shapes(cluster: Cluster
     assert body["stop"] is True
     assert (body["stop_type"], body["tokens_predicted"]) == ("limit", 8)
     assert body["tokens_evaluated"] == 4
+    timings = body["timings"]  # llama-server's, which web UIs show as tokens per second
+    assert (timings["predicted_n"], timings["prompt_n"] + timings["cache_n"]) == (8, 4)
+    assert timings["predicted_ms"] > 0
+    assert timings["predicted_per_second"] == pytest.approx(8000 / timings["predicted_ms"], rel=0.01)
     assert body["content"]
     words = body["content"].split()
     stopped = post(cluster, "/completion", {"prompt": "Once upon a time", "n_predict": 8, "temperature": 0,
@@ -464,6 +468,7 @@ def test_llama_servers_own_completion_api_answers_in_its_shapes(cluster: Cluster
     assert [e["stop"] for e in events].count(True) == 1
     assert events[-1]["stop"] is True
     assert events[-1]["tokens_predicted"] == 8
+    assert events[-1]["timings"]["predicted_n"] == 8
     for bad, field in (
         ({"prompt": "x", "n_probs": 3}, "n_probs"),
         ({"prompt": ["a", "b"], "stream": True}, "prompt"),
