@@ -22,13 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,6 +190,7 @@ def main() -> int:
     parser.add_argument("--files", default="", help="comma-separated test files (default: all of unit/)")
     parser.add_argument("--targets", default=",".join(TARGETS), help="llama-server, llamafleet or both")
     parser.add_argument("--port", type=int, default=18080, help="port the servers under test listen on")
+    parser.add_argument("--jobs", type=int, default=1, help="test files run at once (each on its own port)")
     opts = parser.parse_args()
 
     version = llama_cpp_version()
@@ -209,16 +213,27 @@ def main() -> int:
         return dict(json.loads(path.read_text())) if path.is_file() else {}
 
     results = {target: load(target) for target in TARGETS}
-    for target in targets:
-        for f in files:
-            print(f"{target}: {f} …", file=sys.stderr, flush=True)
-            results.setdefault(target, {})[f] = run_file(suite, workdir, target, f, opts.port, binary)
-            done = results[target][f]
-            passed = sum(t["outcome"] == "passed" for t in done["tests"].values())
-            print(
-                f"  {passed}/{len(done['tests'])} passed in {done['seconds']} s", file=sys.stderr, flush=True
-            )
+    ports: queue.Queue[int] = queue.Queue()
+    for k in range(opts.jobs):  # each file at a time owns one port (its servers listen there)
+        ports.put(opts.port + 10 * k)
+    lock = threading.Lock()
+
+    def one(target: str, f: str) -> None:
+        port = ports.get()
+        try:
+            done = run_file(suite, workdir, target, f, port, binary)
+        finally:
+            ports.put(port)
+        passed = sum(t["outcome"] == "passed" for t in done["tests"].values())
+        with lock:
+            results.setdefault(target, {})[f] = done
+            print(f"{target}: {f}: {passed}/{len(done['tests'])} passed in {done['seconds']} s", file=sys.stderr,
+                  flush=True)  # fmt: skip
             results_path(target).write_text(json.dumps(results[target], indent=1, sort_keys=True))
+
+    with ThreadPoolExecutor(opts.jobs) as pool:
+        for future in [pool.submit(one, target, f) for target in targets for f in files]:
+            future.result()
 
     every_file = sorted(set().union(*(r.keys() for r in results.values())))
     markdown, totals = table(results, every_file)
