@@ -227,8 +227,8 @@ def main() -> int:
         passed = sum(t["outcome"] == "passed" for t in done["tests"].values())
         with lock:
             results.setdefault(target, {})[f] = done
-            print(f"{target}: {f}: {passed}/{len(done['tests'])} passed in {done['seconds']} s", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            line = f"{target}: {f}: {passed}/{len(done['tests'])} passed in {done['seconds']} s"
+            print(line, file=sys.stderr, flush=True)
             results_path(target).write_text(json.dumps(results[target], indent=1, sort_keys=True))
 
     with ThreadPoolExecutor(opts.jobs) as pool:
