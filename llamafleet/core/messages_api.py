@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.openai_api import ChatCompletionRequest, validate_as
+from llamafleet.core.openai_api import ChatCompletionRequest, ModelName, validate_as
 
 
 class MessagesTool(BaseModel):
@@ -28,7 +28,7 @@ class MessagesTool(BaseModel):
 class MessagesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = ""
+    model: ModelName = ""
     max_tokens: int = Field(ge=1)
     messages: list[dict[str, Any]] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.openai_api import CompletionRequest, StreamOptions, validate_as
+from llamafleet.core.openai_api import CompletionRequest, ModelName, StreamOptions, validate_as
 
 # The same fields, the same meaning, on /v1/completions.
 PASSED_THROUGH = {
@@ -25,7 +25,9 @@ PASSED_THROUGH = {
 class NativeCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(default="", description="Model name or alias (empty: the gateway's default model)")
+    model: ModelName = Field(
+        default="", description="Model name or alias (empty: the gateway's default model)"
+    )
     prompt: str | list[int] | list[str | list[int]] = Field(
         description="A text, token ids, or a list of either"
     )

@@ -9,10 +9,11 @@ refused by name unless they ask for the default.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -39,10 +40,14 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
 }
 
 
+# A request's model name; null means none given (llama-server and several clients send null).
+ModelName = Annotated[str, BeforeValidator(lambda value: "" if value is None else value)]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(
+    model: ModelName = Field(
         default="", description="Model name, an alias, or base:adapter (empty: the gateway's default model)"
     )
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -272,7 +277,9 @@ class CompletionRequest(_Request):
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(default="", description="Model name or alias (empty: the gateway's default model)")
+    model: ModelName = Field(
+        default="", description="Model name or alias (empty: the gateway's default model)"
+    )
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None

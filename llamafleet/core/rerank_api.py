@@ -13,11 +13,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llamafleet.core.openai_api import ModelName
+
 
 class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(default="", description="Model name or alias (empty: the gateway's default model)")
+    model: ModelName = Field(
+        default="", description="Model name or alias (empty: the gateway's default model)"
+    )
     query: str = Field(min_length=1)
     documents: list[str] | None = Field(default=None, description="Jina/Cohere: the texts to score")
     texts: list[str] | None = Field(default=None, description="TEI: the texts to score")

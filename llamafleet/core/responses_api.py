@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.openai_api import ChatCompletionRequest, validate_as
+from llamafleet.core.openai_api import ChatCompletionRequest, ModelName, validate_as
 
 
 class ResponsesTool(BaseModel):
@@ -43,7 +43,7 @@ class TextOptions(BaseModel):
 class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = ""
+    model: ModelName = ""
     input: str | list[dict[str, Any]]
     instructions: str | None = None
     tools: list[ResponsesTool] | None = None

@@ -86,7 +86,7 @@ class ResponseShape:
         lp = self._logprobs(logprobs, self._offset) if logprobs else None
         self._offset += len(text or "")
         if self.kind == "chat":
-            delta: dict[str, Any] = {"role": "assistant"} if first else {}
+            delta: dict[str, Any] = {"role": "assistant", "content": text} if first else {}
             if text is not None:
                 delta["content"] = text
             choice: dict[str, Any] = {

@@ -421,6 +421,8 @@ def test_llama_servers_paths_and_curl_bodies_are_accepted(cluster: Cluster) -> N
     assert next(m for m in listed["data"] if m["id"] == MODEL)["aliases"] == ["gpt-4o-mini"]
     assert httpx.get(f"{cluster.base_url}/models", timeout=10).status_code == 401  # still authenticated
     assert httpx.get(f"{cluster.base_url}/v1/health", timeout=10).json() == {"status": "ok"}
+    unnamed = post(cluster, "/chat/completions", {"model": None, "messages": ASK, "max_tokens": 4})
+    assert unnamed.json()["model"] == MODEL  # null is no name: the default model
     not_a_reranker = post(cluster, "/rerank", {"model": MODEL, "query": "q", "documents": ["d"]})
     assert not_a_reranker.status_code == 400  # routed like chat, refused by the engine: not a reranker
     assert not_a_reranker.json()["error"]["param"] == "model"
