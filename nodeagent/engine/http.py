@@ -143,9 +143,8 @@ def create_app(
         builder = MessageBuilder(body.model or model_name)
         if body.stream:
             chat = chat.model_copy(update={"stream_options": StreamOptions(include_usage=True)})
-            return await _stream(
-                builder.events(core.chat_stream(chat)), "messages", metrics, done=b"", named=True
-            )
+            events = builder.events(core.chat_stream(chat), core.count_prompt_tokens(chat))
+            return await _stream(events, "messages", metrics, done=b"", named=True)
 
         async def whole() -> dict[str, Any]:
             return builder.from_chat(await core.chat(chat))

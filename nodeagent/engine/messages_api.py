@@ -47,11 +47,12 @@ class MessageBuilder:
             content, STOP_REASONS.get(choice["finish_reason"], "end_turn"), _usage(whole["usage"])
         )
 
-    async def events(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[Event]:
-        """A chat stream (with usage) → Anthropic stream events."""
+    async def events(self, chunks: AsyncIterator[Event], input_tokens: int = 0) -> AsyncIterator[Event]:
+        """A chat stream (with usage) → Anthropic stream events; ``input_tokens``: the prompt's, which
+        message_start reports as Anthropic's does (clients track their context with it)."""
         yield {
             "type": "message_start",
-            "message": self.message([], None, {"input_tokens": 0, "output_tokens": 0}),
+            "message": self.message([], None, {"input_tokens": input_tokens, "output_tokens": 0}),
         }
         index = -1
         text_open = False

@@ -720,8 +720,13 @@ def test_the_anthropic_messages_api_answers_text_streams_and_tool_use(cluster: C
     with claude.messages.stream(
         model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "Say hello."}]
     ) as stream:
-        streamed = "".join(stream.text_stream)
+        events = list(stream)
         final = stream.get_final_message()
+    streamed = "".join(e.text for e in events if e.type == "text")
+    start = next(e for e in events if e.type == "message_start")
+    assert (
+        start.message.usage.input_tokens == final.usage.input_tokens > 0
+    )  # known from the start, as Anthropic's
     assert streamed
     assert final.content[0].text == streamed  # type: ignore[union-attr]
     tool = {
