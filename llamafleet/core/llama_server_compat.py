@@ -1,7 +1,8 @@
 """What llama-server accepts beyond the OpenAI paths, for the gateway and the engine alike.
 
 Clients and tools written against llama-server call its paths without the /v1 prefix
-(``/chat/completions``, ``/completions``, ``/embeddings``, ``/models``, ``/v1/health``), and send
+(``/chat/completions``, ``/embeddings``, ``/models``, ``/v1/health``; ``/completions`` is its own
+``/completion`` API, as in llama-server), and send
 JSON with whatever Content-Type curl's ``-d`` picks (form-urlencoded) or none at all. A pure ASGI
 middleware maps both onto the canonical request before anything else (authentication, routing,
 metrics) sees it, so every other layer knows one path per endpoint.
@@ -17,7 +18,7 @@ PATH_ALIASES = {
     "/chat/completions": "/v1/chat/completions",
     "/chat/completions/input_tokens": "/v1/chat/completions/input_tokens",
     "/responses": "/v1/responses",
-    "/completions": "/v1/completions",
+    "/completions": "/completion",  # llama-server's own completion API there, not OpenAI's
     "/embeddings": "/v1/embeddings",
     "/models": "/v1/models",
     "/v1/health": "/health",
