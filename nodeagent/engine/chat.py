@@ -7,6 +7,7 @@ A GGUF without a template falls back to ChatML, and says so in the log.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any
 
@@ -39,10 +40,19 @@ class ChatTemplate:
 
     def render_payload(self, payload: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
         """Messages already shaped for the template (nodeagent/engine/tools.py), with the tools it renders."""
+        now = datetime.datetime.now(datetime.UTC)
+        # Today's date as llama.cpp gives it to the templates that print it (Llama 3.x's date_string,
+        # FireFunction's datetime); templates that do not name them ignore them.
+        dates = {"date_string": now.strftime("%d %b %Y"), "datetime": now.strftime("%b %d %Y %H:%M:%S GMT")}
         try:
-            return str(self._formatter(messages=payload, tools=tools).prompt)  # type: ignore[arg-type]
+            return str(self._formatter(messages=payload, tools=tools, **dates).prompt)  # type: ignore[arg-type]
         except (ValueError, jinja2.TemplateError) as exc:
             # Templates reject some conversations on purpose (e.g. roles that do not alternate).
             raise InvalidRequest(
                 f"the model's chat template refused these messages: {exc}", "messages"
+            ) from exc
+        except (TypeError, KeyError, AttributeError, IndexError) as exc:  # a template that fails on them
+            raise InvalidRequest(
+                f"the model's chat template failed on them ({type(exc).__name__}: {exc})",
+                "messages",
             ) from exc
