@@ -28,6 +28,16 @@ def test_parses_camel_case_fields(tmp_path: Path) -> None:
     )  # fmt: skip
 
 
+def test_templates_with_loop_controls_and_generation_blocks_are_accepted(tmp_path: Path) -> None:
+    template = (
+        "{% for m in messages %}{% generation %}{{ m.content }}{% endgeneration %}{% break %}{% endfor %}"
+    )
+    (spec,) = load_models(
+        write(tmp_path, f"models:\n  - name: m1\n    source: x\n    chatTemplate: '{template}'\n")
+    )
+    assert spec.chat_template == template
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
