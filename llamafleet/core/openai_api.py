@@ -212,6 +212,13 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
+# What the server itself passes to a chat template (nodeagent/engine/chat.py).
+TEMPLATE_VARIABLES = frozenset({
+    "messages", "tools", "add_generation_prompt", "bos_token", "eos_token", "raise_exception", "strftime_now",
+    "functions", "function_call", "tool_choice",
+})  # fmt: skip
+
+
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -223,6 +230,22 @@ class ChatCompletionRequest(_Request):
     parallel_tool_calls: bool | None = Field(
         default=None, description="Several calls in one answer; off unless asked, as in llama-server"
     )
+    # llama-server's and vLLM's: how the chat template renders this conversation
+    add_generation_prompt: bool = Field(
+        default=True,
+        description="End the prompt with the assistant's turn opening (false: continue the last)",
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        default=None, description='Variables for the chat template, e.g. {"enable_thinking": false}'
+    )
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _not_the_templates_own(cls, kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+        taken = sorted(set(kwargs or {}) & TEMPLATE_VARIABLES)
+        if taken:
+            raise ValueError(f"{', '.join(taken)} are set by the server, not by chat_template_kwargs")
+        return kwargs
 
     @model_validator(mode="after")
     def _tool_choice_names_a_tool(self) -> ChatCompletionRequest:

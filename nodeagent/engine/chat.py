@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.openai_api import ChatMessage
+from llamafleet.core.openai_api import ChatCompletionRequest, ChatMessage
 
 log = logging.getLogger(__name__)
 
@@ -26,26 +27,53 @@ CHATML = (
 )
 
 
+@dataclass(frozen=True)
+class RenderOptions:
+    """A request's say in how the template renders it (llama-server's and vLLM's request fields)."""
+
+    generation_prompt: bool = True  # add_generation_prompt
+    variables: dict[str, Any] = field(default_factory=dict)  # chat_template_kwargs
+
+    @classmethod
+    def of(cls, request: ChatCompletionRequest) -> RenderOptions:
+        return cls(request.add_generation_prompt, dict(request.chat_template_kwargs or {}))
+
+
 class ChatTemplate:
     def __init__(self, template: str | None, bos_token: str, eos_token: str) -> None:
         if not template:
             log.warning("the GGUF has no chat template; using ChatML")
-        self._formatter = Jinja2ChatFormatter(template or CHATML, eos_token=eos_token, bos_token=bos_token)
+        source = template or CHATML
+        self._formatters = {  # by add_generation_prompt
+            opening: Jinja2ChatFormatter(source, eos_token, bos_token, add_generation_prompt=opening)
+            for opening in (True, False)
+        }
 
-    def render(self, messages: list[ChatMessage]) -> str:
+    def render(self, messages: list[ChatMessage], options: RenderOptions | None = None) -> str:
         payload: list[Any] = [
             m.model_dump(exclude_none=True, exclude={"content"}) | {"content": m.text()} for m in messages
         ]
-        return self.render_payload(payload)
+        return self.render_payload(payload, None, options)
 
-    def render_payload(self, payload: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+    def render_payload(
+        self,
+        payload: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        options: RenderOptions | None = None,
+    ) -> str:
         """Messages already shaped for the template (nodeagent/engine/tools.py), with the tools it renders."""
+        options = options or RenderOptions()
         now = datetime.datetime.now(datetime.UTC)
         # Today's date as llama.cpp gives it to the templates that print it (Llama 3.x's date_string,
         # FireFunction's datetime); templates that do not name them ignore them.
-        dates = {"date_string": now.strftime("%d %b %Y"), "datetime": now.strftime("%b %d %Y %H:%M:%S GMT")}
+        variables = {
+            "date_string": now.strftime("%d %b %Y"),
+            "datetime": now.strftime("%b %d %Y %H:%M:%S GMT"),
+        }
+        variables |= options.variables
+        formatter = self._formatters[options.generation_prompt]
         try:
-            return str(self._formatter(messages=payload, tools=tools, **dates).prompt)  # type: ignore[arg-type]
+            return str(formatter(messages=payload, tools=tools, **variables).prompt)  # type: ignore[arg-type]
         except (ValueError, jinja2.TemplateError) as exc:
             # Templates reject some conversations on purpose (e.g. roles that do not alternate).
             raise InvalidRequest(

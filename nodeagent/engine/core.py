@@ -27,7 +27,7 @@ from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.core.rerank_api import RerankRequest
 from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.batcher import Batcher, BatcherSettings
-from nodeagent.engine.chat import ChatTemplate
+from nodeagent.engine.chat import ChatTemplate, RenderOptions
 from nodeagent.engine.choices import gather_choices, merge_wholes, merged_stream
 from nodeagent.engine.grammar import check, grammar_text
 from nodeagent.engine.logprobs import TokenLogprob
@@ -523,9 +523,10 @@ class BatchingCore:
 
     def _render(self, request: ChatCompletionRequest, tools: ToolPlan | None) -> str:
         assert self._template is not None
+        options = RenderOptions.of(request)
         if tools is None:
-            return self._template.render(request.messages)
-        return self._template.render_payload(tools.messages, tools.tools)
+            return self._template.render(request.messages, options)
+        return self._template.render_payload(tools.messages, tools.tools, options)
 
     def adapters(self) -> list[dict[str, Any]]:
         return self._registry.listed() if self._registry else []

@@ -65,7 +65,8 @@ Answer a call as <tool_call>
 {% endif %}
 {%- endfor %}
 {%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}"""
+{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}
+{%- endif %}"""
 
 
 @pytest.fixture(scope="module")
@@ -335,6 +336,20 @@ def test_a_models_chat_template_replaces_the_ggufs_and_brings_its_tool_format(cl
     replay = post(cluster, "/apply-template", {"model": HERMES_MODEL, "messages": history}).json()["prompt"]
     assert '<tool_call>\n{"name": "get_weather"' in replay
     assert '<tool_response>\n{"celsius": 18}\n</tool_response>' in replay
+    # llama-server's and vLLM's say in the rendering: no assistant opening; template variables.
+    closed = post(
+        cluster, "/apply-template", {"model": HERMES_MODEL, "messages": ask, "add_generation_prompt": False}
+    )
+    assert closed.json()["prompt"].endswith("What is the weather in Paris?<|im_end|>\n")
+    quiet = {"model": HERMES_MODEL, "messages": ask, "chat_template_kwargs": {"enable_thinking": False}}
+    assert (
+        post(cluster, "/apply-template", quiet)
+        .json()["prompt"]
+        .endswith("<|im_start|>assistant\n<think></think>")
+    )
+    reserved = post(cluster, "/apply-template", quiet | {"chat_template_kwargs": {"messages": []}})
+    assert reserved.status_code == 400
+    assert reserved.json()["error"]["param"] == "chat_template_kwargs"
 
 
 def test_a_models_request_defaults_apply_where_a_request_sets_none(cluster: Cluster) -> None:
