@@ -11,7 +11,10 @@ Figures are medians over rounds; the last line printed is one JSON object.
 
 Measured per model:
 - single stream: tokens/s of one 128-token greedy stream (first token to last), 3 per round;
-- aggregate: total tokens/s of 8 concurrent 128-token streams (wall time, from request to last);
+- aggregate: total tokens/s of 8 and of 32 concurrent 128-token streams (wall time, from request to
+  last); every server has 32 slots;
+- through the gateway: the same single and aggregate figures against `llamafleet up` (gateway, agent
+  and its own engine with the same settings), the path a user's request takes;
 - prompt cache: time to first token of a ~1,000-token prompt that shares ~900 tokens with the
   previous request, over the same prompt cold;
 - LoRA: tokens/s of a single stream with a runtime-loaded adapter over the base model, and the
@@ -42,11 +45,13 @@ sys.path.insert(0, str(REPO))
 
 from nodeagent.cache.resolver import builtin_path  # noqa: E402
 from nodeagent.supervisor.process import free_port  # noqa: E402
+from tests.conftest import start_cluster, stop_cluster  # noqa: E402
 from tests.support.engine import running_engine  # noqa: E402
 from tests.support.lora import write_lora  # noqa: E402
 
 TOKENS = 128
 STREAMS = 8
+MANY = 32  # the second concurrency level; every server gets this many slots
 SINGLES = 3  # single-stream requests per round: one 128-token stream is ~1.5 s, too noisy alone
 WORDS = [
     "time",
@@ -201,13 +206,13 @@ async def single_stream(url: str, model: str = "m") -> float:
     return (n - 1) / (last - first)
 
 
-async def aggregate(url: str) -> float:
+async def aggregate(url: str, streams: int = STREAMS) -> float:
     async with http_client(url) as client:
         started = time.perf_counter()
         results = await asyncio.gather(
             *(
                 stream_once(client, body(f"Story {i} {random.random()}: once upon a time"))
-                for i in range(STREAMS)
+                for i in range(streams)
             )
         )
         return sum(r[3] for r in results) / (max(r[2] for r in results) - started)
@@ -242,7 +247,7 @@ def median(values: list[float]) -> float:
 def bench_model(
     name: str, model: Path, rounds: int, threads: int, baseline: Path | None, logs: Path
 ) -> dict[str, Any]:
-    flags = ("--parallel-slots", str(STREAMS), "--n-threads", str(threads), "--context-length", "2048")
+    flags = ("--parallel-slots", str(MANY), "--n-threads", str(threads), "--context-length", "2048")
     ours: dict[str, list[float]] = {
         "single": [],
         "aggregate": [],
@@ -251,7 +256,15 @@ def bench_model(
         "lora": [],
         "base": [],
     }
-    theirs: dict[str, list[float]] = {"single": [], "aggregate": [], "cold": [], "warm": []}
+    ours["aggregate32"] = []
+    theirs: dict[str, list[float]] = {
+        "single": [],
+        "aggregate": [],
+        "aggregate32": [],
+        "cold": [],
+        "warm": [],
+    }
+    gateway: dict[str, list[float]] = {"single": [], "aggregate": [], "aggregate32": []}
     adapter = write_lora(model, logs / f"{name}-lora.gguf", targets=("attn_q.weight", "attn_v.weight"))
     sizes: tuple[int, int] = (0, 0)
     batcher_only = json.loads(
@@ -266,15 +279,21 @@ def bench_model(
         loaded = httpx.post(f"{engine.url}/adapters", json={"name": "lora", "path": str(adapter)}, timeout=60)
         adapter_post_s = time.perf_counter() - started
         adapter_load_s = float(loaded.json()["load_seconds"])
-        server = running_llama_server(baseline, model, threads, STREAMS, 2048, logs) if baseline else None
-        with server if server is not None else _nothing() as server_url:
+        server = running_llama_server(baseline, model, threads, MANY, 2048, logs) if baseline else None
+        with (
+            server if server is not None else _nothing() as server_url,
+            fronted(model, threads, logs) as front,
+        ):
             for i in range(rounds):
-                order = [(engine.url, ours), (server_url, theirs)]
-                for target, figures in order if i % 2 == 0 else order[::-1]:  # who goes first alternates
+                order = [(engine.url, ours), (server_url, theirs), (front, gateway)]
+                for target, figures in order[i % 3 :] + order[: i % 3]:  # who goes first rotates
                     if target is None:
                         continue
                     figures["single"] += [asyncio.run(single_stream(target)) for _ in range(SINGLES)]
                     figures["aggregate"].append(asyncio.run(aggregate(target)))
+                    figures["aggregate32"].append(asyncio.run(aggregate(target, MANY)))
+                    if figures is gateway:
+                        continue
                     cold, warm, n_prompt, n_shared = asyncio.run(
                         prompt_cache(target, engine.url, random.Random(i))
                     )
@@ -288,6 +307,11 @@ def bench_model(
         "model": name,
         "ours_single_tps": round(median(ours["single"]), 1),
         "ours_aggregate_tps": round(median(ours["aggregate"]), 1),
+        "ours_aggregate32_tps": round(median(ours["aggregate32"]), 1),
+        "gateway_single_tps": round(median(gateway["single"]), 1),
+        "gateway_aggregate_tps": round(median(gateway["aggregate"]), 1),
+        "gateway_aggregate32_tps": round(median(gateway["aggregate32"]), 1),
+        "served_gap": round(1 - median(ours["aggregate"]) / batcher_only["aggregate_tps"], 3),
         "ttft_cold_s": round(median(ours["cold"]), 3),
         "ttft_warm_s": round(median(ours["warm"]), 3),
         "ttft_warm_over_cold": round(median(ours["warm"]) / median(ours["cold"]), 3),
@@ -310,6 +334,10 @@ def bench_model(
             "llama_server_ttft_warm_over_cold": round(median(theirs["warm"]) / median(theirs["cold"]), 3),
             "single_ratio": round(median(ours["single"]) / median(theirs["single"]), 3),
             "aggregate_ratio": round(median(ours["aggregate"]) / median(theirs["aggregate"]), 3),
+            "llama_server_aggregate32_tps": round(median(theirs["aggregate32"]), 1),
+            "aggregate32_ratio": round(median(ours["aggregate32"]) / median(theirs["aggregate32"]), 3),
+            "gateway_single_ratio": round(median(gateway["single"]) / median(theirs["single"]), 3),
+            "gateway_aggregate_ratio": round(median(gateway["aggregate"]) / median(theirs["aggregate"]), 3),
             "batcher_only_single_ratio": round(batcher_only["single_tps"] / median(theirs["single"]), 3),
             "batcher_only_aggregate_ratio": round(
                 batcher_only["aggregate_tps"] / median(theirs["aggregate"]), 3
@@ -321,6 +349,19 @@ def bench_model(
 @contextmanager
 def _nothing() -> Any:
     yield None
+
+
+@contextmanager
+def fronted(model: Path, threads: int, logs: Path) -> Any:
+    """The same model served by `llamafleet up` (its own engine, same slots, threads and context):
+    the base URL of its gateway, the path a user's request takes."""
+    yaml = (f"models:\n  - name: m\n    source: {model}\n    contextLength: 2048\n"
+            f"    parallelSlots: {MANY}\n    threads: {threads}\n")  # fmt: skip
+    cluster = start_cluster(Path(tempfile.mkdtemp(dir=logs, prefix="cluster-")), yaml, ["m"])
+    try:
+        yield cluster.base_url
+    finally:
+        stop_cluster(cluster)
 
 
 def main() -> None:
