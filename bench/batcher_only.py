@@ -1,6 +1,6 @@
 """The engine's batcher without HTTP, for bench/engine.py's profile split: single and 8-stream tokens/s.
 
-    .venv/bin/python bench/batcher_only.py MODEL.gguf [--threads 2]
+    .venv/bin/python bench/batcher_only.py MODEL.gguf [--threads 2] [--slots 8]
 
 Runs the same NativeModel + Batcher the engine process runs, submitting sequences directly,
 so the difference to the HTTP figures is what the event loop, uvicorn and SSE cost. Prints one
@@ -31,8 +31,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--slots", type=int, default=8, help="slots (llama.cpp sequences), as the engine's")
     args = parser.parse_args()
-    model = NativeModel(NativeConfig(args.model, 2048, 8, 512, 512, 0, args.threads, False, "auto"))
+    model = NativeModel(NativeConfig(args.model, 2048, args.slots, 512, 512, 0, args.threads, False, "auto"))
     finished = threading.Semaphore(0)
     first_token: dict[int, float] = {}
     last_token: dict[int, float] = {}
@@ -45,7 +46,9 @@ def main() -> None:
             if delta.final:
                 finished.release()
 
-    batcher = Batcher(model, BatcherSettings(8, 64, 512), AdapterRegistry(model), post, EngineMetrics())
+    batcher = Batcher(
+        model, BatcherSettings(args.slots, 64, 512), AdapterRegistry(model), post, EngineMetrics()
+    )
     batcher.start()
     no_eog = {t: float("-inf") for t in model.eog_tokens}
     single: list[float] = []

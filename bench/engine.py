@@ -269,7 +269,8 @@ def bench_model(
     sizes: tuple[int, int] = (0, 0)
     batcher_only = json.loads(
         subprocess.run(
-            [sys.executable, str(REPO / "bench" / "batcher_only.py"), str(model), "--threads", str(threads)],
+            [sys.executable, str(REPO / "bench" / "batcher_only.py"), str(model), "--threads", str(threads),
+             "--slots", str(MANY)],
             capture_output=True, text=True, check=True, cwd=REPO,
         ).stdout.strip().splitlines()[-1]
     )  # fmt: skip
