@@ -244,6 +244,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def paired(ours: list[float], theirs: list[float]) -> float:
+    """Median of ours[k] / theirs[k]: each pair measured in the same round, seconds apart."""
+    return round(median([a / b for a, b in zip(ours, theirs, strict=True)]), 3)
+
+
 def bench_model(
     name: str, model: Path, rounds: int, threads: int, baseline: Path | None, logs: Path
 ) -> dict[str, Any]:
@@ -339,6 +344,15 @@ def bench_model(
             "aggregate32_ratio": round(median(ours["aggregate32"]) / median(theirs["aggregate32"]), 3),
             "gateway_single_ratio": round(median(gateway["single"]) / median(theirs["single"]), 3),
             "gateway_aggregate_ratio": round(median(gateway["aggregate"]) / median(theirs["aggregate"]), 3),
+            # The same ratios from measurements taken side by side (the k-th of each server in one round,
+            # seconds apart): this machine drifts by ±15% between minutes, which medians of each alone keep.
+            "paired": {
+                "single": paired(ours["single"], theirs["single"]),
+                "aggregate": paired(ours["aggregate"], theirs["aggregate"]),
+                "aggregate32": paired(ours["aggregate32"], theirs["aggregate32"]),
+                "gateway_single": paired(gateway["single"], theirs["single"]),
+                "gateway_aggregate": paired(gateway["aggregate"], theirs["aggregate"]),
+            },
             "batcher_only_single_ratio": round(batcher_only["single_tps"] / median(theirs["single"]), 3),
             "batcher_only_aggregate_ratio": round(
                 batcher_only["aggregate_tps"] / median(theirs["aggregate"]), 3
