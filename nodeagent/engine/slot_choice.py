@@ -7,8 +7,13 @@ the rest, so the choice decides whose cache survives:
 - a slot whose last prompt the new one holds whole is the prompt's own conversation coming back
   (its cells are the previous turn; only the answer's tail may be re-rendered differently): take
   it as it is, or else an empty slot;
-- otherwise take the least recently used slot, so that the caches of conversations between
-  turns survive a newcomer that merely shares their system prompt;
+- otherwise take a slot next to the busy ones, then an empty one, then the least recently used,
+  so that the caches of conversations between turns survive a newcomer that merely shares their
+  system prompt, and busy slots stay in runs of consecutive ids. With one KV stream per slot,
+  llama.cpp puts only consecutive sequence ids into one micro-batch, and every micro-batch reads
+  all the weights again: 8 streams on scattered slots decode in up to 8 graph computations
+  instead of one (measured: 35 ms per step on slots 0-7, 44-59 ms on the slots least recently
+  used after 32 streams; docs/BENCHMARKS.md, "Engine serving path");
 - then, when some other slot (busy or idle) shares a longer prefix with the prompt — by at
   least ``COPY_MIN_TOKENS`` — copy that slot's cells over (llama.cpp ``seq_cp``) and prefill
   only the rest: a newcomer under a known system prompt starts from its cached cells without
@@ -45,16 +50,22 @@ def reusable(slot: Slot, prompt: list[int], adapters: AdapterKey) -> int:
     return common_prefix(slot.cached, prompt)
 
 
+def new_runs(slot_id: int, busy: set[int]) -> int:
+    """Micro-batches a step gains when ``slot_id`` joins the ``busy`` slots: 1 alone, 0 next to a run,
+    -1 when it joins two runs into one."""
+    return 1 - (slot_id - 1 in busy) - (slot_id + 1 in busy)
+
+
 def choose_slot(slots: Seq[Slot], free: Seq[Slot], prompt: list[int], adapters: AdapterKey) -> SlotChoice:
     """The slot (one of ``free``) for ``prompt``, with the donor to copy from if any (see the module)."""
     shared = {s.id: reusable(s, prompt, adapters) for s in slots}
-    # The conversation's own slot (the prompt holds the whole prompt that slot last saw) or an empty
-    # one; the lowest id among equals keeps busy slots contiguous (batcher: micro-batches).
-    own = [s for s in free if shared[s.id] >= min(s.prompt_tokens, len(s.cached))]
+    # The conversation's own slot: the prompt holds the whole prompt that slot last saw.
+    own = [s for s in free if s.cached and shared[s.id] >= min(s.prompt_tokens, len(s.cached))]
     if own:
         slot = max(own, key=lambda s: (shared[s.id], -s.id))
     else:
-        slot = min(free, key=lambda s: (s.last_used, s.id))
+        busy = {s.id for s in slots} - {s.id for s in free}
+        slot = min(free, key=lambda s: (new_runs(s.id, busy), bool(s.cached), s.last_used, s.id))
     donor = max(slots, key=lambda s: (shared[s.id], s is slot))
     limit = max(len(prompt) - 1, 0)  # keep one prompt token to decode: its logits start generation
     if donor is slot or shared[donor.id] < shared[slot.id] + COPY_MIN_TOKENS:

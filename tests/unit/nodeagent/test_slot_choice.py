@@ -71,3 +71,15 @@ def test_a_short_sibling_conversation_is_not_mistaken_for_the_prompts_own() -> N
     slots = [sibling, slot(1, [])]
     choice = choose_slot(slots, slots, SYSTEM + [2] * 10, ())
     assert (choice.slot.id, choice.donor) == (1, sibling)
+
+
+def test_a_newcomer_joins_the_busy_slots_run_so_a_step_stays_one_micro_batch() -> None:
+    # Slots 3 and 4 are busy; 0 is the least recently used, 5 extends the run, 8 is empty but alone.
+    slots = [slot(i, [i] * 50, last_used=i) for i in range(8)] + [slot(8, [])]
+    free = [s for s in slots if s.id not in (3, 4)]
+    assert choose_slot(slots, free, [99] * 20, ()).slot.id in (2, 5)
+    # Joining two runs beats extending one.
+    free = [s for s in slots if s.id not in (3, 5)]
+    assert choose_slot(slots, free, [99] * 20, ()).slot.id == 4
+    # Nothing busy: an empty slot before any cache is given up.
+    assert choose_slot(slots, slots, [99] * 20, ()).slot.id == 8
