@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -11,9 +12,84 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from llamafleet.core.chat_templates import template_error
+from llamafleet.core.durations import DURATION_PATTERN, seconds
 from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import Gpu, Recommendation
+
+
+def _duration(default: str, description: str) -> str:
+    return Field(default=default, pattern=DURATION_PATTERN, description=description)
+
+
+class AutoscalingSpec(BaseModel):
+    """How a model's replica count follows its load (docs/AUTOSCALING.md).
+
+    Demand is every request a gateway holds for the model: in an engine (decoding or waiting for a
+    slot) or queued in the gateway. Desired replicas = ceil(demand ÷ (parallelSlots × targetUtilization)),
+    averaged over ``stableWindow``, or over ``panicWindow`` when a burst doubles what the replicas can
+    take; scaled down only after ``scaleDownDelay`` of lower demand; to zero only after ``idleTimeout``
+    without a request (minReplicas 0).
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    mode: Literal["Internal", "External"] = Field(
+        default="Internal",
+        description="Internal: the control plane sets the replica count; External: an HPA or KEDA owns "
+        "spec.replicas (the scale subresource) and llamafleet only exports the demand metric",
+    )
+    min_replicas: int = Field(
+        default=0, ge=0, le=1000, description="Never fewer (0: scale to zero when idle)"
+    )
+    max_replicas: int = Field(ge=1, le=1000, description="Never more")
+    target_utilization: float = Field(
+        default=0.8, gt=0.0, le=1.0, description="Share of each replica's slots to fill before adding one"
+    )
+    stable_window: str = _duration("60s", "Demand is averaged over this window")
+    panic_window: str = _duration("6s", "The short window that reacts to bursts (no scale-down in panic)")
+    scale_down_delay: str = _duration("2m", "Demand must stay lower this long before replicas go")
+    idle_timeout: str = _duration(
+        "15m", "With minReplicas 0: no inference request for this long scales the model to zero"
+    )
+    cold_start_timeout: str = _duration(
+        "3m",
+        "How long a request waits for a first replica (from zero, or while all start) before a 503; "
+        "at least 1.5x the model's measured cold start",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(AUTOSCALING_MIN_ABOVE_MAX)
+        if self.panic_s > self.stable_s:
+            raise ValueError("autoscaling panicWindow must not be longer than stableWindow")
+        if min(self.stable_s, self.panic_s, self.idle_s) <= 0:
+            raise ValueError("autoscaling stableWindow, panicWindow and idleTimeout must be longer than 0")
+        return self
+
+    @property
+    def stable_s(self) -> float:
+        return seconds(self.stable_window)
+
+    @property
+    def panic_s(self) -> float:
+        return seconds(self.panic_window)
+
+    @property
+    def scale_down_s(self) -> float:
+        return seconds(self.scale_down_delay)
+
+    @property
+    def idle_s(self) -> float:
+        return seconds(self.idle_timeout)
+
+    @property
+    def cold_start_s(self) -> float:
+        return seconds(self.cold_start_timeout)
+
+
+AUTOSCALING_MIN_ABOVE_MAX = "autoscaling minReplicas must not be above maxReplicas"
 
 
 class ModelSpec(BaseModel):
@@ -67,6 +143,11 @@ class ModelSpec(BaseModel):
         max_length=65536,
         description="A Jinja chat template used instead of the GGUF's own (one that renders tools, or "
         "for a GGUF without one); empty: the GGUF's, else ChatML",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Follow the load between minReplicas and maxReplicas (replicas is then only the "
+        "starting count, or what an HPA/KEDA sets in External mode); absent: always `replicas`",
     )
     prefetch: bool = Field(
         default=False,
@@ -196,6 +277,8 @@ class ReplicaRecord:
     head_layers: tuple[int, int] | None = None
     last_failure: str = ""  # why its last split was taken down and placed again, for the model's status
     replacements: int = 0  # times its split was taken down whole and placed again
+    created_at: float = field(default_factory=time.monotonic)  # for its cold start (created → ready)
+    served: bool = False  # has been ready at least once
 
 
 @dataclass
@@ -336,6 +419,19 @@ class ModelStatusView:
     replicas: tuple[ReplicaRecord, ...]
     recommendation: Recommendation | None = None  # memory fit where it runs, or on the best node
     fit_error: str = ""  # why there is no recommendation, or why it fits nowhere
+    scaling: ScaleStatus | None = None  # an autoscaled model: its count and why
+
+
+@dataclass
+class ScaleStatus:
+    """An autoscaled model's replica count and why (controlplane/autoscaler/loop.py writes it)."""
+
+    replicas: int
+    reason: str
+    panic: bool = False
+    demand: float = 0.0
+    changed_unix: float = 0.0  # when the count last changed
+    last_request_unix: float = 0.0  # the last inference request any gateway saw
 
 
 @dataclass(frozen=True)
@@ -358,6 +454,12 @@ class ModelRoute:
     recommendation: Recommendation | None = None
     fit_error: str = ""
     balancer: str = ""  # the model's policy; "": the gateway's default
+    # Capacity on its way: replicas the model should have now (starting ones included), and whether a
+    # request finding no ready replica waits for one (up to ``hold_s``) instead of a 503 at once:
+    # replicas are starting, or the model scales from zero.
+    target_replicas: int = 0
+    holds: bool = False
+    hold_s: float = 0.0
 
 
 @dataclass(frozen=True)

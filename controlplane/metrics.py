@@ -23,6 +23,11 @@ class ControlPlaneMetrics:
             "llamafleet_scheduler_rejections_total", "Nodes rejected for a replica, by the rejecting filter",
             ["filter"], registry=registry,
         )  # fmt: skip
+        self.scale_events = Counter(
+            "llamafleet_autoscaler_scale_events_total",
+            "Replica count changes the autoscaler decided, by model and direction (up, down)",
+            ["model", "direction"], registry=registry,
+        )  # fmt: skip
         self.placement_seconds = Histogram(
             "llamafleet_scheduler_placement_seconds", "Time to place one replica",
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1), registry=registry,
@@ -56,7 +61,7 @@ class ClusterCollector(Collector):
         for name, spec in self._state.models.items():
             mine = by_model.get(name, [])
             counts = {
-                "desired": spec.replicas,
+                "desired": self._state.target_replicas(spec),
                 "ready": sum(1 for r in mine if r.phase == ReplicaPhase.READY),
                 "pending": sum(1 for r in mine if r.node_id is None),
                 "failed": sum(1 for r in mine if r.phase == ReplicaPhase.FAILED),
@@ -64,6 +69,7 @@ class ClusterCollector(Collector):
             for state, count in counts.items():
                 replicas.add_metric([name, state], count)
         yield replicas
+        yield from self._autoscaling()
         nodes = GaugeMetricFamily(
             "llamafleet_node_connected", "1 while a node's agent is connected", labels=["node"]
         )
@@ -78,3 +84,22 @@ class ClusterCollector(Collector):
             free.add_metric([node.node_id], node.ram_free_bytes)
             total.add_metric([node.node_id], node.ram_total_bytes)
         yield from (nodes, free, total)
+
+    def _autoscaling(self) -> Iterator[Metric]:
+        demand = GaugeMetricFamily(
+            "llamafleet_model_demand",
+            "Requests per model in engines plus queued or held in gateways, summed over the gateways "
+            "(the autoscaling signal; an HPA or KEDA in External mode scales on it)",
+            labels=["model"],
+        )
+        panic = GaugeMetricFamily(
+            "llamafleet_autoscaler_panic", "1 while a burst holds the model in panic mode", labels=["model"]
+        )
+        for name in self._state.models:
+            load = self._state.demand.load(name)
+            if load is not None:
+                demand.add_metric([name], load.demand)
+            scaled = self._state.scaling.get(name)
+            if scaled is not None:
+                panic.add_metric([name], 1 if scaled.panic else 0)
+        yield from (demand, panic)

@@ -61,11 +61,12 @@ class Reconciler:
             by_model.setdefault(replica.model, []).append(replica)
         for name, spec in state.models.items():
             mine = by_model.get(name, [])
-            if roll(state, spec, mine):
+            target = state.target_replicas(spec)  # the autoscaler's count, or the spec's
+            if roll(state, spec, mine, target):
                 continue  # the rollout decides the count until it is done
-            for _ in range(spec.replicas - len(mine)):
+            for _ in range(target - len(mine)):
                 new_replica(state, spec, "scaled up" if mine else "new model")
-            surplus = len(mine) - spec.replicas
+            surplus = len(mine) - target
             if surplus > 0:
                 # Drop the least useful first: unplaced, then not ready.
                 ranked = sorted(mine, key=lambda r: (r.node_id is not None, r.phase == ReplicaPhase.READY))

@@ -37,8 +37,9 @@ def on_cordoned_node(state: ClusterState, replica: ReplicaRecord) -> bool:
     return any(n in state.nodes and state.nodes[n].cordoned for n in nodes if n)
 
 
-def roll(state: ClusterState, spec: ModelSpec, mine: list[ReplicaRecord]) -> bool:
-    """Advance the model's rollout one step; False when every replica already runs ``spec``."""
+def roll(state: ClusterState, spec: ModelSpec, mine: list[ReplicaRecord], target: int) -> bool:
+    """Advance the model's rollout towards ``target`` replicas one step; False when every replica
+    already runs ``spec``."""
     outdated = [r for r in mine if needs_new_replicas(r.spec, spec) or on_cordoned_node(state, r)]
     current = [r for r in mine if r not in outdated]
     for replica in current:
@@ -51,11 +52,11 @@ def roll(state: ClusterState, spec: ModelSpec, mine: list[ReplicaRecord]) -> boo
         log.info("model %s changed: removing replica %s, which serves nothing", spec.name, replica.replica_id)
         state.unbind(replica.replica_id, remove=True)
         outdated.remove(replica)
-    while len(current) < spec.replicas and len(current) + len(outdated) < spec.replicas + MAX_SURGE:
+    while len(current) < target and len(current) + len(outdated) < target + MAX_SURGE:
         current.append(new_replica(state, spec, "rolling update"))
     ready = sum(1 for r in [*current, *outdated] if r.phase == ReplicaPhase.READY)
     blocked = any(r.node_id is None for r in current) and spec.name in state.pending_reasons
-    allowed = spec.replicas - (1 if blocked else 0)  # no room for a surge: one at a time
+    allowed = target - (1 if blocked else 0)  # no room for a surge: one at a time
     while outdated and ready > allowed:
         replica = outdated.pop(0)
         log.info("model %s: %d replica(s) ready with the new spec; draining old replica %s%s", spec.name,

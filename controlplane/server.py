@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from controlplane.agents.join import Issuer, JoinServicer
 from controlplane.agents.servicer import AgentServicer
 from controlplane.api.servicer import ClusterServicer
+from controlplane.autoscaler.loop import Autoscaler
 from controlplane.desired.model_file import ModelFileSource
 from controlplane.metrics import ClusterCollector, ControlPlaneMetrics
 from controlplane.operator.kube import Kube
@@ -133,6 +134,7 @@ class ControlPlane:
                     log.warning("no --models file: the control plane has no desired models")
                     self.state.set_models([])
                 group.create_task(reconciler.run(stop), name="reconciler")
+                group.create_task(Autoscaler(self.state, metrics).run(stop), name="autoscaler")
         finally:
             self.serving = False
             # Give streams a moment to end cleanly; agents reconnect to the next control plane.

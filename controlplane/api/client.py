@@ -9,6 +9,7 @@ import grpc
 
 from controlplane.api import convert
 from controlplane.domain import ModelStatusView, NodeRecord, RoutingTable
+from controlplane.state.demand import ModelLoad
 from llamafleet.core.errors import InvalidRequest, ModelFileInvalid, NotFound, Unavailable
 from llamafleet.core.grpc_tls import ClientTls, CredentialError, open_channel
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
@@ -103,6 +104,21 @@ class ClusterClient:
         try:
             async for message in self._stub.WatchRoutes(pb.WatchRoutesRequest(gateway_id=gateway_id)):
                 yield convert.routing_table_from_pb(message)
+        except grpc.aio.AioRpcError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def report_load(self, gateway_id: str, loads: dict[str, ModelLoad]) -> None:
+        """This gateway's load per model (the autoscaler's signal); raises Unavailable when it fails."""
+        report = pb.LoadReport(
+            gateway_id=gateway_id,
+            models=[
+                pb.ModelLoad(model=name, in_engines=x.in_engines, queued=x.queued,
+                             last_request_unix=x.last_request_unix)
+                for name, x in loads.items()
+            ],
+        )  # fmt: skip
+        try:
+            await self._stub.ReportLoad(report, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise self._unavailable(exc) from exc
 

@@ -15,6 +15,7 @@ from controlplane.domain import (
     ReplicaPhase,
     ReplicaRecord,
     RoutingTable,
+    ScaleStatus,
     WorkerPart,
 )
 from llamafleet.fit.estimate import Estimate
@@ -77,6 +78,9 @@ def routing_table_to_pb(table: RoutingTable) -> pb.RoutingTable:
                 created_unix=route.created,
                 recommendation=recommendation_to_pb(route.recommendation, route.fit_error),
                 balancer=route.balancer,
+                target_replicas=route.target_replicas,
+                holds=route.holds,
+                hold_seconds=route.hold_s,
                 endpoints=[
                     pb.Endpoint(
                         replica_id=e.replica_id,
@@ -110,6 +114,9 @@ def routing_table_from_pb(message: pb.RoutingTable) -> RoutingTable:
             recommendation=rec,
             fit_error=error,
             balancer=m.balancer,
+            target_replicas=m.target_replicas,
+            holds=m.holds,
+            hold_s=m.hold_seconds,
         )
     return RoutingTable(version=message.version, models=models, settling=message.settling)
 
@@ -162,6 +169,7 @@ def model_to_pb(view: ModelStatusView) -> pb.ModelStatus:
         desired_replicas=view.desired_replicas,
         ready_replicas=view.ready_replicas,
         recommendation=recommendation_to_pb(view.recommendation, view.fit_error),
+        scaling=pb.Scaling(**asdict(view.scaling)) if view.scaling else None,
         conditions=[
             pb.Condition(type=c.type, status=c.status, reason=c.reason, message=c.message)
             for c in view.conditions
@@ -192,9 +200,20 @@ def model_to_pb(view: ModelStatusView) -> pb.ModelStatus:
 def model_from_pb(message: pb.ModelStatus) -> ModelStatusView:
     spec = ModelSpec(name=message.name, source=message.source or "unknown", replicas=message.desired_replicas)
     rec, error = recommendation_from_pb(message.recommendation)
+    scaling = message.scaling if message.HasField("scaling") else None
     return ModelStatusView(
         recommendation=rec,
         fit_error=error,
+        scaling=ScaleStatus(
+            scaling.replicas,
+            scaling.reason,
+            scaling.panic,
+            scaling.demand,
+            scaling.changed_unix,
+            scaling.last_request_unix,
+        )
+        if scaling
+        else None,
         name=message.name,
         source=message.source,
         desired_replicas=message.desired_replicas,

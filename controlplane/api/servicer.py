@@ -12,6 +12,7 @@ from controlplane.api import convert
 from controlplane.domain import ModelRoute, ModelStatusView, ReplicaPhase, RoutingTable
 from controlplane.scheduler.fit import context_params, model_recommendation, node_resources, profile_for
 from controlplane.state.cluster import ClusterState
+from controlplane.state.demand import ModelLoad
 from llamafleet.core.grpc_tls import authorize
 from llamafleet.fit.estimate import estimate
 from llamafleet.fit.recommend import Recommendation, best_node, offload_for
@@ -39,6 +40,20 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                 last = table
             seen = self._state.version
             await self._state.wait_changed(seen, wait_s=1.0)
+
+    async def ReportLoad(  # noqa: N802
+        self, request: pb.LoadReport, context: grpc.aio.ServicerContext
+    ) -> pb.LoadReportAck:
+        await authorize(context, "gateway")
+        if not request.gateway_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a load report needs its gateway_id")
+        loads = {m.model: ModelLoad(m.in_engines, m.queued, m.last_request_unix) for m in request.models}
+        self._state.demand.report(request.gateway_id, loads)
+        models = self._state.models
+        if any(x.queued and name in models and self._state.target_replicas(models[name]) == 0
+               for name, x in loads.items()):  # fmt: skip
+            self._state.demand.urgent.set()  # requests wait for a model at zero
+        return pb.LoadReportAck()
 
     async def ListNodes(  # noqa: N802
         self, request: pb.ListNodesRequest, context: grpc.aio.ServicerContext

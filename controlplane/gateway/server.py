@@ -13,6 +13,7 @@ from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.app import create_app
 from controlplane.gateway.balancer.core import Balancer
 from controlplane.gateway.balancer.state import open_state
+from controlplane.gateway.load_report import report_load
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.proxy import EngineProxy
 from controlplane.gateway.routing import RoutingView
@@ -50,6 +51,9 @@ class Gateway:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.routing.run(stop), name="routing-watch")
+                group.create_task(
+                    report_load(self.client, settings.gateway_id, balancer, stop), name="load-report"
+                )
                 await serve_until(app, settings.host, settings.port, stop, settings.shutdown_grace_s)
                 stop.set()
         finally:

@@ -53,10 +53,11 @@ class GatewaySettings(BaseModel):
     queue_limit: int = Field(
         default=256,
         ge=0,
-        description="Requests that may wait per model when every replica is busy (then 429)",
+        description="Requests that may wait per model when every replica is busy, or while an autoscaled "
+        "model's replicas start (then 429)",
     )
     queue_timeout_s: float = Field(
-        default=30.0, gt=0, description="Seconds a request waits for a free replica before 503"
+        default=30.0, gt=0, description="Seconds a request waits for a busy replica's slot before 429"
     )
     affinity_ttl_s: float = Field(
         default=600.0, gt=0, description="How long a prefix or session stays tied to its replica"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.domain import SPLIT_NEEDS_ALL_LAYERS
+from controlplane.domain import AUTOSCALING_MIN_ABOVE_MAX, SPLIT_NEEDS_ALL_LAYERS
 from controlplane.operator import resource
 
 _DROP = {"title", "additionalProperties", "$defs"}
@@ -80,6 +80,10 @@ def spec_schema() -> dict[str, Any]:
     adapters = spec["properties"]["adapters"]
     adapters["x-kubernetes-list-type"] = "map"  # the API server rejects duplicate adapter names
     adapters["x-kubernetes-list-map-keys"] = ["name"]
+    spec["properties"]["autoscaling"]["x-kubernetes-validations"] = [
+        {"rule": "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+         "message": AUTOSCALING_MIN_ABOVE_MAX}
+    ]  # fmt: skip
     spec["x-kubernetes-validations"] = [
         {
             "rule": "!has(self.allowSplit) || !self.allowSplit || !has(self.gpuLayers) "

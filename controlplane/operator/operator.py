@@ -19,11 +19,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from controlplane.domain import ModelSpec, ReplicaRecord
+from controlplane.domain import ModelSpec, ReplicaRecord, ScaleStatus
 from controlplane.operator import events, resource
 from controlplane.operator.informer import Key, ModelInformer
 from controlplane.operator.kube import Kube, KubeError
-from controlplane.operator.status import Admission, build_status, same_status
+from controlplane.operator.status import Admission, build_status, restored_scaling, same_status
 from controlplane.scheduler.fit import context_params, model_recommendation
 from controlplane.settings import KubernetesSettings
 from controlplane.state.cluster import ClusterState, model_conditions
@@ -61,6 +61,7 @@ class ModelOperator:
         self._wanted: dict[Key, Obj] = {}  # statuses waiting for a writer
         self._signature: dict[Key, object] = {}  # inputs of the last status computed per object
         self._seen: dict[Key, dict[str, events.ReplicaSeen]] = {}
+        self._scaled: dict[Key, int | None] = {}  # the autoscaled count last seen, for events
         self._finalizing: dict[Key, list[str]] = {}  # finalizers asked for, until the cache shows them
         self._deleting_since: dict[Key, float] = {}
         self._recommendations: dict[tuple[object, ...], dict[str, Any] | None] = {}
@@ -70,6 +71,7 @@ class ModelOperator:
         self._sequence = itertools.count()
         self._queued_status: set[Key] = set()
         self._expected_set = False
+        self._scaling_restored = False
         self._parsed: dict[Key, tuple[object, ModelSpec | str]] = {}  # specs by (uid, generation)
 
     @property
@@ -160,7 +162,23 @@ class ModelOperator:
                 for r in (obj.get("status") or {}).get("replicaStatuses") or []
                 if r.get("node")
             )
+        self._restore_scaling(objects, admissions)
         self._state.set_models(a.spec for a in admissions.values() if a.spec is not None)
+
+    def _restore_scaling(self, objects: dict[Key, Obj], admissions: dict[Key, Admission]) -> None:
+        """A new leader carries on from the replica counts the last one's autoscaler wrote."""
+        if self._scaling_restored:
+            return
+        self._scaling_restored = True
+        for key, admission in admissions.items():
+            spec = admission.spec
+            if spec is None or spec.autoscaling is None or spec.autoscaling.mode != "Internal":
+                continue
+            restored = restored_scaling(objects[key])
+            if restored is not None and spec.name not in self._state.scaling:
+                self._state.scaling[spec.name] = restored
+                log.info("Model %s/%s: carrying on with %d replica(s) from the last leader's autoscaler",
+                         key[0], key[1], restored.replicas)  # fmt: skip
 
     def _parse(self, key: Key, obj: Obj) -> tuple[object, ModelSpec | str]:
         """The object's spec, or why it is invalid; parsed once per (uid, generation)."""
@@ -247,7 +265,7 @@ class ModelOperator:
                 self._queued_status.add(key)
                 self._enqueue(_Write("status", key))
         for key in [k for k in self._signature if k not in objects]:
-            for table in (self._signature, self._written, self._wanted, self._seen):
+            for table in (self._signature, self._written, self._wanted, self._seen, self._scaled):
                 table.pop(key, None)
 
     def _status_for(
@@ -264,23 +282,30 @@ class ModelOperator:
         if spec is not None and not self._placement_tried(spec, replicas, pending):
             return None  # the reconciler has not acted on this spec yet: one write later, not two
         split_plan = state.split_plans.get(key[1], "")
+        scaling = state.scaling.get(spec.name) if spec is not None and spec.autoscaling else None
         signature = (
             obj["metadata"].get("generation"), admission, pending, split_plan,
+            (scaling.replicas, scaling.changed_unix) if scaling else None,
             tuple((r.replica_id, r.node_id, r.phase, r.restarts, r.n_gpu_layers, r.message, r.error)
                   for r in replicas),
         )  # fmt: skip
         if self._signature.get(key) == signature and key in self._written:
             return None
         self._signature[key] = signature
-        core = model_conditions(spec, replicas, state.pending_reasons, split_plan) if spec else ()
+        core = (
+            model_conditions(spec, replicas, state.pending_reasons, split_plan, state.target_replicas(spec))
+            if spec
+            else ()
+        )
         if spec is not None:
             self._replica_events(key, replicas)
+            self._scale_event(key, scaling)
             placed = next(c for c in core if c.type == "Placed")
             if placed.status == "False" and pending:
                 self._event(key, "Warning", "FailedPlacement", placed.message)
         known = self._written.get(key, obj.get("status"))
         status = build_status({**obj, "status": known}, admission, core, replicas,
-                              self._recommendation(spec, replicas), now)  # fmt: skip
+                              self._recommendation(spec, replicas), now, scaling)  # fmt: skip
         if same_status(status, known):
             self._written.setdefault(key, status)
             return None
@@ -290,9 +315,19 @@ class ModelOperator:
         self, spec: ModelSpec, replicas: tuple[ReplicaRecord, ...], pending: dict[str, str] | None
     ) -> bool:
         """Every replica exists with this spec and is placed, or the scheduler said why it is not."""
-        if len(replicas) < spec.replicas or any(r.spec != spec for r in replicas):
+        if len(replicas) < self._state.target_replicas(spec) or any(r.spec != spec for r in replicas):
             return False
         return all(r.node_id for r in replicas) or pending is not None
+
+    def _scale_event(self, key: Key, scaling: ScaleStatus | None) -> None:
+        """A Normal event for each autoscaler decision that changed the count (not for a new leader's
+        first look, nor for External mode, whose owner records its own)."""
+        before = self._scaled.get(key)
+        self._scaled[key] = scaling.replicas if scaling is not None else None
+        if scaling is None or before is None or before == scaling.replicas or not scaling.changed_unix:
+            return
+        reason = "ScaledUp" if scaling.replicas > before else "ScaledDown"
+        self._event(key, "Normal", reason, f"{before} → {scaling.replicas} replica(s): {scaling.reason}")
 
     def _replica_events(self, key: Key, replicas: tuple[ReplicaRecord, ...]) -> None:
         for event in events.replica_events(key[0], key[1], self._seen.get(key), replicas):

@@ -83,6 +83,14 @@ class SplitPartStatus(_Camel):
     endpoint: str = Field(default="", description="The RPC worker's gate, host:port")
 
 
+class AutoscalingStatus(_Camel):
+    """The autoscaler's last decision (a new leader carries on from it)."""
+
+    desired_replicas: int = Field(ge=0, description="The replica count the autoscaler set")
+    reason: str = Field(default="", description="Why, with the figures, at the last change")
+    last_scale_time: str = Field(default="", description="RFC 3339: when the count last changed")
+
+
 class ModelResourceStatus(_Camel):
     """What `kubectl get/describe model` shows; written by the leader's operator only."""
 
@@ -98,6 +106,7 @@ class ModelResourceStatus(_Camel):
     recommendation: dict[str, Any] | None = Field(
         default=None, description="Memory fit where it runs (or on the best node): RAM/VRAM, layers, context"
     )
+    autoscaling: AutoscalingStatus | None = Field(default=None, description="Set when spec.autoscaling is")
 
 
 def spec_fields() -> dict[str, Any]:

@@ -15,9 +15,10 @@ Conditions (each with a CamelCase reason and a message people can act on):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from controlplane.domain import Condition, ModelSpec, ReplicaPhase, ReplicaRecord
+from controlplane.domain import Condition, ModelSpec, ReplicaPhase, ReplicaRecord, ScaleStatus
 from controlplane.operator import resource
 
 Obj = dict[str, Any]
@@ -74,6 +75,7 @@ def build_status(
     replicas: tuple[ReplicaRecord, ...],
     recommendation: dict[str, Any] | None,
     now: str,
+    scaling: ScaleStatus | None = None,
 ) -> Obj:
     """The complete status object for ``obj`` (camelCase, as written to the status subresource)."""
     generation = int(obj["metadata"].get("generation", 1))
@@ -120,8 +122,36 @@ def build_status(
             for r in placed
         ],
         recommendation=recommendation,
+        autoscaling=_autoscaling(scaling),
     )
     return status.model_dump(by_alias=True, mode="json")
+
+
+def _autoscaling(scaling: ScaleStatus | None) -> resource.AutoscalingStatus | None:
+    if scaling is None:
+        return None
+    changed = (
+        datetime.fromtimestamp(scaling.changed_unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if scaling.changed_unix
+        else ""
+    )
+    return resource.AutoscalingStatus(
+        desired_replicas=scaling.replicas, reason=scaling.reason, last_scale_time=changed
+    )
+
+
+def restored_scaling(obj: Obj) -> ScaleStatus | None:
+    """The autoscaler's last count as a previous leader wrote it in ``obj``'s status, if any."""
+    written = (obj.get("status") or {}).get("autoscaling") or {}
+    if "desiredReplicas" not in written:
+        return None
+    changed = 0.0
+    if written.get("lastScaleTime"):
+        changed = (
+            datetime.strptime(written["lastScaleTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        )
+    reason = f"carried on from the last leader ({written.get('reason', '')})"
+    return ScaleStatus(int(written["desiredReplicas"]), reason, changed_unix=changed)
 
 
 def _download(r: ReplicaRecord) -> resource.Download | None:

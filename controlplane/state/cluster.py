@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 from controlplane.domain import (
     Assignment,
@@ -31,11 +32,15 @@ from controlplane.domain import (
     ReplicaReport,
     RoutingTable,
     RpcLeaseRef,
+    ScaleStatus,
     WorkerPart,
     needs_new_replicas,
 )
+from controlplane.state.demand import DemandBook
 
 log = logging.getLogger(__name__)
+
+COLD_START_MARGIN = 1.5  # held requests wait at least this many measured cold starts
 
 _sessions = itertools.count(1)
 
@@ -60,6 +65,12 @@ class ClusterState:
         self.expected_nodes: frozenset[str] = frozenset()  # nodes the last leader placed replicas on
         self._settle_s = settle_s
         self._started = time.monotonic()
+        # Autoscaling (controlplane/autoscaler): the gateways' demand reports, the count decided for
+        # each autoscaled model (restored from a Model's status by a new leader), and each model's
+        # last measured cold start (replica created → ready), which sets how long gateways hold requests.
+        self.demand = DemandBook()
+        self.scaling: dict[str, ScaleStatus] = {}
+        self.cold_starts: dict[str, float] = {}
 
     # --- change notification -------------------------------------------------------------
     def bump(self) -> None:
@@ -106,6 +117,24 @@ class ClusterState:
                     node.models_reported = node.watched_version >= self.sources_version
             self.bump()
         self._adopt_all()
+
+    def target_replicas(self, spec: ModelSpec) -> int:
+        """How many replicas the model should have now: the autoscaler's count (Internal mode), else
+        ``replicas`` (set by people, or by an HPA/KEDA in External mode)."""
+        auto = spec.autoscaling
+        if auto is None or auto.mode == "External":
+            return spec.replicas
+        decided = self.scaling.get(spec.name)
+        if decided is not None:
+            return min(max(decided.replicas, auto.min_replicas), auto.max_replicas)
+        return min(max(spec.replicas, auto.min_replicas), auto.max_replicas)  # the starting count
+
+    def set_scale(self, model: str, status: ScaleStatus) -> None:
+        """The autoscaler's decision; only a new count wakes the reconciler and the gateways."""
+        before = self.scaling.get(model)
+        self.scaling[model] = status
+        if before is None or before.replicas != status.replicas:
+            self.bump()
 
     # --- nodes ---------------------------------------------------------------------------
     def prefetch_for(self, node_id: str) -> list[str]:
@@ -207,6 +236,9 @@ class ClusterState:
                     replica.phase.value,
                     report.phase.value,
                 )
+            if report.phase == ReplicaPhase.READY and not replica.served and not replica.adopted:
+                self.cold_starts[replica.model] = time.monotonic() - replica.created_at
+            replica.served = replica.served or report.phase == ReplicaPhase.READY
             replica.phase = report.phase
             replica.endpoint = report.endpoint
             replica.restarts = report.restarts
@@ -232,10 +264,17 @@ class ClusterState:
         if not report.spec.runs(spec):
             return False
         mine = [r for r in self.replicas.values() if r.model == spec.name]
-        if sum(1 for r in mine if r.node_id) >= spec.replicas:
+        # Taking over (a restart, a new leader), an autoscaled model keeps every replica that runs, up to
+        # its max: they carry its load now, and the autoscaler scales down from there after watching a
+        # whole window. Once settled, a replica it removed that the agent still reports stays removed.
+        autoscaled = spec.autoscaling is not None and spec.autoscaling.mode == "Internal" and not self.settled
+        limit = (
+            spec.autoscaling.max_replicas if autoscaled and spec.autoscaling else self.target_replicas(spec)
+        )
+        if sum(1 for r in mine if r.node_id) >= limit:
             return False
         spare = next((r for r in mine if r.node_id is None), None)
-        if len(mine) >= spec.replicas and spare is not None:
+        if len(mine) >= self.target_replicas(spec) and spare is not None:
             del self.replicas[spare.replica_id]  # a pending replica made before the agent was back
         self.replicas[report.replica_id] = ReplicaRecord(
             report.replica_id, spec.name, spec, node_id=node_id, phase=report.phase,
@@ -245,6 +284,9 @@ class ClusterState:
         )  # fmt: skip
         log.info("adopted replica %s of %s running on node %s (%s): no restart",
                  report.replica_id, spec.name, node_id, report.phase.value)  # fmt: skip
+        running = sum(1 for r in self.replicas.values() if r.model == spec.name and r.node_id)
+        if autoscaled and running > self.target_replicas(spec):
+            self.scaling[spec.name] = ScaleStatus(running, f"adopted {running} running replica(s)")
         self.bump()
         return True
 
@@ -345,8 +387,19 @@ class ClusterState:
                 endpoints,
                 self.created.get(name, 0),
                 balancer=spec.balancer or "",
+                **self._holding(spec),
             )
         return RoutingTable(self.version, routes, settling=not self.settled)
+
+    def _holding(self, spec: ModelSpec) -> dict[str, Any]:
+        """What gateways do with a request for ``spec`` when no replica is ready (ModelRoute fields): an
+        autoscaled model holds it while replicas start (from zero too); any other answers 503 at once."""
+        auto = spec.autoscaling
+        if auto is None:
+            return {"target_replicas": spec.replicas}
+        measured = self.cold_starts.get(spec.name, 0.0)  # never shorter than the cold start we have seen
+        hold_s = max(auto.cold_start_s, COLD_START_MARGIN * measured)
+        return {"target_replicas": self.target_replicas(spec), "holds": True, "hold_s": hold_s}
 
     def model_views(self) -> list[ModelStatusView]:
         return [self._model_view(spec) for spec in self.models.values()]
@@ -354,13 +407,17 @@ class ClusterState:
     def _model_view(self, spec: ModelSpec) -> ModelStatusView:
         replicas = tuple(r for r in self.replicas.values() if r.model == spec.name)
         ready = sum(1 for r in replicas if r.phase == ReplicaPhase.READY)
+        target = self.target_replicas(spec)
         return ModelStatusView(
             spec.name,
             spec.source,
-            spec.replicas,
+            target,
             ready,
-            model_conditions(spec, replicas, self.pending_reasons, self.split_plans.get(spec.name, "")),
+            model_conditions(
+                spec, replicas, self.pending_reasons, self.split_plans.get(spec.name, ""), target
+            ),
             replicas,
+            scaling=self.scaling.get(spec.name) if spec.autoscaling else None,
         )
 
 
@@ -401,8 +458,11 @@ def model_conditions(
     replicas: tuple[ReplicaRecord, ...],
     pending_reasons: dict[str, dict[str, str]],
     split_plan: str = "",
+    target: int | None = None,
 ) -> tuple[Condition, ...]:
-    """Kubernetes-style conditions: Placed, ModelValid, Ready — each with a reason people can act on."""
+    """Kubernetes-style conditions: Placed, ModelValid, Ready — each with a reason people can act on.
+    ``target``: the replica count wanted now (the autoscaler's), else the spec's."""
+    desired = spec.replicas if target is None else target
     unplaced = [r for r in replicas if r.node_id is None]
     if unplaced:
         reasons = pending_reasons.get(spec.name, {})
@@ -419,14 +479,16 @@ def model_conditions(
     else:
         valid = Condition("ModelValid", "Unknown", "NotLoadedYet")
     ready_count = sum(1 for r in replicas if r.phase == ReplicaPhase.READY)
-    if spec.replicas and ready_count >= spec.replicas:
-        ready = Condition("Ready", "True", "AllReplicasReady", f"{ready_count}/{spec.replicas} ready")
+    if desired and ready_count >= desired:
+        ready = Condition("Ready", "True", "AllReplicasReady", f"{ready_count}/{desired} ready")
+    elif desired == 0 and spec.autoscaling is not None:
+        ready = Condition("Ready", "True", "ScaledToZero", "no replica while idle; a request starts one")
     else:
         failing = next(
             (r for r in replicas if r.phase in (ReplicaPhase.FAILED, ReplicaPhase.RESTARTING)), None
         )
         reason = "ReplicaFailed" if failing and failing.phase == ReplicaPhase.FAILED else "Progressing"
-        message = f"{ready_count}/{spec.replicas} ready" + (f"; {failing.message}" if failing else "")
+        message = f"{ready_count}/{desired} ready" + (f"; {failing.message}" if failing else "")
         ready = Condition("Ready", "False", reason if failing else "Progressing", message)
     outdated = sum(1 for r in replicas if needs_new_replicas(r.spec, spec))
     if outdated:

@@ -82,6 +82,11 @@ def format_models(models: list[ModelStatusView], cpu_mode: bool = False, gpu_mod
         lines.append(f"\n{m.name}:")
         for c in m.conditions:
             lines.append(f"  {c.type}={c.status} ({c.reason}){': ' + c.message if c.message else ''}")
+        if m.scaling is not None:
+            current = len(m.replicas)
+            panic = ", panic" if m.scaling.panic else ""
+            lines.append(f"  autoscaling: {m.scaling.replicas} desired, {current} now, demand "
+                         f"{m.scaling.demand:g}{panic}: {m.scaling.reason}")  # fmt: skip
         if (cpu_mode or gpu_mode) and m.fit_error:
             lines.append(f"  fit: {m.fit_error}")
         for r in m.replicas:

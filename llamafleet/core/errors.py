@@ -116,6 +116,18 @@ class Overloaded(Unavailable):
     code = "queue_full"
 
 
+class QueueTimeout(Overloaded):
+    """Every replica stayed busy for the whole queue timeout (429: the pool is saturated, back off)."""
+
+    code = "queue_timeout"
+
+
+class ColdStartTimeout(Unavailable):
+    """No replica became ready in time for a request held while the model started (503)."""
+
+    code = "cold_start_timeout"
+
+
 class QuotaExceeded(Unavailable):
     """A key used its requests or tokens per minute; ``retry_after`` is when the window has room."""
 

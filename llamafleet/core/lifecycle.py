@@ -27,6 +27,16 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
 
 
+async def wait_any(events: list[asyncio.Event], timeout_s: float) -> None:
+    """Return when any of ``events`` is set, or after ``timeout_s`` (a loop's tick that can be woken)."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 def first_known_error(exc: BaseException) -> BaseException | None:
     """The first error we raise on purpose (or an OSError) inside ``exc`` and its exception groups."""
     from llamafleet.core.errors import LlamafleetError

@@ -131,7 +131,8 @@ def test_busy_replicas_queue_then_429_and_503_with_retry_after_and_other_gateway
     assert over.status_code == 429
     waiter.join(timeout=30)
     (timed_out,) = results
-    assert timed_out.status_code == 503  # both slots stayed busy past the 2 s queue timeout
+    assert timed_out.status_code == 429  # both slots stayed busy past the 2 s queue timeout
+    assert timed_out.json()["error"]["code"] == "queue_timeout"
     assert timed_out.headers["retry-after"]
     assert "stayed busy" in timed_out.json()["error"]["message"]
     for thread in long_runs:

@@ -7,7 +7,9 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,3 +194,43 @@ def test_bad_models_are_rejected_or_reported_and_the_others_keep_serving(kube_cl
     for name, ns in (("missing-file", "default"), ("fits-nowhere", "default"), ("good-smol", "team-b"),
                      ("good-smol", "default")):  # fmt: skip
         kc.api.kubectl("delete", "model", name, "-n", ns, "--timeout=60s", timeout=70)
+
+
+EXTERNAL = """apiVersion: llamafleet.io/v1alpha1
+kind: Model
+metadata:
+  name: ext-smol
+spec:
+  source: builtin:smollm2-135m
+  replicas: 1
+  contextLength: 512
+  parallelSlots: 1
+  autoscaling: {mode: External, minReplicas: 0, maxReplicas: 3, panicWindow: 1s, stableWindow: 2s}
+"""
+
+
+def test_external_mode_leaves_the_count_to_its_owner(kube_cluster: KubeCluster) -> None:
+    """An HPA or KEDA owns spec.replicas (the scale subresource): load never moves it, a scale does."""
+    kc = kube_cluster
+    kc.apply(EXTERNAL)
+    kc.api.kubectl("wait", "--for=condition=Ready", "model/ext-smol", "--timeout=120s", timeout=130)
+    client = openai.OpenAI(base_url=f"{kc.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+    def long_answer(_: int) -> str:
+        answer = client.completions.create(model="ext-smol", prompt="Once upon a time", max_tokens=150)
+        return answer.choices[0].text
+
+    # 4 long requests on 1 slot for seconds: Internal mode would panic to 3 replicas within 1 s
+    with ThreadPoolExecutor(4) as pool:
+        assert all(list(pool.map(long_answer, range(4))))
+    assert len([n for n in engine_pids(kc.agent) if n.startswith("ext-smol#")]) == 1
+    status = kc.status("ext-smol")
+    assert status["autoscaling"]["desiredReplicas"] == 1, status  # type: ignore[index]
+    assert "External" in status["autoscaling"]["reason"]  # type: ignore[index]
+    kc.api.kubectl("scale", "model/ext-smol", "--replicas=2")  # the outside owner decides
+    wait_until(lambda: kc.status("ext-smol").get("readyReplicas") == 2, 120, "the owner's 2 replicas")
+    time.sleep(3)  # idle now: Internal mode with minReplicas 0 would start going down; External must not
+    spec = json.loads(kc.api.kubectl("get", "model", "ext-smol", "-o", "json").stdout)["spec"]
+    assert spec["replicas"] == 2
+    assert len([n for n in engine_pids(kc.agent) if n.startswith("ext-smol#")]) == 2
+    kc.api.kubectl("delete", "model/ext-smol", "--timeout=60s", timeout=70)

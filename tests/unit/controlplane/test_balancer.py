@@ -15,7 +15,7 @@ from controlplane.gateway.balancer.hashring import HashRing
 from controlplane.gateway.balancer.keys import RequestKeys, request_keys
 from controlplane.gateway.balancer.state import InProcessState
 from controlplane.gateway.metrics import GatewayMetrics
-from llamafleet.core.errors import Overloaded, Unavailable
+from llamafleet.core.errors import ColdStartTimeout, Overloaded, QueueTimeout
 
 NO_KEYS = RequestKeys()
 
@@ -171,7 +171,7 @@ async def test_all_busy_queues_until_a_slot_frees() -> None:
     assert await asyncio.wait_for(waiter, 2) == "r1"
 
 
-async def test_a_full_queue_is_429_and_a_long_wait_is_503_both_with_retry_after() -> None:
+async def test_a_full_queue_and_a_long_wait_are_429_with_retry_after() -> None:
     b = balancer(queue_limit=1, queue_timeout_s=0.3, retry_after_s=3)
     t = table(["r1"], slots=1)
     await take(b, t)
@@ -180,7 +180,7 @@ async def test_a_full_queue_is_429_and_a_long_wait_is_503_both_with_retry_after(
     with pytest.raises(Overloaded) as full:
         await take(b, t)
     assert full.value.retry_after == 3
-    with pytest.raises(Unavailable) as timed_out:
+    with pytest.raises(QueueTimeout) as timed_out:  # a saturated pool: back off (429), not "down" (503)
         await waiting
     assert timed_out.value.retry_after == 3
     assert "stayed busy" in timed_out.value.message
@@ -190,3 +190,30 @@ async def test_no_ready_replica_is_none_not_a_wait() -> None:
     b = balancer()
     empty = RoutingTable(1, {"m": ModelRoute("m", 2, 2048, ())})
     assert await b.acquire(lambda: empty, "m", None, RequestKeys(), set()) is None
+
+
+async def test_an_autoscaled_model_with_no_ready_replica_holds_requests_until_one_is_ready() -> None:
+    b = balancer()
+    cold = RoutingTable(1, {"m": ModelRoute("m", 2, 2048, (), target_replicas=1, holds=True, hold_s=30)})
+    current = [cold]
+    waiter = asyncio.create_task(b.acquire(lambda: current[0], "m", None, RequestKeys(), set()))
+    await asyncio.sleep(0.2)
+    assert not waiter.done()
+    assert b.held.is_set(), "the load reporter is woken at once"
+    assert b.loads()["m"].queued == 1
+    current[0] = table(["r1"])  # the replica became ready
+    chosen = await asyncio.wait_for(waiter, 2)
+    assert chosen is not None
+    assert chosen.replica_id == "r1"
+    assert (b.loads()["m"].in_engines, b.loads()["m"].queued) == (1, 0)
+    await b.release("m", chosen)
+    assert b.loads()["m"].in_engines == 0
+
+
+async def test_a_hold_past_its_time_is_a_503_cold_start_timeout() -> None:
+    b = balancer(retry_after_s=4)
+    cold = RoutingTable(1, {"m": ModelRoute("m", 2, 2048, (), holds=True, hold_s=0.3)})
+    with pytest.raises(ColdStartTimeout) as timed_out:
+        await b.acquire(lambda: cold, "m", None, RequestKeys(), set())
+    assert timed_out.value.retry_after == 4
+    assert "became ready within" in timed_out.value.message

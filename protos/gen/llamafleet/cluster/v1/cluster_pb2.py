@@ -24,53 +24,61 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.protos/gen/llamafleet/cluster/v1/cluster.proto\x12\x15llamafleet.cluster.v1\"6\n\x11\x43ordonNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x63ordoned\x18\x02 \x01(\x08\"(\n\x12WatchRoutesRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\"d\n\x0cRoutingTable\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x31\n\x06models\x18\x02 \x03(\x0b\x32!.llamafleet.cluster.v1.ModelRoute\x12\x10\n\x08settling\x18\x03 \x01(\x08\"\xe6\x01\n\nModelRoute\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0eparallel_slots\x18\x02 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\r\x12\x32\n\tendpoints\x18\x04 \x03(\x0b\x32\x1f.llamafleet.cluster.v1.Endpoint\x12\x14\n\x0c\x63reated_unix\x18\x05 \x01(\x03\x12=\n\x0erecommendation\x18\x06 \x01(\x0b\x32%.llamafleet.cluster.v1.Recommendation\x12\x10\n\x08\x62\x61lancer\x18\x07 \x01(\t\"m\n\x08\x45ndpoint\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x10\n\x08\x61\x64\x61pters\x18\x05 \x03(\t\x12\x0e\n\x06secret\x18\x06 \x01(\t\"\x12\n\x10ListNodesRequest\"?\n\x11ListNodesResponse\x12*\n\x05nodes\x18\x01 \x03(\x0b\x32\x1b.llamafleet.cluster.v1.Node\"\xd8\x02\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x11\n\tcpu_model\x18\x04 \x01(\t\x12\x19\n\x11\x63pu_logical_cores\x18\x05 \x01(\r\x12\x17\n\x0fram_total_bytes\x18\x06 \x01(\x04\x12\x16\n\x0eram_free_bytes\x18\x07 \x01(\x04\x12\x0f\n\x07\x64\x65vices\x18\x08 \x03(\t\x12\x1a\n\x12\x64\x65sired_generation\x18\t \x01(\x04\x12\x1a\n\x12\x61pplied_generation\x18\n \x01(\x04\x12\x10\n\x08replicas\x18\x0b \x01(\r\x12\x15\n\ragent_version\x18\x0c \x01(\t\x12\x16\n\x0elast_seen_unix\x18\r \x01(\x03\x12\x11\n\tcpu_flags\x18\x0e \x03(\t\x12\x0c\n\x04nvml\x18\x0f \x01(\t\x12\x10\n\x08\x63ordoned\x18\x10 \x01(\x08\"\x13\n\x11ListModelsRequest\"H\n\x12ListModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".llamafleet.cluster.v1.ModelStatus\"\x88\x02\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x03 \x01(\r\x12\x16\n\x0eready_replicas\x18\x04 \x01(\r\x12\x34\n\nconditions\x18\x05 \x03(\x0b\x32 .llamafleet.cluster.v1.Condition\x12\x34\n\x08replicas\x18\x06 \x03(\x0b\x32\".llamafleet.cluster.v1.ReplicaView\x12=\n\x0erecommendation\x18\x07 \x01(\x0b\x32%.llamafleet.cluster.v1.Recommendation\"\xd2\x01\n\x0eRecommendation\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x30\n\x08\x63pu_mode\x18\x02 \x01(\x0b\x32\x1e.llamafleet.cluster.v1.FitMode\x12\x30\n\x08gpu_mode\x18\x03 \x03(\x0b\x32\x1e.llamafleet.cluster.v1.FitMode\x12\x0c\n\x04\x66its\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x10\n\x08run_mode\x18\x06 \x01(\t\x12\x0f\n\x07run_ngl\x18\x07 \x01(\x05\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\xc4\x01\n\x07\x46itMode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x02 \x03(\t\x12\x11\n\tram_bytes\x18\x03 \x01(\x04\x12\x12\n\nvram_bytes\x18\x04 \x01(\x04\x12\x0b\n\x03ngl\x18\x05 \x01(\x05\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\x12\x15\n\rrecommend_ngl\x18\x07 \x01(\x05\x12\x1a\n\x12max_context_length\x18\x08 \x01(\r\x12\x0c\n\x04\x66its\x18\t \x01(\x08\x12\r\n\x05short\x18\n \x01(\t\"|\n\x12\x45valuateFitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\r\x12\x10\n\x08parallel\x18\x05 \x01(\r\x12\x0f\n\x07kv_type\x18\x06 \x01(\t\"W\n\x13\x45valuateFitResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.llamafleet.cluster.v1.NodeFit\x12\x11\n\tbest_node\x18\x02 \x01(\t\"\xbc\x01\n\x07NodeFit\x12=\n\x0erecommendation\x18\x01 \x01(\x0b\x32%.llamafleet.cluster.v1.Recommendation\x12\x31\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32 .llamafleet.cluster.v1.DeviceFit\x12\x11\n\tram_bytes\x18\x03 \x01(\x04\x12\x12\n\nvram_bytes\x18\x04 \x01(\x04\x12\x18\n\x10page_cache_bytes\x18\x05 \x01(\x04\"\xba\x01\n\tDeviceFit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x15\n\rweights_bytes\x18\x03 \x01(\x04\x12\x10\n\x08kv_bytes\x18\x04 \x01(\x04\x12\x15\n\rcompute_bytes\x18\x05 \x01(\x04\x12\x14\n\x0coutput_bytes\x18\x06 \x01(\x04\x12\x16\n\x0eoverhead_bytes\x18\x07 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x04\x12\x0e\n\x06layers\x18\t \x01(\t\"J\n\tCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x87\x03\n\x0bReplicaView\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x10\n\x08restarts\x18\x05 \x01(\r\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x34\n\x05parts\x18\x07 \x03(\x0b\x32%.llamafleet.cluster.v1.WorkerPartView\x12\x18\n\x10head_first_layer\x18\x08 \x01(\r\x12\x17\n\x0fhead_last_layer\x18\t \x01(\r\x12\x14\n\x0clast_failure\x18\n \x01(\t\x12\x1c\n\x14predicted_host_bytes\x18\x0b \x01(\x04\x12\x14\n\x0creplacements\x18\x0c \x01(\r\x12\x1b\n\x13\x64ownload_done_bytes\x18\r \x01(\x04\x12\x1c\n\x14\x64ownload_total_bytes\x18\x0e \x01(\x04\x12!\n\x19\x64ownload_bytes_per_second\x18\x0f \x01(\x01\"\xa7\x01\n\x0eWorkerPartView\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66irst_layer\x18\x03 \x01(\r\x12\x12\n\nlast_layer\x18\x04 \x01(\r\x12\x16\n\x0ereserved_bytes\x18\x05 \x01(\x04\x12\r\n\x05phase\x18\x06 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t2\xef\x03\n\x0e\x43lusterService\x12_\n\x0bWatchRoutes\x12).llamafleet.cluster.v1.WatchRoutesRequest\x1a#.llamafleet.cluster.v1.RoutingTable0\x01\x12^\n\tListNodes\x12\'.llamafleet.cluster.v1.ListNodesRequest\x1a(.llamafleet.cluster.v1.ListNodesResponse\x12\x61\n\nListModels\x12(.llamafleet.cluster.v1.ListModelsRequest\x1a).llamafleet.cluster.v1.ListModelsResponse\x12\x64\n\x0b\x45valuateFit\x12).llamafleet.cluster.v1.EvaluateFitRequest\x1a*.llamafleet.cluster.v1.EvaluateFitResponse\x12S\n\nCordonNode\x12(.llamafleet.cluster.v1.CordonNodeRequest\x1a\x1b.llamafleet.cluster.v1.Nodeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n.protos/gen/llamafleet/cluster/v1/cluster.proto\x12\x15llamafleet.cluster.v1\"R\n\nLoadReport\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12\x30\n\x06models\x18\x02 \x03(\x0b\x32 .llamafleet.cluster.v1.ModelLoad\"Y\n\tModelLoad\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nin_engines\x18\x02 \x01(\r\x12\x0e\n\x06queued\x18\x03 \x01(\r\x12\x19\n\x11last_request_unix\x18\x04 \x01(\x01\"\x0f\n\rLoadReportAck\"6\n\x11\x43ordonNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x63ordoned\x18\x02 \x01(\x08\"(\n\x12WatchRoutesRequest\x12\x12\n\ngateway_id\x18\x01 \x01(\t\"d\n\x0cRoutingTable\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x31\n\x06models\x18\x02 \x03(\x0b\x32!.llamafleet.cluster.v1.ModelRoute\x12\x10\n\x08settling\x18\x03 \x01(\x08\"\xa4\x02\n\nModelRoute\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0eparallel_slots\x18\x02 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x03 \x01(\r\x12\x32\n\tendpoints\x18\x04 \x03(\x0b\x32\x1f.llamafleet.cluster.v1.Endpoint\x12\x14\n\x0c\x63reated_unix\x18\x05 \x01(\x03\x12=\n\x0erecommendation\x18\x06 \x01(\x0b\x32%.llamafleet.cluster.v1.Recommendation\x12\x10\n\x08\x62\x61lancer\x18\x07 \x01(\t\x12\x17\n\x0ftarget_replicas\x18\x08 \x01(\r\x12\r\n\x05holds\x18\t \x01(\x08\x12\x14\n\x0chold_seconds\x18\n \x01(\x01\"m\n\x08\x45ndpoint\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x10\n\x08\x61\x64\x61pters\x18\x05 \x03(\t\x12\x0e\n\x06secret\x18\x06 \x01(\t\"\x12\n\x10ListNodesRequest\"?\n\x11ListNodesResponse\x12*\n\x05nodes\x18\x01 \x03(\x0b\x32\x1b.llamafleet.cluster.v1.Node\"\xd8\x02\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x11\n\tcpu_model\x18\x04 \x01(\t\x12\x19\n\x11\x63pu_logical_cores\x18\x05 \x01(\r\x12\x17\n\x0fram_total_bytes\x18\x06 \x01(\x04\x12\x16\n\x0eram_free_bytes\x18\x07 \x01(\x04\x12\x0f\n\x07\x64\x65vices\x18\x08 \x03(\t\x12\x1a\n\x12\x64\x65sired_generation\x18\t \x01(\x04\x12\x1a\n\x12\x61pplied_generation\x18\n \x01(\x04\x12\x10\n\x08replicas\x18\x0b \x01(\r\x12\x15\n\ragent_version\x18\x0c \x01(\t\x12\x16\n\x0elast_seen_unix\x18\r \x01(\x03\x12\x11\n\tcpu_flags\x18\x0e \x03(\t\x12\x0c\n\x04nvml\x18\x0f \x01(\t\x12\x10\n\x08\x63ordoned\x18\x10 \x01(\x08\"\x13\n\x11ListModelsRequest\"H\n\x12ListModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".llamafleet.cluster.v1.ModelStatus\"\xb9\x02\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x18\n\x10\x64\x65sired_replicas\x18\x03 \x01(\r\x12\x16\n\x0eready_replicas\x18\x04 \x01(\r\x12\x34\n\nconditions\x18\x05 \x03(\x0b\x32 .llamafleet.cluster.v1.Condition\x12\x34\n\x08replicas\x18\x06 \x03(\x0b\x32\".llamafleet.cluster.v1.ReplicaView\x12=\n\x0erecommendation\x18\x07 \x01(\x0b\x32%.llamafleet.cluster.v1.Recommendation\x12/\n\x07scaling\x18\x08 \x01(\x0b\x32\x1e.llamafleet.cluster.v1.Scaling\"{\n\x07Scaling\x12\x10\n\x08replicas\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05panic\x18\x03 \x01(\x08\x12\x0e\n\x06\x64\x65mand\x18\x04 \x01(\x01\x12\x14\n\x0c\x63hanged_unix\x18\x05 \x01(\x01\x12\x19\n\x11last_request_unix\x18\x06 \x01(\x01\"\xd2\x01\n\x0eRecommendation\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x30\n\x08\x63pu_mode\x18\x02 \x01(\x0b\x32\x1e.llamafleet.cluster.v1.FitMode\x12\x30\n\x08gpu_mode\x18\x03 \x03(\x0b\x32\x1e.llamafleet.cluster.v1.FitMode\x12\x0c\n\x04\x66its\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x10\n\x08run_mode\x18\x06 \x01(\t\x12\x0f\n\x07run_ngl\x18\x07 \x01(\x05\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\xc4\x01\n\x07\x46itMode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x02 \x03(\t\x12\x11\n\tram_bytes\x18\x03 \x01(\x04\x12\x12\n\nvram_bytes\x18\x04 \x01(\x04\x12\x0b\n\x03ngl\x18\x05 \x01(\x05\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\x12\x15\n\rrecommend_ngl\x18\x07 \x01(\x05\x12\x1a\n\x12max_context_length\x18\x08 \x01(\r\x12\x0c\n\x04\x66its\x18\t \x01(\x08\x12\r\n\x05short\x18\n \x01(\t\"|\n\x12\x45valuateFitRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\r\x12\x10\n\x08parallel\x18\x05 \x01(\r\x12\x0f\n\x07kv_type\x18\x06 \x01(\t\"W\n\x13\x45valuateFitResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.llamafleet.cluster.v1.NodeFit\x12\x11\n\tbest_node\x18\x02 \x01(\t\"\xbc\x01\n\x07NodeFit\x12=\n\x0erecommendation\x18\x01 \x01(\x0b\x32%.llamafleet.cluster.v1.Recommendation\x12\x31\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32 .llamafleet.cluster.v1.DeviceFit\x12\x11\n\tram_bytes\x18\x03 \x01(\x04\x12\x12\n\nvram_bytes\x18\x04 \x01(\x04\x12\x18\n\x10page_cache_bytes\x18\x05 \x01(\x04\"\xba\x01\n\tDeviceFit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x15\n\rweights_bytes\x18\x03 \x01(\x04\x12\x10\n\x08kv_bytes\x18\x04 \x01(\x04\x12\x15\n\rcompute_bytes\x18\x05 \x01(\x04\x12\x14\n\x0coutput_bytes\x18\x06 \x01(\x04\x12\x16\n\x0eoverhead_bytes\x18\x07 \x01(\x04\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x04\x12\x0e\n\x06layers\x18\t \x01(\t\"J\n\tCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x87\x03\n\x0bReplicaView\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x04 \x01(\t\x12\x10\n\x08restarts\x18\x05 \x01(\r\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x34\n\x05parts\x18\x07 \x03(\x0b\x32%.llamafleet.cluster.v1.WorkerPartView\x12\x18\n\x10head_first_layer\x18\x08 \x01(\r\x12\x17\n\x0fhead_last_layer\x18\t \x01(\r\x12\x14\n\x0clast_failure\x18\n \x01(\t\x12\x1c\n\x14predicted_host_bytes\x18\x0b \x01(\x04\x12\x14\n\x0creplacements\x18\x0c \x01(\r\x12\x1b\n\x13\x64ownload_done_bytes\x18\r \x01(\x04\x12\x1c\n\x14\x64ownload_total_bytes\x18\x0e \x01(\x04\x12!\n\x19\x64ownload_bytes_per_second\x18\x0f \x01(\x01\"\xa7\x01\n\x0eWorkerPartView\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x13\n\x0b\x66irst_layer\x18\x03 \x01(\r\x12\x12\n\nlast_layer\x18\x04 \x01(\r\x12\x16\n\x0ereserved_bytes\x18\x05 \x01(\x04\x12\r\n\x05phase\x18\x06 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t2\xc6\x04\n\x0e\x43lusterService\x12_\n\x0bWatchRoutes\x12).llamafleet.cluster.v1.WatchRoutesRequest\x1a#.llamafleet.cluster.v1.RoutingTable0\x01\x12^\n\tListNodes\x12\'.llamafleet.cluster.v1.ListNodesRequest\x1a(.llamafleet.cluster.v1.ListNodesResponse\x12\x61\n\nListModels\x12(.llamafleet.cluster.v1.ListModelsRequest\x1a).llamafleet.cluster.v1.ListModelsResponse\x12\x64\n\x0b\x45valuateFit\x12).llamafleet.cluster.v1.EvaluateFitRequest\x1a*.llamafleet.cluster.v1.EvaluateFitResponse\x12S\n\nCordonNode\x12(.llamafleet.cluster.v1.CordonNodeRequest\x1a\x1b.llamafleet.cluster.v1.Node\x12U\n\nReportLoad\x12!.llamafleet.cluster.v1.LoadReport\x1a$.llamafleet.cluster.v1.LoadReportAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.gen.llamafleet.cluster.v1.cluster_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CORDONNODEREQUEST']._serialized_start=73
-  _globals['_CORDONNODEREQUEST']._serialized_end=127
-  _globals['_WATCHROUTESREQUEST']._serialized_start=129
-  _globals['_WATCHROUTESREQUEST']._serialized_end=169
-  _globals['_ROUTINGTABLE']._serialized_start=171
-  _globals['_ROUTINGTABLE']._serialized_end=271
-  _globals['_MODELROUTE']._serialized_start=274
-  _globals['_MODELROUTE']._serialized_end=504
-  _globals['_ENDPOINT']._serialized_start=506
-  _globals['_ENDPOINT']._serialized_end=615
-  _globals['_LISTNODESREQUEST']._serialized_start=617
-  _globals['_LISTNODESREQUEST']._serialized_end=635
-  _globals['_LISTNODESRESPONSE']._serialized_start=637
-  _globals['_LISTNODESRESPONSE']._serialized_end=700
-  _globals['_NODE']._serialized_start=703
-  _globals['_NODE']._serialized_end=1047
-  _globals['_LISTMODELSREQUEST']._serialized_start=1049
-  _globals['_LISTMODELSREQUEST']._serialized_end=1068
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1070
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1142
-  _globals['_MODELSTATUS']._serialized_start=1145
-  _globals['_MODELSTATUS']._serialized_end=1409
-  _globals['_RECOMMENDATION']._serialized_start=1412
-  _globals['_RECOMMENDATION']._serialized_end=1622
-  _globals['_FITMODE']._serialized_start=1625
-  _globals['_FITMODE']._serialized_end=1821
-  _globals['_EVALUATEFITREQUEST']._serialized_start=1823
-  _globals['_EVALUATEFITREQUEST']._serialized_end=1947
-  _globals['_EVALUATEFITRESPONSE']._serialized_start=1949
-  _globals['_EVALUATEFITRESPONSE']._serialized_end=2036
-  _globals['_NODEFIT']._serialized_start=2039
-  _globals['_NODEFIT']._serialized_end=2227
-  _globals['_DEVICEFIT']._serialized_start=2230
-  _globals['_DEVICEFIT']._serialized_end=2416
-  _globals['_CONDITION']._serialized_start=2418
-  _globals['_CONDITION']._serialized_end=2492
-  _globals['_REPLICAVIEW']._serialized_start=2495
-  _globals['_REPLICAVIEW']._serialized_end=2886
-  _globals['_WORKERPARTVIEW']._serialized_start=2889
-  _globals['_WORKERPARTVIEW']._serialized_end=3056
-  _globals['_CLUSTERSERVICE']._serialized_start=3059
-  _globals['_CLUSTERSERVICE']._serialized_end=3554
+  _globals['_LOADREPORT']._serialized_start=73
+  _globals['_LOADREPORT']._serialized_end=155
+  _globals['_MODELLOAD']._serialized_start=157
+  _globals['_MODELLOAD']._serialized_end=246
+  _globals['_LOADREPORTACK']._serialized_start=248
+  _globals['_LOADREPORTACK']._serialized_end=263
+  _globals['_CORDONNODEREQUEST']._serialized_start=265
+  _globals['_CORDONNODEREQUEST']._serialized_end=319
+  _globals['_WATCHROUTESREQUEST']._serialized_start=321
+  _globals['_WATCHROUTESREQUEST']._serialized_end=361
+  _globals['_ROUTINGTABLE']._serialized_start=363
+  _globals['_ROUTINGTABLE']._serialized_end=463
+  _globals['_MODELROUTE']._serialized_start=466
+  _globals['_MODELROUTE']._serialized_end=758
+  _globals['_ENDPOINT']._serialized_start=760
+  _globals['_ENDPOINT']._serialized_end=869
+  _globals['_LISTNODESREQUEST']._serialized_start=871
+  _globals['_LISTNODESREQUEST']._serialized_end=889
+  _globals['_LISTNODESRESPONSE']._serialized_start=891
+  _globals['_LISTNODESRESPONSE']._serialized_end=954
+  _globals['_NODE']._serialized_start=957
+  _globals['_NODE']._serialized_end=1301
+  _globals['_LISTMODELSREQUEST']._serialized_start=1303
+  _globals['_LISTMODELSREQUEST']._serialized_end=1322
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1324
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1396
+  _globals['_MODELSTATUS']._serialized_start=1399
+  _globals['_MODELSTATUS']._serialized_end=1712
+  _globals['_SCALING']._serialized_start=1714
+  _globals['_SCALING']._serialized_end=1837
+  _globals['_RECOMMENDATION']._serialized_start=1840
+  _globals['_RECOMMENDATION']._serialized_end=2050
+  _globals['_FITMODE']._serialized_start=2053
+  _globals['_FITMODE']._serialized_end=2249
+  _globals['_EVALUATEFITREQUEST']._serialized_start=2251
+  _globals['_EVALUATEFITREQUEST']._serialized_end=2375
+  _globals['_EVALUATEFITRESPONSE']._serialized_start=2377
+  _globals['_EVALUATEFITRESPONSE']._serialized_end=2464
+  _globals['_NODEFIT']._serialized_start=2467
+  _globals['_NODEFIT']._serialized_end=2655
+  _globals['_DEVICEFIT']._serialized_start=2658
+  _globals['_DEVICEFIT']._serialized_end=2844
+  _globals['_CONDITION']._serialized_start=2846
+  _globals['_CONDITION']._serialized_end=2920
+  _globals['_REPLICAVIEW']._serialized_start=2923
+  _globals['_REPLICAVIEW']._serialized_end=3314
+  _globals['_WORKERPARTVIEW']._serialized_start=3317
+  _globals['_WORKERPARTVIEW']._serialized_end=3484
+  _globals['_CLUSTERSERVICE']._serialized_start=3487
+  _globals['_CLUSTERSERVICE']._serialized_end=4069
 # @@protoc_insertion_point(module_scope)

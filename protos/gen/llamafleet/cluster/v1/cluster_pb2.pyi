@@ -6,6 +6,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class LoadReport(_message.Message):
+    __slots__ = ("gateway_id", "models")
+    GATEWAY_ID_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    gateway_id: str
+    models: _containers.RepeatedCompositeFieldContainer[ModelLoad]
+    def __init__(self, gateway_id: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelLoad, _Mapping]]] = ...) -> None: ...
+
+class ModelLoad(_message.Message):
+    __slots__ = ("model", "in_engines", "queued", "last_request_unix")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IN_ENGINES_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    LAST_REQUEST_UNIX_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    in_engines: int
+    queued: int
+    last_request_unix: float
+    def __init__(self, model: _Optional[str] = ..., in_engines: _Optional[int] = ..., queued: _Optional[int] = ..., last_request_unix: _Optional[float] = ...) -> None: ...
+
+class LoadReportAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class CordonNodeRequest(_message.Message):
     __slots__ = ("node_id", "cordoned")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -31,7 +55,7 @@ class RoutingTable(_message.Message):
     def __init__(self, version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ..., settling: _Optional[bool] = ...) -> None: ...
 
 class ModelRoute(_message.Message):
-    __slots__ = ("model", "parallel_slots", "context_length", "endpoints", "created_unix", "recommendation", "balancer")
+    __slots__ = ("model", "parallel_slots", "context_length", "endpoints", "created_unix", "recommendation", "balancer", "target_replicas", "holds", "hold_seconds")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_SLOTS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +63,9 @@ class ModelRoute(_message.Message):
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
     BALANCER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     parallel_slots: int
     context_length: int
@@ -46,7 +73,10 @@ class ModelRoute(_message.Message):
     created_unix: int
     recommendation: Recommendation
     balancer: str
-    def __init__(self, model: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., context_length: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., created_unix: _Optional[int] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ..., balancer: _Optional[str] = ...) -> None: ...
+    target_replicas: int
+    holds: bool
+    hold_seconds: float
+    def __init__(self, model: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., context_length: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., created_unix: _Optional[int] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ..., balancer: _Optional[str] = ..., target_replicas: _Optional[int] = ..., holds: _Optional[bool] = ..., hold_seconds: _Optional[float] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("replica_id", "node_id", "url", "ready", "adapters", "secret")
@@ -121,7 +151,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
-    __slots__ = ("name", "source", "desired_replicas", "ready_replicas", "conditions", "replicas", "recommendation")
+    __slots__ = ("name", "source", "desired_replicas", "ready_replicas", "conditions", "replicas", "recommendation", "scaling")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     DESIRED_REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +159,7 @@ class ModelStatus(_message.Message):
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDATION_FIELD_NUMBER: _ClassVar[int]
+    SCALING_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: str
     desired_replicas: int
@@ -136,7 +167,24 @@ class ModelStatus(_message.Message):
     conditions: _containers.RepeatedCompositeFieldContainer[Condition]
     replicas: _containers.RepeatedCompositeFieldContainer[ReplicaView]
     recommendation: Recommendation
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaView, _Mapping]]] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ...) -> None: ...
+    scaling: Scaling
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., desired_replicas: _Optional[int] = ..., ready_replicas: _Optional[int] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaView, _Mapping]]] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ..., scaling: _Optional[_Union[Scaling, _Mapping]] = ...) -> None: ...
+
+class Scaling(_message.Message):
+    __slots__ = ("replicas", "reason", "panic", "demand", "changed_unix", "last_request_unix")
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PANIC_FIELD_NUMBER: _ClassVar[int]
+    DEMAND_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LAST_REQUEST_UNIX_FIELD_NUMBER: _ClassVar[int]
+    replicas: int
+    reason: str
+    panic: bool
+    demand: float
+    changed_unix: float
+    last_request_unix: float
+    def __init__(self, replicas: _Optional[int] = ..., reason: _Optional[str] = ..., panic: _Optional[bool] = ..., demand: _Optional[float] = ..., changed_unix: _Optional[float] = ..., last_request_unix: _Optional[float] = ...) -> None: ...
 
 class Recommendation(_message.Message):
     __slots__ = ("node", "cpu_mode", "gpu_mode", "fits", "reason", "run_mode", "run_ngl", "error")
