@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from llama_cpp.llama_grammar import SchemaConverter
+from llama_cpp.llama_grammar import BuiltinRule, SchemaConverter
 
 from llamafleet.core.errors import InvalidRequest
 
@@ -116,8 +116,19 @@ def _problems(schema: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _problems(schema[key], f"{path}.{key}")
 
 
+# A JSON string holds no raw control character (RFC 8259): llama.cpp's own converter excludes them,
+# llama-cpp-python's copy allows any character but `"` and `\`, and a sampled newline inside a
+# string then made the answer unparseable (seen at temperature 1).
+JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+
+
 class _BoundedConverter(SchemaConverter):
-    """The library's converter, plus integers between bounds."""
+    """The library's converter, plus integers between bounds, and JSON's own string characters."""
+
+    def _add_primitive(self, name: str, rule: Any) -> Any:
+        if name == "char":
+            rule = BuiltinRule(JSON_CHAR, rule.deps)
+        return super()._add_primitive(name, rule)  # type: ignore[no-untyped-call]
 
     def visit(self, schema: Any, name: str) -> Any:
         if isinstance(schema, dict) and schema.get("type") == "integer" and any(b in schema for b in BOUNDS):

@@ -160,3 +160,36 @@ def test_an_idle_model_goes_to_zero_frees_its_engine_and_comes_back(tmp_path: Pa
         assert len(engines(cluster)) == 1
     finally:
         stop_cluster(cluster)
+
+
+def test_steady_load_settles_in_at_most_two_scale_events(tmp_path: Path) -> None:
+    """The issue's "at most 2 scale events per 10 minutes", with every window 10x shorter: 60 s of three
+    clients back to back on a 2-slot model (the decider's 10 real minutes: test_autoscaler_decider.py)."""
+    yaml = models_file(
+        "steady", 1, 2,
+        "{minReplicas: 1, maxReplicas: 4, targetUtilization: 1.0, stableWindow: 6s, panicWindow: 1s, "
+        "scaleDownDelay: 12s}",
+    )  # fmt: skip
+    cluster = start_cluster(tmp_path, yaml, ["steady"])
+    try:
+
+        async def clients(seconds: float) -> list[int]:
+            statuses: list[int] = []
+            until = time.monotonic() + seconds
+
+            async def one(client: httpx.AsyncClient) -> None:
+                while time.monotonic() < until:
+                    body = {"model": "steady", "prompt": "Once upon a time", "max_tokens": 40}
+                    statuses.append((await client.post("/v1/completions", json=body)).status_code)
+
+            async with httpx.AsyncClient(base_url=cluster.base_url, timeout=120) as client:
+                await asyncio.gather(*(one(client) for _ in range(3)))
+            return statuses
+
+        statuses = asyncio.run(clients(60))
+        assert set(statuses) == {200}, statuses
+        events = scale_events(cluster, "steady")
+        assert 1 <= len(events) <= 2, events  # up to what 3 clients need, then nothing
+        print(f"steady: {len(statuses)} requests, scale events {events}")
+    finally:
+        stop_cluster(cluster)

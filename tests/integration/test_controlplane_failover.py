@@ -3,6 +3,7 @@ and no engine restart (agents report what they run; the new control plane adopts
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -10,12 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from nodeagent.supervisor.process import free_port
-from tests.support.kubeapi import kube_api
+from tests.support.kubeapi import KubeApi, kube_api
 from tests.support.processes import (
     Proc,
     agent_args,
@@ -50,12 +52,18 @@ class ClientLoop:
     """Chat requests one after another through the gateway, counting every answer that is not a 200."""
 
     url: str
+    parallel: int = 1  # clients, each one request after another
+    max_tokens: int = 4
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        body = {"model": "smol", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+        body = {
+            "model": "smol",
+            "max_tokens": self.max_tokens,
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
         with httpx.Client(timeout=30) as client:
             while not self._stop.is_set():
                 try:
@@ -70,13 +78,15 @@ class ClientLoop:
 
     @contextmanager
     def running(self) -> Iterator[ClientLoop]:
-        thread = threading.Thread(target=self.run, daemon=True)
-        thread.start()
+        threads = [threading.Thread(target=self.run, daemon=True) for _ in range(self.parallel)]
+        for thread in threads:
+            thread.start()
         try:
             yield self
         finally:
             self._stop.set()
-            thread.join(60)
+            for thread in threads:
+                thread.join(60)
 
 
 def gateway_current(url: str) -> bool:
@@ -86,7 +96,23 @@ def gateway_current(url: str) -> bool:
         return False
 
 
-def test_killing_the_leader_hands_over_within_15s_without_a_failed_request(tmp_path: Path) -> None:
+@dataclass
+class TwoControlPlanes:
+    api: KubeApi
+    cps: list[Proc]
+    ready_urls: list[str]
+    agent: Proc
+    base: str  # the gateway
+
+    def status(self, name: str = "smol") -> dict[str, Any]:
+        out = self.api.kubectl("get", "model", name, "-o", "json").stdout
+        status: dict[str, Any] = json.loads(out).get("status") or {}
+        return status
+
+
+@contextmanager
+def two_controlplanes(tmp_path: Path, manifest: str, model: str) -> Iterator[TwoControlPlanes]:
+    """Two control planes behind one Service (cp-0 leads), an agent, a gateway, and ``manifest`` Ready."""
     with kube_api(tmp_path, free_port("127.0.0.1")) as api:
         ports = [(grpc_port(), free_port("127.0.0.1")) for _ in range(2)]
         cps = [
@@ -105,39 +131,75 @@ def test_killing_the_leader_hands_over_within_15s_without_a_failed_request(tmp_p
             cps[1].start()
             args = [*agent_args(tmp_path, service.address), "--uplink-join", join.address]
             agent = Proc("agent", args, tmp_path / "agent.log").start()
-            gw_args = gateway_args(service.address, gw_port, tmp_path)
-            gateway = Proc("gateway", gw_args, tmp_path / "gw.log").start()
+            gateway = Proc(
+                "gateway", gateway_args(service.address, gw_port, tmp_path), tmp_path / "gw.log"
+            ).start()
             try:
-                (tmp_path / "model.yaml").write_text(MODEL)
+                (tmp_path / "model.yaml").write_text(manifest)
                 api.kubectl("apply", "-f", str(tmp_path / "model.yaml"))
-                api.kubectl("wait", "--for=condition=Ready", "model/smol", "--timeout=120s", timeout=130)
+                api.kubectl("wait", "--for=condition=Ready", f"model/{model}", "--timeout=120s", timeout=130)
                 wait_until(lambda: gateway_current(base), 30, "the gateway's routes")
                 assert not ready(backends[1].ready_url), "the follower must report not-ready"
-                before = engine_pids(agent)
-                assert len(before) == 2
-
-                with ClientLoop(base).running() as loop:
-                    time.sleep(2)
-                    cps[0].process.send_signal(signal.SIGKILL)
-                    killed = time.monotonic()
-                    wait_ready(cps[1], backends[1].ready_url, timeout=30)
-                    takeover = time.monotonic() - killed
-                    wait_until(lambda: gateway_current(base), 60, "the gateway to follow the new leader")
-                    time.sleep(2)
-                assert takeover < 15, f"the follower took {takeover:.1f}s to lead"
-                assert loop.failures == [], loop.failures[:5]
-                assert loop.ok > 20, loop.ok
-                assert engine_pids(agent) == before, "engines were restarted by the failover"
-                holder = api.kubectl(
-                    "get", "lease", "llamafleet-controlplane", "-o", "jsonpath={.spec.holderIdentity}"
-                )
-                assert holder.stdout == "cp-1"
-                described = api.kubectl("describe", "model", "smol").stdout
-                assert "Adopted" in described, described  # the new leader took both replicas over
-                assert "adopted replica" in cps[1].log()
+                yield TwoControlPlanes(api, cps, [b.ready_url for b in backends], agent, base)
             finally:
                 for proc in (gateway, agent, *cps):
                     proc.stop()
+
+
+def test_killing_the_leader_hands_over_within_15s_without_a_failed_request(tmp_path: Path) -> None:
+    with two_controlplanes(tmp_path, MODEL, "smol") as c:
+        before = engine_pids(c.agent)
+        assert len(before) == 2
+        with ClientLoop(c.base).running() as loop:
+            time.sleep(2)
+            c.cps[0].process.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            wait_ready(c.cps[1], c.ready_urls[1], timeout=30)
+            takeover = time.monotonic() - killed
+            wait_until(lambda: gateway_current(c.base), 60, "the gateway to follow the new leader")
+            time.sleep(2)
+        assert takeover < 15, f"the follower took {takeover:.1f}s to lead"
+        assert loop.failures == [], loop.failures[:5]
+        assert loop.ok > 20, loop.ok
+        assert engine_pids(c.agent) == before, "engines were restarted by the failover"
+        holder = c.api.kubectl(
+            "get", "lease", "llamafleet-controlplane", "-o", "jsonpath={.spec.holderIdentity}"
+        )
+        assert holder.stdout == "cp-1"
+        described = c.api.kubectl("describe", "model", "smol").stdout
+        assert "Adopted" in described, described  # the new leader took both replicas over
+        assert "adopted replica" in c.cps[1].log()
+
+
+AUTOSCALED = """apiVersion: llamafleet.io/v1alpha1
+kind: Model
+metadata:
+  name: smol
+spec:
+  source: builtin:smollm2-135m
+  replicas: 1
+  contextLength: 512
+  parallelSlots: 1
+  threads: 1
+  autoscaling: {minReplicas: 1, maxReplicas: 2, targetUtilization: 1.0, stableWindow: 4s, panicWindow: 1s}
+"""
+
+
+def test_a_new_leader_carries_on_with_the_autoscaled_count(tmp_path: Path) -> None:
+    """The autoscaler's count lives in the Model's status: after a failover the new leader keeps it (and
+    the replicas) instead of falling back to spec.replicas, and the scale-up is an Event."""
+    with two_controlplanes(tmp_path, AUTOSCALED, "smol") as c:
+        with ClientLoop(c.base, parallel=3, max_tokens=48).running():  # 3 clients on 1 slot: 2 (the max)
+            wait_until(lambda: (c.status().get("autoscaling") or {}).get("desiredReplicas") == 2, 60,
+                       "the autoscaler's 2 replicas in status")  # fmt: skip
+            wait_until(lambda: len(engine_pids(c.agent)) == 2, 60, "two engines")
+        before = engine_pids(c.agent)
+        assert "ScaledUp" in c.api.kubectl("describe", "model", "smol").stdout
+        c.cps[0].process.send_signal(signal.SIGKILL)
+        wait_ready(c.cps[1], c.ready_urls[1], timeout=30)
+        time.sleep(3)  # the new leader acts; 1 replica would be spec.replicas
+        assert engine_pids(c.agent) == before, "the new leader dropped or restarted the autoscaled replicas"
+        assert "carrying on with 2 replica(s)" in c.cps[1].log()
 
 
 def test_a_restarted_controlplane_adopts_every_engine_and_no_request_fails(tmp_path: Path) -> None:

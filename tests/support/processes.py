@@ -94,10 +94,15 @@ def cluster_pki(tmp: Path) -> Path:
     return folder
 
 
+# Control-plane ports come from below Linux's ephemeral range (32768-60999 by default), where
+# free_port()'s kernel-chosen ports never land: a port handed out next cannot be a join port (g + 1).
+GRPC_PORTS = (20000, 29998)
+
+
 def grpc_port() -> int:
     """A free port for a control plane whose next port (its join port) is free too."""
     for _ in range(100):
-        port = free_port("127.0.0.1")
+        port = free_port("127.0.0.1", GRPC_PORTS)
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port + 1))

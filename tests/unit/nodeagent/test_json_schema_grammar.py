@@ -64,3 +64,14 @@ def test_bounded_integers_become_a_grammar_and_unsupported_keywords_are_refused_
         with pytest.raises(InvalidRequest) as caught:
             schema_grammar(schema, "s")
         assert caught.value.param == where, schema
+
+
+def test_strings_hold_no_raw_control_characters() -> None:
+    """RFC 8259: a raw newline inside a string is not JSON (a sampled one once broke an answer)."""
+    rules = dict(line.split(" ::= ", 1) for line in schema_grammar({"type": "string"}, "x").splitlines())
+    first = re.compile(rules["char"].split(" | ", 1)[0])  # the plain-character class, a Python regex too
+    for ch in ["\n", "\r", "\t", "\x00", "\x1f", "\x7f", '"', "\\"]:
+        assert not first.fullmatch(ch), repr(ch)
+    for ch in ["a", " ", "é", "/", "{"]:
+        assert first.fullmatch(ch), repr(ch)
+    assert '"\\\\" (["\\\\/bfnrt]' in rules["char"]  # escapes stay: \n written as two characters
