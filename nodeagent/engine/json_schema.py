@@ -128,7 +128,7 @@ class _BoundedConverter(SchemaConverter):
     def _add_primitive(self, name: str, rule: Any) -> Any:
         if name == "char":
             rule = BuiltinRule(JSON_CHAR, rule.deps)
-        return super()._add_primitive(name, rule)  # type: ignore[no-untyped-call]
+        return super()._add_primitive(name, rule)
 
     def visit(self, schema: Any, name: str) -> Any:
         if isinstance(schema, dict) and schema.get("type") == "integer" and any(b in schema for b in BOUNDS):
