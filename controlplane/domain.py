@@ -460,6 +460,9 @@ class ModelRoute:
     target_replicas: int = 0
     holds: bool = False
     hold_s: float = 0.0
+    adapters: tuple[
+        str, ...
+    ] = ()  # LoRA adapters its spec loads at start: names resolve before a replica runs
 
 
 @dataclass(frozen=True)
@@ -480,6 +483,10 @@ class RoutingTable:
             return name, None
         base, sep, adapter = name.rpartition(":")
         route = self.models.get(base)
-        if sep and route is not None and any(adapter in e.adapters for e in route.endpoints):
+        if (
+            sep
+            and route is not None
+            and (adapter in route.adapters or any(adapter in e.adapters for e in route.endpoints))
+        ):
             return base, adapter
         return None

@@ -81,6 +81,7 @@ def routing_table_to_pb(table: RoutingTable) -> pb.RoutingTable:
                 target_replicas=route.target_replicas,
                 holds=route.holds,
                 hold_seconds=route.hold_s,
+                adapters=route.adapters,
                 endpoints=[
                     pb.Endpoint(
                         replica_id=e.replica_id,
@@ -117,6 +118,7 @@ def routing_table_from_pb(message: pb.RoutingTable) -> RoutingTable:
             target_replicas=m.target_replicas,
             holds=m.holds,
             hold_s=m.hold_seconds,
+            adapters=tuple(m.adapters),
         )
     return RoutingTable(version=message.version, models=models, settling=message.settling)
 

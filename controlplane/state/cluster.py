@@ -387,19 +387,26 @@ class ClusterState:
                 endpoints,
                 self.created.get(name, 0),
                 balancer=spec.balancer or "",
-                **self._holding(spec),
+                **self._route_fields(spec),
             )
         return RoutingTable(self.version, routes, settling=not self.settled)
 
-    def _holding(self, spec: ModelSpec) -> dict[str, Any]:
-        """What gateways do with a request for ``spec`` when no replica is ready (ModelRoute fields): an
-        autoscaled model holds it while replicas start (from zero too); any other answers 503 at once."""
+    def _route_fields(self, spec: ModelSpec) -> dict[str, Any]:
+        """The ModelRoute fields for capacity on its way: the target count, the spec's adapters, and
+        what gateways do when no replica is ready — an autoscaled model holds the request while
+        replicas start (from zero too); any other answers 503 at once."""
         auto = spec.autoscaling
+        adapters = tuple(a.name for a in spec.adapters)
         if auto is None:
-            return {"target_replicas": spec.replicas}
+            return {"target_replicas": spec.replicas, "adapters": adapters}
         measured = self.cold_starts.get(spec.name, 0.0)  # never shorter than the cold start we have seen
         hold_s = max(auto.cold_start_s, COLD_START_MARGIN * measured)
-        return {"target_replicas": self.target_replicas(spec), "holds": True, "hold_s": hold_s}
+        return {
+            "target_replicas": self.target_replicas(spec),
+            "holds": True,
+            "hold_s": hold_s,
+            "adapters": adapters,
+        }
 
     def model_views(self) -> list[ModelStatusView]:
         return [self._model_view(spec) for spec in self.models.values()]

@@ -32,3 +32,14 @@ def test_base_colon_adapter_resolves_only_when_a_replica_has_it() -> None:
 def test_adapter_requests_go_only_to_replicas_with_the_adapter() -> None:
     assert [e.replica_id for e in TABLE.ready_endpoints("smol")] == ["r1", "r2"]
     assert [e.replica_id for e in TABLE.ready_endpoints("smol", "tone")] == ["r1"]
+
+
+def test_a_model_at_zero_resolves_the_adapters_its_spec_loads() -> None:
+    at_zero = RoutingTable(
+        1, {"smol": ModelRoute("smol", 2, 2048, (), holds=True, hold_s=60, adapters=("tone",))}
+    )
+    assert at_zero.resolve("smol:tone") == (
+        "smol",
+        "tone",
+    )  # held until a replica with it is ready, not a 404
+    assert at_zero.resolve("smol:other") is None

@@ -55,7 +55,7 @@ class RoutingTable(_message.Message):
     def __init__(self, version: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelRoute, _Mapping]]] = ..., settling: _Optional[bool] = ...) -> None: ...
 
 class ModelRoute(_message.Message):
-    __slots__ = ("model", "parallel_slots", "context_length", "endpoints", "created_unix", "recommendation", "balancer", "target_replicas", "holds", "hold_seconds")
+    __slots__ = ("model", "parallel_slots", "context_length", "endpoints", "created_unix", "recommendation", "balancer", "target_replicas", "holds", "hold_seconds", "adapters")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_SLOTS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class ModelRoute(_message.Message):
     TARGET_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     HOLDS_FIELD_NUMBER: _ClassVar[int]
     HOLD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     model: str
     parallel_slots: int
     context_length: int
@@ -76,7 +77,8 @@ class ModelRoute(_message.Message):
     target_replicas: int
     holds: bool
     hold_seconds: float
-    def __init__(self, model: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., context_length: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., created_unix: _Optional[int] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ..., balancer: _Optional[str] = ..., target_replicas: _Optional[int] = ..., holds: _Optional[bool] = ..., hold_seconds: _Optional[float] = ...) -> None: ...
+    adapters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., parallel_slots: _Optional[int] = ..., context_length: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[Endpoint, _Mapping]]] = ..., created_unix: _Optional[int] = ..., recommendation: _Optional[_Union[Recommendation, _Mapping]] = ..., balancer: _Optional[str] = ..., target_replicas: _Optional[int] = ..., holds: _Optional[bool] = ..., hold_seconds: _Optional[float] = ..., adapters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("replica_id", "node_id", "url", "ready", "adapters", "secret")
