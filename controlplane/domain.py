@@ -112,7 +112,18 @@ class ModelSpec(BaseModel):
     gpu_layers: Annotated[int, Field(ge=-1)] | Literal["auto"] = Field(
         default="auto", description="'auto' (the most that fit) or a layer count (-1: all)"
     )
-    threads: int = Field(default=0, ge=0, le=1024, description="CPU threads (0: the agent decides)")
+    threads: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="CPU threads per replica (0: the node's usable CPUs, shared evenly among the replicas "
+        "it runs); more than any node has is refused at placement",
+    )
+    share_cpus: bool = Field(
+        default=False,
+        description="Place replicas on nodes whose CPUs other replicas already hold (their threads then "
+        "compete for cores); by default a node whose CPUs are all held takes no more replicas",
+    )
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings from this model")
     pooling: Literal["auto", "mean", "cls", "last", "rank"] = Field(
         default="auto",
@@ -211,6 +222,8 @@ class NodeRecord:
     labels: dict[str, str] = field(default_factory=dict)
     cpu_model: str = ""
     cpu_logical_cores: int = 0
+    cpu_usable: int = 0  # CPUs its engines share, threads in all (0: unknown, not counted)
+    cpu_summary: str = ""  # for people: cores, affinity, cgroup quota
     ram_total_bytes: int = 0
     ram_free_bytes: int = 0
     devices: list[str] = field(default_factory=list)
@@ -231,6 +244,7 @@ class NodeRecord:
     models_reported: bool = False  # its cached_models answer the current list: a source it lacks, it lacks
     running: dict[str, ReplicaReport] = field(default_factory=dict)  # every replica it reports, by id
     cordoned: bool = False  # drained on request: nothing new is placed here, its replicas move away
+    threads: int = 0  # threads its replicas compute with now, in all (from its reports)
 
 
 @dataclass(frozen=True)
@@ -279,6 +293,7 @@ class ReplicaRecord:
     replacements: int = 0  # times its split was taken down whole and placed again
     created_at: float = field(default_factory=time.monotonic)  # for its cold start (created → ready)
     served: bool = False  # has been ready at least once
+    threads: int = 0  # CPU threads its engine computes with now, as its agent reports (0: not started)
 
 
 @dataclass
@@ -310,6 +325,7 @@ class ReplicaReport:
     spec: Assignment | None = None  # what it runs; None from agents that predate adoption
     engine_secret: str = field(default="", repr=False)
     download: tuple[int, int, float] = (0, 0, 0.0)  # its model file downloading: done, total, bytes/s
+    threads: int = 0  # CPU threads its process computes with now
 
 
 @dataclass(frozen=True)
@@ -329,6 +345,8 @@ class NodeHello:
     cpu_flags: tuple[str, ...] = ()
     gpus: tuple[Gpu, ...] = ()
     nvml: str = ""
+    cpu_usable: int = 0
+    cpu_summary: str = ""
 
 
 @dataclass(frozen=True)

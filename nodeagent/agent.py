@@ -18,8 +18,8 @@ from nodeagent import engine_metrics
 from nodeagent.cache.catalog import ModelCatalog
 from nodeagent.cache.node_store import node_store
 from nodeagent.cache.prefetch import Prefetcher
-from nodeagent.domain import CachedModel, HostInventory
-from nodeagent.hardware import inventory
+from nodeagent.domain import CachedModel, CpuBudget, HostInventory
+from nodeagent.hardware import cpus, inventory
 from nodeagent.memory import HostMemory
 from nodeagent.metrics import AgentMetrics
 from nodeagent.settings import AgentSettings
@@ -38,6 +38,14 @@ def node_resources(node_id: str, host: HostInventory, memory: HostMemory) -> Nod
     return NodeResources(node_id, memory.available(), gpus, host.cpu_flags)
 
 
+def allocatable_cpus(host: HostInventory, settings: AgentSettings) -> CpuBudget:
+    """The node's CPU budget, capped by --allocatable-cpus as a kubelet's allocatable caps a node's."""
+    found = host.cpus or cpus.detect()
+    if settings.allocatable_cpus and settings.allocatable_cpus < found.usable:
+        return dataclasses.replace(found, usable=settings.allocatable_cpus)
+    return found
+
+
 class Agent:
     def __init__(self, settings: AgentSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
@@ -53,11 +61,12 @@ class Agent:
             lambda: [s.pid for sup in supervisor_ref for s in sup.states() if s.pid],
         )
         host = dataclasses.replace(host, ram_total_bytes=memory.total(host.ram_total_bytes),
-                                   ram_free_bytes=memory.available())  # fmt: skip
+                                   ram_free_bytes=memory.available(),
+                                   cpus=allocatable_cpus(host, settings))  # fmt: skip
         devices = ", ".join(f"{d.name} ({d.description})" for d in host.devices)
         log.info(
-            "node %s: %s, %d cores, %.1f GiB RAM; llama.cpp devices: %s",
-            settings.node_id, host.cpu_model, host.cpu_logical_cores, host.ram_total_bytes / 2**30, devices,
+            "node %s: %s, usable CPUs %s, %.1f GiB RAM; llama.cpp devices: %s", settings.node_id,
+            host.cpu_model, host.cpus.describe() if host.cpus else "?", host.ram_total_bytes / 2**30, devices,
         )  # fmt: skip
         if settings.metrics_port:
             start_http_server(settings.metrics_port, registry=self._registry)
@@ -77,6 +86,8 @@ class Agent:
             on_restart=lambda model: self.metrics.engine_restarts.labels(model).inc(),
             credentials=identity.credentials() if identity is not None else None,
             store=store,
+            cpus=host.cpus.usable if host.cpus else 1,
+            gpus=any(d.kind == "gpu" for d in host.devices),
         )
         supervisor_ref.append(supervisor)
         catalog = ModelCatalog(store.cached)

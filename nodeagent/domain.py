@@ -96,6 +96,7 @@ class ReplicaState:
     adapters: tuple[str, ...] = ()  # loaded in the engine, as its /health last said
     secret: str = field(default="", repr=False)  # the engine's request secret (never logged)
     download: tuple[int, int, float] = (0, 0, 0.0)  # its model file downloading: done, total, bytes/s
+    threads: int = 0  # CPU threads it computes with now (0: not started yet)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,25 @@ class Device:
     backend: str
     memory_total_bytes: int
     memory_free_bytes: int
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """What engines on this node may use in all; ``usable`` is the thread count they share."""
+
+    logical: int  # CPUs in the affinity mask
+    physical: int  # distinct cores among them
+    quota_millis: int  # the cgroup's CPU limit in thousandths of a CPU; 0: none
+    usable: int
+
+    def describe(self) -> str:
+        """For people: '2 (2 cores)', '1 (cgroup quota 1.5 CPUs of 4 cores)'."""
+        cores = f"{self.physical} core{'s' if self.physical != 1 else ''}"
+        if self.logical != self.physical:
+            cores += f", {self.logical} logical"
+        if self.quota_millis and self.quota_millis < self.physical * 1000:
+            return f"{self.usable} (cgroup quota {self.quota_millis / 1000:g} CPUs of {cores})"
+        return f"{self.usable} ({cores})"
 
 
 @dataclass(frozen=True)
@@ -121,6 +141,7 @@ class HostInventory:
     llama_cpp_version: str = ""
     cpu_flags: tuple[str, ...] = ()  # llama.cpp-relevant CPU features (avx2, asimddp …)
     nvml: NvmlReport | None = None  # the NVIDIA driver's view, when there is one
+    cpus: CpuBudget | None = None  # the CPUs engines may use (affinity, cores, cgroup quota)
 
 
 @dataclass(frozen=True)

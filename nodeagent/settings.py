@@ -30,7 +30,10 @@ class SupervisorSettings(BaseModel):
         description="Port range engines listen on, FIRST-LAST (so a NetworkPolicy can name it; empty: any)",
     )
     engine_threads: int = Field(
-        default=0, description="CPU threads per engine when the model spec sets none (0: llama.cpp decides)"
+        default=0,
+        ge=0,
+        description="CPU threads per engine when its Model sets none (0: the node's usable CPUs shared "
+        "evenly among the replicas it runs)",
     )
     health_interval_s: float = Field(default=1.0, description="Seconds between engine /health checks")
     health_timeout_s: float = Field(default=2.0, description="Seconds a /health check may take")
@@ -179,6 +182,12 @@ class AgentSettings(BaseModel):
         default="",
         pattern=r"^(\s*[0-9]+(\.[0-9]+)?\s*[kmgtKMGT]?(i?[bB])?\s*)?$",
         description="Host memory this agent may use for models, e.g. 6GiB (default: all the machine has)",
+    )
+    allocatable_cpus: int = Field(
+        default=0,
+        ge=0,
+        description="CPUs this agent's engines may use in all, at most what its affinity mask and cgroup "
+        "quota allow (default: that; threads per engine are shares of it)",
     )
     metrics_port: int = Field(default=0, description="Port for Prometheus /metrics only (0: off)")
     http_port: int = Field(

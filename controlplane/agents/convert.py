@@ -55,6 +55,7 @@ def replica_report(status: pb.ReplicaStatus) -> ReplicaReport:
         spec=replica_spec(status.spec) if status.HasField("spec") else None,
         engine_secret=status.engine_secret,
         download=(status.download_done_bytes, status.download_total_bytes, status.download_bytes_per_second),
+        threads=status.threads,
     )
 
 
@@ -93,6 +94,8 @@ def node_hello(hello: pb.Hello) -> NodeHello:
         labels=dict(hello.labels),
         cpu_model=hw.cpu_model,
         cpu_logical_cores=hw.cpu_logical_cores,
+        cpu_usable=hw.cpu_usable,
+        cpu_summary=hw.cpu_summary,
         ram_total_bytes=hw.ram_total_bytes,
         ram_free_bytes=hw.ram_free_bytes,
         devices=[f"{d.name} ({d.description})" for d in hw.devices],

@@ -141,6 +141,9 @@ def node_to_pb(node: NodeRecord, replicas: int) -> pb.Node:
         cpu_flags=list(node.cpu_flags),
         nvml=node.nvml,
         cordoned=node.cordoned,
+        cpu_usable=node.cpu_usable,
+        cpu_summary=node.cpu_summary,
+        threads=node.threads,
     )
 
 
@@ -161,6 +164,9 @@ def node_from_pb(message: pb.Node) -> NodeRecord:
         cpu_flags=tuple(message.cpu_flags),
         nvml=message.nvml,
         cordoned=message.cordoned,
+        cpu_usable=message.cpu_usable,
+        cpu_summary=message.cpu_summary,
+        threads=message.threads,
     )
 
 
@@ -193,6 +199,7 @@ def model_to_pb(view: ModelStatusView) -> pb.ModelStatus:
                 download_done_bytes=r.download[0],
                 download_total_bytes=r.download[1],
                 download_bytes_per_second=r.download[2],
+                threads=r.threads,
             )
             for r in view.replicas
         ],
@@ -252,6 +259,7 @@ def model_from_pb(message: pb.ModelStatus) -> ModelStatusView:
                 reserved_host_bytes=r.predicted_host_bytes,
                 replacements=r.replacements,
                 download=(r.download_done_bytes, r.download_total_bytes, r.download_bytes_per_second),
+                threads=r.threads,
             )
             for r in message.replicas
         ),

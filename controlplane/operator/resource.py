@@ -60,6 +60,9 @@ class ReplicaPlacement(_Camel):
     node: str = Field(default="", description="Node it is placed on ('' while pending)")
     phase: str = Field(description="pending, assigned, starting, ready, restarting, failed, stopping")
     gpu_layers: int = Field(default=0, description="Layers offloaded to GPUs on that node")
+    threads: int = Field(
+        default=0, ge=0, description="CPU threads its engine computes with (its share of the node's CPUs)"
+    )
     predicted_host_bytes: int = Field(default=0, ge=0, description="Host memory the scheduler reserved")
     restarts: int = Field(default=0, ge=0)
     replacements: int = Field(default=0, ge=0, description="Times its layer split was placed again")

@@ -112,6 +112,7 @@ def build_status(
                 node=r.node_id or "",
                 phase=r.phase.value,
                 gpu_layers=r.n_gpu_layers if r.node_id else 0,
+                threads=r.threads,
                 predicted_host_bytes=r.reserved_host_bytes,
                 restarts=r.restarts,
                 replacements=r.replacements,

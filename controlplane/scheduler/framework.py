@@ -23,6 +23,7 @@ from controlplane.scheduler.placement import Placed, Unplaceable, host_bytes_nee
 from controlplane.scheduler.plugins import FILTERS, SCORERS, NodeTable, PlacementContext
 from controlplane.scheduler.profile import SchedulerProfile
 from controlplane.scheduler.split import plan_split
+from llamafleet.core.threads import cpu_request
 from llamafleet.fit.profile import ModelProfile
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class Scheduler:
         if ngl and profile is not None:
             device = table.shapes[table.shape_of[chosen]].curves(profile, ctx.params).device[ngl]
         table.take(
-            chosen, spec.name, float(table.host_need[chosen]), device, spec.source, int(table.ngl[chosen])
-        )
+            chosen, spec.name, float(table.host_need[chosen]), device, spec.source, int(table.ngl[chosen]),
+            cpu_request(spec.threads),
+        )  # fmt: skip
         return Placed(nodes[chosen].node_id, ngl, round(float(scores[best]), 4), int(table.host_need[chosen]))

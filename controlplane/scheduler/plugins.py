@@ -2,7 +2,8 @@
 
 Filters: node-ready, node-selector, fits-memory (the memory model's curves by GPU layer count:
 gpuLayers auto takes the most layers whose VRAM fits all the node's GPUs, then CPU mode; a fixed
-count is checked as given). A filter returns which nodes it keeps and, only when nothing fits,
+count is checked as given), fits-cpu (the node's usable CPUs against the threads its replicas hold,
+llamafleet.core.threads). A filter returns which nodes it keeps and, only when nothing fits,
 says why it rejected a node. Scorers rate the surviving nodes in [0, 1]: binpack and spread
 (memory use after placement on the resource the replica mostly uses), model-strategy (each
 model's own spread/binpack), cache-locality (the node holds the file), replica-spread
@@ -19,6 +20,7 @@ import numpy as np
 from controlplane.domain import ModelSpec, NodeRecord, ReplicaPhase, ReplicaRecord
 from controlplane.scheduler.fit import Shape
 from controlplane.scheduler.placement import RUNTIME_OVERHEAD_BYTES, MiB
+from llamafleet.core.threads import cpu_request
 from llamafleet.fit.components import ContextParams
 from llamafleet.fit.curves import OffloadCurves
 from llamafleet.fit.profile import ModelProfile
@@ -36,6 +38,9 @@ class PlacementContext:
 
 
 SHARES_PAGES = (ReplicaPhase.ASSIGNED, ReplicaPhase.STARTING, ReplicaPhase.READY)
+# Placed and not failed for good: its process runs, or will, and computes with its threads.
+HOLDS_CPUS = (ReplicaPhase.ASSIGNED, ReplicaPhase.STARTING, ReplicaPhase.READY, ReplicaPhase.RESTARTING,
+              ReplicaPhase.STOPPING)  # fmt: skip
 
 
 @dataclass
@@ -65,6 +70,9 @@ class NodeTable:
     # in that node's page cache once, and another CPU-mode replica of the file shares them.
     mapped: dict[str, np.ndarray] = field(default_factory=dict)
     masks: dict[object, np.ndarray] = field(default_factory=dict)  # plugin caches for the pass
+    # CPUs its engines share (0: unknown, not counted), and those its replicas hold (cpu_request each).
+    cpu_usable: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    cpu_held: np.ndarray = field(default_factory=lambda: np.zeros(0))
     ngl: np.ndarray = field(init=False)
     host_need: np.ndarray = field(init=False)
     vram_need: np.ndarray = field(init=False)
@@ -90,9 +98,11 @@ class NodeTable:
         device_bytes: np.ndarray | None,
         source: str = "",
         ngl: int = -1,
+        cpus: int = 1,
     ) -> None:
-        """A replica was placed on node ``i``: its memory is no longer free for the rest of the pass."""
+        """A replica was placed on node ``i``: its memory and CPUs are not free for the rest of the pass."""
         self.ram_free[i] -= host_bytes
+        self.cpu_held[i] += cpus
         if source and ngl == 0:
             self.mapped.setdefault(source, np.zeros(len(self.nodes), dtype=bool))[i] = True
         if device_bytes is not None:
@@ -126,7 +136,12 @@ class NodeTable:
                     holding.setdefault(source, []).append(i)
         here: dict[str, np.ndarray] = {}
         mapped: dict[str, np.ndarray] = {}
+        held = np.zeros(len(nodes))
         for r in replicas:
+            if r.phase in HOLDS_CPUS:
+                for node_id in (r.node_id, *(p.node_id for p in r.parts)):
+                    if node_id in index:
+                        held[index[node_id]] += cpu_request(r.spec.threads)
             if r.node_id in index:
                 here.setdefault(r.model, np.zeros(len(nodes)))[index[r.node_id]] += 1
                 if r.n_gpu_layers == 0 and not r.parts and r.phase in SHARES_PAGES:
@@ -153,6 +168,8 @@ class NodeTable:
             replicas_here=here,
             holders={source: np.array(found) for source, found in holding.items()},
             mapped=mapped,
+            cpu_usable=np.array([n.cpu_usable for n in nodes], dtype=np.float64),
+            cpu_held=held,
         )
 
 
@@ -304,6 +321,33 @@ class FitsMemory:
         return reason
 
 
+class FitsCpu:
+    """A node's usable CPUs are held like its memory: each replica holds the threads its Model asks for,
+    or one when it leaves the count to the node (its agent shares the CPUs among such replicas). A
+    Model asking for more threads than a node has never goes there; a node whose CPUs are all held
+    takes more replicas only of Models with ``shareCpus``. Nodes that report no CPU count pass."""
+
+    name = "fits-cpu"
+
+    def keep(self, ctx: PlacementContext, table: NodeTable, alive: np.ndarray) -> np.ndarray:
+        need = cpu_request(ctx.spec.threads)
+        known = table.cpu_usable > 0
+        too_many = known & (need > table.cpu_usable)
+        full = known & (table.cpu_held + need > table.cpu_usable) & (not ctx.spec.share_cpus)
+        kept: np.ndarray = alive & ~too_many & ~full
+        return kept
+
+    def reason(self, ctx: PlacementContext, table: NodeTable, i: int) -> str:
+        need, usable, held = cpu_request(ctx.spec.threads), int(table.cpu_usable[i]), int(table.cpu_held[i])
+        summary = table.nodes[i].cpu_summary or str(usable)
+        if need > usable:
+            return f"threads {need} is more than its {usable} usable CPUs ({summary}); lower threads"
+        return (
+            f"its CPUs are taken: replicas there hold {held} of {usable} ({summary}), this one needs {need}; "
+            "add a node, or set shareCpus: true on the model to let replicas share cores"
+        )
+
+
 def _use_after(table: NodeTable, idx: np.ndarray) -> np.ndarray:
     """Fraction of each node's memory in use after the replica lands: VRAM when it offloads, else RAM."""
     gpu_free = table.gpu_free_total[idx]
@@ -368,7 +412,7 @@ class ReplicaSpread:
         return spread
 
 
-FILTERS: dict[str, Filter] = {f.name: f for f in (NodeReady(), NodeSelector(), FitsMemory())}
+FILTERS: dict[str, Filter] = {f.name: f for f in (NodeReady(), NodeSelector(), FitsMemory(), FitsCpu())}
 SCORERS: dict[str, Scorer] = {
     s.name: s for s in (ModelStrategy(), Binpack(), Spread(), CacheLocality(), ReplicaSpread())
 }

@@ -1,6 +1,6 @@
 """A scheduler profile: which filters run, which scorers weigh in and how much (YAML, validated at start).
 
-    filters: [node-ready, node-selector, fits-memory]
+    filters: [node-ready, node-selector, fits-memory, fits-cpu]
     scorers:
       - {name: model-strategy, weight: 2}   # each model's spread/binpack
       - {name: cache-locality, weight: 1}
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from llamafleet.core.errors import InvalidRequest
 
-FILTERS = ("node-ready", "node-selector", "fits-memory")
+FILTERS = ("node-ready", "node-selector", "fits-memory", "fits-cpu")
 SCORERS = ("model-strategy", "binpack", "spread", "cache-locality", "replica-spread")
 
 

@@ -156,6 +156,8 @@ class ClusterState:
         node.labels = dict(hello.labels)
         node.cpu_model = hello.cpu_model
         node.cpu_logical_cores = hello.cpu_logical_cores
+        node.cpu_usable = hello.cpu_usable
+        node.cpu_summary = hello.cpu_summary
         node.ram_total_bytes = hello.ram_total_bytes
         node.ram_free_bytes = hello.ram_free_bytes
         node.devices = list(hello.devices)
@@ -172,7 +174,8 @@ class ClusterState:
         node.last_seen = time.time()
         self.nodes[node.node_id] = node
         self._apply_reports(node.node_id, hello.replicas)
-        log.info("node %s connected (%s, %d cores)", node.node_id, node.cpu_model, node.cpu_logical_cores)
+        log.info("node %s connected (%s, usable CPUs %s)", node.node_id, node.cpu_model,
+                 node.cpu_summary or node.cpu_logical_cores)  # fmt: skip
         self.bump()
         return node.session
 
@@ -212,6 +215,7 @@ class ClusterState:
     def _apply_reports(self, node_id: str, reports: Iterable[ReplicaReport]) -> None:
         node = self.nodes[node_id]
         node.running = {r.replica_id: r for r in reports}
+        node.threads = sum(r.threads for r in node.running.values())
         workers = {p.worker_id: p for r in self.replicas.values() for p in r.parts if p.node_id == node_id}
         for report in node.running.values():
             part = workers.get(report.replica_id)
@@ -247,6 +251,7 @@ class ClusterState:
             replica.adapters = report.adapters
             replica.engine_secret = report.engine_secret
             replica.download = report.download
+            replica.threads = report.threads
 
     def _adopt_all(self) -> None:
         for node in self.nodes.values():
@@ -280,7 +285,7 @@ class ClusterState:
             report.replica_id, spec.name, spec, node_id=node_id, phase=report.phase,
             endpoint=report.endpoint, restarts=report.restarts, error=report.error, message=report.message,
             adapters=report.adapters, n_gpu_layers=report.spec.n_gpu_layers, adopted=True,
-            engine_secret=report.engine_secret,
+            engine_secret=report.engine_secret, threads=report.threads,
         )  # fmt: skip
         log.info("adopted replica %s of %s running on node %s (%s): no restart",
                  report.replica_id, spec.name, node_id, report.phase.value)  # fmt: skip

@@ -26,14 +26,14 @@ def _table(rows: list[list[str]]) -> str:
 def format_nodes(nodes: list[NodeRecord]) -> str:
     if not nodes:
         return "no nodes have connected yet (is a `llamafleet agent` running and pointed here?)"
-    rows = [["NODE", "CONNECTED", "CPU", "CORES", "RAM FREE/TOTAL", "GENERATION", "DEVICES", "NVIDIA"]]
+    rows = [["NODE", "CONNECTED", "CPU", "THREADS/CPUS", "RAM FREE/TOTAL", "GENERATION", "DEVICES", "NVIDIA"]]
     for n in nodes:
         rows.append(
             [
                 n.node_id,
                 ("yes" if n.connected else "no") + (", cordoned" if n.cordoned else ""),
                 n.cpu_model[:32],
-                str(n.cpu_logical_cores),
+                f"{n.threads}/{n.cpu_summary or n.cpu_logical_cores}",
                 f"{n.ram_free_bytes / GiB:.1f}/{n.ram_total_bytes / GiB:.1f} GiB",
                 f"{n.applied_generation}/{n.desired_generation}",
                 "; ".join(n.devices),
@@ -92,7 +92,10 @@ def format_models(models: list[ModelStatusView], cpu_mode: bool = False, gpu_mod
         for r in m.replicas:
             where = r.node_id or "-"
             note = f"  {r.message}" if r.message else ""
-            lines.append(f"  replica {r.replica_id} on {where}: {r.phase.value}, restarts {r.restarts}{note}")
+            threads = f", {r.threads} thread{'s' if r.threads != 1 else ''}" if r.threads else ""
+            lines.append(
+                f"  replica {r.replica_id} on {where}: {r.phase.value}{threads}, restarts {r.restarts}{note}"
+            )
             for p in r.parts:
                 lines.append(f"    layers {p.first_layer}-{p.last_layer} on {p.node_id} (RPC worker at "
                              f"{p.endpoint or '-'}): {p.phase.value}")  # fmt: skip

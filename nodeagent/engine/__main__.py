@@ -33,6 +33,7 @@ from nodeagent.engine.core import AdapterSpec, BatchingCore, EngineParams
 from nodeagent.engine.http import create_app
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeConfig
+from nodeagent.hardware.cpus import detect as detect_cpus
 from nodeagent.rpc.ggml import RemotePart
 
 log = logging.getLogger("nodeagent.engine")
@@ -51,7 +52,12 @@ class EngineOptions(BaseModel):
     context_length: int = Field(default=2048, ge=16, description="Context window per slot, in tokens")
     parallel_slots: int = Field(default=4, ge=1, le=256, description="Sequences decoded together (slots)")
     n_gpu_layers: int = Field(default=-1, description="Layers to offload to GPUs (-1: all)")
-    n_threads: int = Field(default=0, ge=0, description="CPU threads for generation (0: llama.cpp decides)")
+    n_threads: int = Field(
+        default=0,
+        ge=0,
+        description="CPU threads for generation and prompts (0: the physical cores this process may use, "
+        "within its affinity mask and cgroup CPU quota); the agent always passes its share of the node",
+    )
     batch_size: int = Field(
         default=512, ge=32, description="Most tokens in one decode step (llama.cpp n_batch)"
     )
@@ -181,6 +187,15 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(1)
 
 
+def thread_count(options: EngineOptions) -> int:
+    """The threads to start with: as given, else what this process may use (never llama.cpp's 4)."""
+    if options.n_threads:
+        return options.n_threads
+    cpus = detect_cpus()
+    log.info("--n-threads 0: %d thread(s), the CPUs this process may use: %s", cpus.usable, cpus.describe())
+    return cpus.usable
+
+
 async def serve(options: EngineOptions) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
@@ -193,7 +208,7 @@ async def serve(options: EngineOptions) -> int:
             n_batch=options.batch_size,
             n_ubatch=min(options.ubatch_size, options.batch_size),
             n_gpu_layers=options.n_gpu_layers,
-            n_threads=options.n_threads,
+            n_threads=thread_count(options),
             embeddings=options.embeddings,
             pooling=options.pooling,
             remote_parts=parse_parts(options.rpc_parts),

@@ -98,6 +98,10 @@ class EngineCore(Protocol):
 
     async def unload_adapter(self, name: str) -> None: ...
 
+    def threads(self) -> int: ...
+
+    async def set_threads(self, n: int) -> int: ...
+
     async def close(self) -> None: ...
 
 
@@ -141,6 +145,7 @@ class BatchingCore:
         self._defaults = params.request_defaults
         self._tool_format = ToolFormat.GENERIC
         self._ready = False  # after the model and the adapters given at start are loaded
+        self._threads = params.native.n_threads  # llama.cpp's, as last set on the batcher thread
 
     @property
     def ready(self) -> bool:
@@ -151,6 +156,8 @@ class BatchingCore:
         started = time.monotonic()
         model = await asyncio.to_thread(NativeModel, p.native)
         self._model = model
+        self._threads = model.threads
+        self._metrics.threads.set(self._threads)
         template = p.chat_template or model.chat_template()
         if p.chat_template:
             log.info(
@@ -540,6 +547,22 @@ class BatchingCore:
     async def unload_adapter(self, name: str) -> None:
         registry = self._registry_()
         await asyncio.wrap_future(self._batcher_().call(lambda: registry.unload(name)))
+
+    def threads(self) -> int:
+        return self._threads
+
+    async def set_threads(self, n: int) -> int:
+        """Change llama.cpp's thread count between two decode steps; returns what it runs with now."""
+        model = self._model_()
+
+        def apply() -> int:
+            model.set_threads(n)
+            return model.threads
+
+        self._threads = await asyncio.wrap_future(self._batcher_().call(apply))
+        self._metrics.threads.set(self._threads)
+        log.info("threads: %d", self._threads)
+        return self._threads
 
 
 def _for_choice(params: SamplingParams, choice: int) -> SamplingParams:

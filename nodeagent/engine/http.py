@@ -34,6 +34,7 @@ from llamafleet.core.openai_api import (
 )
 from llamafleet.core.rerank_api import RerankRequest
 from llamafleet.core.responses_api import ResponsesRequest
+from llamafleet.core.threads import THREADS_PATH, ThreadsRequest
 from nodeagent.engine.adapters import confined
 from nodeagent.engine.core import AdapterSpec, EngineCore
 from nodeagent.engine.messages_api import MessageBuilder
@@ -75,8 +76,15 @@ def create_app(
                 "slots_total": len(slots),
                 "slots_idle": sum(1 for s in slots if s["state"] == "idle"),
                 "adapters": [a["name"] for a in core.adapters()],
+                "threads": core.threads(),
             }
         )
+
+    @app.put(THREADS_PATH)
+    async def set_threads(body: ThreadsRequest) -> dict[str, int]:
+        """The node agent shares the node's CPUs among its engines and moves this as replicas come and go."""
+        _check_ready(core)
+        return {"threads": await core.set_threads(body.threads)}
 
     @app.get("/slots")
     async def slots() -> list[dict[str, Any]]:

@@ -43,6 +43,9 @@ class EngineMetrics:
             "Generated tokens per second over the last 10 seconds of busy time",
             registry=r,
         )
+        self.threads = Gauge(
+            "llamafleet_engine_threads", "CPU threads llama.cpp computes with (the agent's share)", registry=r
+        )
         self.busy_slots = Gauge("llamafleet_engine_busy_slots", "Slots serving a request now", registry=r)
         self.slots = Gauge("llamafleet_engine_slots", "Slots (parallel sequences) of this engine", registry=r)
         self.queue_depth = Gauge(

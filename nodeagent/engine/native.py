@@ -155,9 +155,8 @@ class NativeModel:
         cparams.swa_full = False
         cparams.embeddings = False  # switched on only for embedding steps
         cparams.pooling_type = _POOLING[self.pooling] if config.embeddings else -1
-        if config.n_threads:
-            cparams.n_threads = config.n_threads
-            cparams.n_threads_batch = config.n_threads
+        # Always explicit: llama.cpp's default (4) ignores the CPUs this process may use.
+        cparams.n_threads = cparams.n_threads_batch = max(1, config.n_threads)
         ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not ctx:
             llama_cpp.llama_model_free(model)
@@ -169,6 +168,16 @@ class NativeModel:
         self.n_ubatch = llama_cpp.llama_n_ubatch(ctx)
         self.batch = BatchBuffer(self.n_batch, config.n_seq)
         self._embeddings_on = False
+
+    # --- threads (batcher thread only) ---------------------------------------------------------
+
+    @property
+    def threads(self) -> int:
+        return int(llama_cpp.llama_n_threads(self.ctx))
+
+    def set_threads(self, n: int) -> None:
+        """Take effect at the next decode: the agent shares the node's CPUs as its replicas change."""
+        llama_cpp.llama_set_n_threads(self.ctx, n, n)
 
     # --- model facts -------------------------------------------------------------------------
 

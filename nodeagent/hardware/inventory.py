@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from nodeagent.domain import Device, HostInventory
-from nodeagent.hardware import nvml
+from nodeagent.hardware import cpus, nvml
 
 log = logging.getLogger(__name__)
 
@@ -127,4 +127,5 @@ async def collect(python: str = sys.executable) -> HostInventory:
         devices=_devices_from_probe(probe, total, free),
         backends=tuple(str(b) for b in backends) if isinstance(backends, list) else (),
         llama_cpp_version=str(probe.get("llama_cpp_python", "")),
+        cpus=cpus.detect(),
     )

@@ -89,8 +89,10 @@ class SupervisedProcess:
         on_restart: Callable[[str], None] = lambda _model: None,
         credentials: NodeCredentials | None = None,
         store: ModelStore | None = None,
+        node_has_gpu: bool = False,
     ) -> None:
         self.spec = spec
+        self._node_has_gpu = node_has_gpu
         self._store = store  # the node's model cache (engines fetch their model through it)
         self.stop = asyncio.Event()
         self._settings = settings
@@ -99,6 +101,13 @@ class SupervisedProcess:
         self._on_restart = on_restart
         self._state = ReplicaState(spec=spec, generation=generation)
         self._log_path = settings.data_dir / "logs" / f"{spec.replica_id}.log"
+        # Its share of the node's CPUs: the supervisor sets it as replicas come and go (core.threads).
+        self.threads = 1
+
+    @property
+    def gpu_mode(self) -> bool:
+        """Every layer on a GPU: it needs a thread to feed the GPU, not a share of the cores."""
+        return False
 
     @property
     def state(self) -> ReplicaState:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from llamafleet.core.engine_auth import ENGINE_SECRET_ENV
+from llamafleet.core.engine_auth import ENGINE_SECRET_ENV, engine_headers
 from llamafleet.core.errors import (
     ChecksumMismatch,
     DiskFull,
@@ -31,6 +31,7 @@ from llamafleet.core.errors import (
     Unavailable,
 )
 from llamafleet.core.sizes import format_size
+from llamafleet.core.threads import THREADS_PATH
 from nodeagent.cache.store import Download, ModelStore
 from nodeagent.domain import ReplicaError
 from nodeagent.fit.gguf_header import GGUFHeader, read_header
@@ -47,6 +48,14 @@ class EngineReplica(SupervisedProcess):
     _header: GGUFHeader
     _parts: list[str]  # --rpc-parts as the engine gets them (through the tunnels when there are any)
 
+    @property
+    def gpu_mode(self) -> bool:
+        if not self._node_has_gpu or self.spec.remote_parts:
+            return False
+        layers = self.spec.n_gpu_layers
+        header = getattr(self, "_header", None)
+        return layers < 0 or (header is not None and layers > header.block_count)  # the output layer too
+
     async def prepare(self) -> bool:
         """Fetch (through the node's cache) and check the model file; a missing, refused, corrupt or
         unfitting one is a permanent failure for this Assign, a broken download is resumed."""
@@ -57,6 +66,7 @@ class EngineReplica(SupervisedProcess):
             if path is None:
                 return False  # stopped while downloading
             self._header = await asyncio.to_thread(read_header, path)
+            self._on_change()  # its layer count is known: whether it runs on the GPU alone
             return True
         except (ModelNotFound, InvalidRequest) as exc:
             self._fail(ReplicaError.MODEL_NOT_FOUND, exc.message)
@@ -143,7 +153,8 @@ class EngineReplica(SupervisedProcess):
     def launch(self) -> Launch:
         host = self._settings.engine_bind_host
         port = free_port(host, self._settings.engine_port_range())
-        threads = self.spec.n_threads or self._settings.engine_threads
+        threads = self.threads
+        self._update(threads=threads)
         split = [f for part in self._parts for f in ("--rpc-parts", part)]
         if split:
             split += ["--decode-timeout-s", str(self._settings.rpc_decode_timeout_s)]
@@ -181,7 +192,29 @@ class EngineReplica(SupervisedProcess):
         adapters = tuple(health.get("adapters", ()))  # reported upstream when it changes
         if adapters != self._state.adapters:
             self._update(adapters=adapters)
+        threads = int(health.get("threads", 0))
+        if threads and threads != self.threads:  # the node's CPUs were shared again
+            threads = await self._set_threads(client, probe) or threads
+        if threads and threads != self._state.threads:
+            self._update(threads=threads)
         return True
+
+    async def _set_threads(self, client: httpx.AsyncClient, url: str) -> int:
+        """Move the running engine to its share (no restart: llama.cpp takes it at its next decode)."""
+        try:
+            response = await client.put(
+                f"{url}{THREADS_PATH}",
+                json={"threads": self.threads},
+                headers=engine_headers(self._state.secret),
+            )
+            response.raise_for_status()
+            threads = int(response.json()["threads"])
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            log.warning("replica %s: could not move its engine to %d threads: %s", self.spec.replica_id,
+                        self.threads, exc)  # fmt: skip
+            return 0
+        log.info("replica %s: engine now computes with %d thread(s)", self.spec.replica_id, threads)
+        return threads
 
 
 async def _health(client: httpx.AsyncClient, url: str) -> dict[str, Any] | None:

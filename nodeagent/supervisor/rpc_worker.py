@@ -64,7 +64,8 @@ class RpcWorker(SupervisedProcess):
     def launch(self) -> Launch:
         port = free_port("127.0.0.1")
         self._gate.rpc_address = ("127.0.0.1", port)
-        threads = self.spec.n_threads or self._settings.engine_threads or 1
+        threads = self.threads
+        self._update(threads=threads)
         argv = [
             sys.executable, "-m", "nodeagent.rpc", "--host", "127.0.0.1", "--port", str(port),
             "--cache-dir", str(self._settings.data_dir / "rpc-cache"),

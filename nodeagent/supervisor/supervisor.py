@@ -7,8 +7,9 @@ import functools
 import logging
 from collections.abc import Callable
 
+from llamafleet.core.threads import ThreadWant, share_threads
 from nodeagent.cache.store import ModelStore
-from nodeagent.domain import ReplicaSpec, ReplicaState, Role
+from nodeagent.domain import Phase, ReplicaSpec, ReplicaState, Role
 from nodeagent.rpc.tunnel import NodeCredentials
 from nodeagent.settings import SupervisorSettings
 from nodeagent.supervisor.process import SupervisedProcess
@@ -26,11 +27,15 @@ class Supervisor:
         on_restart: Callable[[str], None] = lambda _model: None,
         credentials: NodeCredentials | None = None,
         store: ModelStore | None = None,
+        cpus: int = 1,
+        gpus: bool = False,
     ) -> None:
         self._settings = settings
         self._credentials = credentials
         self._store = store
-        self._on_change = on_change
+        self._notify = on_change
+        self._cpus = cpus  # threads this node's engines share (nodeagent.hardware.cpus)
+        self._gpus = gpus  # the node has a GPU llama.cpp can offload to
         self._on_restart = on_restart
         self._replicas: dict[str, SupervisedProcess] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -71,6 +76,7 @@ class Supervisor:
             self._on_restart,
             self._credentials,
             self._store,
+            self._gpus,
         )
         self._replicas[spec.replica_id] = replica
         task = self._group.create_task(replica.run(), name=f"replica-{spec.replica_id}")
@@ -83,6 +89,24 @@ class Supervisor:
         if replica is not None:
             log.info("unassigning replica %s", replica_id)
             replica.stop.set()
+            self._on_change()
+
+    def _on_change(self) -> None:
+        """A replica came, went or changed: share the node's CPUs again, then report."""
+        self._share_cpus()
+        self._notify()
+
+    def _share_cpus(self) -> None:
+        """Each replica's thread count: what its model asks for (or the agent's --supervisor-engine-threads),
+        else an even share of the node's CPUs among the replicas left to the node. A running engine
+        follows its new share at its next health check; a failed or stopping one holds none."""
+        live = sorted(
+            (r for r in self._replicas.values() if not r.stop.is_set() and r.state.phase != Phase.FAILED),
+            key=lambda r: r.spec.replica_id,
+        )
+        wants = [ThreadWant(r.spec.n_threads or self._settings.engine_threads, r.gpu_mode) for r in live]
+        for replica, threads in zip(live, share_threads(self._cpus, wants), strict=True):
+            replica.threads = threads
 
     def _forget(self, replica_id: str, replica: SupervisedProcess, _task: object = None) -> None:
         if self._replicas.get(replica_id) is replica:

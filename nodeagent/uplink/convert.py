@@ -69,6 +69,7 @@ def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
         download_done_bytes=state.download[0],
         download_total_bytes=state.download[1],
         download_bytes_per_second=state.download[2],
+        threads=state.threads,
     )
 
 
@@ -177,6 +178,8 @@ def hello(
         ],
         cpu_flags=list(inventory.cpu_flags),
         nvml=nvml(inventory.nvml),
+        cpu_usable=inventory.cpus.usable if inventory.cpus else 0,
+        cpu_summary=inventory.cpus.describe() if inventory.cpus else "",
     )
     versions = pb.Versions(
         agent=__version__,

@@ -155,7 +155,7 @@ class Versions(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., llama_cpp_python: _Optional[str] = ..., python: _Optional[str] = ..., backends: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Hardware(_message.Message):
-    __slots__ = ("cpu_model", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "cpu_flags", "nvml")
+    __slots__ = ("cpu_model", "cpu_physical_cores", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "cpu_flags", "nvml", "cpu_usable", "cpu_summary")
     CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
     CPU_PHYSICAL_CORES_FIELD_NUMBER: _ClassVar[int]
     CPU_LOGICAL_CORES_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +164,8 @@ class Hardware(_message.Message):
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     CPU_FLAGS_FIELD_NUMBER: _ClassVar[int]
     NVML_FIELD_NUMBER: _ClassVar[int]
+    CPU_USABLE_FIELD_NUMBER: _ClassVar[int]
+    CPU_SUMMARY_FIELD_NUMBER: _ClassVar[int]
     cpu_model: str
     cpu_physical_cores: int
     cpu_logical_cores: int
@@ -172,7 +174,9 @@ class Hardware(_message.Message):
     devices: _containers.RepeatedCompositeFieldContainer[Device]
     cpu_flags: _containers.RepeatedScalarFieldContainer[str]
     nvml: Nvml
-    def __init__(self, cpu_model: _Optional[str] = ..., cpu_physical_cores: _Optional[int] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[_Union[Nvml, _Mapping]] = ...) -> None: ...
+    cpu_usable: int
+    cpu_summary: str
+    def __init__(self, cpu_model: _Optional[str] = ..., cpu_physical_cores: _Optional[int] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[_Union[Nvml, _Mapping]] = ..., cpu_usable: _Optional[int] = ..., cpu_summary: _Optional[str] = ...) -> None: ...
 
 class Nvml(_message.Message):
     __slots__ = ("driver_version", "cuda_driver_version", "gpus")
@@ -241,7 +245,7 @@ class DeviceMemory(_message.Message):
     def __init__(self, name: _Optional[str] = ..., memory_free_bytes: _Optional[int] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("replica_id", "model", "phase", "endpoint", "restarts", "error", "message", "pid", "generation", "adapters", "spec", "engine_secret", "download_done_bytes", "download_total_bytes", "download_bytes_per_second")
+    __slots__ = ("replica_id", "model", "phase", "endpoint", "restarts", "error", "message", "pid", "generation", "adapters", "spec", "engine_secret", "download_done_bytes", "download_total_bytes", "download_bytes_per_second", "threads")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +261,7 @@ class ReplicaStatus(_message.Message):
     DOWNLOAD_DONE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DOWNLOAD_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DOWNLOAD_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     model: str
     phase: ReplicaPhase
@@ -272,7 +277,8 @@ class ReplicaStatus(_message.Message):
     download_done_bytes: int
     download_total_bytes: int
     download_bytes_per_second: float
-    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., phase: _Optional[_Union[ReplicaPhase, str]] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., error: _Optional[_Union[ReplicaError, str]] = ..., message: _Optional[str] = ..., pid: _Optional[int] = ..., generation: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[ReplicaSpec, _Mapping]] = ..., engine_secret: _Optional[str] = ..., download_done_bytes: _Optional[int] = ..., download_total_bytes: _Optional[int] = ..., download_bytes_per_second: _Optional[float] = ...) -> None: ...
+    threads: int
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., phase: _Optional[_Union[ReplicaPhase, str]] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., error: _Optional[_Union[ReplicaError, str]] = ..., message: _Optional[str] = ..., pid: _Optional[int] = ..., generation: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[ReplicaSpec, _Mapping]] = ..., engine_secret: _Optional[str] = ..., download_done_bytes: _Optional[int] = ..., download_total_bytes: _Optional[int] = ..., download_bytes_per_second: _Optional[float] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class CachedModel(_message.Message):
     __slots__ = ("source", "path", "size_bytes", "profile", "error", "fit")

@@ -107,7 +107,7 @@ class ListNodesResponse(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("node_id", "hostname", "connected", "cpu_model", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "desired_generation", "applied_generation", "replicas", "agent_version", "last_seen_unix", "cpu_flags", "nvml", "cordoned")
+    __slots__ = ("node_id", "hostname", "connected", "cpu_model", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "desired_generation", "applied_generation", "replicas", "agent_version", "last_seen_unix", "cpu_flags", "nvml", "cordoned", "cpu_usable", "cpu_summary", "threads")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +124,9 @@ class Node(_message.Message):
     CPU_FLAGS_FIELD_NUMBER: _ClassVar[int]
     NVML_FIELD_NUMBER: _ClassVar[int]
     CORDONED_FIELD_NUMBER: _ClassVar[int]
+    CPU_USABLE_FIELD_NUMBER: _ClassVar[int]
+    CPU_SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     hostname: str
     connected: bool
@@ -140,7 +143,10 @@ class Node(_message.Message):
     cpu_flags: _containers.RepeatedScalarFieldContainer[str]
     nvml: str
     cordoned: bool
-    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., connected: _Optional[bool] = ..., cpu_model: _Optional[str] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., replicas: _Optional[int] = ..., agent_version: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[str] = ..., cordoned: _Optional[bool] = ...) -> None: ...
+    cpu_usable: int
+    cpu_summary: str
+    threads: int
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., connected: _Optional[bool] = ..., cpu_model: _Optional[str] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., replicas: _Optional[int] = ..., agent_version: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[str] = ..., cordoned: _Optional[bool] = ..., cpu_usable: _Optional[int] = ..., cpu_summary: _Optional[str] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -305,7 +311,7 @@ class Condition(_message.Message):
     def __init__(self, type: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ReplicaView(_message.Message):
-    __slots__ = ("replica_id", "node_id", "phase", "endpoint", "restarts", "message", "parts", "head_first_layer", "head_last_layer", "last_failure", "predicted_host_bytes", "replacements", "download_done_bytes", "download_total_bytes", "download_bytes_per_second")
+    __slots__ = ("replica_id", "node_id", "phase", "endpoint", "restarts", "message", "parts", "head_first_layer", "head_last_layer", "last_failure", "predicted_host_bytes", "replacements", "download_done_bytes", "download_total_bytes", "download_bytes_per_second", "threads")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +327,7 @@ class ReplicaView(_message.Message):
     DOWNLOAD_DONE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DOWNLOAD_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DOWNLOAD_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     node_id: str
     phase: str
@@ -336,7 +343,8 @@ class ReplicaView(_message.Message):
     download_done_bytes: int
     download_total_bytes: int
     download_bytes_per_second: float
-    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[WorkerPartView, _Mapping]]] = ..., head_first_layer: _Optional[int] = ..., head_last_layer: _Optional[int] = ..., last_failure: _Optional[str] = ..., predicted_host_bytes: _Optional[int] = ..., replacements: _Optional[int] = ..., download_done_bytes: _Optional[int] = ..., download_total_bytes: _Optional[int] = ..., download_bytes_per_second: _Optional[float] = ...) -> None: ...
+    threads: int
+    def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[WorkerPartView, _Mapping]]] = ..., head_first_layer: _Optional[int] = ..., head_last_layer: _Optional[int] = ..., last_failure: _Optional[str] = ..., predicted_host_bytes: _Optional[int] = ..., replacements: _Optional[int] = ..., download_done_bytes: _Optional[int] = ..., download_total_bytes: _Optional[int] = ..., download_bytes_per_second: _Optional[float] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class WorkerPartView(_message.Message):
     __slots__ = ("worker_id", "node_id", "first_layer", "last_layer", "reserved_bytes", "phase", "endpoint", "message")
