@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +51,15 @@ class Cluster:
 
 
 def start_cluster(
-    tmp: Path, models_yaml: str, ready_models: list[str], extra_args: tuple[str, ...] = (), api_key: str = ""
+    tmp: Path,
+    models_yaml: str,
+    ready_models: list[str],
+    extra_args: tuple[str, ...] = (),
+    api_key: str = "",
+    preexec: Callable[[], object] | None = None,
 ) -> Cluster:
-    """``api_key``: the gateway requires it (--gateway-api-keys); the readiness poll sends it."""
+    """``api_key``: the gateway requires it (--gateway-api-keys); the readiness poll sends it.
+    ``preexec``: runs in the child before `llamafleet up` starts (e.g. joins a CPU-limited cgroup)."""
     models = tmp / "models.yaml"
     models.write_text(models_yaml)
     port, grpc = free_port("127.0.0.1"), grpc_port()
@@ -73,7 +79,7 @@ def start_cluster(
                 *extra_args,
                 *(("--gateway-api-keys", api_key) if api_key else ()),
             ],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, preexec_fn=preexec,
         )  # fmt: skip
     cluster = Cluster(f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc}", process, log_path, tmp)
 

@@ -19,14 +19,32 @@ from tests.support.engine import running_engine
 
 pytestmark = pytest.mark.integration
 
-TOKENS = 400  # a stream of ~6 s here: longer than the 5 s uvicorn gave before, shorter than the grace
+# The stream in flight at SIGTERM lasts this long at the speed measured just before: longer than the 5 s
+# uvicorn gave before, well inside the engine's 13 s grace, on a machine of any speed.
+STREAM_S = 7.0
+
+
+def tokens_lasting(url: str, model: str, seconds: float) -> int:
+    """How many tokens this model generates in ``seconds`` here and now (one 32-token request timed)."""
+    body = {
+        "model": model,
+        "prompt": "Once upon a time",
+        "max_tokens": 32,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
+    started = time.monotonic()
+    response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    return max(20, int(response.json()["usage"]["completion_tokens"] / elapsed * seconds))
 
 
 def stream_with_sigterm(
-    url: str, model: str, on_tokens: int, terminate: Callable[[], None]
+    url: str, model: str, on_tokens: int, terminate: Callable[[], None], tokens: int
 ) -> tuple[int, str, str]:
-    """Stream TOKENS tokens; after ``on_tokens`` chunks call ``terminate``. (chunks, finish reason, end)."""
-    body = {"model": model, "prompt": "Once upon a time", "max_tokens": TOKENS, "temperature": 0,
+    """Stream ``tokens`` tokens; after ``on_tokens`` chunks call ``terminate``. (chunks, finish, end)."""
+    body = {"model": model, "prompt": "Once upon a time", "max_tokens": tokens, "temperature": 0,
             "ignore_eos": True, "stream": True}  # fmt: skip
     chunks, finish, end = 0, "", "cut"
     with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
@@ -62,9 +80,10 @@ def test_an_engine_finishes_its_streams_on_sigterm_and_takes_no_new_work(
             time.sleep(0.5)
             refused_during.append(refuses(engine.url))  # the listener is closed at once
 
-        chunks, finish, end = stream_with_sigterm(engine.url, "smollm2", 5, terminate)
+        tokens = tokens_lasting(engine.url, "smollm2", STREAM_S)
+        chunks, finish, end = stream_with_sigterm(engine.url, "smollm2", 5, terminate, tokens)
         assert (end, finish) == ("done", "length")
-        assert chunks >= TOKENS  # every token of the stream that was in flight
+        assert chunks >= tokens  # every token of the stream that was in flight
         assert refused_during == [True]
         assert engine.process.wait(timeout=30) == 0
 
@@ -73,11 +92,12 @@ def test_sigterm_on_a_cluster_lets_a_stream_through_the_gateway_finish(tmp_path:
     models = "models:\n  - name: smollm2-135m\n    source: builtin:smollm2-135m\n    parallelSlots: 1\n"
     cluster = start_cluster(tmp_path, models, ["smollm2-135m"])
     try:
+        tokens = tokens_lasting(cluster.base_url, "smollm2-135m", STREAM_S)
         chunks, finish, end = stream_with_sigterm(
-            cluster.base_url, "smollm2-135m", 5, lambda: cluster.process.send_signal(signal.SIGTERM)
+            cluster.base_url, "smollm2-135m", 5, lambda: cluster.process.send_signal(signal.SIGTERM), tokens
         )
         assert (end, finish) == ("done", "length"), cluster.log()[-3000:]
-        assert chunks >= TOKENS
+        assert chunks >= tokens
         assert cluster.process.wait(timeout=40) == 0
         log = cluster.log()
         assert "draining" in log or "stopping" in log

@@ -68,7 +68,7 @@ def sourced(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Ite
         shards = write_split(smollm2_path, tmp / "shards" / "smol-Q4_1", 3)
         server.add_repo("org/smol-split", {p.name: p for p in shards})
         server.faults["smol.gguf"].append(Fault(drop_after=20 << 20))  # the first answer is cut at 20 MiB
-        common = "    contextLength: 512\n    parallelSlots: 1\n    threads: 1\n"
+        common = "    contextLength: 512\n    parallelSlots: 1\n    threads: 1\n    shareCpus: true\n"
         (tmp / "models.yaml").write_text(
             f"models:\n  - name: web\n    source: {url}\n    sha256: {digest}\n    replicas: 2\n{common}"
             f"  - name: hub\n    source: hf://org/smol-gguf:Q4_1\n{common}"
@@ -159,7 +159,7 @@ def test_a_full_disk_is_a_condition_on_that_model_and_nothing_else(
     try:
         with file_server() as server:
             url = server.add("smol.gguf", smollm2_path)
-            common = "    contextLength: 512\n    parallelSlots: 1\n    threads: 1\n"
+            common = "    contextLength: 512\n    parallelSlots: 1\n    threads: 1\n    shareCpus: true\n"
             (tmp_path / "models.yaml").write_text(
                 f"models:\n  - name: big\n    source: {url}\n{common}"
                 f"  - name: local\n    source: builtin:smollm2-135m\n{common}"

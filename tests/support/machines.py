@@ -31,6 +31,7 @@ def node_from(
         ram_free_bytes=int(kind["ram_free"] * GIB),
         gpus=tuple(Gpu(g["name"], int(g["free"] * GIB), int(g["total"] * GIB)) for g in kind.get("gpus", [])),
         cpu_flags=tuple(kind.get("cpu_flags", ())),
+        cpu_usable=int(kind.get("cpus", 0)),
         cached_models={source: CachedModelInfo(p.file_size, p) for source, p in models.items()},
     )
     for key, value in overrides.items():

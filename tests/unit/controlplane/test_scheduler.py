@@ -102,6 +102,26 @@ CASES = [
         expect_reasons={"a": "not connected"},
     ),
     Case(
+        "more threads than any node has are refused with the reason",
+        ["a:cpu-8g", "g:gpu-24g"],
+        spec={"threads": 12},
+        expect_reasons={"a": "threads 12 is more than its 4 usable CPUs", "g": "more than its 8 usable"},
+    ),
+    Case(
+        "full nodes say their CPUs are taken and how to share them",
+        ["a:cpu-8g"],
+        spec={"threads": 2},
+        running=["a", "a"],
+        expect_reasons={"a": "its CPUs are taken: replicas there hold 4 of 4"},
+    ),
+    Case(
+        "shareCpus places on a node whose CPUs are held",
+        ["a:cpu-8g"],
+        spec={"threads": 2, "share_cpus": True},
+        running=["a", "a"],
+        expect_node="a",
+    ),
+    Case(
         "fits nowhere: each node says how much it is short",
         ["a:cpu-8g", "g:gpu-4g"],
         model="big",
@@ -258,3 +278,21 @@ def test_most_gpu_layers_that_fit_is_the_largest_fitting_count_even_where_curves
         expected = [max((g + 1 for g in np.flatnonzero(row)), default=0) for row in every_g]
         curves = OffloadCurves(np.zeros(top + 1), np.vstack([np.zeros((1, gpus)), device]).astype(float))
         assert curves.most_layers(free).tolist() == expected
+
+
+def test_replicas_leaving_threads_to_the_node_hold_one_cpu_each_within_a_pass_and_after() -> None:
+    """Two replicas on a 2-CPU node (1 thread each, the agent's share); a third waits for another node."""
+    spec, (node,), _ = build(Case("", ["a:cpu-64g"], spec={"replicas": 3}))
+    node.cpu_usable = 2
+    first, second, third = Scheduler().place_many([spec, spec, spec], [node], [])
+    assert isinstance(first, Placed)
+    assert isinstance(second, Placed)
+    assert isinstance(third, Unplaceable)
+    assert "its CPUs are taken: replicas there hold 2 of 2" in third.reasons["a"]
+    placed = [ReplicaRecord(f"small-{i}", "small", spec, node_id="a", phase=phase, n_gpu_layers=0)
+              for i, phase in enumerate((ReplicaPhase.READY, ReplicaPhase.STARTING))]  # fmt: skip
+    assert isinstance(Scheduler().place(spec, [node], placed), Unplaceable)
+    placed[1].phase = ReplicaPhase.FAILED  # failed for good: no process, no CPUs held
+    assert isinstance(Scheduler().place(spec, [node], placed), Placed)
+    node.cpu_usable = 0  # an agent that reports no CPU count: not counted
+    assert isinstance(Scheduler().place(spec, [node], [*placed, *placed]), Placed)

@@ -1,0 +1,145 @@
+"""CPU threads are the cluster's decision (issue 26): an engine the agent starts for a Model without
+``threads`` computes with the node's usable CPUs, two replicas on the node share them (the running
+engine moves without a restart), a cgroup CPU quota lowers the count, and a Model asking for more
+threads than the node has is refused at placement with the reason. Each count is read from the
+engine process itself: its ``--n-threads`` argument and llama.cpp's own count (``/health``)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from llamafleet.core.threads import ThreadWant, share_threads
+from nodeagent.hardware.cpus import detect
+from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.processes import admin_cli
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+MODEL = """
+models:
+  - name: smol
+    source: builtin:smollm2-135m
+    contextLength: 512
+    parallelSlots: 1
+    replicas: {replicas}
+  - name: greedy
+    source: builtin:smollm2-135m
+    contextLength: 512
+    parallelSlots: 1
+    threads: 512
+"""
+
+
+def engines(cluster: Cluster) -> dict[int, tuple[int, str]]:
+    """Every engine the cluster's agent runs for "smol": pid → (its --n-threads, its local URL)."""
+    found = {}
+    for child in psutil.Process(cluster.process.pid).children(recursive=True):
+        try:
+            argv = child.cmdline()
+        except psutil.Error:
+            continue
+        if "nodeagent.engine" in argv and argv[argv.index("--model-name") + 1] == "smol":
+            arg = dict(itertools.pairwise(argv))
+            found[child.pid] = (int(arg["--n-threads"]), f"http://{arg['--host']}:{arg['--port']}")
+    return found
+
+
+def llama_threads(url: str) -> int:
+    """llama.cpp's thread count in that engine (llama_n_threads of its context), 0 while it loads."""
+    try:
+        health = httpx.get(f"{url}/health", timeout=5)
+    except httpx.HTTPError:
+        return 0
+    return int(health.json().get("threads", 0)) if health.status_code == 200 else 0
+
+
+def models_json(cluster: Cluster) -> dict[str, dict[str, object]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "llamafleet.cli.main", "models", "--json", "--controlplane", cluster.grpc,
+         *admin_cli(cluster.tmp)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return {m["name"]: m for m in json.loads(out.stdout)}
+
+
+@pytest.fixture
+def cpu_quota_cgroup() -> Iterator[Path]:
+    """A cgroup limited to one CPU (v1 cpu controller, else v2), removed afterwards."""
+    name = f"llamafleet-test-{uuid.uuid4().hex[:8]}"
+    v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+    if (v1 / "cpu.cfs_quota_us").exists():
+        folder = v1 / name
+        write = {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "100000"}
+    elif (v2 / "cgroup.controllers").exists() and "cpu" in (v2 / "cgroup.subtree_control").read_text():
+        folder = v2 / name
+        write = {"cpu.max": "100000 100000"}
+    else:
+        pytest.skip("no cgroup cpu controller to limit (needs root and cgroup v1 cpu or v2 with cpu enabled)")
+    try:
+        folder.mkdir()
+        for file, value in write.items():
+            (folder / file).write_text(value)
+    except OSError as exc:
+        pytest.skip(f"cannot make a CPU-limited cgroup here: {exc}")
+    yield folder
+    for pid in (folder / "cgroup.procs").read_text().split():  # what the test left (it stops the cluster)
+        psutil.Process(int(pid)).kill()
+    wait_until(lambda: not (folder / "cgroup.procs").read_text().strip(), 30, "the cgroup to empty")
+    folder.rmdir()
+
+
+def test_engines_get_the_nodes_cpus_shared_and_more_than_a_node_has_is_refused(tmp_path: Path) -> None:
+    usable = detect().usable
+    cluster = start_cluster(tmp_path, MODEL.format(replicas=1), ["smol"])
+    try:
+        ((first, (argv_threads, url)),) = engines(cluster).items()
+        assert argv_threads == usable  # never 0: llama.cpp's default of 4 would ignore this machine
+        assert llama_threads(url) == usable
+
+        greedy = models_json(cluster)["greedy"]
+        placed = next(c for c in greedy["conditions"] if c["type"] == "Placed")  # type: ignore[attr-defined]
+        assert placed["status"] == "False"
+        assert f"threads 512 is more than its {usable} usable CPUs" in placed["message"]
+
+        if usable < 2:
+            return  # a second replica would find the node's one CPU held: not placed (unit tests cover it)
+        (tmp_path / "models.yaml").write_text(MODEL.format(replicas=2))
+        shares = sorted(share_threads(usable, [ThreadWant(), ThreadWant()]))
+
+        def shared() -> bool:
+            running = engines(cluster)
+            return len(running) == 2 and sorted(llama_threads(u) for _, u in running.values()) == shares
+
+        wait_until(shared, 120, f"two engines with {shares} threads", on_timeout=cluster.log)
+        assert first in engines(cluster)  # the first engine moved to its share without a restart
+        smol = models_json(cluster)["smol"]
+        assert sorted(r["threads"] for r in smol["replicas"]) == shares  # type: ignore[attr-defined]
+    finally:
+        stop_cluster(cluster)
+
+
+def test_a_cgroup_cpu_quota_lowers_the_threads(tmp_path: Path, cpu_quota_cgroup: Path) -> None:
+    procs = cpu_quota_cgroup / "cgroup.procs"
+    cluster = start_cluster(
+        tmp_path, MODEL.format(replicas=1), ["smol"], preexec=lambda: procs.write_text(str(os.getpid()))
+    )
+    try:
+        ((argv_threads, url),) = engines(cluster).values()
+        assert argv_threads == 1
+        assert llama_threads(url) == 1
+        if detect().physical > 1:  # the agent says where its count comes from
+            assert "usable CPUs 1 (cgroup quota 1 CPUs of" in cluster.log()
+    finally:
+        stop_cluster(cluster)
