@@ -158,7 +158,8 @@ def from_zero_phases(result: dict[str, Any]) -> dict[str, float]:
 
 def run(tmp: Path, autoscaling: str, replicas: int, phase_s: float) -> tuple[dict[str, Any], list[str]]:
     yaml = (f"models:\n  - name: m\n    source: builtin:smollm2-135m\n    replicas: {replicas}\n"
-            f"    contextLength: 512\n    parallelSlots: 2\n    threads: 1\n{autoscaling}")  # fmt: skip
+            f"    contextLength: 512\n    parallelSlots: 2\n    threads: 1\n    shareCpus: true\n"
+            f"{autoscaling}")  # fmt: skip
     tmp.mkdir(parents=True)
     cluster = start_cluster(tmp, yaml, [] if autoscaling else ["m"])
     try:

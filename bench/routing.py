@@ -80,6 +80,7 @@ models:
     contextLength: 4096
     parallelSlots: 4
     threads: 1
+    shareCpus: true
     balancer: {policy}
 """
 

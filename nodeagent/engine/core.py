@@ -38,6 +38,7 @@ from nodeagent.engine.sampling import SamplingParams
 from nodeagent.engine.sequence import Delta, Sequence, Usage
 from nodeagent.engine.tools import ToolFormat, ToolPlan, detect, plan
 from nodeagent.engine.watchdog import DecodeWatchdog
+from nodeagent.hardware.cpus import affinity
 
 log = logging.getLogger(__name__)
 
@@ -552,8 +553,14 @@ class BatchingCore:
         return self._threads
 
     async def set_threads(self, n: int) -> int:
-        """Change llama.cpp's thread count between two decode steps; returns what it runs with now."""
+        """Change llama.cpp's thread count between two decode steps; returns what it runs with now.
+        More threads than CPUs this process may run on is always a mistake (they would only wait)."""
         model = self._model_()
+        limit = len(affinity())
+        if n > limit:
+            raise InvalidRequest(
+                f"threads {n} is more than the {limit} CPUs this engine may run on", "threads"
+            )
 
         def apply() -> int:
             model.set_threads(n)

@@ -22,9 +22,9 @@ from nodeagent.domain import CpuBudget
 
 
 def detect(
-    proc: Path = Path("/proc"), sys: Path = Path("/sys"), affinity: set[int] | None = None
+    proc: Path = Path("/proc"), sys: Path = Path("/sys"), allowed: set[int] | None = None
 ) -> CpuBudget:
-    cpus = affinity if affinity is not None else _affinity()
+    cpus = allowed if allowed is not None else affinity()
     physical = physical_cores(cpus, sys)
     quota = cgroup_quota_millis(proc)
     return budget(len(cpus), physical, quota)
@@ -37,7 +37,8 @@ def budget(logical: int, physical: int, quota_millis: int) -> CpuBudget:
     return CpuBudget(logical, physical, quota_millis, max(1, usable))
 
 
-def _affinity() -> set[int]:
+def affinity() -> set[int]:
+    """The CPUs this process may run on."""
     try:
         return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux

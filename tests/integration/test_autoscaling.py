@@ -27,7 +27,7 @@ SCALED = re.compile(
 
 def models_file(name: str, replicas: int, slots: int, autoscaling: str) -> str:
     return (f"models:\n  - name: {name}\n    source: builtin:smollm2-135m\n    replicas: {replicas}\n"
-            f"    contextLength: 512\n    parallelSlots: {slots}\n    threads: 1\n"
+            f"    contextLength: 512\n    parallelSlots: {slots}\n    threads: 1\n    shareCpus: true\n"
             f"    autoscaling: {autoscaling}\n")  # fmt: skip
 
 

@@ -20,8 +20,9 @@ import psutil
 import pytest
 
 from llamafleet.core.threads import ThreadWant, share_threads
-from nodeagent.hardware.cpus import detect
+from nodeagent.hardware.cpus import affinity, detect
 from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.engine import running_engine
 from tests.support.processes import admin_cli
 from tests.support.wait import wait_until
 
@@ -143,3 +144,25 @@ def test_a_cgroup_cpu_quota_lowers_the_threads(tmp_path: Path, cpu_quota_cgroup:
             assert "usable CPUs 1 (cgroup quota 1 CPUs of" in cluster.log()
     finally:
         stop_cluster(cluster)
+
+
+def test_an_engine_started_by_hand_takes_its_own_cpus_and_moves_threads_on_request(
+    tmp_path: Path, smollm2_path: Path
+) -> None:
+    usable, allowed = detect().usable, len(affinity())
+    with running_engine(smollm2_path, tmp_path, "--parallel-slots", "1", "--context-length", "256") as engine:
+        assert llama_threads(engine.url) == usable  # --n-threads 0: this process's CPUs, not llama.cpp's 4
+        moved = httpx.put(f"{engine.url}/threads", json={"threads": 1}, timeout=30)
+        assert moved.json() == {"threads": 1}
+        assert llama_threads(engine.url) == 1
+        answer = httpx.post(
+            f"{engine.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 4}, timeout=60
+        )
+        assert answer.status_code == 200  # it still generates with its new count
+        too_many = httpx.put(f"{engine.url}/threads", json={"threads": allowed + 1}, timeout=30)
+        assert too_many.status_code == 400
+        assert too_many.json()["error"]["message"] == (
+            f"threads {allowed + 1} is more than the {allowed} CPUs this engine may run on"
+        )
+        assert httpx.put(f"{engine.url}/threads", json={"threads": 0}, timeout=30).status_code == 400
+        assert llama_threads(engine.url) == 1  # refused requests change nothing

@@ -95,7 +95,7 @@ def test_describe_says_where_the_count_comes_from(tmp_path: Path) -> None:
     sys = topology(tmp_path, {0: (0, 0), 1: (0, 1), 2: (0, 0), 3: (0, 1)})
     proc = fake_proc(tmp_path, "0::/\n", V2_MOUNTS)
     write(tmp_path / "cg", cpu_max="150000 100000\n")
-    found = detect(proc, sys, affinity={0, 1, 2, 3})
+    found = detect(proc, sys, allowed={0, 1, 2, 3})
     assert found.usable == 1
     assert found.describe() == "1 (cgroup quota 1.5 CPUs of 2 cores, 4 logical)"
     assert budget(2, 2, 0).describe() == "2 (2 cores)"
