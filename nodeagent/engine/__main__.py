@@ -25,7 +25,7 @@ from llamafleet.core.chat_templates import template_error
 from llamafleet.core.engine_auth import ENGINE_SECRET_ENV
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.core.http_server import serve_until
-from llamafleet.core.lifecycle import install_stop_signals
+from llamafleet.core.lifecycle import install_stop_signals, run
 from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.core.settings_cli import add_settings_arguments, settings_from_args
 from nodeagent.engine.batcher import BatcherSettings
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     # The batcher thread needs the GIL for a moment after every llama_decode; with the default 5 ms
     # switch interval it can wait that long behind the HTTP loop, which costs decode throughput.
     sys.setswitchinterval(0.0002)
-    return asyncio.run(serve(settings.engine))
+    return run(serve(settings.engine))
 
 
 if __name__ == "__main__":
