@@ -125,8 +125,19 @@ def test_engines_get_the_nodes_cpus_shared_and_more_than_a_node_has_is_refused(t
 
         wait_until(shared, 120, f"two engines with {shares} threads", on_timeout=cluster.log)
         assert first in engines(cluster)  # the first engine moved to its share without a restart
-        smol = models_json(cluster)["smol"]
-        assert sorted(r["threads"] for r in smol["replicas"]) == shares  # type: ignore[attr-defined]
+
+        def reported() -> bool:  # the agent reads the engines' counts at its next health check
+            replicas = models_json(cluster)["smol"]["replicas"]
+            return sorted(r["threads"] for r in replicas) == shares  # type: ignore[attr-defined]
+
+        wait_until(reported, 30, f"the model's status to show {shares} threads")
+        nodes = subprocess.run(
+            [sys.executable, "-m", "llamafleet.cli.main", "nodes", "--controlplane", cluster.grpc,
+             *admin_cli(cluster.tmp)],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        assert "THREADS/CPUS" in nodes
+        assert f" {sum(shares)}/{detect().describe()} " in nodes  # threads in use / the node's usable CPUs
     finally:
         stop_cluster(cluster)
 
