@@ -379,7 +379,9 @@ def bench_default_path(
         yaml, served = f"models:\n  - name: m\n    source: {model}\n", "m"
     ours: dict[str, list[float]] = {"single": [], "aggregate": []}
     theirs: dict[str, list[float]] = {"single": [], "aggregate": []}
-    cluster = start_cluster(Path(tempfile.mkdtemp(dir=logs, prefix="default-")), yaml, [served])
+    cluster = start_cluster(
+        Path(tempfile.mkdtemp(dir=logs, prefix="default-")), yaml, [served], short_intervals=False
+    )
     try:
         engine_argv = next(
             p.cmdline() for p in psutil.Process(cluster.process.pid).children(recursive=True)

@@ -50,6 +50,14 @@ class Cluster:
         return result
 
 
+SHORT_INTERVALS = (
+    "--agent-supervisor-restart-backoff-initial-s",
+    "1",
+    "--controlplane-status-interval-s",
+    "1",
+)
+
+
 def start_cluster(
     tmp: Path,
     models_yaml: str,
@@ -57,9 +65,12 @@ def start_cluster(
     extra_args: tuple[str, ...] = (),
     api_key: str = "",
     preexec: Callable[[], object] | None = None,
+    short_intervals: bool = True,
 ) -> Cluster:
     """``api_key``: the gateway requires it (--gateway-api-keys); the readiness poll sends it.
-    ``preexec``: runs in the child before `llamafleet up` starts (e.g. joins a CPU-limited cgroup)."""
+    ``preexec``: runs in the child before `llamafleet up` starts (e.g. joins a CPU-limited cgroup).
+    ``short_intervals``: status every second and restarts after one, so tests wait less; False keeps
+    every interval at its default (benchmarks of what users run)."""
     models = tmp / "models.yaml"
     models.write_text(models_yaml)
     port, grpc = free_port("127.0.0.1"), grpc_port()
@@ -74,8 +85,7 @@ def start_cluster(
                 "--controlplane-tls-dir", str(cluster_pki(tmp)),
                 "--agent-node-id", "test-node",
                 "--agent-supervisor-data-dir", str(tmp / "agent"),
-                "--agent-supervisor-restart-backoff-initial-s", "1",
-                "--controlplane-status-interval-s", "1",
+                *(SHORT_INTERVALS if short_intervals else ()),
                 *extra_args,
                 *(("--gateway-api-keys", api_key) if api_key else ()),
             ],
