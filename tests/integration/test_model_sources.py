@@ -56,6 +56,15 @@ class Sourced:
         return {m.name: m for m in asyncio.run(fetch())}
 
 
+def answers(sourced: Sourced) -> bool:
+    """Whether the control plane serves its API yet (a busy machine starts it after the gateway)."""
+    try:
+        sourced.models()
+    except Unavailable:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def sourced(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Iterator[Sourced]:
     tmp = tmp_path_factory.mktemp("sources")
@@ -91,7 +100,8 @@ def sourced(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Ite
             tmp, address, f"http://127.0.0.1:{gw_port}", server, agent, smollm2_path.stat().st_size
         )
         try:
-            wait_ready(procs[-1], f"{running.base}/healthz")
+            wait_ready(procs[-1], f"{running.base}/healthz")  # the gateway answers before the control plane
+            wait_until(lambda: answers(running), 60, "the control plane to answer", on_timeout=procs[0].log)
             yield running
         finally:
             for proc in reversed(procs):
