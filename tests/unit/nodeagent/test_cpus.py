@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from nodeagent.hardware import cgroups
 from nodeagent.hardware.cpus import budget, cgroup_quota_millis, detect, physical_cores
 
 V2_MOUNTS = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n"
@@ -99,3 +100,22 @@ def test_describe_says_where_the_count_comes_from(tmp_path: Path) -> None:
     assert found.usable == 1
     assert found.describe() == "1 (cgroup quota 1.5 CPUs of 2 cores, 4 logical)"
     assert budget(2, 2, 0).describe() == "2 (2 cores)"
+
+
+def test_v1_memory_limit_of_a_container_and_unlimited_ancestors(tmp_path: Path) -> None:
+    """podman run --memory 2g on a v1 host: the container's cgroup holds the limit; v1 writes "none"
+    as a huge number."""
+    proc = fake_proc(tmp_path, "5:memory:/libpod_parent/libpod-x\n4:cpu,cpuacct:/\n", V1_MOUNTS)
+    hierarchy = tmp_path / "cg" / "memory"
+    write(hierarchy, memory_limit_in_bytes="9223372036854771712\n")
+    write(hierarchy / "libpod_parent" / "libpod-x", memory_limit_in_bytes=f"{2 << 30}\n")
+    assert cgroups.memory_limit_bytes(proc) == 2 << 30
+
+
+def test_v2_pod_memory_limit_above_the_container(tmp_path: Path) -> None:
+    pod = tmp_path / "cg" / "kubepods.slice" / "kubepods-pod1.slice"
+    proc = fake_proc(tmp_path, "0::/kubepods.slice/kubepods-pod1.slice/cri-abc.scope\n", V2_MOUNTS)
+    write(pod, memory_max=f"{3 << 30}\n")
+    write(pod / "cri-abc.scope", memory_max="max\n")
+    assert cgroups.memory_limit_bytes(proc) == 3 << 30
+    assert cgroups.memory_limit_bytes(fake_proc(tmp_path / "none", "0::/\n", V2_MOUNTS)) == 0

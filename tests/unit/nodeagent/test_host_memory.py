@@ -33,3 +33,17 @@ def test_the_setting_takes_sizes_as_people_write_them() -> None:
     assert parse_size("512M") == 512 << 20
     with pytest.raises(ValidationError):
         AgentSettings(allocatable_memory="lots")
+
+
+def test_a_cgroup_limit_caps_what_is_offered_less_the_agents_own_use() -> None:
+    """In a container limited to 2 GiB the agent offers at most 2 GiB less what it and its engines hold,
+    never the machine's free memory (the kernel would OOM-kill engines that placement let in)."""
+    limit = 2 << 30
+    memory = HostMemory(0, list, cgroup_limit_bytes=limit)
+    mine = psutil.Process(os.getpid()).memory_info().rss
+    assert memory.total(64 << 30) == limit
+    assert limit - mine - (64 << 20) <= memory.available() <= limit - mine + (64 << 20)
+    assert "cgroup" in memory.describe(64 << 30)
+    both = HostMemory(1 << 30, list, cgroup_limit_bytes=limit)
+    assert both.total(64 << 30) == 1 << 30
+    assert HostMemory(0, list).describe(8 << 30) == "8.0 GiB"
