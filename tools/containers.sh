@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# `make containers`: podman, buildah, debootstrap and runc from Debian's packages, configured as they
+# `make containers`: podman, buildah, debootstrap, runc and catatonit (`--init`) from Debian's packages, configured as they
 # work on a VM without systemd: runc (crun fails on hybrid cgroups), cgroupfs, a file events log, and
 # container ulimits no higher than this shell's hard limits (a container may not raise them).
 # An existing /etc/containers/containers.conf is kept as it is.
 set -euo pipefail
 SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 missing=()
-for tool in podman buildah debootstrap runc; do
-  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+for tool in podman buildah debootstrap runc catatonit; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || [ -x "/usr/libexec/podman/$tool" ] || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "llamafleet: installing ${missing[*]} (Debian packages) to build and run the image"
