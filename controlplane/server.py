@@ -1,14 +1,17 @@
 """The control-plane process: state, desired-state source, reconciler and the gRPC server, under one stop.
 
 With ``--source kubernetes`` it first wins the leader Lease; only the leader serves agents and
-gateways, reconciles and writes status, and ``/readyz`` answers 200 only there, so a Service
-routes to the leader. Losing the Lease ends the process (Kubernetes restarts it as a follower).
+gateways, reconciles and writes status. Every replica is Ready (``/readyz`` 200, its role in the
+body), so Deployment rollouts complete and a PodDisruptionBudget allows a disruption; the leader
+labels its own pod and the gRPC Service selects that label (controlplane/operator/leader.py).
+Losing the Lease ends the process (Kubernetes restarts it as a follower).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import grpc
 from prometheus_client import CollectorRegistry, start_http_server
@@ -69,6 +72,7 @@ class ControlPlane:
         log.info("Kubernetes API at %s", kube.server)
         elector = LeaderElector(kube, self.settings.kubernetes)
         try:
+            await elector.mark_pod(False)  # a label left by this pod's previous process, before Ready
             self.role = "follower"
             if not await elector.acquire(stop):
                 return
@@ -76,7 +80,9 @@ class ControlPlane:
             self.operator = ModelOperator(kube, self.state, self.settings.kubernetes)
             # Owned here: whichever ends first (a lost Lease, a failure, or a stop) ends the other.
             holder = asyncio.ensure_future(elector.hold(stop))
-            serving = asyncio.ensure_future(self._serve(stop, metrics, self.operator))
+            serving = asyncio.ensure_future(
+                self._serve(stop, metrics, self.operator, lambda: elector.mark_pod(True))
+            )
             try:
                 await asyncio.wait({holder, serving}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -94,7 +100,11 @@ class ControlPlane:
             kube.close()
 
     async def _serve(
-        self, stop: asyncio.Event, metrics: ControlPlaneMetrics, operator: ModelOperator | None
+        self,
+        stop: asyncio.Event,
+        metrics: ControlPlaneMetrics,
+        operator: ModelOperator | None,
+        listening: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         settings = self.settings
         issuer = None if settings.insecure else self._pki()
@@ -115,9 +125,12 @@ class ControlPlane:
             agent_pb2_grpc.add_JoinServiceServicer_to_server(JoinServicer(self.state, issuer), join)
             _bind(join, settings.join_address, server_credentials(files, require_client_cert=False), "join")
             servers.append(join)
+        self.state.start_settling()
         for each in servers:
             await each.start()
         self.serving = True
+        if listening is not None:
+            await listening()  # the leader's label: the gRPC Service routes here from now on
         how = "" if issuer is None else f" (mutual TLS; nodes join on {settings.join_address})"
         log.info("control plane listening for agents and gateways on %s%s", settings.address, how)
         scheduler = Scheduler(load_profile(settings.scheduler_profile), metrics)
@@ -149,8 +162,9 @@ class ControlPlane:
         return Issuer(folder, self.settings.node_cert_validity_s)
 
     def _readiness(self) -> tuple[bool, dict[str, object]]:
-        """Ready while serving (the leader, in Kubernetes mode), so a Service routes only to it."""
-        return self.serving, {
+        """Ready while serving, or while following in Kubernetes mode: readiness is not leadership
+        (a Service reaches the leader by its pod's label)."""
+        return self.serving or self.role == "follower", {
             "role": self.role,
             "settled": self.state.settled,
             "models": len(self.state.models),

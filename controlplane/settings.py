@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from llamafleet.core.pki import default_pki_dir
 
@@ -39,14 +39,38 @@ class KubernetesSettings(BaseModel):
         default=10.0, description="Seconds a leader's Lease lasts unrenewed; a follower takes over after it"
     )
     renew_deadline_s: float = Field(
-        default=7.0, description="Seconds the leader keeps trying to renew before it steps down (and exits)"
+        default=7.0,
+        gt=0,
+        description="Seconds the leader keeps trying to renew before it steps down (and exits); must be "
+        "shorter than the lease duration, or two leaders could act at once",
     )
-    retry_period_s: float = Field(default=2.0, description="Seconds between Lease renewals and acquire tries")
+    retry_period_s: float = Field(
+        default=2.0, gt=0, description="Seconds between Lease renewals and acquire tries (< renew deadline)"
+    )
+    pod_name: str = Field(
+        default="",
+        description="This process's pod (in the Lease's namespace): labeled llamafleet.io/leader=true while "
+        "it leads, so the control plane's gRPC Service selects only the leader (empty: no label)",
+    )
     drain_grace_s: float = Field(
         default=30.0,
         description="Seconds a deleted Model waits for its replicas to stop before its finalizer is removed",
     )
     api_workers: int = Field(default=8, ge=1, le=64, description="Kubernetes API calls in flight at once")
+
+    @model_validator(mode="after")
+    def _renew_before_the_lease_ends(self) -> KubernetesSettings:
+        if self.renew_deadline_s >= self.lease_duration_s:
+            raise ValueError(
+                f"the renew deadline ({self.renew_deadline_s:g}s) must be shorter than the lease duration "
+                f"({self.lease_duration_s:g}s): a leader must stop acting before a follower may take over"
+            )
+        if self.retry_period_s >= self.renew_deadline_s:
+            raise ValueError(
+                f"the retry period ({self.retry_period_s:g}s) must be shorter than the renew deadline "
+                f"({self.renew_deadline_s:g}s): a leader must get at least one retry before it steps down"
+            )
+        return self
 
 
 class ControlPlaneSettings(BaseModel):
@@ -74,7 +98,7 @@ class ControlPlaneSettings(BaseModel):
     metrics_port: int = Field(default=0, description="Port for Prometheus /metrics (0: off)")
     http_port: int = Field(
         default=0,
-        description="Port for /healthz and /readyz (ready: serving as the leader) and /metrics (0: off)",
+        description="Port for /healthz, /readyz (ready: serving, or following the leader), /metrics (0: off)",
     )
     http_host: str = Field(default="127.0.0.1", description="Address the /healthz, /readyz port binds to")
     settle_s: float = Field(

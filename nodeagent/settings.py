@@ -161,7 +161,8 @@ class UplinkSettings(BaseModel):
     identity_dir: Path | None = Field(
         default=None,
         description="This node's credential (ca.crt, tls.crt, tls.key): kept from a join, or supplied "
-        "(cert-manager); default: DATA_DIR/identity",
+        "(cert-manager); default: DATA_DIR/identity/NODE_ID, so nodes sharing a data folder (a shared "
+        "volume) never overwrite each other's",
     )
 
     def join_address(self) -> str:
@@ -199,7 +200,7 @@ class AgentSettings(BaseModel):
     uplink: UplinkSettings = UplinkSettings()
 
     def identity_dir(self) -> Path:
-        return self.uplink.identity_dir or self.supervisor.data_dir / "identity"
+        return self.uplink.identity_dir or self.supervisor.data_dir / "identity" / self.node_id
 
     def label_map(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in self.labels if "=" in item)

@@ -199,6 +199,13 @@ class Kube:
         )
         return result
 
+    async def label_pod(self, namespace: str, name: str, labels: dict[str, str | None]) -> None:
+        """Set (a value) or remove (None) labels on a pod, by JSON merge patch."""
+        await self.call(
+            self.core.patch_namespaced_pod, name, namespace, {"metadata": {"labels": labels}},
+            _content_type=MERGE_PATCH, _preload_content=False,
+        )  # fmt: skip
+
     async def get_lease(self, namespace: str, name: str) -> Obj | None:
         try:
             result: Obj = await self.call(

@@ -6,6 +6,13 @@ machines are never compared). The leader renews every ``retry_period_s``; if it 
 for ``renew_deadline_s`` (< lease duration) it stops leading before anyone else can start, and
 the process exits so Kubernetes restarts it as a follower: never two leaders acting at once.
 A graceful stop releases the Lease (empty holder), so a rolling restart hands over at once.
+
+Reaching the leader: every replica is Ready while it runs (a follower included, so a Deployment
+rollout completes and a PodDisruptionBudget can allow a disruption), and the leader labels its own
+pod ``llamafleet.io/leader=true`` once it serves; the control plane's gRPC Service selects that label,
+so agents and gateways always reach the leader and need no discovery of their own. The label goes
+before the Lease is released, and a restarted process removes a label left from before it started
+(a leader that lost its Lease and exited), before it reports Ready.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from llamafleet.core.errors import LlamafleetError
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+# On the leader's pod while it serves; the chart's gRPC Service selects it (tests check they agree).
+LEADER_LABEL = "llamafleet.io/leader"
 
 
 class LeadershipLost(LlamafleetError):
@@ -94,11 +103,37 @@ class LeaderElector:
                     f"{s.renew_deadline_s:.0f}s); exiting so that a restart rejoins as a follower"
                 )
 
+    async def mark_pod(self, leading: bool) -> None:
+        """Label this process's pod as the leader's, or remove the label (when ``pod_name`` is set).
+
+        Labelling must work for agents to reach this leader: a refusal (RBAC) is raised. Removing it is
+        best effort: a pod that is going away leaves the Service's endpoints anyway."""
+        s = self._settings
+        if not s.pod_name:
+            return
+        try:
+            await self._kube.label_pod(
+                s.lease_namespace, s.pod_name, {LEADER_LABEL: "true" if leading else None}
+            )
+        except KubeError as exc:
+            if leading:
+                raise KubeError(
+                    exc.status,
+                    f"cannot label pod {s.lease_namespace}/{s.pod_name} as the leader's "
+                    f"({exc.message}); the control plane needs RBAC to patch its own pod",
+                ) from exc
+            log.warning("could not remove the leader label from pod %s: %s", s.pod_name, exc.message)
+            return
+        log.info("pod %s/%s %s", s.lease_namespace, s.pod_name,
+                 f"labeled {LEADER_LABEL}=true: the gRPC Service routes here" if leading
+                 else f"no longer labeled {LEADER_LABEL}")  # fmt: skip
+
     async def release(self) -> None:
         """Hand the Lease over now (a graceful stop), so a follower need not wait for it to expire."""
         if not self.leading:
             return
         self.leading = False
+        await self.mark_pod(False)
         s = self._settings
         try:
             lease = await self._kube.get_lease(s.lease_namespace, s.lease_name)

@@ -86,6 +86,11 @@ class ClusterState:
                 await asyncio.wait_for(self._changed.wait(), wait_s)
         return self.version
 
+    def start_settling(self) -> None:
+        """The settle window starts when this process starts to act (a follower that waited an hour for
+        the Lease must still give agents their chance to report before it publishes or places)."""
+        self._started = time.monotonic()
+
     @property
     def settled(self) -> bool:
         """Agents had their chance to report what they run: placement and unassignment may start."""

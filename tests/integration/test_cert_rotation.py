@@ -46,7 +46,7 @@ def test_rotated_certificates_are_used_without_dropping_streams_or_requests(tmp_
         wait_until(lambda: bool(cluster.serving_on()), 120, "the replica to serve")
         folder = cluster_pki(tmp_path)
         agent_log = cluster.agents["node-a"].log
-        identity = tmp_path / "node-a" / "identity" / "tls.crt"
+        identity = tmp_path / "node-a" / "identity" / "node-a" / "tls.crt"
         first_node_cert = serial_of(identity)
         before = served_serial(cluster.address, folder / "admin")
         assert before == serial_of(folder / "tls.crt")

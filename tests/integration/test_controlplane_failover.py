@@ -1,5 +1,7 @@
-"""The control plane is replaceable at any moment: a SIGKILLed leader or a plain restart costs no request
-and no engine restart (agents report what they run; the new control plane adopts it)."""
+"""The control plane is replaceable at any moment: a SIGKILLed leader, a plain restart or a Deployment's
+rolling update costs no request and no engine restart (agents report what they run; the new control
+plane adopts it). Agents and gateways reach the leader through a Service that selects the label only
+the leader's pod carries; followers are Ready too."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from controlplane.operator.leader import LEADER_LABEL
 from nodeagent.supervisor.process import free_port
 from tests.support.kubeapi import KubeApi, kube_api
 from tests.support.processes import (
@@ -27,6 +30,8 @@ from tests.support.processes import (
     grpc_port,
     kube_controlplane_args,
     ready,
+    role,
+    wait_leading,
     wait_ready,
 )
 from tests.support.service import Backend, Service
@@ -96,41 +101,61 @@ def gateway_current(url: str) -> bool:
         return False
 
 
+POD_LABELS = {"app.kubernetes.io/component": "controlplane"}
+
+
 @dataclass
-class TwoControlPlanes:
+class ControlPlanes:
     api: KubeApi
     cps: list[Proc]
     ready_urls: list[str]
     agent: Proc
     base: str  # the gateway
+    tmp: Path
+    services: list[Service]
 
     def status(self, name: str = "smol") -> dict[str, Any]:
         out = self.api.kubectl("get", "model", name, "-o", "json").stdout
         status: dict[str, Any] = json.loads(out).get("status") or {}
         return status
 
+    def start(self, index: int) -> Proc:
+        """``cp-INDEX`` in its pod (as a ReplicaSet creates one), an endpoint of both Services."""
+        name, (grpc, http) = f"cp-{index}", (grpc_port(), free_port("127.0.0.1"))
+        self.api.create_pod(name, POD_LABELS)
+        args = [*kube_controlplane_args(self.api.kubeconfig, grpc, http, name, self.tmp),
+                "--kubernetes-pod-name", name]  # fmt: skip
+        proc = Proc(name, args, self.tmp / f"{name}.log").start()
+        url = f"http://127.0.0.1:{http}/readyz"
+        service, join = self.services
+        service.backends.append(Backend(("127.0.0.1", grpc), url, name))
+        join.backends.append(Backend(("127.0.0.1", grpc + 1), url, name))
+        self.cps.append(proc)
+        self.ready_urls.append(url)
+        return proc
+
+    def leader_labels(self) -> dict[str, str]:
+        return {cp.name: self.api.pod_labels(cp.name).get(LEADER_LABEL, "") for cp in self.cps}
+
 
 @contextmanager
-def two_controlplanes(tmp_path: Path, manifest: str, model: str) -> Iterator[TwoControlPlanes]:
+def two_controlplanes(tmp_path: Path, manifest: str, model: str) -> Iterator[ControlPlanes]:
     """Two control planes behind one Service (cp-0 leads), an agent, a gateway, and ``manifest`` Ready."""
     with kube_api(tmp_path, free_port("127.0.0.1")) as api:
-        ports = [(grpc_port(), free_port("127.0.0.1")) for _ in range(2)]
-        cps = [
-            Proc(f"cp-{i}", kube_controlplane_args(api.kubeconfig, g, h, f"cp-{i}", tmp_path),
-                 tmp_path / f"cp-{i}.log")
-            for i, (g, h) in enumerate(ports)
-        ]  # fmt: skip
-        backends = [Backend(("127.0.0.1", g), f"http://127.0.0.1:{h}/readyz") for g, h in ports]
-        joins = [Backend(("127.0.0.1", g + 1), f"http://127.0.0.1:{h}/readyz") for g, h in ports]
+
+        def selects(pod: str) -> bool:  # the chart's selector: the leader's label
+            return api.pod_labels(pod).get(LEADER_LABEL) == "true"
+
         gw_port = free_port("127.0.0.1")
         base = f"http://127.0.0.1:{gw_port}"
-        join = Service(free_port("127.0.0.1"), joins)  # nodes join through it (the chart's join port)
-        with Service(free_port("127.0.0.1"), backends) as service, join:
-            cps[0].start()
-            wait_ready(cps[0], backends[0].ready_url)  # cp-0 leads; cp-1 follows
-            cps[1].start()
+        service = Service(free_port("127.0.0.1"), [], selects=selects)
+        join = Service(free_port("127.0.0.1"), [], selects=selects)  # nodes join through it (the join port)
+        with service, join:
+            c = ControlPlanes(api, [], [], None, base, tmp_path, [service, join])  # type: ignore[arg-type]
+            wait_leading(c.start(0), c.ready_urls[0])  # cp-0 leads; cp-1 follows
+            c.start(1)
             args = [*agent_args(tmp_path, service.address), "--uplink-join", join.address]
-            agent = Proc("agent", args, tmp_path / "agent.log").start()
+            c.agent = Proc("agent", args, tmp_path / "agent.log").start()
             gateway = Proc(
                 "gateway", gateway_args(service.address, gw_port, tmp_path), tmp_path / "gw.log"
             ).start()
@@ -139,10 +164,13 @@ def two_controlplanes(tmp_path: Path, manifest: str, model: str) -> Iterator[Two
                 api.kubectl("apply", "-f", str(tmp_path / "model.yaml"))
                 api.kubectl("wait", "--for=condition=Ready", f"model/{model}", "--timeout=120s", timeout=130)
                 wait_until(lambda: gateway_current(base), 30, "the gateway's routes")
-                assert not ready(backends[1].ready_url), "the follower must report not-ready"
-                yield TwoControlPlanes(api, cps, [b.ready_url for b in backends], agent, base)
+                # Readiness is not leadership: the follower is Ready, and only the leader's pod is labeled.
+                wait_until(lambda: ready(c.ready_urls[1]), 30, "the follower to be Ready")
+                assert role(c.ready_urls[1]) == "follower"
+                assert c.leader_labels() == {"cp-0": "true", "cp-1": ""}
+                yield c
             finally:
-                for proc in (gateway, agent, *cps):
+                for proc in (gateway, c.agent, *c.cps):
                     proc.stop()
 
 
@@ -154,7 +182,7 @@ def test_killing_the_leader_hands_over_within_15s_without_a_failed_request(tmp_p
             time.sleep(2)
             c.cps[0].process.send_signal(signal.SIGKILL)
             killed = time.monotonic()
-            wait_ready(c.cps[1], c.ready_urls[1], timeout=30)
+            wait_leading(c.cps[1], c.ready_urls[1], timeout=30)
             takeover = time.monotonic() - killed
             wait_until(lambda: gateway_current(c.base), 60, "the gateway to follow the new leader")
             time.sleep(2)
@@ -169,6 +197,31 @@ def test_killing_the_leader_hands_over_within_15s_without_a_failed_request(tmp_p
         described = c.api.kubectl("describe", "model", "smol").stdout
         assert "Adopted" in described, described  # the new leader took both replicas over
         assert "adopted replica" in c.cps[1].log()
+
+
+def test_a_rolling_update_as_the_deployment_controller_runs_it_fails_no_request(tmp_path: Path) -> None:
+    """maxSurge 1, maxUnavailable 0, two replicas: a new pod starts and becomes Ready (a follower), then an
+    old one gets SIGTERM, the leader first; again for the second. The leader hands its Lease and its label
+    over as it stops; agents and gateways follow the Service to the new leader."""
+    with two_controlplanes(tmp_path, MODEL, "smol") as c:
+        before = engine_pids(c.agent)
+        with ClientLoop(c.base).running() as loop:
+            for new, old in ((2, 0), (3, 1)):
+                c.start(new)
+                wait_until(lambda new=new: ready(c.ready_urls[new]), 60, f"cp-{new} to be Ready")
+                assert role(c.ready_urls[new]) == "follower"
+                assert c.cps[old].stop(signal.SIGTERM) == 0  # the terminated pod's process exits cleanly
+                wait_until(lambda: sum(role(u) == "leader" for u in c.ready_urls) == 1, 30, "a new leader")
+                wait_until(lambda: gateway_current(c.base), 60, "the gateway to follow the leader")
+            time.sleep(2)
+        labels = c.leader_labels()
+        leaders = [name for name, value in labels.items() if value == "true"]
+        assert len(leaders) == 1, labels
+        assert leaders[0] in ("cp-2", "cp-3"), labels
+        assert loop.failures == [], loop.failures[:5]
+        assert loop.ok > 20, loop.ok
+        assert engine_pids(c.agent) == before, "engines were restarted by the rollout"
+        assert "released the Lease" in c.cps[0].log()
 
 
 AUTOSCALED = """apiVersion: llamafleet.io/v1alpha1
@@ -196,7 +249,7 @@ def test_a_new_leader_carries_on_with_the_autoscaled_count(tmp_path: Path) -> No
         before = engine_pids(c.agent)
         assert "ScaledUp" in c.api.kubectl("describe", "model", "smol").stdout
         c.cps[0].process.send_signal(signal.SIGKILL)
-        wait_ready(c.cps[1], c.ready_urls[1], timeout=30)
+        wait_leading(c.cps[1], c.ready_urls[1], timeout=30)
         time.sleep(3)  # the new leader acts; 1 replica would be spec.replicas
         assert engine_pids(c.agent) == before, "the new leader dropped or restarted the autoscaled replicas"
         assert "carrying on with 2 replica(s)" in c.cps[1].log()

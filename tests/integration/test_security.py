@@ -300,4 +300,4 @@ def test_no_key_token_or_secret_in_any_log_or_metric(secured: Secured) -> None:
             assert secret not in text, f"the {what} appears in {where}"
         assert "PRIVATE KEY" not in text, where
     assert os.stat(folder / "ca.key").st_mode & 0o077 == 0  # private keys readable by their owner only
-    assert os.stat(secured.tmp / "node-a" / "identity" / "tls.key").st_mode & 0o077 == 0
+    assert os.stat(secured.tmp / "node-a" / "identity" / "node-a" / "tls.key").st_mode & 0o077 == 0

@@ -18,7 +18,7 @@ from controlplane.api.client import ClusterClient
 from llamafleet.core.grpc_tls import ClientTls, CredentialFiles
 from llamafleet.core.pki import init_pki
 from nodeagent.supervisor.process import free_port
-from tests.support.wait import wait_http_ok
+from tests.support.wait import wait_http_ok, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,6 +84,25 @@ def ready(url: str) -> bool:
 
 def wait_ready(proc: Proc, url: str, timeout: float = 60) -> None:
     wait_http_ok(proc.process, url, timeout, proc.name, proc.log)
+
+
+def role(url: str) -> str:
+    """A control plane's role from its /readyz body: leader, follower, starting ("" when unreachable)."""
+    try:
+        return str(httpx.get(url, timeout=1).json().get("role", ""))
+    except (httpx.HTTPError, ValueError):
+        return ""
+
+
+def wait_leading(proc: Proc, url: str, timeout: float = 60) -> None:
+    """Until the control plane at ``url`` serves as the leader; fail at once if it exits."""
+
+    def leading() -> bool:
+        if proc.process.poll() is not None:
+            raise AssertionError(f"{proc.name} exited with {proc.process.returncode}:\n{proc.log()}")
+        return role(url) == "leader" and ready(url)
+
+    wait_until(leading, timeout, f"{proc.name} to lead", on_timeout=lambda: proc.log()[-3000:])
 
 
 def cluster_pki(tmp: Path) -> Path:

@@ -4,6 +4,10 @@ kube-proxy sends new connections only to endpoints whose readiness probe passes;
 same for loopback processes: every ``probe_s`` it GETs each backend's readiness URL, and each new
 connection goes to a ready backend (connections are refused while none is). Existing connections
 are left alone, as kube-proxy leaves them; they end when their backend does.
+
+A Service's selector picks pods by label: with ``selects`` given, a backend that names its ``pod``
+is an endpoint only while ``selects(pod)`` holds (the test reads the pod's labels from the API
+emulator, as the endpoints controller watches them; a second or so of lag, as in a cluster).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -25,12 +30,20 @@ log = logging.getLogger(__name__)
 class Backend:
     address: tuple[str, int]
     ready_url: str
+    pod: str = ""
 
 
 class Service:
-    def __init__(self, port: int, backends: list[Backend], probe_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        port: int,
+        backends: list[Backend],
+        probe_s: float = 0.5,
+        selects: Callable[[str], bool] | None = None,
+    ) -> None:
         self.port = port
         self.backends = backends
+        self._selects = selects
         self._probe_s = probe_s
         self._ready: list[Backend] = []
         self._loop = asyncio.new_event_loop()
@@ -79,6 +92,13 @@ class Service:
             while True:
                 ready = []
                 for backend in self.backends:
+                    selector = self._selects
+                    if (
+                        selector is not None
+                        and backend.pod
+                        and not await asyncio.to_thread(selector, backend.pod)
+                    ):
+                        continue
                     with contextlib.suppress(httpx.HTTPError):
                         if (await client.get(backend.ready_url)).status_code == 200:
                             ready.append(backend)

@@ -41,6 +41,22 @@ class KubeApi:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
+    def create_pod(self, name: str, labels: dict[str, str], namespace: str = "default") -> None:
+        """A Pod object as a Deployment's ReplicaSet would create it (nothing runs it: the test starts the
+        process), so that labels on it can be set and read."""
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+                "spec": {"containers": [{"name": "main", "image": "llamafleet:dev"}]}}  # fmt: skip
+        response = httpx.post(f"{self.url}/api/v1/namespaces/{namespace}/pods", json=body, timeout=10)
+        response.raise_for_status()
+
+    def pod_labels(self, name: str, namespace: str = "default") -> dict[str, str]:
+        response = httpx.get(f"{self.url}/api/v1/namespaces/{namespace}/pods/{name}", timeout=10)
+        if response.status_code == 404:
+            return {}
+        response.raise_for_status()
+        labels: dict[str, str] = response.json()["metadata"].get("labels") or {}
+        return labels
+
     def control(self, verb: str, **params: float) -> dict[str, object]:
         """The emulator's test controls: break-watches (hold_s), compact, writes, reset-writes."""
         method = "GET" if verb == "writes" else "POST"

@@ -25,6 +25,8 @@ def builtin_resources() -> list[Resource]:
     return [
         Resource("", "v1", "namespaces", "Namespace", False, "namespace", ("ns",), True),
         Resource("", "v1", "events", "Event", True, "event", ("ev",)),
+        # Pods as objects only (labels, for the leader's label): no kubelet runs them here.
+        Resource("", "v1", "pods", "Pod", True, "pod", ("po",)),
         Resource("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
         Resource(
             "apiextensions.k8s.io",

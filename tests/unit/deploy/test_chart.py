@@ -122,7 +122,8 @@ def test_rbac_grants_exactly_what_the_operator_and_leader_election_call() -> Non
     assert granted == models | {("llamafleet.io", "models/status", "patch"), ("", "events", "create")}
     (leases,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("leader-election")]
     assert leases["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                                "verbs": ["get", "create", "update"]}]  # fmt: skip
+                                "verbs": ["get", "create", "update"]},
+                               {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]  # fmt: skip
     scoped = render(VALUE_SETS["external-redis-and-keys"])
     assert of_kind(scoped, "ClusterRole") == []
     bindings = [r for r in of_kind(scoped, "RoleBinding") if r["metadata"]["name"].endswith("-models")]
