@@ -40,12 +40,33 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "agent": {"modelCache": {"existingClaim": "models"}},
     },
     "monitoring-on": {"monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
+    "platform-extras": {
+        "imagePullSecrets": [{"name": "registry"}],
+        **{
+            component: {
+                "extraArgs": ["--log-level=DEBUG"],
+                "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+                "podLabels": {"team": "ml"},
+                "podAnnotations": {"example.com/owner": "ml"},
+                "priorityClassName": "high",
+                "runtimeClassName": "nvidia",
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                               "whenUnsatisfiable": "ScheduleAnyway"}],
+            }
+            for component in ("controlplane", "gateway", "agent")
+        },
+        "redis": {"podLabels": {"team": "ml"}, "priorityClassName": "high"},
+    },
+    "ingress": {
+        "gateway": {"ingress": {"enabled": True, "className": "nginx", "host": "llm.example.com",
+                                "tls": [{"secretName": "llm-tls", "hosts": ["llm.example.com"]}]}},
+    },
     "everything-off": {
         "redis": {"enabled": False},
         "networkPolicy": {"enabled": False},
         "controlplane": {"replicas": 1, "podDisruptionBudget": {"enabled": False}},
     },
-}
+}  # fmt: skip
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:

@@ -87,3 +87,45 @@ readinessProbe:
 {{- define "llamafleet.gatewayTlsSecret" -}}
 {{ .Values.security.pki.gatewaySecret | default (printf "%s-gateway-tls" (include "llamafleet.fullname" .)) }}
 {{- end -}}
+
+{{/* What platform teams set on every pod of a component (dict "root" $ "values" $component):
+     labels and annotations on the pod, priority, runtime class, topology spread, pull secrets. */}}
+{{- define "llamafleet.podMetadataExtras" -}}
+{{- with .values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "llamafleet.podAnnotations" -}}
+{{- with .values.podAnnotations }}
+annotations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "llamafleet.podSpecExtras" -}}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .values.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .values.topologySpreadConstraints }}
+topologySpreadConstraints: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The container's own args and env after the chart's (extraArgs: more flags; extraEnv: EnvVar list). */}}
+{{- define "llamafleet.extraArgs" -}}
+{{- range .values.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "llamafleet.extraEnv" -}}
+{{- with .values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
