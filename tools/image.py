@@ -214,6 +214,13 @@ def requirements_missing(folder: Path) -> list[str]:
     return sorted(missing)
 
 
+def image_id(tool: str, name: str) -> str:
+    found = subprocess.run(
+        [tool, "image", "inspect", "--format", "{{.Id}}", name], capture_output=True, text=True
+    )
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description="Build llamafleet's CPU image: a Debian bookworm base (made here with debootstrap "
@@ -233,6 +240,7 @@ def main() -> None:
     tool = builder()
     base = base_image(tool[0], options.base)
     wheelhouse(python)
+    previous = image_id(tool[0], options.tag)
     say(f"building {options.tag} on {base} with {tool[0]}")
     build = "bud" if tool[0] == "buildah" else "build"
     run([*tool, build, "--file", str(DOCKERFILE), "--build-arg", f"BASE={base}", "--tag", options.tag,
@@ -242,6 +250,10 @@ def main() -> None:
     ).stdout.strip()
     megabytes = f"{int(size) / 1e6:.0f} MB" if size.isdigit() else "size unknown"
     say(f"built {options.tag}: {megabytes} in {time.monotonic() - started:.0f} s")
+    if previous and previous != image_id(
+        tool[0], options.tag
+    ):  # the last build, now untagged: its space back
+        subprocess.run([tool[0], "rmi", previous], capture_output=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """/healthz, /readyz and /metrics on one HTTP port: what Kubernetes probes and Prometheus scrape.
 
 /healthz answers 200 while the process runs; /readyz answers 200 only while ``ready()`` says so
-(the control plane: serving as the leader; the agent: connected to the control plane), with the
+(the control plane: serving or following; the agent: connected to the control plane), with the
 details it returns, and 503 otherwise.
 """
 

@@ -97,6 +97,8 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartClu
             nodes = ["node-a", "node-b"] if workload["kind"] == "DaemonSet" else [name.rsplit("-", 1)[1]]
             for node in nodes:
                 pods[f"{name}-{node}"] = Pod(f"{name}-{node}", workload, net.add(node))
+        for pod in pods.values():  # the Pod objects a ReplicaSet or the DaemonSet controller creates
+            api.create_pod(pod.name, pod.workload["spec"]["template"]["metadata"]["labels"], NAMESPACE)
         # Cluster DNS: a Service name resolves to the pod its selector picks.
         by_component = {
             p.workload["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in pods.values()
