@@ -80,8 +80,8 @@ def base_image(tool: str, requested: str) -> str:
     pull = subprocess.run([tool, "pull", REGISTRY_BASE], capture_output=True, text=True, timeout=600)
     if pull.returncode == 0:
         return REGISTRY_BASE
-    reason = (pull.stderr.strip().splitlines() or ["no answer"])[-1]
-    say(f"no registry reachable ({reason[:120]}); making a Debian bookworm base with debootstrap")
+    reason = (pull.stderr.strip().splitlines() or ["no answer"])[-1][-120:]
+    say(f"no registry reachable ({reason}); making a Debian bookworm base with debootstrap")
     make_local_base(tool)
     return LOCAL_BASE
 
