@@ -45,13 +45,18 @@ spec:
 """
 
 
-def values(image: str) -> dict[str, Any]:
+# The model cache as a hostPath (the default: one folder per node, an init container hands it over) or
+# one PersistentVolumeClaim every agent shares (fsGroup applies; nodes must keep their own identity).
+CACHES = {"hostPath": {}, "sharedClaim": {"existingClaim": "models"}}
+
+
+def values(image: str, cache: dict[str, str]) -> dict[str, Any]:
     repository, _, tag = image.rpartition(":")
     return {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "controlplane": {"replicas": 1, "settleSeconds": 5},
         "gateway": {"replicas": 1, "apiKeys": {"existingSecret": "gateway-keys"}},
-        "agent": {"labels": {"tier": "cpu"}},
+        "agent": {"labels": {"tier": "cpu"}, "modelCache": cache},
         "redis": {"enabled": False},  # its image is not here; tests/integration/test_chart_cluster.py runs it
     }
 
@@ -61,6 +66,7 @@ class ContainerCluster:
     api: KubeApi
     pods: list[PodRun]
     hostpaths: Path
+    cache: str  # a key of CACHES
 
     def pod(self, component: str, node: str = "") -> PodRun:
         return next(p for p in self.pods if p.component == component and (not node or p.node == node))
@@ -77,11 +83,13 @@ def selected(service: dict[str, Any], pods: list[PodRun]) -> list[PodRun]:
     ]
 
 
-@pytest.fixture(scope="module")
-def container_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerCluster]:
+@pytest.fixture(scope="module", params=sorted(CACHES))
+def container_cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ContainerCluster]:
     image = containers.image()
     tmp = tmp_path_factory.mktemp("containers")
-    objects = render(values(image))
+    objects = render(values(image, CACHES[request.param]))
     workloads = [o for o in objects if o["kind"] in ("Deployment", "DaemonSet")]
     services = [o for o in objects if o["kind"] == "Service"]
     subnet = random.randrange(1, 250)
@@ -106,7 +114,7 @@ def container_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cont
         # The control plane's service-account stand-in: a kubeconfig for the emulator on the host.
         kubeconfig = write_kubeconfig(tmp / "kubeconfig", api.url.replace("127.0.0.1", f"10.91.{subnet}.1"))
         kubeconfig.chmod(0o644)
-        cluster = ContainerCluster(api, pods, tmp / "hosts")
+        cluster = ContainerCluster(api, pods, tmp / "hosts", request.param)
         try:
             for pod in sorted(pods, key=lambda p: p.component != "controlplane"):
                 extra, mounts = [], {}
@@ -149,12 +157,17 @@ def test_the_charts_pods_as_containers_serve_a_model_from_apply_to_delete(
 
     wait_until(every_probe_answers, 180, "every pod's probes", on_timeout=cluster.logs)
 
-    # The hostPath cache, made root:root 0755 as the kubelet makes it, was handed to the agent's user
-    # by the init container: the agent wrote its identity there, one folder per node.
     for node in ("node-a", "node-b"):
-        folder = cluster.hostpaths / node / "var" / "lib" / "llamafleet"
-        assert folder.stat().st_uid == 10001
+        if cluster.cache == "hostPath":
+            # Made root:root 0755 as the kubelet makes it, handed to the agent's user by the init container.
+            folder = cluster.hostpaths / node / "var" / "lib" / "llamafleet"
+            assert folder.stat().st_uid == 10001
+        else:  # one claim for both nodes, given to fsGroup: each node keeps its own identity in it
+            folder = cluster.hostpaths / "claims" / "models"
+            assert folder.stat().st_gid == 10001
         assert (folder / "identity" / node / "tls.crt").exists()
+    agent_spec = cluster.pod("agent").spec
+    assert bool(agent_spec.get("initContainers")) == (cluster.cache == "hostPath")
 
     # Only the leader's pod carries the label the control plane's Service selects.
     controlplane = cluster.pod("controlplane")
