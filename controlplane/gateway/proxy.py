@@ -35,6 +35,7 @@ from llamafleet.core.openai_api import error_body
 log = logging.getLogger(__name__)
 
 REPLICA_HEADER = "x-llamafleet-replica"  # which replica served the request (debugging, tests, benchmarks)
+OTHER_MODEL = "other"  # the model label of requests for a name this gateway does not serve
 
 
 @dataclass(frozen=True)
@@ -105,15 +106,23 @@ class EngineProxy:
             )
         return resolved
 
+    def label(self, model: str) -> str:
+        """A metric's model label: the model as served, or ``other`` for a name this gateway does not serve
+        (a client's string must never become a series of its own: each would stay forever)."""
+        if self._routing.has_table and self._routing.table.resolve(model) is not None:
+            return model
+        return OTHER_MODEL
+
     def count_refused(self, key: ApiKey, model: str, exc: LlamafleetError) -> None:
         """A request the key's scope or quota refused before it was forwarded."""
         why = "forbidden" if isinstance(exc, Forbidden) else "quota"
         self._metrics.key_refused.labels(key.name, why).inc()
-        self._metrics.key_requests.labels(key.name, model, str(status_of(exc)[0])).inc()
+        self._metrics.key_requests.labels(key.name, self.label(model), str(status_of(exc)[0])).inc()
 
     def _count(self, request: Forward, status: int | str) -> None:
-        self._metrics.requests.labels(request.model, request.endpoint_label, str(status)).inc()
-        self._metrics.key_requests.labels(request.key.name, request.model, str(status)).inc()
+        model = self.label(request.model)
+        self._metrics.requests.labels(model, request.endpoint_label, str(status)).inc()
+        self._metrics.key_requests.labels(request.key.name, model, str(status)).inc()
 
     def _charge(self, request: Forward, tokens: int) -> None:
         """Tokens (prompt + completion) against the key's quota and in its usage metrics."""
@@ -130,7 +139,7 @@ class EngineProxy:
             raise
         if not isinstance(response, StreamingResponse):
             self._count(request, response.status_code)
-            self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(
+            self._metrics.request_seconds.labels(self.label(request.model), request.endpoint_label).observe(
                 time.monotonic() - started
             )
         return response

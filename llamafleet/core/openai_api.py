@@ -40,8 +40,15 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
 }
 
 
+# Longer names are refused (400): a name is a DNS label, or base:adapter, or an alias; a client string
+# must never grow logs or metrics without bound.
+MODEL_NAME_MAX = 256
+LORA_MAX = 8  # adapters one request may apply
+LORA_SCALE_MAX = 10.0  # |scale|: beyond it an adapter only produces noise
 # A request's model name; null means none given (llama-server and several clients send null).
-ModelName = Annotated[str, BeforeValidator(lambda value: "" if value is None else value)]
+ModelName = Annotated[
+    str, BeforeValidator(lambda value: "" if value is None else value), Field(max_length=MODEL_NAME_MAX)
+]
 
 
 class _Request(BaseModel):
@@ -67,7 +74,9 @@ class _Request(BaseModel):
     repeat_penalty: float | None = Field(default=None, gt=0.0)
     repeat_last_n: int | None = Field(default=None, ge=0)
     ignore_eos: bool = Field(default=False, description="Keep generating past end-of-generation tokens")
-    lora: list[LoraChoice] | None = Field(default=None, description="Adapters to apply, beside base:adapter")
+    lora: list[LoraChoice] | None = Field(
+        default=None, max_length=LORA_MAX, description="Adapters to apply, beside base:adapter"
+    )
     # Constrained output: at most one of these three.
     response_format: ResponseFormat | None = None
     json_schema: dict[str, Any] | None = Field(default=None, description="llama-server's: a JSON schema")
@@ -142,8 +151,11 @@ class ResponseFormat(BaseModel):
 
 
 class LoraChoice(BaseModel):
-    name: str = Field(min_length=1)
-    scale: float | None = Field(default=None, description="Defaults to the scale given when it was loaded")
+    name: str = Field(min_length=1, max_length=MODEL_NAME_MAX)
+    scale: float | None = Field(
+        default=None, ge=-LORA_SCALE_MAX, le=LORA_SCALE_MAX, allow_inf_nan=False,
+        description="Defaults to the scale given when it was loaded",
+    )  # fmt: skip
 
 
 class StreamOptions(BaseModel):

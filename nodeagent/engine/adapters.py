@@ -63,14 +63,12 @@ class AdapterRegistry:
             for name, scale in wanted:
                 adapter = self._adapters.get(name)
                 if adapter is None or adapter.unloading:
-                    raise ModelNotFound(f"adapter {name!r} is not loaded (loaded: {self._names_locked()})")
+                    # Not the list of loaded ones: a caller may not be allowed to see the others.
+                    raise ModelNotFound(f"adapter {name!r} is not loaded")
                 key[name] = adapter.scale if scale is None else scale
             for name in key:
                 self._adapters[name].users += 1
             return tuple(sorted(key.items()))
-
-    def _names_locked(self) -> str:
-        return ", ".join(sorted(a.name for a in self._adapters.values() if not a.unloading)) or "none"
 
     # --- batcher thread ----------------------------------------------------------------------
 

@@ -51,7 +51,8 @@ pytestmark = pytest.mark.integration
 
 MODEL = "smol"
 KEYS = {"scoped": "lf-scoped-test-key-0123456789abcdef", "admin": "lf-admin-test-key-0123456789abcdef",
-        "other": "lf-other-test-key-0123456789abcdef"}  # fmt: skip
+        "other": "lf-other-test-key-0123456789abcdef",
+        "base": "lf-base-only-test-key-0123456789abc"}  # fmt: skip
 RPM = 4  # the scoped key's requests per minute, shared by both gateways
 
 
@@ -77,6 +78,7 @@ def keys_file(folder: Path) -> Path:
         {"name": "scoped", "sha256": hash_key(KEYS["scoped"]), "models": [MODEL], "requestsPerMinute": RPM},
         {"name": "admin", "sha256": hash_key(KEYS["admin"]), "admin": True},
         {"name": "other", "sha256": hash_key(KEYS["other"]), "models": ["another-model"]},
+        {"name": "base", "sha256": hash_key(KEYS["base"]), "models": [MODEL]},  # the base model, no adapter
     ]
     path = folder / "keys.yaml"
     path.write_text(yaml.safe_dump({"keys": entries}))
@@ -275,6 +277,57 @@ def test_adapters_load_only_from_the_nodes_adapter_folder(secured: Secured, smol
         assert refused.json()["error"]["type"] == "permission_error"
     assert load("tone", "tone.gguf").status_code == 200  # relative to the folder
     assert load("tone-abs", str(inside)).status_code == 200
+
+
+def test_a_key_scoped_to_the_base_cannot_apply_an_adapter_through_lora(
+    secured: Secured, smollm2_path: Path
+) -> None:
+    """``lora`` in the body is an adapter choice like ``base:adapter`` in ``model``: the key's scopes are
+    checked for each (as ``model:adapter``), and an error names nothing the key cannot see."""
+    folder = secured.tmp / "node-a" / "adapters"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_lora(smollm2_path, folder / "team-b.gguf", seed=3)
+    admin = {"authorization": f"Bearer {KEYS['admin']}"}
+    loaded = httpx.post(f"{secured.gateways[0]}/v1/replicas/{MODEL}/adapters", headers=admin,
+                        json={"name": "team-b", "path": "team-b.gguf"}, timeout=60)  # fmt: skip
+    assert loaded.status_code == 200, loaded.text
+    base = {"authorization": f"Bearer {KEYS['base']}"}
+    body = {"model": MODEL, "prompt": "Hi", "max_tokens": 2}
+    url = f"{secured.gateways[0]}/v1/completions"
+    assert httpx.post(url, json=body, headers=base, timeout=60).status_code == 200
+    for asked in ({**body, "lora": [{"name": "team-b"}]}, {**body, "model": f"{MODEL}:team-b"}):
+        refused = httpx.post(url, json=asked, headers=base, timeout=60)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["message"] == f"API key 'base' may not use model '{MODEL}:team-b'"
+    chat = {"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}],
+            "lora": [{"name": "team-b", "scale": 0.5}]}  # fmt: skip
+    chat_url = f"{secured.gateways[1]}/v1/chat/completions"
+    assert httpx.post(chat_url, json=chat, headers=base, timeout=60).status_code == 403
+    # An adapter that is not loaded: the answer does not list the ones that are.
+    unknown = httpx.post(url, json={**body, "lora": [{"name": "nope"}]}, headers=admin, timeout=60)
+    assert unknown.status_code == 404, unknown.text
+    assert "team-b" not in unknown.text
+    applied = httpx.post(url, json={**body, "lora": [{"name": "team-b"}]}, headers=admin, timeout=60)
+    assert applied.status_code == 200
+
+
+def test_client_strings_never_become_unbounded_metric_labels(secured: Secured) -> None:
+    """A model name is capped (400), and a name the gateway does not serve is counted as ``other``: 20
+    requests for unknown 100 kB names once grew /metrics from 3.7 KB to 8 MB."""
+    url = f"{secured.gateways[0]}/v1/completions"
+    admin = {"authorization": f"Bearer {KEYS['admin']}"}
+    huge = httpx.post(url, json={"model": "m" * 100_000, "prompt": "Hi"}, headers=admin, timeout=60)
+    assert huge.status_code == 400, huge.text[:300]
+    assert huge.json()["error"]["param"] == "model"
+    before = httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text
+    for i in range(20):
+        name = f"no-such-model-{i}-" + "x" * 200
+        unknown = httpx.post(url, json={"model": name, "prompt": "Hi"}, headers=admin, timeout=60)
+        assert unknown.status_code == 404
+    after = httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text
+    assert "no-such-model" not in after
+    assert 'model="other"' in after
+    assert len(after) < len(before) + 4000, (len(before), len(after))
 
 
 # --- no secret anywhere it could leak ---------------------------------------------------------------

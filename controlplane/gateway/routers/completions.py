@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -33,14 +35,23 @@ def _headers(request: Request) -> dict[str, str]:
     return {SESSION_HEADER: session} if session else {}
 
 
+def adapters_asked(body: object) -> list[str]:
+    """The adapters a request's ``lora`` field names (the request types that have one)."""
+    return [choice.name for choice in getattr(body, "lora", None) or []]
+
+
 def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
     api = APIRouter()
 
-    async def forward(request: Request, path: str, label: str, asked: str, stream: bool) -> Response:
+    async def forward(request: Request, path: str, label: str, body: Any, stream: bool) -> Response:
+        asked: str = body.model
         model = names.resolve(asked)
         key = request_key(request.state)
         try:
             key.require(model)
+            # ``lora`` names adapters as ``base:adapter`` does: each is checked as that model.
+            for adapter in adapters_asked(body):
+                key.require(f"{model.partition(':')[0]}:{adapter}")
             await quotas.admit(key)
         except (Forbidden, QuotaExceeded) as exc:
             proxy.count_refused(key, model, exc)
@@ -50,54 +61,54 @@ def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
 
     @api.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-        return await forward(request, "/v1/chat/completions", "chat", body.model, body.stream)
+        return await forward(request, "/v1/chat/completions", "chat", body, body.stream)
 
     @api.post("/v1/completions", response_model=None)
     async def completions(request: Request, body: CompletionRequest) -> Response:
-        return await forward(request, "/v1/completions", "completions", body.model, body.stream)
+        return await forward(request, "/v1/completions", "completions", body, body.stream)
 
     @api.post("/completion", response_model=None)
     async def native_completion(request: Request, body: NativeCompletionRequest) -> Response:
         body.as_completions()  # refused here by the same rules the engine applies
-        return await forward(request, "/completion", "completion", body.model, body.stream)
+        return await forward(request, "/completion", "completion", body, body.stream)
 
     @api.post("/v1/embeddings", response_model=None)
     async def embeddings(request: Request, body: EmbeddingRequest) -> Response:
-        return await forward(request, "/v1/embeddings", "embeddings", body.model, False)
+        return await forward(request, "/v1/embeddings", "embeddings", body, False)
 
     @api.post("/v1/rerank", response_model=None)
     async def rerank(request: Request, body: RerankRequest) -> Response:
-        return await forward(request, "/v1/rerank", "rerank", body.model, False)
+        return await forward(request, "/v1/rerank", "rerank", body, False)
 
     @api.post("/v1/responses", response_model=None)
     async def responses(request: Request, body: ResponsesRequest) -> Response:
         body.as_chat()  # a request the engine would refuse is refused here, by the same rules
-        return await forward(request, "/v1/responses", "responses", body.model, body.stream)
+        return await forward(request, "/v1/responses", "responses", body, body.stream)
 
     @api.post("/v1/messages", response_model=None)
     async def messages(request: Request, body: MessagesRequest) -> Response:
         body.as_chat()  # refused here by the same rules the engine applies
-        return await forward(request, "/v1/messages", "messages", body.model, body.stream)
+        return await forward(request, "/v1/messages", "messages", body, body.stream)
 
     @api.post("/v1/chat/completions/input_tokens", response_model=None)
     async def chat_input_tokens(request: Request, body: ChatCompletionRequest) -> Response:
-        return await forward(request, "/v1/chat/completions/input_tokens", "input_tokens", body.model, False)
+        return await forward(request, "/v1/chat/completions/input_tokens", "input_tokens", body, False)
 
     @api.post("/v1/messages/count_tokens", response_model=None)
     async def count_message_tokens(request: Request, body: CountTokensRequest) -> Response:
         body.as_chat()
-        return await forward(request, "/v1/messages/count_tokens", "count_tokens", body.model, False)
+        return await forward(request, "/v1/messages/count_tokens", "count_tokens", body, False)
 
     @api.post("/tokenize", response_model=None)
     async def tokenize(request: Request, body: TokenizeRequest) -> Response:
-        return await forward(request, "/tokenize", "tokenize", body.model, False)
+        return await forward(request, "/tokenize", "tokenize", body, False)
 
     @api.post("/detokenize", response_model=None)
     async def detokenize(request: Request, body: DetokenizeRequest) -> Response:
-        return await forward(request, "/detokenize", "detokenize", body.model, False)
+        return await forward(request, "/detokenize", "detokenize", body, False)
 
     @api.post("/apply-template", response_model=None)
     async def apply_template(request: Request, body: ApplyTemplateRequest) -> Response:
-        return await forward(request, "/apply-template", "apply_template", body.model, False)
+        return await forward(request, "/apply-template", "apply_template", body, False)
 
     return api
