@@ -1,5 +1,9 @@
 """Authenticates every request (but probes and /metrics) and confines admin routes to admin keys.
 
+Without keys (``llamafleet up``'s default) every caller may use every model, and only a local caller
+(loopback address, a loopback Host, no foreign Origin) is admin: a web page or DNS rebinding can
+never load adapters or read replica views.
+
 Pure ASGI, like the body limit: no task or body copy per request, and a refusal costs one hash.
 The key a request carries (``Authorization: Bearer`` or ``x-api-key``) is left in
 ``request.state.api_key`` for the routers, which check its models and quotas.
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from controlplane.gateway.access.keys import ANONYMOUS, ApiKey, KeyRing
+from controlplane.gateway.access.keys import ANONYMOUS, LOCAL_ANONYMOUS, ApiKey, KeyRing
 from controlplane.gateway.metrics import GatewayMetrics
 from llamafleet.core.errors import Forbidden, LlamafleetError, Unauthorized
 from llamafleet.core.http_errors import error_response
@@ -25,6 +29,29 @@ def offered_key(scope: Scope) -> str:
         if name == b"x-api-key":
             return str(value.strip().decode("latin-1"))
     return ""
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _hostname(value: str) -> str:
+    """``host[:port]`` or a URL's authority, without the port (``[::1]:8080`` → ``[::1]``)."""
+    value = value.split("://", 1)[-1].split("/", 1)[0]
+    return value if value.startswith("[") and value.endswith("]") else value.rsplit(":", 1)[0]
+
+
+def local_caller(scope: Scope) -> bool:
+    """A caller on this machine that names it by a loopback name, not a web page of another origin:
+    DNS rebinding gives a page another Host, and a page's request carries its Origin."""
+    client = scope.get("client") or ("", 0)
+    if client[0] not in ("127.0.0.1", "::1"):
+        return False
+    headers = dict(scope["headers"])
+    host = _hostname(headers.get(b"host", b"").decode("latin-1"))
+    origin = headers.get(b"origin")
+    return host in LOOPBACK_NAMES and (
+        origin is None or _hostname(origin.decode("latin-1")) in LOOPBACK_NAMES
+    )
 
 
 class AccessGuard:
@@ -54,7 +81,7 @@ class AccessGuard:
 
     def _key(self, scope: Scope) -> ApiKey | None:
         if self._ring.open:
-            return ANONYMOUS
+            return LOCAL_ANONYMOUS if local_caller(scope) else ANONYMOUS
         token = offered_key(scope)
         # Looked up by its SHA-256: a timing difference could only tell about a hash, not the key.
         return self._ring.lookup(token) if token else None

@@ -67,7 +67,10 @@ class KeysFile(BaseModel):
     keys: list[ApiKey] = Field(default_factory=list)
 
 
-ANONYMOUS = ApiKey(name="anonymous", sha256="0" * 64, admin=True)  # no keys configured: trusted network
+# No keys configured: every caller may use every model; only a caller on this machine, talking to it by
+# a loopback name and not from a web page of another origin, may call the admin routes (the guard).
+ANONYMOUS = ApiKey(name="anonymous", sha256="0" * 64, admin=False)
+LOCAL_ANONYMOUS = ApiKey(name="anonymous", sha256="0" * 64, admin=True)
 
 
 def request_key(state: object) -> ApiKey:

@@ -69,10 +69,25 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+# The chart refuses to render without API keys (or gateway.allowAnonymous): every render here names a
+# keys-file Secret unless the test asks for the bare values.
+WITH_KEYS: dict[str, Any] = {"gateway": {"apiKeys": {"keysFileSecret": "gateway-keys"}}}
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (
+            merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def render(values: dict[str, Any], bare: bool = False) -> list[dict[str, Any]]:
     chart = helm.Chart.load(str(CHART))
     try:
-        out = chart.render(values, name="lf", namespace="llamafleet", is_install=True)
+        given = values if bare else merged(WITH_KEYS, values)
+        out = chart.render(given, name="lf", namespace="llamafleet", is_install=True)
     finally:
         chart.close()
     return [d for name, text in out.items() if name.endswith(".yaml") for d in yaml.safe_load_all(text) if d]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.support.kubeapi import REPO
-from tests.unit.deploy.test_chart import CHART, VALUE_SETS, render
+from tests.unit.deploy.test_chart import CHART, VALUE_SETS, WITH_KEYS, merged, render
 
 
 def workloads(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -106,7 +106,7 @@ def test_the_default_image_is_what_make_image_builds_or_the_readme_sets() -> Non
 def notes(values: dict[str, Any]) -> str:
     chart = helm.Chart.load(str(CHART))
     try:
-        out = chart.render(values, name="lf", namespace="llamafleet", is_install=True)
+        out = chart.render(merged(WITH_KEYS, values), name="lf", namespace="llamafleet", is_install=True)
     finally:
         chart.close()
     return next(text for name, text in out.items() if name.endswith("NOTES.txt"))
@@ -121,3 +121,28 @@ def test_the_notes_find_the_api_however_it_is_exposed_and_end_with_a_curl() -> N
     for text in (load_balancer, notes({})):
         assert text.rstrip().splitlines()[-1].strip().startswith('-d \'{"model"')
         assert 'curl "$LLAMAFLEET_URL/v1/chat/completions"' in text
+
+
+def test_without_api_keys_the_chart_refuses_unless_anonymous_access_is_chosen() -> None:
+    with pytest.raises(helm.HelmError, match="no API keys are configured"):
+        render({}, bare=True)
+    anonymous = {"gateway": {"allowAnonymous": True}}
+    objects = render(anonymous, bare=True)
+    assert not [
+        o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("-gateway")
+    ]
+    text = notes({"gateway": {"allowAnonymous": True, "apiKeys": {"keysFileSecret": ""}}})
+    assert "WARNING: gateway.allowAnonymous is on" in text
+    assert "no networkPolicy.gatewayFrom limits who does" in text
+
+
+def test_an_optional_gateway_network_policy_admits_only_the_named_peers() -> None:
+    peers = [{"namespaceSelector": {"matchLabels": {"team": "apps"}}}]
+    objects = render({"networkPolicy": {"gatewayFrom": peers}})
+    (policy,) = [
+        o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("-gateway")
+    ]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == peers
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
