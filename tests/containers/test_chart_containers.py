@@ -89,7 +89,7 @@ def container_cluster(
 ) -> Iterator[ContainerCluster]:
     image = containers.image()
     tmp = tmp_path_factory.mktemp("containers")
-    objects = render(values(image, CACHES[request.param]))
+    objects = render(values(image, CACHES[request.param]), bare=True)  # its own keys Secret
     workloads = [o for o in objects if o["kind"] in ("Deployment", "DaemonSet")]
     services = [o for o in objects if o["kind"] == "Service"]
     subnet = random.randrange(1, 250)

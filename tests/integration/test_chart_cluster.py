@@ -83,7 +83,7 @@ def probe_ok(pod: Pod, probe: dict[str, Any]) -> bool:
 @pytest.fixture(scope="module")
 def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartCluster]:
     tmp = tmp_path_factory.mktemp("chart")
-    objects = render(VALUES)
+    objects = render(VALUES, bare=True)  # its own keys Secret
     workloads = {o["metadata"]["name"]: o for o in objects if o["kind"] in ("Deployment", "DaemonSet")}
     services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
     with netns.network() as net, kube_api(tmp, free_port("127.0.0.1"), crds=(), host="0.0.0.0") as api:
