@@ -20,13 +20,13 @@ from fastapi.responses import Response, StreamingResponse
 
 from controlplane.domain import Endpoint
 from controlplane.gateway.access.keys import ANONYMOUS, ApiKey
-from controlplane.gateway.access.quota import Quotas
+from controlplane.gateway.access.quota import NOTHING, Quotas, Reservation
 from controlplane.gateway.balancer.core import Balancer
 from controlplane.gateway.balancer.keys import request_keys
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
-from controlplane.gateway.usage import StreamTokens, Tokens, tokens_in
+from controlplane.gateway.usage import StreamTokens, Tokens, UsageStripper, tokens_in
 from llamafleet.core.engine_auth import engine_headers
 from llamafleet.core.errors import EngineFailed, Forbidden, LlamafleetError, ModelNotFound, Unavailable
 from llamafleet.core.http_errors import status_of
@@ -49,6 +49,8 @@ class Forward:
     stream: bool
     headers: dict[str, str] = field(default_factory=dict)  # the client's, lower-cased (X-Session-ID)
     key: ApiKey = ANONYMOUS  # the caller's API key: its usage is counted under its name
+    reserved: Reservation = NOTHING  # tokens admission took from the key's minute, settled at the end
+    strip_usage: bool = False  # the engine was asked for usage the client did not ask for: drop it
 
 
 class EngineProxy:
@@ -125,10 +127,11 @@ class EngineProxy:
         self._metrics.key_requests.labels(request.key.name, model, str(status)).inc()
 
     def _charge(self, request: Forward, tokens: int) -> None:
-        """Tokens (prompt + completion) against the key's quota and in its usage metrics."""
+        """Tokens (prompt + completion) against the key's quota and in its usage metrics; the request's
+        reservation settled. Called once per request that was admitted (0 tokens when it failed)."""
         if tokens > 0:
             self._metrics.key_tokens.labels(request.key.name, request.model).inc(tokens)
-            self._quotas.charge_tokens(request.key, tokens)
+        self._quotas.charge_tokens(request.key, tokens, request.reserved)
 
     async def forward(self, request: Forward) -> Response:
         started = time.monotonic()
@@ -136,6 +139,7 @@ class EngineProxy:
             response = await self._forward(request, started)
         except Exception as exc:
             self._count(request, status_of(exc)[0] if isinstance(exc, LlamafleetError) else 500)
+            self._charge(request, 0)  # nothing served: the reservation goes back
             raise
         if not isinstance(response, StreamingResponse):
             self._count(request, response.status_code)
@@ -216,6 +220,8 @@ class EngineProxy:
                 raise EngineFailed(f"replica {endpoint.replica_id} sent a malformed response") from None
             self._metrics.generated_tokens.labels(request.model).inc(used.completion)
             self._charge(request, used.total)
+        else:
+            self._charge(request, 0)
         return Response(
             body,
             status,
@@ -232,6 +238,7 @@ class EngineProxy:
         base: str,
     ) -> AsyncIterator[bytes]:
         tokens = StreamTokens()
+        stripper = UsageStripper() if request.strip_usage else None
         first = True
         status = "200"
         try:
@@ -240,7 +247,12 @@ class EngineProxy:
                     self._metrics.ttft_seconds.labels(request.model).observe(time.monotonic() - started)
                     first = False
                 tokens.feed(chunk)
-                yield chunk
+                if stripper is None:
+                    yield chunk
+                elif passed := stripper.feed(chunk):
+                    yield passed
+            if stripper is not None and (rest := stripper.rest()):
+                yield rest
         except (aiohttp.ClientError, TimeoutError) as exc:
             status = "502"
             log.warning("replica %s broke off a stream: %s", endpoint.replica_id, type(exc).__name__)

@@ -96,3 +96,67 @@ class StreamTokens:
                 self._chunks += 1
         if payload.get("content") and payload.get("stop") is False:  # /completion pieces
             self._chunks += 1
+
+
+# What admission reserves against a key's tokens per minute before the engine has counted anything
+# (settled to the engine's count when the response ends; controlplane/gateway/access/quota.py).
+BYTES_PER_TOKEN = 4  # a request body's size over this: its prompt, roughly (English text and JSON)
+COMPLETION_RESERVE = 256  # a request that sets no completion limit
+
+
+def reservation(raw: bytes, body: object) -> int:
+    """Tokens a request may cost: its prompt estimated from its size, plus the completion it allows
+    (``max_completion_tokens``, ``max_tokens``, ``max_output_tokens`` or ``n_predict``, times ``n``)."""
+    allowed = 0
+    if any(
+        hasattr(body, name)
+        for name in ("max_tokens", "max_completion_tokens", "max_output_tokens", "n_predict")
+    ):
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens", "n_predict"):
+            value = getattr(body, name, None)
+            if isinstance(value, int) and value > 0:
+                allowed = value
+                break
+        else:
+            allowed = COMPLETION_RESERVE
+    choices = getattr(body, "n", 1)
+    return len(raw) // BYTES_PER_TOKEN + allowed * (
+        choices if isinstance(choices, int) and choices > 0 else 1
+    )
+
+
+def with_usage(raw: bytes) -> bytes:
+    """A streamed OpenAI request's body asking the engine for the usage chunk (to charge its tokens)."""
+    body = json.loads(raw)
+    options = body.get("stream_options")
+    body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class UsageStripper:
+    """Drops the usage-only event (``choices: []`` with ``usage``) from an OpenAI stream whose client did
+    not ask for it; every other byte passes as it came, event by event."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> bytes:
+        self._buffer += data
+        *events, self._buffer = self._buffer.split(b"\n\n")
+        return b"".join(event + b"\n\n" for event in events if not _usage_only(event))
+
+    def rest(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+def _usage_only(event: bytes) -> bool:
+    if b'"usage"' not in event or not event.startswith(b"data: {"):
+        return False
+    try:
+        payload = json.loads(event[6:])
+    except ValueError:
+        return False
+    return (
+        isinstance(payload, dict) and payload.get("choices") == [] and isinstance(payload.get("usage"), dict)
+    )

@@ -52,7 +52,9 @@ pytestmark = pytest.mark.integration
 MODEL = "smol"
 KEYS = {"scoped": "lf-scoped-test-key-0123456789abcdef", "admin": "lf-admin-test-key-0123456789abcdef",
         "other": "lf-other-test-key-0123456789abcdef",
-        "base": "lf-base-only-test-key-0123456789abc"}  # fmt: skip
+        "base": "lf-base-only-test-key-0123456789abc",
+        "tpm": "lf-tokens-per-minute-test-key-01234"}  # fmt: skip
+TPM = 200  # the "tpm" key's tokens per minute
 RPM = 4  # the scoped key's requests per minute, shared by both gateways
 
 
@@ -79,6 +81,7 @@ def keys_file(folder: Path) -> Path:
         {"name": "admin", "sha256": hash_key(KEYS["admin"]), "admin": True},
         {"name": "other", "sha256": hash_key(KEYS["other"]), "models": ["another-model"]},
         {"name": "base", "sha256": hash_key(KEYS["base"]), "models": [MODEL]},  # the base model, no adapter
+        {"name": "tpm", "sha256": hash_key(KEYS["tpm"]), "tokensPerMinute": TPM},
     ]
     path = folder / "keys.yaml"
     path.write_text(yaml.safe_dump({"keys": entries}))
@@ -238,6 +241,33 @@ def test_a_quota_is_shared_by_two_gateways_through_redis(secured: Secured) -> No
     metrics = httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text
     assert 'llamafleet_gateway_key_refused_total{key="scoped",why="quota"}' in metrics
     assert re.search(r'llamafleet_gateway_key_tokens_total\{key="scoped",model="smol"\} [1-9]', metrics)
+
+
+def test_a_token_quota_counts_prompts_of_streams_that_did_not_ask_for_usage(secured: Secured) -> None:
+    """A stream without stream_options.include_usage used to be charged only its content chunks: a
+    ~300-token prompt with max_tokens 1 cost 1 token, and the key's quota never filled. Its real
+    tokens count now, and its client still gets no usage chunk it did not ask for."""
+    headers = {"authorization": f"Bearer {KEYS['tpm']}"}
+    body = {"model": MODEL, "max_tokens": 1, "stream": True,
+            "messages": [{"role": "user", "content": "hello " * 300}]}  # fmt: skip
+    url = f"{secured.gateways[0]}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as first:
+        assert first.status_code == 200
+        events = [line for line in first.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    assert not any('"usage"' in e and '"choices":[]' in e.replace(" ", "") for e in events)
+
+    # Refused at once, whenever the settling lands: admission reserved the prompt's estimate.
+    second = httpx.post(f"{secured.gateways[1]}/v1/chat/completions", json={**body, "stream": False},
+                        headers=headers, timeout=60)  # fmt: skip
+    assert second.status_code == 429, second.text[:300]
+    assert "200 tokens per minute" in second.json()["error"]["message"]
+    wait_until(lambda: "key=\"tpm\"" in httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text, 10,
+               "the stream's tokens in the key's metrics")  # fmt: skip
+    metrics = httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text
+    charged = re.search(r'llamafleet_gateway_key_tokens_total\{key="tpm",model="smol"\} ([0-9.e+]+)', metrics)
+    assert charged is not None
+    assert float(charged.group(1)) >= 250, charged.group(0)
 
 
 # --- engines behind the gateway --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.balancer.keys import SESSION_HEADER
 from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy, Forward
+from controlplane.gateway.usage import reservation, with_usage
 from llamafleet.core.errors import Forbidden, QuotaExceeded
 from llamafleet.core.messages_api import CountTokensRequest, MessagesRequest
 from llamafleet.core.native_api import NativeCompletionRequest
@@ -35,6 +36,16 @@ def _headers(request: Request) -> dict[str, str]:
     return {SESSION_HEADER: session} if session else {}
 
 
+# Streams whose usage comes in a chunk of its own, only when stream_options.include_usage asks for it
+# (the Responses and Messages streams always carry theirs; llama-server's /completion too).
+USAGE_CHUNK_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+def include_usage(body: object) -> bool:
+    options = getattr(body, "stream_options", None)
+    return bool(getattr(options, "include_usage", False))
+
+
 def adapters_asked(body: object) -> list[str]:
     """The adapters a request's ``lora`` field names (the request types that have one)."""
     return [choice.name for choice in getattr(body, "lora", None) or []]
@@ -47,17 +58,25 @@ def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
         asked: str = body.model
         model = names.resolve(asked)
         key = request_key(request.state)
+        raw = names.rewrite(await request.body(), asked, model)
         try:
             key.require(model)
             # ``lora`` names adapters as ``base:adapter`` does: each is checked as that model.
             for adapter in adapters_asked(body):
                 key.require(f"{model.partition(':')[0]}:{adapter}")
-            await quotas.admit(key)
+            reserved = await quotas.admit(key, reservation(raw, body) if key.tokens_per_minute else 0)
         except (Forbidden, QuotaExceeded) as exc:
             proxy.count_refused(key, model, exc)
             raise
-        raw = names.rewrite(await request.body(), asked, model)
-        return await proxy.forward(Forward(path, label, model, raw, stream, _headers(request), key))
+        # A key with a token quota is charged every stream's real tokens: ask the engine for the
+        # usage chunk, and drop it from the stream when the client did not ask for it.
+        strip = bool(
+            key.tokens_per_minute and stream and path in USAGE_CHUNK_PATHS and not include_usage(body)
+        )
+        if strip:
+            raw = with_usage(raw)
+        forward = Forward(path, label, model, raw, stream, _headers(request), key, reserved, strip)
+        return await proxy.forward(forward)
 
     @api.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:

@@ -80,3 +80,23 @@ def test_a_request_quota_refuses_with_retry_after_and_a_token_quota_after_the_to
             await quotas.admit(other)
 
     asyncio.run(run())
+
+
+def test_admission_reserves_what_a_request_may_cost_and_the_end_settles_it() -> None:
+    """Without the reservation a key could send huge prompts with max_tokens 1 while its window looked
+    empty (issue 28): a token quota is checked against what admitted requests may cost."""
+    quotas = Quotas()
+    key = ApiKey(name="r", sha256="2" * 64, tokens_per_minute=1000)
+
+    async def run() -> None:
+        first = await quotas.admit(key, reserve=600)
+        second = await quotas.admit(key, reserve=600)  # 600 used < 1000: admitted, now 1200 reserved
+        with pytest.raises(QuotaExceeded, match="1000 tokens per minute"):
+            await quotas.admit(key, reserve=10)
+        quotas.charge_tokens(key, 50, first)  # it cost 50: 550 back
+        quotas.charge_tokens(key, 40, second)
+        await quotas.close()
+        assert await quotas.admit(key, reserve=10)  # 90 used now
+        assert (await quotas.admit(ApiKey(name="u", sha256="3" * 64), reserve=10)).tokens == 0  # no quota
+
+    asyncio.run(run())
