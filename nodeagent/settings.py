@@ -90,7 +90,14 @@ class SupervisorSettings(BaseModel):
     download_headers_file: Path | None = Field(
         default=None,
         description="YAML of URL prefix → HTTP headers for model downloads (e.g. Authorization), "
-        "from a Secret; re-read for every download",
+        "from a Secret; re-read for every download. A prefix matches by scheme, host, port and whole "
+        "path segments; the headers never follow a redirect to another origin",
+    )
+    download_max: str = Field(
+        default="0",
+        pattern=r"^\s*[0-9]+(\.[0-9]+)?\s*[kmgtKMGT]?(i?[bB])?\s*$",
+        description="Largest model file a download may write; it stops there (0: no cap beyond the "
+        "file's announced size and the cache's free room)",
     )
     hf_token_file: Path | None = Field(
         default=None, description="File holding a Hugging Face token for hf:// sources (else HF_TOKEN)"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from llamafleet.core.errors import ModelNotFound, SourceDenied, Unavailable
+from llamafleet.core.errors import DiskFull, ModelNotFound, SourceDenied, Unavailable
 from nodeagent.cache.pipeline import Partial, receive
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,23 @@ class _Retry(Exception):
     """This attempt failed in a way the next one may not: try again from the byte we have."""
 
 
+def origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"https": 443, "http": 80}.get(scheme, 0)
+
+
+def prefix_matches(prefix: str, url: str) -> bool:
+    """Whether ``url`` is under ``prefix``: the same scheme, host and port, and a path under the prefix's
+    path by whole segments (``https://art.corp`` never matches ``https://art.corp.evil.io``, nor
+    ``https://art.corp/models`` match ``https://art.corp/models-x``)."""
+    if origin(prefix) != origin(url) or not urlsplit(prefix).hostname:
+        return False
+    base, path = urlsplit(prefix).path.rstrip("/"), urlsplit(url).path
+    return not base or path == base or path.startswith(base + "/")
+
+
 async def fetch(
     url: str,
     part: Path,
@@ -65,8 +82,12 @@ async def fetch(
     on_progress: Callable[[Progress], None] = lambda _p: None,
     attempts: int = 6,
     backoff_s: float = 0.5,
+    limit: int = 0,
+    limit_why: str = "the download limit",
 ) -> Fetched:
-    """Download ``url`` into ``part`` (appending to what is there); returns its sha256 and size."""
+    """Download ``url`` into ``part`` (appending to what is there); returns its sha256 and size.
+    ``limit``: the most bytes the file may reach (0: none; ``limit_why`` says what sets it): an answer
+    that announces more is refused, and a body that goes past it is stopped there (DiskFull)."""
     state = await asyncio.to_thread(Partial.of, part)
     last_error = ""
     for attempt in range(attempts):
@@ -75,7 +96,8 @@ async def fetch(
             log.info("download of %s: %s; resuming at byte %d in %.1fs", url, last_error, state.have, delay)
             await asyncio.sleep(delay)
         try:
-            total = await _Attempt(url, part, dict(headers or {}), state, on_progress).run()
+            one = _Attempt(url, part, dict(headers or {}), state, on_progress, (limit, limit_why))
+            total = await one.run()
         except _Retry as exc:
             last_error = str(exc)
             continue
@@ -99,8 +121,10 @@ class _Attempt:
         headers: dict[str, str],
         state: Partial,
         on_progress: Callable[[Progress], None],
+        limit: tuple[int, str] = (0, ""),
     ) -> None:
         self._url, self._part, self._headers, self._state = url, part, headers, state
+        self._limit, self._limit_why = limit
         self._on_progress = on_progress
         self._stop = threading.Event()
         self._connection: http.client.HTTPConnection | None = None
@@ -149,7 +173,12 @@ class _Attempt:
             if response.status == 416:  # the last attempt ended after the last byte
                 state.hash_prefix(self._part)
                 return total
-            receive(response, self._part, state, self._stop, self._second)
+            if self._limit and total > self._limit:
+                raise DiskFull(
+                    f"{self._limit_why}: {self._url} announces {total} bytes, more than the {self._limit} "
+                    "allowed; nothing more was fetched"
+                )
+            receive(response, self._part, state, self._stop, self._second, (self._limit, self._limit_why))
             self._second(self._rate)
         except (OSError, http.client.HTTPException) as exc:
             raise _Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
@@ -180,8 +209,11 @@ class _Attempt:
                 return response
             target = urljoin(url, response.headers.get("location", ""))
             connection.close()
-            if urlsplit(target).netloc != parts.netloc:
-                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            if parts.scheme == "https" and urlsplit(target).scheme != "https":
+                raise SourceDenied(f"{self._url}: redirected from https to {urlsplit(target).scheme or '?'}://"
+                                   f"{urlsplit(target).hostname}; a downgrade is refused")  # fmt: skip
+            if origin(target) != origin(url):  # no credential of ours goes to another origin
+                headers = {k: v for k, v in headers.items() if k.lower() == "range"}
             url = target
         raise ModelNotFound(f"{self._url}: more than 10 redirects")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from llamafleet.core.sizes import parse_size
+from nodeagent.cache.http_fetch import prefix_matches
 from nodeagent.cache.store import ModelStore
 from nodeagent.settings import SupervisorSettings
 
@@ -29,7 +30,7 @@ def headers_from(path: Path | None) -> Callable[[str], dict[str, str]]:
                 "download headers file %s unreadable (%s); downloading without", path, type(exc).__name__
             )
             return {}
-        matches = [prefix for prefix in table if isinstance(prefix, str) and url.startswith(prefix)]
+        matches = [prefix for prefix in table if isinstance(prefix, str) and prefix_matches(prefix, url)]
         if not matches:
             return {}
         chosen = table[max(matches, key=len)]
@@ -50,4 +51,5 @@ def node_store(settings: SupervisorSettings, in_use: Callable[[], Iterable[str]]
     return ModelStore(
         settings.model_cache_dir(), parse_size(settings.cache_max), in_use,
         headers_from(settings.download_headers_file), hf_token=token,
+        download_max=parse_size(settings.download_max),
     )  # fmt: skip

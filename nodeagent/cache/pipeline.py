@@ -78,10 +78,13 @@ def receive(
     state: Partial,
     stop: threading.Event,
     on_second: Callable[[float], None],
+    limit: tuple[int, str] = (0, ""),
 ) -> None:
     """Append ``body`` to ``path`` until it ends, fails or ``stop`` is set; ``state`` holds exactly
-    what the file holds afterwards. A full disk raises DiskFull; a network error is raised as it is
-    after what arrived before it is kept."""
+    what the file holds afterwards. A full disk raises DiskFull, and so does a body that would take
+    the file past ``limit``'s bytes (0: none; a server that announces no size is stopped there; its
+    text says what sets it); a network error is raised as it is after what arrived before it is kept."""
+    most, why = limit
     hasher = ThreadPoolExecutor(1, thread_name_prefix="download-hash")
     writer = ThreadPoolExecutor(1, thread_name_prefix="download-write")
     buffers = [bytearray(BUFFER) for _ in range(BUFFERS)]
@@ -123,6 +126,8 @@ def receive(
                 if not got:
                     break
                 filled += got
+            if most and state.have + sum(size for _, _, size in in_flight) + filled > most:
+                raise DiskFull(f"{why}: {path.name} went past {most} bytes; the download was stopped there")
             if filled:
                 piece = view[:filled]
                 in_flight.append(

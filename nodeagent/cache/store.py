@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -66,9 +67,11 @@ class ModelStore:
         headers_for: Callable[[str], dict[str, str]] = lambda _url: {},
         hf_endpoint: str | None = None,
         hf_token: str | None = None,
+        download_max: int = 0,
     ) -> None:
         self.root = root
         self.max_bytes = max_bytes  # 0: no cap
+        self._download_max = download_max  # 0: no cap beyond the announced size and the free room
         self._in_use = in_use
         self._headers_for = headers_for
         self._hf_endpoint = hf_endpoint or os.environ.get("HF_ENDPOINT") or None
@@ -193,7 +196,8 @@ class ModelStore:
         headers = self._headers_for(remote.url)
         if hf and self._hf_token:  # not sent along a redirect to another host (the hub's CDN)
             headers = {**headers, "Authorization": f"Bearer {self._hf_token}"}
-        got: Fetched = await fetch(remote.url, part, headers, report)
+        limit, why = self._download_limit(remote, part)
+        got: Fetched = await fetch(remote.url, part, headers, report, limit=limit, limit_why=why)
         if remote.sha256 and got.sha256 != remote.sha256:
             part.unlink(missing_ok=True)
             raise ChecksumMismatch(
@@ -207,6 +211,18 @@ class ModelStore:
         log.info("downloaded %s: %s in %.1fs (%s/s), sha256 %s", remote.name, format_size(got.size), elapsed,
                  format_size(int(got.fetched / elapsed)), got.sha256)  # fmt: skip
         return got.sha256
+
+    def _download_limit(self, remote: huggingface.RemoteFile, part: Path) -> tuple[int, str]:
+        """The most bytes this file may reach, and why: the smallest of the disk's free room (plus what the
+        partial file already holds), its listed size and the configured maximum. (The cache's cap is
+        made room for by eviction, before a download of a known size and after one of an unknown.)"""
+        have = part.stat().st_size if part.exists() else 0
+        limits = [(shutil.disk_usage(self.root).free + have, "no space left on this node")]
+        if remote.size:
+            limits.append((remote.size, "its listed size"))
+        if self._download_max:
+            limits.append((self._download_max, "--supervisor-download-max"))
+        return min(limits)
 
     async def _local(self, path: Path, sha256: str) -> Path:
         info = await asyncio.to_thread(_stat, path)

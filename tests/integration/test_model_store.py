@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from llamafleet.core import pki
 from llamafleet.core.errors import ChecksumMismatch, DiskFull, ModelNotFound, SourceDenied
 from nodeagent.cache.store import ModelStore
 from tests.support.file_server import Fault, FileServer, file_server
@@ -114,6 +115,59 @@ def test_a_token_is_not_sent_along_a_redirect_to_another_host(tmp_path: Path, se
         assert path.read_bytes() == original.read_bytes()
         assert server.seen["m.gguf"][0]["Authorization"] == "Bearer secret"
         assert "Authorization" not in cdn.seen["m.gguf"][0]
+
+
+def test_no_configured_header_follows_a_redirect_to_another_origin(
+    tmp_path: Path, server: FileServer
+) -> None:
+    """Every header from the download-headers file is the origin's credential, not only Authorization."""
+    original = blob(tmp_path, "m.gguf", MiB)
+    with file_server() as cdn:
+        server.add("m.gguf", original)
+        server.faults["m.gguf"].append(Fault(redirect_to=cdn.add("m.gguf", original)))
+        credentials = {"Authorization": "Bearer secret", "X-JFrog-Art-Api": "key", "Cookie": "s=1"}
+        store = ModelStore(tmp_path / "cache", headers_for=lambda _url: credentials)
+        asyncio.run(store.fetch(f"{server.url}/files/m.gguf", sha(original)))
+        assert {k: server.seen["m.gguf"][0][k] for k in credentials} == credentials
+        assert not set(credentials) & set(cdn.seen["m.gguf"][0])
+
+
+def test_a_redirect_from_https_to_http_is_refused(
+    tmp_path: Path, server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = blob(tmp_path, "m.gguf", MiB)
+    pki.init_pki(tmp_path / "pki")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "pki" / "ca.crt"))  # the client trusts the test CA
+    with file_server(tls=tmp_path / "pki") as secure:
+        url = secure.add("m.gguf", original)
+        assert (
+            asyncio.run(ModelStore(tmp_path / "ok").fetch(url, sha(original))).read_bytes()
+            == original.read_bytes()
+        )
+        secure.faults["m.gguf"].append(Fault(redirect_to=server.add("m.gguf", original)))
+        with pytest.raises(SourceDenied, match="from https to http"):
+            asyncio.run(ModelStore(tmp_path / "cache").fetch(url, sha(original)))
+        assert server.requests["m.gguf"] == 0  # nothing was fetched over plain http
+
+
+def test_a_download_stops_at_the_announced_size_or_the_configured_maximum(
+    tmp_path: Path, server: FileServer
+) -> None:
+    original = blob(tmp_path, "m.gguf", 4 * MiB)
+    url = server.add("m.gguf", original)
+    capped = ModelStore(tmp_path / "capped", download_max=MiB)
+    with pytest.raises(DiskFull, match=r"--supervisor-download-max: .* announces 4194304 bytes"):
+        asyncio.run(capped.fetch(url))
+    server.faults["m.gguf"].append(Fault(unsized=True))  # no Content-Length: the cap stops it mid-body
+    with pytest.raises(DiskFull, match="went past 1048576 bytes"):
+        asyncio.run(capped.fetch(url))
+    partials = list((tmp_path / "capped" / "partial").iterdir())
+    assert all(p.stat().st_size <= MiB for p in partials)
+    server.faults["m.gguf"].append(Fault(unsized=True))
+    assert (
+        asyncio.run(ModelStore(tmp_path / "free").fetch(url, sha(original))).read_bytes()
+        == original.read_bytes()
+    )
 
 
 def test_a_server_that_ignores_range_and_a_short_body_still_give_the_right_file(

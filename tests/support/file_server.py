@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ class Fault:
     ignore_range: bool = False
     short: bool = False
     redirect_to: str | None = None  # answer 302 to this URL (another host, as the hub's CDN is)
+    unsized: bool = False  # no Content-Length (chunked): the size is known only at the end
 
 
 @dataclass
@@ -92,7 +94,8 @@ class FileServer:
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
             status = 206
         response = web.StreamResponse(status=status)
-        response.content_length = size - start
+        if not fault.unsized:
+            response.content_length = size - start
         if status == 206:
             response.headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
         response.headers["Accept-Ranges"] = "bytes"
@@ -155,18 +158,24 @@ class FileServer:
 
 
 @contextmanager
-def file_server() -> Iterator[FileServer]:
+def file_server(tls: Path | None = None) -> Iterator[FileServer]:
+    """``tls``: a folder with ``tls.crt`` and ``tls.key`` (llamafleet.core.pki.init_pki's, for 127.0.0.1):
+    serve https (the client must trust its CA, e.g. SSL_CERT_FILE)."""
     server = FileServer()
     app = web.Application()
     app.router.add_get("/files/{name}", server._file)
     app.router.add_get("/api/models/{org}/{repo}/tree/{revision}", server._tree)
     app.router.add_get("/{org}/{repo}/resolve/{revision}/{file:.+}", server._resolve)
     port = free_port("127.0.0.1")
-    server.url = f"http://127.0.0.1:{port}"
+    server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    context = None
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls / "tls.crt", tls / "tls.key")
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app)
     loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
