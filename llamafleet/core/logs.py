@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from urllib.parse import urlsplit
 
 
 def configure(level: str = "INFO", component: str = "llamafleet") -> None:
@@ -17,3 +18,17 @@ def configure(level: str = "INFO", component: str = "llamafleet") -> None:
     # Per-request access lines and HTTP client chatter drown out what matters.
     for noisy in ("uvicorn.access", "httpx", "httpcore", "grpc._cython"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def shown_url(url: str) -> str:
+    """What logs, errors and statuses show of a URL: scheme, host, port and path. Never its userinfo
+    (``redis://:password@host``) or query (a presigned download's signature); anything not a URL as it is."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = "?…" if parts.query else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}{hidden}"

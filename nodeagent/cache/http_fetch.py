@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from llamafleet.core.errors import DiskFull, ModelNotFound, SourceDenied, Unavailable
+from llamafleet.core.logs import shown_url
 from nodeagent.cache.pipeline import Partial, receive
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,12 @@ async def fetch(
     ``limit``: the most bytes the file may reach (0: none; ``limit_why`` says what sets it): an answer
     that announces more is refused, and a body that goes past it is stopped there (DiskFull)."""
     state = await asyncio.to_thread(Partial.of, part)
+    shown = shown_url(url)  # what logs and errors say: no query (a presigned URL's signature), no userinfo
     last_error = ""
     for attempt in range(attempts):
         if attempt:
             delay = min(backoff_s * 2 ** (attempt - 1), 10.0) * random.uniform(0.8, 1.2)
-            log.info("download of %s: %s; resuming at byte %d in %.1fs", url, last_error, state.have, delay)
+            log.info("download of %s: %s; resuming at byte %d in %.1fs", shown, last_error, state.have, delay)
             await asyncio.sleep(delay)
         try:
             one = _Attempt(url, part, dict(headers or {}), state, on_progress, (limit, limit_why))
@@ -105,9 +107,9 @@ async def fetch(
             last_error = f"connection ended at byte {state.have} of {total}"
             continue
         if total and state.have > total:
-            raise Unavailable(f"{url}: got {state.have} bytes, {total} announced")
+            raise Unavailable(f"{shown}: got {state.have} bytes, {total} announced")
         return Fetched(state.digest.hexdigest(), state.have, state.fetched)
-    raise Unavailable(f"download of {url} failed {attempts} times; last: {last_error}", retry_after=30)
+    raise Unavailable(f"download of {shown} failed {attempts} times; last: {last_error}", retry_after=30)
 
 
 class _Attempt:
@@ -124,6 +126,7 @@ class _Attempt:
         limit: tuple[int, str] = (0, ""),
     ) -> None:
         self._url, self._part, self._headers, self._state = url, part, headers, state
+        self._shown = shown_url(url)
         self._limit, self._limit_why = limit
         self._on_progress = on_progress
         self._stop = threading.Event()
@@ -166,7 +169,7 @@ class _Attempt:
             self._headers["Range"] = f"bytes={state.have}-"
         try:
             response = self._open()
-            total = _check(response.status, response.headers, self._url, state, self._part)
+            total = _check(response.status, response.headers, self._shown, state, self._part)
             if total < 0:
                 raise _Retry(f"HTTP {response.status}")
             self._total = total
@@ -175,7 +178,7 @@ class _Attempt:
                 return total
             if self._limit and total > self._limit:
                 raise DiskFull(
-                    f"{self._limit_why}: {self._url} announces {total} bytes, more than the {self._limit} "
+                    f"{self._limit_why}: {self._shown} announces {total} bytes, more than the {self._limit} "
                     "allowed; nothing more was fetched"
                 )
             receive(response, self._part, state, self._stop, self._second, (self._limit, self._limit_why))
@@ -210,12 +213,12 @@ class _Attempt:
             target = urljoin(url, response.headers.get("location", ""))
             connection.close()
             if parts.scheme == "https" and urlsplit(target).scheme != "https":
-                raise SourceDenied(f"{self._url}: redirected from https to {urlsplit(target).scheme or '?'}://"
+                raise SourceDenied(f"{self._shown}: redirected from https to {urlsplit(target).scheme or '?'}://"
                                    f"{urlsplit(target).hostname}; a downgrade is refused")  # fmt: skip
             if origin(target) != origin(url):  # no credential of ours goes to another origin
                 headers = {k: v for k, v in headers.items() if k.lower() == "range"}
             url = target
-        raise ModelNotFound(f"{self._url}: more than 10 redirects")
+        raise ModelNotFound(f"{self._shown}: more than 10 redirects")
 
     def _second(self, rate: float) -> None:
         state, self._rate = self._state, rate

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from llamafleet.core.errors import LlamafleetError
+from llamafleet.core.logs import shown_url
 from nodeagent.cache.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,15 @@ class Prefetcher:
                 try:
                     await self._store.fetch(source)
                     self.fetched.add(source)
-                    log.info("prefetched %s into this node's model cache", source)
+                    log.info("prefetched %s into this node's model cache", shown_url(source))
                 except LlamafleetError as exc:
                     self._failed[source] = time.monotonic()
-                    log.warning("cannot prefetch %s: %s; trying again in %.0fs", source, exc.message, RETRY_S)
+                    log.warning(
+                        "cannot prefetch %s: %s; trying again in %.0fs",
+                        shown_url(source),
+                        exc.message,
+                        RETRY_S,
+                    )
             self._changed.clear()
             waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._changed.wait())}
             with contextlib.suppress(TimeoutError):

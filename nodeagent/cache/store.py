@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llamafleet.core.errors import ChecksumMismatch, DiskFull, ModelNotFound
+from llamafleet.core.logs import shown_url
 from llamafleet.core.sizes import format_size
 from nodeagent.cache import huggingface
 from nodeagent.cache.http_fetch import Fetched, Progress, fetch
@@ -190,7 +191,9 @@ class ModelStore:
             self._progress[source] = Download(before + p.done, max(total, before + p.total), p.rate)
 
         log.info(
-            "downloading %s (%s)", remote.url, format_size(remote.size) if remote.size else "size unknown"
+            "downloading %s (%s)",
+            shown_url(remote.url),
+            format_size(remote.size) if remote.size else "size unknown",
         )
         started = time.monotonic()
         headers = self._headers_for(remote.url)
@@ -201,7 +204,8 @@ class ModelStore:
         if remote.sha256 and got.sha256 != remote.sha256:
             part.unlink(missing_ok=True)
             raise ChecksumMismatch(
-                f"{remote.url}: sha256 {got.sha256} is not the expected {remote.sha256}; nothing was kept"
+                f"{shown_url(remote.url)}: sha256 {got.sha256} is not the expected {remote.sha256}; "
+                "nothing was kept"
             )
         blob = self._blob(got.sha256)
         blob.parent.mkdir(parents=True, exist_ok=True)

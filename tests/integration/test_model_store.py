@@ -305,3 +305,20 @@ def test_a_local_file_is_checked_against_its_sha256_once_per_version(tmp_path: P
     assert list(index["verified"].values()) == [sha(local)]  # hashed once, remembered by size and mtime
     with pytest.raises(ModelNotFound, match="does not exist on this node"):
         asyncio.run(store.fetch(str(tmp_path / "gone.gguf")))
+
+
+def test_a_presigned_urls_signature_never_reaches_a_log_or_an_error(
+    tmp_path: Path, server: FileServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    original = blob(tmp_path, "m.gguf", MiB)
+    url = server.add("m.gguf", original) + "?X-Amz-Signature=SIGNATURE-SECRET"
+    server.faults["m.gguf"].append(Fault(drop_after=1000))  # a retry, which logs the URL
+    asyncio.run(ModelStore(tmp_path / "cache").fetch(url, sha(original)))
+    missing = f"{server.url}/files/gone.gguf?X-Amz-Signature=SIGNATURE-SECRET"
+    with pytest.raises(ModelNotFound) as refused:
+        asyncio.run(ModelStore(tmp_path / "cache").fetch(missing))
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("nodeagent"))
+    assert "downloading" in ours  # (the test server's own access log is not ours)
+    assert "SIGNATURE-SECRET" not in ours
+    assert "SIGNATURE-SECRET" not in refused.value.message

@@ -25,6 +25,8 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from llamafleet.core.logs import shown_url
+
 log = logging.getLogger(__name__)
 
 GATEWAY_TTL_S = 30.0
@@ -71,12 +73,14 @@ class RedisState:
             await client.ping()
         except (RedisError, OSError) as exc:
             await client.aclose()
-            raise OSError(f"cannot reach Redis at {url} ({exc}); check the gateway's Redis URL") from exc
+            raise OSError(
+                f"cannot reach Redis at {shown_url(url)} ({exc}); check the gateway's Redis URL"
+            ) from exc
         state = cls(client, gateway_id, on_health)
         await state._beat()
         on_health(True)
         state._heartbeat = asyncio.create_task(state._beat_forever(), name="redis-heartbeat")
-        log.info("balancer state shared through Redis at %s as gateway %s", url, gateway_id)
+        log.info("balancer state shared through Redis at %s as gateway %s", shown_url(url), gateway_id)
         return state
 
     # --- health ----------------------------------------------------------------------------
