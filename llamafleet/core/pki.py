@@ -176,8 +176,10 @@ class Authority:
         if not csr.is_signature_valid:
             raise ValueError("the certificate request's signature does not verify")
         public_key = csr.public_key()
-        if not isinstance(public_key, ec.EllipticCurvePublicKey):
-            raise ValueError("the certificate request must carry an EC (P-256) public key")
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+            public_key.curve, ec.SECP256R1 | ec.SECP384R1
+        ):
+            raise ValueError("the certificate request must carry an EC P-256 or P-384 public key")
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id),
                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODE_ORG)])  # fmt: skip
         uri = x509.UniformResourceIdentifier(f"spiffe://llamafleet/node/{node_id}")

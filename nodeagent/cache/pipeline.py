@@ -89,7 +89,7 @@ def receive(
     writer = ThreadPoolExecutor(1, thread_name_prefix="download-write")
     buffers = [bytearray(BUFFER) for _ in range(BUFFERS)]
     in_flight: deque[tuple[Future[None], Future[None], int]] = deque()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)  # not world-readable
     window_start, window_bytes = time.monotonic(), 0
 
     def settle_oldest() -> None:

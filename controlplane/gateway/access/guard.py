@@ -61,8 +61,11 @@ class AccessGuard:
         self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in OPEN_PATHS):
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # a WebSocket (no route takes one): closed before anything reads it
+            await send({"type": "websocket.close", "code": 1008})
             return
         key = self._key(scope)
         if key is None:

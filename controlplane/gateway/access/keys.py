@@ -1,8 +1,9 @@
 """API keys: stored as SHA-256 hashes, each with a name, the models it may use and its quotas.
 
 The keys file (``--gateway-keys-file``, a Kubernetes Secret mounted as a file) is re-read when it
-changes, so adding, revoking or re-scoping a key needs no restart; a file that does not parse
-keeps the keys in force and says why in the log. Keys are random (``llamafleet keys create``),
+changes, so adding, revoking or re-scoping a key needs no restart. A file that does not parse fails
+closed: none of its keys is accepted until it does (a revocation with a typo must not leave a leaked
+key working), and the log says why. Keys are random (``llamafleet keys create``),
 so one fast hash is enough: there is nothing to guess from it.
 
     keys:
@@ -124,13 +125,17 @@ class KeyRing:
             problem = str(exc).splitlines()[0] if not isinstance(exc, ValidationError) else _first_error(exc)
             if initial:
                 raise OSError(f"keys file {self._file}: {problem}") from None
-            log.error("keys file %s not reloaded (%s); the previous keys stay in force", self._file, problem)
+            log.error("keys file %s does not parse (%s): no key from it is accepted until it does",
+                      self._file, problem)  # fmt: skip
+            self._from_file = {}
             self._stamp = stamp
             return
         names = [k.name for k in parsed.keys]
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate is not None:
-            log.error("keys file %s: key name %r appears twice; not reloaded", self._file, duplicate)
+            log.error("keys file %s: key name %r appears twice: no key from it is accepted until it is fixed",
+                      self._file, duplicate)  # fmt: skip
+            self._from_file = {}
             self._stamp = stamp
             return
         self._from_file = {k.sha256: k for k in parsed.keys}

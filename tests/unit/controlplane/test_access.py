@@ -40,16 +40,22 @@ def test_keys_are_found_by_hash_and_a_changed_file_is_reloaded(tmp_path: Path) -
     assert ring.lookup("secret-a") is None  # revoked without a restart
 
 
-def test_a_broken_keys_file_keeps_the_keys_in_force(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_broken_keys_file_fails_closed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A revocation with a typo must not leave a leaked key working: no key from a file that does not
+    parse is accepted until it does; plain keys (--gateway-api-keys) are not the file's."""
     path = tmp_path / "keys.yaml"
     write_keys(path, {"name": "a", "sha256": hash_key("secret-a")})
-    ring = KeyRing(path, [])
+    ring = KeyRing(path, ["plain"])
     path.write_text("keys: [{name: a, sha256: not-a-hash}]\n")
     os.utime(path, (time.time() + 100, time.time() + 100))
     ring._checked = 0
-    assert ring.lookup("secret-a") is not None
-    assert "not reloaded" in caplog.text
+    assert ring.lookup("secret-a") is None
+    assert ring.lookup("plain") is not None
+    assert "does not parse" in caplog.text
     assert "secret-a" not in caplog.text
+    write_keys(path, {"name": "a", "sha256": hash_key("secret-a")})
+    ring._checked = 0
+    assert ring.lookup("secret-a") is not None  # fixed: in force again
 
 
 def test_plain_keys_are_hashed_and_named_and_no_keys_means_open(tmp_path: Path) -> None:

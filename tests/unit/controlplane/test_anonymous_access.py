@@ -58,3 +58,25 @@ async def test_only_a_local_anonymous_caller_reaches_the_admin_routes() -> None:
     assert sent[0]["status"] == 403
     await guard(scope("10.1.2.3", "gateway:8080", path="/v1/chat/completions"), receive, send)
     assert reached == ["anonymous", "anonymous"]  # models stay open without keys
+
+
+async def test_a_websocket_scope_is_closed_before_the_app() -> None:
+    reached: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["type"])
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    guard = AccessGuard(app, KeyRing(None, ["k"]), GatewayMetrics(CollectorRegistry()))
+    await guard({"type": "websocket", "path": "/v1/chat/completions", "headers": []}, receive, send)
+    assert reached == []
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    await guard({"type": "lifespan"}, receive, send)
+    assert reached == ["lifespan"]

@@ -6,6 +6,7 @@ import datetime
 import threading
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from llamafleet.core import pki
@@ -59,3 +60,14 @@ def test_two_processes_generating_at_once_end_with_one_complete_set(tmp_path: Pa
         assert (credential / "tls.key").stat().st_mode & 0o077 == 0
     assert len(pki.read_tokens(folder / "bootstrap-token")[0]) >= 43
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pki.")]  # no staging left behind
+
+
+def test_a_node_key_on_another_curve_is_refused() -> None:
+    """Only P-256 and P-384: a weak or exotic curve in a CSR gets no certificate (issue 28)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    authority = pki.Authority(*pki.new_ca())
+    assert authority.issue_node("n", pki.csr_for("n", ec.generate_private_key(ec.SECP384R1())), HOUR)
+    for curve in (ec.SECP521R1(), ec.SECP256K1()):
+        with pytest.raises(ValueError, match="P-256 or P-384"):
+            authority.issue_node("n", pki.csr_for("n", ec.generate_private_key(curve)), HOUR)
