@@ -129,8 +129,8 @@ def environment(
     env: dict[str, str] = {}
     for item in container.get("env", []):
         source = item.get("valueFrom") or {}
-        if "value" in item:
-            env[item["name"]] = str(item["value"])
+        if "value" in item:  # $(VAR) of a variable defined before it, as Kubernetes expands it
+            env[item["name"]] = expand(str(item["value"]), env)
         elif "fieldRef" in source:
             env[item["name"]] = fields[source["fieldRef"]["fieldPath"]]
         elif "secretKeyRef" in source:

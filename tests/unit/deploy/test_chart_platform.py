@@ -79,7 +79,8 @@ def test_gitops_renders_are_stable_with_pki_secrets_you_manage() -> None:
     and split the cluster. With the Secrets named, nothing is generated and two renders are identical."""
     assert render({}) != render({})  # generated: a new CA each render without lookup (why the doc says so)
     managed = {
-        "security": {"pki": {"existingSecret": "lf-pki", "joinSecret": "lf-join", "gatewaySecret": "lf-gw"}}
+        "security": {"pki": {"existingSecret": "lf-pki", "joinSecret": "lf-join", "gatewaySecret": "lf-gw"}},
+        "redis": {"passwordSecret": "lf-redis"},
     }
     first, second = render(managed), render(managed)
     assert first == second
@@ -87,6 +88,23 @@ def test_gitops_renders_are_stable_with_pki_secrets_you_manage() -> None:
     mounted = {v["secret"]["secretName"] for w in workloads(first).values()
                for v in w["spec"]["template"]["spec"].get("volumes", []) if "secret" in v}  # fmt: skip
     assert {"lf-pki", "lf-join", "lf-gw"} <= mounted
+    redis = workloads(first)["redis"]["spec"]["template"]["spec"]["containers"][0]
+    assert redis["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "lf-redis"
+
+
+def test_the_in_chart_redis_requires_a_password_the_gateways_carry() -> None:
+    objects = render({})
+    found = workloads(objects)
+    redis = found["redis"]["spec"]["template"]["spec"]["containers"][0]
+    assert redis["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    (secret,) = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-redis")]
+    assert len(secret["data"]["password"]) >= 40
+    env = [e for e in found["gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]]
+    by_name = {e["name"]: e for e in env}
+    assert by_name["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    assert by_name["LLAMAFLEET_GATEWAY__REDIS_URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@")
+    names = [e["name"] for e in env]
+    assert names.index("REDIS_PASSWORD") < names.index("LLAMAFLEET_GATEWAY__REDIS_URL")  # defined first
 
 
 def test_the_default_image_is_what_make_image_builds_or_the_readme_sets() -> None:

@@ -129,3 +129,7 @@ topologySpreadConstraints: {{- toYaml . | nindent 2 }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{- define "llamafleet.redisPasswordSecret" -}}
+{{ .Values.redis.passwordSecret | default (printf "%s-redis" (include "llamafleet.fullname" .)) }}
+{{- end -}}
