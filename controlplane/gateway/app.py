@@ -41,7 +41,9 @@ def create_app(
         GatewayMetrics(CollectorRegistry()),
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AccessGuard, ring=ring, metrics=metrics)  # before any body is read
+    app.add_middleware(  # before any body is read
+        AccessGuard, ring=ring, metrics=metrics, cors_origins=tuple(settings.cors_origins)
+    )
     if settings.cors_origins:  # outermost: preflights answered before authentication, 401s readable
         app.add_middleware(
             CORSMiddleware,

@@ -54,11 +54,42 @@ def local_caller(scope: Scope) -> bool:
     )
 
 
+def cross_site(scope: Scope, allowed_origins: frozenset[str]) -> str:
+    """Why a keyless gateway refuses a request a web page could have made (empty: it does not).
+
+    - an ``Origin`` of another site that ``--cors-origins`` does not list (a page's POST carries it);
+    - a loopback caller that names the gateway by a name that is not a loopback one (DNS rebinding:
+      the page's own name, resolved to 127.0.0.1, with no Origin on a same-origin GET);
+    - a POST whose body is not declared JSON (``text/plain``, a form: a "simple" cross-site request
+      a browser sends without a preflight)."""
+    headers = dict(scope["headers"])
+    origin = headers.get(b"origin", b"").decode("latin-1")
+    if (
+        origin
+        and origin != "null"
+        and _hostname(origin) not in LOOPBACK_NAMES
+        and origin not in allowed_origins
+    ):
+        return f"requests from web pages of {origin} are refused without API keys (add it to --cors-origins)"
+    client = scope.get("client") or ("", 0)
+    host = _hostname(headers.get(b"host", b"").decode("latin-1"))
+    if client[0] in ("127.0.0.1", "::1") and host and host not in LOOPBACK_NAMES:
+        return f"a local request for host {host!r} is refused without API keys (DNS rebinding); use localhost"
+    if scope.get("method") == "POST":
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if not (kind == b"application/json" or kind.endswith(b"+json")):
+            return "without API keys a POST body must be sent as Content-Type: application/json"
+    return ""
+
+
 class AccessGuard:
-    def __init__(self, app: ASGIApp, ring: KeyRing, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, ring: KeyRing, metrics: GatewayMetrics, cors_origins: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self._ring = ring
         self._metrics = metrics
+        self._origins = frozenset(cors_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in OPEN_PATHS):
@@ -66,6 +97,10 @@ class AccessGuard:
             return
         if scope["type"] != "http":  # a WebSocket (no route takes one): closed before anything reads it
             await send({"type": "websocket.close", "code": 1008})
+            return
+        if self._ring.open and (why := cross_site(scope, self._origins)):
+            self._metrics.key_refused.labels("anonymous", "cross_site").inc()
+            await self._refuse(Forbidden(why), scope, receive, send)
             return
         key = self._key(scope)
         if key is None:

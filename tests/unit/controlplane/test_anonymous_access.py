@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from controlplane.gateway.access.guard import AccessGuard, local_caller
+from controlplane.gateway.access.guard import AccessGuard, cross_site, local_caller
 from controlplane.gateway.access.keys import KeyRing
 from controlplane.gateway.metrics import GatewayMetrics
 
@@ -80,3 +80,53 @@ async def test_a_websocket_scope_is_closed_before_the_app() -> None:
     assert sent == [{"type": "websocket.close", "code": 1008}]
     await guard({"type": "lifespan"}, receive, send)
     assert reached == ["lifespan"]
+
+
+def post(client: str, host: str, content_type: str | None, origin: str | None = None) -> dict[str, Any]:
+    headers = [(b"host", host.encode())]
+    headers += [(b"content-type", content_type.encode())] if content_type else []
+    headers += [(b"origin", origin.encode())] if origin else []
+    return {"type": "http", "method": "POST", "path": "/v1/chat/completions", "client": (client, 1),
+            "headers": headers}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("request_scope", "refused"),
+    [
+        (post("127.0.0.1", "127.0.0.1:8080", "application/json"), ""),
+        (post("10.1.2.3", "gateway:8080", "application/json; charset=utf-8"), ""),
+        (post("127.0.0.1", "localhost:8080", "application/json", "http://localhost:5173"), ""),
+        (post("127.0.0.1", "localhost:8080", "application/json", "https://chat.example.com"), ""),  # listed
+        (post("127.0.0.1", "127.0.0.1:8080", "text/plain"), "Content-Type: application/json"),
+        (post("127.0.0.1", "127.0.0.1:8080", None), "Content-Type: application/json"),
+        (post("127.0.0.1", "127.0.0.1:8080", "application/x-www-form-urlencoded"), "application/json"),
+        (post("127.0.0.1", "127.0.0.1:8080", "application/json", "https://evil.example"), "evil.example"),
+        (post("127.0.0.1", "evil.example:8080", "application/json"), "DNS rebinding"),
+    ],
+)
+def test_a_keyless_gateway_refuses_what_a_web_page_could_send(
+    request_scope: dict[str, Any], refused: str
+) -> None:
+    """A page may POST text/plain or a form to a localhost gateway without a preflight, and DNS rebinding
+    lets it read the answer: without keys, both are refused (issue 28)."""
+    why = cross_site(request_scope, frozenset({"https://chat.example.com"}))
+    assert (refused in why) if refused else why == ""
+
+
+async def test_with_keys_the_cross_site_rules_do_not_apply() -> None:
+    reached: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["state"]["api_key"].name)
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    keyed = AccessGuard(app, KeyRing(None, ["k"]), GatewayMetrics(CollectorRegistry()))
+    text_plain = post("127.0.0.1", "127.0.0.1:8080", "text/plain")
+    text_plain["headers"].append((b"authorization", b"Bearer k"))
+    await keyed(text_plain, receive, send)  # llama-server's clients post without a JSON type
+    assert reached == ["key-1"]
