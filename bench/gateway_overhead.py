@@ -7,8 +7,12 @@ watching its control plane (as gateways run in a cluster), then alternates the s
 (max_tokens 1, a short prompt the engine's prompt cache keeps) straight to the engine, through
 the standalone gateway and through `up`'s own gateway (which shares its process with the control
 plane and the agent), each over its own keep-alive connection.
-Reports p50/p90 of both, the added p50 and the ratio. Target (issue 5): added p50 ≤ 2 ms.
-Prints one JSON line last.
+A second standalone gateway runs with a keys file (one key scoped to the model, with request and
+token quotas, counted in-process), so that the access path — key lookup, scope and adapter checks,
+the quota's admission with its token reservation and the settling — is measured against the same
+gateway without keys (issue 28).
+Reports p50/p90 of both, the added p50 and the ratio. Targets: added p50 ≤ 2 ms (issue 5); the
+access path ≤ 1 ms (issue 28). Prints one JSON line last.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.latency import percentile, timed
+from controlplane.gateway.access.keys import hash_key
 from llamafleet.core.engine_auth import engine_headers
 from nodeagent.supervisor.process import free_port
 from tests.conftest import SMOLLM2_YAML, start_cluster, stop_cluster
@@ -37,9 +42,13 @@ BODY = {"model": "smollm2-135m", "max_tokens": 1, "temperature": 0,
         "messages": [{"role": "user", "content": "Say yes."}]}  # fmt: skip
 
 
-def ready(url: str) -> bool:
+KEY = "lf-bench-access-path-key-0123456789"
+
+
+def ready(url: str, key: str = "") -> bool:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        return httpx.post(url, json=BODY, timeout=5).status_code == 200
+        return httpx.post(url, json=BODY, headers=headers, timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -61,31 +70,48 @@ def main() -> None:
                  "--tls-dir", str(cluster_pki(cluster.tmp) / "gateway")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
             )  # fmt: skip
+            keyed_port = free_port("127.0.0.1")
+            keys = Path(tmp) / "keys.yaml"
+            entry = {"name": "bench", "sha256": hash_key(KEY), "models": ["smollm2-135m", "smollm2-135m:*"],
+                     "requestsPerMinute": 10**7, "tokensPerMinute": 10**9}  # fmt: skip
+            keys.write_text(json.dumps({"keys": [entry]}))
+            keyed = subprocess.Popen(
+                [sys.executable, "-m", "llamafleet.cli.main", "gateway", "--port", str(keyed_port),
+                 "--controlplane", cluster.grpc, "--gateway-id", "bench-keyed", "--log-level", "WARNING",
+                 "--tls-dir", str(cluster_pki(cluster.tmp) / "gateway"), "--keys-file", str(keys)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            )  # fmt: skip
             urls = {
                 "direct": f"{engine.url}/v1/chat/completions",
                 "gateway": f"http://127.0.0.1:{port}/v1/chat/completions",
                 "up_gateway": f"{cluster.base_url}/v1/chat/completions",
+                "keyed_gateway": f"http://127.0.0.1:{keyed_port}/v1/chat/completions",
             }
             wait_until(lambda: ready(urls["gateway"]), 60, "the standalone gateway")
+            wait_until(lambda: ready(urls["keyed_gateway"], KEY), 60, "the gateway with keys")
             samples: dict[str, list[float]] = {name: [] for name in urls}
             clients = {name: httpx.Client(timeout=60) for name in urls}
             clients["direct"].headers.update(engine_headers(engine.secret))
+            clients["keyed_gateway"].headers.update({"Authorization": f"Bearer {KEY}"})
             try:
                 for _ in range(10):  # warm every path and the engine's prompt cache
                     for name, url in urls.items():
                         timed(clients[name], url, BODY)
                 order = list(urls)
                 for i in range(args.requests):
-                    for name in order[i % 3 :] + order[: i % 3]:  # rotate who goes first
+                    turn = i % len(order)
+                    for name in order[turn:] + order[:turn]:  # rotate who goes first
                         samples[name].append(timed(clients[name], urls[name], BODY))
             finally:
                 for client in clients.values():
                     client.close()
-                standalone.terminate()
-                standalone.wait(timeout=30)
+                for process in (standalone, keyed):
+                    process.terminate()
+                    process.wait(timeout=30)
         finally:
             stop_cluster(cluster)
     direct, gateway, up_gateway = samples["direct"], samples["gateway"], samples["up_gateway"]
+    keyed_gateway = samples["keyed_gateway"]
     d50, g50 = statistics.median(direct), statistics.median(gateway)
     result = {
         "bench": "gateway_overhead",
@@ -97,7 +123,10 @@ def main() -> None:
         "added_p50_ms": round(1000 * (g50 - d50), 2),
         "ratio_p50": round(g50 / d50, 3),
         "up_gateway_added_p50_ms": round(1000 * (statistics.median(up_gateway) - d50), 2),
+        "keyed_gateway_p50_ms": round(1000 * statistics.median(keyed_gateway), 2),
+        "access_path_p50_ms": round(1000 * (statistics.median(keyed_gateway) - g50), 2),
         "target_added_p50_ms": 2.0,
+        "target_access_path_p50_ms": 1.0,
     }
     print(json.dumps(result))
 
