@@ -47,6 +47,11 @@ class KubernetesSettings(BaseModel):
     retry_period_s: float = Field(
         default=2.0, gt=0, description="Seconds between Lease renewals and acquire tries (< renew deadline)"
     )
+    model_namespaces: list[str] = Field(
+        default_factory=list,
+        description="PATTERN=NS1,NS2: model ids matching the shell pattern are served only from those "
+        "namespaces (a guard against name squatting; ids no pattern matches: any watched namespace)",
+    )
     pod_name: str = Field(
         default="",
         description="This process's pod (in the Lease's namespace): labeled llamafleet.io/leader=true while "
@@ -57,6 +62,13 @@ class KubernetesSettings(BaseModel):
         description="Seconds a deleted Model waits for its replicas to stop before its finalizer is removed",
     )
     api_workers: int = Field(default=8, ge=1, le=64, description="Kubernetes API calls in flight at once")
+
+    @model_validator(mode="after")
+    def _name_policy_parses(self) -> KubernetesSettings:
+        from controlplane.operator.name_policy import NamePolicy  # stdlib only: a check at start
+
+        NamePolicy.parse(self.model_namespaces)
+        return self
 
     @model_validator(mode="after")
     def _renew_before_the_lease_ends(self) -> KubernetesSettings:

@@ -23,6 +23,7 @@ from controlplane.domain import ModelSpec, ReplicaRecord, ScaleStatus
 from controlplane.operator import events, resource
 from controlplane.operator.informer import Key, ModelInformer
 from controlplane.operator.kube import Kube, KubeError
+from controlplane.operator.name_policy import NamePolicy
 from controlplane.operator.status import Admission, build_status, restored_scaling, same_status
 from controlplane.scheduler.fit import context_params, model_recommendation
 from controlplane.settings import KubernetesSettings
@@ -54,6 +55,7 @@ class ModelOperator:
         self._settings = settings
         self._changed = asyncio.Event()
         scopes: list[str | None] = list(settings.namespaces) or [None]
+        self._names = NamePolicy.parse(settings.model_namespaces)
         self.informers = [ModelInformer(kube, ns, self._changed.set) for ns in scopes]
         self.admissions: dict[Key, Admission] = {}
         self._owner: dict[str, Key] = {}  # model id → the object that serves it
@@ -129,6 +131,9 @@ class ModelOperator:
             if isinstance(spec_or_error, str):
                 admissions[key] = Admission(key[1], None, "InvalidSpec", spec_or_error)
                 continue
+            if refused := self._names.refusal(spec_or_error.name, key[0]):
+                admissions[key] = Admission(spec_or_error.name, None, "NamespaceNotAllowed", refused)
+                continue
             claims.setdefault(spec_or_error.name, []).append((key, obj, spec_or_error))
         self._parsed = parsed
         owner: dict[str, Key] = {}
@@ -151,8 +156,8 @@ class ModelOperator:
                     f"Model {key[0]}/{model_id} asks for the same id and is not served",
                 )
         for key, admission in admissions.items():
-            if admission.reason == "InvalidSpec":
-                self._event(key, "Warning", "InvalidSpec", admission.message)
+            if admission.reason in ("InvalidSpec", "NamespaceNotAllowed"):
+                self._event(key, "Warning", admission.reason, admission.message)
         self.admissions, self._owner = admissions, owner
         if not self._expected_set:  # a new leader: wait for the nodes the last one placed replicas on
             self._expected_set = True

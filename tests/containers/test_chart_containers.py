@@ -173,7 +173,7 @@ def test_the_charts_pods_as_containers_serve_a_model_from_apply_to_delete(
     controlplane = cluster.pod("controlplane")
     assert cluster.api.pod_labels(controlplane.name, NAMESPACE).get(LEADER_LABEL) == "true"
 
-    kubectl = ["kubectl", "--kubeconfig", str(cluster.api.kubeconfig), "--namespace", "default"]
+    kubectl = ["kubectl", "--kubeconfig", str(cluster.api.kubeconfig), "--namespace", NAMESPACE]
     subprocess.run([*kubectl, "apply", "-f", "-"], input=MODEL.encode(), check=True, capture_output=True,
                    timeout=60)  # fmt: skip
     waited = subprocess.run(

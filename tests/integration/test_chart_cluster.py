@@ -149,7 +149,7 @@ def test_every_declared_probe_answers_and_a_model_serves_through_the_gateway_ser
             wait_until(answers, 90, f"{pod.name}'s {kind}")
 
     apply_model(kubeconfig)
-    kubectl = ["kubectl", "--kubeconfig", str(kubeconfig)]
+    kubectl = ["kubectl", "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE]
     status = yaml.safe_load(
         subprocess.run(
             [*kubectl, "get", "model", "smollm2-135m", "-o", "yaml"],
@@ -180,7 +180,7 @@ def test_every_declared_probe_answers_and_a_model_serves_through_the_gateway_ser
 
 def apply_model(kubeconfig: Path) -> None:
     """kubectl apply the example Model (idempotent) and wait until it is Ready."""
-    kubectl = ["kubectl", "--kubeconfig", str(kubeconfig)]
+    kubectl = ["kubectl", "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE]
     subprocess.run(
         [*kubectl, "apply", "-f", "-"], input=MODEL.encode(), check=True, capture_output=True, timeout=60
     )
@@ -210,7 +210,7 @@ def test_network_policies_hold_where_a_namespace_enforces_them(chart_cluster: Ch
     ]
     for node in ("node-a", "node-b"):
         enforce(policy, cluster.pod("agent", node).host, peers)
-    kubectl = ["kubectl", "--kubeconfig", str(cluster.kubeconfig)]
+    kubectl = ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "--namespace", NAMESPACE]
     apply_model(cluster.kubeconfig)
     model = json.loads(subprocess.run([*kubectl, "get", "model", "smollm2-135m", "-o", "json"], check=True,
                                       capture_output=True, text=True, timeout=60).stdout)  # fmt: skip

@@ -77,7 +77,12 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         address = f"127.0.0.1:{port}"
         cp = Proc(
             "controlplane",
-            kube_controlplane_args(api.kubeconfig, port, http_port, "cp-0", tmp),
+            # Only team-b may serve ids under "reserved-" (name squatting across namespaces).
+            [
+                *kube_controlplane_args(api.kubeconfig, port, http_port, "cp-0", tmp),
+                "--kubernetes-model-namespaces",
+                "reserved-*=team-b",
+            ],
             tmp / "cp.log",
         ).start()
         agent = Proc("agent", agent_args(tmp, address), tmp / "agent.log").start()
@@ -187,12 +192,19 @@ def test_bad_models_are_rejected_or_reported_and_the_others_keep_serving(kube_cl
     conflict = kc.condition("good-smol", "ModelValid", "team-b")
     assert "default/good-smol" in conflict["message"], conflict
 
+    # An id the policy reserves for another namespace is not served here, and says why.
+    kc.apply(GOOD.replace("name: good-smol", "name: reserved-chat"))
+    wait_until(lambda: kc.condition("reserved-chat", "ModelValid").get("reason") == "NamespaceNotAllowed", 30,
+               "a NamespaceNotAllowed condition")  # fmt: skip
+    assert "team-b" in kc.condition("reserved-chat", "ModelValid")["message"]
+    assert "NamespaceNotAllowed" in kc.api.kubectl("describe", "model", "reserved-chat").stdout
+
     # Through all of it the good model kept its replica and keeps answering.
     assert kc.chat("good-smol").strip()
     assert kc.condition("good-smol", "Ready")["status"] == "True"
     assert kc.status("good-smol")["readyReplicas"] == 1
     for name, ns in (("missing-file", "default"), ("fits-nowhere", "default"), ("good-smol", "team-b"),
-                     ("good-smol", "default")):  # fmt: skip
+                     ("good-smol", "default"), ("reserved-chat", "default")):  # fmt: skip
         kc.api.kubectl("delete", "model", name, "-n", ns, "--timeout=60s", timeout=70)
 
 

@@ -150,7 +150,7 @@ def test_gpu_nodes_request_the_gpu_and_keep_the_agent_labels() -> None:
 
 
 def test_rbac_grants_exactly_what_the_operator_and_leader_election_call() -> None:
-    objects = render({})
+    objects = render({"controlplane": {"watchAllNamespaces": True}})
     (cluster_role,) = of_kind(objects, "ClusterRole")
     granted = {(g, r, v) for rule in cluster_role["rules"] for g in rule["apiGroups"]
                for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
@@ -164,6 +164,25 @@ def test_rbac_grants_exactly_what_the_operator_and_leader_election_call() -> Non
     assert of_kind(scoped, "ClusterRole") == []
     bindings = [r for r in of_kind(scoped, "RoleBinding") if r["metadata"]["name"].endswith("-models")]
     assert sorted(r["metadata"]["namespace"] for r in bindings) == ["team-a", "team-b"]
+    # By default only the release's own namespace: a Role there, and the process told so.
+    default = render({})
+    assert of_kind(default, "ClusterRole") == []
+    (binding,) = [r for r in of_kind(default, "RoleBinding") if r["metadata"]["name"].endswith("-models")]
+    assert binding["metadata"]["namespace"] == "llamafleet"
+    (deployment,) = [
+        o for o in default if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-controlplane")
+    ]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LLAMAFLEET_CONTROLPLANE__KUBERNETES__NAMESPACES"] == '["llamafleet"]'
+    rules = render({"controlplane": {"modelNamespaces": {"prod-*": ["prod"], "shared": ["prod", "staging"]}}})
+    (deployment,) = [
+        o for o in rules if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-controlplane")
+    ]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert sorted(json.loads(env["LLAMAFLEET_CONTROLPLANE__KUBERNETES__MODEL_NAMESPACES"])) == [
+        "prod-*=prod",
+        "shared=prod,staging",
+    ]
 
 
 def test_network_policies_name_the_ports_the_processes_use() -> None:

@@ -133,3 +133,18 @@ topologySpreadConstraints: {{- toYaml . | nindent 2 }}
 {{- define "llamafleet.redisPasswordSecret" -}}
 {{ .Values.redis.passwordSecret | default (printf "%s-redis" (include "llamafleet.fullname" .)) }}
 {{- end -}}
+
+{{/* The namespaces whose Models the control plane serves, as JSON: watchNamespaces, else the
+     release's own (watchAllNamespaces: every namespace, with a ClusterRole). */}}
+{{- define "llamafleet.watchedNamespaces" -}}
+{{- if .Values.controlplane.watchNamespaces }}{{ toJson .Values.controlplane.watchNamespaces }}{{ else }}{{ toJson (list .Release.Namespace) }}{{ end }}
+{{- end -}}
+
+{{/* controlplane.modelNamespaces (pattern → namespaces) as --kubernetes-model-namespaces entries, JSON. */}}
+{{- define "llamafleet.modelNamespaceRules" -}}
+{{- $rules := list }}
+{{- range $pattern, $namespaces := .modelNamespaces }}
+{{- $rules = append $rules (printf "%s=%s" $pattern (join "," $namespaces)) }}
+{{- end }}
+{{- toJson $rules }}
+{{- end -}}
