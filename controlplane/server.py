@@ -24,12 +24,14 @@ from controlplane.desired.model_file import ModelFileSource
 from controlplane.metrics import ClusterCollector, ControlPlaneMetrics
 from controlplane.operator.kube import Kube
 from controlplane.operator.leader import LeaderElector
+from controlplane.operator.node_keys import ConfigMapPinStore
 from controlplane.operator.operator import ModelOperator
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler
 from controlplane.scheduler.profile import load_profile
 from controlplane.settings import ControlPlaneSettings
 from controlplane.state.cluster import ClusterState
+from controlplane.state.node_keys import FilePinStore, NodePins, PinStore
 from llamafleet.core import pki
 from llamafleet.core.grpc_channels import SERVER_OPTIONS
 from llamafleet.core.grpc_tls import CredentialFiles, server_credentials
@@ -80,8 +82,10 @@ class ControlPlane:
             self.operator = ModelOperator(kube, self.state, self.settings.kubernetes)
             # Owned here: whichever ends first (a lost Lease, a failure, or a stop) ends the other.
             holder = asyncio.ensure_future(elector.hold(stop))
+            keys = ConfigMapPinStore(kube, self.settings.kubernetes.lease_namespace,
+                                     self.settings.kubernetes.node_keys_configmap)  # fmt: skip
             serving = asyncio.ensure_future(
-                self._serve(stop, metrics, self.operator, lambda: elector.mark_pod(True))
+                self._serve(stop, metrics, self.operator, lambda: elector.mark_pod(True), keys)
             )
             try:
                 await asyncio.wait({holder, serving}, return_when=asyncio.FIRST_COMPLETED)
@@ -105,14 +109,21 @@ class ControlPlane:
         metrics: ControlPlaneMetrics,
         operator: ModelOperator | None,
         listening: Callable[[], Awaitable[None]] | None = None,
+        keys: PinStore | None = None,
     ) -> None:
         settings = self.settings
         issuer = None if settings.insecure else self._pki()
+        pins = None
+        if issuer is not None:
+            pins = NodePins(
+                keys or FilePinStore(settings.node_keys_file or settings.tls_dir / "node-keys.json")
+            )
+            await pins.load()  # before any node is served: a failover keeps every node's key
         server = grpc.aio.server(options=SERVER_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(self.state, settings.status_interval_s, issuer), server
+            AgentServicer(self.state, settings.status_interval_s, issuer, pins), server
         )
-        cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(self.state, stop), server)
+        cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(self.state, stop, pins), server)
         servers = [server]
         if issuer is None:
             _bind(server, settings.address, None, "gRPC")
@@ -122,7 +133,9 @@ class ControlPlane:
             files = CredentialFiles(settings.tls_dir)
             _bind(server, settings.address, server_credentials(files, require_client_cert=True), "gRPC")
             join = grpc.aio.server(options=SERVER_OPTIONS)
-            agent_pb2_grpc.add_JoinServiceServicer_to_server(JoinServicer(self.state, issuer), join)
+            assert pins is not None
+            joins = JoinServicer(self.state, issuer, pins, settings.join_rate_per_minute)
+            agent_pb2_grpc.add_JoinServiceServicer_to_server(joins, join)
             _bind(join, settings.join_address, server_credentials(files, require_client_cert=False), "join")
             servers.append(join)
         self.state.start_settling()

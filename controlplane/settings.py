@@ -62,6 +62,11 @@ class KubernetesSettings(BaseModel):
         description="Seconds a deleted Model waits for its replicas to stop before its finalizer is removed",
     )
     api_workers: int = Field(default=8, ge=1, le=64, description="Kubernetes API calls in flight at once")
+    node_keys_configmap: str = Field(
+        default="llamafleet-node-keys",
+        description="ConfigMap (in the Lease's namespace) keeping which key each node id holds, so a "
+        "failover keeps them (docs/SECURITY.md)",
+    )
 
     @model_validator(mode="after")
     def _name_policy_parses(self) -> KubernetesSettings:
@@ -139,6 +144,17 @@ class ControlPlaneSettings(BaseModel):
         default_factory=list,
         description="Extra DNS names or addresses for a generated server certificate (clients check "
         "controlplane.llamafleet whatever address they dial)",
+    )
+    node_keys_file: Path | None = Field(
+        default=None,
+        description="File keeping which key each node id holds (--source file; default: TLS_DIR/"
+        "node-keys.json). A known node id joins again only after `llamafleet nodes forget`",
+    )
+    join_rate_per_minute: float = Field(
+        default=20.0,
+        gt=0,
+        description="Joins a peer address may make per minute (a burst of as many); more get "
+        "RESOURCE_EXHAUSTED and retry",
     )
     kubernetes: KubernetesSettings = KubernetesSettings()
 

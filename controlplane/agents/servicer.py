@@ -8,10 +8,12 @@ import logging
 import grpc
 
 from controlplane.agents import convert
-from controlplane.agents.join import Issuer, renew
+from controlplane.agents.join import KEY_REFUSED, Issuer, peer_key, renew
 from controlplane.domain import Assignment
-from controlplane.state.cluster import ClusterState
+from controlplane.state.cluster import ENDED, ClusterState
+from controlplane.state.node_keys import NodePins
 from llamafleet import __version__
+from llamafleet.core.errors import LlamafleetError
 from llamafleet.core.grpc_tls import authorize
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
@@ -19,19 +21,31 @@ from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+class _Forgotten(Exception):
+    """The node's key was forgotten while its stream was open."""
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, state: ClusterState, status_interval_s: float, issuer: Issuer | None = None) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        status_interval_s: float,
+        issuer: Issuer | None = None,
+        pins: NodePins | None = None,
+    ) -> None:
         self._state = state
         self._status_interval_s = status_interval_s
         self._issuer = issuer
+        self._pins = pins
 
     async def Renew(  # noqa: N802 - the gRPC method name
         self, request: pb.RenewRequest, context: grpc.aio.ServicerContext
     ) -> pb.NodeCredential:
-        if self._issuer is None:
+        if self._issuer is None or self._pins is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this control plane runs without TLS")
         assert self._issuer is not None
-        return await renew(self._issuer, request, context)
+        assert self._pins is not None
+        return await renew(self._issuer, self._pins, request, context)
 
     async def Connect(  # noqa: N802 - the gRPC method name
         self, request_iterator: object, context: grpc.aio.ServicerContext
@@ -51,6 +65,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"this certificate is for node {identity.name}, not {first.hello.node_id}",
             )
+        if identity is not None and self._pins is not None:
+            try:
+                accepted = await self._pins.connects(identity.name, peer_key(context))
+            except LlamafleetError as exc:
+                log.error(
+                    "node keys: %s; accepting node %s's certificate as it is", exc.message, identity.name
+                )
+                accepted = True
+            if not accepted:
+                log.warning("refused node %s from %s: its certificate's key is not the node's",
+                            identity.name, context.peer())  # fmt: skip
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, KEY_REFUSED.format(node=identity.name))
         hello = convert.node_hello(first.hello)
         session = self._state.node_connected(hello)
         await context.write(convert.welcome(__version__, self._status_interval_s))
@@ -61,6 +87,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read(context, hello.node_id, session, ended))
                 group.create_task(self._push(context, hello.node_id, session, sent, ended))
+        except* _Forgotten:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, KEY_REFUSED.format(node=hello.node_id))
         finally:
             self._state.node_disconnected(hello.node_id, session)
 
@@ -93,6 +121,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         prefetched: list[str] = []
         while not ended.is_set():
             node = self._state.nodes.get(node_id)
+            if node is not None and node.session == ENDED:
+                raise _Forgotten  # an operator forgot this node's key: end its stream
             if node is None or node.session != session:
                 return  # superseded by a newer stream from the same node
             prefetch = self._state.prefetch_for(node_id)

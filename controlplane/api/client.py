@@ -51,6 +51,18 @@ class ClusterClient:
             raise self._unavailable(exc) from exc
         return [convert.node_from_pb(n) for n in response.nodes]
 
+    async def forget_node(self, node_id: str) -> tuple[bool, bool]:
+        """Clear ``node_id``'s key (admin): (a key was kept, its stream was open)."""
+        try:
+            answer = await self._stub.ForgetNode(
+                pb.ForgetNodeRequest(node_id=node_id), timeout=self._timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise InvalidRequest(exc.details() or "the control plane keeps no node keys") from exc
+            raise self._unavailable(exc) from exc
+        return answer.was_pinned, answer.was_connected
+
     async def cordon_node(self, node_id: str, cordoned: bool) -> NodeRecord:
         """Drain ``node_id`` (cordoned) or make it schedulable again; NotFound for an unknown node."""
         try:

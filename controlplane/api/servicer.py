@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -13,19 +14,25 @@ from controlplane.domain import ModelRoute, ModelStatusView, ReplicaPhase, Routi
 from controlplane.scheduler.fit import context_params, model_recommendation, node_resources, profile_for
 from controlplane.state.cluster import ClusterState
 from controlplane.state.demand import ModelLoad
+from controlplane.state.node_keys import NodePins
+from llamafleet.core import pki
+from llamafleet.core.errors import LlamafleetError
 from llamafleet.core.grpc_tls import authorize
 from llamafleet.fit.estimate import estimate
 from llamafleet.fit.recommend import Recommendation, best_node, offload_for
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 
+log = logging.getLogger(__name__)
+
 READERS = ("gateway", "admin")  # the routing table carries engine secrets: never to a node
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
-    def __init__(self, state: ClusterState, stop: asyncio.Event) -> None:
+    def __init__(self, state: ClusterState, stop: asyncio.Event, pins: NodePins | None = None) -> None:
         self._state = state
         self._stop = stop
+        self._pins = pins
 
     async def WatchRoutes(  # noqa: N802 - the gRPC method name
         self, request: pb.WatchRoutesRequest, context: grpc.aio.ServicerContext
@@ -76,6 +83,27 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         node = self._state.cordon(request.node_id, request.cordoned)
         on_it = sum(1 for r in self._state.replicas.values() if r.node_id == node.node_id)
         return convert.node_to_pb(node, on_it)
+
+    async def ForgetNode(  # noqa: N802
+        self, request: pb.ForgetNodeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ForgetNodeResponse:
+        await authorize(context, "admin")
+        if self._pins is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "this control plane runs without TLS: it keeps no node keys")  # fmt: skip
+        assert self._pins is not None
+        if not pki.NODE_ID.match(request.node_id):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{request.node_id[:64]!r} is not a node id"
+            )
+        try:
+            was_pinned = await self._pins.forget(request.node_id)
+        except LlamafleetError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot keep the change: {exc.message}")
+        was_connected = self._state.end_session(request.node_id)
+        log.warning("node %s forgotten by an operator: its certificates are refused; it may join again "
+                    "with the bootstrap token", request.node_id)  # fmt: skip
+        return pb.ForgetNodeResponse(was_pinned=was_pinned, was_connected=was_connected)
 
     async def ListModels(  # noqa: N802
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

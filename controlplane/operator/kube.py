@@ -228,3 +228,28 @@ class Kube:
             self.coordination.replace_namespaced_lease, name, namespace, body, _preload_content=False
         )
         return result
+
+    # --- ConfigMaps (the node keys' store) -----------------------------------------------------
+    async def get_configmap(self, namespace: str, name: str) -> Obj | None:
+        try:
+            result: Obj = await self.call(
+                self.core.read_namespaced_config_map, name, namespace, _preload_content=False
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def create_configmap(self, namespace: str, body: Obj) -> Obj:
+        result: Obj = await self.call(
+            self.core.create_namespaced_config_map, namespace, body, _preload_content=False
+        )
+        return result
+
+    async def patch_configmap(self, namespace: str, name: str, patch: Obj) -> Obj:
+        result: Obj = await self.call(
+            self.core.patch_namespaced_config_map, name, namespace, patch,
+            _content_type=MERGE_PATCH, _preload_content=False,
+        )  # fmt: skip
+        return result

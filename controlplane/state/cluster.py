@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 COLD_START_MARGIN = 1.5  # held requests wait at least this many measured cold starts
 
+ENDED = -1  # a node's session after end_session(): its stream must close
 _sessions = itertools.count(1)
 
 
@@ -297,6 +298,17 @@ class ClusterState:
         running = sum(1 for r in self.replicas.values() if r.model == spec.name and r.node_id)
         if autoscaled and running > self.target_replicas(spec):
             self.scaling[spec.name] = ScaleStatus(running, f"adopted {running} running replica(s)")
+        self.bump()
+        return True
+
+    def end_session(self, node_id: str) -> bool:
+        """End a node's stream (an operator forgot its key): it counts as disconnected now, and its
+        stream sees session ENDED and closes. False when it was not connected."""
+        node = self.nodes.get(node_id)
+        if node is None or not node.connected:
+            return False
+        self.node_disconnected(node_id, node.session)
+        node.session = ENDED
         self.bump()
         return True
 

@@ -136,6 +136,20 @@ async def show_nodes(address: str, as_json: bool, tls: ClientTls | None = None) 
     return json.dumps(_jsonable(nodes), indent=2) if as_json else format_nodes(nodes)
 
 
+async def forget(address: str, node_id: str, tls: ClientTls | None = None) -> str:
+    client = ClusterClient(address, tls)
+    try:
+        was_pinned, was_connected = await client.forget_node(node_id)
+    finally:
+        await client.close()
+    done = f"node {node_id} forgotten: its certificates are refused from now on"
+    if was_connected:
+        done += "; its stream was ended (an agent holding the bootstrap token joins again with a new key)"
+    elif not was_pinned:
+        done += " (no key was kept for it)"
+    return done + "; the bootstrap token may join that id again"
+
+
 async def cordon(address: str, node_id: str, cordoned: bool, tls: ClientTls | None = None) -> str:
     client = ClusterClient(address, tls)
     try:

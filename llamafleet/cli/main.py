@@ -118,11 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         inspect_parser.set_defaults(command=name, cpu_mode=False, gpu_mode=False)
         if name == "nodes":
             inspect_parser.add_argument(
-                "action", nargs="?", choices=["list", "drain", "uncordon"], default="list",
+                "action", nargs="?", choices=["list", "drain", "uncordon", "forget"], default="list",
                 help="list (default); drain NODE: move its replicas elsewhere and place nothing new there; "
-                "uncordon NODE: make it schedulable again",
+                "uncordon NODE: make it schedulable again; forget NODE: clear the key the node id holds "
+                "(its certificates are refused and its stream ends; the bootstrap token may join it again: "
+                "a new disk, a replaced machine, a key you suspect was copied)",
             )  # fmt: skip
-            inspect_parser.add_argument("node", nargs="?", help="the node to drain or uncordon")
+            inspect_parser.add_argument("node", nargs="?", help="the node to drain, uncordon or forget")
         if name == "models":
             inspect_parser.add_argument(
                 "action", nargs="?", choices=["list"], default="list", help="list (default)"
@@ -158,10 +160,13 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if command in ("nodes", "models"):
         tls = inspect.admin_tls(args.tls_dir, args.insecure)
-        if command == "nodes" and args.action in ("drain", "uncordon"):
+        if command == "nodes" and args.action in ("drain", "uncordon", "forget"):
             if not args.node:
                 raise SystemExit(f"llamafleet nodes {args.action}: name the node (see `llamafleet nodes`)")
-            print(await inspect.cordon(args.controlplane, args.node, args.action == "drain", tls))
+            if args.action == "forget":
+                print(await inspect.forget(args.controlplane, args.node, tls))
+            else:
+                print(await inspect.cordon(args.controlplane, args.node, args.action == "drain", tls))
         elif command == "nodes":
             print(await inspect.show_nodes(args.controlplane, args.json, tls))
         else:

@@ -84,6 +84,8 @@ class Uplink:
                 exc = group.exceptions[0]
                 assert isinstance(exc, grpc.aio.AioRpcError)
                 log.warning("control plane at %s: %s (%s)", address, exc.code().name, exc.details())
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and self._identity is not None:
+                    self._identity.discard()  # its key is no longer this node's: join again
             except* (ConnectionError, asyncio.InvalidStateError) as group:  # the call ended under a write
                 log.warning("control plane at %s: %s", address, group.exceptions[0] or "stream ended")
             finally:

@@ -103,6 +103,19 @@ class NodeIdentity:
                 f"cannot keep this node's certificate in {self.folder}: {exc.strerror}"
             ) from None
 
+    def discard(self) -> None:
+        """The control plane no longer accepts this certificate's key (the node renewed elsewhere, or
+        an operator forgot it): set it aside as tls.crt.refused, so the next connection joins with the
+        bootstrap token. A supplied, read-only folder is left to its supplier."""
+        cert = self.folder / pki.CERT
+        try:
+            cert.replace(cert.with_name(f"{pki.CERT}.refused"))
+        except OSError as exc:
+            log.error("cannot set aside %s (%s): its supplier must replace it", cert, exc.strerror)
+            return
+        log.warning("this node's certificate is no longer accepted (kept as %s.refused); joining again "
+                    "with the bootstrap token", cert)  # fmt: skip
+
     def renew_due(self) -> float:
         """Seconds until the certificate should be renewed (≤ 0: now)."""
         start, end = pki.validity((self.folder / pki.CERT).read_bytes())

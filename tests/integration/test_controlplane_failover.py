@@ -5,6 +5,7 @@ the leader's pod carries; followers are Ready too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -15,15 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
 from controlplane.operator.leader import LEADER_LABEL
 from nodeagent.supervisor.process import free_port
+from tests.support import node_identity
 from tests.support.kubeapi import KubeApi, kube_api
 from tests.support.processes import (
     Proc,
     agent_args,
+    cluster_pki,
     controlplane_args,
     engine_pids,
     gateway_args,
@@ -121,15 +125,15 @@ class ControlPlanes:
 
     def start(self, index: int) -> Proc:
         """``cp-INDEX`` in its pod (as a ReplicaSet creates one), an endpoint of both Services."""
-        name, (grpc, http) = f"cp-{index}", (grpc_port(), free_port("127.0.0.1"))
+        name, (port, http) = f"cp-{index}", (grpc_port(), free_port("127.0.0.1"))
         self.api.create_pod(name, POD_LABELS)
-        args = [*kube_controlplane_args(self.api.kubeconfig, grpc, http, name, self.tmp),
+        args = [*kube_controlplane_args(self.api.kubeconfig, port, http, name, self.tmp),
                 "--kubernetes-pod-name", name]  # fmt: skip
         proc = Proc(name, args, self.tmp / f"{name}.log").start()
         url = f"http://127.0.0.1:{http}/readyz"
         service, join = self.services
-        service.backends.append(Backend(("127.0.0.1", grpc), url, name))
-        join.backends.append(Backend(("127.0.0.1", grpc + 1), url, name))
+        service.backends.append(Backend(("127.0.0.1", port), url, name))
+        join.backends.append(Backend(("127.0.0.1", port + 1), url, name))
         self.cps.append(proc)
         self.ready_urls.append(url)
         return proc
@@ -178,6 +182,9 @@ def test_killing_the_leader_hands_over_within_15s_without_a_failed_request(tmp_p
     with two_controlplanes(tmp_path, MODEL, "smol") as c:
         before = engine_pids(c.agent)
         assert len(before) == 2
+        join, pki_dir = c.services[1].address, cluster_pki(tmp_path)
+        code, _ = asyncio.run(node_identity.join(join, pki_dir, "node-k", tmp_path))
+        assert code == grpc.StatusCode.OK
         with ClientLoop(c.base).running() as loop:
             time.sleep(2)
             c.cps[0].process.send_signal(signal.SIGKILL)
@@ -197,6 +204,11 @@ def test_killing_the_leader_hands_over_within_15s_without_a_failed_request(tmp_p
         described = c.api.kubectl("describe", "model", "smol").stdout
         assert "Adopted" in described, described  # the new leader took both replicas over
         assert "adopted replica" in c.cps[1].log()
+        # The node keys outlive the leader: the new one refuses node-k's id to a new key as cp-0 would.
+        keys = c.api.kubectl("get", "configmap", "llamafleet-node-keys", "-o", "json").stdout
+        assert set(json.loads(keys)["data"]) == {"node-a", "node-k"}
+        code, _ = asyncio.run(node_identity.join(join, pki_dir, "node-k", tmp_path))
+        assert code == grpc.StatusCode.ALREADY_EXISTS
 
 
 def test_a_rolling_update_as_the_deployment_controller_runs_it_fails_no_request(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as cluster_pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 from tests.faults.cluster import engine_endpoint
+from tests.support import node_identity
 from tests.support.lora import write_lora
 from tests.support.processes import (
     REPO,
@@ -139,7 +140,7 @@ def test_a_wrong_token_cannot_join_and_a_right_one_cannot_take_a_connected_node(
     wrong.write_text("not-the-token\n")
     refused = llamafleet_agent(secured, "node-x", "--uplink-bootstrap-token-file", str(wrong))
     assert refused.returncode == 1
-    join = f"127.0.0.1:{int(secured.address.rsplit(':')[1]) + 1}"
+    join = join_port(secured)
     assert refused.stderr.strip().splitlines()[-1] == (
         f"llamafleet: the control plane at {join} refused to let node node-x join: "
         "bootstrap token not accepted"
@@ -209,6 +210,95 @@ def test_grpc_admits_each_identity_to_its_own_calls_only(secured: Secured) -> No
 
 
 # --- API keys, scopes and quotas --------------------------------------------------------------------
+
+
+def join_port(secured: Secured) -> str:
+    return f"127.0.0.1:{int(secured.address.rsplit(':')[1]) + 1}"
+
+
+async def join_rpc(secured: Secured, node: str, token: str | None = None) -> tuple[grpc.StatusCode, Path]:
+    return await node_identity.join(join_port(secured), cluster_pki(secured.tmp), node, secured.tmp, token)
+
+
+async def renew_rpc(secured: Secured, credential: Path, node: str) -> tuple[grpc.StatusCode, Path]:
+    return await node_identity.renew(secured.address, credential, node, secured.tmp)
+
+
+def llamafleet_cli(secured: Secured, *args: str) -> subprocess.CompletedProcess[str]:
+    admin = cluster_pki(secured.tmp) / "admin"
+    return subprocess.run([sys.executable, "-m", "llamafleet.cli.main", *args, "--controlplane",
+                           secured.address, "--tls-dir", str(admin)],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+
+
+def test_a_known_node_id_joins_with_a_new_key_only_after_an_operator_forgets_it(secured: Secured) -> None:
+    code, first = asyncio.run(join_rpc(secured, "node-p"))
+    assert code == grpc.StatusCode.OK
+    assert asyncio.run(connect_as(secured, first, "node-p")) == grpc.StatusCode.OK
+    # node-p is not connected now: the token alone must not give its id to a new key.
+    code, _ = asyncio.run(join_rpc(secured, "node-p"))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    forgotten = llamafleet_cli(secured, "nodes", "forget", "node-p")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert "node node-p forgotten: its certificates are refused" in forgotten.stdout
+    assert asyncio.run(connect_as(secured, first, "node-p")) == grpc.StatusCode.UNAUTHENTICATED
+    code, second = asyncio.run(join_rpc(secured, "node-p"))
+    assert code == grpc.StatusCode.OK
+    assert asyncio.run(connect_as(secured, second, "node-p")) == grpc.StatusCode.OK
+    # Only an admin may forget.
+    gateway = cluster_pki(secured.tmp) / "gateway"
+    denied = subprocess.run([sys.executable, "-m", "llamafleet.cli.main", "nodes", "forget", "node-p",
+                             "--controlplane", secured.address, "--tls-dir", str(gateway)],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+    assert denied.returncode == 1
+    assert "PERMISSION_DENIED" in denied.stderr
+    assert "Traceback" not in denied.stderr
+    assert asyncio.run(connect_as(secured, second, "node-p")) == grpc.StatusCode.OK
+
+
+def test_a_renewal_retires_the_old_key_for_every_holder_of_it(secured: Secured) -> None:
+    code, old = asyncio.run(join_rpc(secured, "node-r"))
+    assert code == grpc.StatusCode.OK
+    code, new = asyncio.run(renew_rpc(secured, old, "node-r"))
+    assert code == grpc.StatusCode.OK
+    # Until the new key connects, the old one still may (the renewal's answer could have been lost).
+    assert asyncio.run(connect_as(secured, old, "node-r")) == grpc.StatusCode.OK
+    assert asyncio.run(connect_as(secured, new, "node-r")) == grpc.StatusCode.OK
+    # From now on a copy of the old certificate and key is worth nothing: no stream, no renewal.
+    assert asyncio.run(connect_as(secured, old, "node-r")) == grpc.StatusCode.UNAUTHENTICATED
+    code, _ = asyncio.run(renew_rpc(secured, old, "node-r"))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert asyncio.run(connect_as(secured, new, "node-r")) == grpc.StatusCode.OK
+
+
+def test_forgetting_a_connected_node_ends_its_stream_and_its_agent_joins_again(secured: Secured) -> None:
+    identity = secured.tmp / "node-a" / "identity" / "node-a"
+    before = (identity / "tls.crt").read_bytes()
+    copied = secured.tmp / "node-a-copied"
+    copied.mkdir()
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        (copied / name).write_bytes((identity / name).read_bytes())
+    forgotten = llamafleet_cli(secured, "nodes", "forget", "node-a")
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert "its stream was ended" in forgotten.stdout
+    # The agent is refused with its old key, sets it aside, and joins again with the bootstrap token.
+    wait_until(lambda: (identity / "tls.crt").exists() and (identity / "tls.crt").read_bytes() != before,
+               60, "node-a to join again with a new key")  # fmt: skip
+    assert (identity / "tls.crt.refused").read_bytes() == before
+    wait_until(lambda: secured.post(0, KEYS["admin"]).status_code == 200, 60, "node-a to serve again")
+    assert asyncio.run(connect_as(secured, copied, "node-a")) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_joins_are_rate_limited_per_address(secured: Secured) -> None:
+    codes = [asyncio.run(join_rpc(secured, "node-z", token="not-the-token"))[0] for _ in range(40)]
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert codes[0] == grpc.StatusCode.UNAUTHENTICATED  # the token is checked after the rate
+    # The bucket refills: a join gets through again within seconds.
+
+    def refilled() -> bool:
+        return asyncio.run(join_rpc(secured, "node-z", token="x"))[0] == grpc.StatusCode.UNAUTHENTICATED
+
+    wait_until(refilled, 30, "the join rate to allow a join again")
 
 
 def test_keys_are_required_and_scoped(secured: Secured) -> None:

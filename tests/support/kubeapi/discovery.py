@@ -28,6 +28,7 @@ def builtin_resources() -> list[Resource]:
         # Pods as objects only (labels, for the leader's label): no kubelet runs them here.
         Resource("", "v1", "pods", "Pod", True, "pod", ("po",)),
         Resource("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
+        Resource("", "v1", "configmaps", "ConfigMap", True, "configmap", ("cm",)),
         Resource(
             "apiextensions.k8s.io",
             "v1",

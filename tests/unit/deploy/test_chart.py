@@ -159,7 +159,16 @@ def test_rbac_grants_exactly_what_the_operator_and_leader_election_call() -> Non
     (leases,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("leader-election")]
     assert leases["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                                 "verbs": ["get", "create", "update"]},
-                               {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]  # fmt: skip
+                               {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
+                               {"apiGroups": [""], "resources": ["configmaps"],
+                                "resourceNames": ["lf-llamafleet-node-keys"], "verbs": ["get", "patch"]},
+                               {"apiGroups": [""], "resources": ["configmaps"],
+                                "verbs": ["create"]}]  # fmt: skip
+    (controlplane,) = [
+        o for o in objects if o["kind"] == "Deployment" and "controlplane" in o["metadata"]["name"]
+    ]
+    args = controlplane["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--kubernetes-node-keys-configmap=lf-llamafleet-node-keys" in args  # the one the Role names
     scoped = render(VALUE_SETS["external-redis-and-keys"])
     assert of_kind(scoped, "ClusterRole") == []
     bindings = [r for r in of_kind(scoped, "RoleBinding") if r["metadata"]["name"].endswith("-models")]

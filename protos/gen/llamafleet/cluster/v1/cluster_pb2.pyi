@@ -38,6 +38,20 @@ class CordonNodeRequest(_message.Message):
     cordoned: bool
     def __init__(self, node_id: _Optional[str] = ..., cordoned: _Optional[bool] = ...) -> None: ...
 
+class ForgetNodeRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class ForgetNodeResponse(_message.Message):
+    __slots__ = ("was_pinned", "was_connected")
+    WAS_PINNED_FIELD_NUMBER: _ClassVar[int]
+    WAS_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    was_pinned: bool
+    was_connected: bool
+    def __init__(self, was_pinned: _Optional[bool] = ..., was_connected: _Optional[bool] = ...) -> None: ...
+
 class WatchRoutesRequest(_message.Message):
     __slots__ = ("gateway_id",)
     GATEWAY_ID_FIELD_NUMBER: _ClassVar[int]

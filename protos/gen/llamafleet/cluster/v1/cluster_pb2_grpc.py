@@ -59,6 +59,11 @@ class ClusterServiceStub:
                 request_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.CordonNodeRequest.SerializeToString,
                 response_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.Node.FromString,
                 _registered_method=True)
+        self.ForgetNode = channel.unary_unary(
+                '/llamafleet.cluster.v1.ClusterService/ForgetNode',
+                request_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ForgetNodeRequest.SerializeToString,
+                response_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ForgetNodeResponse.FromString,
+                _registered_method=True)
         self.ReportLoad = channel.unary_unary(
                 '/llamafleet.cluster.v1.ClusterService/ReportLoad',
                 request_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.LoadReport.SerializeToString,
@@ -104,6 +109,14 @@ class ClusterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForgetNode(self, request, context):
+        """Clear the key a node id holds (admin): its certificates are refused from now on (its stream
+        ends) and the bootstrap token may join that id again, with a new key (docs/SECURITY.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReportLoad(self, request, context):
         """A gateway's load per model, about once a second and at once when a request starts waiting for a
         model with no ready replica: the autoscaler's signal (docs/AUTOSCALING.md).
@@ -139,6 +152,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.CordonNode,
                     request_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.CordonNodeRequest.FromString,
                     response_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.Node.SerializeToString,
+            ),
+            'ForgetNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetNode,
+                    request_deserializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ForgetNodeRequest.FromString,
+                    response_serializer=protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ForgetNodeResponse.SerializeToString,
             ),
             'ReportLoad': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportLoad,
@@ -281,6 +299,33 @@ class ClusterService:
             '/llamafleet.cluster.v1.ClusterService/CordonNode',
             protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.CordonNodeRequest.SerializeToString,
             protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llamafleet.cluster.v1.ClusterService/ForgetNode',
+            protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ForgetNodeRequest.SerializeToString,
+            protos_dot_gen_dot_llamafleet_dot_cluster_dot_v1_dot_cluster__pb2.ForgetNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
