@@ -24,6 +24,7 @@ from controlplane.desired.model_file import ModelFileSource
 from controlplane.metrics import ClusterCollector, ControlPlaneMetrics
 from controlplane.operator.kube import Kube
 from controlplane.operator.leader import LeaderElector
+from controlplane.operator.node_facts import KubeNodeFacts
 from controlplane.operator.node_keys import ConfigMapPinStore
 from controlplane.operator.operator import ModelOperator
 from controlplane.reconciler import Reconciler
@@ -31,6 +32,7 @@ from controlplane.scheduler.framework import Scheduler
 from controlplane.scheduler.profile import load_profile
 from controlplane.settings import ControlPlaneSettings
 from controlplane.state.cluster import ClusterState
+from controlplane.state.node_addresses import PeerFacts, port_range
 from controlplane.state.node_keys import FilePinStore, NodePins, PinStore
 from llamafleet.core import pki
 from llamafleet.core.grpc_channels import SERVER_OPTIONS
@@ -45,7 +47,11 @@ log = logging.getLogger(__name__)
 class ControlPlane:
     def __init__(self, settings: ControlPlaneSettings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
-        self.state = ClusterState(settle_s=settings.settle_s)
+        self.state = ClusterState(
+            settle_s=settings.settle_s,
+            engine_ports=port_range(settings.node_engine_ports),
+            rpc_ports=port_range(settings.node_rpc_ports),
+        )
         self.registry = registry or CollectorRegistry()
         self.serving = False  # gRPC is up and this process acts (the leader, in Kubernetes mode)
         self.role = "starting"
@@ -82,10 +88,11 @@ class ControlPlane:
             self.operator = ModelOperator(kube, self.state, self.settings.kubernetes)
             # Owned here: whichever ends first (a lost Lease, a failure, or a stop) ends the other.
             holder = asyncio.ensure_future(elector.hold(stop))
+            facts = KubeNodeFacts(kube, self.settings.kubernetes, self.settings.node_address_check == "peer")
             keys = ConfigMapPinStore(kube, self.settings.kubernetes.lease_namespace,
                                      self.settings.kubernetes.node_keys_configmap)  # fmt: skip
             serving = asyncio.ensure_future(
-                self._serve(stop, metrics, self.operator, lambda: elector.mark_pod(True), keys)
+                self._serve(stop, metrics, self.operator, lambda: elector.mark_pod(True), keys, facts)
             )
             try:
                 await asyncio.wait({holder, serving}, return_when=asyncio.FIRST_COMPLETED)
@@ -110,6 +117,7 @@ class ControlPlane:
         operator: ModelOperator | None,
         listening: Callable[[], Awaitable[None]] | None = None,
         keys: PinStore | None = None,
+        facts: KubeNodeFacts | None = None,
     ) -> None:
         settings = self.settings
         issuer = None if settings.insecure else self._pki()
@@ -121,7 +129,14 @@ class ControlPlane:
             await pins.load()  # before any node is served: a failover keeps every node's key
         server = grpc.aio.server(options=SERVER_OPTIONS)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(self.state, settings.status_interval_s, issuer, pins), server
+            AgentServicer(
+                self.state,
+                settings.status_interval_s,
+                issuer,
+                pins,
+                facts or PeerFacts(settings.node_address_check == "peer"),
+            ),
+            server,
         )
         cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(self.state, stop, pins), server)
         servers = [server]
@@ -160,6 +175,8 @@ class ControlPlane:
                     log.warning("no --models file: the control plane has no desired models")
                     self.state.set_models([])
                 group.create_task(reconciler.run(stop), name="reconciler")
+                if facts is not None:
+                    group.create_task(facts.run(self.state, stop), name="node-labels")
                 group.create_task(Autoscaler(self.state, metrics).run(stop), name="autoscaler")
         finally:
             self.serving = False

@@ -62,6 +62,19 @@ class KubernetesSettings(BaseModel):
         description="Seconds a deleted Model waits for its replicas to stop before its finalizer is removed",
     )
     api_workers: int = Field(default=8, ge=1, le=64, description="Kubernetes API calls in flight at once")
+    agent_selector: str = Field(
+        default="",
+        description="Label selector of the agents' pods (in the Lease's namespace): a node whose stream "
+        "comes through a proxy is believed when its agent pod on that Node has the IP it advertises",
+    )
+    agent_labels: list[str] = Field(
+        default_factory=list,
+        description="KEY=VALUE labels every agent pod is given (the chart's agent.labels); a node's labels "
+        "are its Kubernetes Node's plus these, never what the agent reports",
+    )
+    node_labels_refresh_s: float = Field(
+        default=30.0, gt=0, description="Seconds between re-reads of connected nodes' Kubernetes Node labels"
+    )
     node_keys_configmap: str = Field(
         default="llamafleet-node-keys",
         description="ConfigMap (in the Lease's namespace) keeping which key each node id holds, so a "
@@ -149,6 +162,22 @@ class ControlPlaneSettings(BaseModel):
         default=None,
         description="File keeping which key each node id holds (--source file; default: TLS_DIR/"
         "node-keys.json). A known node id joins again only after `llamafleet nodes forget`",
+    )
+    node_engine_ports: str = Field(
+        default="",
+        pattern=r"^(\d{1,5}-\d{1,5})?$",
+        description="FIRST-LAST: the only ports a node may report engines on (the agents' "
+        "--supervisor-engine-ports; empty: any port, always on the node's own address)",
+    )
+    node_rpc_ports: str = Field(
+        default="",
+        pattern=r"^(\d{1,5}-\d{1,5})?$",
+        description="FIRST-LAST: the only ports a node may report RPC workers on (empty: any port)",
+    )
+    node_address_check: Literal["peer", "off"] = Field(
+        default="peer",
+        description="peer: a node must connect from the address it advertises (in Kubernetes mode, or from "
+        "anywhere when its agent pod has that IP); off: believe it (NAT or a proxy hides node addresses)",
     )
     join_rate_per_minute: float = Field(
         default=20.0,

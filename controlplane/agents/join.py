@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from controlplane.state.cluster import ClusterState
+from controlplane.state.node_addresses import peer_host
 from controlplane.state.node_keys import NodePins, cert_fingerprint, csr_fingerprint
 from llamafleet.core import pki
 from llamafleet.core.errors import LlamafleetError
@@ -73,13 +74,6 @@ class PeerRate:
             return False
         self._buckets[peer] = (tokens - 1, now)
         return True
-
-
-def peer_host(peer: str) -> str:
-    """The address in a gRPC peer string ("ipv4:10.0.0.5:4242", "ipv6:[::1]:4242"), without the port."""
-    address = peer.partition(":")[2] if peer.startswith(("ipv4:", "ipv6:")) else peer
-    host = address.rpartition(":")[0] or address
-    return host.strip("[]").replace("%5B", "").replace("%5D", "")
 
 
 async def _pins_or_unavailable(context: grpc.aio.ServicerContext, error: LlamafleetError) -> None:

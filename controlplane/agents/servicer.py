@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import grpc
@@ -11,6 +12,7 @@ from controlplane.agents import convert
 from controlplane.agents.join import KEY_REFUSED, Issuer, peer_key, renew
 from controlplane.domain import Assignment
 from controlplane.state.cluster import ENDED, ClusterState
+from controlplane.state.node_addresses import NodeFacts, NodeRefused, PeerFacts
 from controlplane.state.node_keys import NodePins
 from llamafleet import __version__
 from llamafleet.core.errors import LlamafleetError
@@ -32,8 +34,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         status_interval_s: float,
         issuer: Issuer | None = None,
         pins: NodePins | None = None,
+        facts: NodeFacts | None = None,
     ) -> None:
         self._state = state
+        self._facts = facts or PeerFacts(check=True)
         self._status_interval_s = status_interval_s
         self._issuer = issuer
         self._pins = pins
@@ -78,6 +82,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                             identity.name, context.peer())  # fmt: skip
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, KEY_REFUSED.format(node=identity.name))
         hello = convert.node_hello(first.hello)
+        try:
+            labels = await self._facts.verify(
+                hello.node_id, hello.advertise_host, hello.labels, context.peer()
+            )
+        except NodeRefused as exc:
+            if not exc.retry:
+                log.warning("refused node %s from %s: %s", hello.node_id, context.peer(), exc.message)
+            code = grpc.StatusCode.UNAVAILABLE if exc.retry else grpc.StatusCode.FAILED_PRECONDITION
+            await context.abort(code, exc.message)
+        hello = dataclasses.replace(hello, labels=labels)
         session = self._state.node_connected(hello)
         await context.write(convert.welcome(__version__, self._status_interval_s))
         # Replicas the agent already runs count as sent: if they are not desired, they get Unassign.

@@ -144,6 +144,8 @@ def node_to_pb(node: NodeRecord, replicas: int) -> pb.Node:
         cpu_usable=node.cpu_usable,
         cpu_summary=node.cpu_summary,
         threads=node.threads,
+        labels=node.labels,
+        advertise_host=node.advertise_host,
     )
 
 
@@ -167,6 +169,8 @@ def node_from_pb(message: pb.Node) -> NodeRecord:
         cpu_usable=message.cpu_usable,
         cpu_summary=message.cpu_summary,
         threads=message.threads,
+        labels=dict(message.labels),
+        advertise_host=message.advertise_host,
     )
 
 

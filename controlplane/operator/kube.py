@@ -253,3 +253,21 @@ class Kube:
             _content_type=MERGE_PATCH, _preload_content=False,
         )  # fmt: skip
         return result
+
+    # --- Nodes and the agents' pods (what a node claims is checked against them) ----------------
+    async def get_node(self, name: str) -> Obj | None:
+        try:
+            result: Obj = await self.call(self.core.read_node, name, _preload_content=False)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def list_pods(self, namespace: str, label_selector: str, field_selector: str) -> list[Obj]:
+        result: Obj = await self.call(
+            self.core.list_namespaced_pod, namespace, label_selector=label_selector,
+            field_selector=field_selector, _preload_content=False,
+        )  # fmt: skip
+        items: list[Obj] = result.get("items") or []
+        return items

@@ -37,6 +37,7 @@ from controlplane.domain import (
     needs_new_replicas,
 )
 from controlplane.state.demand import DemandBook
+from controlplane.state.node_addresses import EndpointRefused, checked_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,18 @@ _sessions = itertools.count(1)
 
 
 class ClusterState:
-    def __init__(self, settle_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        settle_s: float = 15.0,
+        engine_ports: tuple[int, int] | None = None,
+        rpc_ports: tuple[int, int] | None = None,
+    ) -> None:
         self.nodes: dict[str, NodeRecord] = {}
+        # Where nodes' engines and RPC gates may listen: a reported endpoint is rebuilt from its node's
+        # address and must use a port in these (None: any port) (controlplane/state/node_addresses.py).
+        self.engine_ports = engine_ports
+        self.rpc_ports = rpc_ports
+        self._refused: set[tuple[str, str]] = set()  # (replica, endpoint) refusals already logged
         self.models: dict[str, ModelSpec] = {}
         self.models_error: str = ""
         self.replicas: dict[str, ReplicaRecord] = {}
@@ -229,7 +240,8 @@ class ClusterState:
                 if part.phase != report.phase:
                     log.info("RPC worker %s on %s: %s → %s", part.worker_id, node_id, part.phase.value,
                              report.phase.value)  # fmt: skip
-                part.phase, part.endpoint, part.message = report.phase, report.endpoint, report.message
+                part.phase, part.message = report.phase, report.message
+                part.endpoint = self._endpoint(node, report.replica_id, report.endpoint, http=False)
                 continue
             replica = self.replicas.get(report.replica_id)
             if replica is None and self._adopt(node_id, report):
@@ -250,7 +262,7 @@ class ClusterState:
                 self.cold_starts[replica.model] = time.monotonic() - replica.created_at
             replica.served = replica.served or report.phase == ReplicaPhase.READY
             replica.phase = report.phase
-            replica.endpoint = report.endpoint
+            replica.endpoint = self._endpoint(node, replica.replica_id, report.endpoint, http=True)
             replica.restarts = report.restarts
             replica.error = report.error
             replica.message = report.message
@@ -258,6 +270,17 @@ class ClusterState:
             replica.engine_secret = report.engine_secret
             replica.download = report.download
             replica.threads = report.threads
+
+    def _endpoint(self, node: NodeRecord, replica_id: str, reported: str, *, http: bool) -> str:
+        """The endpoint to use for a reported one: rebuilt on the node's address; "" when refused."""
+        try:
+            ports = self.engine_ports if http else self.rpc_ports
+            return checked_endpoint(reported, node.advertise_host, ports, http=http)
+        except EndpointRefused as exc:
+            if (replica_id, reported) not in self._refused:
+                self._refused.add((replica_id, reported))
+                log.warning("node %s reported replica %s at %s; not routed", node.node_id, replica_id, exc)
+            return ""
 
     def _adopt_all(self) -> None:
         for node in self.nodes.values():
@@ -274,6 +297,15 @@ class ClusterState:
             return False
         if not report.spec.runs(spec):
             return False
+        node = self.nodes[node_id]
+        missing = {k: v for k, v in spec.node_selector.items() if node.labels.get(k) != v}
+        if missing:  # placement would never have put it there: the node's labels do not match
+            if (report.replica_id, "selector") not in self._refused:
+                self._refused.add((report.replica_id, "selector"))
+                log.warning("not adopting replica %s of %s on node %s: its labels do not match the "
+                            "nodeSelector (%s)", report.replica_id, spec.name, node_id,
+                            ", ".join(f"{k}={v}" for k, v in sorted(missing.items())))  # fmt: skip
+            return False
         mine = [r for r in self.replicas.values() if r.model == spec.name]
         # Taking over (a restart, a new leader), an autoscaled model keeps every replica that runs, up to
         # its max: they carry its load now, and the autoscaler scales down from there after watching a
@@ -289,7 +321,8 @@ class ClusterState:
             del self.replicas[spare.replica_id]  # a pending replica made before the agent was back
         self.replicas[report.replica_id] = ReplicaRecord(
             report.replica_id, spec.name, spec, node_id=node_id, phase=report.phase,
-            endpoint=report.endpoint, restarts=report.restarts, error=report.error, message=report.message,
+            endpoint=self._endpoint(node, report.replica_id, report.endpoint, http=True),
+            restarts=report.restarts, error=report.error, message=report.message,
             adapters=report.adapters, n_gpu_layers=report.spec.n_gpu_layers, adopted=True,
             engine_secret=report.engine_secret, threads=report.threads,
         )  # fmt: skip
@@ -300,6 +333,17 @@ class ClusterState:
             self.scaling[spec.name] = ScaleStatus(running, f"adopted {running} running replica(s)")
         self.bump()
         return True
+
+    def set_node_labels(self, node_id: str, labels: dict[str, str]) -> None:
+        """New labels for a node (its Kubernetes Node was relabeled): placement uses them from now on."""
+        node = self.nodes.get(node_id)
+        if node is None or node.labels == labels:
+            return
+        log.info(
+            "node %s labels: %s", node_id, ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
+        )
+        node.labels = dict(labels)
+        self.bump()
 
     def end_session(self, node_id: str) -> bool:
         """End a node's stream (an operator forgot its key): it counts as disconnected now, and its

@@ -168,10 +168,13 @@ def issue(secured: Secured, node: str) -> Path:
     return folder
 
 
-async def connect_as(secured: Secured, credential: Path | None, claimed: str) -> grpc.StatusCode:
+async def connect_as(
+    secured: Secured, credential: Path | None, claimed: str, advertise: str = "127.0.0.1"
+) -> grpc.StatusCode:
     async with channel(secured, credential) as ch:
         call = agent_pb2_grpc.AgentServiceStub(ch).Connect(timeout=10)
-        await call.write(agent_pb.AgentMessage(hello=agent_pb.Hello(node_id=claimed)))
+        hello = agent_pb.Hello(node_id=claimed, advertise_host=advertise)
+        await call.write(agent_pb.AgentMessage(hello=hello))
         try:
             await call.read()
             return grpc.StatusCode.OK
@@ -287,6 +290,18 @@ def test_forgetting_a_connected_node_ends_its_stream_and_its_agent_joins_again(s
     assert (identity / "tls.crt.refused").read_bytes() == before
     wait_until(lambda: secured.post(0, KEYS["admin"]).status_code == 200, 60, "node-a to serve again")
     assert asyncio.run(connect_as(secured, copied, "node-a")) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_node_must_connect_from_the_address_it_advertises(secured: Secured) -> None:
+    code, credential = asyncio.run(join_rpc(secured, "node-m"))
+    assert code == grpc.StatusCode.OK
+    # Engines "on" the cloud metadata address, or any other host: the stream is refused.
+    for elsewhere in ("169.254.169.254", "10.9.9.9", ""):
+        refused = asyncio.run(connect_as(secured, credential, "node-m", advertise=elsewhere))
+        assert refused == grpc.StatusCode.FAILED_PRECONDITION, elsewhere
+    assert asyncio.run(connect_as(secured, credential, "node-m", advertise="localhost")) == grpc.StatusCode.OK
+    log = (secured.tmp / "cp.log").read_text()
+    assert "node node-m advertises 169.254.169.254 but connects from 127.0.0.1" in log
 
 
 def test_joins_are_rate_limited_per_address(secured: Secured) -> None:

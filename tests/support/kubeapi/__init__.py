@@ -41,13 +41,26 @@ class KubeApi:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
-    def create_pod(self, name: str, labels: dict[str, str], namespace: str = "default") -> None:
+    def create_pod(
+        self, name: str, labels: dict[str, str], namespace: str = "default", node: str = "", ip: str = ""
+    ) -> None:
         """A Pod object as a Deployment's ReplicaSet would create it (nothing runs it: the test starts the
-        process), so that labels on it can be set and read."""
-        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
-                "spec": {"containers": [{"name": "main", "image": "llamafleet:dev"}]}}  # fmt: skip
+        process), so that labels on it can be set and read; with ``node`` and ``ip``, as the scheduler
+        and the kubelet fill them in once it runs."""
+        body: dict[str, object] = {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "main", "image": "llamafleet:dev"}],
+                     **({"nodeName": node} if node else {})},
+        }  # fmt: skip
+        if ip:
+            body["status"] = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
         response = httpx.post(f"{self.url}/api/v1/namespaces/{namespace}/pods", json=body, timeout=10)
         response.raise_for_status()
+
+    def create_node(self, name: str, labels: dict[str, str]) -> None:
+        """A Node object as a kubelet registers it (labels only: nothing runs on it)."""
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
+        httpx.post(f"{self.url}/api/v1/nodes", json=body, timeout=10).raise_for_status()
 
     def pod_labels(self, name: str, namespace: str = "default") -> dict[str, str]:
         response = httpx.get(f"{self.url}/api/v1/namespaces/{namespace}/pods/{name}", timeout=10)

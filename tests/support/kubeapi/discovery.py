@@ -29,6 +29,8 @@ def builtin_resources() -> list[Resource]:
         Resource("", "v1", "pods", "Pod", True, "pod", ("po",)),
         Resource("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
         Resource("", "v1", "configmaps", "ConfigMap", True, "configmap", ("cm",)),
+        # Nodes as objects only (labels, for what the control plane believes about a node).
+        Resource("", "v1", "nodes", "Node", False, "node", ("no",)),
         Resource(
             "apiextensions.k8s.io",
             "v1",

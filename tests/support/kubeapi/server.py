@@ -89,9 +89,15 @@ _EVENT_FIELDS = {
 }
 
 
+_POD_FIELDS = {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+               "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"}  # fmt: skip
+
+
 def _field_matches(obj: Obj, selector: str) -> bool:
-    """Field selectors the real server accepts: metadata.name/namespace everywhere, more on Events."""
-    allowed = _FIELDS | (_EVENT_FIELDS if obj.get("kind") == "Event" else set())
+    """Field selectors the real server accepts: metadata.name/namespace everywhere, more on Events
+    and Pods."""
+    kind = obj.get("kind")
+    allowed = _FIELDS | (_EVENT_FIELDS if kind == "Event" else _POD_FIELDS if kind == "Pod" else set())
     for term in filter(None, (t.strip() for t in selector.split(","))):
         negate = "!=" in term
         key, value = term.replace("!=", "=").replace("==", "=").split("=", 1)

@@ -20,7 +20,7 @@ def running(replica_id: str, spec: ModelSpec = SPEC, phase: ReplicaPhase = Repli
         replica_id, spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
         n_gpu_layers, spec.threads, spec.embeddings, spec.adapters,
     )  # fmt: skip
-    return ReplicaReport(replica_id, spec.name, phase, f"http://n/{replica_id}", 0, "", "", (), assignment)
+    return ReplicaReport(replica_id, spec.name, phase, "http://127.0.0.1:30001", 0, "", "", (), assignment)
 
 
 def hello(node_id: str, *replicas: ReplicaReport) -> NodeHello:

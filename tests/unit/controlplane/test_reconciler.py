@@ -125,7 +125,8 @@ def workers_ready(state: ClusterState, replica: ReplicaRecord) -> None:
     for i, part in enumerate(replica.parts):
         state.node_status(part.node_id, state.nodes[part.node_id].session, NodeStatus(
             0, state.nodes[part.node_id].ram_free_bytes, [ReplicaReport(
-                part.worker_id, "big", ReplicaPhase.READY, f"10.0.0.9:{50052 + i}", 0, "", "")], {},
+                part.worker_id, "big", ReplicaPhase.READY,
+                f"{state.nodes[part.node_id].advertise_host}:{50052 + i}", 0, "", "")], {},
         ))  # fmt: skip
 
 
@@ -154,7 +155,7 @@ def test_fits_nowhere_alone_is_split_workers_first_then_the_head_pointed_at_them
     assert [(p.node_id, p.first_layer, p.last_layer) for p in head.remote_parts] == [
         (p.node_id, p.first_layer, p.last_layer) for p in replica.parts
     ]
-    assert all(p.endpoint.startswith("10.0.0.9:") for p in head.remote_parts)
+    assert all(p.endpoint.startswith(f"{state.nodes[p.node_id].advertise_host}:") for p in head.remote_parts)
 
 
 def test_a_split_reserves_each_parts_memory_on_its_node_until_it_is_ready() -> None:

@@ -151,7 +151,8 @@ def test_gpu_nodes_request_the_gpu_and_keep_the_agent_labels() -> None:
 
 def test_rbac_grants_exactly_what_the_operator_and_leader_election_call() -> None:
     objects = render({"controlplane": {"watchAllNamespaces": True}})
-    (cluster_role,) = of_kind(objects, "ClusterRole")
+    (cluster_role, nodes) = of_kind(objects, "ClusterRole")
+    assert nodes["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]  # labels
     granted = {(g, r, v) for rule in cluster_role["rules"] for g in rule["apiGroups"]
                for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
     models = {("llamafleet.io", "models", verb) for verb in ("list", "watch", "patch")}
@@ -159,7 +160,7 @@ def test_rbac_grants_exactly_what_the_operator_and_leader_election_call() -> Non
     (leases,) = [r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("leader-election")]
     assert leases["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                                 "verbs": ["get", "create", "update"]},
-                               {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
+                               {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch", "list"]},
                                {"apiGroups": [""], "resources": ["configmaps"],
                                 "resourceNames": ["lf-llamafleet-node-keys"], "verbs": ["get", "patch"]},
                                {"apiGroups": [""], "resources": ["configmaps"],
@@ -170,12 +171,12 @@ def test_rbac_grants_exactly_what_the_operator_and_leader_election_call() -> Non
     args = controlplane["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--kubernetes-node-keys-configmap=lf-llamafleet-node-keys" in args  # the one the Role names
     scoped = render(VALUE_SETS["external-redis-and-keys"])
-    assert of_kind(scoped, "ClusterRole") == []
+    assert [r["metadata"]["name"] for r in of_kind(scoped, "ClusterRole")] == ["lf-llamafleet-nodes"]
     bindings = [r for r in of_kind(scoped, "RoleBinding") if r["metadata"]["name"].endswith("-models")]
     assert sorted(r["metadata"]["namespace"] for r in bindings) == ["team-a", "team-b"]
     # By default only the release's own namespace: a Role there, and the process told so.
     default = render({})
-    assert of_kind(default, "ClusterRole") == []
+    assert [r["metadata"]["name"] for r in of_kind(default, "ClusterRole")] == ["lf-llamafleet-nodes"]
     (binding,) = [r for r in of_kind(default, "RoleBinding") if r["metadata"]["name"].endswith("-models")]
     assert binding["metadata"]["namespace"] == "llamafleet"
     (deployment,) = [
@@ -340,3 +341,24 @@ def test_model_downloads_take_their_credentials_from_secrets() -> None:
     assert {"name": "HF_ENDPOINT", "value": "https://hf.example"} in agent["containers"][0]["env"]
     secrets = {v["secret"]["secretName"] for v in agent["volumes"] if "secret" in v}
     assert {"hf", "dl"} <= secrets  # the token and the headers never appear in values or args
+
+
+def test_the_controlplane_checks_nodes_against_the_agents_own_settings() -> None:
+    """One contract: the ports, labels and pods the control plane believes are the DaemonSet's own."""
+    objects = render(VALUE_SETS["gpu-nodes"])
+    (agent,) = of_kind(objects, "DaemonSet")
+    (cp,) = [o for o in of_kind(objects, "Deployment") if o["metadata"]["name"].endswith("-controlplane")]
+    agent_args = agent["spec"]["template"]["spec"]["containers"][0]["args"]
+    container = cp["spec"]["template"]["spec"]["containers"][0]
+
+    def value(args: list[str], flag: str) -> str:
+        (found,) = [a.split("=", 1)[1] for a in args if a.startswith(f"{flag}=")]
+        return found
+
+    assert value(container["args"], "--node-engine-ports") == value(agent_args, "--supervisor-engine-ports")
+    assert value(container["args"], "--node-rpc-ports") == value(agent_args, "--supervisor-rpc-ports")
+    selector = dict(t.split("=") for t in value(container["args"], "--kubernetes-agent-selector").split(","))
+    assert selector.items() <= agent["spec"]["template"]["metadata"]["labels"].items()
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    claimed = sorted(a.removeprefix("--labels=") for a in agent_args if a.startswith("--labels="))
+    assert json.loads(env["LLAMAFLEET_CONTROLPLANE__KUBERNETES__AGENT_LABELS"]) == claimed == ["tier=gpu"]

@@ -22,6 +22,20 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{- /* A label map as a label selector string: k1=v1,k2=v2 (sorted). */ -}}
+{{- define "llamafleet.selectorString" -}}
+{{- $terms := list -}}
+{{- range $key, $value := . }}{{ $terms = append $terms (printf "%s=%s" $key $value) }}{{ end -}}
+{{- join "," $terms -}}
+{{- end -}}
+
+{{- /* agent.labels as the JSON list of KEY=VALUE the control plane reads. */ -}}
+{{- define "llamafleet.agentLabels" -}}
+{{- $terms := list -}}
+{{- range $key, $value := . }}{{ $terms = append $terms (printf "%s=%s" $key $value) }}{{ end -}}
+{{- toJson $terms -}}
+{{- end -}}
+
 {{- define "llamafleet.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}

@@ -121,7 +121,14 @@ class ListNodesResponse(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("node_id", "hostname", "connected", "cpu_model", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "desired_generation", "applied_generation", "replicas", "agent_version", "last_seen_unix", "cpu_flags", "nvml", "cordoned", "cpu_usable", "cpu_summary", "threads")
+    __slots__ = ("node_id", "hostname", "connected", "cpu_model", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "desired_generation", "applied_generation", "replicas", "agent_version", "last_seen_unix", "cpu_flags", "nvml", "cordoned", "cpu_usable", "cpu_summary", "threads", "labels", "advertise_host")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +148,8 @@ class Node(_message.Message):
     CPU_USABLE_FIELD_NUMBER: _ClassVar[int]
     CPU_SUMMARY_FIELD_NUMBER: _ClassVar[int]
     THREADS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISE_HOST_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     hostname: str
     connected: bool
@@ -160,7 +169,9 @@ class Node(_message.Message):
     cpu_usable: int
     cpu_summary: str
     threads: int
-    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., connected: _Optional[bool] = ..., cpu_model: _Optional[str] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., replicas: _Optional[int] = ..., agent_version: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[str] = ..., cordoned: _Optional[bool] = ..., cpu_usable: _Optional[int] = ..., cpu_summary: _Optional[str] = ..., threads: _Optional[int] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    advertise_host: str
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., connected: _Optional[bool] = ..., cpu_model: _Optional[str] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., replicas: _Optional[int] = ..., agent_version: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[str] = ..., cordoned: _Optional[bool] = ..., cpu_usable: _Optional[int] = ..., cpu_summary: _Optional[str] = ..., threads: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., advertise_host: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

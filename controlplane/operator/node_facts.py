@@ -1,0 +1,86 @@
+"""What the control plane believes about a node in Kubernetes mode (issue 28, item 4).
+
+Labels come from the Kubernetes Node of the same name (plus the labels the chart gives every agent
+pod), never from the agent's report: holding a node's certificate must not be enough to attract
+Models restricted by nodeSelector. They are re-read while the node is connected, so `kubectl label
+node` takes effect without a restart. A node that is no Kubernetes Node (an agent outside the
+cluster that joined with the token) gets the chart's agent labels only.
+
+The advertised address must be where the node connects from, or, when a proxy or mesh hides that,
+the IP of the agent's pod on that Node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from controlplane.operator.kube import Kube, KubeError
+from controlplane.settings import KubernetesSettings
+from controlplane.state.cluster import ClusterState
+from controlplane.state.node_addresses import NodeRefused, address_refusal, advertised_from_peer
+
+log = logging.getLogger(__name__)
+
+
+class KubeNodeFacts:
+    def __init__(self, kube: Kube, settings: KubernetesSettings, address_check: bool) -> None:
+        self._kube = kube
+        self._settings = settings
+        self._check = address_check
+        self._extra = dict(label.split("=", 1) for label in settings.agent_labels if "=" in label)
+
+    async def labels(self, node_id: str) -> dict[str, str]:
+        try:
+            node = await self._kube.get_node(node_id)
+        except KubeError as exc:
+            if exc.status == 403:
+                log.error("cannot read Node %s: %s (the control plane's ClusterRole needs nodes: get)",
+                          node_id, exc.message)  # fmt: skip
+            raise NodeRefused(f"the control plane cannot read Node {node_id} now; retry", retry=True) from exc
+        found = ((node or {}).get("metadata") or {}).get("labels") or {}
+        return {**found, **self._extra}
+
+    async def verify(
+        self, node_id: str, advertise_host: str, labels: dict[str, str], peer: str
+    ) -> dict[str, str]:
+        if (
+            self._check
+            and not advertised_from_peer(advertise_host, peer)
+            and not await self._pod_has(node_id, advertise_host)
+        ):
+            raise address_refusal(node_id, advertise_host, peer)
+        believed = await self.labels(node_id)
+        ignored = {k: v for k, v in labels.items() if believed.get(k) != v}
+        if ignored:
+            log.info("node %s: labels from its Kubernetes Node, not its report (ignored: %s)", node_id,
+                     ", ".join(f"{k}={v}" for k, v in sorted(ignored.items())))  # fmt: skip
+        return believed
+
+    async def _pod_has(self, node_id: str, address: str) -> bool:
+        """Whether an agent pod on Node ``node_id`` has IP ``address``."""
+        if not self._settings.agent_selector:
+            return False
+        try:
+            pods = await self._kube.list_pods(
+                self._settings.lease_namespace, self._settings.agent_selector, f"spec.nodeName={node_id}"
+            )
+        except KubeError as exc:
+            raise NodeRefused(f"the control plane cannot list agent pods now ({exc.message}); retry",
+                              retry=True) from exc  # fmt: skip
+        ips = {ip.get("ip") for p in pods for ip in (p.get("status") or {}).get("podIPs") or []}
+        ips |= {(p.get("status") or {}).get("podIP") for p in pods}
+        return address in ips
+
+    async def run(self, state: ClusterState, stop: asyncio.Event) -> None:
+        """Re-read connected nodes' labels every node_labels_refresh_s."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.node_labels_refresh_s)
+            for node_id in [n.node_id for n in state.nodes.values() if n.connected]:
+                try:
+                    labels = await self.labels(node_id)
+                except NodeRefused:
+                    continue  # said in the log; the labels in force stay
+                state.set_node_labels(node_id, labels)
