@@ -102,7 +102,12 @@ class Agent:
             settings, host, supervisor, changed, self.metrics, cached_models, memory.available, identity
         )
         uplink_ref.append(uplink)
-        prefetcher = Prefetcher(store, lambda: uplink.prefetch, uplink.prefetch_changed)
+        prefetcher = Prefetcher(
+            store,
+            lambda: uplink.prefetch,
+            uplink.prefetch_changed,
+            lambda s: uplink.prefetch_sha256.get(s, ""),
+        )
 
         def readiness() -> tuple[bool, dict[str, object]]:
             return uplink.connected, {"node": settings.node_id, "replicas": len(supervisor.states())}

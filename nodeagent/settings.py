@@ -99,6 +99,11 @@ class SupervisorSettings(BaseModel):
         description="Largest model file a download may write; it stops there (0: no cap beyond the "
         "file's announced size and the cache's free room)",
     )
+    allow_plain_http: bool = Field(
+        default=False,
+        description="Download http:// model sources that declare no sha256 (anyone on the network path "
+        "could swap the file; by default such a source is refused: give its sha256 or use https)",
+    )
     hf_token_file: Path | None = Field(
         default=None, description="File holding a Hugging Face token for hf:// sources (else HF_TOKEN)"
     )

@@ -193,8 +193,15 @@ def welcome(version: str, status_interval_s: float) -> pb.ControlMessage:
 
 
 def watch_models(
-    sources: tuple[str, ...], version: int, prefetch: list[str] | None = None
+    sources: tuple[str, ...], version: int, prefetch: dict[str, str] | None = None
 ) -> pb.ControlMessage:
+    """``prefetch``: source → the sha256 its Model declares ("" when none)."""
+    prefetch = prefetch or {}
     return pb.ControlMessage(
-        watch_models=pb.WatchModels(sources=list(sources), version=version, prefetch=prefetch or [])
+        watch_models=pb.WatchModels(
+            sources=list(sources),
+            version=version,
+            prefetch=list(prefetch),
+            prefetch_sha256={source: sha for source, sha in prefetch.items() if sha},
+        )
     )

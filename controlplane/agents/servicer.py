@@ -132,7 +132,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Send the difference between what the node should run and what it was last told."""
         seen = -1
         watched = -1
-        prefetched: list[str] = []
+        prefetched: dict[str, str] = {}
         while not ended.is_set():
             node = self._state.nodes.get(node_id)
             if node is not None and node.session == ENDED:

@@ -154,16 +154,16 @@ class ClusterState:
             self.bump()
 
     # --- nodes ---------------------------------------------------------------------------
-    def prefetch_for(self, node_id: str) -> list[str]:
-        """Sources of models with ``prefetch`` this node may host (its labels match their nodeSelector)."""
+    def prefetch_for(self, node_id: str) -> dict[str, str]:
+        """Sources of models with ``prefetch`` this node may host (its labels match their nodeSelector),
+        each with the sha256 its Model declares ("" when none)."""
         node = self.nodes.get(node_id)
         labels = node.labels if node is not None else {}
-        wanted = {
-            spec.source
-            for spec in self.models.values()
-            if spec.prefetch and all(labels.get(k) == v for k, v in spec.node_selector.items())
-        }
-        return sorted(wanted)
+        wanted: dict[str, str] = {}
+        for spec in sorted(self.models.values(), key=lambda s: s.name):
+            if spec.prefetch and all(labels.get(k) == v for k, v in spec.node_selector.items()):
+                wanted[spec.source] = wanted.get(spec.source) or spec.sha256
+        return dict(sorted(wanted.items()))
 
     def node_connected(self, hello: NodeHello) -> int:
         """Register a node's new stream; returns its session id (a newer stream supersedes older ones)."""

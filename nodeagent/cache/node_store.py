@@ -51,5 +51,5 @@ def node_store(settings: SupervisorSettings, in_use: Callable[[], Iterable[str]]
     return ModelStore(
         settings.model_cache_dir(), parse_size(settings.cache_max), in_use,
         headers_from(settings.download_headers_file), hf_token=token,
-        download_max=parse_size(settings.download_max),
+        download_max=parse_size(settings.download_max), allow_plain_http=settings.allow_plain_http,
     )  # fmt: skip

@@ -20,10 +20,15 @@ RETRY_S = 60.0
 
 class Prefetcher:
     def __init__(
-        self, store: ModelStore, wanted: Callable[[], Iterable[str]], changed: asyncio.Event
+        self,
+        store: ModelStore,
+        wanted: Callable[[], Iterable[str]],
+        changed: asyncio.Event,
+        sha256_of: Callable[[str], str] = lambda _source: "",
     ) -> None:
         self._store = store
         self._wanted = wanted
+        self._sha256_of = sha256_of  # what the source's Model declares: checked, and lets plain http in
         self._changed = changed  # set when the list may have changed (a WatchModels arrived)
         self._failed: dict[str, float] = {}  # source → when it last failed (tried again after RETRY_S)
         self.fetched: set[str] = set()
@@ -36,7 +41,7 @@ class Prefetcher:
                 if source in self.fetched or time.monotonic() - self._failed.get(source, -RETRY_S) < RETRY_S:
                     continue
                 try:
-                    await self._store.fetch(source)
+                    await self._store.fetch(source, self._sha256_of(source))
                     self.fetched.add(source)
                     log.info("prefetched %s into this node's model cache", shown_url(source))
                 except LlamafleetError as exc:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llamafleet.core.errors import ChecksumMismatch, DiskFull, ModelNotFound
+from llamafleet.core.errors import ChecksumMismatch, DiskFull, ModelNotFound, SourceDenied
 from llamafleet.core.logs import shown_url
 from llamafleet.core.sizes import format_size
 from nodeagent.cache import huggingface
@@ -69,8 +69,10 @@ class ModelStore:
         hf_endpoint: str | None = None,
         hf_token: str | None = None,
         download_max: int = 0,
+        allow_plain_http: bool = False,
     ) -> None:
         self.root = root
+        self._allow_plain_http = allow_plain_http  # http:// sources without a sha256 (the operator's risk)
         self.max_bytes = max_bytes  # 0: no cap
         self._download_max = download_max  # 0: no cap beyond the announced size and the free room
         self._in_use = in_use
@@ -131,6 +133,15 @@ class ModelStore:
         if held is not None:
             self._touch(source)
             return held
+        if (
+            isinstance(parsed, Url)
+            and parsed.url.lower().startswith("http://")
+            and not (hint or self._allow_plain_http)
+        ):
+            raise SourceDenied(
+                f"{shown_url(source)}: plain http with no sha256 (anyone on the path could swap the file); "
+                "give the Model's sha256, use https, or start the agent with --supervisor-allow-plain-http"
+            )
         if isinstance(parsed, Url):
             files = [huggingface.RemoteFile(parsed.filename, parsed.url, 0, "")]
         else:

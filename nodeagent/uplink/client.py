@@ -55,6 +55,7 @@ class Uplink:
         self.watched_sources: frozenset[str] = frozenset()  # models the cluster wants profiles of
         self.watched_version = 0
         self.prefetch: tuple[str, ...] = ()  # sources to fetch into the node cache ahead of any replica
+        self.prefetch_sha256: dict[str, str] = {}  # the sha256 a prefetched source's Model declares
         self.prefetch_changed = asyncio.Event()
         self.connected = False  # a session with the control plane is open (the agent's readiness)
 
@@ -186,6 +187,7 @@ class Uplink:
             self.watched_sources = frozenset(message.watch_models.sources)
             self.watched_version = message.watch_models.version
             self.prefetch = tuple(message.watch_models.prefetch)
+            self.prefetch_sha256 = dict(message.watch_models.prefetch_sha256)
             self.prefetch_changed.set()
         else:
             log.warning("ignoring unexpected control message %r", kind)

@@ -65,13 +65,20 @@ def answers(sourced: Sourced) -> bool:
     return True
 
 
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def sourced(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Iterator[Sourced]:
     tmp = tmp_path_factory.mktemp("sources")
     digest = hashlib.sha256(smollm2_path.read_bytes()).hexdigest()
     with file_server() as server:
         url = server.add("smol.gguf", smollm2_path)
-        ahead = server.add("ahead.gguf", smollm2_path)
+        # Other bytes than smol.gguf (a declared sha256 would let one download serve both).
+        ahead_file = tmp / "ahead.gguf"
+        ahead_file.write_bytes(smollm2_path.read_bytes() + b"\0" * 64)
+        ahead = server.add("ahead.gguf", ahead_file)
         server.add_repo("org/smol-gguf", {"SmolLM2-135M-Instruct-Q4_1.gguf": smollm2_path})
         (tmp / "shards").mkdir()
         shards = write_split(smollm2_path, tmp / "shards" / "smol-Q4_1", 3)
@@ -83,7 +90,8 @@ def sourced(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Ite
             f"  - name: hub\n    source: hf://org/smol-gguf:Q4_1\n{common}"
             f"  - name: split\n    source: hf://org/smol-split:Q4_1\n{common}"
             f"  - name: bad\n    source: {url}\n    sha256: '{'0' * 64}'\n{common}"
-            f"  - name: ahead\n    source: {ahead}\n    replicas: 0\n    prefetch: true\n{common}"
+            f"  - name: ahead\n    source: {ahead}\n    sha256: {sha256_of(ahead_file)}\n"
+            f"    replicas: 0\n    prefetch: true\n{common}"
         )
         port, gw_port = grpc_port(), free_port("127.0.0.1")
         address = f"127.0.0.1:{port}"
@@ -140,7 +148,7 @@ def test_a_prefetched_model_is_on_the_node_before_any_replica(sourced: Sourced) 
     cache = ModelStore(sourced.tmp / "node-a" / "models")  # the agent's cache, read from its index
     ahead = f"{sourced.server.url}/files/ahead.gguf"
     wait_until(lambda: ModelStore(cache.root).cached(ahead) is not None, 120, "the prefetch")
-    assert sourced.server.sent["ahead.gguf"] == sourced.size
+    assert sourced.server.sent["ahead.gguf"] == sourced.size + 64
     assert not [name for name in engine_pids(sourced.agent) if name.startswith("ahead#")]
     assert "prefetched " in sourced.agent.log()
 
@@ -171,7 +179,7 @@ def test_a_full_disk_is_a_condition_on_that_model_and_nothing_else(
             url = server.add("smol.gguf", smollm2_path)
             common = "    contextLength: 512\n    parallelSlots: 1\n    threads: 1\n    shareCpus: true\n"
             (tmp_path / "models.yaml").write_text(
-                f"models:\n  - name: big\n    source: {url}\n{common}"
+                f"models:\n  - name: big\n    source: {url}\n    sha256: {sha256_of(smollm2_path)}\n{common}"
                 f"  - name: local\n    source: builtin:smollm2-135m\n{common}"
             )
             port = grpc_port()

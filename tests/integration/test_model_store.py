@@ -150,12 +150,28 @@ def test_a_redirect_from_https_to_http_is_refused(
         assert server.requests["m.gguf"] == 0  # nothing was fetched over plain http
 
 
+def test_a_plain_http_source_needs_its_sha256_or_the_operators_consent(
+    tmp_path: Path, server: FileServer
+) -> None:
+    original = blob(tmp_path, "m.gguf", MiB)
+    url = server.add("m.gguf", original)
+    with pytest.raises(SourceDenied, match=r"plain http with no sha256 .* --supervisor-allow-plain-http"):
+        asyncio.run(ModelStore(tmp_path / "refused").fetch(url))
+    assert server.requests["m.gguf"] == 0  # refused before anything was fetched
+    assert (
+        asyncio.run(ModelStore(tmp_path / "pinned").fetch(url, sha(original))).read_bytes()
+        == original.read_bytes()
+    )
+    allowed = ModelStore(tmp_path / "allowed", allow_plain_http=True)
+    assert asyncio.run(allowed.fetch(url)).read_bytes() == original.read_bytes()
+
+
 def test_a_download_stops_at_the_announced_size_or_the_configured_maximum(
     tmp_path: Path, server: FileServer
 ) -> None:
     original = blob(tmp_path, "m.gguf", 4 * MiB)
     url = server.add("m.gguf", original)
-    capped = ModelStore(tmp_path / "capped", download_max=MiB)
+    capped = ModelStore(tmp_path / "capped", download_max=MiB, allow_plain_http=True)
     with pytest.raises(DiskFull, match=r"--supervisor-download-max: .* announces 4194304 bytes"):
         asyncio.run(capped.fetch(url))
     server.faults["m.gguf"].append(Fault(unsized=True))  # no Content-Length: the cap stops it mid-body
@@ -207,7 +223,7 @@ def test_a_transfer_that_does_not_match_the_hubs_sha256_is_discarded(
 
 
 def test_http_errors_are_precise(tmp_path: Path, server: FileServer) -> None:
-    store = ModelStore(tmp_path / "cache")
+    store = ModelStore(tmp_path / "cache", allow_plain_http=True)
     with pytest.raises(ModelNotFound, match="404"):
         asyncio.run(store.fetch(f"{server.url}/files/nope.gguf"))
     url = server.add("m.gguf", blob(tmp_path, "m.gguf", MiB))
@@ -221,7 +237,7 @@ def test_eviction_takes_the_least_recently_used_file_and_never_one_in_use(
 ) -> None:
     urls = [server.add(f"m{i}.gguf", blob(tmp_path, f"m{i}.gguf", 3 * MiB, seed=i)) for i in range(3)]
     in_use: set[str] = set()
-    store = ModelStore(tmp_path / "cache", max_bytes=7 * MiB, in_use=lambda: in_use)
+    store = ModelStore(tmp_path / "cache", max_bytes=7 * MiB, in_use=lambda: in_use, allow_plain_http=True)
     asyncio.run(store.fetch(urls[0]))
     asyncio.run(store.fetch(urls[1]))
     in_use.add(urls[0])  # a replica runs m0: m1 is the one to go, though m0 is older
@@ -252,7 +268,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_is_an_error_that_names_it(tmp_path: Path, server: FileServer, tiny_disk: Path) -> None:
     url = server.add("m.gguf", blob(tmp_path, "m.gguf", 4 * MiB))
     with pytest.raises(DiskFull, match="no space left on this node"):
-        asyncio.run(ModelStore(tiny_disk / "cache").fetch(url))
+        asyncio.run(ModelStore(tiny_disk / "cache", allow_plain_http=True).fetch(url))
 
 
 def test_hugging_face_quant_tags_shards_and_gated_repos(tmp_path: Path, server: FileServer) -> None:
@@ -317,7 +333,7 @@ def test_a_presigned_urls_signature_never_reaches_a_log_or_an_error(
     asyncio.run(ModelStore(tmp_path / "cache").fetch(url, sha(original)))
     missing = f"{server.url}/files/gone.gguf?X-Amz-Signature=SIGNATURE-SECRET"
     with pytest.raises(ModelNotFound) as refused:
-        asyncio.run(ModelStore(tmp_path / "cache").fetch(missing))
+        asyncio.run(ModelStore(tmp_path / "cache", allow_plain_http=True).fetch(missing))
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("nodeagent"))
     assert "downloading" in ours  # (the test server's own access log is not ours)
     assert "SIGNATURE-SECRET" not in ours

@@ -106,14 +106,23 @@ class ControlMessage(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., assign: _Optional[_Union[Assign, _Mapping]] = ..., unassign: _Optional[_Union[Unassign, _Mapping]] = ..., watch_models: _Optional[_Union[WatchModels, _Mapping]] = ...) -> None: ...
 
 class WatchModels(_message.Message):
-    __slots__ = ("sources", "version", "prefetch")
+    __slots__ = ("sources", "version", "prefetch", "prefetch_sha256")
+    class PrefetchSha256Entry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_SHA256_FIELD_NUMBER: _ClassVar[int]
     sources: _containers.RepeatedScalarFieldContainer[str]
     version: int
     prefetch: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, sources: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., prefetch: _Optional[_Iterable[str]] = ...) -> None: ...
+    prefetch_sha256: _containers.ScalarMap[str, str]
+    def __init__(self, sources: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., prefetch: _Optional[_Iterable[str]] = ..., prefetch_sha256: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("node_id", "hostname", "advertise_host", "labels", "versions", "hardware", "replicas", "cached_models")
