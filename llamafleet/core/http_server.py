@@ -21,9 +21,17 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def serve_until(app: Any, host: str, port: int, stop: asyncio.Event, graceful_s: float = 5) -> bool:
+async def serve_until(
+    app: Any,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    graceful_s: float = 5,
+    listening: socket.socket | None = None,
+) -> bool:
     """Serve ``app`` until ``stop`` is set, then stop accepting and let requests in flight finish for up to
-    ``graceful_s``. Raises OSError (one line) when the port cannot be bound."""
+    ``graceful_s``. Raises OSError (one line) when the port cannot be bound. ``listening``: a socket the
+    parent process bound and listens on already (``host`` and ``port`` are then only for logs)."""
     grace = max(1, round(graceful_s))
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=grace,
@@ -33,8 +41,8 @@ async def serve_until(app: Any, host: str, port: int, stop: asyncio.Event, grace
     # Bind here, not in uvicorn: on a busy port uvicorn logs and calls sys.exit, which would end the
     # whole process with a traceback; an OSError is said in one line by the lifecycle. ``host`` may
     # list several addresses, comma-separated (e.g. 127.0.0.1,::1), as llama-server's --host does.
-    listeners: list[socket.socket] = []
-    addresses = [h.strip() for h in host.split(",") if h.strip()]
+    listeners: list[socket.socket] = [listening] if listening is not None else []
+    addresses = [h.strip() for h in host.split(",") if h.strip()] if listening is None else []
     for address in addresses:
         listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

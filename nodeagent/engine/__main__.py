@@ -12,6 +12,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Literal
@@ -49,6 +50,11 @@ class EngineOptions(BaseModel):
     model_name: str = Field(default="model", description="Name clients use for this model")
     host: str = Field(default="127.0.0.1", description="Address to bind the HTTP server to")
     port: int = Field(default=8081, description="HTTP port")
+    listen_fd: int = Field(
+        default=-1,
+        description="Serve on this inherited, already listening socket instead of binding --host:--port "
+        "(the agent binds first, so no other process can take the port in between)",
+    )
     context_length: int = Field(default=2048, ge=16, description="Context window per slot, in tokens")
     parallel_slots: int = Field(default=4, ge=1, le=256, description="Sequences decoded together (slots)")
     n_gpu_layers: int = Field(default=-1, description="Layers to offload to GPUs (-1: all)")
@@ -251,7 +257,8 @@ async def serve(options: EngineOptions) -> int:
             loading = group.create_task(load(), name="load")
             if options.parent_pid:
                 group.create_task(_watch_parent(options.parent_pid, stop), name="parent-watch")
-            await serve_until(app, options.host, options.port, stop, options.shutdown_grace_s)
+            listening = socket.socket(fileno=options.listen_fd) if options.listen_fd >= 0 else None
+            await serve_until(app, options.host, options.port, stop, options.shutdown_grace_s, listening)
             stop.set()
             loading.cancel()
     except* OSError as failed:  # the port: said in one line, no traceback

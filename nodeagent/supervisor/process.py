@@ -31,6 +31,24 @@ from nodeagent.settings import SupervisorSettings
 log = logging.getLogger(__name__)
 
 
+def listening_socket(host: str, ports: tuple[int, int] | None = None) -> socket.socket:
+    """A socket bound to a free port on ``host`` (any, or one in ``ports``) and listening: handed to a
+    child process, so nothing can take the port between choosing it and serving on it."""
+    candidates = (
+        [0] if ports is None else random.sample(range(ports[0], ports[1] + 1), ports[1] - ports[0] + 1)
+    )
+    for candidate in candidates:
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((host, candidate))
+        except OSError:
+            s.close()
+            continue
+        s.listen(2048)
+        return s
+    raise OSError(f"no free port in {ports[0]}-{ports[1]} on {host}")  # type: ignore[index]
+
+
 def free_port(host: str, ports: tuple[int, int] | None = None) -> int:
     """A port nothing listens on: any (the kernel picks), or one in ``ports`` (first, last) when given."""
     candidates = (
@@ -72,6 +90,7 @@ class Launch:
     endpoint: str  # reported upstream: an engine's URL, a worker gate's host:port
     probe: str  # an engine's local URL, a worker's local host:port
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # added to the agent's (secrets: not argv)
+    listening: socket.socket | None = None  # bound here, inherited by the child, closed here once it runs
 
 
 class SupervisedProcess:
@@ -200,14 +219,19 @@ class SupervisedProcess:
             log_file.write(f"\n--- {time.strftime('%F %T')} starting: {' '.join(launch.argv)}\n".encode())
             log_file.flush()
             # Own session: a terminal's Ctrl-C reaches the agent, which then stops processes in order.
-            proc = await asyncio.create_subprocess_exec(
-                *launch.argv,
-                stdout=log_file,
-                stderr=log_file,
-                stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, **launch.env} if launch.env else None,
-            )
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *launch.argv,
+                    stdout=log_file,
+                    stderr=log_file,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    start_new_session=True,
+                    env={**os.environ, **launch.env} if launch.env else None,
+                    pass_fds=(launch.listening.fileno(),) if launch.listening else (),
+                )
+            finally:
+                if launch.listening is not None:
+                    launch.listening.close()  # the child holds it now
         log.info("replica %s: %s pid %d starting at %s", self.spec.replica_id, self.kind, proc.pid,
                  launch.endpoint)  # fmt: skip
         self._update(phase=Phase.STARTING, pid=proc.pid, endpoint=launch.endpoint, message="starting")

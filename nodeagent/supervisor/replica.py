@@ -36,7 +36,7 @@ from nodeagent.cache.store import Download, ModelStore
 from nodeagent.domain import ReplicaError
 from nodeagent.fit.gguf_header import GGUFHeader, read_header
 from nodeagent.rpc.tunnel import HeadTunnel
-from nodeagent.supervisor.process import Launch, SupervisedProcess, free_port
+from nodeagent.supervisor.process import Launch, SupervisedProcess, free_port, listening_socket
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ class EngineReplica(SupervisedProcess):
 
     def launch(self) -> Launch:
         host = self._settings.engine_bind_host
-        port = free_port(host, self._settings.engine_port_range())
+        listening = listening_socket(host, self._settings.engine_port_range())
+        port = int(listening.getsockname()[1])
         threads = self.threads
         self._update(threads=threads)
         split = [f for part in self._parts for f in ("--rpc-parts", part)]
@@ -161,7 +162,7 @@ class EngineReplica(SupervisedProcess):
         argv = [
             sys.executable, "-m", "nodeagent.engine",
             "--model-path", str(self._header.path), "--model-name", self.spec.model,
-            "--host", host, "--port", str(port),
+            "--host", host, "--port", str(port), "--listen-fd", str(listening.fileno()),
             "--context-length", str(self.spec.context_length),
             "--parallel-slots", str(self.spec.parallel_slots),
             "--n-gpu-layers", str(self.spec.n_gpu_layers),
@@ -176,7 +177,7 @@ class EngineReplica(SupervisedProcess):
             *split,
         ]  # fmt: skip
         return Launch(argv, f"http://{self._settings.advertise_host}:{port}", f"http://{host}:{port}",
-                      env={ENGINE_SECRET_ENV: self._state.secret})  # fmt: skip
+                      env={ENGINE_SECRET_ENV: self._state.secret}, listening=listening)  # fmt: skip
 
     def _chat_template_file(self) -> Path:
         """The model's chat template, written where the engine reads it (too long for a command line)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nodeagent.domain import Phase, RemotePartSpec, ReplicaSpec, Role, RpcLease
 from nodeagent.settings import SupervisorSettings
-from nodeagent.supervisor.process import free_port
+from nodeagent.supervisor.process import Launch, free_port
 from nodeagent.supervisor.replica import EngineReplica
 from nodeagent.supervisor.rpc_worker import RpcWorker
 
@@ -60,3 +60,30 @@ def test_an_rpc_worker_is_supervised_behind_a_gate_that_admits_only_its_head(tmp
     assert carried
     with socket.socket() as s:  # unassigned: the gate stopped with the worker
         assert s.connect_ex(("127.0.0.1", int(endpoint.rsplit(":", 1)[1]))) != 0
+
+
+def test_an_engines_port_is_held_from_the_moment_it_is_chosen(tmp_path: Path) -> None:
+    """The agent binds the engine's port and hands the socket over: no local process can take it (and
+    then receive the agent's health checks, which carry the replica secret) before the engine serves."""
+    port = free_port("127.0.0.1")
+    settings = SupervisorSettings(data_dir=tmp_path, engine_ports=f"{port}-{port}")
+    replica = EngineReplica(ReplicaSpec("r1", "smollm2", "builtin:smollm2-135m"), 1, settings, lambda: None)
+
+    async def launched() -> Launch:
+        assert await replica.prepare()
+        async with replica.alongside():  # as the supervisor runs each start
+            return replica.launch()
+
+    launch = asyncio.run(launched())
+    try:
+        assert launch.listening is not None
+        assert launch.probe == f"http://127.0.0.1:{port}"
+        flag = launch.argv.index("--listen-fd")
+        assert launch.argv[flag + 1] == str(launch.listening.fileno())  # the engine serves on it
+        squatter = socket.socket()
+        with contextlib.closing(squatter), contextlib.suppress(OSError):
+            squatter.bind(("127.0.0.1", port))
+            raise AssertionError(f"another process could bind the engine's port {port}")
+    finally:
+        if launch.listening is not None:
+            launch.listening.close()
