@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from llamafleet.contract.replica import Pooling, ReplicaSpec, Role
 from llamafleet.core.chat_templates import template_error
 from llamafleet.core.durations import DURATION_PATTERN, seconds
 from llamafleet.core.request_defaults import RequestDefaults
@@ -125,7 +126,7 @@ class ModelSpec(BaseModel):
         "compete for cores); by default a node whose CPUs are all held takes no more replicas",
     )
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings from this model")
-    pooling: Literal["auto", "mean", "cls", "last", "rank"] = Field(
+    pooling: Pooling = Field(
         default="auto",
         description="How embeddings pool tokens (auto: the GGUF's, else mean); rank: a reranker, served "
         "on /v1/rerank (a reranker GGUF says so itself)",
@@ -322,7 +323,7 @@ class ReplicaReport:
     error: str
     message: str
     adapters: tuple[str, ...] = ()
-    spec: Assignment | None = None  # what it runs; None from agents that predate adoption
+    spec: ReplicaSpec | None = None  # what it runs; None from agents that predate adoption
     engine_secret: str = field(default="", repr=False)
     download: tuple[int, int, float] = (0, 0, 0.0)  # its model file downloading: done, total, bytes/s
     threads: int = 0  # CPU threads its process computes with now
@@ -359,64 +360,28 @@ class NodeStatus:
     watched_version: int = 0
 
 
-@dataclass(frozen=True)
-class Assignment:
-    """What one node should run for one replica (the engine parameters of an Assign)."""
-
-    replica_id: str
-    model: str
-    source: str
-    sha256: str
-    context_length: int
-    parallel_slots: int
-    n_gpu_layers: int
-    n_threads: int
-    embeddings: bool = False
-    adapters: tuple[AdapterRef, ...] = ()
-    remote_parts: tuple[RemotePartRef, ...] = ()  # a split head's workers, in layer order
-    role: Literal["engine", "rpc_worker"] = "engine"
-    lease: RpcLeaseRef | None = None  # an RPC worker's head
-    request_defaults: str = ""  # RequestDefaults.as_json()
-    chat_template: str = ""  # Jinja; empty: the GGUF's own
-    pooling: str = "auto"
-
-    def runs(self, spec: ModelSpec) -> bool:
-        """Whether a replica running this assignment serves ``spec`` as it is (adoption). Splits are
-        not adopted: a new leader places them again (their workers and head are started together)."""
-        if self.role != "engine" or self.remote_parts:
-            return False
-        layers_ok = spec.gpu_layers == "auto" or spec.gpu_layers == self.n_gpu_layers
-        mine = [(a.name, a.path) for a in self.adapters]
-        theirs = [(a.name, a.path) for a in spec.adapters]
-        scales_ok = all(  # scales travel as float32
-            math.isclose(a.scale, b.scale, rel_tol=1e-6)
-            for a, b in zip(self.adapters, spec.adapters, strict=False)
-        )
-        return (
-            layers_ok and mine == theirs and scales_ok
-            and (self.model, self.source, self.sha256, self.context_length, self.parallel_slots,
-                 self.n_threads, self.embeddings, self.request_defaults, self.chat_template, self.pooling)
-            == (spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
-                spec.threads, spec.embeddings, spec.request_defaults.as_json(), spec.chat_template,
-                spec.pooling)
-        )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class RemotePartRef:
-    node_id: str
-    endpoint: str  # the worker's gate, host:port
-    first_layer: int
-    last_layer: int
-
-
-@dataclass(frozen=True)
-class RpcLeaseRef:
-    head_node_id: str
-    head_address: str
-    replica_id: str
-    first_layer: int
-    last_layer: int
+def serves(running: ReplicaSpec, spec: ModelSpec) -> bool:
+    """Whether a replica running ``running`` (as its agent reports it) serves ``spec`` as it is
+    (adoption). Splits are not adopted: a new leader places them again (their workers and head are
+    started together)."""
+    if running.role != Role.ENGINE or running.remote_parts:
+        return False
+    layers_ok = spec.gpu_layers == "auto" or spec.gpu_layers == running.n_gpu_layers
+    mine = [(a.name, a.path) for a in running.adapters]
+    theirs = [(a.name, a.path) for a in spec.adapters]
+    scales_ok = all(  # scales travel as float32
+        math.isclose(a.scale, b.scale, rel_tol=1e-6)
+        for a, b in zip(running.adapters, spec.adapters, strict=False)
+    )
+    return (
+        layers_ok and mine == theirs and scales_ok
+        and (running.model, running.source, running.sha256, running.context_length, running.parallel_slots,
+             running.n_threads, running.embeddings, running.request_defaults, running.chat_template,
+             running.pooling)
+        == (spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
+            spec.threads, spec.embeddings, spec.request_defaults.as_json(), spec.chat_template,
+            spec.pooling)
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -5,63 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from llamafleet.contract.replica import ReplicaSpec
 from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import Recommendation
-
-
-@dataclass(frozen=True)
-class ReplicaSpec:
-    replica_id: str
-    model: str
-    source: str
-    sha256: str = ""
-    context_length: int = 2048
-    parallel_slots: int = 4
-    n_gpu_layers: int = -1
-    n_threads: int = 0
-    embeddings: bool = False
-    adapters: tuple[AdapterSpec, ...] = ()
-    remote_parts: tuple[RemotePartSpec, ...] = ()  # a split head: ranges other nodes' workers hold
-    role: Role = field(default_factory=lambda: Role.ENGINE)
-    lease: RpcLease | None = None  # an RPC worker: the one head it serves
-    request_defaults: str = ""  # JSON: the model's request defaults (the engine's --request-defaults)
-    chat_template: str = ""  # Jinja replacing the GGUF's template (the engine's --chat-template-file)
-    pooling: str = "auto"  # embedding pooling (the engine's --pooling)
-
-
-class Role(enum.Enum):
-    ENGINE = "engine"
-    RPC_WORKER = "rpc_worker"
-
-
-@dataclass(frozen=True)
-class RemotePartSpec:
-    """A layer range of a split model held by an RPC worker on another node, reached at its gate."""
-
-    node_id: str
-    endpoint: str  # host:port of the worker's gate
-    first_layer: int
-    last_layer: int
-
-
-@dataclass(frozen=True)
-class RpcLease:
-    """The one head an RPC worker serves; its gate refuses every other peer."""
-
-    head_node_id: str
-    head_address: str
-    replica_id: str
-    first_layer: int = 0
-    last_layer: int = 0
-
-
-@dataclass(frozen=True)
-class AdapterSpec:
-    """A LoRA adapter GGUF on this node that the engine loads at start."""
-
-    name: str
-    path: str
-    scale: float = 1.0
 
 
 class Phase(enum.Enum):

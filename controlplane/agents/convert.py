@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import fields
 from typing import Any
 
-from controlplane.domain import (
-    AdapterRef,
-    Assignment,
-    CachedModelInfo,
-    NodeHello,
-    NodeStatus,
-    RemotePartRef,
-    ReplicaPhase,
-    ReplicaReport,
-    RpcLeaseRef,
-)
+from controlplane.domain import CachedModelInfo, NodeHello, NodeStatus, ReplicaPhase, ReplicaReport
+from llamafleet.contract import replica_pb
+from llamafleet.contract.replica import ReplicaSpec
 from llamafleet.core.errors import ModelFileInvalid
 from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import Gpu
@@ -29,7 +20,6 @@ _PHASES = {
     pb.REPLICA_PHASE_FAILED: ReplicaPhase.FAILED,
     pb.REPLICA_PHASE_STOPPING: ReplicaPhase.STOPPING,
 }
-_ROLES = {"engine": pb.REPLICA_ROLE_ENGINE, "rpc_worker": pb.REPLICA_ROLE_RPC_WORKER}
 _ERRORS = {
     pb.REPLICA_ERROR_UNSPECIFIED: "",
     pb.REPLICA_ERROR_MODEL_NOT_FOUND: "model_not_found",
@@ -52,36 +42,10 @@ def replica_report(status: pb.ReplicaStatus) -> ReplicaReport:
         error=_ERRORS.get(status.error, ""),
         message=status.message,
         adapters=tuple(status.adapters),
-        spec=replica_spec(status.spec) if status.HasField("spec") else None,
+        spec=replica_pb.from_pb(status.spec) if status.HasField("spec") else None,
         engine_secret=status.engine_secret,
         download=(status.download_done_bytes, status.download_total_bytes, status.download_bytes_per_second),
         threads=status.threads,
-    )
-
-
-def replica_spec(spec: pb.ReplicaSpec) -> Assignment:
-    return Assignment(
-        replica_id=spec.replica_id,
-        model=spec.model,
-        source=spec.source,
-        sha256=spec.sha256,
-        context_length=spec.context_length,
-        parallel_slots=spec.parallel_slots,
-        n_gpu_layers=spec.n_gpu_layers,
-        n_threads=spec.n_threads,
-        embeddings=spec.embeddings,
-        adapters=tuple(AdapterRef(name=a.name, path=a.path, scale=a.scale) for a in spec.adapters),
-        remote_parts=tuple(
-            RemotePartRef(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in spec.remote_parts
-        ),
-        role="rpc_worker" if spec.role == pb.REPLICA_ROLE_RPC_WORKER else "engine",
-        request_defaults=spec.request_defaults,
-        chat_template=spec.chat_template,
-        pooling=spec.pooling or "auto",
-        # the message mirrors the dataclass (same field names)
-        lease=RpcLeaseRef(**{f.name: getattr(spec.lease, f.name) for f in dataclasses.fields(RpcLeaseRef)})
-        if spec.HasField("lease")
-        else None,
     )
 
 
@@ -156,30 +120,8 @@ def cached_model(m: pb.CachedModel) -> CachedModelInfo:
         return CachedModelInfo(m.size_bytes, None, exc.message)
 
 
-def assign(generation: int, a: Assignment) -> pb.ControlMessage:
-    return pb.ControlMessage(
-        assign=pb.Assign(
-            generation=generation,
-            replica=pb.ReplicaSpec(
-                replica_id=a.replica_id,
-                model=a.model,
-                source=a.source,
-                sha256=a.sha256,
-                context_length=a.context_length,
-                parallel_slots=a.parallel_slots,
-                n_gpu_layers=a.n_gpu_layers,
-                n_threads=a.n_threads,
-                embeddings=a.embeddings,
-                adapters=[pb.AdapterSpec(name=x.name, path=x.path, scale=x.scale) for x in a.adapters],
-                remote_parts=[pb.RemotePart(**dataclasses.asdict(part)) for part in a.remote_parts],
-                role=_ROLES[a.role],
-                lease=pb.RpcLease(**dataclasses.asdict(a.lease)) if a.lease else None,
-                request_defaults=a.request_defaults,
-                chat_template=a.chat_template,
-                pooling=a.pooling,
-            ),
-        )
-    )
+def assign(generation: int, spec: ReplicaSpec) -> pb.ControlMessage:
+    return pb.ControlMessage(assign=pb.Assign(generation=generation, replica=replica_pb.to_pb(spec)))
 
 
 def unassign(generation: int, replica_id: str) -> pb.ControlMessage:

@@ -10,11 +10,11 @@ import grpc
 
 from controlplane.agents import convert
 from controlplane.agents.join import KEY_REFUSED, Issuer, peer_key, renew
-from controlplane.domain import Assignment
 from controlplane.state.cluster import ENDED, ClusterState
 from controlplane.state.node_addresses import NodeFacts, NodeRefused, PeerFacts
 from controlplane.state.node_keys import NodePins
 from llamafleet import __version__
+from llamafleet.contract.replica import ReplicaSpec
 from llamafleet.core.errors import LlamafleetError
 from llamafleet.core.grpc_tls import authorize
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
@@ -95,7 +95,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         session = self._state.node_connected(hello)
         await context.write(convert.welcome(__version__, self._status_interval_s))
         # Replicas the agent already runs count as sent: if they are not desired, they get Unassign.
-        sent: dict[str, Assignment | None] = {r.replica_id: None for r in hello.replicas}
+        sent: dict[str, ReplicaSpec | None] = {r.replica_id: None for r in hello.replicas}
         ended = asyncio.Event()
         try:
             async with asyncio.TaskGroup() as group:
@@ -126,7 +126,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         context: grpc.aio.ServicerContext,
         node_id: str,
         session: int,
-        sent: dict[str, Assignment | None],
+        sent: dict[str, ReplicaSpec | None],
         ended: asyncio.Event,
     ) -> None:
         """Send the difference between what the node should run and what it was last told."""

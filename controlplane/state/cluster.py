@@ -17,7 +17,6 @@ from dataclasses import replace
 from typing import Any
 
 from controlplane.domain import (
-    Assignment,
     Condition,
     Endpoint,
     ModelRoute,
@@ -26,18 +25,18 @@ from controlplane.domain import (
     NodeHello,
     NodeRecord,
     NodeStatus,
-    RemotePartRef,
     ReplicaPhase,
     ReplicaRecord,
     ReplicaReport,
     RoutingTable,
-    RpcLeaseRef,
     ScaleStatus,
     WorkerPart,
     needs_new_replicas,
+    serves,
 )
 from controlplane.state.demand import DemandBook
 from controlplane.state.node_addresses import EndpointRefused, checked_endpoint
+from llamafleet.contract.replica import AdapterSpec, RemotePart, ReplicaSpec, Role, RpcLease
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +294,7 @@ class ClusterState:
         spec = self.models.get(report.model)
         if spec is None or report.phase in (ReplicaPhase.FAILED, ReplicaPhase.STOPPING):
             return False
-        if not report.spec.runs(spec):
+        if not serves(report.spec, spec):
             return False
         node = self.nodes[node_id]
         missing = {k: v for k, v in spec.node_selector.items() if node.labels.get(k) != v}
@@ -410,12 +409,12 @@ class ClusterState:
         self.bump()
 
     # --- snapshots for readers -----------------------------------------------------------
-    def assignments_for(self, node_id: str) -> tuple[int, dict[str, Assignment]]:
+    def assignments_for(self, node_id: str) -> tuple[int, dict[str, ReplicaSpec]]:
         """What ``node_id`` should run: engines (a split's head once all its workers are ready) and the
         RPC workers it hosts for other nodes' heads."""
         node = self.nodes.get(node_id)
         generation = node.desired_generation if node else 0
-        desired: dict[str, Assignment] = {}
+        desired: dict[str, ReplicaSpec] = {}
         for r in self.replicas.values():
             engine = _assignment(r)
             if r.node_id == node_id and all(p.phase == ReplicaPhase.READY and p.endpoint for p in r.parts):
@@ -424,10 +423,10 @@ class ClusterState:
             if head is None:
                 continue
             for part in (p for p in r.parts if p.node_id == node_id):
-                lease = RpcLeaseRef(head.node_id, head.advertise_host, r.replica_id, part.first_layer,
+                lease = RpcLease(head.node_id, head.advertise_host, r.replica_id, part.first_layer,
                                     part.last_layer)  # fmt: skip
                 desired[part.worker_id] = replace(
-                    engine, replica_id=part.worker_id, role="rpc_worker", lease=lease, adapters=()
+                    engine, replica_id=part.worker_id, role=Role.RPC_WORKER, lease=lease, adapters=()
                 )
         return generation, desired
 
@@ -494,12 +493,12 @@ class ClusterState:
         )
 
 
-def _remote_parts(r: ReplicaRecord) -> tuple[RemotePartRef, ...]:
-    return tuple(RemotePartRef(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in r.parts)
+def _remote_parts(r: ReplicaRecord) -> tuple[RemotePart, ...]:
+    return tuple(RemotePart(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in r.parts)
 
 
-def _assignment(r: ReplicaRecord) -> Assignment:
-    return Assignment(
+def _assignment(r: ReplicaRecord) -> ReplicaSpec:
+    return ReplicaSpec(
         replica_id=r.replica_id,
         model=r.model,
         source=r.spec.source,
@@ -509,7 +508,7 @@ def _assignment(r: ReplicaRecord) -> Assignment:
         n_gpu_layers=r.n_gpu_layers,
         n_threads=r.spec.threads,
         embeddings=r.spec.embeddings,
-        adapters=r.spec.adapters,
+        adapters=tuple(AdapterSpec(a.name, a.path, a.scale) for a in r.spec.adapters),
         request_defaults=r.spec.request_defaults.as_json(),
         chat_template=r.spec.chat_template,
         pooling=r.spec.pooling,

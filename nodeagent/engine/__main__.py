@@ -15,11 +15,11 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llamafleet.contract.replica import AdapterSpec, Pooling
 from llamafleet.core import logs
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
 from llamafleet.core.chat_templates import template_error
@@ -30,7 +30,7 @@ from llamafleet.core.lifecycle import install_stop_signals, run
 from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.core.settings_cli import add_settings_arguments, settings_from_args
 from nodeagent.engine.batcher import BatcherSettings
-from nodeagent.engine.core import AdapterSpec, BatchingCore, EngineParams
+from nodeagent.engine.core import BatchingCore, EngineParams
 from nodeagent.engine.http import create_app
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeConfig
@@ -79,7 +79,7 @@ class EngineOptions(BaseModel):
         default=64, ge=0, description="Requests that may wait for a free slot; more get 429 with Retry-After"
     )
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings (pooled, L2-normalised)")
-    pooling: Literal["auto", "mean", "cls", "last", "rank"] = Field(
+    pooling: Pooling = Field(
         default="auto",
         description="Embedding pooling; auto takes the GGUF's, else mean (rank: a reranker, /v1/rerank)",
     )
@@ -170,7 +170,7 @@ def parse_adapter(text: str) -> AdapterSpec:
         raise SystemExit(f"--adapters expects NAME=PATH[@SCALE], got {text!r}")
     path, _, scale = rest.rpartition("@") if "@" in rest else (rest, "", "")
     try:
-        return AdapterSpec(name, Path(path), float(scale) if scale else 1.0)
+        return AdapterSpec(name, path, float(scale) if scale else 1.0)
     except ValueError:
         raise SystemExit(f"--adapters: the scale in {text!r} is not a number") from None
 

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from llamafleet.contract.replica import AdapterSpec
 from llamafleet.core.errors import InvalidRequest, Unavailable
 from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llamafleet.core.request_defaults import RequestDefaults
@@ -43,13 +44,6 @@ from nodeagent.hardware.cpus import affinity
 log = logging.getLogger(__name__)
 
 AnyRequest = ChatCompletionRequest | CompletionRequest
-
-
-@dataclass(frozen=True)
-class AdapterSpec:
-    name: str
-    path: Path
-    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -542,7 +536,7 @@ class BatchingCore:
     async def load_adapter(self, spec: AdapterSpec) -> dict[str, Any]:
         registry = self._registry_()
         return await asyncio.wrap_future(
-            self._batcher_().call(lambda: registry.load(spec.name, spec.path, spec.scale))
+            self._batcher_().call(lambda: registry.load(spec.name, Path(spec.path), spec.scale))
         )
 
     async def unload_adapter(self, name: str) -> None:

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from llamafleet.contract.replica import AdapterSpec
 from llamafleet.core import http_errors
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from llamafleet.core.engine_auth import EngineSecret
@@ -36,7 +37,7 @@ from llamafleet.core.rerank_api import RerankRequest
 from llamafleet.core.responses_api import ResponsesRequest
 from llamafleet.core.threads import THREADS_PATH, ThreadsRequest
 from nodeagent.engine.adapters import confined
-from nodeagent.engine.core import AdapterSpec, EngineCore
+from nodeagent.engine.core import EngineCore
 from nodeagent.engine.messages_api import MessageBuilder
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native_api import native_stream, native_whole
@@ -196,7 +197,7 @@ def create_app(
     @app.post("/adapters")
     async def load_adapter(body: AdapterLoadRequest) -> dict[str, Any]:
         _check_ready(core)
-        return await core.load_adapter(AdapterSpec(body.name, confined(body.path, folders), body.scale))
+        return await core.load_adapter(AdapterSpec(body.name, str(confined(body.path, folders)), body.scale))
 
     @app.delete("/adapters/{name}")
     async def unload_adapter(name: str) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import httpx
 
+from llamafleet.contract.replica import ReplicaSpec
 from nodeagent.cache.store import ModelStore
-from nodeagent.domain import Phase, ReplicaError, ReplicaSpec, ReplicaState
+from nodeagent.domain import Phase, ReplicaError, ReplicaState
 from nodeagent.rpc.tunnel import NodeCredentials
 from nodeagent.settings import SupervisorSettings
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from llamafleet.contract.replica import engine_arguments
 from llamafleet.core.engine_auth import ENGINE_SECRET_ENV, engine_headers
 from llamafleet.core.errors import (
     ChecksumMismatch,
@@ -163,14 +165,9 @@ class EngineReplica(SupervisedProcess):
             sys.executable, "-m", "nodeagent.engine",
             "--model-path", str(self._header.path), "--model-name", self.spec.model,
             "--host", host, "--port", str(port), "--listen-fd", str(listening.fileno()),
-            "--context-length", str(self.spec.context_length),
-            "--parallel-slots", str(self.spec.parallel_slots),
-            "--n-gpu-layers", str(self.spec.n_gpu_layers),
-            "--n-threads", str(threads),
+            *engine_arguments(dataclasses.replace(self.spec, n_threads=threads)),  # this node's share
             "--parent-pid", str(os.getpid()),
             "--shutdown-grace-s", str(max(1.0, self._settings.stop_grace_s - 2)),
-            *(["--embeddings", "--pooling", self.spec.pooling] if self.spec.embeddings else []),
-            *(["--request-defaults", self.spec.request_defaults] if self.spec.request_defaults else []),
             *(["--chat-template-file", str(self._chat_template_file())] if self.spec.chat_template else []),
             *(f for a in self.spec.adapters for f in ("--adapters", f"{a.name}={a.path}@{a.scale}")),
             *(f for d in self._settings.allowed_adapter_dirs() for f in ("--adapter-dirs", str(d))),

@@ -7,9 +7,10 @@ import functools
 import logging
 from collections.abc import Callable
 
+from llamafleet.contract.replica import ReplicaSpec, Role
 from llamafleet.core.threads import ThreadWant, share_threads
 from nodeagent.cache.store import ModelStore
-from nodeagent.domain import Phase, ReplicaSpec, ReplicaState, Role
+from nodeagent.domain import Phase, ReplicaState
 from nodeagent.rpc.tunnel import NodeCredentials
 from nodeagent.settings import SupervisorSettings
 from nodeagent.supervisor.process import SupervisedProcess

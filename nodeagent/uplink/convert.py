@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 
 from llamafleet import __version__
+from llamafleet.contract import replica_pb
+from llamafleet.contract.replica import ReplicaSpec
 from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import Recommendation
 from nodeagent.domain import (
-    AdapterSpec,
     CachedModel,
     HostInventory,
     NodeReport,
     NvmlReport,
     Phase,
-    RemotePartSpec,
     ReplicaError,
-    ReplicaSpec,
     ReplicaState,
-    Role,
-    RpcLease,
 )
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 
@@ -49,9 +45,6 @@ _KINDS = {
 }
 
 
-_ROLES = {Role.ENGINE: pb.REPLICA_ROLE_ENGINE, Role.RPC_WORKER: pb.REPLICA_ROLE_RPC_WORKER}
-
-
 def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
     return pb.ReplicaStatus(
         replica_id=state.spec.replica_id,
@@ -64,38 +57,12 @@ def replica_status(state: ReplicaState) -> pb.ReplicaStatus:
         pid=state.pid,
         generation=state.generation,
         adapters=list(state.adapters),
-        spec=replica_spec_to_pb(state.spec),
+        spec=replica_pb.to_pb(state.spec),
         engine_secret=state.secret,
         download_done_bytes=state.download[0],
         download_total_bytes=state.download[1],
         download_bytes_per_second=state.download[2],
         threads=state.threads,
-    )
-
-
-def replica_spec_to_pb(spec: ReplicaSpec) -> pb.ReplicaSpec:
-    return pb.ReplicaSpec(
-        replica_id=spec.replica_id,
-        model=spec.model,
-        source=spec.source,
-        sha256=spec.sha256,
-        context_length=spec.context_length,
-        parallel_slots=spec.parallel_slots,
-        n_gpu_layers=spec.n_gpu_layers,
-        n_threads=spec.n_threads,
-        embeddings=spec.embeddings,
-        adapters=[pb.AdapterSpec(name=a.name, path=a.path, scale=a.scale) for a in spec.adapters],
-        remote_parts=[
-            pb.RemotePart(
-                node_id=p.node_id, endpoint=p.endpoint, first_layer=p.first_layer, last_layer=p.last_layer
-            )
-            for p in spec.remote_parts
-        ],
-        role=_ROLES[spec.role],
-        lease=pb.RpcLease(**dataclasses.asdict(spec.lease)) if spec.lease else None,
-        request_defaults=spec.request_defaults,
-        chat_template=spec.chat_template,
-        pooling=spec.pooling,
     )
 
 
@@ -215,26 +182,4 @@ def status(report: NodeReport) -> pb.AgentMessage:
 
 
 def replica_spec(spec: pb.ReplicaSpec) -> ReplicaSpec:
-    return ReplicaSpec(
-        replica_id=spec.replica_id,
-        model=spec.model,
-        source=spec.source,
-        sha256=spec.sha256,
-        context_length=spec.context_length or 2048,
-        parallel_slots=spec.parallel_slots or 1,
-        n_gpu_layers=spec.n_gpu_layers,
-        n_threads=spec.n_threads,
-        embeddings=spec.embeddings,
-        adapters=tuple(AdapterSpec(a.name, a.path, a.scale or 1.0) for a in spec.adapters),
-        remote_parts=tuple(
-            RemotePartSpec(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in spec.remote_parts
-        ),
-        role=next(role for role, value in _ROLES.items() if value == spec.role),
-        request_defaults=spec.request_defaults,
-        chat_template=spec.chat_template,
-        pooling=spec.pooling or "auto",
-        # the message mirrors the dataclass (same field names)
-        lease=RpcLease(**{f.name: getattr(spec.lease, f.name) for f in dataclasses.fields(RpcLease)})
-        if spec.HasField("lease")
-        else None,
-    )
+    return replica_pb.from_pb(spec)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
-from controlplane.domain import AdapterRef, Assignment, ModelSpec, NodeHello, ReplicaPhase, ReplicaReport
+from controlplane.domain import AdapterRef, ModelSpec, NodeHello, ReplicaPhase, ReplicaReport, serves
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler
 from controlplane.state.cluster import ClusterState
+from llamafleet.contract.replica import AdapterSpec, ReplicaSpec
 from tests.support.machines import machine_types, node_from
 from tests.support.profiles import llama_like
 
@@ -16,9 +18,10 @@ SPEC = ModelSpec(name="small", source="/m/small.gguf", replicas=2, context_lengt
 
 def running(replica_id: str, spec: ModelSpec = SPEC, phase: ReplicaPhase = ReplicaPhase.READY,
             n_gpu_layers: int = 0) -> ReplicaReport:  # fmt: skip
-    assignment = Assignment(
+    assignment = ReplicaSpec(
         replica_id, spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
-        n_gpu_layers, spec.threads, spec.embeddings, spec.adapters,
+        n_gpu_layers, spec.threads, spec.embeddings,
+        tuple(AdapterSpec(a.name, a.path, a.scale) for a in spec.adapters),
     )  # fmt: skip
     return ReplicaReport(replica_id, spec.name, phase, "http://127.0.0.1:30001", 0, "", "", (), assignment)
 
@@ -75,11 +78,11 @@ def test_nothing_is_adopted_before_the_desired_state_is_known() -> None:
 def test_gpu_layers_and_adapter_scales() -> None:
     auto = SPEC.model_copy(update={"adapters": (AdapterRef(name="tone", path="/a.gguf", scale=0.7),)})
     report = running("small-x", auto, n_gpu_layers=12)
-    float32_scale = (AdapterRef(name="tone", path="/a.gguf", scale=0.699999988079071),)
+    float32_scale = (AdapterSpec(name="tone", path="/a.gguf", scale=0.699999988079071),)
     assert report.spec is not None
-    assert Assignment(**{**report.spec.__dict__, "adapters": float32_scale}).runs(auto)  # "auto": any count
-    assert not report.spec.runs(auto.model_copy(update={"gpu_layers": 20}))
-    assert report.spec.runs(auto.model_copy(update={"gpu_layers": 12}))
+    assert serves(replace(report.spec, adapters=float32_scale), auto)  # "auto": any count
+    assert not serves(report.spec, auto.model_copy(update={"gpu_layers": 20}))
+    assert serves(report.spec, auto.model_copy(update={"gpu_layers": 12}))
 
 
 def test_the_state_settles_when_the_expected_nodes_are_back_or_after_the_grace_period() -> None:

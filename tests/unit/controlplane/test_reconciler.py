@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import time
 
-from controlplane.domain import ModelSpec, NodeStatus, ReplicaPhase, ReplicaRecord, ReplicaReport
+from controlplane.domain import ModelSpec, NodeStatus, ReplicaPhase, ReplicaRecord, ReplicaReport, serves
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler, reservations
 from controlplane.state.cluster import ClusterState
+from llamafleet.contract.replica import Role
 from tests.support.machines import machine_types, node_from
 from tests.support.profiles import llama_like
 
@@ -144,7 +145,7 @@ def test_fits_nowhere_alone_is_split_workers_first_then_the_head_pointed_at_them
     assert replica.replica_id not in state.assignments_for(replica.node_id)[1]
     for part in replica.parts:
         worker = state.assignments_for(part.node_id)[1][part.worker_id]
-        assert worker.role == "rpc_worker"
+        assert worker.role == Role.RPC_WORKER
         assert worker.lease is not None
         assert (worker.lease.head_node_id, worker.lease.head_address) == (
             replica.node_id, state.nodes[replica.node_id].advertise_host,
@@ -201,6 +202,6 @@ def test_split_heads_and_workers_are_never_adopted() -> None:
     workers_ready(state, replica)
     head = state.assignments_for(str(replica.node_id))[1][replica.replica_id]
     spec = state.models["big"]
-    assert not head.runs(spec)
+    assert not serves(head, spec)
     worker = state.assignments_for(replica.parts[0].node_id)[1][replica.parts[0].worker_id]
-    assert not worker.runs(spec)
+    assert not serves(worker, spec)

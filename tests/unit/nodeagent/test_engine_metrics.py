@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nodeagent.domain import Phase, ReplicaSpec, ReplicaState
+from llamafleet.contract.replica import ReplicaSpec
+from nodeagent.domain import Phase, ReplicaState
 from nodeagent.engine_metrics import relabel
 
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from llamafleet.contract.replica import AdapterSpec
 from llamafleet.core.openai_api import CompletionRequest
 from nodeagent.engine.__main__ import parse_adapter
-from nodeagent.engine.core import AdapterSpec, sampling_params
+from nodeagent.engine.core import sampling_params
 from nodeagent.engine.sampling import SamplingParams
 
 
 def test_adapters_parse_with_and_without_a_scale() -> None:
-    assert parse_adapter("tone=/m/tone.gguf") == AdapterSpec("tone", Path("/m/tone.gguf"), 1.0)
-    assert parse_adapter("tone=/m/a@b/tone.gguf@0.5") == AdapterSpec("tone", Path("/m/a@b/tone.gguf"), 0.5)
+    assert parse_adapter("tone=/m/tone.gguf") == AdapterSpec("tone", "/m/tone.gguf", 1.0)
+    assert parse_adapter("tone=/m/a@b/tone.gguf@0.5") == AdapterSpec("tone", "/m/a@b/tone.gguf", 0.5)
     with pytest.raises(SystemExit, match="NAME=PATH"):
         parse_adapter("no-path")
     with pytest.raises(SystemExit, match="not a number"):

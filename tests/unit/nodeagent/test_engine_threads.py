@@ -6,7 +6,8 @@ import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
-from nodeagent.domain import Phase, ReplicaSpec
+from llamafleet.contract.replica import ReplicaSpec
+from nodeagent.domain import Phase
 from nodeagent.settings import SupervisorSettings
 from nodeagent.supervisor.replica import EngineReplica
 from nodeagent.supervisor.supervisor import Supervisor

@@ -8,7 +8,8 @@ import contextlib
 import socket
 from pathlib import Path
 
-from nodeagent.domain import Phase, RemotePartSpec, ReplicaSpec, Role, RpcLease
+from llamafleet.contract.replica import RemotePart, ReplicaSpec, Role, RpcLease
+from nodeagent.domain import Phase
 from nodeagent.settings import SupervisorSettings
 from nodeagent.supervisor.process import Launch, free_port
 from nodeagent.supervisor.replica import EngineReplica
@@ -18,7 +19,7 @@ from nodeagent.supervisor.rpc_worker import RpcWorker
 def test_a_head_whose_worker_is_unreachable_says_which_one_before_starting_an_engine(tmp_path: Path) -> None:
     dead = free_port("127.0.0.1")  # nothing listens there
     spec = ReplicaSpec("r1", "smollm2", "builtin:smollm2-135m",
-                       remote_parts=(RemotePartSpec("node-b", f"127.0.0.1:{dead}", 0, 14),))  # fmt: skip
+                       remote_parts=(RemotePart("node-b", f"127.0.0.1:{dead}", 0, 14),))  # fmt: skip
     replica = EngineReplica(spec, 1, SupervisorSettings(data_dir=tmp_path), lambda: None)
     problem = asyncio.run(replica.precheck())
     assert problem.startswith(f"cannot reach the RPC worker on node node-b at 127.0.0.1:{dead}")
