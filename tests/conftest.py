@@ -148,3 +148,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line("secrets found in logs:\n  " + "\n  ".join(problems[:20]), red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- parallel workers (pytest-xdist, `make test`) ------------------------------------------------
+# A module whose tests share a module-scoped fixture (a cluster started once) runs on one worker;
+# other tests spread one by one. Tests that share machine-wide resources run one group at a time:
+# the podman networks and images of tests/containers, and the network namespaces and bridges of the
+# root-only tests.
+MACHINE_WIDE = {
+    "containers": ("tests/containers/",),
+    "root": ("tests/integration/test_chart_cluster.py", "tests/faults/test_link_cut.py",
+             "tests/integration/test_split_cluster.py"),
+}  # fmt: skip
+
+
+def _shares_a_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    return any(d.scope in ("module", "class", "package") for each in defs for d in each)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        group = next((g for g, prefixes in MACHINE_WIDE.items() if path.startswith(prefixes)), None)
+        if group is None and _shares_a_fixture(item):
+            group = path
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

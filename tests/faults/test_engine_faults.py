@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.faults.load import Outcomes, steady_load
 from tests.support.processes import engine_pids
-from tests.support.redis_server import redis_server
+from tests.support.redis_server import RedisUrl, redis_server
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -39,15 +38,13 @@ def redis_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, redis_dir: Path) -> Iterator[tuple[Cluster, int]]:
-    port = 0
+def cluster(tmp_path_factory: pytest.TempPathFactory, redis_dir: Path) -> Iterator[tuple[Cluster, RedisUrl]]:
     with redis_server(redis_dir) as url:
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
         running = start_cluster(tmp_path_factory.mktemp("faults"), MODELS, ["smollm2-135m"],
                                 ("--gateway-redis-url", url))  # fmt: skip
         try:
             wait_until(lambda: len(engine_pids(running)) == 2, 60, "two engines")
-            yield running, port
+            yield running, url
         finally:
             stop_cluster(running)
 
@@ -57,7 +54,7 @@ def check(outcomes: Outcomes, allowed: set[str]) -> None:
     assert set(outcomes.counts) <= allowed, (outcomes.counts, outcomes.failures)
 
 
-def test_a_killed_engine_costs_at_most_its_requests_in_flight(cluster: tuple[Cluster, int]) -> None:
+def test_a_killed_engine_costs_at_most_its_requests_in_flight(cluster: tuple[Cluster, RedisUrl]) -> None:
     running, _ = cluster
     victim = next(iter(engine_pids(running).values()))
     with steady_load(running.base_url, "smollm2-135m", clients=3) as outcomes:
@@ -70,7 +67,7 @@ def test_a_killed_engine_costs_at_most_its_requests_in_flight(cluster: tuple[Clu
     assert outcomes.counts["502"] <= 2 * 3  # only what was on the killed engine (2 slots)
 
 
-def test_a_stopped_engine_is_replaced_and_no_request_hangs(cluster: tuple[Cluster, int]) -> None:
+def test_a_stopped_engine_is_replaced_and_no_request_hangs(cluster: tuple[Cluster, RedisUrl]) -> None:
     running, _ = cluster
     victim = next(iter(engine_pids(running).values()))
     started = time.monotonic()
@@ -92,15 +89,15 @@ def redis_up(cluster: Cluster) -> float:
 
 
 def test_without_redis_the_gateway_keeps_serving_and_shares_again_when_it_returns(
-    cluster: tuple[Cluster, int], redis_dir: Path
+    cluster: tuple[Cluster, RedisUrl], redis_dir: Path
 ) -> None:
-    running, port = cluster
+    running, redis = cluster
     with steady_load(running.base_url, "smollm2-135m", clients=3) as outcomes:
         time.sleep(1)
-        subprocess.run(["pkill", "-KILL", "-f", f"redis-server 127.0.0.1:{port}"], check=True)
+        os.kill(redis.pid, signal.SIGKILL)  # this test's Redis, by its pid
         wait_until(lambda: redis_up(running) == 0, 20, "the gateway to notice Redis is gone")
         time.sleep(3)
-        with redis_server(redis_dir, port):  # Redis comes back, empty
+        with redis_server(redis_dir, redis.port):  # Redis comes back, empty
             wait_until(lambda: redis_up(running) == 1, 30, "the gateway to share its state again")
             time.sleep(2)
     check(outcomes, {"ok"})  # meanwhile it balanced on its own counts: nothing failed

@@ -118,10 +118,24 @@ def cluster_pki(tmp: Path) -> Path:
 GRPC_PORTS = (20000, 29998)
 
 
+def _worker_ports() -> tuple[int, int]:
+    """This pytest-xdist worker's share of GRPC_PORTS (all of it outside xdist): two workers never
+    hand out the same port at once."""
+    worker, count = (
+        os.environ.get("PYTEST_XDIST_WORKER", ""),
+        int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")),
+    )
+    if not worker.startswith("gw") or count < 2:
+        return GRPC_PORTS
+    share = (GRPC_PORTS[1] - GRPC_PORTS[0]) // count
+    first = GRPC_PORTS[0] + int(worker[2:]) * share
+    return first, first + share - 2
+
+
 def grpc_port() -> int:
     """A free port for a control plane whose next port (its join port) is free too."""
     for _ in range(100):
-        port = free_port("127.0.0.1", GRPC_PORTS)
+        port = free_port("127.0.0.1", _worker_ports())
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port + 1))

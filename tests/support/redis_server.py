@@ -17,8 +17,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class RedisUrl(str):
+    """A started Redis's URL, with the process that serves it (a test kills it by pid, never by name:
+    other tests' Redis servers run beside it)."""
+
+    pid: int
+    port: int
+
+
 @contextmanager
-def redis_server(directory: Path, port: int = 0) -> Iterator[str]:
+def redis_server(directory: Path, port: int = 0) -> Iterator[RedisUrl]:
     """Start redis-server (on ``port``, or a free one), yield its URL, stop it. `make test` installs the
     package when missing."""
     binary = shutil.which("redis-server")
@@ -42,7 +50,9 @@ def redis_server(directory: Path, port: int = 0) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server did not start on port {port}") from None
                 time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        url = RedisUrl(f"redis://127.0.0.1:{port}/0")
+        url.pid, url.port = process.pid, port
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=10)

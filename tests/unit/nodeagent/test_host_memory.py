@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from llamafleet.core.sizes import parse_size
-from nodeagent.memory import HostMemory
+from nodeagent.memory import HostMemory, held_bytes
 from nodeagent.settings import AgentSettings
 
 
@@ -21,7 +21,8 @@ def test_without_a_cap_the_machine_is_offered() -> None:
 
 def test_a_cap_bounds_total_and_subtracts_the_engines_resident_memory() -> None:
     cap = 8 << 30
-    mine = psutil.Process(os.getpid()).memory_info().rss  # this process stands in for an engine
+    mine = held_bytes(os.getpid())  # this process stands in for an engine
+    assert 0 < mine <= psutil.Process(os.getpid()).memory_info().rss  # its PSS: shared pages split
     memory = HostMemory(cap, lambda: [os.getpid(), 2**22 + 7])  # a pid that does not exist is skipped
     assert memory.total(64 << 30) == cap
     assert memory.total(4 << 30) == 4 << 30
@@ -40,7 +41,7 @@ def test_a_cgroup_limit_caps_what_is_offered_less_the_agents_own_use() -> None:
     never the machine's free memory (the kernel would OOM-kill engines that placement let in)."""
     limit = 2 << 30
     memory = HostMemory(0, list, cgroup_limit_bytes=limit)
-    mine = psutil.Process(os.getpid()).memory_info().rss
+    mine = held_bytes(os.getpid())
     assert memory.total(64 << 30) == limit
     assert limit - mine - (64 << 20) <= memory.available() <= limit - mine + (64 << 20)
     assert "cgroup" in memory.describe(64 << 30)
