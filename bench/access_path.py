@@ -32,7 +32,7 @@ from controlplane.gateway.access.guard import AccessGuard
 from controlplane.gateway.access.keys import KeyRing, hash_key
 from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.metrics import GatewayMetrics
-from controlplane.gateway.routers.completions import adapters_asked
+from controlplane.gateway.routers.inference import adapters_asked
 from controlplane.gateway.usage import reservation
 from llamafleet.core.openai_api import ChatCompletionRequest
 

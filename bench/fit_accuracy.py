@@ -28,8 +28,8 @@ from typing import Any
 
 from llamafleet.fit.profile import ModelProfile
 from nodeagent.cache.resolver import builtin_path
-from nodeagent.fit.model_facts import read_model_facts
 from nodeagent.fitprobe.compare import COMPONENTS, MIB, Cell, build_repack_types, compare_cell, within_bound
+from nodeagent.gguf.model_facts import read_model_facts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.synthetic_gguf import gemma3_path, write_matrix_models

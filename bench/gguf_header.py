@@ -21,7 +21,7 @@ import gguf
 import numpy as np
 
 from nodeagent.cache.resolver import builtin_path
-from nodeagent.fit.gguf_reader import FastGGUFReader
+from nodeagent.gguf.reader import FastGGUFReader
 
 BLOCK_TENSORS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 

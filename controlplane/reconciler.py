@@ -159,8 +159,7 @@ class Reconciler:
         *workers, head = plan.parts
         log.info("placed replica %s of %s as a layer split: %s", replica.replica_id, replica.model,
                  plan.describe())  # fmt: skip
-        state.pending_reasons.pop(replica.model, None)
-        state.split_plans.pop(replica.model, None)
+        state.clear_pending(replica.model)
         parts = [
             # New ids every time: a report about the last placement's workers never counts for these.
             WorkerPart(
@@ -182,8 +181,7 @@ class Reconciler:
                 "placed replica %s of %s on node %s with %d GPU layers (score %.3f)",
                 replica.replica_id, replica.model, decision.node_id, decision.n_gpu_layers, decision.score,
             )  # fmt: skip
-            state.pending_reasons.pop(replica.model, None)
-            state.split_plans.pop(replica.model, None)
+            state.clear_pending(replica.model)
             state.bind(replica.replica_id, decision.node_id, decision.n_gpu_layers, decision.host_bytes)
             return
         plan = decision.split_plan.describe() if decision.split_plan else ""
@@ -192,12 +190,7 @@ class Reconciler:
             detail = "; ".join(f"{n}: {why}" for n, why in sorted(decision.reasons.items())) or "no nodes"
             log.warning("replica %s of %s pending: %s%s", replica.replica_id, replica.model, detail,
                         f"; {plan}" if plan else "")  # fmt: skip
-            state.pending_reasons[replica.model] = decision.reasons
-            if plan:
-                state.split_plans[replica.model] = plan
-            else:
-                state.split_plans.pop(replica.model, None)
-            state.bump()
+            state.set_pending(replica.model, decision.reasons, plan)
 
     def _expire_lost_nodes(self) -> None:
         """A node gone longer than the grace period loses its replicas; they are placed again."""

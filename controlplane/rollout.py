@@ -25,9 +25,8 @@ MAX_SURGE = 1
 
 def new_replica(state: ClusterState, spec: ModelSpec, why: str) -> ReplicaRecord:
     replica_id = f"{spec.name}-{uuid.uuid4().hex[:6]}"
-    replica = state.replicas[replica_id] = ReplicaRecord(replica_id, spec.name, spec)
+    replica = state.add_replica(ReplicaRecord(replica_id, spec.name, spec))
     log.info("model %s: new replica %s (%s)", spec.name, replica_id, why)
-    state.bump()
     return replica
 
 

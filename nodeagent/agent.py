@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, start_http
 from llamafleet.core.probes import serve_probes
 from llamafleet.core.sizes import parse_size
 from llamafleet.fit.recommend import Gpu, NodeResources
-from nodeagent import engine_metrics
+from nodeagent import engine_scrape
 from nodeagent.cache.catalog import ModelCatalog
 from nodeagent.cache.node_store import node_store
 from nodeagent.cache.prefetch import Prefetcher
@@ -116,7 +116,7 @@ class Agent:
             @app.get("/metrics/engines")
             async def engines() -> Response:
                 return Response(
-                    await engine_metrics.gather(supervisor.states()), media_type=CONTENT_TYPE_LATEST
+                    await engine_scrape.gather(supervisor.states()), media_type=CONTENT_TYPE_LATEST
                 )
 
         # The uplink outlives the supervisor: while engines drain on the way out, the control plane

@@ -10,6 +10,7 @@ import grpc
 
 from controlplane.agents import convert
 from controlplane.agents.join import KEY_REFUSED, Issuer, peer_key, renew
+from controlplane.state import views
 from controlplane.state.cluster import ENDED, ClusterState
 from controlplane.state.node_addresses import NodeFacts, NodeRefused, PeerFacts
 from controlplane.state.node_keys import NodePins
@@ -139,11 +140,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 raise _Forgotten  # an operator forgot this node's key: end its stream
             if node is None or node.session != session:
                 return  # superseded by a newer stream from the same node
-            prefetch = self._state.prefetch_for(node_id)
+            prefetch = views.prefetch_for(self._state, node_id)
             if self._state.sources_version != watched or prefetch != prefetched:
                 watched, prefetched = self._state.sources_version, prefetch
                 await context.write(convert.watch_models(self._state.sources, watched, prefetch))
-            generation, desired = self._state.assignments_for(node_id)
+            generation, desired = views.assignments_for(self._state, node_id)
             # Until the state settles, replicas this node runs that nobody claimed yet may still be
             # adopted: unassign nothing before that (a new leader must never stop a serving engine).
             settled = self._state.settled

@@ -12,6 +12,7 @@ import grpc
 from controlplane.api import convert
 from controlplane.domain import ModelRoute, ModelStatusView, ReplicaPhase, RoutingTable
 from controlplane.scheduler.fit import context_params, model_recommendation, node_resources, profile_for
+from controlplane.state import views
 from controlplane.state.cluster import ClusterState
 from controlplane.state.demand import ModelLoad
 from controlplane.state.node_keys import NodePins
@@ -41,7 +42,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         last: RoutingTable | None = None
         seen = -1
         while not self._stop.is_set():
-            table = self._with_fit(self._state.routing_table())
+            table = self._with_fit(views.routing_table(self._state))
             if last is None or table.models != last.models or table.settling != last.settling:
                 yield convert.routing_table_to_pb(table)
                 last = table
@@ -109,8 +110,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         await authorize(context, *READERS)
-        views = [self._view_with_fit(v) for v in self._state.model_views()]
-        return pb.ListModelsResponse(models=[convert.model_to_pb(v) for v in views])
+        shown = [self._view_with_fit(v) for v in views.model_views(self._state)]
+        return pb.ListModelsResponse(models=[convert.model_to_pb(v) for v in shown])
 
     async def EvaluateFit(  # noqa: N802
         self, request: pb.EvaluateFitRequest, context: grpc.aio.ServicerContext

@@ -14,7 +14,7 @@ from controlplane.gateway.balancer.keys import SESSION_HEADER
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy
-from controlplane.gateway.routers import admin, completions, health, models, replicas
+from controlplane.gateway.routers import admin, health, inference, models, replicas
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
 from llamafleet import __version__
@@ -57,7 +57,7 @@ def create_app(
     app.include_router(health.router(routing, registry))
     names = ModelNames(settings.model_aliases, settings.default_model)
     app.include_router(models.router(routing, names))
-    app.include_router(completions.router(proxy, quotas, names))
+    app.include_router(inference.router(proxy, quotas, names))
     app.include_router(replicas.router(routing, proxy.client))
     app.include_router(admin.router(cluster))
     return app

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,8 @@ from controlplane.operator.name_policy import NamePolicy
 from controlplane.operator.status import Admission, build_status, restored_scaling, same_status
 from controlplane.scheduler.fit import context_params, model_recommendation
 from controlplane.settings import KubernetesSettings
-from controlplane.state.cluster import ClusterState, model_conditions
+from controlplane.state.cluster import ClusterState
+from controlplane.state.views import model_conditions
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +182,8 @@ class ModelOperator:
             if spec is None or spec.autoscaling is None or spec.autoscaling.mode != "Internal":
                 continue
             restored = restored_scaling(objects[key])
-            if restored is not None and spec.name not in self._state.scaling:
-                self._state.scaling[spec.name] = restored
+            if restored is not None:
+                self._state.restore_scale(spec.name, restored)
                 log.info("Model %s/%s: carrying on with %d replica(s) from the last leader's autoscaler",
                          key[0], key[1], restored.replicas)  # fmt: skip
 
@@ -317,7 +319,7 @@ class ModelOperator:
         return status
 
     def _placement_tried(
-        self, spec: ModelSpec, replicas: tuple[ReplicaRecord, ...], pending: dict[str, str] | None
+        self, spec: ModelSpec, replicas: tuple[ReplicaRecord, ...], pending: Mapping[str, str] | None
     ) -> bool:
         """Every replica exists with this spec and is placed, or the scheduler said why it is not."""
         if len(replicas) < self._state.target_replicas(spec) or any(r.spec != spec for r in replicas):

@@ -45,7 +45,7 @@ class ConditionStatus(_Camel):
     observed_generation: int = Field(default=0, ge=0)
 
 
-class Download(_Camel):
+class DownloadStatus(_Camel):
     """A model file on its way to a node's cache."""
 
     bytes: int = Field(ge=0, description="Bytes on the node so far")
@@ -67,7 +67,9 @@ class ReplicaPlacement(_Camel):
     restarts: int = Field(default=0, ge=0)
     replacements: int = Field(default=0, ge=0, description="Times its layer split was placed again")
     message: str = Field(default="", description="Why it is not ready, when it is not")
-    download: Download | None = Field(default=None, description="Its model file downloading to the node")
+    download: DownloadStatus | None = Field(
+        default=None, description="Its model file downloading to the node"
+    )
     layout: list[SplitPartStatus] = Field(
         default_factory=list,
         description="A layer split: which layers each node holds (RPC workers, then the head); empty: whole",

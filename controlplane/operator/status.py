@@ -155,9 +155,11 @@ def restored_scaling(obj: Obj) -> ScaleStatus | None:
     return ScaleStatus(int(written["desiredReplicas"]), reason, changed_unix=changed)
 
 
-def _download(r: ReplicaRecord) -> resource.Download | None:
+def _download(r: ReplicaRecord) -> resource.DownloadStatus | None:
     done, total, rate = r.download
-    return resource.Download(bytes=done, total_bytes=total, bytes_per_second=int(rate)) if done else None
+    return (
+        resource.DownloadStatus(bytes=done, total_bytes=total, bytes_per_second=int(rate)) if done else None
+    )
 
 
 def _worker_nodes(r: ReplicaRecord) -> list[str]:

@@ -12,31 +12,25 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from types import MappingProxyType
 
 from controlplane.domain import (
-    Condition,
-    Endpoint,
-    ModelRoute,
     ModelSpec,
-    ModelStatusView,
     NodeHello,
     NodeRecord,
     NodeStatus,
     ReplicaPhase,
     ReplicaRecord,
     ReplicaReport,
-    RoutingTable,
     ScaleStatus,
     WorkerPart,
-    needs_new_replicas,
     serves,
 )
 from controlplane.state.demand import DemandBook
 from controlplane.state.node_addresses import EndpointRefused, checked_endpoint
-from llamafleet.contract.replica import AdapterSpec, RemotePart, ReplicaSpec, Role, RpcLease
+from llamafleet.contract.replica import RemotePart
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +56,8 @@ class ClusterState:
         self.models: dict[str, ModelSpec] = {}
         self.models_error: str = ""
         self.replicas: dict[str, ReplicaRecord] = {}
-        self.pending_reasons: dict[str, dict[str, str]] = {}  # model → node → why not there
-        self.split_plans: dict[str, str] = {}  # model → the layer split that would fit, described
+        self._pending_reasons: dict[str, dict[str, str]] = {}  # model → node → why not there
+        self._split_plans: dict[str, str] = {}  # model → the layer split that would fit, described
         self.sources: tuple[str, ...] = ()  # every desired model's source
         self.sources_version = 0
         self.created: dict[str, int] = {}
@@ -80,7 +74,7 @@ class ClusterState:
         # each autoscaled model (restored from a Model's status by a new leader), and each model's
         # last measured cold start (replica created → ready), which sets how long gateways hold requests.
         self.demand = DemandBook()
-        self.scaling: dict[str, ScaleStatus] = {}
+        self._scaling: dict[str, ScaleStatus] = {}
         self.cold_starts: dict[str, float] = {}
 
     # --- change notification -------------------------------------------------------------
@@ -140,30 +134,60 @@ class ClusterState:
         auto = spec.autoscaling
         if auto is None or auto.mode == "External":
             return spec.replicas
-        decided = self.scaling.get(spec.name)
+        decided = self._scaling.get(spec.name)
         if decided is not None:
             return min(max(decided.replicas, auto.min_replicas), auto.max_replicas)
         return min(max(spec.replicas, auto.min_replicas), auto.max_replicas)  # the starting count
 
+    # --- read-only views (the state writes them; everyone else reads) ----------------------------
+    @property
+    def pending_reasons(self) -> Mapping[str, Mapping[str, str]]:
+        """Model → node → why its pending replica is not placed there."""
+        return MappingProxyType(self._pending_reasons)
+
+    @property
+    def split_plans(self) -> Mapping[str, str]:
+        """Model → the layer split that would fit it, described."""
+        return MappingProxyType(self._split_plans)
+
+    @property
+    def scaling(self) -> Mapping[str, ScaleStatus]:
+        """Autoscaled model → the count decided and why."""
+        return MappingProxyType(self._scaling)
+
+    def set_pending(self, model: str, reasons: dict[str, str], split_plan: str) -> None:
+        """Why ``model``'s replica waits (per node) and the split that would fit; wakes readers when new."""
+        if (self._pending_reasons.get(model), self._split_plans.get(model, "")) == (reasons, split_plan):
+            return
+        self._pending_reasons[model] = reasons
+        if split_plan:
+            self._split_plans[model] = split_plan
+        else:
+            self._split_plans.pop(model, None)
+        self.bump()
+
+    def clear_pending(self, model: str) -> None:
+        self._pending_reasons.pop(model, None)
+        self._split_plans.pop(model, None)
+
+    def add_replica(self, replica: ReplicaRecord) -> ReplicaRecord:
+        self.replicas[replica.replica_id] = replica
+        self.bump()
+        return replica
+
+    def restore_scale(self, model: str, status: ScaleStatus) -> None:
+        """A count a previous leader decided (a Model's status), unless this one decided already."""
+        if model not in self._scaling:
+            self._scaling[model] = status
+
     def set_scale(self, model: str, status: ScaleStatus) -> None:
         """The autoscaler's decision; only a new count wakes the reconciler and the gateways."""
-        before = self.scaling.get(model)
-        self.scaling[model] = status
+        before = self._scaling.get(model)
+        self._scaling[model] = status
         if before is None or before.replicas != status.replicas:
             self.bump()
 
     # --- nodes ---------------------------------------------------------------------------
-    def prefetch_for(self, node_id: str) -> dict[str, str]:
-        """Sources of models with ``prefetch`` this node may host (its labels match their nodeSelector),
-        each with the sha256 its Model declares ("" when none)."""
-        node = self.nodes.get(node_id)
-        labels = node.labels if node is not None else {}
-        wanted: dict[str, str] = {}
-        for spec in sorted(self.models.values(), key=lambda s: s.name):
-            if spec.prefetch and all(labels.get(k) == v for k, v in spec.node_selector.items()):
-                wanted[spec.source] = wanted.get(spec.source) or spec.sha256
-        return dict(sorted(wanted.items()))
-
     def node_connected(self, hello: NodeHello) -> int:
         """Register a node's new stream; returns its session id (a newer stream supersedes older ones)."""
         node = self.nodes.get(hello.node_id) or NodeRecord(node_id=hello.node_id)
@@ -247,7 +271,9 @@ class ClusterState:
                 continue
             if replica is None or replica.node_id != node_id:
                 continue  # not ours (any more): the agent stream unassigns it
-            if replica.parts and (report.spec is None or report.spec.remote_parts != _remote_parts(replica)):
+            if replica.parts and (
+                report.spec is None or report.spec.remote_parts != remote_parts_of(replica)
+            ):
                 continue  # a split's head from before it was placed again (or not started yet)
             if replica.phase != report.phase:
                 log.info(
@@ -329,7 +355,7 @@ class ClusterState:
                  report.replica_id, spec.name, node_id, report.phase.value)  # fmt: skip
         running = sum(1 for r in self.replicas.values() if r.model == spec.name and r.node_id)
         if autoscaled and running > self.target_replicas(spec):
-            self.scaling[spec.name] = ScaleStatus(running, f"adopted {running} running replica(s)")
+            self._scaling[spec.name] = ScaleStatus(running, f"adopted {running} running replica(s)")
         self.bump()
         return True
 
@@ -408,165 +434,7 @@ class ClusterState:
             del self.replicas[replica_id]
         self.bump()
 
-    # --- snapshots for readers -----------------------------------------------------------
-    def assignments_for(self, node_id: str) -> tuple[int, dict[str, ReplicaSpec]]:
-        """What ``node_id`` should run: engines (a split's head once all its workers are ready) and the
-        RPC workers it hosts for other nodes' heads."""
-        node = self.nodes.get(node_id)
-        generation = node.desired_generation if node else 0
-        desired: dict[str, ReplicaSpec] = {}
-        for r in self.replicas.values():
-            engine = _assignment(r)
-            if r.node_id == node_id and all(p.phase == ReplicaPhase.READY and p.endpoint for p in r.parts):
-                desired[r.replica_id] = replace(engine, remote_parts=_remote_parts(r))
-            head = self.nodes.get(r.node_id or "")
-            if head is None:
-                continue
-            for part in (p for p in r.parts if p.node_id == node_id):
-                lease = RpcLease(head.node_id, head.advertise_host, r.replica_id, part.first_layer,
-                                    part.last_layer)  # fmt: skip
-                desired[part.worker_id] = replace(
-                    engine, replica_id=part.worker_id, role=Role.RPC_WORKER, lease=lease, adapters=()
-                )
-        return generation, desired
 
-    def routing_table(self) -> RoutingTable:
-        routes = {}
-        for name, spec in self.models.items():
-            endpoints = tuple(
-                Endpoint(
-                    r.replica_id,
-                    r.node_id or "",
-                    r.endpoint,
-                    r.phase == ReplicaPhase.READY,
-                    r.adapters,
-                    r.engine_secret,
-                )
-                for r in self.replicas.values()
-                if r.model == name and r.node_id and r.endpoint
-            )
-            routes[name] = ModelRoute(
-                name,
-                spec.parallel_slots,
-                spec.context_length,
-                endpoints,
-                self.created.get(name, 0),
-                balancer=spec.balancer or "",
-                **self._route_fields(spec),
-            )
-        return RoutingTable(self.version, routes, settling=not self.settled)
-
-    def _route_fields(self, spec: ModelSpec) -> dict[str, Any]:
-        """The ModelRoute fields for capacity on its way: the target count, the spec's adapters, and
-        what gateways do when no replica is ready — an autoscaled model holds the request while
-        replicas start (from zero too); any other answers 503 at once."""
-        auto = spec.autoscaling
-        adapters = tuple(a.name for a in spec.adapters)
-        if auto is None:
-            return {"target_replicas": spec.replicas, "adapters": adapters}
-        measured = self.cold_starts.get(spec.name, 0.0)  # never shorter than the cold start we have seen
-        hold_s = max(auto.cold_start_s, COLD_START_MARGIN * measured)
-        return {
-            "target_replicas": self.target_replicas(spec),
-            "holds": True,
-            "hold_s": hold_s,
-            "adapters": adapters,
-        }
-
-    def model_views(self) -> list[ModelStatusView]:
-        return [self._model_view(spec) for spec in self.models.values()]
-
-    def _model_view(self, spec: ModelSpec) -> ModelStatusView:
-        replicas = tuple(r for r in self.replicas.values() if r.model == spec.name)
-        ready = sum(1 for r in replicas if r.phase == ReplicaPhase.READY)
-        target = self.target_replicas(spec)
-        return ModelStatusView(
-            spec.name,
-            spec.source,
-            target,
-            ready,
-            model_conditions(
-                spec, replicas, self.pending_reasons, self.split_plans.get(spec.name, ""), target
-            ),
-            replicas,
-            scaling=self.scaling.get(spec.name) if spec.autoscaling else None,
-        )
-
-
-def _remote_parts(r: ReplicaRecord) -> tuple[RemotePart, ...]:
+def remote_parts_of(r: ReplicaRecord) -> tuple[RemotePart, ...]:
+    """A split replica's worker parts as its head's spec names them."""
     return tuple(RemotePart(p.node_id, p.endpoint, p.first_layer, p.last_layer) for p in r.parts)
-
-
-def _assignment(r: ReplicaRecord) -> ReplicaSpec:
-    return ReplicaSpec(
-        replica_id=r.replica_id,
-        model=r.model,
-        source=r.spec.source,
-        sha256=r.spec.sha256,
-        context_length=r.spec.context_length,
-        parallel_slots=r.spec.parallel_slots,
-        n_gpu_layers=r.n_gpu_layers,
-        n_threads=r.spec.threads,
-        embeddings=r.spec.embeddings,
-        adapters=tuple(AdapterSpec(a.name, a.path, a.scale) for a in r.spec.adapters),
-        request_defaults=r.spec.request_defaults.as_json(),
-        chat_template=r.spec.chat_template,
-        pooling=r.spec.pooling,
-    )
-
-
-# A replica's error about its model's file → the ModelValid condition's reason.
-_SOURCE_ERRORS = {
-    "model_invalid": "ModelInvalid",
-    "model_not_found": "ModelNotFound",
-    "source_denied": "SourceDenied",
-    "checksum_mismatch": "ChecksumMismatch",
-    "disk_full": "DiskFull",
-}
-
-
-def model_conditions(
-    spec: ModelSpec,
-    replicas: tuple[ReplicaRecord, ...],
-    pending_reasons: dict[str, dict[str, str]],
-    split_plan: str = "",
-    target: int | None = None,
-) -> tuple[Condition, ...]:
-    """Kubernetes-style conditions: Placed, ModelValid, Ready — each with a reason people can act on.
-    ``target``: the replica count wanted now (the autoscaler's), else the spec's."""
-    desired = spec.replicas if target is None else target
-    unplaced = [r for r in replicas if r.node_id is None]
-    if unplaced:
-        reasons = pending_reasons.get(spec.name, {})
-        detail = "; ".join(f"{node}: {why}" for node, why in sorted(reasons.items())) or "no node connected"
-        message = f"{len(unplaced)} replica(s) pending: {detail}" + (f"; {split_plan}" if split_plan else "")
-        placed = Condition("Placed", "False", "SplitPlanned" if split_plan else "NoCapacity", message)
-    else:
-        placed = Condition("Placed", "True", "Placed", f"{len(replicas)} replica(s) placed")
-    invalid = [r for r in replicas if r.error in _SOURCE_ERRORS]
-    if invalid:
-        valid = Condition("ModelValid", "False", _SOURCE_ERRORS[invalid[0].error], invalid[0].message)
-    elif any(r.phase in (ReplicaPhase.READY, ReplicaPhase.STARTING) for r in replicas):
-        valid = Condition("ModelValid", "True", "Loaded")
-    else:
-        valid = Condition("ModelValid", "Unknown", "NotLoadedYet")
-    ready_count = sum(1 for r in replicas if r.phase == ReplicaPhase.READY)
-    if desired and ready_count >= desired:
-        ready = Condition("Ready", "True", "AllReplicasReady", f"{ready_count}/{desired} ready")
-    elif desired == 0 and spec.autoscaling is not None:
-        ready = Condition("Ready", "True", "ScaledToZero", "no replica while idle; a request starts one")
-    else:
-        failing = next(
-            (r for r in replicas if r.phase in (ReplicaPhase.FAILED, ReplicaPhase.RESTARTING)), None
-        )
-        reason = "ReplicaFailed" if failing and failing.phase == ReplicaPhase.FAILED else "Progressing"
-        message = f"{ready_count}/{desired} ready" + (f"; {failing.message}" if failing else "")
-        ready = Condition("Ready", "False", reason if failing else "Progressing", message)
-    outdated = sum(1 for r in replicas if needs_new_replicas(r.spec, spec))
-    if outdated:
-        message = (f"rolling update: {len(replicas) - outdated} replica(s) with the current spec, {outdated} "
-                   "old one(s) drained and stopped as new ones become ready")  # fmt: skip
-        updated = Condition("Updated", "False", "RollingUpdate", message)
-    else:
-        updated = Condition("Updated", "True", "UpToDate", "every replica runs the current spec")
-    return placed, valid, ready, updated

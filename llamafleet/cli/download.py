@@ -13,13 +13,13 @@ from pathlib import Path
 
 from llamafleet.core.sizes import format_size
 from nodeagent.cache.sources import Builtin, Local, parse
-from nodeagent.cache.store import Download, ModelStore
+from nodeagent.cache.store import DownloadProgress, ModelStore
 from nodeagent.settings import SupervisorSettings
 
 BAR = 30
 
 
-def bar(progress: Download) -> str:
+def bar(progress: DownloadProgress) -> str:
     if not progress.total:
         return f"{format_size(progress.done)} at {format_size(progress.rate)}/s"
     share = progress.done / progress.total

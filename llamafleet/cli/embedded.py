@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from controlplane.gateway.server import Gateway
 from controlplane.server import ControlPlane
+from controlplane.state import views
 from llamafleet.cli.settings import UpSettings
 from llamafleet.core import pki
 from llamafleet.core.lifecycle import install_stop_signals, run_until_stopped
@@ -61,7 +62,7 @@ async def _announce_when_ready(cp: ControlPlane, settings: UpSettings, stop: asy
     deadline = loop.time() + settings.ready_timeout_s
     seen = -1
     while not stop.is_set():
-        table = cp.state.routing_table()
+        table = views.routing_table(cp.state)
         if table.models and all(table.ready_endpoints(m) for m in table.models):
             print(banner(settings, sorted(table.models)), flush=True)
             return

@@ -17,7 +17,7 @@ from llamafleet.core.errors import InvalidRequest
 from llamafleet.fit.components import KV_TYPES, ContextParams
 from llamafleet.fit.estimate import Estimate, estimate
 from llamafleet.fit.recommend import Gpu, NodeResources, Recommendation, offload_for, recommend
-from nodeagent.fit.model_facts import read_model_facts
+from nodeagent.gguf.model_facts import read_model_facts
 from nodeagent.hardware.inventory import collect
 
 DESCRIPTION = """\

@@ -12,7 +12,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from llamafleet import __version__
-from llamafleet.cli import fit, inspect, keys, pki
+from llamafleet.cli import cluster_admin, fit, keys, pki
 from llamafleet.cli.settings import (
     AgentProcess,
     ControlPlaneProcess,
@@ -159,18 +159,22 @@ async def _dispatch(args: argparse.Namespace) -> int:
         print(pki.run(args))
         return 0
     if command in ("nodes", "models"):
-        tls = inspect.admin_tls(args.tls_dir, args.insecure)
+        tls = cluster_admin.admin_tls(args.tls_dir, args.insecure)
         if command == "nodes" and args.action in ("drain", "uncordon", "forget"):
             if not args.node:
                 raise SystemExit(f"llamafleet nodes {args.action}: name the node (see `llamafleet nodes`)")
             if args.action == "forget":
-                print(await inspect.forget(args.controlplane, args.node, tls))
+                print(await cluster_admin.forget(args.controlplane, args.node, tls))
             else:
-                print(await inspect.cordon(args.controlplane, args.node, args.action == "drain", tls))
+                print(await cluster_admin.cordon(args.controlplane, args.node, args.action == "drain", tls))
         elif command == "nodes":
-            print(await inspect.show_nodes(args.controlplane, args.json, tls))
+            print(await cluster_admin.show_nodes(args.controlplane, args.json, tls))
         else:
-            print(await inspect.show_models(args.controlplane, args.json, args.cpu_mode, args.gpu_mode, tls))
+            print(
+                await cluster_admin.show_models(
+                    args.controlplane, args.json, args.cpu_mode, args.gpu_mode, tls
+                )
+            )
         return 0
     settings = settings_from_args(args._settings, args)
     logs.configure(settings.log_level, component=command)

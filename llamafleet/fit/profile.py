@@ -1,6 +1,6 @@
 """``ModelProfile``: what the memory model needs to know about a model, small enough to send over gRPC.
 
-The node agent derives it from a GGUF header (``nodeagent.fit.model_facts``); the control plane
+The node agent derives it from a GGUF header (``nodeagent.gguf.model_facts``); the control plane
 receives it in agents' Status and estimates with it for any node, including nodes that do not
 hold the file. Per-layer values follow llama.cpp (one value per repeating block).
 """

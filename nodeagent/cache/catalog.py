@@ -16,7 +16,7 @@ from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import NodeResources, recommend
 from nodeagent.cache.resolver import installed_builtins, resolve
 from nodeagent.domain import CachedModel
-from nodeagent.fit.model_facts import read_model_facts
+from nodeagent.gguf.model_facts import read_model_facts
 
 log = logging.getLogger(__name__)
 

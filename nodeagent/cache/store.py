@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Download:
+class DownloadProgress:
     """One source's fetch, as its replicas report it: bytes of all its files so far, their total, rate."""
 
     done: int
@@ -80,7 +80,7 @@ class ModelStore:
         self._hf_endpoint = hf_endpoint or os.environ.get("HF_ENDPOINT") or None
         self._hf_token = hf_token or os.environ.get("HF_TOKEN") or None
         self._flights: dict[str, asyncio.Task[Path]] = {}
-        self._progress: dict[str, Download] = {}
+        self._progress: dict[str, DownloadProgress] = {}
         self._content_locks: dict[str, asyncio.Lock] = {}
         self._index = self._load()
 
@@ -118,7 +118,7 @@ class ModelStore:
         path = self._link(source, entry[0][0])
         return path if path.exists() else None
 
-    def progress(self, source: str) -> Download | None:
+    def progress(self, source: str) -> DownloadProgress | None:
         return self._progress.get(source)
 
     def used_bytes(self) -> int:
@@ -199,7 +199,7 @@ class ModelStore:
         part.parent.mkdir(parents=True, exist_ok=True)
 
         def report(p: Progress) -> None:
-            self._progress[source] = Download(before + p.done, max(total, before + p.total), p.rate)
+            self._progress[source] = DownloadProgress(before + p.done, max(total, before + p.total), p.rate)
 
         log.info(
             "downloading %s (%s)",

@@ -148,6 +148,8 @@ def confined(requested: str, allowed: list[Path]) -> Path:
     """The adapter file a runtime load may open: inside one of ``allowed`` once every symlink is
     resolved, no ``..`` anywhere; a relative path is taken inside the first folder. No folders
     (an engine run by hand): any path."""
+    if "\0" in requested:
+        raise InvalidRequest("an adapter path may not contain a NUL character", "path")
     path = Path(requested)
     if not allowed:
         return path

@@ -18,7 +18,7 @@ import llama_cpp
 import numpy as np
 
 from llamafleet.core.errors import EngineFailed, ModelFileInvalid
-from nodeagent.fit.gguf_header import read_header
+from nodeagent.gguf.header import read_header
 from nodeagent.rpc.ggml import DeviceLayout, RemotePart, layout
 
 log = logging.getLogger(__name__)

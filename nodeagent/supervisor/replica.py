@@ -34,9 +34,9 @@ from llamafleet.core.errors import (
 )
 from llamafleet.core.sizes import format_size
 from llamafleet.core.threads import THREADS_PATH
-from nodeagent.cache.store import Download, ModelStore
+from nodeagent.cache.store import DownloadProgress, ModelStore
 from nodeagent.domain import ReplicaError
-from nodeagent.fit.gguf_header import GGUFHeader, read_header
+from nodeagent.gguf.header import GGUFHeader, read_header
 from nodeagent.rpc.tunnel import HeadTunnel
 from nodeagent.supervisor.process import Launch, SupervisedProcess, free_port, listening_socket
 
@@ -227,7 +227,7 @@ async def _health(client: httpx.AsyncClient, url: str) -> dict[str, Any] | None:
         return None
 
 
-def _progress_text(progress: Download) -> str:
+def _progress_text(progress: DownloadProgress) -> str:
     done = format_size(progress.done)
     if not progress.total:
         return f"{done} at {format_size(progress.rate)}/s"

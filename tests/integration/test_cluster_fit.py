@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nodeagent.fit.model_facts import read_model_facts
+from nodeagent.gguf.model_facts import read_model_facts
 from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.support.processes import admin_cli
 from tests.support.synthetic_gguf import SyntheticShape, write_synthetic_model

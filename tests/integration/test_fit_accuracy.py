@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.fit.model_facts import read_model_facts
 from nodeagent.fitprobe.compare import MIB, Cell, build_repack_types, compare_cell, within_bound
+from nodeagent.gguf.model_facts import read_model_facts
 from tests.support.synthetic_gguf import gemma3_path, write_matrix_models
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.fit.model_facts import read_model_facts
+from nodeagent.gguf.model_facts import read_model_facts
 from tests.support.synthetic_gguf import SyntheticShape, write_synthetic_model
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.fit.model_facts import read_model_facts
+from nodeagent.gguf.model_facts import read_model_facts
 
 pytestmark = pytest.mark.integration
 

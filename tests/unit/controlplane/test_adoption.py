@@ -8,6 +8,7 @@ from dataclasses import replace
 from controlplane.domain import AdapterRef, ModelSpec, NodeHello, ReplicaPhase, ReplicaReport, serves
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler
+from controlplane.state import views
 from controlplane.state.cluster import ClusterState
 from llamafleet.contract.replica import AdapterSpec, ReplicaSpec
 from tests.support.machines import machine_types, node_from
@@ -51,9 +52,9 @@ def test_running_replicas_matching_the_spec_are_adopted_not_recreated() -> None:
         r.adopted and r.node_id == "a" and r.phase == ReplicaPhase.READY for r in state.replicas.values()
     )
     reconciler.reconcile()
-    _, desired = state.assignments_for("a")
+    _, desired = views.assignments_for(state, "a")
     assert set(desired) == {"small-aaa", "small-bbb"}  # the agent is told to keep exactly what it runs
-    assert len(state.routing_table().ready_endpoints("small")) == 2
+    assert len(views.routing_table(state).ready_endpoints("small")) == 2
 
 
 def test_a_replica_with_another_spec_or_beyond_the_count_is_not_adopted() -> None:
@@ -62,7 +63,7 @@ def test_a_replica_with_another_spec_or_beyond_the_count_is_not_adopted() -> Non
     other = SPEC.model_copy(update={"context_length": 2048})
     state.node_connected(hello("a", running("small-old", other), running("small-1"), running("small-2")))
     assert list(state.replicas) == ["small-1"]
-    _, desired = state.assignments_for("a")
+    _, desired = views.assignments_for(state, "a")
     assert set(desired) == {"small-1"}  # the others get Unassign once the state has settled
 
 
@@ -91,7 +92,7 @@ def test_the_state_settles_when_the_expected_nodes_are_back_or_after_the_grace_p
     state.set_models([SPEC])
     state.node_connected(hello("a"))
     assert not state.settled  # b, which ran replicas for the last leader, is not back yet
-    assert state.routing_table().settling
+    assert views.routing_table(state).settling
     time.sleep(0.25)
     assert state.settled
-    assert not state.routing_table().settling
+    assert not views.routing_table(state).settling

@@ -9,8 +9,9 @@ from controlplane.autoscaler.loop import Autoscaler
 from controlplane.domain import ModelSpec, ScaleStatus
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.operator.status import Admission, build_status, restored_scaling
-from controlplane.state.cluster import ClusterState, model_conditions
+from controlplane.state.cluster import ClusterState
 from controlplane.state.demand import ModelLoad
+from controlplane.state.views import model_conditions
 
 
 def spec(replicas: int = 1, **autoscaling: object) -> ModelSpec:
@@ -25,7 +26,7 @@ def test_target_replicas_follows_the_owner_of_the_count() -> None:
     plain = ModelSpec(name="m", source="builtin:smollm2-135m", replicas=3)
     assert state.target_replicas(plain) == 3
     assert state.target_replicas(spec(replicas=9)) == 5  # the starting count, within the bounds
-    state.scaling["m"] = ScaleStatus(2, "decided")
+    state.set_scale("m", ScaleStatus(2, "decided"))
     assert state.target_replicas(spec(replicas=9)) == 2
     assert state.target_replicas(spec(replicas=4, mode="External")) == 4  # the HPA's spec.replicas
 

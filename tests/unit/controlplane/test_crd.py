@@ -13,6 +13,7 @@ from controlplane.domain import ModelSpec
 from controlplane.operator import crd, resource
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler
+from controlplane.state import views
 from controlplane.state.cluster import ClusterState
 from tests.support.kubeapi.schema import default, prune, validate
 from tests.support.machines import machine_types, node_from
@@ -121,7 +122,7 @@ def test_a_models_file_entry_and_a_model_object_give_the_same_placement(tmp_path
         for node in state.nodes:
             by_node[node] = sorted(
                 (a.context_length, a.parallel_slots, a.n_gpu_layers, a.source)
-                for a in state.assignments_for(node)[1].values()
+                for a in views.assignments_for(state, node)[1].values()
             )
         return by_node
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from controlplane.domain import Condition, ModelSpec, ReplicaPhase, ReplicaRecord, WorkerPart
 from controlplane.operator.events import replica_events, snapshot
 from controlplane.operator.status import Admission, build_status, same_status
-from controlplane.state.cluster import model_conditions
+from controlplane.state.views import model_conditions
 
 SPEC = ModelSpec(name="smol", source="builtin:smollm2-135m", replicas=2)
 OBJ = {"metadata": {"name": "smol", "namespace": "default", "generation": 3}}

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from controlplane.domain import NodeStatus, ReplicaPhase
+from controlplane.state import views
 from controlplane.state.cluster import ClusterState
 from controlplane.state.node_addresses import (
     EndpointRefused,
@@ -58,10 +59,10 @@ def test_a_replica_reported_at_another_host_is_never_routed() -> None:
     state.desired_synced = True
     state.node_connected(hello("a", replace(running("small-aaa"), endpoint="http://169.254.169.254:30001")))
     assert state.replicas["small-aaa"].endpoint == ""
-    assert state.routing_table().ready_endpoints("small") == []
+    assert views.routing_table(state).ready_endpoints("small") == []
     status = NodeStatus(0, 0, [running("small-aaa")], {})  # at 127.0.0.1:30001, the node's own address
     state.node_status("a", state.nodes["a"].session, status)
-    assert [e.url for e in state.routing_table().ready_endpoints("small")] == ["http://127.0.0.1:30001"]
+    assert [e.url for e in views.routing_table(state).ready_endpoints("small")] == ["http://127.0.0.1:30001"]
 
 
 def test_a_running_replica_is_adopted_only_where_the_node_selector_matches() -> None:

@@ -8,6 +8,7 @@ import time
 from controlplane.domain import ModelSpec, NodeStatus, ReplicaPhase, ReplicaRecord, ReplicaReport, serves
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler, reservations
+from controlplane.state import views
 from controlplane.state.cluster import ClusterState
 from llamafleet.contract.replica import Role
 from tests.support.machines import machine_types, node_from
@@ -106,7 +107,7 @@ def test_fits_nowhere_without_allow_split_stays_pending_with_every_reason() -> N
     state.set_models([ModelSpec(name="big", source="/m/big.gguf", parallel_slots=1)])
     reconciler.reconcile()
     assert placements(state, "big") == [None]
-    (view,) = state.model_views()
+    (view,) = views.model_views(state)
     placed = next(c for c in view.conditions if c.type == "Placed")
     assert (placed.status, placed.reason) == ("False", "NoCapacity")
     assert "a: cpu mode needs" in placed.message
@@ -142,9 +143,9 @@ def test_fits_nowhere_alone_is_split_workers_first_then_the_head_pointed_at_them
     assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(layers))  # contiguous ranges
     assert {p.node_id for p in replica.parts}.isdisjoint({replica.node_id})
     # Until every worker is ready, the head's node is not asked to run the engine.
-    assert replica.replica_id not in state.assignments_for(replica.node_id)[1]
+    assert replica.replica_id not in views.assignments_for(state, replica.node_id)[1]
     for part in replica.parts:
-        worker = state.assignments_for(part.node_id)[1][part.worker_id]
+        worker = views.assignments_for(state, part.node_id)[1][part.worker_id]
         assert worker.role == Role.RPC_WORKER
         assert worker.lease is not None
         assert (worker.lease.head_node_id, worker.lease.head_address) == (
@@ -152,7 +153,7 @@ def test_fits_nowhere_alone_is_split_workers_first_then_the_head_pointed_at_them
         )  # fmt: skip
         assert (worker.lease.first_layer, worker.lease.last_layer) == (part.first_layer, part.last_layer)
     workers_ready(state, replica)
-    head = state.assignments_for(replica.node_id)[1][replica.replica_id]
+    head = views.assignments_for(state, replica.node_id)[1][replica.replica_id]
     assert [(p.node_id, p.first_layer, p.last_layer) for p in head.remote_parts] == [
         (p.node_id, p.first_layer, p.last_layer) for p in replica.parts
     ]
@@ -200,8 +201,8 @@ def test_a_crashed_worker_or_a_lost_node_takes_the_whole_split_down_and_it_is_pl
 def test_split_heads_and_workers_are_never_adopted() -> None:
     state, _, replica = split_cluster()
     workers_ready(state, replica)
-    head = state.assignments_for(str(replica.node_id))[1][replica.replica_id]
+    head = views.assignments_for(state, str(replica.node_id))[1][replica.replica_id]
     spec = state.models["big"]
     assert not serves(head, spec)
-    worker = state.assignments_for(replica.parts[0].node_id)[1][replica.parts[0].worker_id]
+    worker = views.assignments_for(state, replica.parts[0].node_id)[1][replica.parts[0].worker_id]
     assert not serves(worker, spec)

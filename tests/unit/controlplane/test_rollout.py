@@ -5,6 +5,7 @@ from __future__ import annotations
 from controlplane.domain import ModelSpec, ReplicaPhase, ReplicaRecord
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.fit import profile_for
+from controlplane.state import views
 from controlplane.state.cluster import ClusterState
 from tests.unit.controlplane.test_reconciler import cluster
 
@@ -37,7 +38,7 @@ def test_a_changed_engine_parameter_rolls_out_with_a_surge_and_never_fewer_ready
     state.set_models([SPEC.model_copy(update={"context_length": 4096})])
     reconciler.reconcile()
     assert len(state.replicas) == 3  # one surge replica beside the two old ones
-    (view,) = state.model_views()
+    (view,) = views.model_views(state)
     updated = next(c for c in view.conditions if c.type == "Updated")
     assert (updated.status, updated.reason) == ("False", "RollingUpdate")
     ready_counts = settle(state, reconciler)
@@ -45,7 +46,7 @@ def test_a_changed_engine_parameter_rolls_out_with_a_surge_and_never_fewer_ready
     assert len(state.replicas) == 2
     assert not old & set(state.replicas)  # every replica replaced
     assert all(r.spec.context_length == 4096 for r in state.replicas.values())
-    (view,) = state.model_views()
+    (view,) = views.model_views(state)
     assert next(c for c in view.conditions if c.type == "Updated").status == "True"
 
 
@@ -109,7 +110,7 @@ def test_a_drained_node_hands_its_replicas_over_one_surge_at_a_time_and_gets_not
     assert min(ready_counts) >= 2  # each stopped only once its replacement served
     assert len(state.replicas) == 2
     assert drained not in {r.node_id for r in state.replicas.values()}
-    (view,) = state.model_views()
+    (view,) = views.model_views(state)
     assert next(c for c in view.conditions if c.type == "Ready").status == "True"
     state.cordon(drained, False)
     settle(state, reconciler)

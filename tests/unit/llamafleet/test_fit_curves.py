@@ -11,7 +11,7 @@ from llamafleet.fit.components import ContextParams
 from llamafleet.fit.curves import offload_curves
 from llamafleet.fit.estimate import Offload, Target, estimate
 from llamafleet.fit.profile import ModelProfile
-from nodeagent.fit.model_facts import read_model_facts
+from nodeagent.gguf.model_facts import read_model_facts
 from tests.support.profiles import llama_like
 
 SPLITS = [((1.0,), ("gpu",)), ((3.0, 1.0), ("gpu", "gpu")), ((1.0, 1.0, 2.0), ("gpu", "gpu", "rpc"))]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llamafleet.core.errors import Forbidden
+from llamafleet.core.errors import Forbidden, InvalidRequest
 from nodeagent.engine.adapters import confined
 
 
@@ -24,3 +24,10 @@ def test_paths_inside_are_allowed_and_every_way_out_is_refused(tmp_path: Path) -
         with pytest.raises(Forbidden):
             confined(path, [folder])
     assert confined(str(outside), []) == outside  # an engine run by hand, with no folders: any path
+
+
+def test_a_nul_in_the_path_is_a_400_not_a_crash(tmp_path: Path) -> None:
+    """Found by the fuzzer: Path.resolve() raised ValueError (a 500) on an embedded NUL."""
+    for folders in ([tmp_path], []):
+        with pytest.raises(InvalidRequest, match="NUL"):
+            confined("tone\0.gguf", folders)

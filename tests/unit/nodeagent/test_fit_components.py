@@ -12,7 +12,7 @@ import pytest
 
 from llamafleet.fit.components import ContextParams, kv_cache_bytes, offloaded_layers, output_bytes
 from llamafleet.fit.estimate import Offload, Target, estimate
-from nodeagent.fit.model_facts import read_model_facts
+from nodeagent.gguf.model_facts import read_model_facts
 
 LOG_ROUNDING = 6 * 1024  # llama.cpp logs MiB with two decimals
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llamafleet.core.errors import ModelFileInvalid
-from nodeagent.fit.gguf_header import read_header
+from nodeagent.gguf.header import read_header
 
 
 def test_reads_smollm2(smollm2_path: Path) -> None:

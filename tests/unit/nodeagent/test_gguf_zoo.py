@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llamafleet.core.errors import ModelFileInvalid
-from nodeagent.fit.gguf_header import read_header
+from nodeagent.gguf.header import read_header
 from tests.support import gguf_zoo
 
 NAMES = sorted([*gguf_zoo.CASES, "a-directory"])
@@ -42,7 +42,7 @@ READ = """
 import sys
 from pathlib import Path
 from llamafleet.core.errors import ModelFileInvalid
-from nodeagent.fit.gguf_header import read_header
+from nodeagent.gguf.header import read_header
 try:
     read_header(Path(sys.argv[1]))
 except ModelFileInvalid as exc:

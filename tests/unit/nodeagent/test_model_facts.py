@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from llamafleet.core.errors import ModelFileInvalid
-from nodeagent.fit.gguf_reader import open_gguf, scalar
-from nodeagent.fit.model_facts import read_model_facts
+from nodeagent.gguf.model_facts import read_model_facts
+from nodeagent.gguf.reader import open_gguf, scalar
 from tests.support.synthetic_gguf import gemma3_path
 
 

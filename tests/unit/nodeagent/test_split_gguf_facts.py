@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from llamafleet.core.errors import ModelFileInvalid
-from nodeagent.fit.gguf_header import read_header
-from nodeagent.fit.model_facts import read_model_facts
+from nodeagent.gguf.header import read_header
+from nodeagent.gguf.model_facts import read_model_facts
 from tests.support.split_gguf import write_split
 
 

@@ -9,7 +9,7 @@ from controlplane.agents import convert as cp_convert
 from controlplane.api import convert as api_convert
 from llamafleet.fit.components import ContextParams
 from llamafleet.fit.recommend import Gpu, NodeResources, recommend
-from nodeagent.fit.model_facts import read_model_facts
+from nodeagent.gguf.model_facts import read_model_facts
 from nodeagent.uplink import convert as agent_convert
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 from tests.support.profiles import GIB

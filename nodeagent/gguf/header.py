@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamafleet.core.errors import ModelFileInvalid
-from nodeagent.fit.gguf_reader import architecture, open_gguf, scalar, shard_paths, tensors_of_all_shards
+from nodeagent.gguf.reader import architecture, open_gguf, scalar, shard_paths, tensors_of_all_shards
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from llamafleet.core.errors import ModelFileInvalid
 from llamafleet.fit.components import REPACKABLE
 from llamafleet.fit.profile import ModelProfile
-from nodeagent.fit.gguf_reader import (
+from nodeagent.gguf.reader import (
     architecture,
     array_length,
     open_gguf,

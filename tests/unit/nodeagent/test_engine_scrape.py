@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llamafleet.contract.replica import ReplicaSpec
 from nodeagent.domain import Phase, ReplicaState
-from nodeagent.engine_metrics import relabel
+from nodeagent.engine_scrape import relabel
 
 
 def engine_text(requests: int) -> str:

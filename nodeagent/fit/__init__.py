@@ -1,1 +1,0 @@
-"""Pure functions over GGUF metadata: what a model is, and (later) how much memory it needs."""
