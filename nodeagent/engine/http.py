@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from llamafleet.contract.endpoints import INFERENCE
 from llamafleet.contract.replica import AdapterSpec
 from llamafleet.core import http_errors
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
@@ -87,6 +88,11 @@ def create_app(
         _check_ready(core)
         return {"threads": await core.set_threads(body.threads)}
 
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        """The one model this engine serves, as OpenAI's list (llama-server answers it too)."""
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "llamafleet"}]}
+
     @app.get("/slots")
     async def slots() -> list[dict[str, Any]]:
         _check_ready(core)
@@ -96,21 +102,18 @@ def create_app(
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatCompletionRequest, request: Request) -> Response:
         _check_ready(core)
         if body.stream:
             return await _stream(core.chat_stream(body), "chat", metrics)
         return await _once(core.chat(body), "chat", metrics, request)
 
-    @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         _check_ready(core)
         if body.stream:
             return await _stream(core.complete_stream(body), "completions", metrics)
         return await _once(core.complete(body), "completions", metrics, request)
 
-    @app.post("/completion", response_model=None)
     async def native_completion(body: NativeCompletionRequest, request: Request) -> Response:
         """llama-server's own completion API (nodeagent/engine/native_api.py)."""
         _check_ready(core)
@@ -120,17 +123,14 @@ def create_app(
             return await _stream(chunks, "completion", metrics, done=b"")
         return await _once(native_whole(body, core.complete), "completion", metrics, request)
 
-    @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         _check_ready(core)
         return await _once(core.embed(body), "embeddings", metrics, request)
 
-    @app.post("/v1/rerank", response_model=None)
     async def rerank(body: RerankRequest, request: Request) -> Response:
         _check_ready(core)
         return await _once(core.rerank(body), "rerank", metrics, request)
 
-    @app.post("/v1/responses", response_model=None)
     async def responses(body: ResponsesRequest, request: Request) -> Response:
         _check_ready(core)
         chat = body.as_chat()
@@ -145,7 +145,6 @@ def create_app(
 
         return await _once(whole(), "responses", metrics, request)
 
-    @app.post("/v1/messages", response_model=None)
     async def messages(body: MessagesRequest, request: Request) -> Response:
         _check_ready(core)
         chat = body.as_chat()
@@ -160,19 +159,16 @@ def create_app(
 
         return await _once(whole(), "messages", metrics, request)
 
-    @app.post("/v1/chat/completions/input_tokens")
     async def chat_input_tokens(body: ChatCompletionRequest) -> dict[str, int]:
         """llama-server's: the prompt tokens a chat request would take, without running it."""
         _check_ready(core)
         return {"input_tokens": core.count_prompt_tokens(body)}
 
-    @app.post("/v1/messages/count_tokens")
     async def count_message_tokens(body: CountTokensRequest) -> dict[str, int]:
         """Anthropic's token counting (Claude Code and the SDKs call it before long requests)."""
         _check_ready(core)
         return {"input_tokens": core.count_prompt_tokens(body.as_chat())}
 
-    @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
         _check_ready(core)
         tokens = core.tokenize(body.content, body.add_special)
@@ -180,15 +176,23 @@ def create_app(
             return {"tokens": [{"id": t, "piece": core.detokenize([t])} for t in tokens]}
         return {"tokens": tokens}
 
-    @app.post("/detokenize")
     async def detokenize(body: DetokenizeRequest) -> dict[str, str]:
         _check_ready(core)
         return {"content": core.detokenize(body.tokens)}
 
-    @app.post("/apply-template")
     async def apply_template(body: ApplyTemplateRequest) -> dict[str, str]:
         _check_ready(core)
         return {"prompt": core.apply_template(body)}
+
+    # The paths are llamafleet/contract/endpoints.py's, each handled by the function of its label.
+    handlers: dict[str, Callable[..., Awaitable[Any]]] = {
+        "chat": chat, "completions": completions, "completion": native_completion, "embeddings": embeddings,
+        "rerank": rerank, "responses": responses, "messages": messages, "input_tokens": chat_input_tokens,
+        "count_tokens": count_message_tokens, "tokenize": tokenize, "detokenize": detokenize,
+        "apply_template": apply_template,
+    }  # fmt: skip
+    for endpoint in INFERENCE:
+        app.add_api_route(endpoint.path, handlers[endpoint.label], methods=["POST"], name=endpoint.label)
 
     @app.get("/adapters")
     async def adapters() -> dict[str, Any]:
