@@ -36,7 +36,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controlplane.domain import ModelStatusView, ReplicaPhase
-from tests.conftest import start_cluster, stop_cluster
+from tests.support.cluster import start_cluster, stop_cluster
 from tests.support.processes import admin_client
 from tests.support.wait import wait_until
 

@@ -44,7 +44,7 @@ from nodeagent.cache.http_fetch import fetch
 from nodeagent.cache.resolver import builtin_path
 from nodeagent.cache.store import ModelStore
 from nodeagent.supervisor.process import free_port
-from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.file_server import file_server
 from tests.support.kubeapi import CRD_FILE, kube_api
 from tests.support.processes import (

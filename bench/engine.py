@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from nodeagent.cache.resolver import builtin_path  # noqa: E402
 from nodeagent.supervisor.process import free_port  # noqa: E402
-from tests.conftest import start_cluster, stop_cluster  # noqa: E402
+from tests.support.cluster import start_cluster, stop_cluster  # noqa: E402
 from tests.support.engine import running_engine  # noqa: E402
 from tests.support.lora import write_lora  # noqa: E402
 

@@ -33,8 +33,8 @@ from bench.latency import percentile, timed
 from controlplane.gateway.access.keys import hash_key
 from llamafleet.core.engine_auth import engine_headers
 from nodeagent.supervisor.process import free_port
-from tests.conftest import SMOLLM2_YAML, start_cluster, stop_cluster
 from tests.faults.cluster import engine_endpoint
+from tests.support.cluster import SMOLLM2_YAML, start_cluster, stop_cluster
 from tests.support.processes import cluster_pki
 from tests.support.wait import wait_until
 

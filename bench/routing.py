@@ -38,7 +38,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controlplane.gateway.proxy import REPLICA_HEADER
-from tests.conftest import start_cluster, stop_cluster
+from tests.support.cluster import start_cluster, stop_cluster
 from tests.support.wait import wait_until
 
 POLICIES = ("round-robin", "least-load", "session", "prefix-affinity")

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.latency import percentile, timed
 from controlplane.gateway.access.keys import hash_key
 from nodeagent.supervisor.process import free_port
-from tests.conftest import SMOLLM2_YAML, start_cluster, stop_cluster
+from tests.support.cluster import SMOLLM2_YAML, start_cluster, stop_cluster
 from tests.support.processes import cluster_pki
 from tests.support.redis_server import redis_server
 from tests.support.wait import wait_until

@@ -32,10 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nodeagent.cache.resolver import builtin_path
 from nodeagent.rpc.tunnel import HeadTunnel, WorkerGate
 from nodeagent.supervisor.process import free_port
-from tests.integration.test_rpc_split import rpc_worker
-from tests.integration.test_rpc_tunnel import serving
 from tests.support.certs import cluster_ca, node_credentials
 from tests.support.engine import running_engine
+from tests.support.rpc import rpc_worker, serving
 from tests.support.synthetic_gguf import gemma3_path
 
 # name → (n_embd, the worker's layers, description): the worker takes about half of the layers.

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import psutil
 
+from tests.support.cluster import Cluster
+
 KINDS = ("chat", "stream", "completion", "embeddings")
 CLEAN = ("200", "cancelled", "429+retry-after", "503+retry-after")
 WORDS = ("alpha", "beta", "gamma", "delta", "omega")
@@ -141,3 +143,24 @@ def rss_mib(pids: list[int]) -> dict[int, float]:
 def idle_check(engine_urls: list[str]) -> list[dict[str, Any]]:
     """Each engine's /health after the soak: every slot must be idle again."""
     return [httpx.get(f"{url}/health", timeout=10).json() | {"url": url} for url in engine_urls]
+
+
+MODELS = """
+models:
+  - name: smollm2-135m
+    source: builtin:smollm2-135m
+    replicas: 2
+    parallelSlots: 4
+    embeddings: true
+"""
+
+
+def engine_urls(cluster: Cluster) -> list[str]:
+    (model,) = cluster.models_json()
+    replicas: list[dict[str, Any]] = model["replicas"]  # type: ignore[assignment]
+    return [r["endpoint"] for r in replicas if r["endpoint"]]
+
+
+def gateway_in_flight(cluster: Cluster) -> float:
+    lines = httpx.get(f"{cluster.base_url}/metrics", timeout=10).text.splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith("llamafleet_gateway_in_flight{"))

@@ -15,8 +15,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from llamafleet.core.engine_auth import engine_headers
-from tests.conftest import Cluster, start_cluster, stop_cluster
 from tests.faults.cluster import engine_endpoint
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
 

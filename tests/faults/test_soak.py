@@ -6,25 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import Cluster, start_cluster, stop_cluster
-from tests.faults.soak import idle_check, soak
+from tests.faults.soak import MODELS, engine_urls, gateway_in_flight, idle_check, soak
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
-
-MODELS = """
-models:
-  - name: smollm2-135m
-    source: builtin:smollm2-135m
-    replicas: 2
-    parallelSlots: 4
-    embeddings: true
-"""
 
 
 @pytest.fixture
@@ -32,17 +21,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     running = start_cluster(tmp_path, MODELS, ["smollm2-135m"])
     yield running
     stop_cluster(running)
-
-
-def engine_urls(cluster: Cluster) -> list[str]:
-    (model,) = cluster.models_json()
-    replicas: list[dict[str, Any]] = model["replicas"]  # type: ignore[assignment]
-    return [r["endpoint"] for r in replicas if r["endpoint"]]
-
-
-def gateway_in_flight(cluster: Cluster) -> float:
-    lines = httpx.get(f"{cluster.base_url}/metrics", timeout=10).text.splitlines()
-    return sum(float(line.split()[-1]) for line in lines if line.startswith("llamafleet_gateway_in_flight{"))
 
 
 def test_a_short_soak_gives_only_clean_outcomes_and_leaks_nothing(cluster: Cluster) -> None:

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from controlplane.gateway.proxy import REPLICA_HEADER
-from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.processes import engine_pids
 from tests.support.wait import wait_until
 

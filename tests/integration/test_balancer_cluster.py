@@ -16,8 +16,8 @@ import pytest
 
 from controlplane.gateway.proxy import REPLICA_HEADER
 from nodeagent.supervisor.process import free_port
-from tests.conftest import REPO, Cluster, start_cluster, stop_cluster
-from tests.support.processes import cluster_pki
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
+from tests.support.processes import REPO, cluster_pki
 from tests.support.redis_server import redis_server
 from tests.support.wait import wait_until
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from nodeagent.gguf.model_facts import read_model_facts
-from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.processes import admin_cli
 from tests.support.synthetic_gguf import SyntheticShape, write_synthetic_model
 from tests.support.wait import wait_until

@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Cluster, start_cluster, stop_cluster, wait_until
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import pytest
 
 from llamafleet.core.threads import ThreadWant, share_threads
 from nodeagent.hardware.cpus import affinity, detect
-from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.engine import running_engine
 from tests.support.processes import admin_cli
 from tests.support.wait import wait_until

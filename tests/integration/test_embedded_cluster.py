@@ -7,7 +7,7 @@ import openai
 import psutil
 import pytest
 
-from tests.conftest import Cluster, stop_cluster
+from tests.support.cluster import Cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
 

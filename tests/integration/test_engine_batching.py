@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import wait_until
 from tests.support.engine import EngineProcess, running_engine
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import Cluster, wait_until
+from tests.support.cluster import Cluster
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Cluster, start_cluster, stop_cluster, wait_until
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.lora import write_lora
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
-from tests.conftest import Cluster
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import start_cluster
+from tests.support.cluster import start_cluster
 from tests.support.engine import running_engine
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import jsonschema
 import openai
 import pytest
 
-from tests.conftest import Cluster, start_cluster, stop_cluster
+from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.engine import running_engine
 from tests.support.synthetic_gguf import gemma3_path
 

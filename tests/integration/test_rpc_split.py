@@ -9,60 +9,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from nodeagent.supervisor.process import free_port
 from tests.support.engine import running_engine
+from tests.support.rpc import PROMPTS, greedy, rpc_worker
 from tests.support.synthetic_gguf import gemma3_path
-from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
-
-PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,"]
-
-
-@contextmanager
-def rpc_worker(
-    tmp: Path, *extra: str, host: str = "127.0.0.1"
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port("127.0.0.1")
-    log = (tmp / f"rpc-{port}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nodeagent.rpc", "--host", host, "--port", str(port), "--cache-dir",
-         str(tmp / "rpc-cache"), "--threads", "1", *extra],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-
-    def listening() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the RPC worker exited: {(tmp / f'rpc-{port}.log').read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(listening, 30, "the RPC worker to listen")
-        yield f"127.0.0.1:{port}", process
-    finally:
-        process.kill()
-        process.wait()
-        log.close()
-
-
-def greedy(url: str, prompt: str, model: str = "smollm2") -> str:
-    import httpx
-
-    body = {"model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": True}
-    response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
-    assert response.status_code == 200, response.text
-    text: str = response.json()["choices"][0]["text"]
-    return text
 
 
 def test_a_split_model_answers_token_for_token_like_the_whole_one(tmp_path: Path, smollm2_path: Path) -> None:

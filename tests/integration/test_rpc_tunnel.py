@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import datetime
 import ssl
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +16,9 @@ from cryptography.x509.oid import NameOID
 from llamafleet.core import pki
 from nodeagent.rpc.tunnel import HeadTunnel, NodeCredentials, WorkerGate
 from nodeagent.supervisor.process import free_port
-from tests.integration.test_rpc_split import PROMPTS, greedy, rpc_worker
 from tests.support.certs import cluster_ca, node_credentials
 from tests.support.engine import running_engine
+from tests.support.rpc import PROMPTS, greedy, rpc_worker, serving
 
 pytestmark = pytest.mark.integration
 
@@ -48,33 +46,6 @@ async def knock(credentials: NodeCredentials | None, gate_port: int) -> None:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
-
-
-@contextlib.contextmanager
-def serving(gate: WorkerGate, gate_port: int, tunnel: HeadTunnel, tunnel_port: int) -> Iterator[None]:
-    """Gate and tunnel on their own event loop in a thread, as they run inside the agents."""
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-
-    async def main() -> None:
-        up = asyncio.Event()
-        tasks = [asyncio.create_task(gate.serve("127.0.0.1", gate_port, stop)),
-                 asyncio.create_task(tunnel.serve(tunnel_port, stop, up))]  # fmt: skip
-        await up.wait()
-        await asyncio.sleep(0.2)
-        ready.set()
-        await asyncio.gather(*tasks)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(10), "gate and tunnel did not start"
-        yield
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        loop.close()
 
 
 def named_but_not_a_node(folder: Path, name: str) -> NodeCredentials:

@@ -22,10 +22,10 @@ import httpx
 import pytest
 
 from controlplane.domain import ReplicaPhase, ReplicaRecord
-from tests.integration.test_rpc_split import PROMPTS, greedy
 from tests.support import netns
 from tests.support.engine import running_engine
 from tests.support.netns_cluster import DECODE_TIMEOUT_S, NetnsCluster, netns_cluster
+from tests.support.rpc import PROMPTS, greedy
 from tests.support.synthetic_gguf import gemma3_path
 from tests.support.wait import wait_until
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from nodeagent.supervisor.process import free_port
-from tests.conftest import Cluster
+from tests.support.cluster import Cluster
 from tests.support.processes import cluster_pki, grpc_port
 
 pytestmark = pytest.mark.integration

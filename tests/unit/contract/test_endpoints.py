@@ -34,7 +34,7 @@ def test_the_gateway_and_the_engine_serve_the_table_and_only_it() -> None:
     engine_app = create_app(None, "m", EngineMetrics(CollectorRegistry()))  # type: ignore[arg-type]
     engine = {path: kind for path, kind in _posts(engine_app.routes).items() if path != "/adapters"}
     assert engine == table
-    assert USAGE_CHUNK_PATHS == {"/v1/chat/completions", "/v1/completions"}
+    assert {"/v1/chat/completions", "/v1/completions"} == USAGE_CHUNK_PATHS
 
 
 def test_every_llama_server_alias_leads_to_a_path_the_engine_serves() -> None:
