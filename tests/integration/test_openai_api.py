@@ -470,7 +470,11 @@ def test_llama_servers_own_completion_api_answers_in_its_shapes(cluster: Cluster
     assert (stopped["stop_type"], stopped["stopping_word"]) == ("word", words[1])
     assert words[1] not in stopped["content"]
     many = post(cluster, "/completion", {"prompt": ["Hello", "The sky is"], "n_predict": 3}).json()
-    assert [(m["index"], m["tokens_predicted"]) for m in many] == [(0, 3), (1, 3)]
+    assert [m["index"] for m in many] == [0, 1]
+    # Sampled (no temperature 0): a prompt may end at the end-of-text token before its 3 tokens.
+    assert all(
+        (m["stop_type"], m["tokens_predicted"]) == ("limit", 3) or m["stop_type"] == "eos" for m in many
+    ), many
     with httpx.stream(
         "POST",
         f"{cluster.base_url}/completion",
