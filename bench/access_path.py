@@ -34,7 +34,7 @@ from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routers.inference import adapters_asked
 from controlplane.gateway.usage import reservation
-from llamafleet.core.openai_api import ChatCompletionRequest
+from llamafleet.protocol.openai import ChatCompletionRequest
 
 KEY = "lf-bench-access-key-0123456789abcdef"
 BODY = {"model": "smollm2-135m", "max_tokens": 16, "lora": [{"name": "tone"}],

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.latency import percentile, timed
 from controlplane.gateway.access.keys import hash_key
-from llamafleet.core.engine_auth import engine_headers
+from llamafleet.security.engine_auth import engine_headers
 from nodeagent.supervisor.process import free_port
 from tests.faults.cluster import engine_endpoint
 from tests.support.cluster import SMOLLM2_YAML, start_cluster, stop_cluster

@@ -13,10 +13,10 @@ from pydantic.alias_generators import to_camel
 
 from llamafleet.contract.replica import Pooling, ReplicaSpec, Role
 from llamafleet.core.chat_templates import template_error
-from llamafleet.core.durations import DURATION_PATTERN, seconds
 from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.fit.profile import ModelProfile
 from llamafleet.fit.recommend import Gpu, Recommendation
+from llamafleet.units.durations import DURATION_PATTERN, seconds
 
 
 def _duration(default: str, description: str) -> str:

@@ -34,10 +34,10 @@ from controlplane.settings import ControlPlaneSettings
 from controlplane.state.cluster import ClusterState
 from controlplane.state.node_addresses import PeerFacts, port_range
 from controlplane.state.node_keys import FilePinStore, NodePins, PinStore
-from llamafleet.core import pki
 from llamafleet.core.grpc_channels import SERVER_OPTIONS
-from llamafleet.core.grpc_tls import CredentialFiles, server_credentials
-from llamafleet.core.probes import serve_probes
+from llamafleet.http.probes import serve_probes
+from llamafleet.security import pki
+from llamafleet.security.grpc_tls import CredentialFiles, server_credentials
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from llamafleet.core.pki import default_pki_dir
+from llamafleet.security.pki import default_pki_dir
 
 
 def _identity() -> str:

@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, start_http_server
 
-from llamafleet.core.probes import serve_probes
-from llamafleet.core.sizes import parse_size
 from llamafleet.fit.recommend import Gpu, NodeResources
+from llamafleet.http.probes import serve_probes
+from llamafleet.units.sizes import parse_size
 from nodeagent import engine_scrape
 from nodeagent.cache.catalog import ModelCatalog
 from nodeagent.cache.node_store import node_store

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from llamafleet.core.engine_auth import engine_headers
+from llamafleet.security.engine_auth import engine_headers
 from nodeagent.domain import Phase, ReplicaState
 
 

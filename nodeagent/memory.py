@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import psutil
 
-from llamafleet.core.sizes import format_size
+from llamafleet.units.sizes import format_size
 
 
 class HostMemory:

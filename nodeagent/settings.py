@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
 
-from llamafleet.core.pki import default_pki_dir
+from llamafleet.security.pki import default_pki_dir
 
 
 def _default_data_dir() -> Path:

@@ -20,9 +20,9 @@ import grpc
 from controlplane.state.cluster import ClusterState
 from controlplane.state.node_addresses import peer_host
 from controlplane.state.node_keys import NodePins, cert_fingerprint, csr_fingerprint
-from llamafleet.core import pki
 from llamafleet.core.errors import LlamafleetError
-from llamafleet.core.grpc_tls import peer_identity
+from llamafleet.security import pki
+from llamafleet.security.grpc_tls import peer_identity
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 

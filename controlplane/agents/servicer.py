@@ -17,7 +17,7 @@ from controlplane.state.node_keys import NodePins
 from llamafleet import __version__
 from llamafleet.contract.replica import ReplicaSpec
 from llamafleet.core.errors import LlamafleetError
-from llamafleet.core.grpc_tls import authorize
+from llamafleet.security.grpc_tls import authorize
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 

@@ -11,7 +11,7 @@ from controlplane.api import convert
 from controlplane.domain import ModelStatusView, NodeRecord, RoutingTable
 from controlplane.state.demand import ModelLoad
 from llamafleet.core.errors import InvalidRequest, ModelFileInvalid, NotFound, Unavailable
-from llamafleet.core.grpc_tls import ClientTls, CredentialError, open_channel
+from llamafleet.security.grpc_tls import ClientTls, CredentialError, open_channel
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 

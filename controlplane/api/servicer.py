@@ -16,11 +16,11 @@ from controlplane.state import views
 from controlplane.state.cluster import ClusterState
 from controlplane.state.demand import ModelLoad
 from controlplane.state.node_keys import NodePins
-from llamafleet.core import pki
 from llamafleet.core.errors import LlamafleetError
-from llamafleet.core.grpc_tls import authorize
 from llamafleet.fit.estimate import estimate
 from llamafleet.fit.recommend import Recommendation, best_node, offload_for
+from llamafleet.security import pki
+from llamafleet.security.grpc_tls import authorize
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 

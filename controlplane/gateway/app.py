@@ -18,9 +18,9 @@ from controlplane.gateway.routers import admin, health, inference, models, repli
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
 from llamafleet import __version__
-from llamafleet.core import http_errors
-from llamafleet.core.body_limit import BodyLimit
-from llamafleet.core.llama_server_compat import LlamaServerCompat
+from llamafleet.http import errors as http_errors
+from llamafleet.http.body_limit import BodyLimit
+from llamafleet.protocol.aliases import LlamaServerCompat
 
 
 def create_app(

@@ -26,11 +26,19 @@ from controlplane.gateway.balancer.keys import request_keys
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
-from controlplane.gateway.usage import StreamTokens, Tokens, UsageStripper, tokens_in
-from llamafleet.core.engine_auth import engine_headers
-from llamafleet.core.errors import EngineFailed, Forbidden, LlamafleetError, ModelNotFound, Unavailable
-from llamafleet.core.http_errors import status_of
-from llamafleet.core.openai_api import error_body
+from controlplane.gateway.usage import StreamTokens, UsageStripper
+from llamafleet.core.errors import (
+    EngineFailed,
+    Forbidden,
+    LlamafleetError,
+    ModelNotFound,
+    Unavailable,
+    error_body,
+)
+from llamafleet.http.errors import status_of
+from llamafleet.protocol.endpoint import Tokens
+from llamafleet.protocol.endpoints import BY_PATH
+from llamafleet.security.engine_auth import engine_headers
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +223,7 @@ class EngineProxy:
             raise EngineFailed(f"replica {endpoint.replica_id} failed (HTTP {status})")
         if status == 200:
             try:
-                used = tokens_in(json.loads(body)) or Tokens()
+                used = BY_PATH[request.path].usage(json.loads(body)) or Tokens()
             except (ValueError, TypeError):
                 raise EngineFailed(f"replica {endpoint.replica_id} sent a malformed response") from None
             self._metrics.generated_tokens.labels(request.model).inc(used.completion)
@@ -237,7 +245,7 @@ class EngineProxy:
         started: float,
         base: str,
     ) -> AsyncIterator[bytes]:
-        tokens = StreamTokens()
+        tokens = StreamTokens(BY_PATH[request.path])
         stripper = UsageStripper() if request.strip_usage else None
         first = True
         status = "200"

@@ -18,8 +18,8 @@ from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.proxy import EngineProxy
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
-from llamafleet.core.grpc_tls import ClientTls, CredentialFiles
-from llamafleet.core.http_server import serve_until
+from llamafleet.http.server import serve_until
+from llamafleet.security.grpc_tls import ClientTls, CredentialFiles
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
-from llamafleet.core.pki import default_pki_dir
+from llamafleet.http.body_limit import DEFAULT_MAX_BODY_BYTES
+from llamafleet.security.pki import default_pki_dir
 
 
 class GatewaySettings(BaseModel):

@@ -9,8 +9,8 @@ from typing import Any
 
 from controlplane.api.client import ClusterClient
 from controlplane.domain import ModelStatusView, NodeRecord
-from llamafleet.core.grpc_tls import ClientTls, CredentialFiles
-from llamafleet.core.pki import default_pki_dir
+from llamafleet.security.grpc_tls import ClientTls, CredentialFiles
+from llamafleet.security.pki import default_pki_dir
 
 GiB = 1 << 30
 MiB = 1 << 20

@@ -11,7 +11,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from llamafleet.core.sizes import format_size
+from llamafleet.units.sizes import format_size
 from nodeagent.cache.sources import Builtin, Local, parse
 from nodeagent.cache.store import DownloadProgress, ModelStore
 from nodeagent.settings import SupervisorSettings

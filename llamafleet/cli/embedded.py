@@ -18,8 +18,8 @@ from controlplane.gateway.server import Gateway
 from controlplane.server import ControlPlane
 from controlplane.state import views
 from llamafleet.cli.settings import UpSettings
-from llamafleet.core import pki
 from llamafleet.core.lifecycle import install_stop_signals, run_until_stopped
+from llamafleet.security import pki
 from nodeagent.agent import Agent
 
 SHUTDOWN_GRACE_S = 20.0

@@ -12,11 +12,11 @@ from dataclasses import replace
 from typing import Any
 
 from llamafleet.cli.download import local_file, source_argument
-from llamafleet.core import sizes
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.fit.components import KV_TYPES, ContextParams
 from llamafleet.fit.estimate import Estimate, estimate
 from llamafleet.fit.recommend import Gpu, NodeResources, Recommendation, offload_for, recommend
+from llamafleet.units import sizes
 from nodeagent.gguf.model_facts import read_model_facts
 from nodeagent.hardware.inventory import collect
 

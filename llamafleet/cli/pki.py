@@ -11,7 +11,7 @@ import argparse
 import datetime
 from pathlib import Path
 
-from llamafleet.core import pki
+from llamafleet.security import pki
 
 DESCRIPTION = """\
 Make the cluster's credentials by hand. A control plane generates the whole set in its --tls-dir on

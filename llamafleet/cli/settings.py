@@ -13,8 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controlplane.gateway.settings import GatewaySettings
 from controlplane.settings import ControlPlaneSettings
-from llamafleet.core import pki
 from llamafleet.core.settings_cli import ENV_NESTED_DELIMITER, ENV_PREFIX
+from llamafleet.security import pki
 from nodeagent.settings import AgentSettings
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 
 class LlamafleetError(Exception):
@@ -132,3 +133,15 @@ class QuotaExceeded(Unavailable):
     """A key used its requests or tokens per minute; ``retry_after`` is when the window has room."""
 
     code = "rate_limit_exceeded"
+
+
+# Every HTTP error answer, the gateway's and the engine's, in every dialect: OpenAI's envelope.
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error envelope."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def validation_param(loc: tuple[int | str, ...]) -> str:
+    """The field a pydantic error points at, e.g. ("body", "messages", 0, "role") → "messages.0.role"."""
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) if parts else "body"

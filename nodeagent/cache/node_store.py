@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from llamafleet.core.sizes import parse_size
+from llamafleet.units.sizes import parse_size
 from nodeagent.cache.http_fetch import prefix_matches
 from nodeagent.cache.store import ModelStore
 from nodeagent.settings import SupervisorSettings

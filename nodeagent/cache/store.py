@@ -30,7 +30,7 @@ from pathlib import Path
 
 from llamafleet.core.errors import ChecksumMismatch, DiskFull, ModelNotFound, SourceDenied
 from llamafleet.core.logs import shown_url
-from llamafleet.core.sizes import format_size
+from llamafleet.units.sizes import format_size
 from nodeagent.cache import huggingface
 from nodeagent.cache.http_fetch import Fetched, Progress, fetch
 from nodeagent.cache.resolver import builtin_path

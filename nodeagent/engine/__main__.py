@@ -21,14 +21,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llamafleet.contract.replica import AdapterSpec, Pooling
 from llamafleet.core import logs
-from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
 from llamafleet.core.chat_templates import template_error
-from llamafleet.core.engine_auth import ENGINE_SECRET_ENV
 from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.http_server import serve_until
 from llamafleet.core.lifecycle import install_stop_signals, run
 from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.core.settings_cli import add_settings_arguments, settings_from_args
+from llamafleet.http.body_limit import DEFAULT_MAX_BODY_BYTES
+from llamafleet.http.server import serve_until
+from llamafleet.security.engine_auth import ENGINE_SECRET_ENV
 from nodeagent.engine.batcher import BatcherSettings
 from nodeagent.engine.core import BatchingCore, EngineParams
 from nodeagent.engine.http import create_app

@@ -16,7 +16,7 @@ import jinja2
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.openai_api import ChatCompletionRequest, ChatMessage
+from llamafleet.protocol.openai import ChatCompletionRequest, ChatMessage
 
 log = logging.getLogger(__name__)
 

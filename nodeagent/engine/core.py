@@ -23,9 +23,9 @@ import numpy as np
 
 from llamafleet.contract.replica import AdapterSpec
 from llamafleet.core.errors import InvalidRequest, Unavailable
-from llamafleet.core.openai_api import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llamafleet.core.request_defaults import RequestDefaults
-from llamafleet.core.rerank_api import RerankRequest
+from llamafleet.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from llamafleet.protocol.rerank import RerankRequest
 from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.batcher import Batcher, BatcherSettings
 from nodeagent.engine.chat import ChatTemplate, RenderOptions
@@ -34,7 +34,7 @@ from nodeagent.engine.grammar import check, grammar_text
 from nodeagent.engine.logprobs import TokenLogprob
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeConfig, NativeModel
-from nodeagent.engine.responses import Chunk, ResponseShape, embeddings_response, with_tool_calls
+from nodeagent.engine.openai_shapes import Chunk, ResponseShape, embeddings_response, with_tool_calls
 from nodeagent.engine.sampling import SamplingParams
 from nodeagent.engine.sequence import Delta, Sequence, Usage
 from nodeagent.engine.tools import ToolFormat, ToolPlan, detect, plan

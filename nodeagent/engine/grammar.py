@@ -21,7 +21,7 @@ import numpy as np
 from llama_cpp.llama_grammar import JSON_GBNF
 
 from llamafleet.core.errors import InvalidRequest
-from llamafleet.core.openai_api import ResponseFormat
+from llamafleet.protocol.openai import ResponseFormat
 from nodeagent.engine.json_schema import schema_grammar
 
 # llama_token_data {int32 id; float logit; float p}: candidates as one numpy buffer llama.cpp reads.

@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from llamafleet.core.openai_api import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool
+from llamafleet.protocol.openai import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool
 from nodeagent.engine.json_schema import enforceable, schema_grammar
 
 

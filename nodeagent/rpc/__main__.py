@@ -14,7 +14,7 @@ import socket
 import sys
 from pathlib import Path
 
-from llamafleet.core.sizes import parse_size
+from llamafleet.units.sizes import parse_size
 from nodeagent.rpc.cache import prune
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llamafleet.core.pki import NODE_ORG
+from llamafleet.security.pki import NODE_ORG
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 
 from llamafleet.contract.replica import engine_arguments
-from llamafleet.core.engine_auth import ENGINE_SECRET_ENV, engine_headers
 from llamafleet.core.errors import (
     ChecksumMismatch,
     DiskFull,
@@ -32,8 +31,9 @@ from llamafleet.core.errors import (
     SourceDenied,
     Unavailable,
 )
-from llamafleet.core.sizes import format_size
 from llamafleet.core.threads import THREADS_PATH
+from llamafleet.security.engine_auth import ENGINE_SECRET_ENV, engine_headers
+from llamafleet.units.sizes import format_size
 from nodeagent.cache.store import DownloadProgress, ModelStore
 from nodeagent.domain import ReplicaError
 from nodeagent.gguf.header import GGUFHeader, read_header

@@ -18,7 +18,7 @@ import grpc
 import psutil
 
 from llamafleet.core.errors import JoinRefused
-from llamafleet.core.grpc_tls import open_channel
+from llamafleet.security.grpc_tls import open_channel
 from nodeagent.domain import CachedModel, HostInventory, NodeReport
 from nodeagent.metrics import AgentMetrics
 from nodeagent.settings import AgentSettings

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 
-from llamafleet.core import pki
 from llamafleet.core.errors import JoinRefused
-from llamafleet.core.grpc_tls import ClientTls, CredentialFiles, server_only_channel
+from llamafleet.security import pki
+from llamafleet.security.grpc_tls import ClientTls, CredentialFiles, server_only_channel
 from nodeagent.rpc.tunnel import NodeCredentials
 from nodeagent.settings import AgentSettings
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb

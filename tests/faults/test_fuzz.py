@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from llamafleet.core.engine_auth import engine_headers
+from llamafleet.security.engine_auth import engine_headers
 from tests.faults.cluster import engine_endpoint
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from cryptography import x509
 
-from llamafleet.core import pki
+from llamafleet.security import pki
 from tests.faults.cluster import MODEL, processes
 from tests.support.processes import Proc, cluster_pki
 from tests.support.wait import wait_until

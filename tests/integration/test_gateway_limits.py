@@ -9,7 +9,7 @@ import socket
 import httpx
 import pytest
 
-from llamafleet.core.body_limit import DEFAULT_MAX_BODY_BYTES
+from llamafleet.http.body_limit import DEFAULT_MAX_BODY_BYTES
 from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.integration

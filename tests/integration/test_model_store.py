@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from llamafleet.core import pki
 from llamafleet.core.errors import ChecksumMismatch, DiskFull, ModelNotFound, SourceDenied
+from llamafleet.security import pki
 from nodeagent.cache.store import ModelStore
 from tests.support.file_server import Fault, FileServer, file_server
 

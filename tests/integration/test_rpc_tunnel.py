@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from llamafleet.core import pki
+from llamafleet.security import pki
 from nodeagent.rpc.tunnel import HeadTunnel, NodeCredentials, WorkerGate
 from nodeagent.supervisor.process import free_port
 from tests.support.certs import cluster_ca, node_credentials

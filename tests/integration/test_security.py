@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from controlplane.domain import Endpoint
-from llamafleet.core import pki
 from llamafleet.core.grpc_channels import CHANNEL_OPTIONS
-from llamafleet.core.grpc_tls import ClientTls, CredentialFiles
+from llamafleet.security import pki
+from llamafleet.security.grpc_tls import ClientTls, CredentialFiles
 from nodeagent.supervisor.process import free_port
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as agent_pb
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc

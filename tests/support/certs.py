@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
-from llamafleet.core import pki
+from llamafleet.security import pki
 from nodeagent.rpc.tunnel import NodeCredentials
 
 

@@ -159,7 +159,7 @@ class FileServer:
 
 @contextmanager
 def file_server(tls: Path | None = None) -> Iterator[FileServer]:
-    """``tls``: a folder with ``tls.crt`` and ``tls.key`` (llamafleet.core.pki.init_pki's, for 127.0.0.1):
+    """``tls``: a folder with ``tls.crt`` and ``tls.key`` (llamafleet.security.pki.init_pki's, for 127.0.0.1):
     serve https (the client must trust its CA, e.g. SSL_CERT_FILE)."""
     server = FileServer()
     app = web.Application()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import grpc
 
-from llamafleet.core import pki
-from llamafleet.core.grpc_tls import ClientTls, CredentialFiles, server_only_channel
+from llamafleet.security import pki
+from llamafleet.security.grpc_tls import ClientTls, CredentialFiles, server_only_channel
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as agent_pb
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 

@@ -15,8 +15,8 @@ import httpx
 import psutil
 
 from controlplane.api.client import ClusterClient
-from llamafleet.core.grpc_tls import ClientTls, CredentialFiles
-from llamafleet.core.pki import init_pki
+from llamafleet.security.grpc_tls import ClientTls, CredentialFiles
+from llamafleet.security.pki import init_pki
 from nodeagent.supervisor.process import free_port
 from tests.support.wait import wait_http_ok, wait_until
 

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from controlplane.gateway.access.keys import ANONYMOUS, LOCAL_ANONYMOUS, ApiKey, KeyRing
 from controlplane.gateway.metrics import GatewayMetrics
 from llamafleet.core.errors import Forbidden, LlamafleetError, Unauthorized
-from llamafleet.core.http_errors import error_response
+from llamafleet.http.errors import error_response
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/health", "/metrics"})
 ADMIN_PREFIXES = ("/v1/admin/", "/v1/replicas/")

@@ -1,4 +1,4 @@
-"""Every inference endpoint of llamafleet/contract/endpoints.py (OpenAI, Responses, Messages, rerank and
+"""Every inference endpoint of llamafleet/protocol/endpoints.py (OpenAI, Responses, Messages, rerank and
 llama-server's native API): validate, check the key's scope and quota, then hand to the proxy (routed by
 ``model``)."""
 
@@ -17,8 +17,9 @@ from controlplane.gateway.balancer.keys import SESSION_HEADER
 from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy, Forward
 from controlplane.gateway.usage import reservation, with_usage
-from llamafleet.contract.endpoints import INFERENCE, USAGE_CHUNK_PATHS, Endpoint
 from llamafleet.core.errors import Forbidden, QuotaExceeded
+from llamafleet.protocol.endpoint import Endpoint
+from llamafleet.protocol.endpoints import INFERENCE, USAGE_CHUNK_PATHS
 
 
 def _headers(request: Request) -> dict[str, str]:

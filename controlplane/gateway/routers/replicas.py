@@ -21,9 +21,9 @@ from fastapi import Path as PathParam
 
 from controlplane.domain import Endpoint
 from controlplane.gateway.routing import RoutingView
-from llamafleet.core.engine_auth import engine_headers
 from llamafleet.core.errors import EngineFailed, Forbidden, InvalidRequest, ModelNotFound, Unavailable
-from llamafleet.core.openai_api import ADAPTER_NAME, AdapterLoadRequest
+from llamafleet.protocol.openai import ADAPTER_NAME, AdapterLoadRequest
+from llamafleet.security.engine_auth import engine_headers
 
 
 def router(routing: RoutingView, client: httpx.AsyncClient) -> APIRouter:

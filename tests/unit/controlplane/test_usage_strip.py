@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from controlplane.gateway.usage import COMPLETION_RESERVE, UsageStripper, reservation, with_usage
-from llamafleet.core.openai_api import ChatCompletionRequest, EmbeddingRequest
+from llamafleet.protocol.openai import ChatCompletionRequest, EmbeddingRequest
 
 
 def test_a_reservation_is_the_prompt_by_size_plus_the_completion_allowed() -> None:

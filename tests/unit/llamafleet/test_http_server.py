@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from llamafleet.core.http_server import serve_until
+from llamafleet.http.server import serve_until
 
 
 def _has_ipv6_loopback() -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from llamafleet.core import pki
+from llamafleet.security import pki
 
 HOUR = datetime.timedelta(hours=1)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from llamafleet.core.openai_api import LORA_MAX, MODEL_NAME_MAX, ChatCompletionRequest, CompletionRequest
-from llamafleet.core.rerank_api import RerankRequest
+from llamafleet.protocol.openai import LORA_MAX, MODEL_NAME_MAX, ChatCompletionRequest, CompletionRequest
+from llamafleet.protocol.rerank import RerankRequest
 
 CHAT = {"messages": [{"role": "user", "content": "Hi"}]}
 

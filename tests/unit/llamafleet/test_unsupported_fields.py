@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from llamafleet.core.openai_api import UNSUPPORTED, ChatCompletionRequest, CompletionRequest
+from llamafleet.protocol.openai import UNSUPPORTED, ChatCompletionRequest, CompletionRequest
 
 BASE: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llamafleet.contract.replica import AdapterSpec
-from llamafleet.core.openai_api import CompletionRequest
+from llamafleet.protocol.openai import CompletionRequest
 from nodeagent.engine.__main__ import parse_adapter
 from nodeagent.engine.core import sampling_params
 from nodeagent.engine.sampling import SamplingParams

@@ -8,7 +8,7 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
-from llamafleet.core.sizes import parse_size
+from llamafleet.units.sizes import parse_size
 from nodeagent.memory import HostMemory, held_bytes
 from nodeagent.settings import AgentSettings
 

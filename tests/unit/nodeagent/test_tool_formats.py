@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from llamafleet.core.openai_api import ChatCompletionRequest
+from llamafleet.protocol.openai import ChatCompletionRequest
 from nodeagent.engine.tools import (
     ToolFormat,
     detect,

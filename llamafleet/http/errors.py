@@ -22,8 +22,9 @@ from llamafleet.core.errors import (
     QuotaExceeded,
     Unauthorized,
     Unavailable,
+    error_body,
+    validation_param,
 )
-from llamafleet.core.openai_api import error_body, validation_param
 
 log = logging.getLogger(__name__)
 

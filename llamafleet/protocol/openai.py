@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from llamafleet.core.errors import InvalidRequest
+from llamafleet.protocol.endpoint import Endpoint, Tokens
 
 MAX_CHOICES = 16  # per request: prompts × n (each choice takes a slot)
 
@@ -336,28 +337,6 @@ class EmbeddingRequest(BaseModel):
         return list(self.input)  # type: ignore[arg-type]
 
 
-class TokenizeRequest(BaseModel):
-    """llama-server's POST /tokenize; ``model`` routes it at the gateway."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = ""
-    content: str
-    add_special: bool = False
-    with_pieces: bool = Field(default=False, description="Each token with its text, as llama-server does")
-
-
-class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = ""
-    tokens: list[int]
-
-
-class ApplyTemplateRequest(ChatCompletionRequest):
-    """llama-server's POST /apply-template: the prompt a chat request becomes (tools included)."""
-
-
 ADAPTER_NAME = r"^[A-Za-z0-9._-]+$"
 
 
@@ -372,19 +351,7 @@ class AdapterLoadRequest(BaseModel):
 _Request.model_rebuild()
 ResponseFormat.model_rebuild()
 ChatCompletionRequest.model_rebuild()
-ApplyTemplateRequest.model_rebuild()
 CompletionRequest.model_rebuild()
-
-
-def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error envelope."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def validation_param(loc: tuple[int | str, ...]) -> str:
-    """The field a pydantic error points at, e.g. ("body", "messages", 0, "role") → "messages.0.role"."""
-    parts = [str(p) for p in loc if p != "body"]
-    return ".".join(parts) if parts else "body"
 
 
 Validated = TypeVar("Validated", bound=BaseModel)
@@ -401,3 +368,35 @@ def validate_as(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidRequest(f"{where}: {first['msg']}", param(where)) from None
+
+
+def usage(payload: Any) -> Tokens | None:
+    """``usage.prompt_tokens``/``completion_tokens`` of an answer or a stream's usage chunk
+    (embeddings and rerank: ``prompt_tokens`` and ``total_tokens`` only)."""
+    found = payload.get("usage") if isinstance(payload, dict) else None
+    if not isinstance(found, dict):
+        return None
+    prompt = int(found.get("prompt_tokens") or 0)
+    completion = int(found.get("completion_tokens") or 0)
+    if not completion and found.get("total_tokens"):
+        prompt = max(prompt, int(found["total_tokens"]))
+    return Tokens(prompt, completion)
+
+
+def pieces(payload: Any) -> int:
+    """Content pieces in one stream chunk: each choice's text (completions) or delta content (chat)."""
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    return sum(
+        1
+        for choice in choices or []
+        if isinstance(choice, dict) and (choice.get("text") or (choice.get("delta") or {}).get("content"))
+    )
+
+
+ENDPOINTS = (
+    Endpoint("/v1/chat/completions", "chat", ChatCompletionRequest, usage, streams=True, pieces=pieces,
+             usage_chunk=True),
+    Endpoint("/v1/completions", "completions", CompletionRequest, usage, streams=True, pieces=pieces,
+             usage_chunk=True),
+    Endpoint("/v1/embeddings", "embeddings", EmbeddingRequest, usage),
+)  # fmt: skip

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 
-from llamafleet.core import pki
 from llamafleet.core.grpc_channels import CHANNEL_OPTIONS
-from llamafleet.core.pki import CA_CERT, CERT, CONTROLPLANE_NAME, KEY, Identity, identity_of_pem
+from llamafleet.security import pki
+from llamafleet.security.pki import CA_CERT, CERT, CONTROLPLANE_NAME, KEY, Identity, identity_of_pem
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from llamafleet.core.http_limits import BoundedHttpTools
+from llamafleet.http.header_limits import BoundedHttpTools
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -15,7 +15,7 @@ import logging
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from llamafleet.core.openai_api import error_body
+from llamafleet.core.errors import error_body
 
 log = logging.getLogger(__name__)
 

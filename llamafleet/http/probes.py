@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from llamafleet.core.http_server import serve_until
+from llamafleet.http.server import serve_until
 
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 

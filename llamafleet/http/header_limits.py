@@ -8,7 +8,7 @@ import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from llamafleet.core.openai_api import error_body
+from llamafleet.core.errors import error_body
 
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers; nginx's default allows 32 KiB, h11's 16 KiB
 

@@ -13,7 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llamafleet.core.openai_api import ModelName
+from llamafleet.protocol import openai
+from llamafleet.protocol.endpoint import Endpoint
+from llamafleet.protocol.openai import ModelName
 
 
 class RerankRequest(BaseModel):
@@ -56,3 +58,6 @@ class RerankRequest(BaseModel):
                    for i in order]  # fmt: skip
         usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
         return {"object": "list", "model": model, "results": results, "usage": usage}
+
+
+ENDPOINTS = (Endpoint("/v1/rerank", "rerank", RerankRequest, openai.usage),)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llamafleet.core.openai_api import error_body
+from llamafleet.core.errors import error_body
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -1,0 +1,1 @@
+"""Quantities as people write them: byte sizes (sizes.py) and durations (durations.py)."""
