@@ -28,8 +28,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from controlplane.gateway.access.api_keys import KeyRing, hash_key
 from controlplane.gateway.access.guard import AccessGuard
-from controlplane.gateway.access.keys import KeyRing, hash_key
 from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routers.inference import adapters_asked

@@ -30,7 +30,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.latency import percentile, timed
-from controlplane.gateway.access.keys import hash_key
+from controlplane.gateway.access.api_keys import hash_key
 from llamafleet.security.engine_auth import engine_headers
 from nodeagent.supervisor.process import free_port
 from tests.faults.cluster import engine_endpoint

@@ -37,7 +37,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.latency import percentile, timed
-from controlplane.gateway.access.keys import hash_key
+from controlplane.gateway.access.api_keys import hash_key
 from nodeagent.supervisor.process import free_port
 from tests.support.cluster import SMOLLM2_YAML, start_cluster, stop_cluster
 from tests.support.processes import cluster_pki

@@ -25,7 +25,7 @@ from controlplane.metrics import ClusterCollector, ControlPlaneMetrics
 from controlplane.operator.kube import Kube
 from controlplane.operator.leader import LeaderElector
 from controlplane.operator.node_facts import KubeNodeFacts
-from controlplane.operator.node_keys import ConfigMapPinStore
+from controlplane.operator.node_keys_configmap import ConfigMapPinStore
 from controlplane.operator.operator import ModelOperator
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler

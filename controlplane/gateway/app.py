@@ -7,10 +7,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 
 from controlplane.api.client import ClusterClient
+from controlplane.gateway.access.api_keys import KeyRing
 from controlplane.gateway.access.guard import AccessGuard
-from controlplane.gateway.access.keys import KeyRing
 from controlplane.gateway.access.quota import Quotas
-from controlplane.gateway.balancer.keys import SESSION_HEADER
+from controlplane.gateway.balancer.request_keys import SESSION_HEADER
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy

@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 from controlplane.api.client import ClusterClient
-from controlplane.gateway.balancer.core import Balancer
+from controlplane.gateway.balancer.balancer import Balancer
 from llamafleet.core.errors import Unavailable
 from llamafleet.core.lifecycle import wait_any
 

@@ -19,10 +19,10 @@ import httpx
 from fastapi.responses import Response, StreamingResponse
 
 from controlplane.domain import Endpoint
-from controlplane.gateway.access.keys import ANONYMOUS, ApiKey
+from controlplane.gateway.access.api_keys import ANONYMOUS, ApiKey
 from controlplane.gateway.access.quota import NOTHING, Quotas, Reservation
-from controlplane.gateway.balancer.core import Balancer
-from controlplane.gateway.balancer.keys import request_keys
+from controlplane.gateway.balancer.balancer import Balancer
+from controlplane.gateway.balancer.request_keys import request_keys
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings

@@ -8,10 +8,10 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from controlplane.api.client import ClusterClient
-from controlplane.gateway.access.keys import KeyRing
+from controlplane.gateway.access.api_keys import KeyRing
 from controlplane.gateway.access.quota import Quotas
 from controlplane.gateway.app import create_app
-from controlplane.gateway.balancer.core import Balancer
+from controlplane.gateway.balancer.balancer import Balancer
 from controlplane.gateway.balancer.state import open_state
 from controlplane.gateway.load_report import report_load
 from controlplane.gateway.metrics import GatewayMetrics

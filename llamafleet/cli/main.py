@@ -12,7 +12,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from llamafleet import __version__
-from llamafleet.cli import cluster_admin, fit, keys, pki
+from llamafleet.cli import api_keys, cluster_admin, fit, pki
 from llamafleet.cli.settings import (
     AgentProcess,
     ControlPlaneProcess,
@@ -85,12 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the node agent: reports this node's hardware to the control plane and runs the\n"
         "engine processes it is assigned, restarting them when they crash.",
     )  # fmt: skip
-    for tool, help_text in (
-        (fit, "estimate a model's RAM/VRAM and whether it fits (no cluster needed)"),
-        (keys, "make API keys for the gateway (scoped to models, with quotas)"),
-        (pki, "make the cluster's CA, certificates and bootstrap token by hand"),
+    for name, tool, help_text in (
+        ("fit", fit, "estimate a model's RAM/VRAM and whether it fits (no cluster needed)"),
+        ("keys", api_keys, "make API keys for the gateway (scoped to models, with quotas)"),
+        ("pki", pki, "make the cluster's CA, certificates and bootstrap token by hand"),
     ):
-        name = tool.__name__.rsplit(".", 1)[1]
         tool_parser = sub.add_parser(name, help=help_text, description=tool.DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         tool.add_arguments(tool_parser)
@@ -153,7 +152,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if command == "fit":
         return await fit.run(args)
     if command == "keys":
-        print(keys.create(args))
+        print(api_keys.create(args))
         return 0
     if command == "pki":
         print(pki.run(args))

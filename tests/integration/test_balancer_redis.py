@@ -11,9 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
-from controlplane.gateway.balancer.core import Balancer
-from controlplane.gateway.balancer.keys import RequestKeys
+from controlplane.gateway.balancer.balancer import Balancer
 from controlplane.gateway.balancer.redis_state import RETRY_S, RedisState
+from controlplane.gateway.balancer.request_keys import RequestKeys
 from controlplane.gateway.metrics import GatewayMetrics
 from tests.support.redis_server import redis_server
 

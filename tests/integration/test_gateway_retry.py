@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from controlplane.api.client import ClusterClient
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
-from controlplane.gateway.balancer.core import Balancer
+from controlplane.gateway.balancer.balancer import Balancer
 from controlplane.gateway.balancer.state import InProcessState
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.proxy import REPLICA_HEADER, EngineProxy, Forward

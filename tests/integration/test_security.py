@@ -75,7 +75,7 @@ class Secured:
 
 
 def keys_file(folder: Path) -> Path:
-    from controlplane.gateway.access.keys import hash_key
+    from controlplane.gateway.access.api_keys import hash_key
 
     entries = [
         {"name": "scoped", "sha256": hash_key(KEYS["scoped"]), "models": [MODEL], "requestsPerMinute": RPM},

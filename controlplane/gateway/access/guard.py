@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from controlplane.gateway.access.keys import ANONYMOUS, LOCAL_ANONYMOUS, ApiKey, KeyRing
+from controlplane.gateway.access.api_keys import ANONYMOUS, LOCAL_ANONYMOUS, ApiKey, KeyRing
 from controlplane.gateway.metrics import GatewayMetrics
 from llamafleet.core.errors import Forbidden, LlamafleetError, Unauthorized
 from llamafleet.http.errors import error_response

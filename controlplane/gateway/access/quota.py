@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from controlplane.gateway.access.keys import ApiKey
+from controlplane.gateway.access.api_keys import ApiKey
 from llamafleet.core.errors import QuotaExceeded
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from controlplane.domain import Endpoint
 from controlplane.gateway.balancer.hashring import HashRing
-from controlplane.gateway.balancer.keys import RequestKeys
+from controlplane.gateway.balancer.request_keys import RequestKeys
 from controlplane.gateway.balancer.state import BalancerState
 
 POLICIES = ("least-load", "prefix-affinity", "session", "round-robin")

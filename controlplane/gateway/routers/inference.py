@@ -11,9 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from controlplane.gateway.access.keys import request_key
+from controlplane.gateway.access.api_keys import request_key
 from controlplane.gateway.access.quota import Quotas
-from controlplane.gateway.balancer.keys import SESSION_HEADER
+from controlplane.gateway.balancer.request_keys import SESSION_HEADER
 from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy, Forward
 from controlplane.gateway.usage import reservation, with_usage

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from controlplane.gateway.access.keys import request_key
+from controlplane.gateway.access.api_keys import request_key
 from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.routing import RoutingView
 from llamafleet.core.errors import ModelNotFound, Unavailable

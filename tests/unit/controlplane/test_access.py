@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controlplane.gateway.access.keys import ApiKey, KeyRing, hash_key
+from controlplane.gateway.access.api_keys import ApiKey, KeyRing, hash_key
 from controlplane.gateway.access.quota import Quotas
 from llamafleet.core.errors import Forbidden, QuotaExceeded
 

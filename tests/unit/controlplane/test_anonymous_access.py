@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from controlplane.gateway.access.api_keys import KeyRing
 from controlplane.gateway.access.guard import AccessGuard, cross_site, local_caller
-from controlplane.gateway.access.keys import KeyRing
 from controlplane.gateway.metrics import GatewayMetrics
 
 

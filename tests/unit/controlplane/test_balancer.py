@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
-from controlplane.gateway.balancer.core import Balancer
+from controlplane.gateway.balancer.balancer import Balancer
 from controlplane.gateway.balancer.hashring import HashRing
-from controlplane.gateway.balancer.keys import RequestKeys, request_keys
+from controlplane.gateway.balancer.request_keys import RequestKeys, request_keys
 from controlplane.gateway.balancer.state import InProcessState
 from controlplane.gateway.metrics import GatewayMetrics
 from llamafleet.core.errors import ColdStartTimeout, Overloaded, QueueTimeout

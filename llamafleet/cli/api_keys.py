@@ -10,7 +10,7 @@ import argparse
 
 import yaml
 
-from controlplane.gateway.access.keys import ApiKey, hash_key, new_key
+from controlplane.gateway.access.api_keys import ApiKey, hash_key, new_key
 
 DESCRIPTION = """\
 Make a new API key for the gateway. The key is printed once; the gateway stores only its hash.

@@ -24,8 +24,8 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
-from controlplane.gateway.balancer.keys import RequestKeys
 from controlplane.gateway.balancer.policies import LeastLoad, Policy, PrefixAffinity, RoundRobin, Session
+from controlplane.gateway.balancer.request_keys import RequestKeys
 from controlplane.gateway.balancer.state import BalancerState
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.state.demand import ModelLoad
