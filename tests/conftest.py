@@ -21,7 +21,17 @@ def smollm2_path() -> Path:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of the test's own, for tests that stop, kill or reconfigure something."""
     running = start_cluster(tmp_path, SMOLLM2_YAML, ["smollm2-135m"])
+    yield running
+    stop_cluster(running)
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster (per test worker) for tests that only send requests and read answers: none may
+    change it, and none may count on being its only client (compare counters before and after)."""
+    running = start_cluster(tmp_path_factory.mktemp("shared"), SMOLLM2_YAML, ["smollm2-135m"])
     yield running
     stop_cluster(running)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from tests.support.wait import wait_until
+
 
 @dataclass
 class Outcomes:
@@ -29,10 +31,22 @@ class Outcomes:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def served(self, more: int = 3, at_least: int = 0, timeout: float = 60) -> None:
+        """Wait until ``more`` further requests succeed (and ``at_least`` in all): the load is flowing
+        before a fault, or flows again after it — a condition, not a fixed sleep."""
+        with self.lock:
+            target = max(self.counts["ok"] + more, at_least)
+        wait_until(lambda: self.counts["ok"] >= target, timeout, f"{target} requests to succeed",
+                   on_timeout=lambda: f"{self.counts} {self.failures}")  # fmt: skip
+
 
 @contextmanager
-def steady_load(base_url: str, model: str, clients: int = 2, max_tokens: int = 8) -> Iterator[Outcomes]:
-    """``clients`` threads in a loop of chat completions until the block ends."""
+def steady_load(
+    base_url: str, model: str, clients: int = 2, max_tokens: int = 8, pause_s: float = 0.1
+) -> Iterator[Outcomes]:
+    """``clients`` threads in a loop of chat completions until the block ends, each pausing ``pause_s``
+    between requests: requests are in flight most of the time, yet the load leaves CPU to the processes
+    under test (on two cores, an unpaced load starves the control plane it is meant to observe)."""
     outcomes = Outcomes()
     stop = threading.Event()
     body = {"model": model, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": max_tokens}
@@ -40,20 +54,22 @@ def steady_load(base_url: str, model: str, clients: int = 2, max_tokens: int = 8
     def client() -> None:
         with httpx.Client(timeout=60) as http:
             while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    response = http.post(f"{base_url}/v1/chat/completions", json=body)
-                except httpx.HTTPError as exc:
-                    outcomes.add("connection", f"{type(exc).__name__}: {exc}")
-                    continue
-                if response.status_code == 200:
-                    outcomes.add("ok")
-                else:
-                    retry = response.headers.get("retry-after")
-                    kind = f"{response.status_code}" + ("+retry-after" if retry else "")
-                    outcomes.add(
-                        kind, f"{kind} after {time.monotonic() - started:.1f}s: {response.text[:200]}"
-                    )
+                one(http)
+                stop.wait(pause_s)
+
+    def one(http: httpx.Client) -> None:
+        started = time.monotonic()
+        try:
+            response = http.post(f"{base_url}/v1/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            outcomes.add("connection", f"{type(exc).__name__}: {exc}")
+            return
+        if response.status_code == 200:
+            outcomes.add("ok")
+            return
+        retry = response.headers.get("retry-after")
+        kind = f"{response.status_code}" + ("+retry-after" if retry else "")
+        outcomes.add(kind, f"{kind} after {time.monotonic() - started:.1f}s: {response.text[:200]}")
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for thread in threads:

@@ -58,11 +58,11 @@ def test_a_killed_engine_costs_at_most_its_requests_in_flight(cluster: tuple[Clu
     running, _ = cluster
     victim = next(iter(engine_pids(running).values()))
     with steady_load(running.base_url, "smollm2-135m", clients=3) as outcomes:
-        time.sleep(2)
+        outcomes.served(6)
         os.kill(victim, signal.SIGKILL)
         wait_until(lambda: victim not in engine_pids(running).values() and len(engine_pids(running)) == 2,
                    60, "the engine to be restarted")  # fmt: skip
-        time.sleep(3)
+        outcomes.served(6, at_least=11)
     check(outcomes, CLEAN)
     assert outcomes.counts["502"] <= 2 * 3  # only what was on the killed engine (2 slots)
 
@@ -72,11 +72,11 @@ def test_a_stopped_engine_is_replaced_and_no_request_hangs(cluster: tuple[Cluste
     victim = next(iter(engine_pids(running).values()))
     started = time.monotonic()
     with steady_load(running.base_url, "smollm2-135m", clients=3) as outcomes:
-        time.sleep(2)
+        outcomes.served(6)
         os.kill(victim, signal.SIGSTOP)
         wait_until(lambda: victim not in engine_pids(running).values() and len(engine_pids(running)) == 2,
                    60, "the stopped engine to be replaced")  # fmt: skip
-        time.sleep(3)
+        outcomes.served(6, at_least=11)
     check(outcomes, CLEAN)
     assert time.monotonic() - started < 90  # the load's requests all ended: none hung
 
@@ -93,11 +93,11 @@ def test_without_redis_the_gateway_keeps_serving_and_shares_again_when_it_return
 ) -> None:
     running, redis = cluster
     with steady_load(running.base_url, "smollm2-135m", clients=3) as outcomes:
-        time.sleep(1)
+        outcomes.served(3)
         os.kill(redis.pid, signal.SIGKILL)  # this test's Redis, by its pid
         wait_until(lambda: redis_up(running) == 0, 20, "the gateway to notice Redis is gone")
-        time.sleep(3)
+        outcomes.served(6)  # balancing on its own counts meanwhile
         with redis_server(redis_dir, redis.port):  # Redis comes back, empty
             wait_until(lambda: redis_up(running) == 1, 30, "the gateway to share its state again")
-            time.sleep(2)
+            outcomes.served(6, at_least=11)
     check(outcomes, {"ok"})  # meanwhile it balanced on its own counts: nothing failed

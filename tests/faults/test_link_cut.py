@@ -5,7 +5,6 @@ old engine is stopped: nothing runs twice."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -36,12 +35,12 @@ def test_a_cut_link_moves_the_replica_and_a_restored_one_runs_nothing_twice(
         cut = serving_on()
         other = next(n for n in cluster.agents if n != cut)
         with steady_load(cluster.gateway_url, "smollm2") as outcomes:
-            time.sleep(1)
+            outcomes.served(3)
             cluster.hosts[cut].cut()
             wait_until(
                 lambda: serving_on() == other, 90, "the replica on the other node", on_timeout=cluster.logs
             )
-            time.sleep(2)
+            outcomes.served(3)
         assert outcomes.counts["ok"] >= 1, outcomes.counts
         # A request in flight to the cut node ends in a clean 502 (TCP keepalive on the gateway's engine
         # connections), not a client timeout; while no replica is ready, 503 + Retry-After.

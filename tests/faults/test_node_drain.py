@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ def test_draining_a_node_moves_its_replicas_without_a_failed_request(tmp_path: P
         drained = cluster.serving_on()
         other = next(n for n in cluster.agents if n != drained)
         with steady_load(cluster.base, MODEL) as outcomes:
-            time.sleep(1)
+            outcomes.served(3)
             done = llamafleet("nodes", "drain", drained, "--controlplane", cluster.address, *admin)
             assert done.returncode == 0, done.stderr
             assert f"node {drained} cordoned" in done.stdout
@@ -39,7 +38,7 @@ def test_draining_a_node_moves_its_replicas_without_a_failed_request(tmp_path: P
                 return not engine_pids(cluster.agents[drained]) and cluster.serving_on() == other
 
             wait_until(moved, 120, "the move", on_timeout=lambda: cluster.controlplane.log()[-3000:])
-            time.sleep(2)
+            outcomes.served(3, at_least=11)
         assert outcomes.counts["ok"] > 10, outcomes.counts
         assert outcomes.total == outcomes.counts["ok"], (outcomes.counts, outcomes.failures)
         listing = llamafleet("nodes", "--controlplane", cluster.address, *admin).stdout

@@ -32,11 +32,11 @@ def test_a_killed_agent_s_replica_moves_after_the_grace_period_and_comes_back_wi
         lost = cluster.serving_on()
         other = next(n for n in cluster.agents if n != lost)
         with steady_load(cluster.base, MODEL) as outcomes:
-            time.sleep(1)
+            outcomes.served(3)
             cluster.agents[lost].stop(signal.SIGKILL)
             wait_until(lambda: cluster.serving_on() == other, 120, "the replica on the other node",
                        on_timeout=lambda: cluster.controlplane.log()[-3000:])  # fmt: skip
-            time.sleep(2)
+            outcomes.served(3, at_least=6)
         assert outcomes.counts["ok"] > 5, outcomes.counts
         assert set(outcomes.counts) <= CLEAN, (outcomes.counts, outcomes.failures)
         # The node comes back: the replica stays where it is, nothing runs twice.

@@ -34,8 +34,10 @@ models:
 """
 
 
-@pytest.fixture
-def fit_cluster(tmp_path: Path, smollm2_path: Path) -> Iterator[Cluster]:
+@pytest.fixture(scope="module")
+def fit_cluster(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Iterator[Cluster]:
+    """One cluster for the module: its tests only read (and send one request to the good model)."""
+    tmp_path = tmp_path_factory.mktemp("fit")
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(smollm2_path.read_bytes()[:3_000_000])  # cut inside the tensor data
     huge = write_synthetic_model(tmp_path / "huge.gguf", HUGE, smollm2_path)  # sparse: no disk used

@@ -85,6 +85,12 @@ class ClientLoop:
                     self.failures.append(repr(exc))
                 time.sleep(0.05)
 
+    def served(self, more: int = 3, at_least: int = 0) -> None:
+        """Wait until ``more`` further requests succeed (``at_least`` in all): answers flow (again)."""
+        target = max(self.ok + more, at_least)
+        wait_until(lambda: self.ok >= target, 60, f"{target} answers",
+                   on_timeout=lambda: f"{self.ok} ok, failures: {self.failures[:5]}")  # fmt: skip
+
     @contextmanager
     def running(self) -> Iterator[ClientLoop]:
         threads = [threading.Thread(target=self.run, daemon=True) for _ in range(self.parallel)]
@@ -186,13 +192,13 @@ def test_killing_the_leader_hands_over_within_15s_without_a_failed_request(tmp_p
         code, _ = asyncio.run(node_identity.join(join, pki_dir, "node-k", tmp_path))
         assert code == grpc.StatusCode.OK
         with ClientLoop(c.base).running() as loop:
-            time.sleep(2)
+            loop.served(5)
             c.cps[0].process.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             wait_leading(c.cps[1], c.ready_urls[1], timeout=30)
             takeover = time.monotonic() - killed
             wait_until(lambda: gateway_current(c.base), 60, "the gateway to follow the new leader")
-            time.sleep(2)
+            loop.served(5, at_least=21)
         assert takeover < 15, f"the follower took {takeover:.1f}s to lead"
         assert loop.failures == [], loop.failures[:5]
         assert loop.ok > 20, loop.ok
@@ -225,7 +231,7 @@ def test_a_rolling_update_as_the_deployment_controller_runs_it_fails_no_request(
                 assert c.cps[old].stop(signal.SIGTERM) == 0  # the terminated pod's process exits cleanly
                 wait_until(lambda: sum(role(u) == "leader" for u in c.ready_urls) == 1, 30, "a new leader")
                 wait_until(lambda: gateway_current(c.base), 60, "the gateway to follow the leader")
-            time.sleep(2)
+            loop.served(5, at_least=21)
         labels = c.leader_labels()
         leaders = [name for name, value in labels.items() if value == "true"]
         assert len(leaders) == 1, labels
@@ -294,14 +300,14 @@ def test_a_restarted_controlplane_adopts_every_engine_and_no_request_fails(tmp_p
         wait_until(two_ready, 120, "two ready replicas")
         before = engine_pids(agent)
         with ClientLoop(base).running() as loop:
-            time.sleep(1)
+            loop.served(3)
             assert cp.stop(signal.SIGTERM) == 0
-            time.sleep(1)
-            assert httpx.get(f"{base}/readyz", timeout=2).json()["routes"] == "stale"
+            wait_until(lambda: httpx.get(f"{base}/readyz", timeout=2).json()["routes"] == "stale", 30,
+                       "the gateway to call its routes stale")  # fmt: skip
             restarted = Proc("controlplane-2", cp_args, tmp_path / "cp2.log").start()
             wait_ready(restarted, f"http://127.0.0.1:{http_port}/readyz")
             wait_until(lambda: gateway_current(base), 60, "the gateway to reconnect")
-            time.sleep(2)
+            loop.served(3, at_least=11)
         assert loop.failures == [], loop.failures[:5]
         assert loop.ok > 10, loop.ok
         assert engine_pids(agent) == before, "engines were restarted by the control-plane restart"

@@ -16,8 +16,8 @@ def client(cluster: Cluster) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{cluster.base_url}/v1", api_key="unused", max_retries=0)
 
 
-def test_openai_client_end_to_end(cluster: Cluster) -> None:
-    api = client(cluster)
+def test_openai_client_end_to_end(shared_cluster: Cluster) -> None:
+    api = client(shared_cluster)
 
     assert [m.id for m in api.models.list().data] == ["smollm2-135m"]
 
@@ -60,8 +60,8 @@ def test_openai_client_end_to_end(cluster: Cluster) -> None:
     assert completion.choices[0].finish_reason == "length"
 
 
-def test_documented_errors(cluster: Cluster) -> None:
-    api = client(cluster)
+def test_documented_errors(shared_cluster: Cluster) -> None:
+    api = client(shared_cluster)
     with pytest.raises(openai.NotFoundError) as not_found:
         api.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     assert not_found.value.status_code == 404
@@ -75,7 +75,7 @@ def test_documented_errors(cluster: Cluster) -> None:
     assert body["param"] == "messages.0.role"
 
     raw = httpx.post(
-        f"{cluster.base_url}/v1/chat/completions",
+        f"{shared_cluster.base_url}/v1/chat/completions",
         content=b"{not json",
         headers={"Content-Type": "application/json"},
         timeout=10,
@@ -89,21 +89,28 @@ def test_documented_errors(cluster: Cluster) -> None:
     }
 
     missing = httpx.post(
-        f"{cluster.base_url}/v1/chat/completions", json={"model": "smollm2-135m"}, timeout=10
+        f"{shared_cluster.base_url}/v1/chat/completions", json={"model": "smollm2-135m"}, timeout=10
     )
     assert missing.status_code == 400
     assert missing.json()["error"]["param"] == "messages"
 
 
-def test_metrics_count_requests(cluster: Cluster) -> None:
-    client(cluster).completions.create(model="smollm2-135m", prompt="Hello", max_tokens=3)
-    text = httpx.get(f"{cluster.base_url}/metrics", timeout=10).text
-    assert (
-        'llamafleet_gateway_requests_total{endpoint="completions",model="smollm2-135m",status="200"} 1.0'
-        in text
-    )
-    assert 'llamafleet_gateway_generated_tokens_total{model="smollm2-135m"} 3.0' in text
-    assert httpx.get(f"{cluster.base_url}/readyz", timeout=10).status_code == 200
+def metric(url: str, series: str) -> float:
+    """One series' value in the gateway's scrape (0 before its first sample)."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests(shared_cluster: Cluster) -> None:
+    url = shared_cluster.base_url
+    requests = 'llamafleet_gateway_requests_total{endpoint="completions",model="smollm2-135m",status="200"}'
+    tokens = 'llamafleet_gateway_generated_tokens_total{model="smollm2-135m"}'
+    before = metric(url, requests), metric(url, tokens)
+    client(shared_cluster).completions.create(model="smollm2-135m", prompt="Hello", max_tokens=3)
+    assert (metric(url, requests), metric(url, tokens)) == (before[0] + 1, before[1] + 3)
+    assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
 
 
 def test_ctrl_c_leaves_no_engine_behind(cluster: Cluster) -> None:
