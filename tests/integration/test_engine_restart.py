@@ -42,9 +42,10 @@ def test_killed_engine_is_restarted_and_requests_get_503_meanwhile(cluster: Clus
     phases = set()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        phases.add(replica_phase(cluster))
+        # The request first: the restart (1 s backoff here) may be over before a slow CLI call returns.
         started = time.monotonic()
         response = httpx.post(url, json=CHAT, timeout=30)
+        phases.add(replica_phase(cluster))
         assert time.monotonic() - started < 10, "a request hung while the engine was down"
         if response.status_code == 503:
             saw_503 = True
