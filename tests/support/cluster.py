@@ -3,7 +3,6 @@ models file, wait until the named models serve, stop it as a user would (SIGINT)
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from nodeagent.supervisor.process import free_port
+from tests.support.child_env import child_env
 from tests.support.processes import REPO, admin_cli, cluster_pki, grpc_port
 from tests.support.wait import wait_until
 
@@ -66,7 +66,7 @@ def start_cluster(
     models.write_text(models_yaml)
     port, grpc = free_port("127.0.0.1"), grpc_port()
     log_path = tmp / "cluster.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = child_env()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [

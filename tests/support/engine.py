@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from nodeagent.supervisor.process import free_port
+from tests.support.child_env import child_env
 from tests.support.wait import wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def running_engine(model: Path, log_dir: Path, *flags: str, name: str = "smollm2
         process = subprocess.Popen(
             [sys.executable, "-m", "nodeagent.engine", "--model-path", str(model), "--model-name", name,
              "--port", str(port), *flags],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=child_env(),
         )  # fmt: skip
     engine = EngineProcess(f"http://127.0.0.1:{port}", process, log_path)
 

@@ -18,6 +18,7 @@ from controlplane.api.client import ClusterClient
 from llamafleet.security.grpc_tls import ClientTls, CredentialFiles
 from llamafleet.security.pki import init_pki
 from nodeagent.supervisor.process import free_port
+from tests.support.child_env import child_env
 from tests.support.wait import wait_http_ok, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ class Proc:
             self.process = subprocess.Popen(
                 [*self.prefix, sys.executable, "-m", "llamafleet.cli.main", *self.args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                env=child_env(**self.env),
             )  # fmt: skip
         return self
 
