@@ -33,8 +33,8 @@ from bench.latency import percentile, timed
 from controlplane.gateway.access.api_keys import hash_key
 from llamafleet.security.engine_auth import engine_headers
 from nodeagent.supervisor.process import free_port
-from tests.faults.cluster import engine_endpoint
 from tests.support.cluster import SMOLLM2_YAML, start_cluster, stop_cluster
+from tests.support.process_cluster import engine_endpoint
 from tests.support.processes import cluster_pki
 from tests.support.wait import wait_until
 

@@ -24,8 +24,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.faults.soak import MODELS, engine_urls, gateway_in_flight, idle_check, rss_mib, soak
 from tests.support.cluster import start_cluster, stop_cluster
+from tests.support.soak import MODELS, engine_urls, gateway_in_flight, idle_check, rss_mib, soak
 from tests.support.wait import wait_until
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.load import Outcomes, steady_load
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
+from tests.support.load import Outcomes, steady_load
 from tests.support.processes import engine_pids
 from tests.support.redis_server import RedisUrl, redis_server
 from tests.support.wait import wait_until

@@ -15,8 +15,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from llamafleet.security.engine_auth import engine_headers
-from tests.faults.cluster import engine_endpoint
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
+from tests.support.process_cluster import engine_endpoint
 
 pytestmark = pytest.mark.integration
 

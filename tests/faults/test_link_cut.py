@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from controlplane.domain import ReplicaPhase
-from tests.faults.load import steady_load
 from tests.support import netns
+from tests.support.load import steady_load
 from tests.support.netns_cluster import netns_cluster
 from tests.support.processes import engine_pids
 from tests.support.wait import wait_until

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.cluster import MODEL, processes
-from tests.faults.load import steady_load
+from tests.support.load import steady_load
+from tests.support.process_cluster import MODEL, processes
 from tests.support.processes import admin_cli, engine_pids
 from tests.support.wait import wait_until
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.cluster import MODEL, engine_endpoint, processes
-from tests.faults.load import steady_load
+from tests.support.load import steady_load
+from tests.support.process_cluster import MODEL, engine_endpoint, processes
 from tests.support.processes import Proc, agent_args, engine_pids
 from tests.support.wait import wait_until
 

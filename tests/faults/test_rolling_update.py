@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.load import steady_load
 from tests.support.cluster import start_cluster, stop_cluster
+from tests.support.load import steady_load
 from tests.support.processes import engine_pids
 from tests.support.wait import wait_until
 

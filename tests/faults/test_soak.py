@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.soak import MODELS, engine_urls, gateway_in_flight, idle_check, soak
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
+from tests.support.soak import MODELS, engine_urls, gateway_in_flight, idle_check, soak
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration

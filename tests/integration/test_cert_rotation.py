@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 
 from llamafleet.security import pki
-from tests.faults.cluster import MODEL, processes
+from tests.support.process_cluster import MODEL, processes
 from tests.support.processes import Proc, cluster_pki
 from tests.support.wait import wait_until
 

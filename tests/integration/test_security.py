@@ -32,9 +32,9 @@ from protos.gen.llamafleet.agent.v1 import agent_pb2 as agent_pb
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as cluster_pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
-from tests.faults.cluster import engine_endpoint
 from tests.support import node_identity
 from tests.support.lora import write_lora
+from tests.support.process_cluster import engine_endpoint
 from tests.support.processes import (
     REPO,
     Proc,
