@@ -51,11 +51,12 @@ protos: install  ## Regenerate protos/gen from protos/**/*.proto
 	$(BIN)/python tools/gen_protos.py
 
 IMAGE ?= llamafleet:dev
-# Parallel test workers (pytest-xdist; 0: one process). On the 2-core machines CI runs on, 3 workers
-# took 722-813 s against 1032 s serially and broke tests that bound a wait (the suite's engines are
-# CPU-bound): set TEST_WORKERS on a machine with more cores. tests/conftest.py keeps a module's shared
-# cluster on one worker and the machine-wide tests (containers, namespaces) one group at a time.
-TEST_WORKERS ?= 0
+# Parallel test workers (pytest-xdist; 0: one process). Measured on the 2-core machines CI runs on
+# (docs/ARCHITECTURE.md, "The test suite"): 1170 s serially, 652 s with 2 workers, 646 s with 3 (and a
+# wait that broke), so 2. With more than one worker every engine computes with one thread
+# (tests/support/child_env.py); tests/conftest.py keeps a module's shared cluster on one worker and
+# the machine-wide tests (containers, network namespaces) one group at a time.
+TEST_WORKERS ?= 2
 image: install containers  ## Build the CPU image $(IMAGE) (tools/image.py: Debian base, the cached llama.cpp wheel; IMAGE_ARGS for the build)
 	$(BIN)/python tools/image.py --tag $(IMAGE) -- $(IMAGE_ARGS)
 
