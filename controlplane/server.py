@@ -135,6 +135,7 @@ class ControlPlane:
                 issuer,
                 pins,
                 facts or PeerFacts(settings.node_address_check == "peer"),
+                stop,
             ),
             server,
         )

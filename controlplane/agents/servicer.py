@@ -28,6 +28,9 @@ class _Forgotten(Exception):
     """The node's key was forgotten while its stream was open."""
 
 
+STOPPING = "the control plane is stopping; connect to the next leader"
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self,
@@ -36,8 +39,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         issuer: Issuer | None = None,
         pins: NodePins | None = None,
         facts: NodeFacts | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self._state = state
+        self._stop = stop or asyncio.Event()  # set: this control plane stops; every stream ends at once
         self._facts = facts or PeerFacts(check=True)
         self._status_interval_s = status_interval_s
         self._issuer = issuer
@@ -135,6 +140,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         watched = -1
         prefetched: dict[str, str] = {}
         while not ended.is_set():
+            if self._stop.is_set():  # now, not at the end of the server's grace: the agent reconnects
+                await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPING)
             node = self._state.nodes.get(node_id)
             if node is not None and node.session == ENDED:
                 raise _Forgotten  # an operator forgot this node's key: end its stream
@@ -158,6 +165,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             seen = self._state.version
             waiter = asyncio.ensure_future(self._state.wait_changed(seen, None if settled else 1.0))
             ender = asyncio.ensure_future(ended.wait())
-            await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            ender.cancel()
+            stopper = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({waiter, ender, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for each in (waiter, ender, stopper):
+                each.cancel()

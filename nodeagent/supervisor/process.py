@@ -252,11 +252,13 @@ class SupervisedProcess:
         misses = 0
         started = time.monotonic()
         exited = asyncio.ensure_future(proc.wait())
+        stopped = asyncio.ensure_future(self.stop.wait())  # a stop is acted on at once, not at the next check
         try:
             async with httpx.AsyncClient(timeout=settings.health_timeout_s) as client:
                 while not self.stop.is_set():
-                    done, _ = await asyncio.wait({exited}, timeout=settings.health_interval_s)
-                    if done or self.stop.is_set():
+                    await asyncio.wait({exited, stopped}, timeout=settings.health_interval_s,
+                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                    if exited.done() or self.stop.is_set():
                         break
                     healthy = await self.healthy(client, probe, proc.pid)
                     if healthy and not ready:
@@ -270,8 +272,9 @@ class SupervisedProcess:
                     if not ready and time.monotonic() - started > settings.start_timeout_s:
                         return ready, f"{self.kind} not ready after {settings.start_timeout_s:.0f}s"
         finally:
-            if not exited.done():
-                exited.cancel()
+            for waiter in (exited, stopped):
+                if not waiter.done():
+                    waiter.cancel()
         if self.stop.is_set():
             return ready, "stopped"
         code = proc.returncode

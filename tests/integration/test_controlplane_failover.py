@@ -20,6 +20,7 @@ import grpc
 import httpx
 import pytest
 
+from controlplane.agents.servicer import STOPPING
 from controlplane.operator.leader import LEADER_LABEL
 from nodeagent.supervisor.process import free_port
 from tests.support import node_identity
@@ -240,6 +241,8 @@ def test_a_rolling_update_as_the_deployment_controller_runs_it_fails_no_request(
         assert loop.ok > 20, loop.ok
         assert engine_pids(c.agent) == before, "engines were restarted by the rollout"
         assert "released the Lease" in c.cps[0].log()
+        # A stopping control plane ends its agents' streams at once, saying so (not at its server's grace)
+        assert STOPPING in c.agent.log()
 
 
 AUTOSCALED = """apiVersion: llamafleet.io/v1alpha1
