@@ -24,6 +24,10 @@ from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+class _Stopping(Exception):
+    """Raised inside the stream's task group: this control plane is stopping (abort with UNAVAILABLE)."""
+
+
 class _Forgotten(Exception):
     """The node's key was forgotten while its stream was open."""
 
@@ -109,6 +113,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 group.create_task(self._push(context, hello.node_id, session, sent, ended))
         except* _Forgotten:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, KEY_REFUSED.format(node=hello.node_id))
+        except* _Stopping:  # aborting inside the group would reach gRPC as an ExceptionGroup
+            await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPING)
         finally:
             self._state.node_disconnected(hello.node_id, session)
 
@@ -141,7 +147,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         prefetched: dict[str, str] = {}
         while not ended.is_set():
             if self._stop.is_set():  # now, not at the end of the server's grace: the agent reconnects
-                await context.abort(grpc.StatusCode.UNAVAILABLE, STOPPING)
+                raise _Stopping
             node = self._state.nodes.get(node_id)
             if node is not None and node.session == ENDED:
                 raise _Forgotten  # an operator forgot this node's key: end its stream

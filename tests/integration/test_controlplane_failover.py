@@ -243,6 +243,8 @@ def test_a_rolling_update_as_the_deployment_controller_runs_it_fails_no_request(
         assert "released the Lease" in c.cps[0].log()
         # A stopping control plane ends its agents' streams at once, saying so (not at its server's grace)
         assert STOPPING in c.agent.log()
+        for stopped in (c.cps[0], c.cps[1]):  # and ends them cleanly: no servicer traceback in its log
+            assert "Traceback" not in stopped.log(), stopped.log()[-3000:]
 
 
 AUTOSCALED = """apiVersion: llamafleet.io/v1alpha1
