@@ -93,8 +93,21 @@ async def up(settings: UpSettings) -> int:
     async def announce(stop: asyncio.Event) -> None:
         await _announce_when_ready(cp, settings, stop)
 
+    # The engines stop first, then the control plane: while they drain it still hears that they are
+    # stopping (the routing table drops them) and the agent is not told to find another leader.
+    agent_done = asyncio.Event()
+
+    async def run_agent(stop: asyncio.Event) -> None:
+        try:
+            await agent.run(stop)
+        finally:
+            agent_done.set()
+
+    async def run_controlplane(_: asyncio.Event) -> None:
+        await cp.run(agent_done)
+
     await run_until_stopped(
-        {"controlplane": cp.run, "gateway": gateway.run, "agent": agent.run, "announce": announce},
+        {"controlplane": run_controlplane, "gateway": gateway.run, "agent": run_agent, "announce": announce},
         stop,
         SHUTDOWN_GRACE_S,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -190,7 +191,8 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
             log.warning("parent agent %d is gone; shutting down", parent_pid)
             stop.set()
             return
-        await asyncio.sleep(1)
+        with contextlib.suppress(TimeoutError):  # a stop ends the watch at once (the engine exits sooner)
+            await asyncio.wait_for(stop.wait(), 1)
 
 
 def thread_count(options: EngineOptions) -> int:
