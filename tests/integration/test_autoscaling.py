@@ -163,12 +163,12 @@ def test_an_idle_model_goes_to_zero_frees_its_engine_and_comes_back(tmp_path: Pa
 
 
 def test_steady_load_settles_in_at_most_two_scale_events(tmp_path: Path) -> None:
-    """The issue's "at most 2 scale events per 10 minutes", with every window 10x shorter: 60 s of three
+    """The issue's "at most 2 scale events per 10 minutes", with every window 20x shorter: 30 s of three
     clients back to back on a 2-slot model (the decider's 10 real minutes: test_autoscaler_decider.py)."""
     yaml = models_file(
         "steady", 1, 2,
-        "{minReplicas: 1, maxReplicas: 4, targetUtilization: 1.0, stableWindow: 6s, panicWindow: 1s, "
-        "scaleDownDelay: 12s}",
+        "{minReplicas: 1, maxReplicas: 4, targetUtilization: 1.0, stableWindow: 3s, panicWindow: 1s, "
+        "scaleDownDelay: 6s}",
     )  # fmt: skip
     cluster = start_cluster(tmp_path, yaml, ["steady"])
     try:
@@ -186,7 +186,7 @@ def test_steady_load_settles_in_at_most_two_scale_events(tmp_path: Path) -> None
                 await asyncio.gather(*(one(client) for _ in range(3)))
             return statuses
 
-        statuses = asyncio.run(clients(60))
+        statuses = asyncio.run(clients(30))
         assert set(statuses) == {200}, statuses
         events = scale_events(cluster, "steady")
         assert 1 <= len(events) <= 2, events  # up to what 3 clients need, then nothing

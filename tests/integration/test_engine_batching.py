@@ -47,7 +47,7 @@ async def _concurrently(url: str, bodies: list[dict[str, object]]) -> list[dict[
 
 def test_eight_concurrent_greedy_requests_match_the_same_run_one_by_one(engine: EngineProcess) -> None:
     bodies: list[dict[str, object]] = [
-        {"model": "smollm2", "prompt": p, "temperature": 0, "max_tokens": 40, "ignore_eos": True}
+        {"model": "smollm2", "prompt": p, "temperature": 0, "max_tokens": 24, "ignore_eos": True}
         for p in STORIES
     ]
     with engine.client() as client:
@@ -213,7 +213,7 @@ def test_a_newcomer_copies_a_shared_system_prompt_without_evicting_its_owner(
             {"role": "system", "content": system}, {"role": "user", "content": user}]}  # fmt: skip
 
     def story(i: int) -> dict[str, Any]:
-        return {"model": "smollm2", "prompt": STORIES[i], "max_tokens": 40, "ignore_eos": True}
+        return {"model": "smollm2", "prompt": STORIES[i], "max_tokens": 16, "ignore_eos": True}
 
     flags = ("--parallel-slots", "2", "--context-length", "512")
     with running_engine(smollm2_path, tmp_path, *flags) as engine, engine.client() as client:
