@@ -30,6 +30,7 @@ from nodeagent.rpc.tunnel import NodeCredentials
 from nodeagent.settings import SupervisorSettings
 
 log = logging.getLogger(__name__)
+STARTING_CHECK_S = 0.2  # health checks while an engine loads (then health_interval_s)
 
 
 def listening_socket(host: str, ports: tuple[int, int] | None = None) -> socket.socket:
@@ -256,7 +257,14 @@ class SupervisedProcess:
         try:
             async with httpx.AsyncClient(timeout=settings.health_timeout_s) as client:
                 while not self.stop.is_set():
-                    await asyncio.wait({exited, stopped}, timeout=settings.health_interval_s,
+                    # Until ready, check often: a replica serves (and a scale from zero answers) as soon
+                    # as its engine has loaded, not at the next regular check.
+                    interval = (
+                        settings.health_interval_s
+                        if ready
+                        else min(STARTING_CHECK_S, settings.health_interval_s)
+                    )
+                    await asyncio.wait({exited, stopped}, timeout=interval,
                                        return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                     if exited.done() or self.stop.is_set():
                         break
