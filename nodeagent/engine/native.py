@@ -129,7 +129,8 @@ class NativeModel:
         self._layout: DeviceLayout | None = None  # kept alive as long as the model
         if config.remote_parts:
             n_layer = read_header(config.model_path).block_count
-            self._layout = layout(list(config.remote_parts), n_layer)
+            # The head's own range goes to its GPU when the replica asks for GPU layers at all.
+            self._layout = layout(list(config.remote_parts), n_layer, head_gpu=config.n_gpu_layers != 0)
             self._layout.apply(mparams)
             remote = ", ".join(f"{p.first}-{p.last} on {p.endpoint}" for p in config.remote_parts)
             log.info("layers %s; the rest of %d layers and the output here", remote, n_layer)

@@ -1,4 +1,5 @@
-"""`python -m nodeagent.rpc`: a llama.cpp RPC worker serving this node's CPU to one head engine.
+"""`python -m nodeagent.rpc`: a llama.cpp RPC worker serving this node's GPUs (every one llama.cpp
+sees; its CPU when it has none) to one head engine.
 
 llama.cpp's RPC protocol has no authentication: bind it to the node's cluster address (never all
 interfaces unless told to) and let only the leased head reach it. The server blocks in native
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="tensor cache, so a reload does not resend the weights")  # fmt: skip
     parser.add_argument("--cache-max", default="20GiB",
                         help="tensor cache size cap; least recently used go first (e.g. 8GiB)")  # fmt: skip
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the layers it computes")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads, for layers it computes on a CPU")
     parser.add_argument(
         "--allow-all-interfaces", action="store_true",
         help="allow --host 0.0.0.0 (llama.cpp's RPC has no authentication of its own)",

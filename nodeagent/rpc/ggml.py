@@ -1,8 +1,8 @@
 """ctypes bindings for llama.cpp's RPC backend (llama-cpp-python has none), and the head's device layout.
 
-The library is the wheel's ``lib/libggml.so.0``, the copy llama-cpp-python itself loads: opening
-``libggml.so`` would map a second copy with its own device registry, and an RPC device registered
-there would be invisible to llama.cpp.
+The library is ``libggml.so.0`` from where llama-cpp-python loads llama.cpp (``lib_dir``), the copy
+it loads itself: opening ``libggml.so`` would map a second copy with its own device registry, and an
+RPC device registered there would be invisible to llama.cpp.
 """
 
 from __future__ import annotations
@@ -19,13 +19,20 @@ import llama_cpp
 
 from llamafleet.core.errors import InvalidRequest
 
-_DEVICE_TYPE_CPU = 0
+_DEVICE_TYPE_CPU = 0  # enum ggml_backend_dev_type
+_DEVICE_TYPE_GPU = 1
 _SPLIT_MODE_LAYER = 1
+
+
+def lib_dir() -> str:
+    """Where llama-cpp-python loads llama.cpp from: ``LLAMA_CPP_LIB_PATH`` when set (e.g. a CUDA build,
+    tools/llama_cpp_cuda.py), else its wheel's ``lib/``."""
+    return os.environ.get("LLAMA_CPP_LIB_PATH") or os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
 
 
 @functools.cache
 def library() -> ctypes.CDLL:
-    lib = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml.so.0"))
+    lib = ctypes.CDLL(os.path.join(lib_dir(), "libggml.so.0"))
     lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
     lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
     lib.ggml_backend_dev_name.restype = ctypes.c_char_p
@@ -40,15 +47,43 @@ def library() -> ctypes.CDLL:
     lib.ggml_backend_register.argtypes = [ctypes.c_void_p]
     lib.ggml_backend_reg_dev_get.restype = ctypes.c_void_p
     lib.ggml_backend_reg_dev_get.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_count.argtypes = []
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_reg_name.restype = ctypes.c_char_p
+    lib.ggml_backend_reg_name.argtypes = [ctypes.c_void_p]
     return lib
 
 
-def start_server(endpoint: str, cache_dir: str, n_threads: int) -> None:
-    """Serve the node's CPU to one head at a time on ``endpoint``; returns only when the server fails."""
+def gpu_devices() -> list[int]:
+    """This process's own GPUs as llama.cpp sees them (none with a CPU-only build), in its order; RPC
+    workers it has registered count as GPUs to llama.cpp and are left out."""
     lib = library()
-    cpu = lib.ggml_backend_dev_by_type(_DEVICE_TYPE_CPU)
-    devices = (ctypes.c_void_p * 1)(cpu)
-    lib.ggml_backend_rpc_start_server(endpoint.encode(), cache_dir.encode(), n_threads, 1, devices)
+    devices = [lib.ggml_backend_dev_get(i) for i in range(lib.ggml_backend_dev_count())]
+    return [
+        d for d in devices
+        if lib.ggml_backend_dev_type(d) == _DEVICE_TYPE_GPU
+        and lib.ggml_backend_reg_name(lib.ggml_backend_dev_backend_reg(d)) != b"RPC"
+    ]  # fmt: skip
+
+
+def served_devices() -> list[int]:
+    """What an RPC worker serves: the node's GPUs, every one (the head sees each as a device and
+    learns its free memory through the RPC protocol), or its CPU when it has none."""
+    return gpu_devices() or [library().ggml_backend_dev_by_type(_DEVICE_TYPE_CPU)]
+
+
+def start_server(endpoint: str, cache_dir: str, n_threads: int) -> None:
+    """Serve ``served_devices`` to one head at a time on ``endpoint``; returns only when the server fails."""
+    lib = library()
+    served = served_devices()
+    devices = (ctypes.c_void_p * len(served))(*served)
+    lib.ggml_backend_rpc_start_server(endpoint.encode(), cache_dir.encode(), n_threads, len(served), devices)
 
 
 @dataclass(frozen=True)
@@ -96,8 +131,9 @@ def reachable(endpoint: str, timeout_s: float = 5.0) -> None:
         raise InvalidRequest(f"cannot reach the RPC worker at {endpoint}: {reason}", "rpc_parts") from exc
 
 
-def layout(parts: list[RemotePart], n_layer: int) -> DeviceLayout:
-    """Remote parts from layer 0 upwards, then the head's CPU with the remaining layers and the output.
+def layout(parts: list[RemotePart], n_layer: int, head_gpu: bool = False) -> DeviceLayout:
+    """Remote parts from layer 0 upwards, then the head with the remaining layers and the output: on
+    its first GPU when ``head_gpu`` and it has one, else on its CPU.
 
     llama.cpp assigns layer ``il`` (the output counts as layer ``n_layer``) to the first device whose
     cumulative share of ``tensor_split`` exceeds ``il / (n_layer + 1)``; boundaries at half a layer
@@ -124,7 +160,8 @@ def layout(parts: list[RemotePart], n_layer: int) -> DeviceLayout:
             raise InvalidRequest(f"cannot reach the RPC worker at {part.endpoint}", "rpc_parts")
         lib.ggml_backend_register(registry)
         devices[i] = lib.ggml_backend_reg_dev_get(registry, 0)
-    devices[len(parts)] = lib.ggml_backend_dev_by_type(_DEVICE_TYPE_CPU)
+    gpus = gpu_devices() if head_gpu else []
+    devices[len(parts)] = gpus[0] if gpus else lib.ggml_backend_dev_by_type(_DEVICE_TYPE_CPU)
     split = (ctypes.c_float * llama_cpp.llama_max_devices())()
     previous = 0.0
     for i, part in enumerate(parts):
