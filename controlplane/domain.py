@@ -309,6 +309,7 @@ class WorkerPart:
     phase: ReplicaPhase = ReplicaPhase.ASSIGNED
     endpoint: str = ""  # the worker's gate, host:port
     message: str = ""
+    gpu: bool = False  # its range fits the node's first GPU: the worker serves that, else its CPU
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import uuid
 from controlplane.domain import ReplicaPhase, ReplicaRecord, WorkerPart
 from controlplane.rollout import new_replica, roll
 from controlplane.scheduler.placement import Placed, Placer, Unplaceable
-from controlplane.scheduler.split import SplitPlan
+from controlplane.scheduler.split import SplitPlan, on_gpu
 from controlplane.state.cluster import ClusterState
 
 log = logging.getLogger(__name__)
@@ -168,11 +168,13 @@ class Reconciler:
                 p.first_layer,
                 p.last_layer,
                 p.bytes,
+                gpu=on_gpu(p, state.nodes[p.node_id].gpus),
             )
             for i, p in enumerate(workers)
         ]
         head_layers = (head.first_layer, head.last_layer)
-        state.bind_split(replica.replica_id, plan.head, head_layers, head.bytes, parts)
+        head_gpu = on_gpu(head, state.nodes[plan.head].gpus)
+        state.bind_split(replica.replica_id, plan.head, head_layers, head.bytes, parts, head_gpu)
 
     def _apply(self, replica: ReplicaRecord, decision: Placed | Unplaceable) -> None:
         state = self._state

@@ -255,6 +255,7 @@ def model_from_pb(message: pb.ModelStatus) -> ModelStatusView:
                         ReplicaPhase(p.phase),
                         p.endpoint,
                         p.message,
+                        p.gpu,
                     )
                     for p in r.parts
                 ],

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from llamafleet.fit.components import ContextParams, kv_cache_bytes, layer_weight_bytes, output_bytes
 from llamafleet.fit.compute import compute_bytes
+from llamafleet.fit.estimate import GPU_RUNTIME_OVERHEAD
 from llamafleet.fit.profile import ModelProfile
-from llamafleet.fit.recommend import NodeResources, gib
+from llamafleet.fit.recommend import Gpu, NodeResources, gib
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,10 @@ def plan_split(profile: ModelProfile, params: ContextParams, offers: list[NodeRe
     if any(p.bytes > p.free_bytes for p in parts):
         return None
     return SplitPlan(usable[0].node, tuple(parts))
+
+
+def on_gpu(part: SplitPart, gpus: tuple[Gpu, ...]) -> bool:
+    """Whether a part's range goes on its node's first GPU: only when all of it fits there (with the
+    CUDA runtime's reserve); otherwise it stays in host memory, where the plan measured its room."""
+    real = [g for g in gpus if g.kind == "gpu"]
+    return bool(real) and part.bytes + GPU_RUNTIME_OVERHEAD <= real[0].free_bytes

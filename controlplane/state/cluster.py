@@ -411,14 +411,16 @@ class ClusterState:
         head_layers: tuple[int, int],
         head_bytes: int,
         workers: list[WorkerPart],
+        head_gpu: bool = False,
     ) -> None:
-        """Place a replica as a layer split: RPC workers for the first ranges, the head for the last."""
+        """Place a replica as a layer split: RPC workers for the first ranges, the head for the last
+        (on its GPU when ``head_gpu``: the head engine gets GPU layers, else none)."""
         replica = self.replicas[replica_id]
         replica.parts = workers
         replica.head_layers = head_layers
         for part in workers:
             self.nodes[part.node_id].desired_generation += 1
-        self.bind(replica_id, head, -1, head_bytes)
+        self.bind(replica_id, head, -1 if head_gpu else 0, head_bytes)
 
     def unbind(self, replica_id: str, *, remove: bool = False) -> None:
         replica = self.replicas[replica_id]

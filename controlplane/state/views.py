@@ -52,8 +52,9 @@ def assignments_for(state: ClusterState, node_id: str) -> tuple[int, dict[str, R
             lease = RpcLease(head.node_id, head.advertise_host, r.replica_id, part.first_layer,
                                 part.last_layer)  # fmt: skip
             desired[part.worker_id] = replace(
-                engine, replica_id=part.worker_id, role=Role.RPC_WORKER, lease=lease, adapters=()
-            )
+                engine, replica_id=part.worker_id, role=Role.RPC_WORKER, lease=lease, adapters=(),
+                n_gpu_layers=-1 if part.gpu else 0,  # the worker serves its GPU, or its CPU
+            )  # fmt: skip
     return generation, desired
 
 

@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="tensor cache size cap; least recently used go first (e.g. 8GiB)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="CPU threads, for layers it computes on a CPU")
     parser.add_argument(
+        "--devices", choices=("auto", "gpu", "cpu"), default="auto",
+        help="what to serve: the node's GPUs (gpu), its CPU (cpu), or its GPUs when it has any (auto)",
+    )  # fmt: skip
+    parser.add_argument(
         "--allow-all-interfaces", action="store_true",
         help="allow --host 0.0.0.0 (llama.cpp's RPC has no authentication of its own)",
     )  # fmt: skip
@@ -56,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from nodeagent.rpc import ggml
 
-    ggml.start_server(f"{args.host}:{args.port}", str(args.cache_dir), args.threads)
+    gpus = ggml.gpu_devices()
+    if args.devices == "gpu" and not gpus:
+        print("nodeagent.rpc: --devices gpu, but llama.cpp sees no GPU here (a CPU-only build, or no "
+              "driver); serving the CPU", file=sys.stderr)  # fmt: skip
+    ggml.start_server(f"{args.host}:{args.port}", str(args.cache_dir), args.threads,
+                      gpu=args.devices != "cpu")  # fmt: skip
     print("nodeagent.rpc: the RPC server stopped", file=sys.stderr)
     return 1
 

@@ -72,16 +72,16 @@ def gpu_devices() -> list[int]:
     ]  # fmt: skip
 
 
-def served_devices() -> list[int]:
-    """What an RPC worker serves: the node's GPUs, every one (the head sees each as a device and
-    learns its free memory through the RPC protocol), or its CPU when it has none."""
-    return gpu_devices() or [library().ggml_backend_dev_by_type(_DEVICE_TYPE_CPU)]
+def served_devices(gpu: bool = True) -> list[int]:
+    """What an RPC worker serves: with ``gpu``, the node's GPUs, every one (the head sees each as a
+    device and learns its free memory through the RPC protocol); its CPU without, or when it has none."""
+    return (gpu_devices() if gpu else []) or [library().ggml_backend_dev_by_type(_DEVICE_TYPE_CPU)]
 
 
-def start_server(endpoint: str, cache_dir: str, n_threads: int) -> None:
+def start_server(endpoint: str, cache_dir: str, n_threads: int, gpu: bool = True) -> None:
     """Serve ``served_devices`` to one head at a time on ``endpoint``; returns only when the server fails."""
     lib = library()
-    served = served_devices()
+    served = served_devices(gpu)
     devices = (ctypes.c_void_p * len(served))(*served)
     lib.ggml_backend_rpc_start_server(endpoint.encode(), cache_dir.encode(), n_threads, len(served), devices)
 

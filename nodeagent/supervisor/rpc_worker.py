@@ -70,6 +70,7 @@ class RpcWorker(SupervisedProcess):
             sys.executable, "-m", "nodeagent.rpc", "--host", "127.0.0.1", "--port", str(port),
             "--cache-dir", str(self._settings.data_dir / "rpc-cache"),
             "--cache-max", self._settings.rpc_cache_max, "--threads", str(threads),
+            "--devices", "gpu" if self.spec.n_gpu_layers != 0 else "cpu",  # as the control plane planned
         ]  # fmt: skip
         return Launch(argv, self._gate_endpoint, f"127.0.0.1:{port}")
 

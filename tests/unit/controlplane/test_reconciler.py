@@ -8,9 +8,12 @@ import time
 from controlplane.domain import ModelSpec, NodeStatus, ReplicaPhase, ReplicaRecord, ReplicaReport, serves
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler, reservations
+from controlplane.scheduler.split import SplitPart, on_gpu
 from controlplane.state import views
 from controlplane.state.cluster import ClusterState
 from llamafleet.contract.replica import Role
+from llamafleet.fit.estimate import GPU_RUNTIME_OVERHEAD
+from llamafleet.fit.recommend import Gpu
 from tests.support.machines import machine_types, node_from
 from tests.support.profiles import llama_like
 
@@ -158,6 +161,24 @@ def test_fits_nowhere_alone_is_split_workers_first_then_the_head_pointed_at_them
         (p.node_id, p.first_layer, p.last_layer) for p in replica.parts
     ]
     assert all(p.endpoint.startswith(f"{state.nodes[p.node_id].advertise_host}:") for p in head.remote_parts)
+
+
+def test_each_split_part_goes_on_its_nodes_gpu_only_where_its_range_fits_there() -> None:
+    state, _, replica = split_cluster()  # CPU-only nodes: every part in host memory, as planned
+    assert not any(p.gpu for p in replica.parts)
+    assert replica.n_gpu_layers == 0
+    for part in replica.parts:
+        assert views.assignments_for(state, part.node_id)[1][part.worker_id].n_gpu_layers == 0
+    # A part whose range fits its node's first GPU (with the CUDA reserve) is served from it.
+    part = SplitPart("a", 0, 9, 3 << 30, 8 << 30)
+    room = part.bytes + GPU_RUNTIME_OVERHEAD
+    assert on_gpu(part, (Gpu("CUDA0", room),))
+    assert not on_gpu(part, (Gpu("CUDA0", room - 1),))
+    assert not on_gpu(part, ())
+    assert not on_gpu(part, (Gpu("RPC0", room * 2, kind="rpc"),))  # only the node's own GPUs
+    replica.parts[0].gpu = True
+    first = replica.parts[0]
+    assert views.assignments_for(state, first.node_id)[1][first.worker_id].n_gpu_layers == -1
 
 
 def test_a_split_reserves_each_parts_memory_on_its_node_until_it_is_ready() -> None:

@@ -8,6 +8,8 @@ import contextlib
 import socket
 from pathlib import Path
 
+import psutil
+
 from llamafleet.contract.replica import RemotePart, ReplicaSpec, Role, RpcLease
 from nodeagent.domain import Phase
 from nodeagent.settings import SupervisorSettings
@@ -25,10 +27,11 @@ def test_a_head_whose_worker_is_unreachable_says_which_one_before_starting_an_en
     assert problem.startswith(f"cannot reach the RPC worker on node node-b at 127.0.0.1:{dead}")
 
 
-async def _worker_lifecycle(tmp: Path) -> tuple[str, bool, bool, Phase]:
+async def _worker_lifecycle(tmp: Path) -> tuple[str, bool, bool, Phase, list[str]]:
     settings = SupervisorSettings(data_dir=tmp, health_interval_s=0.2, stop_grace_s=5)
     lease = RpcLease("node-a", "127.0.0.2", "r1", 0, 14)
-    spec = ReplicaSpec("r1-rpc0", "smollm2", "builtin:smollm2-135m", role=Role.RPC_WORKER, lease=lease)
+    spec = ReplicaSpec("r1-rpc0", "smollm2", "builtin:smollm2-135m", role=Role.RPC_WORKER, lease=lease,
+                       n_gpu_layers=0)  # its range planned in host memory  # fmt: skip
     worker = RpcWorker(spec, 1, settings, lambda: None)
     task = asyncio.create_task(worker.run())
     for _ in range(150):
@@ -48,14 +51,16 @@ async def _worker_lifecycle(tmp: Path) -> tuple[str, bool, bool, Phase]:
     carried = not reader.at_eof()
     writer.close()
     ready_phase = worker.state.phase
+    cmdline = psutil.Process(worker.state.pid).cmdline()
     worker.stop.set()
     await task
-    return endpoint, refused, carried, ready_phase
+    return endpoint, refused, carried, ready_phase, cmdline
 
 
 def test_an_rpc_worker_is_supervised_behind_a_gate_that_admits_only_its_head(tmp_path: Path) -> None:
-    endpoint, refused, carried, phase = asyncio.run(_worker_lifecycle(tmp_path))
+    endpoint, refused, carried, phase, cmdline = asyncio.run(_worker_lifecycle(tmp_path))
     assert phase == Phase.READY
+    assert cmdline[cmdline.index("--devices") + 1] == "cpu"  # what the control plane planned for its range
     assert endpoint.startswith("127.0.0.1:")
     assert refused
     assert carried

@@ -372,7 +372,7 @@ class ReplicaView(_message.Message):
     def __init__(self, replica_id: _Optional[str] = ..., node_id: _Optional[str] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[WorkerPartView, _Mapping]]] = ..., head_first_layer: _Optional[int] = ..., head_last_layer: _Optional[int] = ..., last_failure: _Optional[str] = ..., predicted_host_bytes: _Optional[int] = ..., replacements: _Optional[int] = ..., download_done_bytes: _Optional[int] = ..., download_total_bytes: _Optional[int] = ..., download_bytes_per_second: _Optional[float] = ..., threads: _Optional[int] = ...) -> None: ...
 
 class WorkerPartView(_message.Message):
-    __slots__ = ("worker_id", "node_id", "first_layer", "last_layer", "reserved_bytes", "phase", "endpoint", "message")
+    __slots__ = ("worker_id", "node_id", "first_layer", "last_layer", "reserved_bytes", "phase", "endpoint", "message", "gpu")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     FIRST_LAYER_FIELD_NUMBER: _ClassVar[int]
@@ -381,6 +381,7 @@ class WorkerPartView(_message.Message):
     PHASE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     node_id: str
     first_layer: int
@@ -389,4 +390,5 @@ class WorkerPartView(_message.Message):
     phase: str
     endpoint: str
     message: str
-    def __init__(self, worker_id: _Optional[str] = ..., node_id: _Optional[str] = ..., first_layer: _Optional[int] = ..., last_layer: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    gpu: bool
+    def __init__(self, worker_id: _Optional[str] = ..., node_id: _Optional[str] = ..., first_layer: _Optional[int] = ..., last_layer: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., phase: _Optional[str] = ..., endpoint: _Optional[str] = ..., message: _Optional[str] = ..., gpu: _Optional[bool] = ...) -> None: ...
