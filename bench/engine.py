@@ -149,12 +149,16 @@ def gemma3_path() -> Path | None:
 
 
 @contextmanager
-def running_llama_server(binary: Path, model: Path, threads: int, slots: int, ctx: int, log_dir: Path) -> Any:
+def running_llama_server(
+    binary: Path, model: Path, threads: int, slots: int, ctx: int, log_dir: Path, ngl: int | None = None
+) -> Any:
+    """``ngl``: layers on the GPU (llama-server's -ngl), for a CUDA build; None leaves its default."""
     port = free_port("127.0.0.1")
     log = (log_dir / f"llama-server-{port}.log").open("wb")
     process = subprocess.Popen(
         [str(binary), "-m", str(model), "--port", str(port), "-np", str(slots), "-c", str(ctx * slots),
-         "-t", str(threads), "-tb", str(threads), "-b", "512", "-ub", "512"],
+         "-t", str(threads), "-tb", str(threads), "-b", "512", "-ub", "512",
+         *(("-ngl", str(ngl)) if ngl is not None else ())],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -77,7 +77,7 @@ def _shares_a_fixture(item: pytest.Item) -> bool:
 # on it.
 LONGEST_FIRST = (
     *MACHINE_WIDE["root"],  # ~120 s, one group
-    "tests/integration/test_autoscaling.py",  # ~125 s (the steady-load test alone ~70 s)
+    "tests/integration/test_autoscaling.py",  # ~90 s (the steady-load test alone ~35 s)
     "tests/integration/test_controlplane_failover.py",  # ~115 s
     "tests/faults/test_fuzz.py",  # ~45 s, one module cluster per target
     "tests/integration/test_openai_api.py",  # ~45 s, one group

@@ -48,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run", action="store_true",
         help="llama.cpp's no_alloc load (load mode none): plan every buffer, allocate none, read no weights",
     )  # fmt: skip
+    parser.add_argument(
+        "--nvml", action="store_true",
+        help="also report each NVIDIA GPU's used memory (NVML) before the load and with the context made: "
+        "what the CUDA runtime takes beyond llama.cpp's own buffers",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    used_before = _gpu_used() if args.nvml else []
 
     lines: list[str] = []
 
@@ -92,10 +98,26 @@ def main(argv: list[str] | None = None) -> int:
             "compute": buffers.compute,
         },
     }
+    if args.nvml:
+        result["nvml_used"] = {"before": used_before, "after": _gpu_used()}
     if not ctx:
         result["error"] = "".join(line for line in lines if "error" in line.lower())[-2000:]
     print(json.dumps(result))
     return 0 if ctx else 3
+
+
+def _gpu_used() -> list[int]:
+    """Bytes in use on each NVIDIA GPU, as the driver counts them (all processes); [] without one."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        used = [int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).used)
+                for i in range(pynvml.nvmlDeviceGetCount())]  # fmt: skip
+        pynvml.nvmlShutdown()
+        return used
+    except Exception:  # no driver, no library: nothing to report
+        return []
 
 
 if __name__ == "__main__":
