@@ -22,6 +22,7 @@ from tests.support.processes import (
     controlplane_args,
     gateway_args,
     grpc_port,
+    wait_listening,
     wait_ready,
 )
 
@@ -100,6 +101,7 @@ def netns_cluster(
             gateway = Proc("gateway", gateway_args(cluster.grpc, gw_port, tmp), tmp / "gateway.log").start()
             cluster.procs.append(gateway)
             wait_ready(gateway, f"{cluster.gateway_url}/healthz")
+            wait_listening(controlplane, cluster.grpc)  # tests ask it at once (a busy machine starts it late)
             yield cluster
         finally:
             for proc in reversed(cluster.procs):

@@ -87,6 +87,23 @@ def wait_ready(proc: Proc, url: str, timeout: float = 60) -> None:
     wait_http_ok(proc.process, url, timeout, proc.name, proc.log)
 
 
+def wait_listening(proc: Proc, address: str, timeout: float = 60) -> None:
+    """Until ``proc`` accepts TCP connections on ``address`` (host:port): a gRPC server with no HTTP
+    probe of its own, up before a test asks it anything."""
+    host, _, port = address.rpartition(":")
+
+    def accepts() -> bool:
+        if not proc.alive():
+            raise AssertionError(f"{proc.name} exited with {proc.process.returncode}:\n{proc.log()[-3000:]}")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_until(accepts, timeout, f"{proc.name} to listen on {address}")
+
+
 def role(url: str) -> str:
     """A control plane's role from its /readyz body: leader, follower, starting ("" when unreachable)."""
     try:
