@@ -241,26 +241,23 @@ def speed(model: Path, ngl: int, streams: list[int], tokens: int, logs: Path) ->
 
 
 def split(model: Path, ngl: int, tokens: int, logs: Path) -> dict[str, Any]:
-    import httpx
-
+    """Greedy tokens of the split against the whole model's (24, after the same prompt), then the
+    decode rate of a stream of ``tokens`` (first token to last) on each."""
     profile = read_model_facts(model).profile()
     last = profile.n_layer // 2 - 1
     flags = ("--n-gpu-layers", str(ngl), "--context-length", "1024", "--parallel-slots", "1")
     prompt = "The lighthouse keeper wrote in the log that night"
 
-    def decode_tps(url: str) -> tuple[str, float]:
-        body = {"model": "m", "prompt": prompt, "max_tokens": tokens, "temperature": 0, "ignore_eos": True}
-        started = time.perf_counter()
-        answer = httpx.post(f"{url}/v1/completions", json=body, timeout=300).json()
-        return answer["choices"][0]["text"], tokens / (time.perf_counter() - started)
+    def run(url: str) -> tuple[str, float]:
+        text = greedy(url, prompt, "m")  # also the warm-up
+        return text, asyncio.run(single_stream(url, "m", tokens))
 
     with running_engine(model, logs, *flags, name="m") as whole:
-        text_whole, tps_whole = decode_tps(whole.url)
-    devices = "gpu" if ngl else "cpu"
-    with rpc_worker(logs, "--devices", devices) as (endpoint, _):
+        text_whole, tps_whole = run(whole.url)
+    with rpc_worker(logs, "--devices", "gpu" if ngl else "cpu") as (endpoint, _):
         parts = ("--rpc-parts", f"{endpoint}=0-{last}")
         with running_engine(model, logs, *flags, *parts, name="m") as head:
-            text_split, tps_split = decode_tps(head.url)
+            text_split, tps_split = run(head.url)
     return {
         "worker_layers": f"0-{last}",
         "n_layer": profile.n_layer,
