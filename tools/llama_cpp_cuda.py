@@ -71,6 +71,8 @@ def cmake_flags(arch: str, toolkit: Path) -> list[str]:
         "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",
         "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON",
         "-DCMAKE_INSTALL_RPATH=$ORIGIN:$ORIGIN/../lib",
+        # llama-server links libggml-cuda, whose own needs (cuBLAS, the driver) the linker must find.
+        f"-DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,{toolkit / 'lib'}:{toolkit / 'lib' / 'stubs'}",
     ]
 
 
@@ -133,6 +135,7 @@ def write_driver_stub(home: Path) -> None:
     source = stubs / "libcuda.c"
     source.write_text("".join(f"int {name}(void) {{ return 999; }}\n" for name in sorted(names)))
     run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(stubs / "libcuda.so"), str(source)])
+    (stubs / "libcuda.so.1").symlink_to("libcuda.so")  # the name programs linked to it ask for
 
 
 def fetch_sources(work: Path) -> Path:
@@ -209,6 +212,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel compile jobs")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir().parent / "cuda",
                         help="where the toolkit and built archives are kept")  # fmt: skip
+    parser.add_argument("--work", type=Path, help="a build folder a failed run left (resumes it)")
     parser.add_argument(
         "--out", type=Path, help="also copy the archive here (e.g. .gpu/ for the device tool)"
     )
@@ -218,10 +222,18 @@ def main() -> int:
     if not archive.exists():
         started = time.monotonic()
         toolkit = fetch_toolkit(args.cache_dir)
-        work = Path(tempfile.mkdtemp(prefix="llamafleet-llama-cuda-"))
         slot.mkdir(parents=True, exist_ok=True)
-        source = fetch_sources(work)
-        compile_(source, work / "build", toolkit, args.arch, args.jobs, slot / "build.log")
+        if args.work is not None:
+            work = args.work
+            source = work / f"llama_cpp_python-{VERSION}" / "vendor" / "llama.cpp"
+        else:
+            work = Path(tempfile.mkdtemp(prefix="llamafleet-llama-cuda-"))
+            source = fetch_sources(work)
+        try:
+            compile_(source, work / "build", toolkit, args.arch, args.jobs, slot / "build.log")
+        except SystemExit:
+            say(f"the build folder stays for a retry: {sys.argv[0]} --work {work}")
+            raise
         info: dict[str, object] = {
             "llama_cpp_python": VERSION, "toolkit": list(TOOLKIT), "arch": args.arch,
             "cmake": cmake_flags(args.arch, Path("<toolkit>")), "jobs": args.jobs,
