@@ -1,0 +1,198 @@
+"""Benchmark: llamafleet's cluster against what a platform team builds without it — llama-server pods
+behind a plain Kubernetes Service — with the Kubernetes community's load generator, inference-perf.
+
+    make bench-venv                                   # inference-perf 0.7.0 (Python 3.12) in .bench-venv
+    .venv/bin/python bench/cluster_vs_service.py [--duration 60] [--rate 2] [--workloads shared_prefix,...]
+
+Both sides serve SmolLM2-135M from the same llama.cpp sources with N=2 replicas of the same slots,
+context and threads on this machine:
+
+  service     N llama-server processes (bench/build_llama_server.sh) behind a Service VIP made as
+              kube-proxy makes one (bench/service_vip.py: iptables DNAT, random per connection; no
+              proxy in user space)
+  llamafleet  `llamafleet up` with N replicas behind its gateway: the default path (the gateway's
+              default policy, least-load) and prefix affinity (the Model's `balancer: prefix-affinity`)
+
+Workloads (inference-perf's own generators, fixed lengths, ``ignore_eos``): shared_prefix (4 system
+prompts of 512 tokens, many users asking 32-token questions), multi_turn (the same as chats that
+grow turn by turn), mixed (random prompts of 32 to 1024 tokens). The tokenizer is made from the
+served GGUF (bench/gguf_tokenizer.py), not fetched. Each run is a constant rate for --duration
+seconds. Goodput: requests per second that met both objectives, TTFT ≤ --ttft-slo and time per
+output token ≤ --tpot-slo (from inference-perf's per-request records). Prints one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.engine import llama_server_binary, running_llama_server
+from bench.gguf_tokenizer import write as write_tokenizer
+from bench.service_vip import service_vip
+from nodeagent.cache.resolver import builtin_path
+from nodeagent.supervisor.process import free_port
+from tests.support.cluster import start_cluster, stop_cluster
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "smollm2-135m"
+REPLICAS, SLOTS, CONTEXT, THREADS = 2, 4, 2048, 1
+
+
+def workload(name: str) -> tuple[str, dict[str, Any]]:
+    """(API type, inference-perf's data section) for one workload."""
+    shared = {"num_groups": 4, "num_prompts_per_group": 32, "system_prompt_len": 512, "question_len": 32,
+              "output_len": 32, "seed": 7}  # fmt: skip
+    if name == "shared_prefix":
+        return "completion", {"type": "shared_prefix", "shared_prefix": shared}
+    if name == "multi_turn":
+        return "chat", {"type": "shared_prefix", "shared_prefix": shared | {"enable_multi_turn_chat": True}}
+    if name == "mixed":
+        return "completion", {
+            "type": "random",
+            "input_distribution": {"min": 32, "max": 1024, "mean": 300, "std_dev": 250, "total_count": 2000},
+            "output_distribution": {"min": 16, "max": 64, "mean": 32, "std_dev": 12, "total_count": 2000},
+        }
+    raise ValueError(f"unknown workload {name!r}")
+
+
+def run_inference_perf(url: str, name: str, tokenizer: Path, args: argparse.Namespace, out: Path) -> Path:
+    api, data = workload(name)
+    config = {
+        "load": {
+            "type": "constant",
+            "stages": [{"rate": args.rate, "duration": args.duration}],
+            "num_workers": 2,
+        },
+        "api": {"type": api, "streaming": True},
+        "server": {"type": "vllm", "model_name": MODEL, "base_url": url, "ignore_eos": True},
+        "tokenizer": {"pretrained_model_name_or_path": str(tokenizer)},
+        "data": data,
+        "report": {"request_lifecycle": {"summary": True, "per_request": True}},
+        "storage": {"local_storage": {"path": str(out)}},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config))
+    tool = REPO / ".bench-venv" / "bin" / "inference-perf"
+    done = subprocess.run([str(tool), "-c", str(out / "config.json")], capture_output=True, text=True,
+                          timeout=args.duration * 4 + 300)  # fmt: skip
+    (out / "inference-perf.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"inference-perf exit {done.returncode} ({name}): {done.stderr.strip()[-800:]}")
+    return out
+
+
+def figures(report: Path, args: argparse.Namespace) -> dict[str, Any]:
+    summary = json.loads((report / "summary_lifecycle_metrics.json").read_text())
+    ok = summary["successes"]
+    latency = ok["latency"]
+    met = _met_objectives(report, args)
+    seconds = summary["benchmark_time_seconds"]
+    return {
+        "requests": ok["count"],
+        "failures": summary.get("failures", {}).get("count", 0),
+        "ttft_p50_s": round(latency["time_to_first_token"]["median"], 3),
+        "ttft_p90_s": round(latency["time_to_first_token"]["p90"], 3),
+        "tpot_p50_ms": round(latency["time_per_output_token"]["median"] * 1000, 1),
+        "output_tps": round(ok["throughput"]["output_tokens_per_sec"], 1),
+        "goodput_rps": None if met is None else round(met / seconds, 3),
+        "cached_prompt_share": round(
+            ok["prompt_tokens"].get("cached", 0) / max(1.0, ok["prompt_tokens"]["total"]), 3
+        ),
+    }
+
+
+def _met_objectives(report: Path, args: argparse.Namespace) -> int | None:
+    """Requests that met both objectives, from inference-perf's per-request records (None: none written)."""
+    records = sorted(report.glob("*per_request*.json"))
+    if not records:
+        return None
+    met = 0
+    for path in records:
+        for record in json.loads(path.read_text()):
+            info = record.get("info") or record
+            ttft, tpot = info.get("time_to_first_token"), info.get("time_per_output_token")
+            if ttft is not None and tpot is not None and ttft <= args.ttft_slo and tpot <= args.tpot_slo:
+                met += 1
+    return met
+
+
+@contextmanager
+def service_side(logs: Path) -> Iterator[str]:
+    binary = llama_server_binary()
+    if binary is None:
+        raise SystemExit("cluster_vs_service: no llama-server; run bench/build_llama_server.sh first")
+    model = builtin_path(MODEL)
+    with ExitStack() as stack:
+        urls = [stack.enter_context(running_llama_server(binary, model, THREADS, SLOTS, CONTEXT, logs))
+                for _ in range(REPLICAS)]  # fmt: skip
+        ports = [int(u.rsplit(":", 1)[1]) for u in urls]
+        yield stack.enter_context(service_vip(free_port("127.0.0.1"), ports))
+
+
+@contextmanager
+def llamafleet_side(tmp: Path, policy: str | None) -> Iterator[str]:
+    balancer = f"    balancer: {policy}\n" if policy else ""
+    yaml = (
+        f"models:\n  - name: {MODEL}\n    source: builtin:{MODEL}\n    replicas: {REPLICAS}\n"
+        f"    parallelSlots: {SLOTS}\n    contextLength: {CONTEXT}\n    threads: {THREADS}\n{balancer}"
+    )
+    tmp.mkdir(parents=True, exist_ok=True)
+    cluster = start_cluster(tmp, yaml, [MODEL], short_intervals=False)
+    try:
+        yield cluster.base_url
+    finally:
+        stop_cluster(cluster)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=60, help="seconds of load per workload and side")
+    parser.add_argument("--rate", type=float, default=2.0, help="requests per second (constant)")
+    parser.add_argument("--workloads", default="shared_prefix,multi_turn,mixed")
+    parser.add_argument("--ttft-slo", type=float, default=2.0, help="goodput's TTFT objective, seconds")
+    parser.add_argument(
+        "--tpot-slo", type=float, default=0.1, help="goodput's time per output token, seconds"
+    )
+    args = parser.parse_args()
+    if not (REPO / ".bench-venv" / "bin" / "inference-perf").exists():
+        print("cluster_vs_service: no .bench-venv/bin/inference-perf; run make bench-venv", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="cluster-vs-service-"))
+    tokenizer = write_tokenizer(builtin_path(MODEL), tmp / "tokenizer")
+    sides = {
+        "service": lambda: service_side(tmp),
+        "llamafleet_default": lambda: llamafleet_side(tmp / "default", None),
+        "llamafleet_prefix_affinity": lambda: llamafleet_side(tmp / "affinity", "prefix-affinity"),
+    }
+    results: dict[str, dict[str, Any]] = {}
+    for side, start in sides.items():
+        with start() as url:
+            for name in args.workloads.split(","):
+                report = run_inference_perf(url, name, tokenizer, args, tmp / side / name)
+                results.setdefault(name, {})[side] = figures(report, args)
+                print(f"cluster_vs_service: {side} {name}: {results[name][side]}", flush=True)
+    for rows in results.values():
+        base = rows["service"]
+        for side, row in rows.items():
+            if side != "service" and base["ttft_p90_s"]:
+                row["ttft_p90_vs_service"] = round(row["ttft_p90_s"] / base["ttft_p90_s"], 3)
+                if row["goodput_rps"] is not None and base["goodput_rps"]:
+                    row["goodput_vs_service"] = round(row["goodput_rps"] / base["goodput_rps"], 3)
+    print(json.dumps({"rate": args.rate, "duration_s": args.duration, "ttft_slo_s": args.ttft_slo,
+                      "tpot_slo_s": args.tpot_slo, "results": results}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
