@@ -8,8 +8,8 @@ special tokens' ids (SmolLM2's "gpt2" model). Only that model is supported; othe
 line. The result is checked against llama.cpp's own tokenization (``check``): the same ids for the
 same text, so lengths the load generator asks for are the lengths the servers see.
 
-Runs under the project's Python and under the benchmark's (Python 3.12, inference-perf): it needs only
-``gguf``, ``numpy`` and ``tokenizers``.
+Runs under the project's Python (bench/cluster_vs_service.py writes the tokenizer before it starts
+inference-perf under its own).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import gguf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nodeagent.gguf.reader import open_gguf  # noqa: E402
 
 
 def _field(reader: gguf.GGUFReader, key: str) -> Any:
@@ -49,10 +52,10 @@ def _pre_tokenizer(pre: str | None) -> dict[str, Any]:
 
 
 def tokenizer_json(model: Path) -> dict[str, Any]:
-    reader = gguf.GGUFReader(model)
-    kind = _field(reader, "tokenizer.ggml.model")
+    kind = _field(open_gguf(model), "tokenizer.ggml.model")  # the fast reader: refusing costs no vocabulary
     if kind != "gpt2":
         raise ValueError(f"{model.name}: tokenizer model {kind!r}; only byte-level BPE ('gpt2') is supported")
+    reader = gguf.GGUFReader(model)
     tokens: list[str] = _field(reader, "tokenizer.ggml.tokens")
     types: list[int] = _field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens)
     merges: list[str] = _field(reader, "tokenizer.ggml.merges") or []
