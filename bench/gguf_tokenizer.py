@@ -22,7 +22,7 @@ from typing import Any
 import gguf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nodeagent.gguf.reader import open_gguf  # noqa: E402
+from nodeagent.gguf.reader import open_gguf
 
 
 def _field(reader: gguf.GGUFReader, key: str) -> Any:
