@@ -111,17 +111,21 @@ def figures(report: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _met_objectives(report: Path, args: argparse.Namespace) -> int | None:
-    """Requests that met both objectives, from inference-perf's per-request records (None: none written)."""
-    records = sorted(report.glob("*per_request*.json"))
-    if not records:
+    """Requests that met both objectives, from inference-perf's per-request records: TTFT from the
+    request's start to its first token, time per output token from the first token to the last."""
+    path = report / "per_request_lifecycle_metrics.json"
+    if not path.is_file():
         return None
     met = 0
-    for path in records:
-        for record in json.loads(path.read_text()):
-            info = record.get("info") or record
-            ttft, tpot = info.get("time_to_first_token"), info.get("time_per_output_token")
-            if ttft is not None and tpot is not None and ttft <= args.ttft_slo and tpot <= args.tpot_slo:
-                met += 1
+    for record in json.loads(path.read_text()):
+        if record.get("error"):
+            continue
+        times = ((record.get("info") or {}).get("response_metrics") or {}).get("output_token_times") or []
+        if len(times) < 2:
+            continue
+        ttft = times[0] - record["start_time"]
+        tpot = (times[-1] - times[0]) / (len(times) - 1)
+        met += ttft <= args.ttft_slo and tpot <= args.tpot_slo
     return met
 
 
