@@ -89,6 +89,8 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         gateway = Proc("gateway", gateway_args(address, gw_port, tmp), tmp / "gateway.log").start()
         try:
             wait_ready(cp, f"http://127.0.0.1:{http_port}/readyz")
+            # A Model Ready in the API is not yet a route: the gateway must have its first routing table.
+            wait_ready(gateway, f"http://127.0.0.1:{gw_port}/readyz")
             yield KubeCluster(api, cp, agent, gateway, f"http://127.0.0.1:{gw_port}", tmp, address)
         finally:
             for proc in (gateway, agent, cp):
