@@ -166,11 +166,19 @@ def network() -> Iterator[Network]:
     links = _links()
     taken = {str(link["ifname"])[4:7] for link in links} | {n[2:5] for n in _namespaces()}
     tag = next(t for t in (f"{random.randrange(16**3):03x}" for _ in range(1000)) if t not in taken)
-    prefix = _free_prefix(links)
-    net = Network(tag, f"lfbr{tag}", f"{prefix}.1", prefix)
-    _ip("link", "add", net.bridge, "type", "bridge")
-    _ip("link", "set", "dev", net.bridge, "alias", f"{OWNER}{os.getpid()}")
-    _ip("addr", "add", f"{net.gateway}/24", "dev", net.bridge)
+    bridge = f"lfbr{tag}"
+    _ip("link", "add", bridge, "type", "bridge")
+    _ip("link", "set", "dev", bridge, "alias", f"{OWNER}{os.getpid()}")
+    for attempt in range(5):  # another test's network (podman's, a worker's) may take the prefix meanwhile
+        prefix = _free_prefix(_links())
+        try:
+            _ip("addr", "add", f"{prefix}.1/24", "dev", bridge)
+            break
+        except subprocess.CalledProcessError:
+            if attempt == 4:
+                subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+                raise
+    net = Network(tag, bridge, f"{prefix}.1", prefix)
     _ip("link", "set", net.bridge, "up")
     try:
         yield net
