@@ -94,6 +94,9 @@ def _rank(item: pytest.Item) -> int:
     return next((i for i, prefix in enumerate(LONGEST_FIRST) if path.startswith(prefix)), len(LONGEST_FIRST))
 
 
+# tryfirst: xdist's own hook (in each worker) turns the markers into the group suffix of the test's
+# id, so they must be on the items before it runs; added after, they were silently ignored.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=_rank)  # stable: a file's tests stay together and in order
     for item in items:
