@@ -65,6 +65,11 @@ MACHINE_WIDE = {
 }  # fmt: skip
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Declared here too: pytest-xdist declares it only when it is loaded (not under -p no:xdist).
+    config.addinivalue_line("markers", "xdist_group(name): tests that run on one xdist worker")
+
+
 def _shares_a_fixture(item: pytest.Item) -> bool:
     info = getattr(item, "_fixtureinfo", None)
     defs = info.name2fixturedefs.values() if info is not None else ()

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.protocol.endpoint import Endpoint, Tokens
@@ -57,7 +57,7 @@ ApplyTemplateRequest.model_rebuild()
 # The same fields, the same meaning, on /v1/completions.
 PASSED_THROUGH = {
     "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "presence_penalty",
-    "frequency_penalty", "ignore_eos", "grammar", "json_schema",
+    "frequency_penalty", "ignore_eos", "grammar", "json_schema", "speculative",
 }  # fmt: skip
 
 
@@ -83,6 +83,11 @@ class NativeCompletionRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     stream: bool = False
     ignore_eos: bool = False
+    speculative: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("speculative", "speculative.n_max"),
+        description="false (or llama-server's speculative.n_max: 0): no speculative decoding",
+    )
     grammar: str | None = None
     json_schema: dict[str, Any] | None = None
     logit_bias: list[list[Any]] | dict[str, float | bool] | None = None
@@ -91,6 +96,14 @@ class NativeCompletionRequest(BaseModel):
     # Accepted, and meaningless here: the prompt cache is always kept and the engine picks the slot.
     cache_prompt: bool = True
     id_slot: int = -1
+
+    @field_validator("speculative", mode="before")
+    @classmethod
+    def _draft_length(cls, value: Any) -> Any:
+        """llama-server's speculative.n_max is a draft length: 0 turns speculation off."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value > 0
+        return value
 
     @field_validator("n_probs", "return_tokens")
     @classmethod

@@ -75,6 +75,9 @@ class _Request(BaseModel):
     repeat_penalty: float | None = Field(default=None, gt=0.0)
     repeat_last_n: int | None = Field(default=None, ge=0)
     ignore_eos: bool = Field(default=False, description="Keep generating past end-of-generation tokens")
+    speculative: bool = Field(
+        default=True, description="false: no speculative decoding for this request (where the model has it)"
+    )
     lora: list[LoraChoice] | None = Field(
         default=None, max_length=LORA_MAX, description="Adapters to apply, beside base:adapter"
     )

@@ -35,6 +35,7 @@ from nodeagent.engine.core import BatchingCore, EngineParams
 from nodeagent.engine.http import create_app
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeConfig
+from nodeagent.engine.speculative import Speculative
 from nodeagent.hardware.cpus import detect as detect_cpus
 from nodeagent.rpc.ggml import RemotePart
 
@@ -79,6 +80,13 @@ class EngineOptions(BaseModel):
     queue_limit: int = Field(
         default=64, ge=0, description="Requests that may wait for a free slot; more get 429 with Retry-After"
     )
+    speculative: Speculative = Field(
+        default="off",
+        description="Speculative decoding: ngram drafts each sequence's next tokens from its own context "
+        "(prompt lookup) and verifies them in the batched step; the output is the same as without. "
+        'A request opts out with "speculative": false',
+    )
+    draft_max: int = Field(default=8, ge=1, le=64, description="Most tokens drafted for a sequence per step")
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings (pooled, L2-normalised)")
     pooling: Pooling = Field(
         default="auto",
@@ -226,6 +234,8 @@ async def serve(options: EngineOptions) -> int:
             slots=options.parallel_slots,
             queue_limit=options.queue_limit,
             prefill_chunk=min(options.prefill_chunk, options.batch_size),
+            speculative=options.speculative,
+            draft_max=options.draft_max,
         ),
         adapters=tuple(parse_adapter(a) for a in options.adapters),
         request_defaults=parse_request_defaults(options.request_defaults),

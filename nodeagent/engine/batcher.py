@@ -38,6 +38,7 @@ from nodeagent.engine.native import NativeModel
 from nodeagent.engine.sampling import SamplerChain, logits_row
 from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot
 from nodeagent.engine.slot_choice import SlotChoice, choose_slot
+from nodeagent.engine.speculative import NgramDrafter, Speculative
 from nodeagent.engine.text import TextStream
 from nodeagent.engine.watchdog import DecodeWatchdog
 
@@ -52,6 +53,8 @@ class BatcherSettings:
     slots: int
     queue_limit: int
     prefill_chunk: int
+    speculative: Speculative = "off"  # "ngram": draft by prompt lookup and verify (speculative.py)
+    draft_max: int = 8  # most tokens drafted for one sequence in one step
 
 
 class Batcher:
@@ -251,6 +254,9 @@ class Batcher:
         seq.chain = SamplerChain(seq.sampling, self._model.n_vocab, self._model.vocab)
         seq.chain.accept(seq.prompt)
         seq.text = TextStream(seq.stops)
+        seq.drafter = None
+        if self._settings.speculative == "ngram" and seq.speculative:
+            seq.drafter = NgramDrafter(seq.prompt, self._settings.draft_max)
         self._metrics.prompt_cache_hit_tokens.inc(n_keep)
 
     def _step(self) -> None:
@@ -273,15 +279,23 @@ class Batcher:
 
     def _generation_step(self, members: list[Slot], adapters: Any) -> None:
         batch = self._model.batch
-        # Plan first: every generating sequence advances by one token, then prompt chunks share
-        # the prefill budget, oldest request first.
+        # Plan first: every generating sequence advances by its sampled token (and a draft of the
+        # tokens likely to follow it, when it speculates), then prompt chunks share the prefill
+        # budget, oldest request first.
         plan: dict[int, tuple[list[int], bool]] = {}  # slot id → (tokens, logits wanted)
-        for slot in members:
-            assert slot.seq is not None
-            if slot.seq.next_token is not None:
-                plan[slot.id] = ([slot.seq.next_token], True)
-                slot.seq.next_token = None
-        budget = min(batch.room - len(plan), self._settings.prefill_chunk)
+        drafts: dict[int, list[int]] = {}
+        generating = [s for s in members if s.seq is not None and s.seq.next_token is not None]
+        room = batch.capacity - len(generating)  # the whole buffer: it is cleared below
+        for slot in generating:
+            seq = slot.seq
+            assert seq is not None
+            assert seq.next_token is not None
+            draft = self._draft(slot, seq, room) if seq.drafter is not None else []
+            room -= len(draft)
+            drafts[slot.id] = draft
+            plan[slot.id] = ([seq.next_token, *draft], True)
+            seq.next_token = None
+        budget = min(room, self._settings.prefill_chunk)
         for slot in members:
             seq = slot.seq
             assert seq is not None
@@ -298,10 +312,12 @@ class Batcher:
             if slot.id not in plan:
                 continue
             tokens, wants_logits = plan[slot.id]
-            index = batch.add(slot.id, tokens, len(slot.cached), "last" if wants_logits else "none")
+            drafted = bool(drafts.get(slot.id))
+            rows = "all" if drafted else "last" if wants_logits else "none"
+            index = batch.add(slot.id, tokens, len(slot.cached), rows)
             slot.cached.extend(tokens)
             if wants_logits:
-                outputs.append((slot, index))
+                outputs.append((slot, index - len(drafts.get(slot.id, ()))))
         if batch.n == 0:
             return
         failed = self._decode(adapters, embeddings=False)
@@ -310,11 +326,54 @@ class Batcher:
                 self._forget(slot)
                 self._finish(slot, Delta(error=failed))
             return
+        emitted = 0
         for slot, index in outputs:
-            self._after_logits(slot, index)
-        self._count_tokens(len(outputs))
+            draft = drafts.get(slot.id, [])
+            emitted += self._verify(slot, index, draft) if draft else self._after_logits(slot, index)
+        self._count_tokens(emitted)
 
-    def _after_logits(self, slot: Slot, index: int) -> None:
+    def _draft(self, slot: Slot, seq: Sequence, room: int) -> list[int]:
+        """The tokens to verify after ``seq``'s sampled one: within the batch's room, the slot's
+        cells and the request's max_tokens (a token past those would be thrown away)."""
+        assert seq.drafter is not None
+        assert seq.next_token is not None
+        seq.drafter.extend([*slot.cached[len(seq.drafter) :], seq.next_token])
+        limit = min(room, self._model.n_ctx_seq - len(slot.cached) - 1)
+        if seq.max_tokens is not None:
+            limit = min(limit, seq.max_tokens - seq.generated - 1)
+        draft = seq.drafter.draft(limit)
+        if draft:
+            self._metrics.draft_tokens.inc(len(draft))
+        return draft
+
+    def _verify(self, slot: Slot, first: int, draft: list[int]) -> int:
+        """Sample the rows of a sequence's sampled token and its draft in order, keeping draft tokens
+        while each equals what was sampled before it; cut the cells of the rest. Tokens emitted."""
+        seq = slot.seq
+        assert seq is not None
+        assert seq.drafter is not None
+        valid = len(slot.cached) - len(draft)  # cells through the sampled token, which is always kept
+        del slot.cached[valid:]  # re-added as they are accepted: _after_logits reads the length
+        kept = emitted = 0
+        for row, drafted in enumerate([*draft, None]):
+            emitted += self._after_logits(slot, first + row)
+            if slot.seq is None or drafted is None or seq.next_token != drafted:
+                break
+            seq.next_token = None  # it is in the cells already: the next row's logits follow it
+            slot.cached.append(drafted)
+            kept += 1
+        self._metrics.accepted_tokens.inc(kept)
+        self._metrics.speculative_step_tokens.observe(emitted)
+        seq.drafter.accepted(len(draft), kept)
+        if kept < len(draft) and not self._model.cut(slot.id, valid + kept):
+            self._forget(slot)
+            if slot.seq is not None:
+                self._finish(slot, Delta(error=EngineFailed("the KV cache could not drop a rejected draft")))
+        return emitted
+
+    def _after_logits(self, slot: Slot, index: int) -> int:
+        """Sample one row for ``slot``'s sequence: finish it, or hold the token for the next step.
+        Tokens emitted (0 when the row ended generation with an end-of-generation token)."""
         seq = slot.seq
         assert seq is not None
         assert seq.chain is not None
@@ -323,7 +382,7 @@ class Batcher:
         seq.first_token_at = seq.first_token_at or time.monotonic()
         if self._model.is_eog(token):
             self._finish(slot, Delta(finish_reason="stop"))
-            return
+            return 0
         if seq.top_logprobs is not None:
             row = logits_row(self._model.ctx, index, self._model.n_vocab)
             seq.held_logprobs.append(token_logprob(row, token, seq.top_logprobs, self._model.piece))
@@ -339,6 +398,7 @@ class Batcher:
             seq.next_token = token
             if text:
                 self._outbox.append((seq, Delta(text, logprobs=_take(seq.held_logprobs))))
+        return 1
 
     def _embed_step(self, members: list[Slot]) -> None:
         """Embed inputs of one token length together (the oldest input's length).

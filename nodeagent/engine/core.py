@@ -250,6 +250,7 @@ class BatchingCore:
             adapters=adapters,
             request_id=request_id,
             top_logprobs=request.logprobs_wanted(),
+            speculative=request.speculative,
         )
 
     def _chat_sequence(

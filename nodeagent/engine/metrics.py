@@ -67,6 +67,22 @@ class EngineMetrics:
             buckets=(1, 2, 4, 8, 16, 64, 256, 512, 2048),
             registry=r,
         )
+        self.draft_tokens = Counter(
+            "llamafleet_engine_speculative_draft_tokens_total",
+            "Tokens drafted by speculative decoding (n-gram prompt lookup) and sent for verification",
+            registry=r,
+        )
+        self.accepted_tokens = Counter(
+            "llamafleet_engine_speculative_accepted_tokens_total",
+            "Drafted tokens the model's own sampling agreed with (acceptance rate: this over drafted)",
+            registry=r,
+        )
+        self.speculative_step_tokens = Histogram(
+            "llamafleet_engine_speculative_step_tokens",
+            "Tokens one sequence got from one step that verified a draft (1: the draft was all rejected)",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16),
+            registry=r,
+        )
         self.rejected = Counter(
             "llamafleet_engine_rejected_total",
             "Requests refused before running, by reason (queue_full, too_long)",

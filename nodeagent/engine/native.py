@@ -281,6 +281,10 @@ class NativeModel:
                 return False
         return True
 
+    def cut(self, seq_id: int, n_keep: int) -> bool:
+        """Drop the sequence's cells from position ``n_keep`` on (a rejected draft's); False if it failed."""
+        return bool(llama_cpp.llama_memory_seq_rm(self.memory, seq_id, n_keep, -1))
+
     def copy_seq(self, source: int, target: int) -> None:
         """Make ``target``'s cells a copy of ``source``'s (then cut it with ``keep_prefix``). With a
         KV stream per slot llama.cpp copies the whole stream, at the start of the next decode."""

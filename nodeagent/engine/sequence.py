@@ -14,6 +14,7 @@ from typing import Any, Literal
 from llamafleet.core.errors import LlamafleetError
 from nodeagent.engine.logprobs import TokenLogprob
 from nodeagent.engine.sampling import SamplerChain, SamplingParams
+from nodeagent.engine.speculative import NgramDrafter
 from nodeagent.engine.text import TextStream
 
 # A set of LoRA adapters with their scales, sorted by name; () is the base model.
@@ -100,6 +101,7 @@ class Sequence:
     adapters: AdapterKey = ()
     request_id: str = ""
     top_logprobs: int | None = None  # None: no logprobs; n: each token's and the n most likely
+    speculative: bool = True  # False: this request opts out of the engine's speculative decoding
     cancelled: bool = False  # set by the HTTP side; the batcher frees the slot at its next step
     admitted_at: float = 0.0  # when a slot took it (monotonic)
     first_token_at: float = 0.0  # when its first token was sampled
@@ -114,6 +116,7 @@ class Sequence:
     chain: SamplerChain | None = None
     text: TextStream | None = None
     held_logprobs: list[TokenLogprob] = field(default_factory=list)  # for tokens whose text is held
+    drafter: NgramDrafter | None = None  # when it speculates: its context's n-gram index
 
     @property
     def group(self) -> tuple[str, AdapterKey]:
