@@ -38,7 +38,15 @@ from nodeagent.engine.native import NativeModel
 from nodeagent.engine.sampling import SamplerChain, logits_row
 from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot
 from nodeagent.engine.slot_choice import SlotChoice, choose_slot
-from nodeagent.engine.speculative import NgramDrafter, Speculative
+from nodeagent.engine.speculative import (
+    Acceptance,
+    NgramDrafter,
+    Speculative,
+    StepCost,
+    calibrate,
+    expected_extra,
+    worth_verifying,
+)
 from nodeagent.engine.text import TextStream
 from nodeagent.engine.watchdog import DecodeWatchdog
 
@@ -85,6 +93,8 @@ class Batcher:
         self._uses = 0
         self._outbox: list[tuple[Sequence, Delta]] = []
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
+        self._cost: StepCost | None = None  # measured at start when speculating
+        self._acceptance = Acceptance()  # drafts verified by every sequence: a new one's prior
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         metrics.slots.set(settings.slots)
         metrics.kv_cells.set(model.n_ctx_seq * settings.slots)
@@ -161,6 +171,14 @@ class Batcher:
     # --- batcher thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        if self._settings.speculative != "off":
+            cost = self._cost = calibrate(self._time_rows, self._settings.draft_max)
+            measured = ", ".join(f"{rows}: {seconds * 1000:.1f}" for rows, seconds in cost.points)
+            log.info(
+                "speculative decoding (%s): ms per decode step by rows %s",
+                self._settings.speculative,
+                measured,
+            )
         while True:
             with self._lock:
                 # Sleep only when there is nothing at all to do: requests still waiting must be admitted
@@ -189,6 +207,17 @@ class Batcher:
             self._release_adapters(seq)
             self._outbox.append((seq, Delta(error=EngineFailed("engine is shutting down"))))
         self._flush()
+
+    def _time_rows(self, rows: int) -> float:
+        """Seconds of one decode step of ``rows`` rows (slot 0, before any request; cells cleared)."""
+        batch = self._model.batch
+        batch.clear()
+        batch.add(0, [max(0, self._model.bos)] * rows, 0, "last")
+        started = time.perf_counter()
+        self._model.decode()
+        elapsed = time.perf_counter() - started
+        self._model.clear_seq(0)
+        return elapsed
 
     def _flush(self) -> None:
         if self._outbox:
@@ -256,7 +285,7 @@ class Batcher:
         seq.text = TextStream(seq.stops)
         seq.drafter = None
         if self._settings.speculative == "ngram" and seq.speculative:
-            seq.drafter = NgramDrafter(seq.prompt, self._settings.draft_max)
+            seq.drafter = NgramDrafter(seq.prompt, self._settings.draft_max, self._acceptance)
         self._metrics.prompt_cache_hit_tokens.inc(n_keep)
 
     def _step(self) -> None:
@@ -286,15 +315,22 @@ class Batcher:
         drafts: dict[int, list[int]] = {}
         generating = [s for s in members if s.seq is not None and s.seq.next_token is not None]
         room = batch.capacity - len(generating)  # the whole buffer: it is cleared below
+        expected, rows = float(len(generating)), float(len(generating))  # the step's expected tokens, rows
         for slot in generating:
             seq = slot.seq
             assert seq is not None
             assert seq.next_token is not None
-            draft = self._draft(slot, seq, room) if seq.drafter is not None else []
-            room -= len(draft)
+            draft = self._draft(slot, seq, room, expected, rows) if seq.drafter is not None else []
+            if draft:
+                assert seq.drafter is not None
+                room -= len(draft)
+                rows += len(draft)
+                expected += expected_extra(seq.drafter.acceptance, len(draft))
             drafts[slot.id] = draft
             plan[slot.id] = ([seq.next_token, *draft], True)
             seq.next_token = None
+        if generating and not any(drafts.values()):
+            self._acceptance.idle()
         budget = min(room, self._settings.prefill_chunk)
         for slot in members:
             seq = slot.seq
@@ -313,8 +349,8 @@ class Batcher:
                 continue
             tokens, wants_logits = plan[slot.id]
             drafted = bool(drafts.get(slot.id))
-            rows = "all" if drafted else "last" if wants_logits else "none"
-            index = batch.add(slot.id, tokens, len(slot.cached), rows)
+            logits = "all" if drafted else "last" if wants_logits else "none"
+            index = batch.add(slot.id, tokens, len(slot.cached), logits)
             slot.cached.extend(tokens)
             if wants_logits:
                 outputs.append((slot, index - len(drafts.get(slot.id, ()))))
@@ -332,16 +368,20 @@ class Batcher:
             emitted += self._verify(slot, index, draft) if draft else self._after_logits(slot, index)
         self._count_tokens(emitted)
 
-    def _draft(self, slot: Slot, seq: Sequence, room: int) -> list[int]:
-        """The tokens to verify after ``seq``'s sampled one: within the batch's room, the slot's
-        cells and the request's max_tokens (a token past those would be thrown away)."""
-        assert seq.drafter is not None
+    def _draft(self, slot: Slot, seq: Sequence, room: int, tokens: float, rows: float) -> list[int]:
+        """The tokens to verify after ``seq``'s sampled one: the drafter's proposal within the batch's
+        room, the slot's cells and the request's max_tokens (a token past those would be thrown
+        away), cut to what raises the step's expected tokens per second (``worth_verifying``)."""
+        drafter = seq.drafter
+        assert drafter is not None
         assert seq.next_token is not None
-        seq.drafter.extend([*slot.cached[len(seq.drafter) :], seq.next_token])
+        assert self._cost is not None
+        drafter.extend([*slot.cached[len(drafter) :], seq.next_token])
         limit = min(room, self._model.n_ctx_seq - len(slot.cached) - 1)
         if seq.max_tokens is not None:
             limit = min(limit, seq.max_tokens - seq.generated - 1)
-        draft = seq.drafter.draft(limit)
+        proposal = drafter.draft(limit)
+        draft = proposal[: worth_verifying(proposal, drafter.acceptance, self._cost, tokens, rows)]
         if draft:
             self._metrics.draft_tokens.inc(len(draft))
         return draft

@@ -5,17 +5,25 @@ was shown — repeats n-grams already in the context. The drafter finds the most
 occurrence of the sequence's last ``NGRAM_MAX`` … ``NGRAM_MIN`` tokens and proposes the tokens that
 followed it. The batcher decodes the sampled token and the draft in one step and samples every
 row in order with the sequence's own sampler chain, keeping the draft only while each sampled token
-equals the drafted one: the output is exactly what decoding one token per step gives (the same
-chain, the same order of accepted tokens), whatever the sampling settings; a good draft turns one
-step into several tokens, a bad one costs a few extra batch rows.
+equals the drafted one: the output is what decoding one token per step gives (the same chain, the
+same order of accepted tokens), whatever the sampling settings — up to the last bits of a batched
+row's logits, which llama.cpp's CPU kernels compute in a different order for a different number of
+rows, exactly as when continuous batching puts other requests in the same step. A good draft turns
+one step into several tokens, a bad one costs a few extra batch rows.
 
-The draft length adapts per sequence: after a step it is twice the tokens the last draft got
-accepted, plus one, up to the engine's ``draft_max``, so free text (rare matches, short accepted
-runs) drafts little and quoted text drafts long.
+How much of a draft to verify is a cost decision. On a CPU a decode step costs nearly in
+proportion to its rows (SmolLM2 on 2 cores: 13 ms for one row, 62 ms for nine), on a GPU nearly
+nothing more per row; so the batcher measures the step's cost per row at start (``StepCost``) and
+keeps, for each sequence, the draft prefix that raises the step's expected tokens per second, given
+that sequence's measured acceptance. Free text (rare, short matches) then verifies little or
+nothing and costs nothing; quoted text verifies as far as it pays.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 Speculative = Literal["off", "ngram"]
@@ -32,9 +40,11 @@ class NgramDrafter:
     earlier occurrence, never itself.
     """
 
-    def __init__(self, tokens: list[int], draft_max: int) -> None:
+    def __init__(self, tokens: list[int], draft_max: int, engine: Acceptance | None = None) -> None:
         self.draft_max = draft_max
-        self.next_length = draft_max
+        self._engine = engine or Acceptance()  # every sequence's verifications: the prior of a new one
+        self._kept = 0  # draft tokens verified equal so far
+        self._missed = 0  # verifications that ended on a mismatch
         self._tokens: list[int] = []
         self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(NGRAM_MIN, NGRAM_MAX + 1)}
         self.extend(tokens)
@@ -52,8 +62,8 @@ class NgramDrafter:
             history.append(token)
 
     def draft(self, limit: int) -> list[int]:
-        """Up to ``min(limit, next_length)`` tokens likely to follow the context, or none."""
-        want = min(limit, self.next_length)
+        """Up to ``min(limit, draft_max)`` tokens that followed the context's suffix before, or none."""
+        want = min(limit, self.draft_max)
         history = self._tokens
         if want <= 0:
             return []
@@ -65,7 +75,90 @@ class NgramDrafter:
                 return history[start : start + want]
         return []
 
+    @property
+    def acceptance(self) -> float:
+        """The chance that the next draft token is accepted given the previous one was (a geometric
+        model): this sequence's verifications, starting from the engine's as worth ``PRIOR_WEIGHT``."""
+        prior = self._engine.rate
+        return (self._kept + PRIOR_WEIGHT * prior) / (self._kept + self._missed + PRIOR_WEIGHT)
+
     def accepted(self, drafted: int, kept: int) -> None:
         """After a verifying step: ``kept`` of ``drafted`` draft tokens matched what was sampled."""
         if drafted:
-            self.next_length = max(1, min(self.draft_max, 2 * kept + 1))
+            self._kept += kept
+            self._missed += kept < drafted
+            self._engine.add(kept, kept < drafted)
+
+
+PRIOR_WEIGHT = 2.0  # a new sequence's prior counts as two verified tokens: its own soon outweigh it
+
+
+class Acceptance:
+    """Every sequence's verifications in one engine (the batcher thread's), recent ones counting most.
+
+    It starts optimistic — three of four draft tokens accepted — so an engine drafts and learns. A
+    model or workload whose drafts fail stops drafting for new sequences too; every step without a
+    verification moves the estimate back toward the optimistic start, so drafting is tried again
+    after a while (a workload can change)."""
+
+    START = (3.0, 1.0)  # (kept, missed)
+    DECAY = 0.995  # per verification, and per step without one
+
+    def __init__(self) -> None:
+        self._kept, self._missed = self.START
+
+    @property
+    def rate(self) -> float:
+        return self._kept / (self._kept + self._missed)
+
+    def add(self, kept: int, missed: bool) -> None:
+        self._kept = self._kept * self.DECAY + kept
+        self._missed = self._missed * self.DECAY + missed
+
+    def idle(self) -> None:
+        """A step verified nothing: drift toward the start."""
+        start_kept, start_missed = self.START
+        self._kept = self._kept * self.DECAY + start_kept * (1 - self.DECAY)
+        self._missed = self._missed * self.DECAY + start_missed * (1 - self.DECAY)
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """A decode step's time by its rows: measured points, linear between them and past the last.
+
+    Not one line: on a CPU the second row costs more than later ones (SmolLM2 on 2 cores: 13, 23,
+    30, 34 … 62 ms for 1, 2, 3, 4 … 9 rows), and a line through 1 and 9 rows would make a one-token
+    draft look cheaper than it is."""
+
+    points: tuple[tuple[int, float], ...]  # (rows, seconds), rows increasing, at least two
+
+    def of(self, rows: float) -> float:
+        points = self.points
+        for (r0, s0), (r1, s1) in itertools.pairwise(points):
+            if rows <= r1 or (r1, s1) == points[-1]:
+                return s0 + (s1 - s0) * (rows - r0) / (r1 - r0)
+        return points[-1][1]  # unreachable: the loop returns on its last pair
+
+
+def expected_extra(acceptance: float, k: int) -> float:
+    """Tokens beyond the sampled one that a k-token draft is expected to yield: p + p² + … + p^k."""
+    return sum(acceptance**i for i in range(1, k + 1))
+
+
+def worth_verifying(draft: list[int], acceptance: float, cost: StepCost, tokens: float, rows: float) -> int:
+    """How many of ``draft``'s tokens to add to a step that so far yields ``tokens`` expected tokens
+    from ``rows`` rows: the prefix with the most expected tokens per second of step (0: none)."""
+    best_k, best = 0, tokens / cost.of(rows)
+    for k in range(1, len(draft) + 1):
+        rate = (tokens + expected_extra(acceptance, k)) / cost.of(rows + k)
+        if rate > best:
+            best_k, best = k, rate
+    return best_k
+
+
+def calibrate(decode_rows: Callable[[int], float], draft_max: int) -> StepCost:
+    """Measure a step's cost with ``decode_rows(n)`` (seconds for a step of n rows) at 1, 2, 3, 5 …
+    1 + draft_max rows, the least of two tries each after a warm-up (the least: noise only adds)."""
+    decode_rows(1)
+    sizes = sorted({1, 2, 3, *range(5, draft_max + 2, 4), draft_max + 1})
+    return StepCost(tuple((n, min(decode_rows(n), decode_rows(n))) for n in sizes))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nodeagent.engine.speculative import NGRAM_MAX, NgramDrafter
+from nodeagent.engine.speculative import Acceptance, NgramDrafter, StepCost, expected_extra, worth_verifying
 
 
 def test_the_tokens_after_the_latest_earlier_occurrence_of_the_suffix_are_proposed() -> None:
@@ -31,17 +31,47 @@ def test_the_index_follows_the_context_as_it_grows() -> None:
     assert drafter.draft(8) == [6, 7, 1, 4, 5]
 
 
-def test_the_draft_length_follows_what_was_accepted() -> None:
-    drafter = NgramDrafter(list(range(NGRAM_MAX)) * 3, draft_max=8)
-    assert drafter.next_length == 8
-    drafter.accepted(8, 0)
-    assert drafter.next_length == 1
-    assert len(drafter.draft(8)) == 1
-    drafter.accepted(1, 1)
-    assert drafter.next_length == 3
-    drafter.accepted(3, 3)
-    assert drafter.next_length == 7
-    drafter.accepted(7, 7)
-    assert drafter.next_length == 8  # never past draft_max
-    drafter.accepted(0, 0)  # no draft this step: unchanged
-    assert drafter.next_length == 8
+def test_acceptance_is_learnt_from_this_sequence_after_the_engines_prior() -> None:
+    engine = Acceptance()
+    drafter = NgramDrafter([1, 2, 3], draft_max=8, engine=engine)
+    assert drafter.acceptance == engine.rate == 0.75  # nothing known yet: the optimistic start
+    drafter.accepted(8, 8)
+    drafter.accepted(4, 4)
+    assert drafter.acceptance > 0.95  # twelve kept, no miss
+    for _ in range(6):
+        drafter.accepted(4, 0)
+    assert drafter.acceptance < 0.7
+    drafter.accepted(0, 0)  # nothing drafted: nothing learnt
+    assert engine.rate < 0.75  # the engine learnt too: new sequences start from it
+
+
+def test_an_engine_whose_drafts_fail_tries_again_after_a_while() -> None:
+    engine = Acceptance()
+    for _ in range(200):
+        engine.add(0, True)
+    assert engine.rate < 0.1
+    for _ in range(2000):  # steps that verified nothing (20-40 s of decoding)
+        engine.idle()
+    assert engine.rate > 0.7
+
+
+def test_a_draft_is_verified_as_far_as_it_pays() -> None:
+    cpu = StepCost(((1, 0.0128), (2, 0.0225), (3, 0.0304), (5, 0.039), (9, 0.062)))  # SmolLM2, 2 cores
+    draft = list(range(8))
+    assert worth_verifying(draft, 0.3, cpu, tokens=1, rows=1) == 0  # rarely accepted: never pays
+    assert 2 <= worth_verifying(draft, 0.9, cpu, tokens=1, rows=1) <= 6  # pays, but not all 8 rows
+    gpu = StepCost(((1, 0.010), (9, 0.0104)))  # rows nearly free
+    assert worth_verifying(draft, 0.6, gpu, tokens=1, rows=1) == 8
+    # In a busy step (8 sequences already) extra rows slow everyone: less of the draft pays.
+    alone = worth_verifying(draft, 0.9, cpu, tokens=1, rows=1)
+    assert worth_verifying(draft, 0.9, cpu, tokens=8, rows=8) < alone
+    assert worth_verifying([], 1.0, gpu, tokens=1, rows=1) == 0
+    assert expected_extra(0.5, 3) == 0.5 + 0.25 + 0.125
+
+
+def test_a_step_costs_what_was_measured_between_and_beyond_the_points() -> None:
+    cost = StepCost(((1, 0.010), (2, 0.018), (5, 0.030)))
+    assert cost.of(1) == 0.010
+    assert abs(cost.of(1.5) - 0.014) < 1e-12
+    assert abs(cost.of(3.5) - 0.024) < 1e-12
+    assert abs(cost.of(8) - 0.042) < 1e-12  # past the last point: the last segment's slope
