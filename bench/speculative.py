@@ -7,8 +7,8 @@ with ``"speculative": false`` (the engine's own opt-out), alternating which goes
 see the same weights, slots, threads and machine noise. Greedy, ``max_tokens`` 192.
 
 Workloads:
-- quoting: the answer repeats its input — edit a code file (rename one function, keep the rest),
-  summarise a text quoting its key sentences, copy a list with one change;
+- quoting: the answer repeats its input — a code edit (rename a variable), a spelling fix written
+  out in full, a list copied with one change, a quotation;
 - free: the answer is new text — a story, an explanation, advice (drafts rarely match);
 - default path: the same free prompts on an engine started with the defaults (speculation off), to
   show that an engine without it is unchanged (the "off" figures of the free row measure the same).
@@ -40,23 +40,38 @@ from tests.support.engine import EngineProcess, running_engine  # noqa: E402
 from tests.support.synthetic_gguf import gemma3_path  # noqa: E402
 
 TOKENS = 192
-CODE = (REPO / "nodeagent" / "engine" / "text.py").read_text()[:2400]
+CODE = """```python
+def total(items):
+    x = 0
+    for item in items:
+        x += item.price * item.quantity
+    return x
+
+def average(items):
+    x = total(items)
+    return x / len(items)
+```"""
 ARTICLE = (
     "The city council voted on Tuesday to extend the river path by four kilometres. The extension "
     "will connect the old harbour with the new railway station. Work is expected to start in March "
     "and to last eighteen months. The council said the path will be open to cyclists and walkers "
-    "and will have lighting along its whole length. Residents near the harbour asked for a quiet "
-    "zone at night, and the council agreed to ban motor scooters on the path after ten in the evening. "
-    "The cost of the project is estimated at twelve million euros, half of it paid by the region."
+    "and will have lighting along its whole length."
 )
+TYPOS = (
+    "The citty council voted on Tuesday to extnd the river path by four kilometres. The extension will "
+    "conect the old harbour with the new railway staton. Work is expected to start in March and to last "
+    "eighteen monthes."
+)
+NAMES = ["Ann", "Bob", "Cid", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Lou", "Max"]
+# Answers that quote their input, as the 135M and 270M models do follow these (a model that does
+# not quote gets nothing from n-gram drafts: its acceptance shows it).
 QUOTING = [
-    f"Rename the class TextStream to OutputText in this Python file and print the whole file:\n\n{CODE}",
-    f"Summarise this article, quoting its most important sentences word for word:\n\n{ARTICLE}",
+    f"Rewrite this code with the variable `x` renamed to `count`:\n\n{CODE}",
+    f"Fix the spelling mistakes in this text and write it out again in full:\n\n{TYPOS}",
     "Copy this list, but change 'apples' to 'pears':\n"
-    + "\n".join(f"- {n} apples for {w}" for n, w in zip(range(3, 40, 3), ["Ann", "Bob", "Cid", "Dee", "Eve",
-                                                                        "Fay", "Gus", "Hal", "Ivy", "Jon",
-                                                                        "Kim", "Lou", "Max"], strict=False)),
-]  # fmt: skip
+    + "\n".join(f"- {3 * (k + 1)} apples for {name}" for k, name in enumerate(NAMES)),
+    f"Repeat this text exactly:\n\n{ARTICLE}",
+]
 FREE = [
     "Write a short story about a fox who learns to sail.",
     "Explain how a refrigerator keeps food cold, for a ten-year-old.",

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from llamafleet.contract.replica import Pooling, ReplicaSpec, Role
+from llamafleet.contract.replica import Pooling, ReplicaSpec, Role, Speculative
 from llamafleet.core.chat_templates import template_error
 from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.fit.profile import ModelProfile
@@ -131,6 +131,13 @@ class ModelSpec(BaseModel):
         description="How embeddings pool tokens (auto: the GGUF's, else mean); rank: a reranker, served "
         "on /v1/rerank (a reranker GGUF says so itself)",
     )
+    speculative: Speculative = Field(
+        default="off",
+        description="Speculative decoding: ngram drafts each answer's next tokens from its own context "
+        "(prompt lookup) and verifies them in the batched step, as far as that pays on the hardware "
+        "(measured when the engine starts); answers that quote their input (code edits, extraction, "
+        "summaries) decode faster, others as before. A request opts out with \"speculative\": false",
+    )
     adapters: tuple[AdapterRef, ...] = Field(default=(), description="LoRA adapters loaded at start")
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Only nodes with all these labels"
@@ -192,6 +199,7 @@ class ModelSpec(BaseModel):
 ENGINE_FIELDS = (
     "source", "sha256", "context_length", "parallel_slots", "gpu_layers", "threads", "embeddings",
     "adapters", "node_selector", "allow_split", "request_defaults", "chat_template", "pooling",
+    "speculative",
 )  # fmt: skip
 
 
@@ -378,10 +386,10 @@ def serves(running: ReplicaSpec, spec: ModelSpec) -> bool:
         layers_ok and mine == theirs and scales_ok
         and (running.model, running.source, running.sha256, running.context_length, running.parallel_slots,
              running.n_threads, running.embeddings, running.request_defaults, running.chat_template,
-             running.pooling)
+             running.pooling, running.speculative or "off")
         == (spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
             spec.threads, spec.embeddings, spec.request_defaults.as_json(), spec.chat_template,
-            spec.pooling)
+            spec.pooling, spec.speculative)
     )  # fmt: skip
 
 

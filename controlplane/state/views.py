@@ -137,6 +137,7 @@ def _assignment(r: ReplicaRecord) -> ReplicaSpec:
         request_defaults=r.spec.request_defaults.as_json(),
         chat_template=r.spec.chat_template,
         pooling=r.spec.pooling,
+        speculative=r.spec.speculative,
     )
 
 

@@ -15,6 +15,9 @@ from typing import Literal
 
 # How embeddings pool tokens: auto takes the GGUF's (else mean); rank: a reranker (/v1/rerank).
 Pooling = Literal["auto", "mean", "cls", "last", "rank"]
+# Speculative decoding: off, or ngram — drafts from the sequence's own context, verified in the
+# batched step (nodeagent/engine/speculative.py).
+Speculative = Literal["off", "ngram"]
 
 
 class Role(enum.Enum):
@@ -70,11 +73,12 @@ class ReplicaSpec:
     request_defaults: str = ""  # JSON (RequestDefaults.as_json()): the engine's --request-defaults
     chat_template: str = ""  # Jinja replacing the GGUF's (the engine's --chat-template-file); "": its own
     pooling: Pooling = "auto"  # embedding pooling (the engine's --pooling)
+    speculative: Speculative = "off"  # the engine's --speculative
 
 
 # The fields the engine takes as options of the same name (the rest: what the agent does with them).
 ENGINE_OPTIONS = ("context_length", "parallel_slots", "n_gpu_layers", "n_threads", "embeddings",
-                  "request_defaults", "pooling")  # fmt: skip
+                  "request_defaults", "pooling", "speculative")  # fmt: skip
 
 
 def engine_arguments(spec: ReplicaSpec) -> list[str]:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-Speculative = Literal["off", "ngram"]
+from llamafleet.contract.replica import Speculative
+
+__all__ = ["Speculative"]  # the contract's: a Model's speculative field, the engine's --speculative
 
 NGRAM_MAX = 4  # the longest suffix looked up first: a longer match predicts better
 NGRAM_MIN = 2  # single tokens match almost anywhere and predict badly
@@ -47,6 +48,8 @@ class NgramDrafter:
         self._missed = 0  # verifications that ended on a mismatch
         self._tokens: list[int] = []
         self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(NGRAM_MIN, NGRAM_MAX + 1)}
+        self._start = -1  # where the last proposal was taken from
+        self._follow = -1  # where the copy goes on if the tokens since agree with the source
         self.extend(tokens)
 
     def __len__(self) -> int:
@@ -67,13 +70,20 @@ class NgramDrafter:
         history = self._tokens
         if want <= 0:
             return []
-        for n in range(NGRAM_MAX, NGRAM_MIN - 1, -1):
-            if len(history) <= n:
-                continue
-            start = self._index[n].get(tuple(history[-n:]))
-            if start is not None:
-                return history[start : start + want]
-        return []
+        self._start = -1
+        follow = self._follow
+        if (
+            NGRAM_MIN <= follow < len(history)
+            and history[follow - NGRAM_MIN : follow] == history[-NGRAM_MIN:]
+        ):
+            self._start = follow  # a copy in progress goes on from where it is, even where the last
+        else:  # n-grams occur again and again (the lines of a list)
+            for n in range(NGRAM_MAX, NGRAM_MIN - 1, -1):
+                if len(history) > n:
+                    self._start = self._index[n].get(tuple(history[-n:]), -1)
+                    if self._start >= 0:
+                        break
+        return history[self._start : self._start + want] if self._start >= 0 else []
 
     @property
     def acceptance(self) -> float:
@@ -88,6 +98,7 @@ class NgramDrafter:
             self._kept += kept
             self._missed += kept < drafted
             self._engine.add(kept, kept < drafted)
+            self._follow = self._start + kept + 1  # valid only if the sampled token was the source's too
 
 
 PRIOR_WEIGHT = 2.0  # a new sequence's prior counts as two verified tokens: its own soon outweigh it

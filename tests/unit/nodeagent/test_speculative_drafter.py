@@ -75,3 +75,18 @@ def test_a_step_costs_what_was_measured_between_and_beyond_the_points() -> None:
     assert abs(cost.of(1.5) - 0.014) < 1e-12
     assert abs(cost.of(3.5) - 0.024) < 1e-12
     assert abs(cost.of(8) - 0.042) < 1e-12  # past the last point: the last segment's slope
+
+
+def test_a_copy_in_progress_goes_on_from_its_source_not_from_the_latest_repeat() -> None:
+    # Lines longer than the longest n-gram: [7, 10, 11, 12] starts every one of them.
+    source = [7, 10, 11, 12, 1, 9, 7, 10, 11, 12, 2, 9, 7, 10, 11, 12, 3, 9]
+    drafter = NgramDrafter([*source, 0, 7, 10, 11, 12, 1], draft_max=4)  # copying line one
+    assert drafter.draft(4) == [9, 7, 10, 11]
+    drafter.accepted(4, 4)
+    drafter.extend([9, 7, 10, 11, 12])  # all kept, and the sampled 12 is the source's next token too
+    # Followed from the source: line two. The index alone would take the latest [7, 10, 11, 12],
+    # the answer's own line one, and guess 1 again.
+    assert drafter.draft(4) == [2, 9, 7, 10]
+    drafter.accepted(4, 0)
+    drafter.extend([5])  # the model wrote something else: the copy is off, back to the index
+    assert drafter.draft(4) == []
