@@ -34,7 +34,8 @@ def test_defaults_agree_where_the_wire_cannot_tell_unset_from_zero() -> None:
         descriptor = pb.ReplicaSpec.DESCRIPTOR.fields_by_name[f.name]
         if f.default != descriptor.default_value:
             nonzero[f.name] = f.default
-    assert nonzero == {"context_length": 2048, "parallel_slots": 4, "n_gpu_layers": -1, "pooling": "auto"}
+    assert nonzero == {"context_length": 2048, "parallel_slots": 4, "n_gpu_layers": -1, "pooling": "auto",
+                       "speculative": "off"}  # fmt: skip
     assert pb.ReplicaSpec.DESCRIPTOR.fields_by_name["role"].type == FieldDescriptor.TYPE_ENUM
 
 
@@ -43,7 +44,7 @@ def test_a_full_spec_and_a_default_one_survive_the_wire() -> None:
         "r1-rpc0", "m", "hf://org/repo:Q4_K_M", "a" * 64, 4096, 8, 20, 6, True,
         (AdapterSpec("tone", "/a/tone.gguf", 0.5), AdapterSpec("style", "/a/style.gguf")),
         (RemotePart("node-b", "10.0.0.3:50052", 0, 13),), Role.RPC_WORKER,
-        RpcLease("node-a", "10.0.0.2", "r1", 0, 13), '{"temperature":0.2}', "{{ messages }}", "mean",
+        RpcLease("node-a", "10.0.0.2", "r1", 0, 13), '{"temperature":0.2}', "{{ messages }}", "mean", "ngram",
     )  # fmt: skip
     for spec in (worker, ReplicaSpec("r1", "m", "builtin:smollm2-135m")):
         assert replica_pb.from_pb(replica_pb.to_pb(spec)) == spec
@@ -69,7 +70,18 @@ def test_the_engine_reads_back_exactly_what_the_agent_passes() -> None:
     for spec in (
         ReplicaSpec("r1", "m", "builtin:x"),
         ReplicaSpec(
-            "r1", "m", "builtin:x", "", 512, 2, 12, 3, True, request_defaults='{"top_k":5}', pooling="cls"
+            "r1",
+            "m",
+            "builtin:x",
+            "",
+            512,
+            2,
+            12,
+            3,
+            True,
+            request_defaults='{"top_k":5}',
+            pooling="cls",
+            speculative="ngram",
         ),
     ):
         parser = argparse.ArgumentParser()
