@@ -172,13 +172,7 @@ class Batcher:
 
     def _run(self) -> None:
         if self._settings.speculative != "off":
-            cost = self._cost = calibrate(self._time_rows, self._settings.draft_max)
-            measured = ", ".join(f"{rows}: {seconds * 1000:.1f}" for rows, seconds in cost.points)
-            log.info(
-                "speculative decoding (%s): ms per decode step by rows %s",
-                self._settings.speculative,
-                measured,
-            )
+            self._calibrate()
         while True:
             with self._lock:
                 # Sleep only when there is nothing at all to do: requests still waiting must be admitted
@@ -207,6 +201,19 @@ class Batcher:
             self._release_adapters(seq)
             self._outbox.append((seq, Delta(error=EngineFailed("engine is shutting down"))))
         self._flush()
+
+    def _calibrate(self) -> None:
+        try:
+            cost = calibrate(self._time_rows, self._settings.draft_max)
+        except LlamafleetError as exc:  # e.g. a model that only embeds: serve it, without drafts
+            log.warning("speculative decoding is off: measuring a decode step failed (%s)", exc)
+            self._model.clear_seq(0)
+            return
+        self._cost = cost
+        measured = ", ".join(f"{rows}: {seconds * 1000:.1f}" for rows, seconds in cost.points)
+        log.info(
+            "speculative decoding (%s): ms per decode step by rows %s", self._settings.speculative, measured
+        )
 
     def _time_rows(self, rows: int) -> float:
         """Seconds of one decode step of ``rows`` rows (slot 0, before any request; cells cleared)."""
@@ -284,7 +291,7 @@ class Batcher:
         seq.chain.accept(seq.prompt)
         seq.text = TextStream(seq.stops)
         seq.drafter = None
-        if self._settings.speculative == "ngram" and seq.speculative:
+        if self._cost is not None and seq.speculative:  # speculating (ngram), and measured
             seq.drafter = NgramDrafter(seq.prompt, self._settings.draft_max, self._acceptance)
         self._metrics.prompt_cache_hit_tokens.inc(n_keep)
 
