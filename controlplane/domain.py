@@ -136,7 +136,7 @@ class ModelSpec(BaseModel):
         description="Speculative decoding: ngram drafts each answer's next tokens from its own context "
         "(prompt lookup) and verifies them in the batched step, as far as that pays on the hardware "
         "(measured when the engine starts); answers that quote their input (code edits, extraction, "
-        "summaries) decode faster, others as before. A request opts out with \"speculative\": false",
+        'summaries) decode faster, others as before. A request opts out with "speculative": false',
     )
     adapters: tuple[AdapterRef, ...] = Field(default=(), description="LoRA adapters loaded at start")
     node_selector: dict[str, str] = Field(
