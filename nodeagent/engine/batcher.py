@@ -388,7 +388,8 @@ class Batcher:
         if seq.max_tokens is not None:
             limit = min(limit, seq.max_tokens - seq.generated - 1)
         proposal = drafter.draft(limit)
-        draft = proposal[: worth_verifying(proposal, drafter.acceptance, self._cost, tokens, rows)]
+        keep = worth_verifying(proposal, drafter.acceptance, self._cost, tokens, rows)
+        draft = proposal[: keep or int(drafter.exploring)]
         if draft:
             self._metrics.draft_tokens.inc(len(draft))
         return draft

@@ -46,6 +46,7 @@ class NgramDrafter:
         self._engine = engine or Acceptance()  # every sequence's verifications: the prior of a new one
         self._kept = 0  # draft tokens verified equal so far
         self._missed = 0  # verifications that ended on a mismatch
+        self._verified = 0  # verifying steps so far
         self._tokens: list[int] = []
         self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(NGRAM_MIN, NGRAM_MAX + 1)}
         self._start = -1  # where the last proposal was taken from
@@ -86,6 +87,13 @@ class NgramDrafter:
         return history[self._start : self._start + want] if self._start >= 0 else []
 
     @property
+    def exploring(self) -> bool:
+        """Whether this sequence should verify a one-token draft even where the estimate says it does
+        not pay: its first ``EXPLORE`` verifications, so that a quoting answer learns that it quotes
+        even after free-text answers have lowered the engine's estimate."""
+        return self._verified < EXPLORE
+
+    @property
     def acceptance(self) -> float:
         """The chance that the next draft token is accepted given the previous one was (a geometric
         model): this sequence's verifications, starting from the engine's as worth ``PRIOR_WEIGHT``."""
@@ -95,6 +103,7 @@ class NgramDrafter:
     def accepted(self, drafted: int, kept: int) -> None:
         """After a verifying step: ``kept`` of ``drafted`` draft tokens matched what was sampled."""
         if drafted:
+            self._verified += 1
             self._kept += kept
             self._missed += kept < drafted
             self._engine.add(kept, kept < drafted)
@@ -102,6 +111,7 @@ class NgramDrafter:
 
 
 PRIOR_WEIGHT = 2.0  # a new sequence's prior counts as two verified tokens: its own soon outweigh it
+EXPLORE = 4  # one-token drafts each sequence verifies at least (where the drafter finds a match)
 
 
 class Acceptance:

@@ -90,3 +90,12 @@ def test_a_copy_in_progress_goes_on_from_its_source_not_from_the_latest_repeat()
     drafter.accepted(4, 0)
     drafter.extend([5])  # the model wrote something else: the copy is off, back to the index
     assert drafter.draft(4) == []
+
+
+def test_a_sequence_explores_its_first_drafts_then_goes_by_its_estimate() -> None:
+    drafter = NgramDrafter([1, 2, 3], draft_max=8)
+    for _ in range(4):
+        assert drafter.exploring
+        drafter.accepted(1, 1)
+    assert not drafter.exploring
+    assert drafter.acceptance > 0.8  # four of four kept: now it drafts on its own merit
