@@ -70,6 +70,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): tests that run on one xdist worker")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """Stop the run when pytest-xdist did not turn the groups into test ids: then nothing keeps a
+    module's cluster on one worker or the machine-wide tests apart (pytest 9.2 with xdist 3.8 broke
+    it silently once; pyproject.toml holds pytest below 9.2)."""
+    prefixes = tuple(p for group in MACHINE_WIDE.values() for p in group)
+    if any(i.startswith(prefixes) for i in ids) and not any("@" in i for i in ids):
+        raise pytest.UsageError(
+            "pytest-xdist did not apply the xdist_group markers (--dist loadgroup): check the pytest and "
+            "pytest-xdist versions against pyproject.toml"
+        )
+
+
 def _shares_a_fixture(item: pytest.Item) -> bool:
     info = getattr(item, "_fixtureinfo", None)
     defs = info.name2fixturedefs.values() if info is not None else ()
