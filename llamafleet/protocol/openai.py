@@ -35,7 +35,6 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
     "suffix": lambda v: not v,
     "modalities": lambda v: v in (None, ["text"]),
     "audio": lambda v: v is None,
-    "prediction": lambda v: v is None,
     "web_search_options": lambda v: v is None,
     "reasoning_effort": lambda v: v is None,
 }
@@ -50,6 +49,21 @@ LORA_SCALE_MAX = 10.0  # |scale|: beyond it an adapter only produces noise
 ModelName = Annotated[
     str, BeforeValidator(lambda value: "" if value is None else value), Field(max_length=MODEL_NAME_MAX)
 ]
+
+
+class PredictionPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class Prediction(BaseModel):
+    """OpenAI's ``prediction``: ``{"type": "content", "content": text or [text parts]}``."""
+
+    type: Literal["content"]
+    content: str | list[PredictionPart]
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
 class _Request(BaseModel):
@@ -78,6 +92,11 @@ class _Request(BaseModel):
     speculative: bool = Field(
         default=True, description="false: no speculative decoding for this request (where the model has it)"
     )
+    prediction: Prediction | None = Field(
+        default=None,
+        description="OpenAI's Predicted Outputs: text the answer is expected to repeat (a file being "
+        "edited); drafts are taken from it too where the model speculates, and ignored elsewhere",
+    )
     lora: list[LoraChoice] | None = Field(
         default=None, max_length=LORA_MAX, description="Adapters to apply, beside base:adapter"
     )
@@ -94,7 +113,6 @@ class _Request(BaseModel):
     suffix: str | None = None
     modalities: list[str] | None = None
     audio: Any = None
-    prediction: Any = None
     web_search_options: Any = None
     reasoning_effort: Any = None
 

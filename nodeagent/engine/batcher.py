@@ -292,7 +292,7 @@ class Batcher:
         seq.text = TextStream(seq.stops)
         seq.drafter = None
         if self._cost is not None and seq.speculative:  # speculating (ngram), and measured
-            seq.drafter = NgramDrafter(seq.prompt, self._settings.draft_max, self._acceptance)
+            seq.drafter = NgramDrafter(seq.prompt, self._settings.draft_max, self._acceptance, seq.predicted)
         self._metrics.prompt_cache_hit_tokens.inc(n_keep)
 
     def _step(self) -> None:

@@ -55,8 +55,12 @@ def _usage(usages: list[dict[str, Any]], first_of_prompt: list[bool]) -> dict[st
     prompt = sum(u["prompt_tokens"] for u in counted)
     cached = sum(u["prompt_tokens_details"]["cached_tokens"] for u in counted)
     completion = sum(u["completion_tokens"] for u in usages)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip
+    total = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+             "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip
+    details = [u["completion_tokens_details"] for u in usages if "completion_tokens_details" in u]
+    if details:  # a prediction's accepted and rejected tokens, over every choice
+        total["completion_tokens_details"] = {k: sum(d[k] for d in details) for k in details[0]}
+    return total
 
 
 async def merged_stream(

@@ -251,6 +251,9 @@ class BatchingCore:
             request_id=request_id,
             top_logprobs=request.logprobs_wanted(),
             speculative=request.speculative,
+            predicted=model.tokenize(request.prediction.text(), add_special=False)
+            if request.prediction
+            else [],
         )
 
     def _chat_sequence(

@@ -59,6 +59,7 @@ class Usage:
     completion_tokens: int
     cached_tokens: int
     timings: Timings | None = None
+    prediction: tuple[int, int] | None = None  # with a prediction: (accepted, rejected) draft tokens
 
     def openai(self) -> dict[str, Any]:
         return {
@@ -66,7 +67,14 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        }
+        } | self._completion_details()
+
+    def _completion_details(self) -> dict[str, Any]:
+        if self.prediction is None:
+            return {}
+        accepted, rejected = self.prediction
+        details = {"accepted_prediction_tokens": accepted, "rejected_prediction_tokens": rejected}
+        return {"completion_tokens_details": details}
 
     def timings_field(self) -> dict[str, Any]:
         """llama-server's top-level ``timings`` beside ``usage``, when measured."""
@@ -102,6 +110,7 @@ class Sequence:
     request_id: str = ""
     top_logprobs: int | None = None  # None: no logprobs; n: each token's and the n most likely
     speculative: bool = True  # False: this request opts out of the engine's speculative decoding
+    predicted: list[int] = field(default_factory=list)  # OpenAI's prediction: a source of drafts
     cancelled: bool = False  # set by the HTTP side; the batcher frees the slot at its next step
     admitted_at: float = 0.0  # when a slot took it (monotonic)
     first_token_at: float = 0.0  # when its first token was sampled
@@ -129,7 +138,11 @@ class Sequence:
         started = self.admitted_at or first
         timings = Timings(self.cached_tokens, len(self.prompt) - self.cached_tokens, (first - started) * 1000,
                           self.generated, (now - first) * 1000)  # fmt: skip
-        return Usage(len(self.prompt), self.generated, self.cached_tokens, timings)
+        drafter = self.drafter
+        prediction = None
+        if self.predicted:
+            prediction = (drafter.prediction_kept, drafter.prediction_rejected) if drafter else (0, 0)
+        return Usage(len(self.prompt), self.generated, self.cached_tokens, timings, prediction)
 
 
 @dataclass(eq=False)

@@ -41,7 +41,13 @@ class NgramDrafter:
     earlier occurrence, never itself.
     """
 
-    def __init__(self, tokens: list[int], draft_max: int, engine: Acceptance | None = None) -> None:
+    def __init__(
+        self,
+        tokens: list[int],
+        draft_max: int,
+        engine: Acceptance | None = None,
+        predicted: list[int] | None = None,
+    ) -> None:
         self.draft_max = draft_max
         self._engine = engine or Acceptance()  # every sequence's verifications: the prior of a new one
         self._kept = 0  # draft tokens verified equal so far
@@ -51,10 +57,17 @@ class NgramDrafter:
         self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(NGRAM_MIN, NGRAM_MAX + 1)}
         self._start = -1  # where the last proposal was taken from
         self._follow = -1  # where the copy goes on if the tokens since agree with the source
+        # A request's predicted output (OpenAI's prediction) comes first in the history, as a source
+        # only: the context starts after it.
+        self.extend(predicted or [])
+        self._offset = len(self._tokens)
+        self.prediction_kept = 0  # draft tokens taken from the prediction that were kept
+        self.prediction_rejected = 0  # and that were not
         self.extend(tokens)
 
     def __len__(self) -> int:
-        return len(self._tokens)
+        """The context's tokens (the prediction, a source only, not counted)."""
+        return len(self._tokens) - self._offset
 
     def extend(self, tokens: list[int]) -> None:
         history = self._tokens
@@ -107,6 +120,9 @@ class NgramDrafter:
             self._kept += kept
             self._missed += kept < drafted
             self._engine.add(kept, kept < drafted)
+            if 0 <= self._start < self._offset:
+                self.prediction_kept += kept
+                self.prediction_rejected += drafted - kept
             self._follow = self._start + kept + 1  # valid only if the sampled token was the source's too
 
 

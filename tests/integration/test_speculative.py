@@ -105,3 +105,31 @@ def test_sliding_window_layers_drop_rejected_drafts_too(tmp_path: Path) -> None:
         for prompt in (REPEAT, FREE):
             assert chat(engine, prompt, GREEDY) == chat(engine, prompt, GREEDY, speculative=False)
         assert metric(engine, "llamafleet_engine_speculative_accepted_tokens_total") > 0
+
+
+def test_openais_predicted_output_is_a_source_of_drafts_and_its_tokens_are_counted(
+    smollm2_engine: EngineProcess,
+) -> None:
+    expected = chat(smollm2_engine, FREE, GREEDY, speculative=False)  # free text: the prompt has no copy
+    body = {"messages": [{"role": "user", "content": FREE}], "max_tokens": 72, **GREEDY,
+            "prediction": {"type": "content", "content": [{"type": "text", "text": expected}]}}  # fmt: skip
+    response = httpx.post(f"{smollm2_engine.url}/v1/chat/completions", json=body, timeout=300)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["choices"][0]["message"]["content"] == expected
+    details = answer["usage"]["completion_tokens_details"]
+    assert details["accepted_prediction_tokens"] > answer["usage"]["completion_tokens"] / 2
+    assert details["rejected_prediction_tokens"] >= 0
+    # Opted out: the prediction is ignored, and nothing of it counted.
+    off = httpx.post(
+        f"{smollm2_engine.url}/v1/chat/completions", json={**body, "speculative": False}, timeout=300
+    )
+    assert off.json()["choices"][0]["message"]["content"] == expected
+    assert off.json()["usage"]["completion_tokens_details"]["accepted_prediction_tokens"] == 0
+    bad = httpx.post(
+        f"{smollm2_engine.url}/v1/chat/completions",
+        json={**body, "prediction": {"type": "audio", "content": "x"}},
+        timeout=30,
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "prediction.type"

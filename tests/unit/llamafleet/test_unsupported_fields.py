@@ -18,7 +18,6 @@ ASKING = {
     "suffix": "end",
     "modalities": ["text", "audio"],
     "audio": {"voice": "alloy"},
-    "prediction": {"type": "content", "content": "x"},
     "web_search_options": {},
     "reasoning_effort": "low",
 }
