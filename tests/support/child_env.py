@@ -16,7 +16,9 @@ from contextlib import contextmanager
 
 ONE_THREAD_ENV = {
     "LLAMAFLEET_AGENT__SUPERVISOR__ENGINE_THREADS": "1",  # the agent's share for a Model without threads
-    "LLAMAFLEET_ENGINE__N_THREADS": "1",  # an engine started by hand without --n-threads
+    # An engine started by hand without --n-threads (its settings: prefix LLAMAFLEET_ENGINE_, field
+    # engine; the name without ENGINE_ twice had never reached it, so such engines took every core).
+    "LLAMAFLEET_ENGINE_ENGINE__N_THREADS": "1",
 }
 _machine_threads = False
 
