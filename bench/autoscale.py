@@ -36,6 +36,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controlplane.domain import ModelStatusView, ReplicaPhase
+from tests.support import oneshot
 from tests.support.cluster import start_cluster, stop_cluster
 from tests.support.processes import admin_client
 from tests.support.wait import wait_until
@@ -163,7 +164,9 @@ def run(tmp: Path, autoscaling: str, replicas: int, phase_s: float) -> tuple[dic
     tmp.mkdir(parents=True)
     cluster = start_cluster(tmp, yaml, [] if autoscaling else ["m"])
     try:
-        wait_until(lambda: "m" in httpx.get(f"{cluster.base_url}/v1/models", timeout=5).text, 60, "the model")
+        wait_until(
+            lambda: "m" in oneshot.get(f"{cluster.base_url}/v1/models", timeout=5).text, 60, "the model"
+        )
         result = asyncio.run(drive(cluster.base_url, cluster.grpc, tmp, "m", phase_s))
         decisions = [f"{m[1]}→{m[2]}: {m[3]}" for m in SCALED.finditer(cluster.log())]
     finally:

@@ -44,6 +44,7 @@ from nodeagent.cache.http_fetch import fetch
 from nodeagent.cache.resolver import builtin_path
 from nodeagent.cache.store import ModelStore
 from nodeagent.supervisor.process import free_port
+from tests.support import oneshot
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.file_server import file_server
 from tests.support.kubeapi import CRD_FILE, kube_api
@@ -160,8 +161,8 @@ async def _resume(url: str, part: Path) -> None:
 def ready(url: str, plain: bool = False) -> bool:
     try:
         if plain:
-            return httpx.get(url, timeout=2).status_code == 200
-        return httpx.get(url, headers={"Range": "bytes=0-0"}, timeout=2).status_code == 206
+            return oneshot.get(url, timeout=2).status_code == 200
+        return oneshot.get(url, headers={"Range": "bytes=0-0"}, timeout=2).status_code == 206
     except httpx.HTTPError:
         return False
 
@@ -175,7 +176,9 @@ def first_token(
 
     def answered() -> bool:
         try:
-            return httpx.post(f"{cluster.base_url}/v1/completions", json=body, timeout=30).status_code == 200
+            return (
+                oneshot.post(f"{cluster.base_url}/v1/completions", json=body, timeout=30).status_code == 200
+            )
         except httpx.HTTPError:
             return False
 
@@ -215,7 +218,9 @@ def first_token_kubectl(tmp: Path, url: str) -> tuple[float, float]:
 
                 def answered(body: dict[str, object] = body) -> bool:
                     try:
-                        return httpx.post(f"{base}/v1/completions", json=body, timeout=30).status_code == 200
+                        return (
+                            oneshot.post(f"{base}/v1/completions", json=body, timeout=30).status_code == 200
+                        )
                     except httpx.HTTPError:
                         return False
 

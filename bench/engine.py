@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from nodeagent.cache.resolver import builtin_path  # noqa: E402
 from nodeagent.supervisor.process import free_port  # noqa: E402
+from tests.support import oneshot  # noqa: E402
 from tests.support.cluster import start_cluster, stop_cluster  # noqa: E402
 from tests.support.engine import running_engine  # noqa: E402
 from tests.support.lora import write_lora  # noqa: E402
@@ -284,7 +285,9 @@ def bench_model(
     with running_engine(model, logs, *flags, name="m") as engine:
         load_s = float(re.findall(r"loaded \S+ in ([0-9.]+)s", engine.log())[-1])
         started = time.perf_counter()
-        loaded = httpx.post(f"{engine.url}/adapters", json={"name": "lora", "path": str(adapter)}, timeout=60)
+        loaded = oneshot.post(
+            f"{engine.url}/adapters", json={"name": "lora", "path": str(adapter)}, timeout=60
+        )
         adapter_post_s = time.perf_counter() - started
         adapter_load_s = float(loaded.json()["load_seconds"])
         server = running_llama_server(baseline, model, threads, MANY, 2048, logs) if baseline else None
@@ -444,7 +447,7 @@ def running_llama_server_defaults(binary: Path, model: Path, logs: Path) -> Any:
 def wait_healthy(url: str) -> None:
     for _ in range(300):
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if oneshot.get(f"{url}/health", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

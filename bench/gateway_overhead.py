@@ -33,6 +33,7 @@ from bench.latency import percentile, timed
 from controlplane.gateway.access.api_keys import hash_key
 from llamafleet.security.engine_auth import engine_headers
 from nodeagent.supervisor.process import free_port
+from tests.support import oneshot
 from tests.support.cluster import SMOLLM2_YAML, start_cluster, stop_cluster
 from tests.support.process_cluster import engine_endpoint
 from tests.support.processes import cluster_pki
@@ -48,7 +49,7 @@ KEY = "lf-bench-access-path-key-0123456789"
 def ready(url: str, key: str = "") -> bool:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        return httpx.post(url, json=BODY, headers=headers, timeout=5).status_code == 200
+        return oneshot.post(url, json=BODY, headers=headers, timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
 

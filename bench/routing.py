@@ -38,6 +38,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controlplane.gateway.proxy import REPLICA_HEADER
+from tests.support import oneshot
 from tests.support.cluster import start_cluster, stop_cluster
 from tests.support.wait import wait_until
 
@@ -240,7 +241,7 @@ def main() -> None:
         try:
 
             def replicas_ready(policy: str) -> bool:
-                (model,) = httpx.get(f"{cluster.base_url}/v1/models", timeout=5).json()["data"]
+                (model,) = oneshot.get(f"{cluster.base_url}/v1/models", timeout=5).json()["data"]
                 info = model["llamafleet"]
                 return bool(info["ready_replicas"] == 3 and info["balancer"] == policy)
 

@@ -30,12 +30,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nodeagent.cache.resolver import builtin_path  # noqa: E402
+from tests.support import oneshot  # noqa: E402
 from tests.support.engine import EngineProcess, running_engine  # noqa: E402
 from tests.support.synthetic_gguf import gemma3_path  # noqa: E402
 
@@ -82,7 +81,7 @@ FREE = [
 def ask(engine: EngineProcess, prompt: str, speculative: bool) -> dict[str, Any]:
     body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": TOKENS, "temperature": 0,
             "speculative": speculative}  # fmt: skip
-    response = httpx.post(f"{engine.url}/v1/chat/completions", json=body, timeout=600)
+    response = oneshot.post(f"{engine.url}/v1/chat/completions", json=body, timeout=600)
     response.raise_for_status()
     answer = response.json()
     return {
@@ -93,7 +92,7 @@ def ask(engine: EngineProcess, prompt: str, speculative: bool) -> dict[str, Any]
 
 
 def counter(engine: EngineProcess, name: str) -> float:
-    text = httpx.get(f"{engine.url}/metrics", timeout=30).text
+    text = oneshot.get(f"{engine.url}/metrics", timeout=30).text
     match = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
 

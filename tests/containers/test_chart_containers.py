@@ -21,7 +21,7 @@ import yaml
 
 from controlplane.operator.leader import LEADER_LABEL
 from nodeagent.supervisor.process import free_port
-from tests.support import containers
+from tests.support import containers, oneshot
 from tests.support.chart_pods import rendered_secrets
 from tests.support.kubeapi import CRD_FILE, KubeApi, kube_api, write_kubeconfig
 from tests.support.pod_containers import PodRun, start
@@ -135,7 +135,7 @@ def probe_answers(pod: PodRun, probe: dict[str, Any]) -> bool:
     get = probe["httpGet"]
     try:
         return (
-            httpx.get(f"http://{pod.address}:{pod.port(get['port'])}{get['path']}", timeout=2).status_code
+            oneshot.get(f"http://{pod.address}:{pod.port(get['port'])}{get['path']}", timeout=2).status_code
             == 200
         )
     except httpx.HTTPError:
@@ -197,14 +197,14 @@ def test_the_charts_pods_as_containers_serve_a_model_from_apply_to_delete(
             model="smollm2-135m", messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
         )
         assert reply.choices[0].message.content
-        assert httpx.get(f"http://{service.address}/v1/models", timeout=10).status_code == 401
+        assert oneshot.get(f"http://{service.address}/v1/models", timeout=10).status_code == 401
 
     subprocess.run([*kubectl, "delete", "model", "smollm2-135m", "--timeout=120s"], check=True,
                    capture_output=True, timeout=130)  # fmt: skip
     agent = cluster.pod("agent", status["nodes"])
 
     def engine_gone() -> bool:
-        ready = httpx.get(f"http://{agent.address}:{agent.port('http')}/readyz", timeout=5).json()
+        ready = oneshot.get(f"http://{agent.address}:{agent.port('http')}/readyz", timeout=5).json()
         return ready.get("replicas") == 0
 
     wait_until(engine_gone, 60, "the agent to stop the deleted Model's engine", on_timeout=cluster.logs)

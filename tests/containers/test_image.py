@@ -7,12 +7,11 @@ import json
 import subprocess
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from nodeagent.supervisor.process import free_port
-from tests.support import containers
+from tests.support import containers, oneshot
 from tests.support.containers import podman
 from tests.support.wait import wait_until
 from tests.unit.deploy.test_chart import render
@@ -65,7 +64,7 @@ def test_up_in_the_image_under_the_charts_security_context_and_a_memory_limit_an
             model="smollm2-135m", messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
         )
         assert reply.choices[0].message.content
-        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+        assert oneshot.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
 
         # The node offers its cgroup's 2 GiB, not the machine's free memory.
         nodes = json.loads(podman("exec", name, "llamafleet", "nodes", "--json").stdout)

@@ -9,9 +9,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.support import oneshot
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.load import Outcomes, steady_load
 from tests.support.processes import engine_pids
@@ -82,7 +82,7 @@ def test_a_stopped_engine_is_replaced_and_no_request_hangs(cluster: tuple[Cluste
 
 
 def redis_up(cluster: Cluster) -> float:
-    for line in httpx.get(f"{cluster.base_url}/metrics", timeout=10).text.splitlines():
+    for line in oneshot.get(f"{cluster.base_url}/metrics", timeout=10).text.splitlines():
         if line.startswith("llamafleet_gateway_redis_up "):
             return float(line.split()[1])
     return -1.0

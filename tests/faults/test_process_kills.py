@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import oneshot
 from tests.support.load import steady_load
 from tests.support.process_cluster import MODEL, engine_endpoint, processes
 from tests.support.processes import Proc, agent_args, engine_pids
@@ -59,7 +60,7 @@ def test_a_killed_gateway_drops_its_streams_but_no_slot_and_a_new_one_serves(tmp
             try:
                 for n, _line in enumerate(response.iter_lines()):
                     if n == 5:
-                        busy = httpx.get(f"{engine}/health", timeout=5).json()
+                        busy = oneshot.get(f"{engine}/health", timeout=5).json()
                         assert busy["slots_idle"] < busy["slots_total"]  # the stream holds a slot
                         cluster.gateway.stop(signal.SIGKILL)
             except httpx.HTTPError:
@@ -67,11 +68,11 @@ def test_a_killed_gateway_drops_its_streams_but_no_slot_and_a_new_one_serves(tmp
         assert dropped  # the client sees its connection end: nothing could have carried it on
 
         def slot_freed() -> bool:
-            health = httpx.get(f"{engine}/health", timeout=5).json()
+            health = oneshot.get(f"{engine}/health", timeout=5).json()
             return bool(health["slots_idle"] == health["slots_total"])
 
         wait_until(slot_freed, 15, "the engine to free the slot of the stream whose gateway died")
         cluster.restart_gateway()
         wait_until(lambda: cluster.ready_replicas() == 1, 60, "the new gateway to route")
         body = {"model": MODEL, "prompt": "Hi", "max_tokens": 4}
-        assert httpx.post(f"{cluster.base}/v1/completions", json=body, timeout=60).status_code == 200
+        assert oneshot.post(f"{cluster.base}/v1/completions", json=body, timeout=60).status_code == 200

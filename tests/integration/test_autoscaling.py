@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from controlplane.gateway.proxy import REPLICA_HEADER
+from tests.support import oneshot
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.processes import engine_pids
 from tests.support.wait import wait_until
@@ -63,7 +64,7 @@ def alive(pid: int) -> bool:
 
 def listed(cluster: Cluster, model: str) -> bool:
     try:
-        data = httpx.get(f"{cluster.base_url}/v1/models", timeout=5).json()["data"]
+        data = oneshot.get(f"{cluster.base_url}/v1/models", timeout=5).json()["data"]
     except (httpx.HTTPError, KeyError, ValueError):
         return False
     return any(m["id"] == model for m in data)
@@ -140,12 +141,12 @@ def test_an_idle_model_goes_to_zero_frees_its_engine_and_comes_back(tmp_path: Pa
     cluster = start_cluster(tmp_path, yaml, ["idle"])
     try:
         (engine,) = engines(cluster)
-        first = httpx.post(f"{cluster.base_url}/v1/completions", timeout=60,
+        first = oneshot.post(f"{cluster.base_url}/v1/completions", timeout=60,
                            json={"model": "idle", "prompt": "Hi", "max_tokens": 4})  # fmt: skip
         assert first.status_code == 200
         for _ in range(5):  # health probes and listings are not requests: they must not keep it up
-            httpx.get(f"{cluster.base_url}/healthz", timeout=5)
-            httpx.get(f"{cluster.base_url}/v1/models", timeout=5)
+            oneshot.get(f"{cluster.base_url}/healthz", timeout=5)
+            oneshot.get(f"{cluster.base_url}/v1/models", timeout=5)
         wait_until(lambda: any(e[1] == 0 for e in scale_events(cluster, "idle")), 60, "idle scale to zero",
                    on_timeout=lambda: cluster.log()[-3000:])  # fmt: skip
         wait_until(lambda: not alive(engine), 60, "the engine to exit")
@@ -154,7 +155,7 @@ def test_an_idle_model_goes_to_zero_frees_its_engine_and_comes_back(tmp_path: Pa
         assert model["desired_replicas"] == 0
         ready = {c["type"]: c for c in model["conditions"]}["Ready"]  # type: ignore[index, union-attr]
         assert ready["reason"] == "ScaledToZero"
-        again = httpx.post(f"{cluster.base_url}/v1/completions", timeout=120,
+        again = oneshot.post(f"{cluster.base_url}/v1/completions", timeout=120,
                            json={"model": "idle", "prompt": "Hi", "max_tokens": 4})  # fmt: skip
         assert again.status_code == 200, again.text
         assert len(engines(cluster)) == 1

@@ -15,6 +15,7 @@ import pytest
 
 from controlplane.gateway.proxy import REPLICA_HEADER
 from nodeagent.supervisor.process import free_port
+from tests.support import oneshot
 from tests.support.child_env import child_env
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.processes import REPO, cluster_pki
@@ -66,8 +67,8 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGateways]:
 
         def both_ready() -> bool:
             try:
-                models = httpx.get(f"{base}/v1/models", timeout=2).json()["data"]
-                first = httpx.get(f"{cluster.base_url}/v1/models", timeout=2).json()["data"]
+                models = oneshot.get(f"{base}/v1/models", timeout=2).json()["data"]
+                first = oneshot.get(f"{cluster.base_url}/v1/models", timeout=2).json()["data"]
             except (httpx.HTTPError, ValueError, KeyError):
                 return False
             return bool(models and models[0]["llamafleet"]["ready_replicas"] == 2
@@ -85,7 +86,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGateways]:
 def ask(base: str, content: str, max_tokens: int = 4, **extra: object) -> httpx.Response:
     body = {"model": "smol", "max_tokens": max_tokens, "temperature": 0,
             "messages": [{"role": "user", "content": content}], **extra}  # fmt: skip
-    return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+    return oneshot.post(f"{base}/v1/chat/completions", json=body, timeout=120)
 
 
 def test_a_conversation_returns_to_the_replica_that_holds_its_prefix(gateways: TwoGateways) -> None:
@@ -109,7 +110,7 @@ def test_busy_replicas_queue_then_429_and_503_with_retry_after_and_other_gateway
         thread.start()
 
     def both_busy() -> bool:
-        metrics = httpx.get(f"{gateways.first}/metrics", timeout=5).text
+        metrics = oneshot.get(f"{gateways.first}/metrics", timeout=5).text
         return sum(
             float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
             if line.startswith("llamafleet_gateway_in_flight_requests{")
@@ -125,8 +126,9 @@ def test_busy_replicas_queue_then_429_and_503_with_retry_after_and_other_gateway
     results: list[httpx.Response] = []
     waiter = threading.Thread(target=lambda: results.append(ask(gateways.first, "hello")))
     waiter.start()
-    wait_until(lambda: "llamafleet_gateway_queue_length{model=\"smol\"} 1.0"
-               in httpx.get(f"{gateways.first}/metrics", timeout=5).text, 10, "a queued request")  # fmt: skip
+    queued = 'llamafleet_gateway_queue_length{model="smol"} 1.0'
+    metrics = f"{gateways.first}/metrics"
+    wait_until(lambda: queued in oneshot.get(metrics, timeout=5).text, 10, "a queued request")
     over = ask(gateways.first, "hello")  # … a second may not
     assert over.status_code == 429
     waiter.join(timeout=30)
@@ -144,7 +146,7 @@ def set_policy(gateways: TwoGateways, policy: str) -> None:
     models.write_text(MODELS.replace("balancer: prefix-affinity", f"balancer: {policy}"))
 
     def applied() -> bool:
-        (model,) = httpx.get(f"{gateways.first}/v1/models", timeout=5).json()["data"]
+        (model,) = oneshot.get(f"{gateways.first}/v1/models", timeout=5).json()["data"]
         return bool(model["llamafleet"]["balancer"] == policy and model["llamafleet"]["ready_replicas"] == 2)
 
     wait_until(applied, 30, f"the {policy} policy to reach the gateway")

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from nodeagent.supervisor.process import free_port
-from tests.support import netns
+from tests.support import netns, oneshot
 from tests.support.chart_pods import Pod, command, rendered_secrets
 from tests.support.child_env import child_env
 from tests.support.kubeapi import CRD_FILE, REPO, kube_api, write_kubeconfig
@@ -73,7 +73,7 @@ def probe_ok(pod: Pod, probe: dict[str, Any]) -> bool:
         if "httpGet" in probe:
             get = probe["httpGet"]
             url = f"http://{pod.host.address}:{pod.port(get['port'])}{get['path']}"
-            return httpx.get(url, timeout=2).status_code == 200
+            return oneshot.get(url, timeout=2).status_code == 200
         with socket.create_connection((pod.host.address, pod.port(probe["tcpSocket"]["port"])), timeout=2):
             return True
     except (httpx.HTTPError, OSError):
@@ -174,7 +174,7 @@ def test_every_declared_probe_answers_and_a_model_serves_through_the_gateway_ser
             model="smollm2-135m", messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
         )
         assert reply.choices[0].message.content
-        denied = httpx.get(f"http://{service.address}/v1/models", timeout=10)
+        denied = oneshot.get(f"http://{service.address}/v1/models", timeout=10)
         assert denied.status_code == 401  # the key came from the Secret, and it is enforced
 
 
@@ -272,12 +272,12 @@ def test_a_real_prometheus_scrapes_every_tier_and_every_query_and_alert_works(
     )
 
     def served() -> bool:
-        models = httpx.get(f"{base}/models", headers=auth, timeout=10).json().get("data", [])
+        models = oneshot.get(f"{base}/models", headers=auth, timeout=10).json().get("data", [])
         return any(m["id"] == "smollm2-135m" and m["llamafleet"]["ready_replicas"] for m in models)
 
     wait_until(served, 60, "the gateway to route the model")
     body = {"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
-    assert httpx.post(f"{base}/chat/completions", json=body, headers=auth, timeout=60).status_code == 200
+    assert oneshot.post(f"{base}/chat/completions", json=body, headers=auth, timeout=60).status_code == 200
 
     targets = [
         {"job": component, "target": f"{pod.host.address}:{pod.port('http')}", "path": path}
@@ -306,7 +306,7 @@ def test_a_real_prometheus_scrapes_every_tier_and_every_query_and_alert_works(
     try:
 
         def query(expr: str) -> list[dict[str, Any]]:
-            answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=10).json()
+            answer = oneshot.get(f"{api}/query", params={"query": expr}, timeout=10).json()
             assert answer["status"] == "success", (expr, answer)
             return list(answer["data"]["result"])
 
@@ -326,7 +326,7 @@ def test_a_real_prometheus_scrapes_every_tier_and_every_query_and_alert_works(
                 result = query(target["expr"])
                 if any(metric in target["expr"] for metric in MUST_HAVE_DATA):
                     assert result, f"no data for {panel['title']!r}: {target['expr']}"
-        rules = httpx.get(f"{api}/rules", timeout=10).json()["data"]["groups"]
+        rules = oneshot.get(f"{api}/rules", timeout=10).json()["data"]["groups"]
         loaded = {r["name"]: r for g in rules for r in g["rules"]}
         assert len(loaded) == 8
         assert all(r["health"] == "ok" for r in loaded.values()), loaded

@@ -7,10 +7,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from nodeagent.gguf.model_facts import read_model_facts
+from tests.support import oneshot
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.processes import admin_cli
 from tests.support.synthetic_gguf import SyntheticShape, write_synthetic_model
@@ -49,7 +49,7 @@ def fit_cluster(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) ->
 def test_models_carry_the_recommendation_and_the_admin_endpoint_evaluates_any_context(
     fit_cluster: Cluster, smollm2_path: Path
 ) -> None:
-    models = {m["id"]: m for m in httpx.get(f"{fit_cluster.base_url}/v1/models", timeout=10).json()["data"]}
+    models = {m["id"]: m for m in oneshot.get(f"{fit_cluster.base_url}/v1/models", timeout=10).json()["data"]}
     rec = models["smollm2-135m"]["recommendation"]
     assert rec["node"] == "test-node"  # where it runs
     assert rec["fits"] is True
@@ -59,7 +59,7 @@ def test_models_carry_the_recommendation_and_the_admin_endpoint_evaluates_any_co
     assert rec["cpu_mode"]["max_context_length"] == 8192  # SmolLM2's trained context fits on this machine
     assert rec["gpu_mode"] == []
 
-    fit = httpx.get(
+    fit = oneshot.get(
         f"{fit_cluster.base_url}/v1/admin/fit",
         params={"model": "smollm2-135m", "context_length": 8192, "parallel": 4, "kv_type": "q8_0"},
         timeout=10,
@@ -72,10 +72,10 @@ def test_models_carry_the_recommendation_and_the_admin_endpoint_evaluates_any_co
     assert cpu["kv_bytes"] == 30 * 4 * 8192 * 2 * (3 * 64) * 34 // 32  # 30 layers, 4 streams, q8_0 rows
     assert node["page_cache_bytes"] == cpu["weights_bytes"]
 
-    unknown = httpx.get(f"{fit_cluster.base_url}/v1/admin/fit", params={"model": "nope"}, timeout=10)
+    unknown = oneshot.get(f"{fit_cluster.base_url}/v1/admin/fit", params={"model": "nope"}, timeout=10)
     assert unknown.status_code == 404
     assert unknown.json()["error"]["message"] == "model 'nope' is not a desired model"
-    wrong_kv = httpx.get(
+    wrong_kv = oneshot.get(
         f"{fit_cluster.base_url}/v1/admin/fit", params={"model": "smollm2-135m", "kv_type": "q3"}, timeout=10
     )
     assert wrong_kv.status_code == 400
@@ -83,14 +83,14 @@ def test_models_carry_the_recommendation_and_the_admin_endpoint_evaluates_any_co
 
 
 def test_a_broken_header_is_a_clear_error_everywhere_and_nothing_crashes(fit_cluster: Cluster) -> None:
-    broken = httpx.get(f"{fit_cluster.base_url}/v1/admin/fit", params={"model": "broken"}, timeout=10)
+    broken = oneshot.get(f"{fit_cluster.base_url}/v1/admin/fit", params={"model": "broken"}, timeout=10)
     assert broken.status_code == 422, broken.text
     error = broken.json()["error"]
     assert error["code"] == "model_invalid"
     assert "truncated" in error["message"]
     assert "cannot estimate memory for" in fit_cluster.log()  # the agent's log says which file and why
     # the cluster keeps serving the good model
-    ok = httpx.post(
+    ok = oneshot.post(
         f"{fit_cluster.base_url}/v1/chat/completions",
         json={"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
         timeout=60,
@@ -118,7 +118,7 @@ def test_models_list_shows_cpu_and_gpu_mode(fit_cluster: Cluster) -> None:
 
 def test_a_model_that_fits_nowhere_stays_pending_and_says_how_much_is_short(fit_cluster: Cluster) -> None:
     def huge() -> dict[str, object]:
-        models = httpx.get(f"{fit_cluster.base_url}/v1/models", timeout=10).json()["data"]
+        models = oneshot.get(f"{fit_cluster.base_url}/v1/models", timeout=10).json()["data"]
         found: dict[str, object] = next(m for m in models if m["id"] == "huge")
         return found
 

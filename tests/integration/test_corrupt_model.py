@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.support import oneshot
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.wait import wait_until
 
@@ -72,13 +72,13 @@ def test_corrupt_models_fail_clearly_and_others_keep_serving(mixed_cluster: Clus
     assert "not a GGUF file" in log
 
     url = f"{mixed_cluster.base_url}/v1/chat/completions"
-    ok = httpx.post(
+    ok = oneshot.post(
         url,
         json={"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
         timeout=30,
     )
     assert ok.status_code == 200
-    broken = httpx.post(
+    broken = oneshot.post(
         url, json={"model": "truncated", "messages": [{"role": "user", "content": "hi"}]}, timeout=30
     )
     assert broken.status_code == 503

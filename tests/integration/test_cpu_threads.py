@@ -21,6 +21,7 @@ import pytest
 
 from llamafleet.core.threads import ThreadWant, share_threads
 from nodeagent.hardware.cpus import affinity, detect
+from tests.support import oneshot
 from tests.support.child_env import machine_threads
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.engine import running_engine
@@ -69,7 +70,7 @@ def engines(cluster: Cluster) -> dict[int, tuple[int, str]]:
 def llama_threads(url: str) -> int:
     """llama.cpp's thread count in that engine (llama_n_threads of its context), 0 while it loads."""
     try:
-        health = httpx.get(f"{url}/health", timeout=5)
+        health = oneshot.get(f"{url}/health", timeout=5)
     except httpx.HTTPError:
         return 0
     return int(health.json().get("threads", 0)) if health.status_code == 200 else 0
@@ -172,17 +173,17 @@ def test_an_engine_started_by_hand_takes_its_own_cpus_and_moves_threads_on_reque
     usable, allowed = detect().usable, len(affinity())
     with running_engine(smollm2_path, tmp_path, "--parallel-slots", "1", "--context-length", "256") as engine:
         assert llama_threads(engine.url) == usable  # --n-threads 0: this process's CPUs, not llama.cpp's 4
-        moved = httpx.put(f"{engine.url}/threads", json={"threads": 1}, timeout=30)
+        moved = oneshot.put(f"{engine.url}/threads", json={"threads": 1}, timeout=30)
         assert moved.json() == {"threads": 1}
         assert llama_threads(engine.url) == 1
-        answer = httpx.post(
+        answer = oneshot.post(
             f"{engine.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 4}, timeout=60
         )
         assert answer.status_code == 200  # it still generates with its new count
-        too_many = httpx.put(f"{engine.url}/threads", json={"threads": allowed + 1}, timeout=30)
+        too_many = oneshot.put(f"{engine.url}/threads", json={"threads": allowed + 1}, timeout=30)
         assert too_many.status_code == 400
         assert too_many.json()["error"]["message"] == (
             f"threads {allowed + 1} is more than the {allowed} CPUs this engine may run on"
         )
-        assert httpx.put(f"{engine.url}/threads", json={"threads": 0}, timeout=30).status_code == 400
+        assert oneshot.put(f"{engine.url}/threads", json={"threads": 0}, timeout=30).status_code == 400
         assert llama_threads(engine.url) == 1  # refused requests change nothing

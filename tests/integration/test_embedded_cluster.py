@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import httpx
 import openai
 import psutil
 import pytest
 
+from tests.support import oneshot
 from tests.support.cluster import Cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
@@ -74,7 +74,7 @@ def test_documented_errors(shared_cluster: Cluster) -> None:
     assert isinstance(body, dict)
     assert body["param"] == "messages.0.role"
 
-    raw = httpx.post(
+    raw = oneshot.post(
         f"{shared_cluster.base_url}/v1/chat/completions",
         content=b"{not json",
         headers={"Content-Type": "application/json"},
@@ -88,7 +88,7 @@ def test_documented_errors(shared_cluster: Cluster) -> None:
         "code": "invalid_request",
     }
 
-    missing = httpx.post(
+    missing = oneshot.post(
         f"{shared_cluster.base_url}/v1/chat/completions", json={"model": "smollm2-135m"}, timeout=10
     )
     assert missing.status_code == 400
@@ -97,7 +97,7 @@ def test_documented_errors(shared_cluster: Cluster) -> None:
 
 def metric(url: str, series: str) -> float:
     """One series' value in the gateway's scrape (0 before its first sample)."""
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+    for line in oneshot.get(f"{url}/metrics", timeout=10).text.splitlines():
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -110,7 +110,7 @@ def test_metrics_count_requests(shared_cluster: Cluster) -> None:
     before = metric(url, requests), metric(url, tokens)
     client(shared_cluster).completions.create(model="smollm2-135m", prompt="Hello", max_tokens=3)
     assert (metric(url, requests), metric(url, tokens)) == (before[0] + 1, before[1] + 3)
-    assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+    assert oneshot.get(f"{url}/readyz", timeout=10).status_code == 200
 
 
 def test_ctrl_c_leaves_no_engine_behind(cluster: Cluster) -> None:

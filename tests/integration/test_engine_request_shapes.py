@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import oneshot
 from tests.support.engine import EngineProcess, running_engine
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Iter
 
 
 def post(engine: EngineProcess, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{engine.url}{path}", json={"model": "smollm2", **body}, timeout=BOUND_S)
+    return oneshot.post(f"{engine.url}{path}", json={"model": "smollm2", **body}, timeout=BOUND_S)
 
 
 @pytest.mark.parametrize(
@@ -95,14 +96,14 @@ def test_bad_requests_get_a_400_in_openais_envelope(
 
 def test_an_oversize_body_gets_413_whether_its_length_is_declared_or_not(engine: EngineProcess) -> None:
     body = json.dumps({"model": "smollm2", "prompt": "x" * MAX_BODY, "max_tokens": 1}).encode()
-    declared = httpx.post(f"{engine.url}/v1/completions", content=body, timeout=BOUND_S,
+    declared = oneshot.post(f"{engine.url}/v1/completions", content=body, timeout=BOUND_S,
                           headers={"content-type": "application/json"})  # fmt: skip
 
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(body), 4096):
             yield body[start : start + 4096]
 
-    streamed = httpx.post(f"{engine.url}/v1/completions", content=chunks(), timeout=BOUND_S,
+    streamed = oneshot.post(f"{engine.url}/v1/completions", content=chunks(), timeout=BOUND_S,
                           headers={"content-type": "application/json"})  # fmt: skip
     for response in (declared, streamed):
         assert response.status_code == 413, response.text

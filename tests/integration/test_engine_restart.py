@@ -7,10 +7,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
+from tests.support import oneshot
 from tests.support.cluster import SMOLLM2_YAML, Cluster, start_cluster, stop_cluster
 from tests.support.wait import wait_until
 
@@ -44,7 +44,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def test_killed_engine_is_restarted_and_requests_get_503_meanwhile(cluster: Cluster) -> None:
     url = f"{cluster.base_url}/v1/chat/completions"
-    assert httpx.post(url, json=CHAT, timeout=30).status_code == 200
+    assert oneshot.post(url, json=CHAT, timeout=30).status_code == 200
     victim = engine_of(cluster)
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
@@ -55,7 +55,7 @@ def test_killed_engine_is_restarted_and_requests_get_503_meanwhile(cluster: Clus
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         started = time.monotonic()
-        response = httpx.post(url, json=CHAT, timeout=30)
+        response = oneshot.post(url, json=CHAT, timeout=30)
         phases.add(replica_phase(cluster))
         assert time.monotonic() - started < 10, "a request hung while the engine was down"
         if response.status_code == 503:

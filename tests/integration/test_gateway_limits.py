@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import socket
 
-import httpx
 import pytest
 
 from llamafleet.http.body_limit import DEFAULT_MAX_BODY_BYTES
+from tests.support import oneshot
 from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def test_an_oversize_body_is_refused_with_413(shared_cluster: Cluster) -> None:
     body = b'{"model": "smollm2-135m", "prompt": "' + b"x" * DEFAULT_MAX_BODY_BYTES + b'"}'
-    response = httpx.post(f"{shared_cluster.base_url}/v1/completions", content=body, timeout=60,
+    response = oneshot.post(f"{shared_cluster.base_url}/v1/completions", content=body, timeout=60,
                           headers={"content-type": "application/json"})  # fmt: skip
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
@@ -25,7 +25,7 @@ def test_an_oversize_body_is_refused_with_413(shared_cluster: Cluster) -> None:
 
 def test_unsupported_parameters_are_refused_by_name(shared_cluster: Cluster) -> None:
     body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}], "best_of": 3}
-    response = httpx.post(f"{shared_cluster.base_url}/v1/chat/completions", json=body, timeout=60)
+    response = oneshot.post(f"{shared_cluster.base_url}/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "best_of"
 
@@ -41,5 +41,5 @@ def test_oversize_headers_are_refused_with_431_and_the_gateway_goes_on(shared_cl
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 431 ")
     assert json.loads(body)["error"]["code"] == "headers_too_large"
-    fine = httpx.get(f"{shared_cluster.base_url}/v1/models", headers={"x-big": "a" * 8000}, timeout=30)
+    fine = oneshot.get(f"{shared_cluster.base_url}/v1/models", headers={"x-big": "a" * 8000}, timeout=30)
     assert fine.status_code == 200

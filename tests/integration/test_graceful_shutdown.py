@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import oneshot
 from tests.support.cluster import start_cluster
 from tests.support.engine import running_engine
 
@@ -34,7 +35,7 @@ def tokens_lasting(url: str, model: str, seconds: float) -> int:
         "ignore_eos": True,
     }
     started = time.monotonic()
-    response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+    response = oneshot.post(f"{url}/v1/completions", json=body, timeout=120)
     elapsed = time.monotonic() - started
     assert response.status_code == 200, response.text
     return max(20, int(response.json()["usage"]["completion_tokens"] / elapsed * seconds))

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from controlplane.domain import ModelStatusView
 from llamafleet.core.errors import Unavailable
 from nodeagent.cache.store import ModelStore
 from nodeagent.supervisor.process import free_port
+from tests.support import oneshot
 from tests.support.file_server import Fault, FileServer, file_server
 from tests.support.processes import (
     Proc,
@@ -125,7 +125,7 @@ def test_url_and_hub_models_serve_from_one_download_resumed_after_a_cut(sourced:
                on_timeout=lambda: sourced.agent.log()[-3000:])  # fmt: skip
     for model in ("web", "hub"):
         body = {"model": model, "prompt": "Hello", "max_tokens": 2}
-        assert httpx.post(f"{sourced.base}/v1/completions", json=body, timeout=60).status_code == 200
+        assert oneshot.post(f"{sourced.base}/v1/completions", json=body, timeout=60).status_code == 200
     served = sourced.server.sent["smol.gguf"] + sum(
         n for name, n in sourced.server.sent.items() if name.startswith("org--smol-gguf")
     )
@@ -138,7 +138,7 @@ def test_url_and_hub_models_serve_from_one_download_resumed_after_a_cut(sourced:
 def test_a_model_split_in_three_shards_loads_and_serves(sourced: Sourced) -> None:
     wait_until(lambda: sourced.models()["split"].ready_replicas == 1, 180, "the split model to serve")
     body = {"model": "split", "prompt": "Hello", "max_tokens": 2}
-    assert httpx.post(f"{sourced.base}/v1/completions", json=body, timeout=60).status_code == 200
+    assert oneshot.post(f"{sourced.base}/v1/completions", json=body, timeout=60).status_code == 200
     assert sum(n for name, n in sourced.server.sent.items() if name.startswith("org--smol-split")) == sum(
         p.stat().st_size for p in (sourced.tmp / "shards").iterdir()
     )

@@ -16,6 +16,7 @@ import jsonschema
 import openai
 import pytest
 
+from tests.support import oneshot
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.engine import running_engine
 from tests.support.synthetic_gguf import gemma3_path
@@ -401,7 +402,7 @@ def test_a_tool_result_goes_back_into_the_prompt_and_the_round_trip_answers(clie
     result = {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 18, "sky": "cloudy"}'}
     history = [*WEATHER_ASK, first.choices[0].message.model_dump(exclude_none=True), result]
     base = str(client.base_url).removesuffix("/v1/")
-    shown = httpx.post(
+    shown = oneshot.post(
         f"{base}/apply-template", json={"model": MODEL, "messages": history, "tools": [WEATHER]}, headers=AUTH
     )
     assert shown.status_code == 200, shown.text
@@ -414,11 +415,11 @@ def test_a_tool_result_goes_back_into_the_prompt_and_the_round_trip_answers(clie
 
 
 def post(cluster: Cluster, path: str, body: dict[str, Any], **headers: str) -> httpx.Response:
-    return httpx.post(f"{cluster.base_url}{path}", json=body, headers=AUTH | headers, timeout=60)
+    return oneshot.post(f"{cluster.base_url}{path}", json=body, headers=AUTH | headers, timeout=60)
 
 
 def test_llama_servers_health_probe_answers_without_a_key(cluster: Cluster) -> None:
-    health = httpx.get(f"{cluster.base_url}/health", timeout=10)
+    health = oneshot.get(f"{cluster.base_url}/health", timeout=10)
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}
 
@@ -431,11 +432,11 @@ def test_llama_servers_paths_and_curl_bodies_are_accepted(cluster: Cluster) -> N
     assert chat.json()["object"] == "chat.completion"
     text = post(cluster, "/completions", {"model": MODEL, "prompt": "Once upon", "n_predict": 4})
     assert text.json()["tokens_predicted"] == 4  # llama-server's own API on that path, as there
-    listed = httpx.get(f"{cluster.base_url}/models", headers=AUTH, timeout=10).json()
+    listed = oneshot.get(f"{cluster.base_url}/models", headers=AUTH, timeout=10).json()
     assert MODEL in [m["id"] for m in listed["data"]]
     assert next(m for m in listed["data"] if m["id"] == MODEL)["aliases"] == ["gpt-4o-mini"]
-    assert httpx.get(f"{cluster.base_url}/models", timeout=10).status_code == 401  # still authenticated
-    assert httpx.get(f"{cluster.base_url}/v1/health", timeout=10).json() == {"status": "ok"}
+    assert oneshot.get(f"{cluster.base_url}/models", timeout=10).status_code == 401  # still authenticated
+    assert oneshot.get(f"{cluster.base_url}/v1/health", timeout=10).json() == {"status": "ok"}
     unnamed = post(cluster, "/chat/completions", {"model": None, "messages": ASK, "max_tokens": 4})
     assert unnamed.json()["model"] == MODEL  # null is no name: the default model
     not_a_reranker = post(cluster, "/rerank", {"model": MODEL, "query": "q", "documents": ["d"]})
@@ -444,7 +445,7 @@ def test_llama_servers_paths_and_curl_bodies_are_accepted(cluster: Cluster) -> N
     body = json.dumps({"model": MODEL, "messages": ASK, "max_tokens": 4})
     for kind in ("application/x-www-form-urlencoded", "text/plain", None):
         headers = AUTH | ({"Content-Type": kind} if kind else {})
-        curl = httpx.post(
+        curl = oneshot.post(
             f"{cluster.base_url}/v1/chat/completions", content=body, headers=headers, timeout=60
         )
         assert curl.status_code == 200, (kind, curl.text)
@@ -539,7 +540,7 @@ def test_cors_preflight_is_answered_before_authentication(cluster: Cluster) -> N
     assert preflight.status_code == 200, preflight.text
     assert preflight.headers["access-control-allow-origin"] == ORIGIN
     assert "POST" in preflight.headers["access-control-allow-methods"]
-    refused = httpx.post(
+    refused = oneshot.post(
         f"{cluster.base_url}/v1/chat/completions", json={"messages": ASK}, headers={"Origin": ORIGIN}
     )
     assert refused.status_code == 401
@@ -578,7 +579,7 @@ def test_gemma3_calls_tools_and_keeps_to_a_schema(gemma3: openai.OpenAI) -> None
     history = [*WEATHER_ASK, out.choices[0].message.model_dump(exclude_none=True),
                {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 18}'}]  # fmt: skip
     base = str(gemma3.base_url).removesuffix("/v1/")
-    prompt = httpx.post(
+    prompt = oneshot.post(
         f"{base}/apply-template", json={"model": "gemma3", "messages": history, "tools": [WEATHER]}
     )
     assert prompt.status_code == 200, prompt.text

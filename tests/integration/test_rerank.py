@@ -11,10 +11,10 @@ import ctypes
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import llama_cpp
 import pytest
 
+from tests.support import oneshot
 from tests.support.engine import EngineProcess, running_engine
 
 pytestmark = pytest.mark.integration
@@ -53,14 +53,16 @@ def llama_cpp_scores(model_path: Path, inputs: list[list[int]]) -> list[float]:
 
 
 def tokens(engine: EngineProcess, text: str) -> list[int]:
-    body = httpx.post(
+    body = oneshot.post(
         f"{engine.url}/tokenize", json={"content": text, "add_special": False}, timeout=30
     ).json()
     return list(body["tokens"])
 
 
 def test_scores_are_llama_cpps_and_results_come_best_first(engine: EngineProcess, smollm2_path: Path) -> None:
-    answer = httpx.post(f"{engine.url}/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS}, timeout=60)
+    answer = oneshot.post(
+        f"{engine.url}/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS}, timeout=60
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     results = body["results"]
@@ -79,10 +81,10 @@ def test_scores_are_llama_cpps_and_results_come_best_first(engine: EngineProcess
 
 def test_top_n_tei_shape_and_bad_requests(engine: EngineProcess) -> None:
     ask = {"query": QUERY, "documents": DOCUMENTS, "top_n": 2, "return_documents": False}
-    top = httpx.post(f"{engine.url}/v1/rerank", json=ask, timeout=60).json()
+    top = oneshot.post(f"{engine.url}/v1/rerank", json=ask, timeout=60).json()
     assert len(top["results"]) == 2
     assert "document" not in top["results"][0]
-    tei = httpx.post(
+    tei = oneshot.post(
         f"{engine.url}/rerank", json={"query": QUERY, "texts": DOCUMENTS, "return_text": True}, timeout=60
     )
     assert tei.status_code == 200, tei.text
@@ -91,5 +93,5 @@ def test_top_n_tei_shape_and_bad_requests(engine: EngineProcess) -> None:
         i["index"] for i in tei.json()[2:]
     ]
     for bad in ({"query": QUERY, "documents": []}, {"query": "", "documents": ["x"]}, {"query": QUERY}):
-        refused = httpx.post(f"{engine.url}/v1/rerank", json=bad, timeout=30)
+        refused = oneshot.post(f"{engine.url}/v1/rerank", json=bad, timeout=30)
         assert refused.status_code == 400, bad

@@ -32,7 +32,7 @@ from protos.gen.llamafleet.agent.v1 import agent_pb2 as agent_pb
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as cluster_pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
-from tests.support import node_identity
+from tests.support import node_identity, oneshot
 from tests.support.lora import write_lora
 from tests.support.process_cluster import engine_endpoint
 from tests.support.processes import (
@@ -71,7 +71,7 @@ class Secured:
     ) -> httpx.Response:
         headers = {"authorization": f"Bearer {key}"} if key else {}
         body = {"model": model, "prompt": "Hi", "max_tokens": 2}
-        return httpx.post(f"{self.gateways[gateway]}{path}", json=body, headers=headers, timeout=60)
+        return oneshot.post(f"{self.gateways[gateway]}{path}", json=body, headers=headers, timeout=60)
 
 
 def keys_file(folder: Path) -> Path:
@@ -324,13 +324,13 @@ def test_keys_are_required_and_scoped(secured: Secured) -> None:
     other = secured.post(1, KEYS["other"])
     assert other.status_code == 403
     assert other.json()["error"]["message"] == "API key 'other' may not use model 'smol'"
-    admin_route = httpx.get(f"{secured.gateways[0]}/v1/replicas/{MODEL}/slots",
+    admin_route = oneshot.get(f"{secured.gateways[0]}/v1/replicas/{MODEL}/slots",
                             headers={"authorization": f"Bearer {KEYS['other']}"}, timeout=10)  # fmt: skip
     assert admin_route.status_code == 403
     assert admin_route.json()["error"]["type"] == "permission_error"
-    listed = httpx.get(f"{secured.gateways[0]}/v1/models", headers={"x-api-key": KEYS["other"]}, timeout=10)
+    listed = oneshot.get(f"{secured.gateways[0]}/v1/models", headers={"x-api-key": KEYS["other"]}, timeout=10)
     assert listed.json()["data"] == []  # a key sees only the models it may use
-    allowed = httpx.get(f"{secured.gateways[0]}/v1/replicas/{MODEL}/slots",
+    allowed = oneshot.get(f"{secured.gateways[0]}/v1/replicas/{MODEL}/slots",
                         headers={"authorization": f"Bearer {KEYS['admin']}"}, timeout=10)  # fmt: skip
     assert allowed.status_code == 200
 
@@ -343,7 +343,7 @@ def test_a_quota_is_shared_by_two_gateways_through_redis(secured: Secured) -> No
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
     assert secured.post(1, KEYS["admin"]).status_code == 200  # another key is not held back
-    metrics = httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text
+    metrics = oneshot.get(f"{secured.gateways[0]}/metrics", timeout=10).text
     assert 'llamafleet_gateway_key_refused_total{key="scoped",why="quota"}' in metrics
     assert re.search(r'llamafleet_gateway_key_tokens_total\{key="scoped",model="smol"\} [1-9]', metrics)
 
@@ -363,13 +363,13 @@ def test_a_token_quota_counts_prompts_of_streams_that_did_not_ask_for_usage(secu
     assert not any('"usage"' in e and '"choices":[]' in e.replace(" ", "") for e in events)
 
     # Refused at once, whenever the settling lands: admission reserved the prompt's estimate.
-    second = httpx.post(f"{secured.gateways[1]}/v1/chat/completions", json={**body, "stream": False},
+    second = oneshot.post(f"{secured.gateways[1]}/v1/chat/completions", json={**body, "stream": False},
                         headers=headers, timeout=60)  # fmt: skip
     assert second.status_code == 429, second.text[:300]
     assert "200 tokens per minute" in second.json()["error"]["message"]
-    wait_until(lambda: "key=\"tpm\"" in httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text, 10,
+    wait_until(lambda: "key=\"tpm\"" in oneshot.get(f"{secured.gateways[0]}/metrics", timeout=10).text, 10,
                "the stream's tokens in the key's metrics")  # fmt: skip
-    metrics = httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text
+    metrics = oneshot.get(f"{secured.gateways[0]}/metrics", timeout=10).text
     charged = re.search(r'llamafleet_gateway_key_tokens_total\{key="tpm",model="smol"\} ([0-9.e+]+)', metrics)
     assert charged is not None
     assert float(charged.group(1)) >= 250, charged.group(0)
@@ -381,13 +381,17 @@ def test_a_token_quota_counts_prompts_of_streams_that_did_not_ask_for_usage(secu
 def test_an_engine_answers_only_with_its_replica_secret(secured: Secured) -> None:
     engine: Endpoint = engine_endpoint(secured.address, secured.tmp)
     body = {"model": MODEL, "prompt": "Hi", "max_tokens": 2}
-    assert httpx.post(f"{engine.url}/v1/completions", json=body, timeout=30).status_code == 401
+    assert oneshot.post(f"{engine.url}/v1/completions", json=body, timeout=30).status_code == 401
     wrong = {"authorization": "Bearer not-the-secret"}
-    assert httpx.post(f"{engine.url}/v1/completions", json=body, headers=wrong, timeout=30).status_code == 401
-    assert httpx.get(f"{engine.url}/slots", timeout=30).status_code == 401
+    assert (
+        oneshot.post(f"{engine.url}/v1/completions", json=body, headers=wrong, timeout=30).status_code == 401
+    )
+    assert oneshot.get(f"{engine.url}/slots", timeout=30).status_code == 401
     right = {"authorization": f"Bearer {engine.secret}"}
-    assert httpx.post(f"{engine.url}/v1/completions", json=body, headers=right, timeout=30).status_code == 200
-    assert httpx.get(f"{engine.url}/health", timeout=30).status_code == 200  # the agent's liveness probe
+    assert (
+        oneshot.post(f"{engine.url}/v1/completions", json=body, headers=right, timeout=30).status_code == 200
+    )
+    assert oneshot.get(f"{engine.url}/health", timeout=30).status_code == 200  # the agent's liveness probe
 
 
 # --- adapter loads confined to the node's folders ---------------------------------------------------
@@ -402,7 +406,7 @@ def test_adapters_load_only_from_the_nodes_adapter_folder(secured: Secured, smol
     admin = {"authorization": f"Bearer {KEYS['admin']}"}
 
     def load(name: str, path: str) -> httpx.Response:
-        return httpx.post(f"{secured.gateways[0]}/v1/replicas/{MODEL}/adapters", headers=admin,
+        return oneshot.post(f"{secured.gateways[0]}/v1/replicas/{MODEL}/adapters", headers=admin,
                           json={"name": name, "path": path, "scale": 1.0}, timeout=60)  # fmt: skip
 
     for name, path in (("abs", str(outside)), ("dots", f"{folder}/../elsewhere.gguf"),
@@ -423,26 +427,26 @@ def test_a_key_scoped_to_the_base_cannot_apply_an_adapter_through_lora(
     folder.mkdir(parents=True, exist_ok=True)
     write_lora(smollm2_path, folder / "team-b.gguf", seed=3)
     admin = {"authorization": f"Bearer {KEYS['admin']}"}
-    loaded = httpx.post(f"{secured.gateways[0]}/v1/replicas/{MODEL}/adapters", headers=admin,
+    loaded = oneshot.post(f"{secured.gateways[0]}/v1/replicas/{MODEL}/adapters", headers=admin,
                         json={"name": "team-b", "path": "team-b.gguf"}, timeout=60)  # fmt: skip
     assert loaded.status_code == 200, loaded.text
     base = {"authorization": f"Bearer {KEYS['base']}"}
     body = {"model": MODEL, "prompt": "Hi", "max_tokens": 2}
     url = f"{secured.gateways[0]}/v1/completions"
-    assert httpx.post(url, json=body, headers=base, timeout=60).status_code == 200
+    assert oneshot.post(url, json=body, headers=base, timeout=60).status_code == 200
     for asked in ({**body, "lora": [{"name": "team-b"}]}, {**body, "model": f"{MODEL}:team-b"}):
-        refused = httpx.post(url, json=asked, headers=base, timeout=60)
+        refused = oneshot.post(url, json=asked, headers=base, timeout=60)
         assert refused.status_code == 403, refused.text
         assert refused.json()["error"]["message"] == f"API key 'base' may not use model '{MODEL}:team-b'"
     chat = {"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}],
             "lora": [{"name": "team-b", "scale": 0.5}]}  # fmt: skip
     chat_url = f"{secured.gateways[1]}/v1/chat/completions"
-    assert httpx.post(chat_url, json=chat, headers=base, timeout=60).status_code == 403
+    assert oneshot.post(chat_url, json=chat, headers=base, timeout=60).status_code == 403
     # An adapter that is not loaded: the answer does not list the ones that are.
-    unknown = httpx.post(url, json={**body, "lora": [{"name": "nope"}]}, headers=admin, timeout=60)
+    unknown = oneshot.post(url, json={**body, "lora": [{"name": "nope"}]}, headers=admin, timeout=60)
     assert unknown.status_code == 404, unknown.text
     assert "team-b" not in unknown.text
-    applied = httpx.post(url, json={**body, "lora": [{"name": "team-b"}]}, headers=admin, timeout=60)
+    applied = oneshot.post(url, json={**body, "lora": [{"name": "team-b"}]}, headers=admin, timeout=60)
     assert applied.status_code == 200
 
 
@@ -451,15 +455,15 @@ def test_client_strings_never_become_unbounded_metric_labels(secured: Secured) -
     requests for unknown 100 kB names once grew /metrics from 3.7 KB to 8 MB."""
     url = f"{secured.gateways[0]}/v1/completions"
     admin = {"authorization": f"Bearer {KEYS['admin']}"}
-    huge = httpx.post(url, json={"model": "m" * 100_000, "prompt": "Hi"}, headers=admin, timeout=60)
+    huge = oneshot.post(url, json={"model": "m" * 100_000, "prompt": "Hi"}, headers=admin, timeout=60)
     assert huge.status_code == 400, huge.text[:300]
     assert huge.json()["error"]["param"] == "model"
-    before = httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text
+    before = oneshot.get(f"{secured.gateways[0]}/metrics", timeout=10).text
     for i in range(20):
         name = f"no-such-model-{i}-" + "x" * 200
-        unknown = httpx.post(url, json={"model": name, "prompt": "Hi"}, headers=admin, timeout=60)
+        unknown = oneshot.post(url, json={"model": name, "prompt": "Hi"}, headers=admin, timeout=60)
         assert unknown.status_code == 404
-    after = httpx.get(f"{secured.gateways[0]}/metrics", timeout=10).text
+    after = oneshot.get(f"{secured.gateways[0]}/metrics", timeout=10).text
     assert "no-such-model" not in after
     assert 'model="other"' in after
     assert len(after) < len(before) + 4000, (len(before), len(after))
@@ -481,7 +485,7 @@ def test_no_key_token_or_secret_in_any_log_or_metric(secured: Secured) -> None:
         **{f"{name} key": key for name, key in KEYS.items()},
     }
     texts = {str(p): p.read_text(errors="replace") for p in secured.tmp.rglob("*.log")}
-    texts |= {f"metrics of {url}": httpx.get(f"{url}/metrics", timeout=10).text for url in secured.gateways}
+    texts |= {f"metrics of {url}": oneshot.get(f"{url}/metrics", timeout=10).text for url in secured.gateways}
     assert len(texts) >= 5  # the control plane's, the agent's, its engine's, both gateways'
     for where, text in texts.items():
         for what, secret in secrets.items():

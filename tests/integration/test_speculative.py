@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support import oneshot
 from tests.support.engine import EngineProcess, running_engine
 from tests.support.synthetic_gguf import gemma3_path
 
@@ -34,13 +34,13 @@ SEEDED = {"temperature": 0.9, "top_k": 40, "seed": 11}
 
 
 def metric(engine: EngineProcess, name: str) -> float:
-    text = httpx.get(f"{engine.url}/metrics", timeout=30).text
+    text = oneshot.get(f"{engine.url}/metrics", timeout=30).text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
 def chat(engine: EngineProcess, prompt: str, sampling: dict[str, Any], **extra: Any) -> str:
     body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 72, **sampling, **extra}
-    response = httpx.post(f"{engine.url}/v1/chat/completions", json=body, timeout=300)
+    response = oneshot.post(f"{engine.url}/v1/chat/completions", json=body, timeout=300)
     assert response.status_code == 200, response.text
     return str(response.json()["choices"][0]["message"]["content"])
 
@@ -89,10 +89,10 @@ def test_concurrent_streams_match_their_answers_one_by_one(smollm2_engine: Engin
 def test_llama_servers_draft_length_zero_opts_out(smollm2_engine: EngineProcess) -> None:
     drafted = metric(smollm2_engine, "llamafleet_engine_speculative_draft_tokens_total")
     body = {"prompt": QUOTED + QUOTED[:60], "n_predict": 24, "temperature": 0, "speculative.n_max": 0}
-    off = httpx.post(f"{smollm2_engine.url}/completion", json=body, timeout=300)
+    off = oneshot.post(f"{smollm2_engine.url}/completion", json=body, timeout=300)
     assert off.status_code == 200, off.text
     assert metric(smollm2_engine, "llamafleet_engine_speculative_draft_tokens_total") == drafted
-    on = httpx.post(f"{smollm2_engine.url}/completion", json={**body, "speculative.n_max": 16}, timeout=300)
+    on = oneshot.post(f"{smollm2_engine.url}/completion", json={**body, "speculative.n_max": 16}, timeout=300)
     assert on.json()["content"] == off.json()["content"]
     assert metric(smollm2_engine, "llamafleet_engine_speculative_draft_tokens_total") > drafted
 
@@ -113,7 +113,7 @@ def test_openais_predicted_output_is_a_source_of_drafts_and_its_tokens_are_count
     expected = chat(smollm2_engine, FREE, GREEDY, speculative=False)  # free text: the prompt has no copy
     body = {"messages": [{"role": "user", "content": FREE}], "max_tokens": 72, **GREEDY,
             "prediction": {"type": "content", "content": [{"type": "text", "text": expected}]}}  # fmt: skip
-    response = httpx.post(f"{smollm2_engine.url}/v1/chat/completions", json=body, timeout=300)
+    response = oneshot.post(f"{smollm2_engine.url}/v1/chat/completions", json=body, timeout=300)
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["choices"][0]["message"]["content"] == expected
@@ -121,12 +121,12 @@ def test_openais_predicted_output_is_a_source_of_drafts_and_its_tokens_are_count
     assert details["accepted_prediction_tokens"] > answer["usage"]["completion_tokens"] / 2
     assert details["rejected_prediction_tokens"] >= 0
     # Opted out: the prediction is ignored, and nothing of it counted.
-    off = httpx.post(
+    off = oneshot.post(
         f"{smollm2_engine.url}/v1/chat/completions", json={**body, "speculative": False}, timeout=300
     )
     assert off.json()["choices"][0]["message"]["content"] == expected
     assert off.json()["usage"]["completion_tokens_details"]["accepted_prediction_tokens"] == 0
-    bad = httpx.post(
+    bad = oneshot.post(
         f"{smollm2_engine.url}/v1/chat/completions",
         json={**body, "prediction": {"type": "audio", "content": "x"}},
         timeout=30,

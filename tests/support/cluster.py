@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from nodeagent.supervisor.process import free_port
+from tests.support import oneshot
 from tests.support.child_env import child_env
 from tests.support.processes import REPO, admin_cli, cluster_pki, grpc_port
 from tests.support.wait import wait_until
@@ -93,7 +94,7 @@ def start_cluster(
             raise AssertionError(f"llamafleet up exited with {process.returncode}:\n{cluster.log()}")
         try:
             auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-            data = httpx.get(f"{cluster.base_url}/v1/models", headers=auth, timeout=2).json()["data"]
+            data = oneshot.get(f"{cluster.base_url}/v1/models", headers=auth, timeout=2).json()["data"]
         except (httpx.HTTPError, KeyError, ValueError):
             return False
         ready_names = {m["id"] for m in data if m["llamafleet"]["ready_replicas"] > 0}

@@ -13,6 +13,7 @@ import httpx
 
 from controlplane.domain import Endpoint
 from nodeagent.supervisor.process import free_port
+from tests.support import oneshot
 from tests.support.processes import (
     Proc,
     admin_client,
@@ -57,7 +58,7 @@ class Processes:
 
     def ready_replicas(self) -> int:
         try:
-            data = httpx.get(f"{self.base}/v1/models", timeout=2).json()["data"]
+            data = oneshot.get(f"{self.base}/v1/models", timeout=2).json()["data"]
         except (httpx.HTTPError, ValueError, KeyError):
             return 0
         return int(data[0]["llamafleet"]["ready_replicas"]) if data else 0

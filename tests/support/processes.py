@@ -18,6 +18,7 @@ from controlplane.api.client import ClusterClient
 from llamafleet.security.grpc_tls import ClientTls, CredentialFiles
 from llamafleet.security.pki import init_pki
 from nodeagent.supervisor.process import free_port
+from tests.support import oneshot
 from tests.support.child_env import child_env
 from tests.support.wait import wait_http_ok, wait_until
 
@@ -78,7 +79,7 @@ def engine_pids(agent: RunsProcess) -> dict[str, int]:
 
 def ready(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=1).status_code == 200
+        return oneshot.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -107,7 +108,7 @@ def wait_listening(proc: Proc, address: str, timeout: float = 60) -> None:
 def role(url: str) -> str:
     """A control plane's role from its /readyz body: leader, follower, starting ("" when unreachable)."""
     try:
-        return str(httpx.get(url, timeout=1).json().get("role", ""))
+        return str(oneshot.get(url, timeout=1).json().get("role", ""))
     except (httpx.HTTPError, ValueError):
         return ""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nodeagent.rpc.tunnel import HeadTunnel, WorkerGate
 from nodeagent.supervisor.process import free_port
+from tests.support import oneshot
 from tests.support.wait import wait_until
 
 
@@ -78,10 +79,9 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, i
 
 
 def greedy(url: str, prompt: str, model: str = "smollm2") -> str:
-    import httpx
 
     body = {"model": model, "prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": True}
-    response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+    response = oneshot.post(f"{url}/v1/completions", json=body, timeout=120)
     assert response.status_code == 200, response.text
     text: str = response.json()["choices"][0]["text"]
     return text

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import psutil
 
+from tests.support import oneshot
 from tests.support.cluster import Cluster
 
 KINDS = ("chat", "stream", "completion", "embeddings")
@@ -142,7 +143,7 @@ def rss_mib(pids: list[int]) -> dict[int, float]:
 
 def idle_check(engine_urls: list[str]) -> list[dict[str, Any]]:
     """Each engine's /health after the soak: every slot must be idle again."""
-    return [httpx.get(f"{url}/health", timeout=10).json() | {"url": url} for url in engine_urls]
+    return [oneshot.get(f"{url}/health", timeout=10).json() | {"url": url} for url in engine_urls]
 
 
 MODELS = """
@@ -162,5 +163,5 @@ def engine_urls(cluster: Cluster) -> list[str]:
 
 
 def gateway_in_flight(cluster: Cluster) -> float:
-    lines = httpx.get(f"{cluster.base_url}/metrics", timeout=10).text.splitlines()
+    lines = oneshot.get(f"{cluster.base_url}/metrics", timeout=10).text.splitlines()
     return sum(float(line.split()[-1]) for line in lines if line.startswith("llamafleet_gateway_in_flight{"))

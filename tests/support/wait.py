@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import httpx
 
+from tests.support import oneshot
+
 
 def wait_until(
     predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2,
@@ -32,7 +34,7 @@ def wait_http_ok(
         if process.poll() is not None:
             raise AssertionError(f"{what} exited with {process.returncode}:\n{log()}")
         try:
-            return httpx.get(url, timeout=2).status_code == 200
+            return oneshot.get(url, timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 

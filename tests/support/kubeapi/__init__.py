@@ -11,8 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from tests.support import oneshot
 from tests.support.wait import wait_http_ok
 
 REPO = Path(__file__).resolve().parents[3]
@@ -54,16 +53,16 @@ class KubeApi:
         }  # fmt: skip
         if ip:
             body["status"] = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
-        response = httpx.post(f"{self.url}/api/v1/namespaces/{namespace}/pods", json=body, timeout=10)
+        response = oneshot.post(f"{self.url}/api/v1/namespaces/{namespace}/pods", json=body, timeout=10)
         response.raise_for_status()
 
     def create_node(self, name: str, labels: dict[str, str]) -> None:
         """A Node object as a kubelet registers it (labels only: nothing runs on it)."""
         body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}}
-        httpx.post(f"{self.url}/api/v1/nodes", json=body, timeout=10).raise_for_status()
+        oneshot.post(f"{self.url}/api/v1/nodes", json=body, timeout=10).raise_for_status()
 
     def pod_labels(self, name: str, namespace: str = "default") -> dict[str, str]:
-        response = httpx.get(f"{self.url}/api/v1/namespaces/{namespace}/pods/{name}", timeout=10)
+        response = oneshot.get(f"{self.url}/api/v1/namespaces/{namespace}/pods/{name}", timeout=10)
         if response.status_code == 404:
             return {}
         response.raise_for_status()
@@ -74,7 +73,7 @@ class KubeApi:
         """The emulator's test controls: break-watches (hold_s), compact, writes, reset-writes."""
         method = "GET" if verb == "writes" else "POST"
         url = f"{self.url}/emulator/{verb}"
-        data: dict[str, object] = httpx.request(method, url, params=params, timeout=10).json()
+        data: dict[str, object] = oneshot.request(method, url, params=params, timeout=10).json()
         return data
 
 
