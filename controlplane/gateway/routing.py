@@ -20,6 +20,9 @@ from llamafleet.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
+RETRY_FIRST_S = 0.5  # the first retry after the stream ends; doubled per failed try ...
+RETRY_MAX_S = 5.0  # ... up to this
+
 
 class RoutingView:
     def __init__(self, client: ClusterClient, gateway_id: str, metrics: GatewayMetrics | None = None) -> None:
@@ -31,6 +34,7 @@ class RoutingView:
         self.connected = False  # the watch stream is up and its latest table is in force
         self.stale_since: float | None = None  # wall-clock time the table stopped being confirmed
         self.settling = False  # reachable, but a control plane that just started is still taking over
+        self._tables = 0  # tables received, all streams together
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
@@ -44,9 +48,10 @@ class RoutingView:
             self._metrics.routes_stale.set(0 if connected or not self.has_table else 1)
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.5
+        backoff = RETRY_FIRST_S
         self._set_connected(False)
         while not stop.is_set():
+            tables = self._tables
             watch = asyncio.ensure_future(self._watch())
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({watch, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -58,6 +63,10 @@ class RoutingView:
                 break
             self.settling = False
             self._set_connected(False)
+            if self._tables != tables:
+                # The stream was up: start again from the first retry (a failover's new leader is found
+                # within a second of it answering, not at a delay grown by earlier failures).
+                backoff = RETRY_FIRST_S
             exc = watch.exception()
             if exc is not None and not isinstance(exc, Unavailable):
                 raise exc
@@ -68,10 +77,11 @@ class RoutingView:
                         f"{served}; " if served else "", backoff)  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(backoff * 2, RETRY_MAX_S)
 
     async def _watch(self) -> None:
         async for table in self._client.watch_routes(self._gateway_id):
+            self._tables += 1
             self.settling = table.settling
             if table.settling and self.has_table:
                 continue  # a control plane that just started: keep the last table until it settles
