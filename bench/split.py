@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nodeagent.cache.resolver import builtin_path
 from nodeagent.rpc.tunnel import HeadTunnel, WorkerGate
 from nodeagent.supervisor.process import free_port
+from tests.support import oneshot
 from tests.support.certs import cluster_ca, node_credentials
 from tests.support.engine import running_engine
 from tests.support.rpc import rpc_worker, serving
@@ -52,7 +52,7 @@ def stream(url: str, tokens: int, model: str) -> tuple[float, float]:
     started = time.perf_counter()
     first = last = 0.0
     count = 0
-    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=300) as response:
+    with oneshot.stream("POST", f"{url}/v1/completions", json=body, timeout=300) as response:
         for line in response.iter_lines():
             if not line.startswith("data: {"):
                 continue

@@ -56,7 +56,7 @@ def test_a_killed_gateway_drops_its_streams_but_no_slot_and_a_new_one_serves(tmp
         body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True,
                 "stream": True}  # fmt: skip
         dropped = False
-        with httpx.stream("POST", f"{cluster.base}/v1/completions", json=body, timeout=60) as response:
+        with oneshot.stream("POST", f"{cluster.base}/v1/completions", json=body, timeout=60) as response:
             try:
                 for n, _line in enumerate(response.iter_lines()):
                     if n == 5:

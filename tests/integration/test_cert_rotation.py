@@ -10,11 +10,11 @@ import ssl
 import threading
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography import x509
 
 from llamafleet.security import pki
+from tests.support import oneshot
 from tests.support.process_cluster import MODEL, processes
 from tests.support.processes import Proc, cluster_pki
 from tests.support.wait import wait_until
@@ -56,7 +56,7 @@ def test_rotated_certificates_are_used_without_dropping_streams_or_requests(tmp_
         def stream() -> None:
             body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True,
                     "stream": True}  # fmt: skip
-            with httpx.stream("POST", f"{cluster.base}/v1/completions", json=body, timeout=120) as response:
+            with oneshot.stream("POST", f"{cluster.base}/v1/completions", json=body, timeout=120) as response:
                 streamed["status"] = response.status_code
                 streamed["lines"] = [line for line in response.iter_lines() if line]
 

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support import oneshot
@@ -48,7 +47,7 @@ def stream_with_sigterm(
     body = {"model": model, "prompt": "Once upon a time", "max_tokens": tokens, "temperature": 0,
             "ignore_eos": True, "stream": True}  # fmt: skip
     chunks, finish, end = 0, "", "cut"
-    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+    with oneshot.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line == "data: [DONE]":

@@ -476,7 +476,7 @@ def test_llama_servers_own_completion_api_answers_in_its_shapes(cluster: Cluster
     assert all(
         (m["stop_type"], m["tokens_predicted"]) == ("limit", 3) or m["stop_type"] == "eos" for m in many
     ), many
-    with httpx.stream(
+    with oneshot.stream(
         "POST",
         f"{cluster.base_url}/completion",
         headers=AUTH,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from nodeagent.supervisor.process import free_port
+from tests.support import oneshot
 from tests.support.engine import running_engine
 from tests.support.rpc import PROMPTS, greedy, rpc_worker
 from tests.support.synthetic_gguf import gemma3_path
@@ -99,7 +100,7 @@ def stream_until_cut(url: str) -> tuple[int, float, str]:
             "ignore_eos": True, "stream": True}  # fmt: skip
     started, chunks = time.monotonic(), 0
     try:
-        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+        with oneshot.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
             for line in response.iter_lines():
                 chunks += line.startswith("data: {")
         ending = "finished"

@@ -356,7 +356,7 @@ def test_a_token_quota_counts_prompts_of_streams_that_did_not_ask_for_usage(secu
     body = {"model": MODEL, "max_tokens": 1, "stream": True,
             "messages": [{"role": "user", "content": "hello " * 300}]}  # fmt: skip
     url = f"{secured.gateways[0]}/v1/chat/completions"
-    with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as first:
+    with oneshot.stream("POST", url, json=body, headers=headers, timeout=60) as first:
         assert first.status_code == 200
         events = [line for line in first.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "data: [DONE]"

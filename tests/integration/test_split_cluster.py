@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from controlplane.domain import ReplicaPhase, ReplicaRecord
-from tests.support import netns
+from tests.support import netns, oneshot
 from tests.support.engine import running_engine
 from tests.support.netns_cluster import DECODE_TIMEOUT_S, NetnsCluster, netns_cluster
 from tests.support.rpc import PROMPTS, greedy
@@ -98,7 +98,7 @@ def stream_until_broken(cluster: NetnsCluster, fault: Callable[[], None]) -> tup
     faulted = threading.Event()
     fault_at = [0.0]
     ended = "completed"
-    with httpx.stream("POST", f"{cluster.gateway_url}/v1/completions", json=body, timeout=60) as response:
+    with oneshot.stream("POST", f"{cluster.gateway_url}/v1/completions", json=body, timeout=60) as response:
         assert response.status_code == 200, response.read()
         chunks = 0
         try:

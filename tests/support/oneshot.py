@@ -11,6 +11,7 @@ exactly as ``httpx.get()`` does, so nothing is kept alive across a process a tes
 from __future__ import annotations
 
 import ssl
+from contextlib import AbstractContextManager
 from typing import Any
 
 import certifi
@@ -45,3 +46,10 @@ def patch(url: str, **kwargs: Any) -> httpx.Response:
 
 def delete(url: str, **kwargs: Any) -> httpx.Response:
     return request("DELETE", url, **kwargs)
+
+
+def stream(method: str, url: str, **kwargs: Any) -> AbstractContextManager[httpx.Response]:
+    """``httpx.stream()``: the response, its body read as it arrives, within a ``with`` block."""
+    if "verify" not in kwargs and "cert" not in kwargs:
+        kwargs["verify"] = _TLS
+    return httpx.stream(method, url, **kwargs)
