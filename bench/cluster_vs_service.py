@@ -13,11 +13,11 @@ context and threads on this machine:
   llamafleet  `llamafleet up` with N replicas behind its gateway: the default path (the gateway's
               default policy, least-load) and prefix affinity (the Model's `balancer: prefix-affinity`)
 
-Workloads (inference-perf's own generators, fixed lengths, ``ignore_eos``): shared_prefix (4 system
-prompts of 512 tokens, many users asking 32-token questions), multi_turn (the same as chats that
-grow turn by turn), mixed (random prompts of 32 to 1024 tokens). The tokenizer is made from the
-served GGUF (bench/gguf_tokenizer.py), not fetched. Each run is a constant rate for --duration
-seconds. Goodput: requests per second that met both objectives, TTFT ≤ --ttft-slo and time per
+Workloads (inference-perf's own generators, fixed lengths, ``ignore_eos``): shared_prefix (--groups
+system prompts of 512 tokens, 8 by default, many users asking 32-token questions), multi_turn (the
+same as chats that grow turn by turn), mixed (random prompts of 32 to 1024 tokens). The tokenizer
+is made from the served GGUF (bench/gguf_tokenizer.py), not fetched. Each run is a constant rate for
+--duration seconds. Goodput: requests per second that met both objectives, TTFT ≤ --ttft-slo and time per
 output token ≤ --tpot-slo (from inference-perf's per-request records). Prints one JSON line last.
 """
 
@@ -47,9 +47,9 @@ MODEL = "smollm2-135m"
 REPLICAS, SLOTS, CONTEXT, THREADS = 2, 4, 2048, 1
 
 
-def workload(name: str) -> tuple[str, dict[str, Any]]:
+def workload(name: str, groups: int) -> tuple[str, dict[str, Any]]:
     """(API type, inference-perf's data section) for one workload."""
-    shared = {"num_groups": 4, "num_prompts_per_group": 32, "system_prompt_len": 512, "question_len": 32,
+    shared = {"num_groups": groups, "num_prompts_per_group": 32, "system_prompt_len": 512, "question_len": 32,
               "output_len": 32, "seed": 7}  # fmt: skip
     if name == "shared_prefix":
         return "completion", {"type": "shared_prefix", "shared_prefix": shared}
@@ -65,7 +65,7 @@ def workload(name: str) -> tuple[str, dict[str, Any]]:
 
 
 def run_inference_perf(url: str, name: str, tokenizer: Path, args: argparse.Namespace, out: Path) -> Path:
-    api, data = workload(name)
+    api, data = workload(name, args.groups)
     config = {
         "load": {
             "type": "constant",
@@ -164,6 +164,12 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=60, help="seconds of load per workload and side")
     parser.add_argument("--rate", type=float, default=2.0, help="requests per second (constant)")
     parser.add_argument("--workloads", default="shared_prefix,multi_turn,mixed")
+    parser.add_argument(
+        "--groups", type=int, default=8,
+        help="system prompts of the shared-prefix and multi-turn workloads (default 8: more than one "
+        "server's slots, as a cluster serving several apps has; with no more than a server's slots, "
+        "every server keeps every prompt cached whatever the routing)",
+    )  # fmt: skip
     parser.add_argument("--ttft-slo", type=float, default=2.0, help="goodput's TTFT objective, seconds")
     parser.add_argument(
         "--tpot-slo", type=float, default=0.1, help="goodput's time per output token, seconds"
@@ -193,8 +199,9 @@ def main() -> int:
                 row["ttft_p90_vs_service"] = round(row["ttft_p90_s"] / base["ttft_p90_s"], 3)
                 if row["goodput_rps"] is not None and base["goodput_rps"]:
                     row["goodput_vs_service"] = round(row["goodput_rps"] / base["goodput_rps"], 3)
-    print(json.dumps({"rate": args.rate, "duration_s": args.duration, "ttft_slo_s": args.ttft_slo,
-                      "tpot_slo_s": args.tpot_slo, "results": results}))  # fmt: skip
+    settings = {"rate": args.rate, "duration_s": args.duration, "groups": args.groups,
+                "ttft_slo_s": args.ttft_slo, "tpot_slo_s": args.tpot_slo}  # fmt: skip
+    print(json.dumps(settings | {"results": results}))
     return 0
 
 
