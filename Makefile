@@ -52,8 +52,8 @@ protos: install  ## Regenerate protos/gen from protos/**/*.proto
 
 IMAGE ?= llamafleet:dev
 # Parallel test workers (pytest-xdist; 0: one process). Measured on the 2-core machines CI runs on
-# (docs/ARCHITECTURE.md, "The test suite"): 1170 s serially, 525-637 s with 2 workers, 617-646 s with
-# 3 (and a wait that broke), so 2. With more than one worker every engine computes with one thread
+# (docs/ARCHITECTURE.md, "The test suite"): 1170 s serially, 494-567 s with 2 workers (the last three
+# runs), 617-646 s with 3 (and a wait that broke), so 2. With more than one worker every engine computes with one thread
 # (tests/support/child_env.py); tests/conftest.py keeps a module's shared cluster on one worker and
 # the machine-wide tests (containers, network namespaces) one group at a time.
 TEST_WORKERS ?= 2
