@@ -35,16 +35,35 @@ def test_a_newcomer_under_a_known_system_prompt_copies_it_into_an_empty_slot() -
     assert (choice.slot.id, choice.donor, choice.reuse) == (1, slots[0], len(SYSTEM))
 
 
-def test_without_an_empty_slot_the_least_recently_used_is_taken() -> None:
-    slots = [slot(0, [5] * 400, last_used=9), slot(1, [6] * 400, last_used=2), slot(2, SYSTEM + [1] * 300, 5)]
-    choice = choose_slot(slots, slots, SYSTEM + [2] * 50, ())
-    assert (choice.slot.id, choice.donor) == (1, slots[2])
+def test_without_an_empty_slot_the_least_recently_used_of_equal_worth_is_taken() -> None:
+    slots = [slot(0, [5] * 400, last_used=9), slot(1, [6] * 400, last_used=2), slot(2, [7] * 400, 5)]
+    choice = choose_slot(slots, slots, [2] * 50, ())
+    assert (choice.slot.id, choice.donor) == (1, None)
+
+
+def test_more_system_prompts_than_slots_each_new_question_takes_its_prompts_own_slot() -> None:
+    # Four system prompts, each cached once with a one-shot question and answer after it.
+    prompts = [list(range(1000 * k, 1000 * k + 500)) for k in range(1, 5)]
+    slots = [slot(k, prompts[k] + [k] * 40, last_used=k, prompt_tokens=532) for k in range(4)]
+    choice = choose_slot(slots, slots, prompts[3] + [9] * 32, ())
+    # In place: the 40 tokens of its last question are lost, not another prompt's only copy.
+    assert (choice.slot.id, choice.donor, choice.reuse) == (3, None, 500)
+
+
+def test_a_copy_is_given_up_before_an_only_copy_and_a_long_conversation_before_neither() -> None:
+    conversation = slot(0, SYSTEM + [1] * 600, last_used=1, prompt_tokens=650)  # between turns
+    only_copy = slot(1, list(range(2000, 2500)), last_used=5)
+    duplicate = slot(2, list(range(2000, 2500)) + [3] * 20, last_used=9)  # holds only_copy's prefix too
+    slots = [conversation, only_copy, duplicate]
+    choice = choose_slot(slots, slots, SYSTEM + [2] * 30, ())
+    # only_copy's 500 cells are also in slot 2: taking slot 1 destroys nothing.
+    assert (choice.slot.id, choice.donor) == (1, conversation)
 
 
 def test_the_donor_may_be_busy_and_the_taken_slot_may_keep_its_own_prefix() -> None:
     busy = slot(0, SYSTEM + [1] * 300)
     lru = slot(1, SYSTEM[:50] + [3] * 300, last_used=1)
-    recent = slot(2, [4] * 100, last_used=8)
+    recent = slot(2, [4] * 400, last_used=8)  # worth more: its 400 cells would be lost
     prompt = SYSTEM + [2] * 40
     assert choose_slot([busy, lru, recent], [lru, recent], prompt, ()).donor is busy
     # Its own 50 tokens are within COPY_MIN_TOKENS of the donor's: keep them in place, no copy.
@@ -74,8 +93,9 @@ def test_a_short_sibling_conversation_is_not_mistaken_for_the_prompts_own() -> N
 
 
 def test_a_newcomer_joins_the_busy_slots_run_so_a_step_stays_one_micro_batch() -> None:
-    # Slots 3 and 4 are busy; 0 is the least recently used, 5 extends the run, 8 is empty but alone.
-    slots = [slot(i, [i] * 50, last_used=i) for i in range(8)] + [slot(8, [])]
+    # Slots 3 and 4 are busy; every free slot holds a copy of one prefix (nothing is lost taking any):
+    # 0 is the least recently used, 5 extends the run, 8 is empty but alone.
+    slots = [slot(i, [7] * 50, last_used=i) for i in range(8)] + [slot(8, [])]
     free = [s for s in slots if s.id not in (3, 4)]
     assert choose_slot(slots, free, [99] * 20, ()).slot.id in (2, 5)
     # Joining two runs beats extending one.
@@ -83,3 +103,7 @@ def test_a_newcomer_joins_the_busy_slots_run_so_a_step_stays_one_micro_batch() -
     assert choose_slot(slots, free, [99] * 20, ()).slot.id == 4
     # Nothing busy: an empty slot before any cache is given up.
     assert choose_slot(slots, slots, [99] * 20, ()).slot.id == 8
+    # An only copy is kept even at the cost of a second micro-batch.
+    unique = [slot(i, [i] * 50, last_used=i) for i in range(8)] + [slot(8, [])]
+    free = [s for s in unique if s.id not in (3, 4)]
+    assert choose_slot(unique, free, [99] * 20, ()).slot.id == 8
