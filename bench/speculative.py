@@ -1,6 +1,7 @@
-"""Benchmark: speculative decoding (n-gram prompt lookup) on and off, in one engine, one run.
+"""Benchmark: speculative decoding (n-gram prompt lookup, and a draft model) on and off, in one run.
 
     .venv/bin/python bench/speculative.py [--models smollm2,gemma3] [--rounds 4] [--threads 2]
+        [--no-draft-model]
 
 One engine per model runs with ``--speculative ngram``; every request is sent once as is and once
 with ``"speculative": false`` (the engine's own opt-out), alternating which goes first, so both
@@ -12,6 +13,12 @@ Workloads:
 - free: the answer is new text — a story, an explanation, advice (drafts rarely match);
 - default path: the same free prompts on an engine started with the defaults (speculation off), to
   show that an engine without it is unchanged (the "off" figures of the free row measure the same).
+
+Draft-model rows (SmolLM2 only: no smaller model of either vocabulary is installable here, so the
+draft is SmolLM2's own weights re-quantized to Q2_K by llama.cpp — the same vocabulary, a worse
+model, not a faster one on a CPU): ``draft_model`` lets the engine's measured step costs decide how
+much to draft (the default), ``draft_model_forced`` verifies at least 4 tokens a step
+(``--draft-min 4``), to show what drafting costs where it does not pay.
 
 Measured per request: decode tokens/s (llama-server's ``timings.predicted_per_second``: tokens after
 the first over the time from first token to last), the acceptance rate, and that the text is the
@@ -35,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from nodeagent.cache.resolver import builtin_path  # noqa: E402
 from tests.support import oneshot  # noqa: E402
+from tests.support.draft import requantized  # noqa: E402
 from tests.support.engine import EngineProcess, running_engine  # noqa: E402
 from tests.support.synthetic_gguf import gemma3_path  # noqa: E402
 
@@ -141,6 +149,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--draft-max", type=int, default=8)
+    parser.add_argument("--no-draft-model", dest="draft_model", action="store_false",
+                        help="skip the draft-model rows")  # fmt: skip
     args = parser.parse_args()
     paths = {"smollm2": builtin_path("smollm2-135m"), "gemma3": gemma3_path()}
     report: dict[str, Any] = {"bench": "speculative", "tokens": TOKENS, "rounds": args.rounds,
@@ -158,6 +168,17 @@ def main() -> None:
                     "free": workload(engine, FREE, args.rounds),
                 }
             rows["default_path"] = default_path(path, args.threads, args.rounds, Path(tmp))
+            if name == "smollm2" and args.draft_model:
+                draft = requantized(path, Path(tmp) / "smollm2-q2_k.gguf", "Q2_K")
+                for label, extra in (("draft_model", ()), ("draft_model_forced", ("--draft-min", "4"))):
+                    drafting = ("--speculative", "draft", "--draft-model-path", str(draft), *extra,
+                                *flags[2:])  # fmt: skip
+                    with running_engine(path, Path(tmp), *drafting, name=name) as engine:
+                        ask(engine, FREE[0], False)
+                        rows[label] = {
+                            "quoting": workload(engine, QUOTING, args.rounds),
+                            "free": workload(engine, FREE, args.rounds),
+                        }
             report[name] = rows
             print(name, json.dumps(rows), flush=True)
     print(json.dumps(report))

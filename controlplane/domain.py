@@ -93,6 +93,17 @@ class AutoscalingSpec(BaseModel):
 AUTOSCALING_MIN_ABOVE_MAX = "autoscaling minReplicas must not be above maxReplicas"
 
 
+class DraftModelRef(BaseModel):
+    """The draft model of ``speculative: draft``: a smaller GGUF of the model's vocabulary."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+    source: str = Field(min_length=1, description="As the model's source: builtin:, a path, http(s), hf://")
+    sha256: str = Field(
+        default="", pattern=r"^([0-9a-f]{64})?$", description="The file's sha256, checked before it loads"
+    )
+
+
 class ModelSpec(BaseModel):
     """One desired model, as written in a models file or a `Model` custom resource's spec (camelCase)."""
 
@@ -134,9 +145,14 @@ class ModelSpec(BaseModel):
     speculative: Speculative = Field(
         default="off",
         description="Speculative decoding: ngram drafts each answer's next tokens from its own context "
-        "(prompt lookup) and verifies them in the batched step, as far as that pays on the hardware "
-        "(measured when the engine starts); answers that quote their input (code edits, extraction, "
-        'summaries) decode faster, others as before. A request opts out with "speculative": false',
+        "(prompt lookup); draft has draftModel (a smaller GGUF of the same vocabulary) guess them. Drafts "
+        "are verified in the batched step, as far as that pays on the hardware (measured when the engine "
+        "starts), and the output is the same as without; answers that quote their input (code edits, "
+        'extraction, summaries) gain most from ngram. A request opts out with "speculative": false',
+    )
+    draft_model: DraftModelRef | None = Field(
+        default=None,
+        description="With speculative: draft, the model that drafts: fetched to each node like source",
     )
     adapters: tuple[AdapterRef, ...] = Field(default=(), description="LoRA adapters loaded at start")
     node_selector: dict[str, str] = Field(
@@ -191,6 +207,8 @@ class ModelSpec(BaseModel):
         names = [a.name for a in self.adapters]
         if len(names) != len(set(names)):
             raise ValueError("adapter names must be unique")
+        if (self.speculative == "draft") != (self.draft_model is not None):
+            raise ValueError(DRAFT_MODEL_WITH_DRAFT)
         return self
 
 
@@ -199,7 +217,7 @@ class ModelSpec(BaseModel):
 ENGINE_FIELDS = (
     "source", "sha256", "context_length", "parallel_slots", "gpu_layers", "threads", "embeddings",
     "adapters", "node_selector", "allow_split", "request_defaults", "chat_template", "pooling",
-    "speculative",
+    "speculative", "draft_model",
 )  # fmt: skip
 
 
@@ -208,6 +226,7 @@ def needs_new_replicas(running: ModelSpec, desired: ModelSpec) -> bool:
     return any(getattr(running, name) != getattr(desired, name) for name in ENGINE_FIELDS)
 
 
+DRAFT_MODEL_WITH_DRAFT = "speculative: draft needs a draftModel, and a draftModel needs speculative: draft"
 SPLIT_NEEDS_ALL_LAYERS = (
     "allowSplit needs gpuLayers 'auto' or -1: a split places every layer on some node's devices"
 )
@@ -376,6 +395,7 @@ def serves(running: ReplicaSpec, spec: ModelSpec) -> bool:
     if running.role != Role.ENGINE or running.remote_parts:
         return False
     layers_ok = spec.gpu_layers == "auto" or spec.gpu_layers == running.n_gpu_layers
+    draft = spec.draft_model
     mine = [(a.name, a.path) for a in running.adapters]
     theirs = [(a.name, a.path) for a in spec.adapters]
     scales_ok = all(  # scales travel as float32
@@ -386,10 +406,10 @@ def serves(running: ReplicaSpec, spec: ModelSpec) -> bool:
         layers_ok and mine == theirs and scales_ok
         and (running.model, running.source, running.sha256, running.context_length, running.parallel_slots,
              running.n_threads, running.embeddings, running.request_defaults, running.chat_template,
-             running.pooling, running.speculative or "off")
+             running.pooling, running.speculative or "off", running.draft_source, running.draft_sha256)
         == (spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
             spec.threads, spec.embeddings, spec.request_defaults.as_json(), spec.chat_template,
-            spec.pooling, spec.speculative)
+            spec.pooling, spec.speculative, draft.source if draft else "", draft.sha256 if draft else "")
     )  # fmt: skip
 
 

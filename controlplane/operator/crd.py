@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.domain import AUTOSCALING_MIN_ABOVE_MAX, SPLIT_NEEDS_ALL_LAYERS
+from controlplane.domain import AUTOSCALING_MIN_ABOVE_MAX, DRAFT_MODEL_WITH_DRAFT, SPLIT_NEEDS_ALL_LAYERS
 from controlplane.operator import resource
 
 _DROP = {"title", "additionalProperties", "$defs"}
@@ -90,7 +90,11 @@ def spec_schema() -> dict[str, Any]:
             "|| self.gpuLayers == 'auto' || self.gpuLayers == -1",
             "message": SPLIT_NEEDS_ALL_LAYERS,
             "fieldPath": ".gpuLayers",
-        }
+        },
+        {
+            "rule": "(has(self.speculative) && self.speculative == 'draft') == has(self.draftModel)",
+            "message": DRAFT_MODEL_WITH_DRAFT,
+        },
     ]
     return spec
 

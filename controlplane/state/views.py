@@ -138,6 +138,8 @@ def _assignment(r: ReplicaRecord) -> ReplicaSpec:
         chat_template=r.spec.chat_template,
         pooling=r.spec.pooling,
         speculative=r.spec.speculative,
+        draft_source=r.spec.draft_model.source if r.spec.draft_model else "",
+        draft_sha256=r.spec.draft_model.sha256 if r.spec.draft_model else "",
     )
 
 

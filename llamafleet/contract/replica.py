@@ -15,9 +15,10 @@ from typing import Literal
 
 # How embeddings pool tokens: auto takes the GGUF's (else mean); rank: a reranker (/v1/rerank).
 Pooling = Literal["auto", "mean", "cls", "last", "rank"]
-# Speculative decoding: off, or ngram — drafts from the sequence's own context, verified in the
-# batched step (nodeagent/engine/speculative.py).
-Speculative = Literal["off", "ngram"]
+# Speculative decoding: off; ngram — drafts from the sequence's own context; draft — drafts by a
+# smaller model of the same vocabulary (draft_source). Verified in the batched step
+# (nodeagent/engine/speculative.py, draft_model.py).
+Speculative = Literal["off", "ngram", "draft"]
 
 
 class Role(enum.Enum):
@@ -74,6 +75,8 @@ class ReplicaSpec:
     chat_template: str = ""  # Jinja replacing the GGUF's (the engine's --chat-template-file); "": its own
     pooling: Pooling = "auto"  # embedding pooling (the engine's --pooling)
     speculative: Speculative = "off"  # the engine's --speculative
+    draft_source: str = ""  # speculative "draft": the draft model, fetched like source (--draft-model-path)
+    draft_sha256: str = ""  # the draft file's sha256, checked when set
 
 
 # The fields the engine takes as options of the same name (the rest: what the agent does with them).

@@ -17,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llamafleet.contract.replica import AdapterSpec, Pooling
@@ -32,6 +32,7 @@ from llamafleet.http.server import serve_until
 from llamafleet.security.engine_auth import ENGINE_SECRET_ENV
 from nodeagent.engine.batcher import BatcherSettings
 from nodeagent.engine.core import BatchingCore, EngineParams
+from nodeagent.engine.draft_model import P_MIN
 from nodeagent.engine.http import create_app
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeConfig
@@ -83,10 +84,28 @@ class EngineOptions(BaseModel):
     speculative: Speculative = Field(
         default="off",
         description="Speculative decoding: ngram drafts each sequence's next tokens from its own context "
-        "(prompt lookup) and verifies them in the batched step; the output is the same as without. "
-        'A request opts out with "speculative": false',
+        "(prompt lookup), draft has --draft-model-path guess them; drafts are verified in the batched step "
+        'and the output is the same as without. A request opts out with "speculative": false',
+    )
+    draft_model_path: Path | None = Field(
+        default=None,
+        description="With --speculative draft: a smaller GGUF of the same vocabulary (refused otherwise) "
+        "that drafts, greedily, in a context of its own",
     )
     draft_max: int = Field(default=8, ge=1, le=64, description="Most tokens drafted for a sequence per step")
+    draft_min: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Fewest draft tokens verified where a draft is found, even where the measured step "
+        "cost says it does not pay (0: the cost decides)",
+    )
+    draft_p_min: float = Field(
+        default=P_MIN,
+        ge=0,
+        le=1,
+        description="A draft model's drafts stop at a token it gives less than this probability",
+    )
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings (pooled, L2-normalised)")
     pooling: Pooling = Field(
         default="auto",
@@ -135,6 +154,12 @@ class EngineOptions(BaseModel):
         default=None, description="A Jinja chat template used instead of the GGUF's own"
     )
     parent_pid: int = Field(default=0, description="Exit when this process dies (0: don't watch)")
+
+    @model_validator(mode="after")
+    def _draft_model_with_draft(self) -> EngineOptions:
+        if (self.speculative == "draft") != (self.draft_model_path is not None):
+            raise ValueError("--speculative draft needs --draft-model-path, and --draft-model-path needs it")
+        return self
 
 
 class EngineSettings(BaseSettings):
@@ -236,7 +261,10 @@ async def serve(options: EngineOptions) -> int:
             prefill_chunk=min(options.prefill_chunk, options.batch_size),
             speculative=options.speculative,
             draft_max=options.draft_max,
+            draft_min=options.draft_min,
         ),
+        draft_path=options.draft_model_path,
+        draft_p_min=options.draft_p_min,
         adapters=tuple(parse_adapter(a) for a in options.adapters),
         request_defaults=parse_request_defaults(options.request_defaults),
         chat_template=read_chat_template(options.chat_template_file),

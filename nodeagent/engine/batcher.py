@@ -32,6 +32,7 @@ from llamafleet.core.errors import (
     Overloaded,
 )
 from nodeagent.engine.adapters import AdapterRegistry
+from nodeagent.engine.draft_model import DraftModel
 from nodeagent.engine.logprobs import TokenLogprob, token_logprob
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeModel
@@ -40,6 +41,7 @@ from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot
 from nodeagent.engine.slot_choice import SlotChoice, choose_slot
 from nodeagent.engine.speculative import (
     Acceptance,
+    DraftStats,
     NgramDrafter,
     Speculative,
     StepCost,
@@ -61,8 +63,9 @@ class BatcherSettings:
     slots: int
     queue_limit: int
     prefill_chunk: int
-    speculative: Speculative = "off"  # "ngram": draft by prompt lookup and verify (speculative.py)
+    speculative: Speculative = "off"  # "ngram": draft by prompt lookup; "draft": by a draft model
     draft_max: int = 8  # most tokens drafted for one sequence in one step
+    draft_min: int = 0  # fewest (where a draft is found): verified even where the step cost says no
 
 
 class Batcher:
@@ -74,8 +77,10 @@ class Batcher:
         post: Post,
         metrics: EngineMetrics,
         watchdog: DecodeWatchdog | None = None,
+        draft: DraftModel | None = None,
     ) -> None:
         self._model = model
+        self._draft_model = draft  # speculative "draft": the smaller model that drafts
         self._watchdog = watchdog
         self._settings = settings
         self._adapters = adapters
@@ -94,6 +99,7 @@ class Batcher:
         self._outbox: list[tuple[Sequence, Delta]] = []
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
         self._cost: StepCost | None = None  # measured at start when speculating
+        self._draft_cost: StepCost | None = None  # the draft model's steps, measured at start
         self._acceptance = Acceptance()  # drafts verified by every sequence: a new one's prior
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         metrics.slots.set(settings.slots)
@@ -209,22 +215,25 @@ class Batcher:
             log.warning("speculative decoding is off: measuring a decode step failed (%s)", exc)
             self._model.clear_seq(0)
             return
-        self._cost = cost
         measured = ", ".join(f"{rows}: {seconds * 1000:.1f}" for rows, seconds in cost.points)
+        draft = self._draft_model
+        if draft is not None:
+            try:
+                self._draft_cost = calibrate(lambda rows: _time_rows(draft.model, rows), self._settings.slots)
+            except LlamafleetError as exc:
+                log.warning("speculative decoding is off: measuring a draft model step failed (%s)", exc)
+                draft.forget(0)
+                return
+            measured += "; the draft model's " + ", ".join(
+                f"{rows}: {seconds * 1000:.1f}" for rows, seconds in self._draft_cost.points
+            )
+        self._cost = cost
         log.info(
             "speculative decoding (%s): ms per decode step by rows %s", self._settings.speculative, measured
         )
 
     def _time_rows(self, rows: int) -> float:
-        """Seconds of one decode step of ``rows`` rows (slot 0, before any request; cells cleared)."""
-        batch = self._model.batch
-        batch.clear()
-        batch.add(0, [max(0, self._model.bos)] * rows, 0, "last")
-        started = time.perf_counter()
-        self._model.decode()
-        elapsed = time.perf_counter() - started
-        self._model.clear_seq(0)
-        return elapsed
+        return _time_rows(self._model, rows)
 
     def _flush(self) -> None:
         if self._outbox:
@@ -291,8 +300,12 @@ class Batcher:
         seq.chain.accept(seq.prompt)
         seq.text = TextStream(seq.stops)
         seq.drafter = None
-        if self._cost is not None and seq.speculative:  # speculating (ngram), and measured
-            seq.drafter = NgramDrafter(seq.prompt, self._settings.draft_max, self._acceptance, seq.predicted)
+        if self._cost is not None and seq.speculative:  # speculating, and measured
+            seq.drafter = (
+                DraftStats(self._acceptance)
+                if self._draft_model is not None
+                else NgramDrafter(seq.prompt, self._settings.draft_max, self._acceptance, seq.predicted)
+            )
         self._metrics.prompt_cache_hit_tokens.inc(n_keep)
 
     def _step(self) -> None:
@@ -323,11 +336,17 @@ class Batcher:
         generating = [s for s in members if s.seq is not None and s.seq.next_token is not None]
         room = batch.capacity - len(generating)  # the whole buffer: it is cleared below
         expected, rows = float(len(generating)), float(len(generating))  # the step's expected tokens, rows
+        drafted = (
+            self._model_drafts(generating, room) if self._draft_model is not None and generating else None
+        )
         for slot in generating:
             seq = slot.seq
             assert seq is not None
             assert seq.next_token is not None
-            draft = self._draft(slot, seq, room, expected, rows) if seq.drafter is not None else []
+            if drafted is not None:
+                draft = drafted.get(slot.id, [])
+            else:
+                draft = self._draft(slot, seq, room, expected, rows) if seq.drafter is not None else []
             if draft:
                 assert seq.drafter is not None
                 room -= len(draft)
@@ -355,8 +374,7 @@ class Batcher:
             if slot.id not in plan:
                 continue
             tokens, wants_logits = plan[slot.id]
-            drafted = bool(drafts.get(slot.id))
-            logits = "all" if drafted else "last" if wants_logits else "none"
+            logits = "all" if drafts.get(slot.id) else "last" if wants_logits else "none"
             index = batch.add(slot.id, tokens, len(slot.cached), logits)
             slot.cached.extend(tokens)
             if wants_logits:
@@ -375,24 +393,62 @@ class Batcher:
             emitted += self._verify(slot, index, draft) if draft else self._after_logits(slot, index)
         self._count_tokens(emitted)
 
-    def _draft(self, slot: Slot, seq: Sequence, room: int, tokens: float, rows: float) -> list[int]:
-        """The tokens to verify after ``seq``'s sampled one: the drafter's proposal within the batch's
-        room, the slot's cells and the request's max_tokens (a token past those would be thrown
-        away), cut to what raises the step's expected tokens per second (``worth_verifying``)."""
-        drafter = seq.drafter
-        assert drafter is not None
-        assert seq.next_token is not None
-        assert self._cost is not None
-        drafter.extend([*slot.cached[len(drafter) :], seq.next_token])
-        limit = min(room, self._model.n_ctx_seq - len(slot.cached) - 1)
+    def _draft_limit(self, slot: Slot, seq: Sequence, room: int) -> int:
+        """The most draft tokens worth verifying after ``seq``'s sampled one: within the batch's room,
+        the slot's cells and the request's max_tokens (a token past those would be thrown away)."""
+        limit: int = min(room, self._model.n_ctx_seq - len(slot.cached) - 1, self._settings.draft_max)
         if seq.max_tokens is not None:
             limit = min(limit, seq.max_tokens - seq.generated - 1)
-        proposal = drafter.draft(limit)
-        keep = worth_verifying(proposal, drafter.acceptance, self._cost, tokens, rows)
-        draft = proposal[: keep or int(drafter.exploring)]
+        return limit
+
+    def _wanted(self, proposal: list[int], drafter: DraftStats, tokens: float, rows: float,
+                spent: float = 0.0, per_token: float = 0.0) -> int:  # fmt: skip
+        """How much of a proposal to verify: what raises the step's expected tokens per second
+        (``worth_verifying``), at least --draft-min, and one token while the sequence explores."""
+        assert self._cost is not None
+        keep = worth_verifying(proposal, drafter.acceptance, self._cost, tokens, rows, spent, per_token)
+        keep = max(keep, min(self._settings.draft_min, len(proposal)))
+        return keep or min(int(drafter.exploring), len(proposal))
+
+    def _draft(self, slot: Slot, seq: Sequence, room: int, tokens: float, rows: float) -> list[int]:
+        """The n-gram drafter's tokens to verify after ``seq``'s sampled one."""
+        drafter = seq.drafter
+        assert isinstance(drafter, NgramDrafter)
+        assert seq.next_token is not None
+        drafter.extend([*slot.cached[len(drafter) :], seq.next_token])
+        proposal = drafter.draft(self._draft_limit(slot, seq, room))
+        draft = proposal[: self._wanted(proposal, drafter, tokens, rows)]
         if draft:
             self._metrics.draft_tokens.inc(len(draft))
         return draft
+
+    def _model_drafts(self, generating: list[Slot], room: int) -> dict[int, list[int]]:
+        """The draft model's tokens for every generating sequence that drafts, drafted together: each
+        sequence's length is chosen first (as for n-gram drafts, with the draft model's time counted),
+        then the draft model decodes them in batched rounds (``DraftModel.draft``)."""
+        assert self._draft_model is not None
+        assert self._draft_cost is not None
+        per_token = self._draft_cost.of(len(generating)) / len(generating)  # a round's rows are shared
+        expected = rows = float(len(generating))
+        spent = 0.0
+        wants: dict[int, tuple[list[int], int]] = {}
+        for slot in generating:
+            seq = slot.seq
+            assert seq is not None
+            assert seq.next_token is not None
+            if seq.drafter is None:
+                continue
+            limit = self._draft_limit(slot, seq, room)
+            k = self._wanted([0] * max(0, limit), seq.drafter, expected, rows, spent, per_token)
+            if k > 0:
+                wants[slot.id] = ([*slot.cached, seq.next_token], k)
+                room -= k
+                rows += k
+                expected += expected_extra(seq.drafter.acceptance, k)
+                spent += per_token * k
+        drafts = self._draft_model.draft(wants) if wants else {}
+        self._metrics.draft_tokens.inc(sum(len(d) for d in drafts.values()))
+        return drafts
 
     def _verify(self, slot: Slot, first: int, draft: list[int]) -> int:
         """Sample the rows of a sequence's sampled token and its draft in order, keeping draft tokens
@@ -528,6 +584,18 @@ class Batcher:
         span = now - self._rate[0][0]
         if span > 0:
             self._metrics.tokens_per_second.set(sum(k for _, k in self._rate) / span)
+
+
+def _time_rows(model: NativeModel, rows: int) -> float:
+    """Seconds of one decode step of ``rows`` rows (slot 0, before any request; cells cleared)."""
+    batch = model.batch
+    batch.clear()
+    batch.add(0, [max(0, model.bos)] * rows, 0, "last")
+    started = time.perf_counter()
+    model.decode()
+    elapsed = time.perf_counter() - started
+    model.clear_seq(0)
+    return elapsed
 
 
 def _take(held: list[TokenLogprob]) -> list[TokenLogprob]:

@@ -30,6 +30,7 @@ from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.batcher import Batcher, BatcherSettings
 from nodeagent.engine.chat import ChatTemplate, RenderOptions
 from nodeagent.engine.choices import gather_choices, merge_wholes, merged_stream
+from nodeagent.engine.draft_model import P_MIN, DraftModel, load_draft
 from nodeagent.engine.grammar import check, grammar_text
 from nodeagent.engine.logprobs import TokenLogprob
 from nodeagent.engine.metrics import EngineMetrics
@@ -55,6 +56,8 @@ class EngineParams:
     decode_timeout_s: float = 0.0  # > 0: exit when one decode step takes longer (see watchdog.py)
     request_defaults: RequestDefaults = field(default_factory=RequestDefaults)  # the model's (models file)
     chat_template: str = ""  # Jinja replacing the GGUF's own (the model's chatTemplate)
+    draft_path: Path | None = None  # speculative "draft": the draft model's GGUF
+    draft_p_min: float = P_MIN  # its drafts stop at a less likely token
 
 
 class EngineCore(Protocol):
@@ -134,6 +137,7 @@ class BatchingCore:
         self._params = params
         self._metrics = metrics
         self._model: NativeModel | None = None
+        self._draft: DraftModel | None = None  # speculative "draft"
         self._batcher: Batcher | None = None
         self._registry: AdapterRegistry | None = None
         self._template: ChatTemplate | None = None
@@ -151,6 +155,8 @@ class BatchingCore:
         started = time.monotonic()
         model = await asyncio.to_thread(NativeModel, p.native)
         self._model = model
+        if p.draft_path is not None:
+            self._draft = DraftModel(await asyncio.to_thread(load_draft, model, p.draft_path), p.draft_p_min)
         self._threads = model.threads
         self._metrics.threads.set(self._threads)
         template = p.chat_template or model.chat_template()
@@ -173,7 +179,7 @@ class BatchingCore:
         watchdog = DecodeWatchdog(p.decode_timeout_s) if p.decode_timeout_s > 0 else None
         if watchdog is not None:
             watchdog.start()
-        batcher = Batcher(model, p.batcher, self._registry, post, self._metrics, watchdog)
+        batcher = Batcher(model, p.batcher, self._registry, post, self._metrics, watchdog, self._draft)
         batcher.start()
         self._batcher = batcher
         for spec in p.adapters:
@@ -195,6 +201,9 @@ class BatchingCore:
             await asyncio.to_thread(batcher.stop)
         if self._registry is not None:
             self._registry.close()
+        if self._draft is not None:
+            self._draft.model.close()
+            self._draft = None
         if self._model is not None:
             self._model.close()
             self._model = None
@@ -560,8 +569,12 @@ class BatchingCore:
                 f"threads {n} is more than the {limit} CPUs this engine may run on", "threads"
             )
 
+        draft = self._draft
+
         def apply() -> int:
             model.set_threads(n)
+            if draft is not None:
+                draft.model.set_threads(n)
             return model.threads
 
         self._threads = await asyncio.wrap_future(self._batcher_().call(apply))

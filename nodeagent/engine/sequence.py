@@ -14,7 +14,7 @@ from typing import Any, Literal
 from llamafleet.core.errors import LlamafleetError
 from nodeagent.engine.logprobs import TokenLogprob
 from nodeagent.engine.sampling import SamplerChain, SamplingParams
-from nodeagent.engine.speculative import NgramDrafter
+from nodeagent.engine.speculative import DraftStats
 from nodeagent.engine.text import TextStream
 
 # A set of LoRA adapters with their scales, sorted by name; () is the base model.
@@ -125,7 +125,7 @@ class Sequence:
     chain: SamplerChain | None = None
     text: TextStream | None = None
     held_logprobs: list[TokenLogprob] = field(default_factory=list)  # for tokens whose text is held
-    drafter: NgramDrafter | None = None  # when it speculates: its context's n-gram index
+    drafter: DraftStats | None = None  # when it speculates: its verifications (an n-gram index too)
 
     @property
     def group(self) -> tuple[str, AdapterKey]:

@@ -1,4 +1,5 @@
-"""Speculative decoding by n-gram prompt lookup: guess a sequence's next tokens from its own context.
+"""Speculative decoding: how drafts are verified and how much of them, and the n-gram drafter that
+guesses a sequence's next tokens from its own context (a draft model's drafter: ``draft_model.py``).
 
 Output that quotes its input — a code edit, a summary, an extraction, a chat that repeats what it
 was shown — repeats n-grams already in the context. The drafter finds the most recent earlier
@@ -16,7 +17,9 @@ proportion to its rows (SmolLM2 on 2 cores: 13 ms for one row, 62 ms for nine), 
 nothing more per row; so the batcher measures the step's cost per row at start (``StepCost``) and
 keeps, for each sequence, the draft prefix that raises the step's expected tokens per second, given
 that sequence's measured acceptance. Free text (rare, short matches) then verifies little or
-nothing and costs nothing; quoted text verifies as far as it pays.
+nothing and costs nothing; quoted text verifies as far as it pays. A draft model's own steps count
+too (measured the same way): on a CPU, where a draft step costs a sizeable part of a target step, a
+draft model rarely pays; on a GPU, where verifying rows is nearly free, it does.
 """
 
 from __future__ import annotations
@@ -33,7 +36,43 @@ NGRAM_MAX = 4  # the longest suffix looked up first: a longer match predicts bet
 NGRAM_MIN = 2  # single tokens match almost anywhere and predict badly
 
 
-class NgramDrafter:
+class DraftStats:
+    """One sequence's verifications: how likely its next draft token is accepted, from its own drafts
+    and the engine's (the prior). A draft model's sequences have only this; n-gram ones also an index."""
+
+    prediction_kept = 0  # draft tokens taken from a request's prediction that were kept (n-gram only)
+    prediction_rejected = 0  # and that were not
+
+    def __init__(self, engine: Acceptance | None = None) -> None:
+        self._engine = engine or Acceptance()  # every sequence's verifications: the prior of a new one
+        self._kept = 0  # draft tokens verified equal so far
+        self._missed = 0  # verifications that ended on a mismatch
+        self._verified = 0  # verifying steps so far
+
+    @property
+    def exploring(self) -> bool:
+        """Whether this sequence should verify a one-token draft even where the estimate says it does
+        not pay: its first ``EXPLORE`` verifications, so that a quoting answer learns that it quotes
+        even after free-text answers have lowered the engine's estimate."""
+        return self._verified < EXPLORE
+
+    @property
+    def acceptance(self) -> float:
+        """The chance that the next draft token is accepted given the previous one was (a geometric
+        model): this sequence's verifications, starting from the engine's as worth ``PRIOR_WEIGHT``."""
+        prior = self._engine.rate
+        return (self._kept + PRIOR_WEIGHT * prior) / (self._kept + self._missed + PRIOR_WEIGHT)
+
+    def accepted(self, drafted: int, kept: int) -> None:
+        """After a verifying step: ``kept`` of ``drafted`` draft tokens matched what was sampled."""
+        if drafted:
+            self._verified += 1
+            self._kept += kept
+            self._missed += kept < drafted
+            self._engine.add(kept, kept < drafted)
+
+
+class NgramDrafter(DraftStats):
     """The n-gram index of one sequence's context (what its slot's cells hold plus what it generated).
 
     ``index[n][gram]`` is the position just after the most recent occurrence of ``gram`` (n tokens)
@@ -48,11 +87,8 @@ class NgramDrafter:
         engine: Acceptance | None = None,
         predicted: list[int] | None = None,
     ) -> None:
+        super().__init__(engine)
         self.draft_max = draft_max
-        self._engine = engine or Acceptance()  # every sequence's verifications: the prior of a new one
-        self._kept = 0  # draft tokens verified equal so far
-        self._missed = 0  # verifications that ended on a mismatch
-        self._verified = 0  # verifying steps so far
         self._tokens: list[int] = []
         self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(NGRAM_MIN, NGRAM_MAX + 1)}
         self._start = -1  # where the last proposal was taken from
@@ -61,8 +97,8 @@ class NgramDrafter:
         # only: the context starts after it.
         self.extend(predicted or [])
         self._offset = len(self._tokens)
-        self.prediction_kept = 0  # draft tokens taken from the prediction that were kept
-        self.prediction_rejected = 0  # and that were not
+        self.prediction_kept = 0
+        self.prediction_rejected = 0
         self.extend(tokens)
 
     def __len__(self) -> int:
@@ -99,27 +135,9 @@ class NgramDrafter:
                         break
         return history[self._start : self._start + want] if self._start >= 0 else []
 
-    @property
-    def exploring(self) -> bool:
-        """Whether this sequence should verify a one-token draft even where the estimate says it does
-        not pay: its first ``EXPLORE`` verifications, so that a quoting answer learns that it quotes
-        even after free-text answers have lowered the engine's estimate."""
-        return self._verified < EXPLORE
-
-    @property
-    def acceptance(self) -> float:
-        """The chance that the next draft token is accepted given the previous one was (a geometric
-        model): this sequence's verifications, starting from the engine's as worth ``PRIOR_WEIGHT``."""
-        prior = self._engine.rate
-        return (self._kept + PRIOR_WEIGHT * prior) / (self._kept + self._missed + PRIOR_WEIGHT)
-
     def accepted(self, drafted: int, kept: int) -> None:
-        """After a verifying step: ``kept`` of ``drafted`` draft tokens matched what was sampled."""
+        super().accepted(drafted, kept)
         if drafted:
-            self._verified += 1
-            self._kept += kept
-            self._missed += kept < drafted
-            self._engine.add(kept, kept < drafted)
             if 0 <= self._start < self._offset:
                 self.prediction_kept += kept
                 self.prediction_rejected += drafted - kept
@@ -182,12 +200,21 @@ def expected_extra(acceptance: float, k: int) -> float:
     return sum(acceptance**i for i in range(1, k + 1))
 
 
-def worth_verifying(draft: list[int], acceptance: float, cost: StepCost, tokens: float, rows: float) -> int:
+def worth_verifying(
+    draft: list[int],
+    acceptance: float,
+    cost: StepCost,
+    tokens: float,
+    rows: float,
+    spent: float = 0.0,
+    per_token: float = 0.0,
+) -> int:
     """How many of ``draft``'s tokens to add to a step that so far yields ``tokens`` expected tokens
-    from ``rows`` rows: the prefix with the most expected tokens per second of step (0: none)."""
-    best_k, best = 0, tokens / cost.of(rows)
+    from ``rows`` rows: the prefix with the most expected tokens per second of step (0: none). A draft
+    model's time counts too: ``spent`` seconds drafting so far this step, ``per_token`` per more."""
+    best_k, best = 0, tokens / (cost.of(rows) + spent)
     for k in range(1, len(draft) + 1):
-        rate = (tokens + expected_extra(acceptance, k)) / cost.of(rows + k)
+        rate = (tokens + expected_extra(acceptance, k)) / (cost.of(rows + k) + spent + per_token * k)
         if rate > best:
             best_k, best = k, rate
     return best_k

@@ -49,6 +49,7 @@ class EngineReplica(SupervisedProcess):
 
     _header: GGUFHeader
     _parts: list[str]  # --rpc-parts as the engine gets them (through the tunnels when there are any)
+    _draft_path: Path | None = None  # speculative "draft": the draft model's file on this node
 
     @property
     def gpu_mode(self) -> bool:
@@ -64,9 +65,14 @@ class EngineReplica(SupervisedProcess):
         # What the engine requires on every request; the gateway gets it through the routing table.
         self._update(secret=secrets.token_urlsafe(32))
         try:
-            path = await self._fetch()
+            path = await self._fetch(self.spec.source, self.spec.sha256)
             if path is None:
                 return False  # stopped while downloading
+            if self.spec.draft_source:  # speculative "draft": the engine loads both
+                self._draft_path = await self._fetch(self.spec.draft_source, self.spec.draft_sha256)
+                if self._draft_path is None:
+                    return False
+                await asyncio.to_thread(read_header, self._draft_path)  # a broken file fails here, named
             self._header = await asyncio.to_thread(read_header, path)
             self._on_change()  # its layer count is known: whether it runs on the GPU alone
             return True
@@ -82,12 +88,12 @@ class EngineReplica(SupervisedProcess):
             self._fail(ReplicaError.DISK_FULL, exc.message)
         return False
 
-    async def _fetch(self) -> Path | None:
-        """The model file, downloading it if this node lacks it: progress in the replica's message,
-        an interrupted download resumed until it completes or the replica is stopped."""
+    async def _fetch(self, source: str, sha256: str) -> Path | None:
+        """A model file (the model's or its draft's), downloading it if this node lacks it: progress in
+        the replica's message, an interrupted download resumed until it completes or the replica stops."""
         store = self._store or ModelStore(self._settings.model_cache_dir())
         while True:
-            fetching = asyncio.ensure_future(store.fetch(self.spec.source, self.spec.sha256))
+            fetching = asyncio.ensure_future(store.fetch(source, sha256))
             while not fetching.done():
                 stopped = asyncio.ensure_future(self.stop.wait())
                 await asyncio.wait({fetching, stopped}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
@@ -95,7 +101,7 @@ class EngineReplica(SupervisedProcess):
                 if self.stop.is_set() and not fetching.done():
                     fetching.cancel()  # our wait only: the download itself goes on for other replicas
                     return None
-                progress = store.progress(self.spec.source)
+                progress = store.progress(source)
                 if progress is not None:
                     self._update(message=f"downloading {_progress_text(progress)}",
                                  download=(progress.done, progress.total, progress.rate))  # fmt: skip
@@ -169,6 +175,7 @@ class EngineReplica(SupervisedProcess):
             "--parent-pid", str(os.getpid()),
             "--shutdown-grace-s", str(max(1.0, self._settings.stop_grace_s - 2)),
             *(["--chat-template-file", str(self._chat_template_file())] if self.spec.chat_template else []),
+            *(["--draft-model-path", str(self._draft_path)] if self._draft_path else []),
             *(f for a in self.spec.adapters for f in ("--adapters", f"{a.name}={a.path}@{a.scale}")),
             *(f for d in self._settings.allowed_adapter_dirs() for f in ("--adapter-dirs", str(d))),
             *split,

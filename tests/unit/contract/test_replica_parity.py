@@ -44,7 +44,8 @@ def test_a_full_spec_and_a_default_one_survive_the_wire() -> None:
         "r1-rpc0", "m", "hf://org/repo:Q4_K_M", "a" * 64, 4096, 8, 20, 6, True,
         (AdapterSpec("tone", "/a/tone.gguf", 0.5), AdapterSpec("style", "/a/style.gguf")),
         (RemotePart("node-b", "10.0.0.3:50052", 0, 13),), Role.RPC_WORKER,
-        RpcLease("node-a", "10.0.0.2", "r1", 0, 13), '{"temperature":0.2}', "{{ messages }}", "mean", "ngram",
+        RpcLease("node-a", "10.0.0.2", "r1", 0, 13), '{"temperature":0.2}', "{{ messages }}", "mean", "draft",
+        "hf://org/draft:Q4_0", "c" * 64,
     )  # fmt: skip
     for spec in (worker, ReplicaSpec("r1", "m", "builtin:smollm2-135m")):
         assert replica_pb.from_pb(replica_pb.to_pb(spec)) == spec

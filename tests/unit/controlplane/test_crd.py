@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from controlplane.desired.model_file import load_models
-from controlplane.domain import ModelSpec
+from controlplane.domain import ModelSpec, ReplicaRecord, serves
 from controlplane.operator import crd, resource
 from controlplane.reconciler import Reconciler
 from controlplane.scheduler.framework import Scheduler
@@ -128,3 +128,31 @@ def test_a_models_file_entry_and_a_model_object_give_the_same_placement(tmp_path
 
     assert placed(from_file) == placed(from_object)
     assert placed(from_file)["n3"] == []  # the node selector held in both
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"speculative": "draft"}, {"draftModel": {"source": "builtin:smollm2-135m"}},
+     {"speculative": "ngram", "draftModel": {"source": "builtin:smollm2-135m"}}],
+)  # fmt: skip
+def test_a_draft_model_comes_with_speculative_draft_and_only_with_it(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="draftModel"):
+        ModelSpec.model_validate({"name": "x", "source": "builtin:x", **fields})
+    rules = [r["rule"] for r in SPEC_SCHEMA["x-kubernetes-validations"]]
+    assert any("draftModel" in r and "speculative" in r for r in rules)  # the same rule for the API server
+
+
+def test_a_draft_model_reaches_the_replica_spec_and_adoption_compares_it() -> None:
+    spec = ModelSpec.model_validate({"name": "x", "source": "builtin:x", "speculative": "draft",
+                                     "draftModel": {"source": "builtin:d", "sha256": "b" * 64}})  # fmt: skip
+    assigned = views._assignment(ReplicaRecord("r1", "x", spec, "n1"))
+    assert (assigned.speculative, assigned.draft_source, assigned.draft_sha256) == (
+        "draft",
+        "builtin:d",
+        "b" * 64,
+    )
+    assert serves(assigned, spec)
+    other = spec.model_copy(
+        update={"draft_model": spec.draft_model.model_copy(update={"source": "builtin:e"})}
+    )
+    assert not serves(assigned, other)

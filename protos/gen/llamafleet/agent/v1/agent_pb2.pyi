@@ -400,7 +400,7 @@ class Assign(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., replica: _Optional[_Union[ReplicaSpec, _Mapping]] = ...) -> None: ...
 
 class ReplicaSpec(_message.Message):
-    __slots__ = ("replica_id", "model", "source", "sha256", "context_length", "parallel_slots", "n_gpu_layers", "n_threads", "embeddings", "adapters", "remote_parts", "role", "lease", "request_defaults", "chat_template", "pooling", "speculative")
+    __slots__ = ("replica_id", "model", "source", "sha256", "context_length", "parallel_slots", "n_gpu_layers", "n_threads", "embeddings", "adapters", "remote_parts", "role", "lease", "request_defaults", "chat_template", "pooling", "speculative", "draft_source", "draft_sha256")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -418,6 +418,8 @@ class ReplicaSpec(_message.Message):
     CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     POOLING_FIELD_NUMBER: _ClassVar[int]
     SPECULATIVE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_SHA256_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     model: str
     source: str
@@ -435,7 +437,9 @@ class ReplicaSpec(_message.Message):
     chat_template: str
     pooling: str
     speculative: str
-    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., sha256: _Optional[str] = ..., context_length: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., n_threads: _Optional[int] = ..., embeddings: _Optional[bool] = ..., adapters: _Optional[_Iterable[_Union[AdapterSpec, _Mapping]]] = ..., remote_parts: _Optional[_Iterable[_Union[RemotePart, _Mapping]]] = ..., role: _Optional[_Union[ReplicaRole, str]] = ..., lease: _Optional[_Union[RpcLease, _Mapping]] = ..., request_defaults: _Optional[str] = ..., chat_template: _Optional[str] = ..., pooling: _Optional[str] = ..., speculative: _Optional[str] = ...) -> None: ...
+    draft_source: str
+    draft_sha256: str
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., sha256: _Optional[str] = ..., context_length: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., n_threads: _Optional[int] = ..., embeddings: _Optional[bool] = ..., adapters: _Optional[_Iterable[_Union[AdapterSpec, _Mapping]]] = ..., remote_parts: _Optional[_Iterable[_Union[RemotePart, _Mapping]]] = ..., role: _Optional[_Union[ReplicaRole, str]] = ..., lease: _Optional[_Union[RpcLease, _Mapping]] = ..., request_defaults: _Optional[str] = ..., chat_template: _Optional[str] = ..., pooling: _Optional[str] = ..., speculative: _Optional[str] = ..., draft_source: _Optional[str] = ..., draft_sha256: _Optional[str] = ...) -> None: ...
 
 class RemotePart(_message.Message):
     __slots__ = ("node_id", "endpoint", "first_layer", "last_layer")
