@@ -3,16 +3,23 @@
 - ``round-robin``: each in turn (the baseline).
 - ``least-load``: fewest requests in flight per slot, ties in turn.
 - ``prefix-affinity``: requests whose prompts start alike go to the replica that served that
-  prefix (its KV cache holds it) while it has a free slot; a new prefix goes to the least loaded
-  replica (ties: the one that last served its system prompt, then the key's consistent-hash ring
-  order), and a prefix whose owner is full spills the same way without losing its owner.
-  Ownership is remembered (and shared through Redis) for ``owner_ttl_s``.
+  prefix (its KV cache holds it) while it has a free slot. A new prefix goes, among the replicas
+  not much busier than the least loaded (at most half a replica's slots more in flight), to the one
+  that last served its system prompt (an engine copies that between slots), else to the one this
+  gateway placed the fewest cache units on (system prompts, or prefixes without one), then the
+  least loaded, then the key's consistent-hash ring order; a prefix whose owner is full spills the
+  same way without losing its owner. Placing by load alone split system prompts unevenly (with 8
+  prompts on two replicas of 4 slots, 6 and 2 as often as 4 and 4), and a replica holding more
+  prompts than slots evicts them in turn. Ownership is remembered (and shared through Redis) for
+  ``owner_ttl_s``; the count of units placed is this gateway's own.
 - ``session``: sticky on the OpenAI ``user`` field or the X-Session-ID header, else least-load.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,6 +77,27 @@ class LeastLoad:
         return Choice(best, "least-load")
 
 
+class Placements:
+    """Which replica this gateway last placed each cache unit on (a system prompt, or a prompt prefix
+    without one), for ``ttl_s``: how many units each replica holds, to spread new ones evenly."""
+
+    PRUNE_AT = 4096
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl = ttl_s
+        self._where: dict[str, tuple[str, float]] = {}
+
+    def place(self, unit: str, replica: str) -> None:
+        now = time.monotonic()
+        if len(self._where) >= self.PRUNE_AT:
+            self._where = {u: w for u, w in self._where.items() if w[1] >= now}
+        self._where[unit] = (replica, now + self._ttl)
+
+    def counts(self) -> Counter[str]:
+        now = time.monotonic()
+        return Counter(replica for replica, until in self._where.values() if until >= now)
+
+
 class PrefixAffinity:
     name = "prefix-affinity"
 
@@ -78,6 +106,7 @@ class PrefixAffinity:
         self._ttl = owner_ttl_s
         self._rings: dict[tuple[str, ...], HashRing] = {}
         self._fallback = LeastLoad()
+        self._placements = Placements(owner_ttl_s)
 
     def _ring(self, members: tuple[str, ...]) -> HashRing:
         ring = self._rings.get(members)
@@ -96,12 +125,15 @@ class PrefixAffinity:
         remembered = await self._state.owner("prefix", keys.prefix)
         if remembered in by_id:  # it has a free slot (candidates do): its KV cache beats a spread
             return Choice(by_id[remembered], "prefix-owner")
-        # A new prefix (or one whose owner is full or gone) goes to the least loaded replica; among
-        # equals, the one that last served its shared system prompt (an engine copies that between
-        # slots), then the key's ring order, so every gateway breaks ties alike.
+        # A new prefix (or one whose owner is full or gone): see the module's docstring.
         shared = await self._state.owner("prefix", keys.shared) if keys.shared else None
         order = [m for m in self._ring(tuple(sorted(load))).walk(keys.prefix) if m in by_id]
-        replica = min(order, key=lambda m: (load.get(m, 0), m != shared, order.index(m)))
+        least = min(load.get(m, 0) for m in order)
+        near = [m for m in order if load.get(m, 0) - least <= max(1, slots) // 2]
+        held = self._placements.counts()
+        replica = min(near, key=lambda m: (m != shared, held[m], load.get(m, 0), order.index(m)))
+        if replica != shared:
+            self._placements.place(keys.shared or keys.prefix, replica)
         if keys.shared:
             await self._state.remember("prefix", keys.shared, replica, self._ttl)
         if remembered not in load:  # new, or its owner is gone; a full owner keeps its prefix
