@@ -72,7 +72,8 @@ crd: install  ## Regenerate the Model CRD (deploy/helm/llamafleet/crds/) from th
 bench-venv: .bench-venv/bin/inference-perf  ## The cluster benchmark's load generator (inference-perf, Python 3.12) in .bench-venv
 
 .bench-venv/bin/inference-perf:
-	@py=$$(command -v python3.12 || ls $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -1); \
+	@# The first python3.12 that runs: a pyenv shim is found on PATH but fails where 3.12 is not the selected version
+	@py=$$(for c in $$(command -v python3.12) $$HOME/.pyenv/versions/3.12*/bin/python3.12; do "$$c" -c "" 2>/dev/null && { echo "$$c"; break; }; done); \
 	  [ -n "$$py" ] || { echo "llamafleet: inference-perf needs Python 3.12 (pyenv install 3.12, or Debian's python3.12)"; exit 2; }; \
 	  $$py -m venv .bench-venv && .bench-venv/bin/pip install -q inference-perf==0.7.0 tokenizers
 
