@@ -7,6 +7,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+TENANT_LABELS = 200
+
+
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -47,9 +50,29 @@ class GatewayMetrics:
         )  # fmt: skip
         self.refused = Counter(
             "llamafleet_gateway_refused_total",
-            "Requests refused while all replicas were busy (queue_full: 429, queue_timeout: 503)",
+            "Requests refused while all replicas were busy (queue_full, tenant_queue_full, shed, objective: "
+            "429 at once; queue_timeout: 429 after waiting; cold_start_timeout: 503)",
             ["model", "why"], registry=registry,
         )  # fmt: skip
+        # Per tenant (an API key's team, docs/BALANCER.md): who waits, who is admitted, who is refused.
+        self.tenant_queued = Gauge(
+            "llamafleet_gateway_tenant_queued", "Requests of a tenant waiting for a slot", ["tenant"],
+            registry=registry,
+        )  # fmt: skip
+        self.tenant_admitted = Counter(
+            "llamafleet_gateway_tenant_admitted_total", "Requests of a tenant given a slot", ["tenant"],
+            registry=registry,
+        )  # fmt: skip
+        self.tenant_refused = Counter(
+            "llamafleet_gateway_tenant_refused_total",
+            "Requests of a tenant refused while replicas were busy, by the refused_total reasons",
+            ["tenant", "why"], registry=registry,
+        )  # fmt: skip
+        self.tenant_wait_seconds = Histogram(
+            "llamafleet_gateway_tenant_wait_seconds", "Time a tenant's requests waited for a slot (0: none)",
+            ["tenant"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self._tenants: set[str] = set()
         self.controlplane_connected = Gauge(
             "llamafleet_gateway_controlplane_connected",
             "1 while the routing-table stream from the control plane is up and settled", registry=registry,
@@ -82,3 +105,13 @@ class GatewayMetrics:
             "Requests refused for a key: unauthenticated (401), admin or forbidden (403), quota (429)",
             ["key", "why"], registry=registry,
         )  # fmt: skip
+
+    def tenant(self, name: str) -> str:
+        """A tenant's label: its name, for the first ``TENANT_LABELS`` tenants seen, then ``other`` (a
+        tenant named by a trusted header is a client's string: it must not grow series without end)."""
+        if name in self._tenants:
+            return name
+        if len(self._tenants) < TENANT_LABELS:
+            self._tenants.add(name)
+            return name
+        return "other"

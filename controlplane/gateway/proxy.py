@@ -22,6 +22,7 @@ from controlplane.domain import Endpoint
 from controlplane.gateway.access.api_keys import ANONYMOUS, ApiKey
 from controlplane.gateway.access.quota import NOTHING, Quotas, Reservation
 from controlplane.gateway.balancer.balancer import Balancer
+from controlplane.gateway.balancer.fair_queue import Tenancy
 from controlplane.gateway.balancer.request_keys import request_keys
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routing import RoutingView
@@ -59,6 +60,9 @@ class Forward:
     key: ApiKey = ANONYMOUS  # the caller's API key: its usage is counted under its name
     reserved: Reservation = NOTHING  # tokens admission took from the key's minute, settled at the end
     strip_usage: bool = False  # the engine was asked for usage the client did not ask for: drop it
+    tenancy: Tenancy = field(
+        default_factory=Tenancy
+    )  # whose turn it takes in a busy model's queue (access/tenancy.py)
 
 
 class EngineProxy:
@@ -162,7 +166,9 @@ class EngineProxy:
         tried: set[str] = set()
         last_error = ""
         for attempt in range(self._settings.max_attempts):
-            endpoint = await self._balancer.acquire(lambda: self._routing.table, base, adapter, keys, tried)
+            endpoint = await self._balancer.acquire(
+                lambda: self._routing.table, base, adapter, keys, tried, request.tenancy
+            )
             if endpoint is None:
                 break
             tried.add(endpoint.replica_id)

@@ -39,7 +39,7 @@ class Gateway:
         state = await open_state(settings.redis_url, settings.gateway_id, metrics.redis_up.set)
         balancer = Balancer(
             state, metrics, settings.balancer, settings.queue_limit, settings.queue_timeout_s,
-            settings.retry_after_s, settings.affinity_ttl_s,
+            settings.retry_after_s, settings.affinity_ttl_s, settings.tenant_queue_limit,
         )  # fmt: skip
         ring = KeyRing(settings.keys_file, settings.api_keys)
         quotas = Quotas(settings.redis_url)

@@ -56,6 +56,12 @@ class GatewaySettings(BaseModel):
         description="Requests that may wait per model when every replica is busy, or while an autoscaled "
         "model's replicas start (then 429)",
     )
+    tenant_queue_limit: int = Field(
+        default=64,
+        ge=0,
+        description="Requests one tenant may have waiting per model (then 429 naming this bound; 0: only "
+        "--gateway-queue-limit), so one team's backlog cannot fill the queue for every team",
+    )
     queue_timeout_s: float = Field(
         default=30.0, gt=0, description="Seconds a request waits for a busy replica's slot before 429"
     )

@@ -13,6 +13,11 @@ so one fast hash is enough: there is nothing to guess from it.
         admin: false                       # /v1/admin/* and /v1/replicas/* (load adapters, slots)
         requestsPerMinute: 600             # 0 or absent: no limit
         tokensPerMinute: 200000
+        tenant: search                     # whose turn it is in a busy model's queue (default: name)
+        weight: 2                          # its share of turns against other tenants (default 1)
+        priority: standard                 # its requests' priority: critical, standard, sheddable
+        priorities: [sheddable]            # others a request may ask for (x-llamafleet-priority)
+        tenantHeader: false                # true: a trusted upstream names the tenant (x-llamafleet-tenant)
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from controlplane.gateway.balancer.fair_queue import ANONYMOUS_TENANT, Priority
 from llamafleet.core.errors import Forbidden
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,16 @@ class ApiKey(BaseModel):
     admin: bool = False
     requests_per_minute: int = Field(default=0, ge=0, alias="requestsPerMinute")
     tokens_per_minute: int = Field(default=0, ge=0, alias="tokensPerMinute")
+    tenant: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,62})?$")
+    weight: float = Field(default=1.0, gt=0, le=1000)
+    priority: Priority = "standard"
+    priorities: tuple[Priority, ...] = ()
+    tenant_header: bool = Field(default=False, alias="tenantHeader")
+
+    @property
+    def team(self) -> str:
+        """The tenant its requests wait as: ``tenant``, else the key's name."""
+        return self.tenant or self.name
 
     def may_use(self, model: str) -> bool:
         """``model`` as clients name it, ``base`` or ``base:adapter`` (pattern ``base``: the base only)."""
@@ -70,8 +86,14 @@ class KeysFile(BaseModel):
 
 # No keys configured: every caller may use every model; only a caller on this machine, talking to it by
 # a loopback name and not from a web page of another origin, may call the admin routes (the guard).
-ANONYMOUS = ApiKey(name="anonymous", sha256="0" * 64, admin=False)
-LOCAL_ANONYMOUS = ApiKey(name="anonymous", sha256="0" * 64, admin=True)
+# Without keys every caller is trusted alike: the tenant and priority headers are honoured.
+_OPEN = {
+    "tenant": ANONYMOUS_TENANT,
+    "tenant_header": True,
+    "priorities": ("critical", "standard", "sheddable"),
+}
+ANONYMOUS = ApiKey(name="anonymous", sha256="0" * 64, admin=False, **_OPEN)
+LOCAL_ANONYMOUS = ApiKey(name="anonymous", sha256="0" * 64, admin=True, **_OPEN)
 
 
 def request_key(state: object) -> ApiKey:

@@ -3,10 +3,15 @@
 Filter: ready replicas of the model that serve the requested LoRA adapter, not excluded (already
 tried for this request), with a free slot (requests in flight below the model's parallel
 slots). The model's policy (or the gateway's default) picks among them. When all are busy the
-request waits in the model's queue: past ``queue_limit`` waiting requests it is refused at once
-(429, Retry-After), past ``queue_timeout_s`` of waiting it gives up (429, Retry-After: the pool is
-saturated). A request is woken when a slot frees here, and polls for slots freed through another
-gateway (Redis).
+request waits in the model's queue (``fair_queue.py``): by priority, then in turn between tenants
+(weighted fair queuing), first come first served within a tenant; only the first in line takes a
+slot. Past ``queue_limit`` waiting requests (or ``tenant_queue_limit`` of one tenant) it is refused
+at once (429, Retry-After, the bound named; a waiting sheddable request gives its place to a more
+urgent one), past ``queue_timeout_s`` of waiting it gives up (429, Retry-After: the pool is
+saturated), and a request with a time-to-first-token objective is refused at once when its
+predicted wait (the requests ahead of it over the model's measured completions per second) already
+exceeds it. A request is woken when a slot frees here, and polls for slots freed through another
+gateway (Redis, which also shares the tenants' virtual times and who waits: ``redis_state.py``).
 
 An autoscaled model with no ready replica (at zero, or all starting) holds the request in the same
 queue until one is ready, up to the route's ``hold_s`` (503 with Retry-After after that); the first
@@ -18,12 +23,20 @@ request's time): the autoscaler's signal (controlplane/gateway/load_report.py se
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import time
 from collections import defaultdict
 from collections.abc import Callable
 
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
+from controlplane.gateway.balancer.fair_queue import (
+    FairQueue,
+    LocalTagClock,
+    QueueFull,
+    TagClock,
+    Tenancy,
+    Ticket,
+)
 from controlplane.gateway.balancer.policies import LeastLoad, Policy, PrefixAffinity, RoundRobin, Session
 from controlplane.gateway.balancer.request_keys import RequestKeys
 from controlplane.gateway.balancer.state import BalancerState
@@ -32,6 +45,8 @@ from controlplane.state.demand import ModelLoad
 from llamafleet.core.errors import ColdStartTimeout, Overloaded, QueueTimeout
 
 POLL_S = 0.05  # how often a queued request looks for slots freed through another gateway
+DEFAULT_TENANCY = Tenancy()
+RATE_WINDOW_S = 30.0  # completions per second are measured over this long (the objective's prediction)
 
 
 class Balancer:
@@ -44,8 +59,13 @@ class Balancer:
         queue_timeout_s: float = 30.0,
         retry_after_s: float = 2.0,
         affinity_ttl_s: float = 600.0,
+        tenant_queue_limit: int = 0,
     ) -> None:
         self.state = state
+        self._clock: TagClock = state.tag_clock() if hasattr(state, "tag_clock") else LocalTagClock()
+        self._tenant_queue_limit = tenant_queue_limit
+        self._queues: dict[str, FairQueue] = {}
+        self._done: dict[str, collections.deque[float]] = defaultdict(collections.deque)
         self._metrics = metrics
         self._policies: dict[str, Policy] = {
             p.name: p
@@ -81,6 +101,22 @@ class Balancer:
         route = table.models.get(model)
         return route.balancer if route is not None and route.balancer in self._policies else self._default
 
+    def _queue(self, model: str) -> FairQueue:
+        queue = self._queues.get(model)
+        if queue is None:
+            queue = self._queues[model] = FairQueue(self._queue_limit, self._tenant_queue_limit)
+        return queue
+
+    def service_rate(self, model: str) -> float:
+        """Requests of ``model`` this gateway saw complete per second lately (0: too few to say)."""
+        done = self._done[model]
+        now = time.monotonic()
+        while done and now - done[0] > RATE_WINDOW_S:
+            done.popleft()
+        if len(done) < 3:
+            return 0.0
+        return len(done) / max(now - done[0], 1.0)
+
     async def acquire(
         self,
         table: Callable[[], RoutingTable],
@@ -88,11 +124,13 @@ class Balancer:
         adapter: str | None,
         keys: RequestKeys,
         exclude: set[str],
+        tenancy: Tenancy = DEFAULT_TENANCY,
     ) -> Endpoint | None:
         """A replica with a slot taken for this request, or None when no replica is ready at all."""
         started = time.monotonic()
         self._last_request[model] = time.time()
-        queued = False
+        queue = self._queue(model)
+        ticket: Ticket | None = None
         holding = False
         try:
             while True:
@@ -108,63 +146,114 @@ class Balancer:
                     return None
                 elif holding:  # a replica is ready: from here on it is an ordinary queue wait
                     holding, started = False, time.monotonic()
-                if ready and route is not None:
-                    chosen = await self._try_pick(current, route, model, ready, keys)
+                turn = queue.head(adapter) is ticket if ticket is not None else not queue.waiting_for(adapter)
+                if ready and route is not None and turn:
+                    chosen = await self._try_pick(current, route, model, ready, keys, ticket)
                     if chosen is False:
                         continue  # another gateway took that slot first: look again
                     if isinstance(chosen, Endpoint):
-                        if queued:
-                            self._metrics.queue_wait_seconds.labels(model).observe(time.monotonic() - started)
+                        waited = time.monotonic() - started
+                        if ticket is not None:
+                            self._metrics.queue_wait_seconds.labels(model).observe(waited)
+                            await self._clock.served(model, ticket.tag)
+                        self._metrics.tenant_admitted.labels(self._metrics.tenant(tenancy.tenant)).inc()
+                        self._metrics.tenant_wait_seconds.labels(
+                            self._metrics.tenant(tenancy.tenant)
+                        ).observe(waited if ticket is not None else 0.0)
                         self._in_engines[model] += 1
                         return chosen
-                if not queued:
-                    if self._waiting[model] >= self._queue_limit:
-                        self._metrics.refused.labels(model, "queue_full").inc()
-                        raise Overloaded(
-                            f"{self._waiting[model]} requests for {model!r} are already waiting "
-                            f"({len(ready)} replica(s) ready, all busy); retry later",
-                            retry_after=self._retry_after_s,
-                        )
-                    queued = True
+                if ticket is None:
+                    ticket = await self._join(queue, model, adapter, tenancy)
+                    self._metrics.tenant_queued.labels(self._metrics.tenant(tenancy.tenant)).inc()
                     self._waiting[model] += 1
                     self._metrics.queue_length.labels(model).set(self._waiting[model])
+                    continue  # first in line already (an idle tenant, a higher priority): try at once
+                if ticket.shed is not None:
+                    self._refused(model, tenancy, "shed")
+                    raise ticket.shed
                 limit = route.hold_s if holding and route is not None else self._queue_timeout_s
                 remaining = limit - (time.monotonic() - started)
                 if remaining <= 0:
-                    self._timed_out(model, holding, limit)
-                freed = self._freed[model]
-                freed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(freed.wait(), min(remaining, POLL_S))
+                    self._timed_out(model, tenancy, holding, limit)
+                # The first in line looks again when a slot frees here and polls for slots freed through
+                # other gateways; the others sleep until they are first (or shed, or out of time).
+                ticket.woken.clear()
+                events = [ticket.woken]
+                if queue.head(adapter) is ticket:
+                    freed = self._freed[model]
+                    freed.clear()
+                    events.append(freed)
+                    remaining = min(remaining, POLL_S)
+                waits = [asyncio.ensure_future(event.wait()) for event in events]
+                try:
+                    await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waits:
+                        waiter.cancel()
         finally:
-            if queued:
+            if ticket is not None:
+                queue.leave(ticket)
+                await self._clock.left(model, ticket)
+                self._metrics.tenant_queued.labels(self._metrics.tenant(tenancy.tenant)).dec()
                 self._waiting[model] -= 1
                 self._metrics.queue_length.labels(model).set(self._waiting[model])
 
+    async def _join(self, queue: FairQueue, model: str, adapter: str | None, tenancy: Tenancy) -> Ticket:
+        """A place in the model's queue, or a 429 (a bound, or an objective the wait would miss)."""
+        tag = await self._clock.start(model, tenancy.tenant, tenancy.weight)
+        try:
+            ticket = queue.join(tenancy, tag, adapter, model, self._retry_after_s)
+        except QueueFull as exc:
+            self._refused(model, tenancy, exc.bound)
+            raise
+        rate = self.service_rate(model)
+        if tenancy.ttft_objective_s > 0 and rate > 0:
+            predicted = (queue.ahead_of(ticket) + 1) / rate
+            if predicted > tenancy.ttft_objective_s:
+                ahead = queue.ahead_of(ticket)
+                queue.leave(ticket)
+                self._refused(model, tenancy, "objective")
+                raise Overloaded(
+                    f"the predicted wait for a slot of {model!r} is {predicted:.1f}s ({ahead} request(s) "
+                    f"ahead, {rate:.2f} completions/s), past this request's time-to-first-token "
+                    f"objective of {tenancy.ttft_objective_s:.1f}s; retry later or with a longer objective",
+                    retry_after=min(predicted, 60.0),
+                )
+        await self._clock.waiting(model, ticket)
+        return ticket
+
+    def _refused(self, model: str, tenancy: Tenancy, why: str) -> None:
+        self._metrics.refused.labels(model, why).inc()
+        self._metrics.tenant_refused.labels(self._metrics.tenant(tenancy.tenant), why).inc()
+
     async def _try_pick(
-        self, current: RoutingTable, route: ModelRoute, model: str, ready: list[Endpoint], keys: RequestKeys
-    ) -> Endpoint | bool | None:
-        """A replica with a slot taken; None when all are busy; False when another gateway won the race."""
+        self, current: RoutingTable, route: ModelRoute, model: str, ready: list[Endpoint], keys: RequestKeys,
+        ticket: Ticket | None,
+    ) -> Endpoint | bool | None:  # fmt: skip
+        """A replica with a slot taken; None when all are busy; False when another gateway won the race
+        (a slot, or the turn: a request waiting at another gateway comes first)."""
         load = await self.state.in_flight([e.replica_id for e in ready])
         free = [e for e in ready if load[e.replica_id] < max(route.parallel_slots, 1)]
         if not free:
             return None
         name = self.policy_for(current, model)
         choice = await self._policies[name].choose(model, free, keys, load, route.parallel_slots)
+        if not await self._clock.may_take(model, ticket):
+            return None  # another gateway's waiting request comes first: wait for the next free slot
         if not await self.state.try_acquire(choice.endpoint.replica_id, max(route.parallel_slots, 1)):
             return False
         self._metrics.decisions.labels(name, choice.reason).inc()
         self._set_in_flight(choice.endpoint.replica_id, load[choice.endpoint.replica_id] + 1)
         return choice.endpoint
 
-    def _timed_out(self, model: str, holding: bool, limit: float) -> None:
+    def _timed_out(self, model: str, tenancy: Tenancy, holding: bool, limit: float) -> None:
         if holding:
-            self._metrics.refused.labels(model, "cold_start_timeout").inc()
+            self._refused(model, tenancy, "cold_start_timeout")
             raise ColdStartTimeout(
                 f"no replica of {model!r} became ready within {limit:.0f}s while it started; retry",
                 retry_after=self._retry_after_s,
             )
-        self._metrics.refused.labels(model, "queue_timeout").inc()
+        self._refused(model, tenancy, "queue_timeout")
         raise QueueTimeout(
             f"all replicas of {model!r} stayed busy for {self._queue_timeout_s:.0f}s; retry later",
             retry_after=self._retry_after_s,
@@ -172,6 +261,7 @@ class Balancer:
 
     async def release(self, model: str, endpoint: Endpoint) -> None:
         self._in_engines[model] -= 1
+        self._done[model].append(time.monotonic())
         await self.state.release(endpoint.replica_id)
         load = await self.state.in_flight([endpoint.replica_id])
         self._set_in_flight(endpoint.replica_id, load[endpoint.replica_id])

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from controlplane.gateway.access.api_keys import request_key
 from controlplane.gateway.access.quota import Quotas
+from controlplane.gateway.access.tenancy import TENANCY_HEADERS, tenancy_of
 from controlplane.gateway.balancer.request_keys import SESSION_HEADER
 from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy, Forward
@@ -48,6 +49,9 @@ def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
         raw = names.rewrite(await request.body(), asked, model)
         try:
             key.require(model)
+            tenancy = tenancy_of(
+                key, {h: v for h in TENANCY_HEADERS if (v := request.headers.get(h)) is not None}
+            )
             # ``lora`` names adapters as ``base:adapter`` does: each is checked as that model.
             for adapter in adapters_asked(body):
                 key.require(f"{model.partition(':')[0]}:{adapter}")
@@ -62,7 +66,7 @@ def router(proxy: EngineProxy, quotas: Quotas, names: ModelNames) -> APIRouter:
         )
         if strip:
             raw = with_usage(raw)
-        forward = Forward(path, label, model, raw, stream, _headers(request), key, reserved, strip)
+        forward = Forward(path, label, model, raw, stream, _headers(request), key, reserved, strip, tenancy)
         return await proxy.forward(forward)
 
     def route(endpoint: Endpoint) -> Callable[..., Awaitable[Response]]:
