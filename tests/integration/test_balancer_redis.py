@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
 from controlplane.gateway.balancer.balancer import Balancer
+from controlplane.gateway.balancer.fair_queue import Tenancy
 from controlplane.gateway.balancer.redis_state import RETRY_S, RedisState
 from controlplane.gateway.balancer.request_keys import RequestKeys
 from controlplane.gateway.metrics import GatewayMetrics
@@ -108,3 +109,40 @@ async def test_without_redis_a_gateway_serves_on_its_own_counts_and_resyncs_when
         assert not await a.try_acquire("r1", 2)
         await a.close()
         await b.close()
+
+
+async def test_two_gateways_share_fairness_a_flood_at_one_does_not_overtake_a_request_at_the_other(
+    two_gateways: tuple[RedisState, RedisState],
+) -> None:
+    """Tenant A floods gateway a, tenant B asks once at gateway b; slots free only at gateway a (A's
+    requests end there), where A's backlog would take every one of them first if each gateway kept
+    its own order: B's request must be served within the first two slots freed."""
+    a, b = two_gateways
+    endpoint = Endpoint("r1", "node", "http://r1", True)
+    table = RoutingTable(1, {"m": ModelRoute("m", 1, 2048, (endpoint,))})
+    gw_a = Balancer(a, GatewayMetrics(CollectorRegistry()), queue_timeout_s=20)
+    gw_b = Balancer(b, GatewayMetrics(CollectorRegistry()), queue_timeout_s=20)
+
+    async def take(gateway: Balancer, tenant: str) -> str:
+        await gateway.acquire(lambda: table, "m", None, RequestKeys(), set(), Tenancy(tenant))
+        return tenant
+
+    await take(gw_a, "A")
+    flood = [asyncio.create_task(take(gw_a, "A")) for _ in range(20)]
+    await asyncio.sleep(0.3)
+    late = asyncio.create_task(take(gw_b, "B"))
+    await asyncio.sleep(0.3)
+    order: list[str] = []
+    pending = {*flood, late}
+    for _ in range(3):
+        holder = gw_b if order[-1:] == ["B"] else gw_a  # A's slots free at gateway a
+        await holder.release("m", endpoint)
+        done, pending = await asyncio.wait(pending, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1, f"no request took the slot freed after {order}"
+        order.append(done.pop().result())
+    assert "B" in order[:2], order
+    assert order.count("A") == 2  # and then A's backlog goes on
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    assert await a._client.zcard("lf:fq:wait:gateway-a:m") == 0  # who left the line left the set too

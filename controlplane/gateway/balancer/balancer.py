@@ -31,7 +31,6 @@ from collections.abc import Callable
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
 from controlplane.gateway.balancer.fair_queue import (
     FairQueue,
-    LocalTagClock,
     QueueFull,
     TagClock,
     Tenancy,
@@ -62,7 +61,7 @@ class Balancer:
         tenant_queue_limit: int = 0,
     ) -> None:
         self.state = state
-        self._clock: TagClock = state.tag_clock() if hasattr(state, "tag_clock") else LocalTagClock()
+        self._clock: TagClock = state.tag_clock()
         self._tenant_queue_limit = tenant_queue_limit
         self._queues: dict[str, FairQueue] = {}
         self._done: dict[str, collections.deque[float]] = defaultdict(collections.deque)

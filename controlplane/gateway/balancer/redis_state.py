@@ -8,6 +8,11 @@
   and increments this gateway's only when the sum is under the replica's slots, so two gateways
   can never both take its last slot.
 - Prefix owners and sessions: ``lf:owner:<kind>:<key>`` → replica, with the affinity TTL.
+- Fair queuing (fair_queue.py, ``RedisTagClock``): a model's virtual time ``lf:fq:v:<model>`` and its
+  tenants' finish tags ``lf:fq:finish:<model>``, so a tenant's turns count across gateways; and each
+  gateway's waiting requests ``lf:fq:wait:<gateway>:<model>`` (a sorted set by priority and tag): a
+  gateway's first in line takes a slot only when no live gateway has a request waiting before it, so
+  a request queued at one gateway is not overtaken by another gateway's backlog.
 - Redis unreachable: this gateway keeps serving on its own counts (it mirrors them locally), says
   so once in the log and in ``llamafleet_gateway_redis_up``, retries every ``RETRY_S``, and when
   Redis answers again writes its true counts back before sharing again.
@@ -25,6 +30,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from controlplane.gateway.balancer.fair_queue import LocalTagClock, Ticket
 from llamafleet.core.logs import shown_url
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,97 @@ redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
+
+
+# KEYS: the model's virtual time, its finish hash. ARGV: tenant, 1/weight. Returns the start tag.
+_START_TAG = """
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+local f = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local begin = math.max(v, f)
+redis.call('HSET', KEYS[2], ARGV[1], tostring(begin + tonumber(ARGV[2])))
+redis.call('EXPIRE', KEYS[2], 86400)
+return tostring(begin)
+"""
+# KEYS: the model's virtual time. ARGV: a served ticket's start tag.
+_SERVED = """
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > v then redis.call('SET', KEYS[1], ARGV[1], 'EX', 86400) end
+return 1
+"""
+# KEYS: the gateways set. ARGV: oldest live beat, this gateway, model, this request's score, prefix.
+_MAY_TAKE = """
+for _, gateway in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+  if gateway ~= ARGV[2] then
+    local first = redis.call('ZRANGE', ARGV[5] .. gateway .. ':' .. ARGV[3], 0, 0, 'WITHSCORES')
+    if first[2] and tonumber(first[2]) < tonumber(ARGV[4]) then return 0 end
+  end
+end
+return 1
+"""
+_WAIT = "lf:fq:wait:"
+NOT_QUEUED = 1e300  # the score of a request not in line: any request waiting anywhere comes first
+
+
+class RedisTagClock:
+    """Fair queuing's shared state (see the module docstring); this gateway's own while Redis is down."""
+
+    def __init__(self, state: RedisState) -> None:
+        self._state = state
+        self._local = LocalTagClock()
+        client = state._client
+        self._start = client.register_script(_START_TAG)
+        self._served = client.register_script(_SERVED)
+        self._may_take = client.register_script(_MAY_TAKE)
+
+    async def start(self, model: str, tenant: str, weight: float) -> float:
+        if await self._state._usable():
+            try:
+                keys = [f"lf:fq:v:{model}", f"lf:fq:finish:{model}"]
+                return float(await self._start(keys=keys, args=[tenant, 1.0 / weight]))
+            except (RedisError, OSError) as exc:
+                self._state._down(exc)
+        return await self._local.start(model, tenant, weight)
+
+    async def served(self, model: str, tag: float) -> None:
+        await self._local.served(model, tag)
+        if await self._state._usable():
+            try:
+                await self._served(keys=[f"lf:fq:v:{model}"], args=[tag])
+            except (RedisError, OSError) as exc:
+                self._state._down(exc)
+
+    def _waiting_key(self, model: str) -> str:
+        return f"{_WAIT}{self._state._gateway}:{model}"
+
+    async def waiting(self, model: str, ticket: Ticket) -> None:
+        if await self._state._usable():
+            try:
+                async with self._state._client.pipeline(transaction=False) as pipe:
+                    pipe.zadd(self._waiting_key(model), {ticket.name: ticket.score})
+                    pipe.expire(self._waiting_key(model), int(GATEWAY_TTL_S))
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._state._down(exc)
+
+    async def left(self, model: str, ticket: Ticket) -> None:
+        if self._state._up:
+            try:
+                await self._state._client.zrem(self._waiting_key(model), ticket.name)
+            except (RedisError, OSError) as exc:
+                self._state._down(exc)
+
+    async def may_take(self, model: str, ticket: Ticket | None) -> bool:
+        if not await self._state._usable():
+            return True  # this gateway's own order only, said in the log when Redis went away
+        try:
+            if ticket is not None:  # its waiting set lives as long as something in it waits
+                await self._state._client.expire(self._waiting_key(model), int(GATEWAY_TTL_S))
+            score = ticket.score if ticket is not None else NOT_QUEUED
+            args: list[str | float] = [time.time() - GATEWAY_TTL_S, self._state._gateway, model, score, _WAIT]
+            return bool(await self._may_take(keys=[_GATEWAYS], args=args))
+        except (RedisError, OSError) as exc:
+            self._state._down(exc)
+            return True
 
 
 class RedisState:
@@ -135,6 +232,10 @@ class RedisState:
                 await self._beat()
             except (RedisError, OSError) as exc:
                 self._down(exc)
+
+    def tag_clock(self) -> RedisTagClock:
+        """Fair queuing's state, shared through the same Redis."""
+        return RedisTagClock(self)
 
     # --- the BalancerState protocol ------------------------------------------------------------
     async def in_flight(self, replicas: list[str]) -> dict[str, int]:

@@ -11,6 +11,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Protocol
 
+from controlplane.gateway.balancer.fair_queue import LocalTagClock, TagClock
+
 
 class BalancerState(Protocol):
     async def in_flight(self, replicas: list[str]) -> dict[str, int]: ...
@@ -28,6 +30,9 @@ class BalancerState(Protocol):
     async def remember(self, kind: str, key: str, replica: str, ttl_s: float) -> None: ...
 
     async def close(self) -> None: ...
+
+    def tag_clock(self) -> TagClock:
+        """Fair queuing's virtual times and waiting requests (fair_queue.py), kept where this state is."""
 
 
 class InProcessState:
@@ -64,6 +69,9 @@ class InProcessState:
 
     async def close(self) -> None:
         return None
+
+    def tag_clock(self) -> TagClock:
+        return LocalTagClock()
 
 
 async def open_state(
