@@ -11,6 +11,7 @@ import argparse
 import yaml
 
 from controlplane.gateway.access.api_keys import ApiKey, hash_key, new_key
+from controlplane.gateway.balancer.fair_queue import PRIORITIES
 
 DESCRIPTION = """\
 Make a new API key for the gateway. The key is printed once; the gateway stores only its hash.
@@ -18,6 +19,10 @@ Add the printed entry under `keys:` in the file given to `llamafleet gateway --k
 (re-read on change: no restart). Example:
 
   llamafleet keys create team-search --models 'qwen-7b' 'qwen-7b:*' --rpm 600 --tpm 200000
+  llamafleet keys create batch-jobs --tenant analytics --weight 0.5 --priority sheddable
+
+When a model's replicas are busy, its queue serves priorities first, then tenants in turn by
+weight (docs/BALANCER.md).
 """
 
 
@@ -33,13 +38,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tpm", type=int, default=0, help="tokens per minute, prompt + completion (0: no limit)"
     )
+    parser.add_argument(
+        "--tenant", default="", help="the team its requests queue as (default: the key's name)"
+    )
+    parser.add_argument("--weight", type=float, default=1.0, help="its tenant's share of turns when queued")
+    parser.add_argument(
+        "--priority", choices=PRIORITIES, default="standard", help="its requests' priority when queued"
+    )
+    parser.add_argument(
+        "--priorities", nargs="+", choices=PRIORITIES, default=[], metavar="PRIORITY",
+        help="other priorities a request may ask for with the x-llamafleet-priority header",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tenant-header", action="store_true",
+        help="a trusted upstream: its requests may name their tenant (x-llamafleet-tenant)",
+    )  # fmt: skip
 
 
 def create(args: argparse.Namespace) -> str:
     key = new_key()
     entry = ApiKey(
         name=args.name, sha256=hash_key(key), models=tuple(args.models), admin=args.admin,
-        requests_per_minute=args.rpm, tokens_per_minute=args.tpm,
+        requests_per_minute=args.rpm, tokens_per_minute=args.tpm, tenant=args.tenant, weight=args.weight,
+        priority=args.priority, priorities=tuple(args.priorities), tenant_header=args.tenant_header,
     )  # fmt: skip
     listed = yaml.safe_dump([entry.model_dump(by_alias=True, mode="json")], sort_keys=False)
     return (

@@ -448,6 +448,12 @@ class Batcher:
                 spent += per_token * k
         drafts = self._draft_model.draft(wants) if wants else {}
         self._metrics.draft_tokens.inc(sum(len(d) for d in drafts.values()))
+        for slot in generating:
+            if slot.id in wants and not drafts.get(slot.id) and slot.seq is not None and slot.seq.drafter:
+                # The draft model was not sure of even one token: its time bought nothing, as a draft
+                # rejected at its first token. Counted so, or a sequence still exploring would ask for a
+                # draft (and pay a draft step) at every step of an answer the draft model cannot guess.
+                slot.seq.drafter.accepted(1, 0)
         return drafts
 
     def _verify(self, slot: Slot, first: int, draft: list[int]) -> int:
