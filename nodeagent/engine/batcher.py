@@ -302,7 +302,7 @@ class Batcher:
         seq.drafter = None
         if self._cost is not None and seq.speculative:  # speculating, and measured
             seq.drafter = (
-                DraftStats(self._acceptance)
+                DraftStats(self._acceptance, explore=False)
                 if self._draft_model is not None
                 else NgramDrafter(seq.prompt, self._settings.draft_max, self._acceptance, seq.predicted)
             )
@@ -402,11 +402,13 @@ class Batcher:
         return limit
 
     def _wanted(self, proposal: list[int], drafter: DraftStats, tokens: float, rows: float,
-                spent: float = 0.0, per_token: float = 0.0) -> int:  # fmt: skip
+                spent: float = 0.0, per_token: float = 0.0, fixed: float = 0.0) -> int:  # fmt: skip
         """How much of a proposal to verify: what raises the step's expected tokens per second
         (``worth_verifying``), at least --draft-min, and one token while the sequence explores."""
         assert self._cost is not None
-        keep = worth_verifying(proposal, drafter.acceptance, self._cost, tokens, rows, spent, per_token)
+        keep = worth_verifying(
+            proposal, drafter.acceptance, self._cost, tokens, rows, spent, per_token, fixed
+        )
         keep = max(keep, min(self._settings.draft_min, len(proposal)))
         return keep or min(int(drafter.exploring), len(proposal))
 
@@ -439,13 +441,15 @@ class Batcher:
             if seq.drafter is None:
                 continue
             limit = self._draft_limit(slot, seq, room)
-            k = self._wanted([0] * max(0, limit), seq.drafter, expected, rows, spent, per_token)
+            behind = self._draft_model.behind(slot.id, len(slot.cached) + 1)
+            catch_up = self._draft_cost.of(behind) if behind > 1 else 0.0  # a prompt the draft lacks
+            k = self._wanted([0] * max(0, limit), seq.drafter, expected, rows, spent, per_token, catch_up)
             if k > 0:
                 wants[slot.id] = ([*slot.cached, seq.next_token], k)
                 room -= k
                 rows += k
                 expected += expected_extra(seq.drafter.acceptance, k)
-                spent += per_token * k
+                spent += per_token * k + catch_up
         drafts = self._draft_model.draft(wants) if wants else {}
         self._metrics.draft_tokens.inc(sum(len(d) for d in drafts.values()))
         for slot in generating:

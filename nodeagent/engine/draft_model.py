@@ -83,6 +83,11 @@ class DraftModel:
         self.p_min = p_min
         self._cells: dict[int, list[int]] = {}  # slot id → tokens in the draft's cells for that slot
 
+    def behind(self, slot_id: int, context_length: int) -> int:
+        """About how many tokens the draft must decode to catch up with a context of this length in
+        this slot (its cells as they are, taken to be a prefix of the context)."""
+        return max(1, context_length - len(self._cells.get(slot_id, ())) + 1)
+
     def forget(self, slot_id: int) -> None:
         self.model.clear_seq(slot_id)
         self._cells[slot_id] = []

@@ -43,8 +43,9 @@ class DraftStats:
     prediction_kept = 0  # draft tokens taken from a request's prediction that were kept (n-gram only)
     prediction_rejected = 0  # and that were not
 
-    def __init__(self, engine: Acceptance | None = None) -> None:
+    def __init__(self, engine: Acceptance | None = None, explore: bool = True) -> None:
         self._engine = engine or Acceptance()  # every sequence's verifications: the prior of a new one
+        self._explore = explore  # n-gram: each answer may or may not quote; a draft model: the engine's prior
         self._kept = 0  # draft tokens verified equal so far
         self._missed = 0  # verifications that ended on a mismatch
         self._verified = 0  # verifying steps so far
@@ -53,8 +54,10 @@ class DraftStats:
     def exploring(self) -> bool:
         """Whether this sequence should verify a one-token draft even where the estimate says it does
         not pay: its first ``EXPLORE`` verifications, so that a quoting answer learns that it quotes
-        even after free-text answers have lowered the engine's estimate."""
-        return self._verified < EXPLORE
+        even after free-text answers have lowered the engine's estimate. Not for a draft model: how
+        well it guesses is a property of the pair of models more than of one answer, and a first draft
+        costs its whole prompt in the draft model."""
+        return self._explore and self._verified < EXPLORE
 
     @property
     def acceptance(self) -> float:
@@ -208,13 +211,15 @@ def worth_verifying(
     rows: float,
     spent: float = 0.0,
     per_token: float = 0.0,
+    fixed: float = 0.0,
 ) -> int:
     """How many of ``draft``'s tokens to add to a step that so far yields ``tokens`` expected tokens
     from ``rows`` rows: the prefix with the most expected tokens per second of step (0: none). A draft
-    model's time counts too: ``spent`` seconds drafting so far this step, ``per_token`` per more."""
+    model's time counts too: ``spent`` seconds drafting so far this step, ``per_token`` per more, and
+    ``fixed`` for any draft at all (catching the draft model up with the sequence)."""
     best_k, best = 0, tokens / (cost.of(rows) + spent)
     for k in range(1, len(draft) + 1):
-        rate = (tokens + expected_extra(acceptance, k)) / (cost.of(rows + k) + spent + per_token * k)
+        rate = (tokens + expected_extra(acceptance, k)) / (cost.of(rows + k) + spent + fixed + per_token * k)
         if rate > best:
             best_k, best = k, rate
     return best_k

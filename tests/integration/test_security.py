@@ -54,7 +54,8 @@ MODEL = "smol"
 KEYS = {"scoped": "lf-scoped-test-key-0123456789abcdef", "admin": "lf-admin-test-key-0123456789abcdef",
         "other": "lf-other-test-key-0123456789abcdef",
         "base": "lf-base-only-test-key-0123456789abc",
-        "tpm": "lf-tokens-per-minute-test-key-01234"}  # fmt: skip
+        "tpm": "lf-tokens-per-minute-test-key-01234",
+        "team": "lf-team-tenant-test-key-0123456789"}  # fmt: skip
 TPM = 200  # the "tpm" key's tokens per minute
 RPM = 4  # the scoped key's requests per minute, shared by both gateways
 
@@ -83,6 +84,7 @@ def keys_file(folder: Path) -> Path:
         {"name": "other", "sha256": hash_key(KEYS["other"]), "models": ["another-model"]},
         {"name": "base", "sha256": hash_key(KEYS["base"]), "models": [MODEL]},  # the base model, no adapter
         {"name": "tpm", "sha256": hash_key(KEYS["tpm"]), "tokensPerMinute": TPM},
+        {"name": "team", "sha256": hash_key(KEYS["team"]), "tenant": "team-x", "priorities": ["sheddable"]},
     ]
     path = folder / "keys.yaml"
     path.write_text(yaml.safe_dump({"keys": entries}))
@@ -333,6 +335,28 @@ def test_keys_are_required_and_scoped(secured: Secured) -> None:
     allowed = oneshot.get(f"{secured.gateways[0]}/v1/replicas/{MODEL}/slots",
                         headers={"authorization": f"Bearer {KEYS['admin']}"}, timeout=10)  # fmt: skip
     assert allowed.status_code == 200
+
+
+def test_a_request_queues_as_its_keys_tenant_and_only_with_the_headers_the_key_allows(
+    secured: Secured,
+) -> None:
+    url = f"{secured.gateways[0]}/v1/completions"
+    body = {"model": MODEL, "prompt": "Hi", "max_tokens": 2}
+
+    def post(**headers: str) -> httpx.Response:
+        return oneshot.post(url, json=body, headers={"authorization": f"Bearer {KEYS['team']}", **headers},
+                            timeout=60)  # fmt: skip
+
+    assert post(**{"x-llamafleet-priority": "sheddable"}).status_code == 200
+    critical = post(**{"x-llamafleet-priority": "critical"})
+    assert critical.status_code == 403
+    assert critical.json()["error"]["message"] == "API key 'team' may not ask for priority 'critical'"
+    assert post(**{"x-llamafleet-tenant": "someone-else"}).status_code == 403
+    malformed = post(**{"x-llamafleet-ttft-objective-ms": "soon"})
+    assert malformed.status_code == 400
+    assert malformed.json()["error"]["param"] == "x-llamafleet-ttft-objective-ms"
+    metrics = oneshot.get(f"{secured.gateways[0]}/metrics", timeout=10).text
+    assert 'llamafleet_gateway_tenant_admitted_total{tenant="team-x"} 1.0' in metrics
 
 
 def test_a_quota_is_shared_by_two_gateways_through_redis(secured: Secured) -> None:

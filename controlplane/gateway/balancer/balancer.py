@@ -199,12 +199,13 @@ class Balancer:
 
     async def _join(self, queue: FairQueue, model: str, adapter: str | None, tenancy: Tenancy) -> Ticket:
         """A place in the model's queue, or a 429 (a bound, or an objective the wait would miss)."""
-        tag = await self._clock.start(model, tenancy.tenant, tenancy.weight)
         try:
-            ticket = queue.join(tenancy, tag, adapter, model, self._retry_after_s)
+            queue.check(tenancy, model, self._retry_after_s)  # before the tenant's turn is counted
         except QueueFull as exc:
             self._refused(model, tenancy, exc.bound)
             raise
+        tag = await self._clock.start(model, tenancy.tenant, tenancy.weight)
+        ticket = queue.join(tenancy, tag, adapter, model, self._retry_after_s)
         rate = self.service_rate(model)
         if tenancy.ttft_objective_s > 0 and rate > 0:
             predicted = (queue.ahead_of(ticket) + 1) / rate

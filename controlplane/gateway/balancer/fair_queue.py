@@ -145,11 +145,9 @@ class FairQueue:
         """The first in line among requests for the same adapter (or the base model)."""
         return min((t for t in self._tickets if t.adapter == adapter), key=lambda t: t.order, default=None)
 
-    def join(
-        self, tenancy: Tenancy, tag: float, adapter: str | None, model: str, retry_after: float
-    ) -> Ticket:
-        """A ticket in the queue, or QueueFull naming the bound that refused it."""
-        ticket = Ticket(tenancy, tag, next(self._arrivals), adapter, name=f"{uuid.uuid4().hex}")
+    def check(self, tenancy: Tenancy, model: str, retry_after: float) -> Ticket | None:
+        """Whether a request of ``tenancy`` may join: QueueFull naming the bound that refuses it, else
+        the waiting sheddable ticket it would take the place of (None: there is room)."""
         if self._tenant_limit and self.waiting(tenancy.tenant) >= self._tenant_limit:
             raise QueueFull(
                 f"tenant {tenancy.tenant!r} already has {self._tenant_limit} requests waiting for {model!r} "
@@ -157,16 +155,25 @@ class FairQueue:
                 retry_after,
                 "tenant_queue_full",
             )
-        if len(self._tickets) >= self._limit:
-            victim = self._sheddable_behind(ticket)
-            if victim is None:
-                why = "; sheddable requests are refused first" if tenancy.priority == "sheddable" else ""
-                raise QueueFull(
-                    f"{len(self._tickets)} requests for {model!r} are already waiting (the model's queue "
-                    f"bound){why}; retry later",
-                    retry_after,
-                    "queue_full",
-                )
+        if len(self._tickets) < self._limit:
+            return None
+        victim = self._sheddable_behind(tenancy)
+        if victim is None:
+            why = "; sheddable requests are refused first" if tenancy.priority == "sheddable" else ""
+            raise QueueFull(
+                f"{len(self._tickets)} requests for {model!r} are already waiting (the model's queue "
+                f"bound){why}; retry later",
+                retry_after,
+                "queue_full",
+            )
+        return victim
+
+    def join(
+        self, tenancy: Tenancy, tag: float, adapter: str | None, model: str, retry_after: float
+    ) -> Ticket:
+        """A ticket in the queue (a sheddable one it outranks shed if the queue is full), or QueueFull."""
+        victim = self.check(tenancy, model, retry_after)
+        if victim is not None:
             self.leave(victim)
             victim.shed = Overloaded(
                 f"shed: a {tenancy.priority} request took this sheddable request's place in the full queue "
@@ -174,15 +181,14 @@ class FairQueue:
                 retry_after=retry_after,
             )
             victim.woken.set()
+        ticket = Ticket(tenancy, tag, next(self._arrivals), adapter, name=uuid.uuid4().hex)
         self._tickets.append(ticket)
         return ticket
 
-    def _sheddable_behind(self, ticket: Ticket) -> Ticket | None:
-        """The last sheddable ticket that ``ticket`` outranks, if any."""
+    def _sheddable_behind(self, tenancy: Tenancy) -> Ticket | None:
+        """The last waiting sheddable ticket that a request of ``tenancy`` outranks, if any."""
         shed = [
-            t
-            for t in self._tickets
-            if t.tenancy.priority == "sheddable" and t.tenancy.rank > ticket.tenancy.rank
+            t for t in self._tickets if t.tenancy.priority == "sheddable" and t.tenancy.rank > tenancy.rank
         ]
         return max(shed, key=lambda t: t.order, default=None)
 

@@ -187,7 +187,8 @@ class RedisState:
             self._up = False
             self._on_health(False)
             log.warning("Redis unreachable (%s): balancing on this gateway's own counts until it returns; "
-                        "gateways may oversubscribe replicas meanwhile", exc)  # fmt: skip
+                        "gateways may oversubscribe replicas, and queue fairly only among their own "
+                        "requests, meanwhile", exc)  # fmt: skip
 
     async def _usable(self) -> bool:
         """Whether to use Redis now; while it is down, retries every RETRY_S and re-syncs on success."""

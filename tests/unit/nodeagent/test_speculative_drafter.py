@@ -69,6 +69,15 @@ def test_a_draft_is_verified_as_far_as_it_pays() -> None:
     assert expected_extra(0.5, 3) == 0.5 + 0.25 + 0.125
 
 
+def test_a_draft_models_own_time_counts_against_its_draft() -> None:
+    gpu = StepCost(((1, 0.010), (9, 0.0104)))
+    draft = list(range(8))
+    assert worth_verifying(draft, 0.8, gpu, tokens=1, rows=1, per_token=0.001) > 0  # a small, fast draft pays
+    assert worth_verifying(draft, 0.8, gpu, tokens=1, rows=1, per_token=0.010) == 0  # one as slow: never
+    # Catching the draft model up with a prompt it lacks costs a prefill: not worth it for a few tokens.
+    assert worth_verifying(draft, 0.8, gpu, tokens=1, rows=1, per_token=0.001, fixed=0.2) == 0
+
+
 def test_a_step_costs_what_was_measured_between_and_beyond_the_points() -> None:
     cost = StepCost(((1, 0.010), (2, 0.018), (5, 0.030)))
     assert cost.of(1) == 0.010
