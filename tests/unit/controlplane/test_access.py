@@ -106,3 +106,38 @@ def test_admission_reserves_what_a_request_may_cost_and_the_end_settles_it() -> 
         assert (await quotas.admit(ApiKey(name="u", sha256="3" * 64), reserve=10)).tokens == 0  # no quota
 
     asyncio.run(run())
+
+
+def test_keys_create_prints_an_entry_the_keys_file_reads_back_with_its_tenancy(tmp_path: Path) -> None:
+    import argparse
+
+    from llamafleet.cli import api_keys as keys_cli
+
+    parser = argparse.ArgumentParser()
+    keys_cli.add_arguments(parser)
+    flags = [
+        "--tenant",
+        "analytics",
+        "--weight",
+        "0.5",
+        "--priority",
+        "sheddable",
+        "--priorities",
+        "standard",
+    ]
+    printed = keys_cli.create(parser.parse_args(["create", "batch", *flags, "--tenant-header"]))
+    key = next(line.strip() for line in printed.splitlines() if line.strip().startswith("lf-"))
+    entry = [line[2:] for line in printed.splitlines() if line.startswith("  ") and "lf-" not in line]
+    path = tmp_path / "keys.yaml"
+    path.write_text("keys:\n" + "\n".join(entry) + "\n")
+    found = KeyRing(path, []).lookup(key)
+    assert found is not None
+    assert (found.team, found.weight, found.priority, found.priorities, found.tenant_header) == (
+        "analytics",
+        0.5,
+        "sheddable",
+        ("standard",),
+        True,
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["create", "x", "--priority", "urgent"])
