@@ -11,7 +11,8 @@ context and threads on this machine:
               kube-proxy makes one (bench/service_vip.py: iptables DNAT, random per connection; no
               proxy in user space)
   llamafleet  `llamafleet up` with N replicas behind its gateway: the default path (the gateway's
-              default policy, least-load) and prefix affinity (the Model's `balancer: prefix-affinity`)
+              default policy, prefix affinity) and least-load (the Model's `balancer: least-load`,
+              the default before issue 31)
 
 Workloads (inference-perf's own generators, fixed lengths, ``ignore_eos``): shared_prefix (--groups
 system prompts of 512 tokens, 8 by default, many users asking 32-token questions), multi_turn (the
@@ -183,7 +184,7 @@ def main() -> int:
     sides = {
         "service": lambda: service_side(tmp),
         "llamafleet_default": lambda: llamafleet_side(tmp / "default", None),
-        "llamafleet_prefix_affinity": lambda: llamafleet_side(tmp / "affinity", "prefix-affinity"),
+        "llamafleet_least_load": lambda: llamafleet_side(tmp / "least-load", "least-load"),
     }
     results: dict[str, dict[str, Any]] = {}
     for side, start in sides.items():

@@ -48,7 +48,9 @@ class GatewaySettings(BaseModel):
     )
     connect_timeout_s: float = Field(default=2.0, description="Seconds to open a connection to an engine")
     balancer: Literal["least-load", "prefix-affinity", "session", "round-robin"] = Field(
-        default="least-load", description="Policy for models whose spec names none (see docs/BALANCER.md)"
+        default="prefix-affinity",
+        description="Policy for models whose spec names none (see docs/BALANCER.md); prefix-affinity keeps "
+        "conversations and system prompts where their KV cache is, and places new ones by load",
     )
     queue_limit: int = Field(
         default=256,
