@@ -3,8 +3,8 @@
 - ``round-robin``: each in turn (the baseline).
 - ``least-load``: fewest requests in flight per slot, ties in turn.
 - ``prefix-affinity`` (the gateway's default): requests whose prompts start alike go to the replica
-  that served that prefix (its KV cache holds it) while it has a free slot. A new prefix goes, among the replicas
-  not much busier than the least loaded (at most half a replica's slots more in flight), to the one
+  that served that prefix (its KV cache holds it) while it has a free slot. A new prefix goes,
+  among the replicas not much busier than the least loaded (at most half a replica's slots more in flight), to the one
   that last served its system prompt (an engine copies that between slots), else to the one this
   gateway placed the fewest cache units on (system prompts, or prefixes without one), then the
   least loaded, then the key's consistent-hash ring order; a prefix whose owner is full spills the
