@@ -3,15 +3,15 @@
 - ``round-robin``: each in turn (the baseline).
 - ``least-load``: fewest requests in flight per slot, ties in turn.
 - ``prefix-affinity`` (the gateway's default): requests whose prompts start alike go to the replica
-  that served that prefix (its KV cache holds it) while it has a free slot. A new prefix goes,
-  among the replicas not much busier than the least loaded (at most half a replica's slots more in flight), to the one
-  that last served its system prompt (an engine copies that between slots), else to the one this
-  gateway placed the fewest cache units on (system prompts, or prefixes without one), then the
-  least loaded, then the key's consistent-hash ring order; a prefix whose owner is full spills the
-  same way without losing its owner. Placing by load alone split system prompts unevenly (with 8
-  prompts on two replicas of 4 slots, 6 and 2 as often as 4 and 4), and a replica holding more
-  prompts than slots evicts them in turn. Ownership is remembered (and shared through Redis) for
-  ``owner_ttl_s``; the count of units placed is this gateway's own.
+  that served that prefix (its KV cache holds it) while it has a free slot. A new prefix goes, among
+  the replicas not much busier than the least loaded (at most half a replica's slots more in
+  flight), to the one that last served its system prompt (an engine copies that between slots), else
+  to the one this gateway placed the fewest cache units on (system prompts, or prefixes without
+  one), then the least loaded, then the key's consistent-hash ring order; a prefix whose owner is
+  full spills the same way without losing its owner. Placing by load alone split system prompts
+  unevenly (with 8 prompts on two replicas of 4 slots, 6 and 2 as often as 4 and 4), and a replica
+  holding more prompts than slots evicts them in turn. Ownership is remembered (and shared through
+  Redis) for ``owner_ttl_s``; the count of units placed is this gateway's own.
 - ``session``: sticky on the OpenAI ``user`` field or the X-Session-ID header, else least-load.
 """
 
