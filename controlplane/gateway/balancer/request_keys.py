@@ -6,8 +6,11 @@ conversation keeps this as it grows turn by turn, while different conversations 
 system prompt differ — a truncated key would make every conversation under a long system
 prompt one "prefix"); for a completion, the first ``prefix_chars`` characters of the prompt.
 The shared key is what conversations have in common: a chat's messages before its first user
-message (the system prompt), "" when there are none; an engine copies it between slots, so new
-conversations prefer the replica that last served it.
+message (the system prompt); without any, the first ``prefix_chars`` characters of a first user
+message longer than that (instructions or a document pasted ahead of the question: clients of
+models without a system role, Gemma's among them, and benchmark tools that send a conversation as
+one message); "" otherwise. An engine copies it between slots, so new conversations prefer the
+replica that last served it.
 The session key is the OpenAI ``user`` field, or the ``X-Session-ID`` header when given.
 """
 
@@ -59,6 +62,8 @@ def request_keys(body: bytes, headers: dict[str, str], prefix_chars: int = 1024)
             if role == "user":
                 break
         prefix = _digest("\x1e".join(leading))
+        if not shared and len(leading) == 1 and len(lead := _content(messages[0])) > prefix_chars:
+            shared = _digest(f"user\x1f{lead[:prefix_chars]}")
     elif isinstance(data.get("prompt"), str) and data["prompt"]:
         prefix = _digest(data["prompt"][:prefix_chars])
     return RequestKeys(prefix, session, shared)

@@ -53,6 +53,19 @@ def test_conversations_under_one_long_system_prompt_have_their_own_keys_and_shar
     assert request_keys(chat(("user", "hi")), {}).shared == ""  # nothing before the first user message
 
 
+def test_instructions_pasted_ahead_of_the_question_in_one_user_message_are_shared_too() -> None:
+    """No system message (a model without a system role; a tool that sends the conversation as one
+    message): a long first user message's first 1,024 characters are what conversations share."""
+    lead = "You are the support desk of a large bank. " * 50  # 2,150 characters
+    paris = request_keys(chat(("user", lead + "Tell me about Paris.")), {})
+    rome = request_keys(chat(("user", lead + "Tell me about Rome.")), {})
+    assert paris.prefix != rome.prefix  # each its own conversation
+    assert paris.shared == rome.shared != ""
+    assert paris.shared != paris.prefix
+    short = request_keys(chat(("user", "Tell me about Paris.")), {})
+    assert short.shared == ""  # the whole message is the conversation's key already
+
+
 def test_session_key_from_user_or_header() -> None:
     assert request_keys(chat(("user", "hi"), user="alice"), {}).session == "alice"
     assert request_keys(chat(("user", "hi"), user="alice"), {"x-session-id": "s-1"}).session == "s-1"
