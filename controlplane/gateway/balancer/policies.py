@@ -6,12 +6,13 @@
   that served that prefix (its KV cache holds it) while it has a free slot. A new prefix goes, among
   the replicas not much busier than the least loaded (at most half a replica's slots more in
   flight), to the one that last served its system prompt (an engine copies that between slots), else
-  to the one this gateway placed the fewest cache units on (system prompts, or prefixes without
-  one), then the least loaded, then the key's consistent-hash ring order; a prefix whose owner is
-  full spills the same way without losing its owner. Placing by load alone split system prompts
-  unevenly (with 8 prompts on two replicas of 4 slots, 6 and 2 as often as 4 and 4), and a replica
-  holding more prompts than slots evicts them in turn. Ownership is remembered (and shared through
-  Redis) for ``owner_ttl_s``; the count of units placed is this gateway's own.
+  to the least loaded, then among equals to the one this gateway placed the fewest cache units on
+  (system prompts, or prefixes without one), then the key's consistent-hash ring order; a prefix
+  whose owner is full spills the same way without losing its owner. Ties broken by the ring alone
+  split 8 system prompts 5 and 3 over two replicas of 4 slots, and a replica holding more prompts
+  than slots evicts them in turn; the count placed first (before the load) lost to least-load on
+  random prompts in the cluster benchmark. Ownership is remembered (and shared through Redis) for
+  ``owner_ttl_s``; the count of units placed is this gateway's own.
 - ``session``: sticky on the OpenAI ``user`` field or the X-Session-ID header, else least-load.
 """
 
@@ -131,7 +132,7 @@ class PrefixAffinity:
         least = min(load.get(m, 0) for m in order)
         near = [m for m in order if load.get(m, 0) - least <= max(1, slots) // 2]
         held = self._placements.counts()
-        replica = min(near, key=lambda m: (m != shared, held[m], load.get(m, 0), order.index(m)))
+        replica = min(near, key=lambda m: (m != shared, load.get(m, 0), held[m], order.index(m)))
         if replica != shared:
             self._placements.place(keys.shared or keys.prefix, replica)
         if keys.shared:

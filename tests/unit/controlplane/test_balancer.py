@@ -151,23 +151,29 @@ async def test_a_new_conversation_prefers_its_system_prompts_replica_unless_it_i
     assert await take(b, t, RequestKeys(prefix="c-new", shared="system-A")) != first
 
 
-async def test_new_system_prompts_spread_evenly_whatever_the_momentary_load() -> None:
-    """Eight system prompts on two replicas of 4 slots: placing each by the load at its first request
-    gave 6 and 2 as often as 4 and 4 (the cluster benchmark's swings); placed by how many each holds,
-    4 and 4, even when one replica is always a request busier when a new prompt arrives."""
+async def test_new_system_prompts_on_equally_loaded_replicas_spread_by_how_many_each_holds() -> None:
+    """Eight system prompts on two replicas of 4 slots, each arriving while the replicas are equally
+    loaded: ties went by the prompt's hash-ring order, which gave these eight 5 and 3 (checked) and a
+    replica holding more prompts than slots evicts them in turn; now by how many each holds: 4 and 4.
+    (A less loaded replica still wins first: placing by the count first lost on random prompts.)"""
     b = balancer(queue_limit=0)
     t = table(["r1", "r2"], slots=4, policy="prefix-affinity")
     owners: dict[str, str] = {}
     for i in range(8):
-        busy = await take(b, t)  # no prompt: least load; one replica is a request busier
+        busy = [await take(b, t), await take(b, t)]  # no prompt: least load, one on each replica
+        assert sorted(busy) == ["r1", "r2"]
         owners[f"prompt-{i}"] = await _take_released(b, t, RequestKeys(prefix=f"q-{i}", shared=f"prompt-{i}"))
-        await b.release("m", endpoint(busy))
+        for replica in busy:
+            await b.release("m", endpoint(replica))
     assert Counter(owners.values()) == {"r1": 4, "r2": 4}
     for i in range(8):  # and each prompt's next conversation goes where its prompt is
         assert (
             await _take_released(b, t, RequestKeys(prefix=f"q2-{i}", shared=f"prompt-{i}"))
             == owners[f"prompt-{i}"]
         )
+    # A replica with a request more in flight is passed over for a new prompt, whatever it holds.
+    busy = await take(b, t)
+    assert await _take_released(b, t, RequestKeys(prefix="q-new", shared="prompt-new")) != busy
 
 
 async def _take_released(b: Balancer, t: RoutingTable, keys: RequestKeys) -> str:
