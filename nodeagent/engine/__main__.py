@@ -33,6 +33,7 @@ from llamafleet.security.engine_auth import ENGINE_SECRET_ENV
 from nodeagent.engine.batcher import BatcherSettings
 from nodeagent.engine.core import BatchingCore, EngineParams
 from nodeagent.engine.draft_model import P_MIN
+from nodeagent.engine.host_cache import DEFAULT_CACHE_RAM_MIB
 from nodeagent.engine.http import create_app
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeConfig
@@ -105,6 +106,13 @@ class EngineOptions(BaseModel):
         ge=0,
         le=1,
         description="A draft model's drafts stop at a token it gives less than this probability",
+    )
+    cache_ram: int = Field(
+        default=DEFAULT_CACHE_RAM_MIB,
+        ge=0,
+        description="MiB of host memory for prompt states saved from slots before a new prompt overwrites "
+        "them, restored when a prompt continues one (a conversation's next turn): llama-server's "
+        "--cache-ram (0: off)",
     )
     embeddings: bool = Field(default=False, description="Serve /v1/embeddings (pooled, L2-normalised)")
     pooling: Pooling = Field(
@@ -262,6 +270,7 @@ async def serve(options: EngineOptions) -> int:
             speculative=options.speculative,
             draft_max=options.draft_max,
             draft_min=options.draft_min,
+            cache_ram_bytes=options.cache_ram << 20,
         ),
         draft_path=options.draft_model_path,
         draft_p_min=options.draft_p_min,

@@ -33,11 +33,12 @@ from llamafleet.core.errors import (
 )
 from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.draft_model import DraftModel
+from nodeagent.engine.host_cache import MIN_SAVED, HostCache, SavedState
 from nodeagent.engine.logprobs import TokenLogprob, token_logprob
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeModel
 from nodeagent.engine.sampling import SamplerChain, logits_row
-from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot
+from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot, common_prefix
 from nodeagent.engine.slot_choice import SlotChoice, choose_slot
 from nodeagent.engine.speculative import (
     Acceptance,
@@ -66,6 +67,7 @@ class BatcherSettings:
     speculative: Speculative = "off"  # "ngram": draft by prompt lookup; "draft": by a draft model
     draft_max: int = 8  # most tokens drafted for one sequence in one step
     draft_min: int = 0  # fewest (where a draft is found): verified even where the step cost says no
+    cache_ram_bytes: int = 0  # host memory for prompt states saved from slots (0: none kept)
 
 
 class Batcher:
@@ -87,6 +89,7 @@ class Batcher:
         self._post = post
         self._metrics = metrics
         self._slots = [Slot(i) for i in range(settings.slots)]
+        self._host_cache = HostCache(settings.cache_ram_bytes)
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._lock = threading.Condition()
         self._inbox: list[Sequence] = []
@@ -264,30 +267,76 @@ class Batcher:
             self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
 
     def _admit(self) -> None:
+        donors: set[int] = set()  # slots copied from this round: llama.cpp copies at the next decode
         while self._waiting:
-            free = [s for s in self._slots if s.seq is None]
+            free = [s for s in self._slots if s.seq is None and s.id not in donors]
             if not free:
                 return
             seq = self._waiting.popleft()
             self._dequeued()
             if seq.kind == "embed":
                 slot = min(free, key=lambda s: (len(s.cached), s.last_used))
+                self._evict(slot, 0)
                 self._model.clear_seq(slot.id)
                 slot.cached, slot.cache_adapters = [], ()
             else:
-                choice = choose_slot(self._slots, free, seq.prompt, seq.adapters)
+                choice = self._with_saved(choose_slot(self._slots, free, seq.prompt, seq.adapters), seq)
                 slot = choice.slot
+                if choice.donor is not None:
+                    donors.add(choice.donor.id)
                 self._attach_generation(choice, seq)
             slot.seq = seq
             seq.admitted_at = time.monotonic()
             self._metrics.prompt_tokens.inc(len(seq.prompt))
 
+    def _with_saved(self, choice: SlotChoice, seq: Sequence) -> SlotChoice:
+        """``choice``, or its slot with a saved state restored when one holds more of the prompt
+        (by at least MIN_SAVED tokens) than any slot does."""
+        cache = self._host_cache
+        if not cache.enabled:
+            return choice
+        saved, shared = cache.best(seq.prompt, seq.adapters)
+        reuse = min(shared, max(len(seq.prompt) - 1, 0))
+        if saved is None or reuse < choice.reuse + MIN_SAVED:
+            return choice
+        slot = choice.slot
+        self._evict(slot, 0)
+        if not self._model.restore_seq(slot.id, saved.data):
+            log.warning("llama.cpp refused a saved prompt state of %d tokens; prefilling instead",
+                        len(saved.tokens))  # fmt: skip
+            cache.remove(saved)
+            slot.cached, slot.cache_adapters = [], ()
+            return SlotChoice(slot, None, 0)
+        cache.touch(saved)
+        slot.cached, slot.cache_adapters = saved.tokens, saved.adapters
+        slot.prompt_tokens = saved.prompt_tokens
+        self._metrics.prompt_cache_restored_tokens.inc(reuse)
+        return SlotChoice(slot, None, reuse)
+
+    def _evict(self, slot: Slot, keep: int) -> None:
+        """Save ``slot``'s cells to the host cache before all but ``keep`` of them are destroyed, when
+        at least MIN_SAVED of the rest are held by no other slot and by no saved state."""
+        cache = self._host_cache
+        if not cache.enabled or len(slot.cached) - keep < MIN_SAVED:
+            return
+        held = max((common_prefix(slot.cached, o.cached) for o in self._slots
+                    if o is not slot and o.cache_adapters == slot.cache_adapters), default=0)  # fmt: skip
+        if len(slot.cached) - max(keep, held) < MIN_SAVED or cache.holds(slot.cached, slot.cache_adapters):
+            return
+        data = self._model.save_seq(slot.id)
+        if data and cache.save(SavedState(list(slot.cached), slot.cache_adapters, slot.prompt_tokens, data)):
+            self._metrics.prompt_cache_saved.inc()
+        self._metrics.prompt_cache_host_bytes.set(cache.bytes)
+
     def _attach_generation(self, choice: SlotChoice, seq: Sequence) -> None:
         slot, donor, n_keep = choice.slot, choice.donor, choice.reuse
         if donor is not None:
+            self._evict(slot, 0)
             self._model.copy_seq(donor.id, slot.id)  # done by llama.cpp before the next decode
             slot.cached = donor.cached  # cut to n_keep below
             self._metrics.prompt_cache_copies.inc()
+        else:
+            self._evict(slot, n_keep)
         if not self._model.keep_prefix(slot.id, n_keep):
             self._model.clear_seq(slot.id)
             n_keep = 0

@@ -38,6 +38,21 @@ class EngineMetrics:
             "Prompts started from a shared prefix copied out of another slot's KV cells",
             registry=r,
         )
+        self.prompt_cache_saved = Counter(
+            "llamafleet_engine_prompt_cache_saved_total",
+            "Slot states saved to host memory before a new prompt overwrote them (--cache-ram)",
+            registry=r,
+        )
+        self.prompt_cache_restored_tokens = Counter(
+            "llamafleet_engine_prompt_cache_restored_tokens_total",
+            "Prompt tokens restored from states saved in host memory (part of the cache hit tokens)",
+            registry=r,
+        )
+        self.prompt_cache_host_bytes = Gauge(
+            "llamafleet_engine_prompt_cache_host_bytes",
+            "Host memory held by saved prompt states (at most --cache-ram)",
+            registry=r,
+        )
         self.tokens_per_second = Gauge(
             "llamafleet_engine_generation_tokens_per_second",
             "Generated tokens per second over the last 10 seconds of busy time",

@@ -293,6 +293,27 @@ class NativeModel:
     def clear_seq(self, seq_id: int) -> None:
         llama_cpp.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
 
+    def save_seq(self, seq_id: int) -> bytearray:
+        """The sequence's state (its KV cells and their positions); empty if llama.cpp gave none."""
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, seq_id)
+        data = bytearray(max(0, size))
+        if size <= 0:
+            return data
+        view = (ctypes.c_uint8 * size).from_buffer(data)
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, view, size, seq_id)
+        del view
+        del data[max(0, written) :]
+        return data
+
+    def restore_seq(self, seq_id: int, data: bytearray) -> bool:
+        """Replace the sequence's cells with a state ``save_seq`` gave; False (cells cleared) if refused."""
+        self.clear_seq(seq_id)
+        view = (ctypes.c_uint8 * len(data)).from_buffer(data)
+        if llama_cpp.llama_state_seq_set_data(self.ctx, view, len(data), seq_id) == 0:
+            self.clear_seq(seq_id)
+            return False
+        return True
+
     # --- LoRA adapters (batcher thread only) --------------------------------------------------
 
     def load_adapter(self, path: Path) -> Any:
