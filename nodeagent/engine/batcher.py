@@ -91,6 +91,7 @@ class Batcher:
         self._slots = [Slot(i) for i in range(settings.slots)]
         self._host_cache = HostCache(settings.cache_ram_bytes)
         self._waiting: collections.deque[Sequence] = collections.deque()
+        self._suspended: collections.deque[Sequence] = collections.deque()  # resumed first, in order
         self._lock = threading.Condition()
         self._inbox: list[Sequence] = []
         self._queued = 0  # submitted, not yet in a slot (inbox + waiting), guarded by _lock
@@ -187,7 +188,7 @@ class Batcher:
                 # Sleep only when there is nothing at all to do: requests still waiting must be admitted
                 # even when every slot finished in the same step (identical inputs, more than slots).
                 while not (self._inbox or self._commands or self._wake or self._stopping or self.busy
-                           or self._waiting):  # fmt: skip
+                           or self._waiting or self._suspended):  # fmt: skip
                     self._lock.wait()
                 if self._stopping:
                     break
@@ -206,7 +207,7 @@ class Batcher:
                 self._fail_all(EngineFailed(f"engine step failed: {type(exc).__name__}"))
             self._flush()
         self._fail_all(EngineFailed("engine is shutting down"))
-        for seq in self._waiting:
+        for seq in [*self._suspended, *self._waiting]:
             self._release_adapters(seq)
             self._outbox.append((seq, Delta(error=EngineFailed("engine is shutting down"))))
         self._flush()
@@ -244,6 +245,7 @@ class Batcher:
             self._outbox = []
         self._metrics.busy_slots.set(self.busy)
         self._metrics.queue_depth.set(self._queued)
+        self._metrics.suspended.set(len(self._suspended))
         self._metrics.kv_cells_used.set(sum(len(s.cached) for s in self._slots))
 
     def _dequeued(self, n: int = 1) -> None:
@@ -259,6 +261,9 @@ class Batcher:
         for slot in self._slots:
             if slot.seq is not None and slot.seq.cancelled:
                 self._finish(slot, Delta(), notify=False)
+        for seq in [s for s in self._suspended if s.cancelled]:
+            self._suspended.remove(seq)
+            self._drop_suspended(seq)
         dropped = [s for s in self._waiting if s.cancelled]
         if dropped:
             for seq in dropped:
@@ -268,10 +273,15 @@ class Batcher:
 
     def _admit(self) -> None:
         donors: set[int] = set()  # slots copied from this round: llama.cpp copies at the next decode
-        while self._waiting:
+        while self._waiting or self._suspended:
             free = [s for s in self._slots if s.seq is None and s.id not in donors]
             if not free:
+                if self._waiting and self._preempt():
+                    continue
                 return
+            if self._suspended and not (self._waiting and self._waiting[0].preempts):
+                self._resume(self._suspended.popleft(), free)  # before new requests, after preempting ones
+                continue
             seq = self._waiting.popleft()
             self._dequeued()
             if seq.kind == "embed":
@@ -288,6 +298,63 @@ class Batcher:
             slot.seq = seq
             seq.admitted_at = time.monotonic()
             self._metrics.prompt_tokens.inc(len(seq.prompt))
+
+    def _preempt(self) -> bool:
+        """Suspend a running request for a waiting one the gateway let preempt it (fair queuing across
+        tenants: a tenant with nothing running gets a slot now instead of after a slot turn); the waiting
+        one goes first in line. The victim is the most recently admitted running generation of the
+        tenant named, its cells saved to host memory and restored, exactly, when a slot frees."""
+        if len(self._suspended) >= len(self._slots):
+            return False
+        for seq in self._waiting:
+            if not seq.preempts or seq.kind != "generate":
+                continue
+            victims = [s for s in self._slots if s.seq is not None and s.seq.kind == "generate"
+                       and s.seq.tenant == seq.preempts != seq.tenant]  # fmt: skip
+            if not victims:
+                continue
+            slot = max(victims, key=lambda s: s.seq.admitted_at if s.seq else 0.0)
+            victim = slot.seq
+            assert victim is not None
+            data = self._model.save_seq(slot.id)
+            if not data:
+                return False
+            victim.suspended = SavedState(list(slot.cached), slot.cache_adapters, slot.prompt_tokens, data)
+            self._model.clear_seq(slot.id)
+            slot.cached, slot.cache_adapters, slot.seq = [], (), None
+            self._suspended.append(victim)
+            self._waiting.remove(seq)
+            self._waiting.appendleft(seq)
+            self._metrics.preempted.inc()
+            log.debug("request %s (tenant %s) suspended for %s (tenant %s)",
+                      victim.request_id, victim.tenant, seq.request_id, seq.tenant)  # fmt: skip
+            return True
+        return False
+
+    def _resume(self, seq: Sequence, free: list[Slot]) -> None:
+        """Give a suspended request a slot again, its cells restored as they were."""
+        saved = seq.suspended
+        assert saved is not None
+        seq.suspended = None
+        slot = choose_slot(self._slots, free, saved.tokens, saved.adapters).slot
+        self._evict(slot, 0)
+        if not self._model.restore_seq(slot.id, saved.data):
+            slot.cached, slot.cache_adapters = [], ()
+            failed = EngineFailed("the engine could not restore a suspended request's cells")
+            self._drop_suspended(seq, failed)
+            return
+        slot.cached, slot.cache_adapters = saved.tokens, saved.adapters
+        slot.prompt_tokens = saved.prompt_tokens
+        slot.seq = seq
+
+    def _drop_suspended(self, seq: Sequence, error: LlamafleetError | None = None) -> None:
+        if seq.chain is not None:
+            seq.chain.free()
+            seq.chain = None
+        self._release_adapters(seq)
+        seq.suspended = None
+        if error is not None:
+            self._outbox.append((seq, Delta(error=error)))
 
     def _with_saved(self, choice: SlotChoice, seq: Sequence) -> SlotChoice:
         """``choice``, or its slot with a saved state restored when one holds more of the prompt

@@ -26,6 +26,7 @@ from llamafleet.core.errors import InvalidRequest, Unavailable
 from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llamafleet.protocol.rerank import RerankRequest
+from nodeagent.engine import tenancy
 from nodeagent.engine.adapters import AdapterRegistry
 from nodeagent.engine.batcher import Batcher, BatcherSettings
 from nodeagent.engine.chat import ChatTemplate, RenderOptions
@@ -249,6 +250,7 @@ class BatchingCore:
         if grammar:
             check(model.vocab, grammar)
         adapters = self._registry_().acquire(request.adapter_choices(self._params.model_name))
+        tenant, preempts = tenancy.CURRENT.get()
         return Sequence(
             "generate",
             prompt,
@@ -258,6 +260,8 @@ class BatchingCore:
             stops=request.stops(),
             adapters=adapters,
             request_id=request_id,
+            tenant=tenant,
+            preempts=preempts,
             top_logprobs=request.logprobs_wanted(),
             speculative=request.speculative,
             predicted=model.tokenize(request.prediction.text(), add_special=False)

@@ -22,6 +22,7 @@ from nodeagent.engine.core import EngineCore
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.routes import include as include_inference_routes
 from nodeagent.engine.routes.serving import Serving
+from nodeagent.engine.tenancy import TenancyHeaders
 
 
 def create_app(
@@ -37,6 +38,7 @@ def create_app(
     app = FastAPI(title=f"llamafleet engine ({model_name})", docs_url=None, redoc_url=None)
     http_errors.install(app, "engine")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(TenancyHeaders)  # inside the secret check: only the gateway's headers count
     if secret:
         app.add_middleware(EngineSecret, secret=secret)  # nothing but path mapping runs before it
     app.add_middleware(LlamaServerCompat)

@@ -53,6 +53,15 @@ class EngineMetrics:
             "Host memory held by saved prompt states (at most --cache-ram)",
             registry=r,
         )
+        self.preempted = Counter(
+            "llamafleet_engine_preempted_total",
+            "Running requests suspended (cells saved to host memory) for another tenant's request the "
+            "gateway let preempt them",
+            registry=r,
+        )
+        self.suspended = Gauge(
+            "llamafleet_engine_suspended_requests", "Requests suspended now, waiting to resume", registry=r
+        )
         self.tokens_per_second = Gauge(
             "llamafleet_engine_generation_tokens_per_second",
             "Generated tokens per second over the last 10 seconds of busy time",

@@ -9,13 +9,16 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llamafleet.core.errors import LlamafleetError
 from nodeagent.engine.logprobs import TokenLogprob
 from nodeagent.engine.sampling import SamplerChain, SamplingParams
 from nodeagent.engine.speculative import DraftStats
 from nodeagent.engine.text import TextStream
+
+if TYPE_CHECKING:
+    from nodeagent.engine.host_cache import SavedState
 
 # A set of LoRA adapters with their scales, sorted by name; () is the base model.
 AdapterKey = tuple[tuple[str, float], ...]
@@ -112,6 +115,8 @@ class Sequence:
     speculative: bool = True  # False: this request opts out of the engine's speculative decoding
     predicted: list[int] = field(default_factory=list)  # OpenAI's prediction: a source of drafts
     cancelled: bool = False  # set by the HTTP side; the batcher frees the slot at its next step
+    tenant: str = ""  # whose request it is (the gateway's x-llamafleet-tenant)
+    preempts: str = ""  # the tenant one of whose running requests it may suspend when no slot is free
     admitted_at: float = 0.0  # when a slot took it (monotonic)
     first_token_at: float = 0.0  # when its first token was sampled
     number: int = field(default_factory=lambda: next(_ids))
@@ -126,6 +131,7 @@ class Sequence:
     text: TextStream | None = None
     held_logprobs: list[TokenLogprob] = field(default_factory=list)  # for tokens whose text is held
     drafter: DraftStats | None = None  # when it speculates: its verifications (an n-gram index too)
+    suspended: SavedState | None = None  # its cells, while another tenant's request has its slot
 
     @property
     def group(self) -> tuple[str, AdapterKey]:
