@@ -68,6 +68,12 @@ class GatewayMetrics:
             "Requests of a tenant refused while replicas were busy, by the refused_total reasons",
             ["tenant", "why"], registry=registry,
         )  # fmt: skip
+        self.preemptions = Counter(
+            "llamafleet_gateway_preemptions_total",
+            "Requests sent to an engine past its slots to suspend a request of a tenant over its share, "
+            "by model and that tenant",
+            ["model", "tenant"], registry=registry,
+        )  # fmt: skip
         self.tenant_wait_seconds = Histogram(
             "llamafleet_gateway_tenant_wait_seconds", "Time a tenant's requests waited for a slot (0: none)",
             ["tenant"], buckets=_LATENCY_BUCKETS, registry=registry,

@@ -21,13 +21,14 @@ from fastapi.responses import Response, StreamingResponse
 from controlplane.domain import Endpoint
 from controlplane.gateway.access.api_keys import ANONYMOUS, ApiKey
 from controlplane.gateway.access.quota import NOTHING, Quotas, Reservation
-from controlplane.gateway.balancer.balancer import Balancer
+from controlplane.gateway.balancer.balancer import Balancer, Grant
 from controlplane.gateway.balancer.fair_queue import Tenancy
 from controlplane.gateway.balancer.request_keys import request_keys
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
 from controlplane.gateway.usage import StreamTokens, UsageStripper
+from llamafleet.contract.engine_headers import fairness_headers
 from llamafleet.core.errors import (
     EngineFailed,
     Forbidden,
@@ -166,8 +167,9 @@ class EngineProxy:
         tried: set[str] = set()
         last_error = ""
         for attempt in range(self._settings.max_attempts):
+            grant = Grant()
             endpoint = await self._balancer.acquire(
-                lambda: self._routing.table, base, adapter, keys, tried, request.tenancy
+                lambda: self._routing.table, base, adapter, keys, tried, request.tenancy, grant
             )
             if endpoint is None:
                 break
@@ -178,20 +180,24 @@ class EngineProxy:
                 response = await self._engines().post(
                     endpoint.url + request.path,
                     data=request.body,
-                    headers={"content-type": "application/json", **engine_headers(endpoint.secret)},
+                    headers={
+                        "content-type": "application/json",
+                        **engine_headers(endpoint.secret),
+                        **fairness_headers(grant.tenant, grant.preempts),
+                    },
                 )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # Nothing reached the engine: safe to try another replica.
-                await self._balancer.release(base, endpoint)
+                await self._balancer.release(base, endpoint, grant)
                 last_error = f"{endpoint.replica_id}: {type(exc).__name__}"
                 log.warning("replica %s unreachable (%s); trying another", endpoint.replica_id, exc)
                 continue
             except (aiohttp.ClientError, TimeoutError) as exc:
-                await self._balancer.release(base, endpoint)
+                await self._balancer.release(base, endpoint, grant)
                 raise EngineFailed(f"replica {endpoint.replica_id} failed: {type(exc).__name__}") from exc
             if request.stream and response.status == 200:
                 return StreamingResponse(
-                    self._relay(response, endpoint, request, started, base),
+                    self._relay(response, endpoint, request, started, base, grant),
                     media_type="text/event-stream",
                     headers={
                         "Cache-Control": "no-cache",
@@ -202,7 +208,7 @@ class EngineProxy:
             try:
                 return await self._complete(response, endpoint, request)
             finally:
-                await self._balancer.release(base, endpoint)
+                await self._balancer.release(base, endpoint, grant)
         route = self._routing.table.models.get(base)
         total = len(route.endpoints) if route else 0
         detail = f"; last error: {last_error}" if last_error else ""
@@ -250,6 +256,7 @@ class EngineProxy:
         request: Forward,
         started: float,
         base: str,
+        grant: Grant,
     ) -> AsyncIterator[bytes]:
         tokens = StreamTokens(BY_PATH[request.path])
         stripper = UsageStripper() if request.strip_usage else None
@@ -278,7 +285,7 @@ class EngineProxy:
             )
         finally:
             response.close()  # a client disconnect lands here too: the engine sees it and cancels
-            await self._balancer.release(base, endpoint)
+            await self._balancer.release(base, endpoint, grant)
             self._metrics.generated_tokens.labels(request.model).inc(tokens.count)
             self._count(request, status)
             self._charge(request, tokens.total)

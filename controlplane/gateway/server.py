@@ -40,6 +40,7 @@ class Gateway:
         balancer = Balancer(
             state, metrics, settings.balancer, settings.queue_limit, settings.queue_timeout_s,
             settings.retry_after_s, settings.affinity_ttl_s, settings.tenant_queue_limit,
+            settings.tenant_preemption,
         )  # fmt: skip
         ring = KeyRing(settings.keys_file, settings.api_keys)
         quotas = Quotas(settings.redis_url)

@@ -64,6 +64,12 @@ class GatewaySettings(BaseModel):
         description="Requests one tenant may have waiting per model (then 429 naming this bound; 0: only "
         "--gateway-queue-limit), so one team's backlog cannot fill the queue for every team",
     )
+    tenant_preemption: bool = Field(
+        default=True,
+        description="When every slot is taken, let a tenant with nothing in flight on a model suspend a "
+        "request of a tenant holding a request more than its weighted share (resumed exactly when a slot "
+        "frees), instead of waiting a slot turn",
+    )
     queue_timeout_s: float = Field(
         default=30.0, gt=0, description="Seconds a request waits for a busy replica's slot before 429"
     )

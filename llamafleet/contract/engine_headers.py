@@ -17,7 +17,7 @@ PREEMPTS_HEADER = "x-llamafleet-preempts"
 
 def fairness_headers(tenant: str, preempts: str) -> dict[str, str]:
     """The headers for a request of ``tenant`` that may suspend one of ``preempts``' ("": none)."""
-    headers = {TENANT_HEADER: tenant}
+    headers = {TENANT_HEADER: tenant} if tenant else {}
     if preempts:
         headers[PREEMPTS_HEADER] = preempts
     return headers

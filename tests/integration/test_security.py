@@ -359,6 +359,43 @@ def test_a_request_queues_as_its_keys_tenant_and_only_with_the_headers_the_key_a
     assert 'llamafleet_gateway_tenant_admitted_total{tenant="team-x"} 1.0' in metrics
 
 
+def test_an_idle_tenant_preempts_a_flood_across_gateways_and_the_flood_resumes(secured: Secured) -> None:
+    # Tenant "base" fills both slots through gateway 0; tenant "team-x" asks through gateway 1, which
+    # counts tenants' requests in flight through Redis: it sends the request at once, naming "base"
+    # for the engine to suspend, and the short answer ends before the long ones, which still finish.
+    long_body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 200, "ignore_eos": True,
+                 "temperature": 0}  # fmt: skip
+    admin = {"authorization": f"Bearer {KEYS['admin']}"}
+    assert secured.post(1, KEYS["base"]).status_code == 200  # gateway 1 has seen tenant "base"
+
+    async def scenario() -> tuple[list[float], float, list[httpx.Response]]:
+        async with httpx.AsyncClient(timeout=300) as client:
+
+            async def ask(gateway: int, key: str, body: dict[str, object]) -> tuple[httpx.Response, float]:
+                headers = {"authorization": f"Bearer {KEYS[key]}"}
+                response = await client.post(f"{secured.gateways[gateway]}/v1/completions", json=body,
+                                             headers=headers)  # fmt: skip
+                return response, asyncio.get_running_loop().time()
+
+            flood = [asyncio.create_task(ask(0, "base", long_body)) for _ in range(2)]
+            slots_url = f"{secured.gateways[0]}/v1/replicas/{MODEL}/slots"
+            for _ in range(3000):  # until both slots generate
+                replicas = (await client.get(slots_url, headers=admin)).json()["data"]
+                if sum(s["state"] == "generating" for r in replicas for s in r["result"]) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            short, short_end = await ask(1, "team", {"model": MODEL, "prompt": "Hi", "max_tokens": 2})
+            assert short.status_code == 200, short.text
+            done = await asyncio.gather(*flood)
+            return [end for _, end in done], short_end, [r for r, _ in done]
+
+    long_ends, short_end, answers = asyncio.run(scenario())
+    assert short_end < min(long_ends)  # it did not wait for a slot to free
+    assert [a.json()["usage"]["completion_tokens"] for a in answers] == [200, 200]
+    metrics = oneshot.get(f"{secured.gateways[1]}/metrics", timeout=10).text
+    assert 'llamafleet_gateway_preemptions_total{model="smol",tenant="base"} 1.0' in metrics
+
+
 def test_a_quota_is_shared_by_two_gateways_through_redis(secured: Secured) -> None:
     answers = [secured.post(i % 2, KEYS["scoped"]).status_code for i in range(RPM + 2)]
     assert answers.count(200) == RPM, answers  # each gateway alone would have let 2 × RPM through

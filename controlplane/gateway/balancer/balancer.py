@@ -13,6 +13,15 @@ predicted wait (the requests ahead of it over the model's measured completions p
 exceeds it. A request is woken when a slot frees here, and polls for slots freed through another
 gateway (Redis, which also shares the tenants' virtual times and who waits: ``redis_state.py``).
 
+Preemption: when every slot is taken and the first in line is a tenant with nothing in flight on the
+model while another tenant holds a request more than its weighted share of the model's slots, the
+request goes to an engine anyway (up to ``preemptible`` requests past a replica's slots; the replica
+where this gateway placed most of that tenant's requests) with the over-share tenant named
+(``x-llamafleet-preempts``): the engine suspends that tenant's most recent request, its cells saved
+to host memory, and resumes it exactly when a slot frees. So an interactive team's request starts at
+once beside a flood instead of after a slot turn. Tenants' requests in flight are counted where the
+slot counts are (Redis: across gateways, among the tenants this gateway has seen).
+
 An autoscaled model with no ready replica (at zero, or all starting) holds the request in the same
 queue until one is ready, up to the route's ``hold_s`` (503 with Retry-After after that); the first
 held request wakes the load reporter at once, so the control plane starts replicas for what waits.
@@ -27,6 +36,7 @@ import collections
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
 from controlplane.gateway.balancer.fair_queue import (
@@ -45,7 +55,27 @@ from llamafleet.core.errors import ColdStartTimeout, Overloaded, QueueTimeout
 
 POLL_S = 0.05  # how often a queued request looks for slots freed through another gateway
 DEFAULT_TENANCY = Tenancy()
+MAX_TENANTS_SEEN = 1000  # per model, for preemption's shares
 RATE_WINDOW_S = 30.0  # completions per second are measured over this long (the objective's prediction)
+
+
+def preemptible(slots: int) -> int:
+    """Requests a replica may hold past its slots, suspended for other tenants' (a slot's KV each,
+    in host memory): a quarter of its slots, at least one."""
+    return max(1, slots // 4)
+
+
+def tenant_slot(model: str, tenant: str) -> str:
+    """The key a tenant's requests in flight on a model are counted under, beside the replicas'."""
+    return f"tenant\x1f{model}\x1f{tenant}"
+
+
+@dataclass
+class Grant:
+    """What ``acquire`` gave a request beside its replica: whose it is, and whom it may preempt."""
+
+    tenant: str = ""
+    preempts: str = ""  # a tenant over its share, one of whose running requests the engine may suspend
 
 
 class Balancer:
@@ -59,10 +89,12 @@ class Balancer:
         retry_after_s: float = 2.0,
         affinity_ttl_s: float = 600.0,
         tenant_queue_limit: int = 0,
+        preemption: bool = True,
     ) -> None:
         self.state = state
         self._clock: TagClock = state.tag_clock()
         self._tenant_queue_limit = tenant_queue_limit
+        self._preemption = preemption
         self._queues: dict[str, FairQueue] = {}
         self._done: dict[str, collections.deque[float]] = defaultdict(collections.deque)
         self._metrics = metrics
@@ -86,6 +118,8 @@ class Balancer:
         self._waiting: dict[str, int] = defaultdict(int)
         self._freed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._in_engines: dict[str, int] = defaultdict(int)
+        self._weights: dict[str, dict[str, float]] = defaultdict(dict)  # model → tenants seen → weight
+        self._placed: collections.Counter[tuple[str, str]] = collections.Counter()  # (replica, tenant): here
         self._last_request: dict[str, float] = {}
         self.held = asyncio.Event()  # set when a request starts waiting for a first replica
 
@@ -124,10 +158,19 @@ class Balancer:
         keys: RequestKeys,
         exclude: set[str],
         tenancy: Tenancy = DEFAULT_TENANCY,
+        grant: Grant | None = None,
     ) -> Endpoint | None:
-        """A replica with a slot taken for this request, or None when no replica is ready at all."""
+        """A replica with a slot taken for this request, or None when no replica is ready at all.
+        ``grant`` (given back to ``release``) receives the tenant and whom the request may preempt."""
         started = time.monotonic()
         self._last_request[model] = time.time()
+        counted = grant is not None  # the caller gives it back to release: the tenant's count with it
+        grant = grant if grant is not None else Grant()
+        grant.tenant = tenancy.tenant if counted else ""
+        weights = self._weights[model]
+        if len(weights) >= MAX_TENANTS_SEEN and tenancy.tenant not in weights:
+            weights.clear()  # a trusted upstream naming endless tenants: forget them, not memory
+        weights[tenancy.tenant] = tenancy.weight
         queue = self._queue(model)
         ticket: Ticket | None = None
         holding = False
@@ -147,7 +190,7 @@ class Balancer:
                     holding, started = False, time.monotonic()
                 turn = queue.head(adapter) is ticket if ticket is not None else not queue.waiting_for(adapter)
                 if ready and route is not None and turn:
-                    chosen = await self._try_pick(current, route, model, ready, keys, ticket)
+                    chosen = await self._try_pick(current, route, model, ready, keys, ticket, tenancy, grant)
                     if chosen is False:
                         continue  # another gateway took that slot first: look again
                     if isinstance(chosen, Endpoint):
@@ -160,6 +203,12 @@ class Balancer:
                             self._metrics.tenant(tenancy.tenant)
                         ).observe(waited if ticket is not None else 0.0)
                         self._in_engines[model] += 1
+                        if grant.tenant:
+                            self._placed[(chosen.replica_id, grant.tenant)] += 1
+                            await self.state.acquire(tenant_slot(model, grant.tenant))
+                        if grant.preempts:
+                            victim = self._metrics.tenant(grant.preempts)
+                            self._metrics.preemptions.labels(model, victim).inc()
                         return chosen
                 if ticket is None:
                     ticket = await self._join(queue, model, adapter, tenancy)
@@ -228,23 +277,67 @@ class Balancer:
 
     async def _try_pick(
         self, current: RoutingTable, route: ModelRoute, model: str, ready: list[Endpoint], keys: RequestKeys,
-        ticket: Ticket | None,
+        ticket: Ticket | None, tenancy: Tenancy, grant: Grant,
     ) -> Endpoint | bool | None:  # fmt: skip
         """A replica with a slot taken; None when all are busy; False when another gateway won the race
         (a slot, or the turn: a request waiting at another gateway comes first)."""
+        slots = max(route.parallel_slots, 1)
         load = await self.state.in_flight([e.replica_id for e in ready])
-        free = [e for e in ready if load[e.replica_id] < max(route.parallel_slots, 1)]
+        free = [e for e in ready if load[e.replica_id] < slots]
         if not free:
-            return None
+            return await self._try_preempt(model, ready, load, slots, ticket, tenancy, grant)
         name = self.policy_for(current, model)
         choice = await self._policies[name].choose(model, free, keys, load, route.parallel_slots)
         if not await self._clock.may_take(model, ticket):
             return None  # another gateway's waiting request comes first: wait for the next free slot
-        if not await self.state.try_acquire(choice.endpoint.replica_id, max(route.parallel_slots, 1)):
+        if not await self.state.try_acquire(choice.endpoint.replica_id, slots):
             return False
+        grant.preempts = ""
         self._metrics.decisions.labels(name, choice.reason).inc()
         self._set_in_flight(choice.endpoint.replica_id, load[choice.endpoint.replica_id] + 1)
         return choice.endpoint
+
+    async def _try_preempt(
+        self, model: str, ready: list[Endpoint], load: dict[str, int], slots: int, ticket: Ticket | None,
+        tenancy: Tenancy, grant: Grant,
+    ) -> Endpoint | bool | None:  # fmt: skip
+        """Every slot is taken: a replica past its slots for a tenant with nothing in flight, naming the
+        tenant most over its share for the engine to suspend; None when no tenant is over its share."""
+        counted = self._preemption and grant.tenant
+        victim = await self._over_share(model, tenancy, slots * len(ready)) if counted else ""
+        limit = slots + preemptible(slots)
+        room = [e for e in ready if load[e.replica_id] < limit]
+        if not victim or not room:
+            return None
+        # Where this gateway placed most of the victim's requests (the engine suspends one there), then
+        # the least loaded.
+        endpoint = min(room, key=lambda e: (-self._placed[(e.replica_id, victim)], load[e.replica_id]))
+        if not await self._clock.may_take(model, ticket):
+            return None
+        if not await self.state.try_acquire(endpoint.replica_id, limit):
+            return False
+        grant.preempts = victim
+        self._metrics.decisions.labels("preempt", "tenant_over_share").inc()
+        self._set_in_flight(endpoint.replica_id, load[endpoint.replica_id] + 1)
+        return endpoint
+
+    async def _over_share(self, model: str, tenancy: Tenancy, slots: int) -> str:
+        """The tenant holding the most requests past its weighted share of ``slots``, by at least one
+        (it keeps its share after losing one), when ``tenancy``'s tenant has none in flight (and is not
+        sheddable); "" otherwise."""
+        if tenancy.priority == "sheddable":
+            return ""
+        weights = self._weights[model]
+        tenants = list(weights)
+        held = await self.state.in_flight([tenant_slot(model, t) for t in tenants])
+        counts = {t: held[tenant_slot(model, t)] for t in tenants}
+        if counts.get(tenancy.tenant, 0) > 0:
+            return ""
+        active = {t for t, n in counts.items() if n > 0} | {tenancy.tenant}
+        total = sum(weights[t] for t in active)
+        over = {t: counts[t] - slots * weights[t] / total for t in active if t != tenancy.tenant}
+        worst = max(over, key=lambda t: over[t], default="")
+        return worst if worst and over[worst] >= 1 else ""  # it keeps its share after losing one
 
     def _timed_out(self, model: str, tenancy: Tenancy, holding: bool, limit: float) -> None:
         if holding:
@@ -259,10 +352,16 @@ class Balancer:
             retry_after=self._retry_after_s,
         )
 
-    async def release(self, model: str, endpoint: Endpoint) -> None:
+    async def release(self, model: str, endpoint: Endpoint, grant: Grant | None = None) -> None:
         self._in_engines[model] -= 1
         self._done[model].append(time.monotonic())
         await self.state.release(endpoint.replica_id)
+        if grant is not None and grant.tenant:
+            key = (endpoint.replica_id, grant.tenant)
+            self._placed[key] -= 1
+            if self._placed[key] <= 0:
+                del self._placed[key]
+            await self.state.release(tenant_slot(model, grant.tenant))
         load = await self.state.in_flight([endpoint.replica_id])
         self._set_in_flight(endpoint.replica_id, load[endpoint.replica_id])
         self._freed[model].set()

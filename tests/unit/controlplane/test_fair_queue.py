@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
 from controlplane.gateway.access.api_keys import ApiKey
 from controlplane.gateway.access.tenancy import tenancy_of
-from controlplane.gateway.balancer.balancer import Balancer
+from controlplane.gateway.balancer.balancer import Balancer, Grant, preemptible, tenant_slot
 from controlplane.gateway.balancer.fair_queue import Priority, Tenancy
 from controlplane.gateway.balancer.request_keys import RequestKeys
 from controlplane.gateway.balancer.state import InProcessState
@@ -153,3 +153,66 @@ def test_tenancy_comes_from_the_key_and_only_the_headers_it_allows() -> None:
     assert tenancy_of(upstream, {"x-llamafleet-tenant": "team-x"}).tenant == "team-x"
     with pytest.raises(InvalidRequest):
         tenancy_of(upstream, {"x-llamafleet-tenant": "no spaces"})
+
+
+# --- preemption: a tenant with nothing in flight beside one over its share --------------------------
+
+TWO_SLOTS = RoutingTable(1, {"m": ModelRoute("m", 2, 2048, (REPLICA,))})
+
+
+async def grant_for(b: Balancer, tenancy: Tenancy) -> Grant:
+    grant = Grant()
+    await b.acquire(lambda: TWO_SLOTS, "m", None, RequestKeys(), set(), tenancy, grant)
+    return grant
+
+
+async def test_an_idle_tenant_preempts_the_tenant_over_its_share_at_once() -> None:
+    b = balancer()
+    flood = [await grant_for(b, Tenancy("a")) for _ in range(2)]  # both slots
+    assert [g.preempts for g in flood] == ["", ""]
+    waiting = asyncio.create_task(grant_for(b, Tenancy("a")))  # a's third waits its turn
+    await settle()
+    assert not waiting.done()
+    interactive = await grant_for(b, Tenancy("b"))  # no slot is free, yet b goes now
+    assert interactive.tenant == "b"
+    assert interactive.preempts == "a"
+    assert (await b.state.in_flight(["r1"]))["r1"] == 3  # 2 slots + 1 suspended: preemptible(2) == 1
+    assert preemptible(2) == 1
+    late = asyncio.create_task(grant_for(b, Tenancy("c")))  # past slots + preemptible: c waits
+    await settle()
+    assert not late.done()
+    await b.release("m", REPLICA, interactive)
+    assert (await asyncio.wait_for(late, 5)).preempts == "a"  # a still holds 2 of 2 slots; c has none
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+
+
+async def test_no_preemption_for_a_tenant_already_served_sheddable_or_within_share() -> None:
+    b = balancer()
+    a = await grant_for(b, Tenancy("a"))
+    b_first = await grant_for(b, Tenancy("b"))  # a free slot: no preemption needed
+    assert (a.preempts, b_first.preempts) == ("", "")
+    for tenancy in (Tenancy("b"), Tenancy("c", priority="sheddable"), Tenancy("c")):
+        # b has a request in flight; sheddable never preempts; a and b each hold their share (1 of 2)
+        task = asyncio.create_task(grant_for(b, tenancy))
+        await settle()
+        assert not task.done(), tenancy
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_tenant_counts_follow_release_so_a_drained_flood_is_no_longer_preempted() -> None:
+    b = balancer()
+    flood = [await grant_for(b, Tenancy("a")) for _ in range(2)]
+    for grant in flood:
+        await b.release("m", REPLICA, grant)
+    assert (await b.state.in_flight([tenant_slot("m", "a")]))[tenant_slot("m", "a")] == 0
+    assert (await grant_for(b, Tenancy("b"))).preempts == ""  # a free slot again
+
+
+async def test_weights_set_the_shares_preemption_protects() -> None:
+    b = balancer()
+    for _ in range(2):
+        await grant_for(b, Tenancy("a", weight=1))
+    # b's weight 3 gives it a share of 1.5 of 2 slots, a's 0.5: a holding 2 is over by 1.5
+    assert (await grant_for(b, Tenancy("b", weight=3))).preempts == "a"
