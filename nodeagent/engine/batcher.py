@@ -56,6 +56,13 @@ from nodeagent.engine.watchdog import DecodeWatchdog
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class Aborted:
+    """A decode step stopped before it finished (a preempting request arrived)."""
+
+
+ABORTED = Aborted()
 Post = Callable[[list[tuple[Sequence, Delta]]], None]
 
 
@@ -151,6 +158,8 @@ class Batcher:
                 )
             self._queued += 1
             self._inbox.append(seq)
+            if seq.preempts and self.busy >= len(self._slots):
+                self._model.request_abort()  # it suspends a request: at once, not after this step
             self._lock.notify()
 
     def cancel(self, seq: Sequence) -> None:
@@ -194,6 +203,7 @@ class Batcher:
                     break
                 self._waiting.extend(self._inbox)
                 self._inbox.clear()
+                self._model.clear_abort()  # whoever asked is in the waiting line now
                 commands, self._commands = self._commands, []
                 self._wake = False
             for command in commands:
@@ -497,7 +507,13 @@ class Batcher:
                 outputs.append((slot, index - len(drafts.get(slot.id, ()))))
         if batch.n == 0:
             return
+        # A step may be stopped for a request that preempts (see submit) unless a sequence in it keeps
+        # a drafter's history, which a step taken back would leave a token ahead.
+        self._model.set_abortable(all(s.seq is None or s.seq.drafter is None for s in members))
         failed = self._decode(adapters, embeddings=False)
+        if isinstance(failed, Aborted):
+            self._take_back(members, plan, {s.id for s in generating})
+            return
         if failed is not None:
             for slot in members:
                 self._forget(slot)
@@ -508,6 +524,29 @@ class Batcher:
             draft = drafts.get(slot.id, [])
             emitted += self._verify(slot, index, draft) if draft else self._after_logits(slot, index)
         self._count_tokens(emitted)
+
+    def _take_back(
+        self, members: list[Slot], plan: dict[int, tuple[list[int], bool]], generating: set[int]
+    ) -> None:
+        """Undo a step stopped before it finished: every planned token out of the cells (llama.cpp kept
+        the micro-batches it finished) and back to its sequence, to be decoded in the next step."""
+        for slot in members:
+            seq = slot.seq
+            if seq is None or slot.id not in plan:
+                continue
+            tokens = plan[slot.id][0]
+            del slot.cached[len(slot.cached) - len(tokens) :]
+            if not self._model.cut(slot.id, len(slot.cached)):
+                self._forget(slot)
+                self._finish(
+                    slot, Delta(error=EngineFailed("the KV cache could not take back a stopped step"))
+                )
+                continue
+            if slot.id in generating:
+                seq.next_token = tokens[0]
+            else:
+                seq.pending = tokens + seq.pending
+        self._metrics.steps_stopped.inc()
 
     def _draft_limit(self, slot: Slot, seq: Sequence, room: int) -> int:
         """The most draft tokens worth verifying after ``seq``'s sampled one: within the batch's room,
@@ -646,6 +685,7 @@ class Batcher:
             assert slot.seq is not None
             batch.add(slot.id, slot.seq.prompt, 0, "all")
         failed = self._decode((), embeddings=True)
+        assert not isinstance(failed, Aborted)  # embedding steps are never abortable
         for slot in taken:
             delta = Delta(error=failed) if failed is not None else self._pooled(slot.id)
             model.clear_seq(slot.id)  # embedding inputs are not worth a prompt cache
@@ -658,15 +698,19 @@ class Batcher:
         norm = float(np.linalg.norm(vector))
         return Delta(finish_reason="stop", embedding=(vector / norm if norm > 0 else vector).tolist())
 
-    def _decode(self, adapters: AdapterKey, embeddings: bool) -> LlamafleetError | None:
-        """Decode the filled batch under this adapter set and output mode; the error, if it failed."""
+    def _decode(self, adapters: AdapterKey, embeddings: bool) -> LlamafleetError | Aborted | None:
+        """Decode the filled batch under this adapter set and output mode; the error if it failed,
+        ABORTED if a preempting request stopped it."""
         self._adapters.bind(adapters)
         self._model.set_embeddings(embeddings)
+        if embeddings:
+            self._model.set_abortable(False)
         self._metrics.step_tokens.observe(self._model.batch.n)
         if self._watchdog is not None:
             self._watchdog.step_started()
         try:
-            self._model.decode()
+            if not self._model.decode():
+                return ABORTED
         except LlamafleetError as exc:
             return exc
         finally:

@@ -59,6 +59,11 @@ class EngineMetrics:
             "gateway let preempt them",
             registry=r,
         )
+        self.steps_stopped = Counter(
+            "llamafleet_engine_decode_steps_stopped_total",
+            "Decode steps stopped part-way for a preempting request and taken back (redone next step)",
+            registry=r,
+        )
         self.suspended = Gauge(
             "llamafleet_engine_suspended_requests", "Requests suspended now, waiting to resume", registry=r
         )

@@ -54,6 +54,13 @@ def _forward_log(level: int, text: bytes, _: Any) -> None:
 # Kept at module level: llama.cpp holds the pointer for the life of the process.
 _LOG_CALLBACK = llama_cpp.llama_log_callback(_forward_log)
 
+# Aborting a decode step: llama.cpp asks a C callback between graph nodes whether to stop. A Python
+# callback would take the GIL at every node; instead the callback is libc's strlen on a two-byte
+# buffer of ours ([flag, NUL]): it returns 1 when the flag byte is set and 0 when not, which is exactly
+# the bool llama.cpp expects (the return register's low byte), read without Python.
+_STRLEN = llama_cpp.ggml_abort_callback(ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value or 0)
+_NEVER = ctypes.create_string_buffer(2)  # a flag nobody sets: steps that must not be aborted
+
 
 class LoadProgress:
     """Logs model-load progress in quarters, so a slow load on a big model shows it is moving."""
@@ -169,6 +176,9 @@ class NativeModel:
         self.n_ubatch = llama_cpp.llama_n_ubatch(ctx)
         self.batch = BatchBuffer(self.n_batch, config.n_seq)
         self._embeddings_on = False
+        self._abort_flag = ctypes.create_string_buffer(2)
+        self._abortable = False
+        llama_cpp.llama_set_abort_callback(ctx, _STRLEN, ctypes.cast(_NEVER, ctypes.c_void_p))
 
     # --- threads (batcher thread only) ---------------------------------------------------------
 
@@ -252,11 +262,30 @@ class NativeModel:
 
     # --- decoding (batcher thread only) ------------------------------------------------------
 
-    def decode(self) -> None:
+    def decode(self) -> bool:
+        """Decode the batch; False when ``request_abort`` stopped an abortable step (the step's last
+        micro-batch is then gone from the cells, earlier ones stay: cut them to roll it back)."""
         self.batch.struct.n_tokens = self.batch.n
         rc = llama_cpp.llama_decode(self.ctx, self.batch.struct)
+        if rc == 2 and self._abortable:
+            return False
         if rc != 0:
             raise EngineFailed(f"llama_decode failed with code {rc} on a batch of {self.batch.n} tokens")
+        return True
+
+    def set_abortable(self, on: bool) -> None:
+        """Whether ``request_abort`` may stop the next decode steps."""
+        if on != self._abortable:
+            flag = self._abort_flag if on else _NEVER
+            llama_cpp.llama_set_abort_callback(self.ctx, _STRLEN, ctypes.cast(flag, ctypes.c_void_p))
+            self._abortable = on
+
+    def request_abort(self) -> None:
+        """Stop the abortable decode step running now, or the next one (any thread)."""
+        self._abort_flag[0] = b"\x01"
+
+    def clear_abort(self) -> None:
+        self._abort_flag[0] = b"\x00"
 
     def set_embeddings(self, on: bool) -> None:
         if on != self._embeddings_on:

@@ -51,6 +51,15 @@ async def _generating(client: httpx.AsyncClient) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _admitted(client: httpx.AsyncClient) -> None:
+    """Until the one slot holds a request (admitted: its first step is under way)."""
+    for _ in range(60_000):
+        if (await client.get("/slots")).json()[0]["request"]:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("no request was admitted")
+
+
 def _metric(metrics: str, name: str) -> float:
     return float(next(x for x in metrics.splitlines() if x.startswith(name + " ")).split()[1])
 
@@ -114,3 +123,37 @@ def test_a_suspended_request_cancelled_by_its_client_is_dropped(smollm2_path: Pa
         after = client.post("/v1/completions", json=SHORT)
     assert _metric(metrics, "llamafleet_engine_preempted_total") == 1
     assert after.status_code == 200  # the slot serves again
+
+
+def test_a_step_under_way_is_stopped_for_a_preempting_request_and_redone_exactly(
+    smollm2_path: Path, tmp_path: Path
+) -> None:
+    # One slot prefilling ~1,800 tokens in a single step (hundreds of milliseconds on any CPU): a
+    # preempting request stops that step (llama.cpp's abort callback), the step is taken back from the
+    # cells and redone after the newcomer; the long request's answer is the one it gives uninterrupted.
+    text = "The harbour master counted the boats that came in with the tide. " * 150
+    long_prompt = {"model": "smollm2", "temperature": 0, "max_tokens": 8, "ignore_eos": True, "prompt": text}
+    one_step = ("--batch-size", "2048", "--ubatch-size", "2048", "--prefill-chunk", "2048")
+    flags = ("--parallel-slots", "1", "--context-length", "4096", *one_step)
+
+    async def race(url: str) -> tuple[str, bool]:
+        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+            long_run = asyncio.create_task(_stream(client, long_prompt, fairness_headers("a", "")))
+            await _admitted(client)
+            _, short_end = await _stream(client, SHORT, fairness_headers("b", "a"))
+            text, long_end = await long_run
+            return text, short_end < long_end
+
+    with running_engine(smollm2_path, tmp_path, *flags) as engine, engine.client() as client:
+        alone = client.post("/v1/completions", json=long_prompt).json()["choices"][0]["text"]
+        client.post("/v1/completions", json=SHORT | {"prompt": "Hello"})  # the slot holds something else
+        stopped = 0.0
+        for _ in range(3):  # the newcomer may, rarely, come after the step: try again
+            text, short_first = asyncio.run(race(engine.url))
+            assert text == alone
+            client.post("/v1/completions", json=SHORT | {"prompt": "Hello"})
+            stopped = _metric(client.get("/metrics").text, "llamafleet_engine_decode_steps_stopped_total")
+            if stopped:
+                break
+    assert stopped >= 1
+    assert short_first
