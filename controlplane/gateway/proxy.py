@@ -45,6 +45,9 @@ from llamafleet.security.engine_auth import engine_headers
 log = logging.getLogger(__name__)
 
 REPLICA_HEADER = "x-llamafleet-replica"  # which replica served the request (debugging, tests, benchmarks)
+# Idle pooled connections to engines close after this, well before engines close them (KEEP_ALIVE_S:
+# tests/unit/llamafleet/test_http_keepalive.py checks the order).
+ENGINE_KEEPALIVE_S = 15.0
 OTHER_MODEL = "other"  # the model label of requests for a name this gateway does not serve
 
 
@@ -98,11 +101,15 @@ class EngineProxy:
 
     def _engines(self) -> aiohttp.ClientSession:
         if self._session is None:  # created inside the running event loop
+            connector = aiohttp.TCPConnector(
+                limit=1000,
+                limit_per_host=0,
+                socket_factory=engine_socket,
+                keepalive_timeout=ENGINE_KEEPALIVE_S,
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, socket_factory=engine_socket),
-                timeout=self._timeout,
-                auto_decompress=False,
-            )  # fmt: skip
+                connector=connector, timeout=self._timeout, auto_decompress=False
+            )
         return self._session
 
     async def close(self) -> None:

@@ -12,6 +12,12 @@ import uvicorn
 
 from llamafleet.http.header_limits import BoundedHttpTools
 
+# How long an idle client connection stays open: longer than any client keeps one in its pool (the
+# gateway's 15 s to engines, cloud load balancers' 60 s), so the client always closes an idle
+# connection first. With uvicorn's 5 s a pooled request could go out on a connection the server was
+# closing at that moment (the gateway saw ServerDisconnectedError on one request of a benchmark).
+KEEP_ALIVE_S = 75
+
 
 class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
@@ -35,7 +41,7 @@ async def serve_until(
     grace = max(1, round(graceful_s))
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=grace,
-        http=BoundedHttpTools,
+        http=BoundedHttpTools, timeout_keep_alive=KEEP_ALIVE_S,
     )  # fmt: skip
     server = _EmbeddedServer(config)
     # Bind here, not in uvicorn: on a busy port uvicorn logs and calls sys.exit, which would end the
