@@ -282,11 +282,14 @@ class Batcher:
             self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
 
     def _admit(self) -> None:
-        donors: set[int] = set()  # slots copied from this round: llama.cpp copies at the next decode
+        # Slots copied from and into this round: llama.cpp copies at the next decode, so a donor must not
+        # be overwritten and a copy's target not saved (its cells are not there yet) before then.
+        donors: set[int] = set()
+        copied: set[int] = set()
         while self._waiting or self._suspended:
             free = [s for s in self._slots if s.seq is None and s.id not in donors]
             if not free:
-                if self._waiting and self._preempt():
+                if self._waiting and self._preempt(copied):
                     continue
                 return
             if self._suspended and not (self._waiting and self._waiting[0].preempts):
@@ -304,12 +307,13 @@ class Batcher:
                 slot = choice.slot
                 if choice.donor is not None:
                     donors.add(choice.donor.id)
+                    copied.add(slot.id)
                 self._attach_generation(choice, seq)
             slot.seq = seq
             seq.admitted_at = time.monotonic()
             self._metrics.prompt_tokens.inc(len(seq.prompt))
 
-    def _preempt(self) -> bool:
+    def _preempt(self, copied: set[int]) -> bool:
         """Suspend a running request for a waiting one the gateway let preempt it (fair queuing across
         tenants: a tenant with nothing running gets a slot now instead of after a slot turn); the waiting
         one goes first in line. The victim is the most recently admitted running generation of the
@@ -320,7 +324,7 @@ class Batcher:
             if not seq.preempts or seq.kind != "generate":
                 continue
             victims = [s for s in self._slots if s.seq is not None and s.seq.kind == "generate"
-                       and s.seq.tenant == seq.preempts != seq.tenant]  # fmt: skip
+                       and s.seq.tenant == seq.preempts != seq.tenant and s.id not in copied]  # fmt: skip
             if not victims:
                 continue
             slot = max(victims, key=lambda s: s.seq.admitted_at if s.seq else 0.0)
