@@ -37,7 +37,7 @@ class GatewayMetrics:
         )  # fmt: skip
         self.decisions = Counter(
             "llamafleet_gateway_balancer_decisions_total",
-            "Replica choices by policy and reason (prefix-owner: the replica that served the prefix)",
+            "Replica choices by policy and reason (prefix-owner: a replica holding the most of the prompt)",
             ["policy", "reason"], registry=registry,
         )  # fmt: skip
         self.queue_length = Gauge(

@@ -1,4 +1,4 @@
-"""Balancer state through a real redis-server: two gateways share load, prefix owners and sessions."""
+"""Balancer state through a real redis-server: two gateways share load, prompt blocks and sessions."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from controlplane.gateway.balancer.fair_queue import Tenancy
 from controlplane.gateway.balancer.redis_state import RETRY_S, RedisState
 from controlplane.gateway.balancer.request_keys import RequestKeys
 from controlplane.gateway.metrics import GatewayMetrics
+from tests.support.block_holding import check_block_holding
 from tests.support.redis_server import redis_server
 
 pytestmark = pytest.mark.integration
@@ -40,9 +41,16 @@ async def test_load_owners_and_sessions_are_shared(two_gateways: tuple[RedisStat
     assert await a.in_flight(["r1", "r2", "r3"]) == {"r1": 3, "r2": 1, "r3": 0}
     await a.release("r1")
     assert (await b.in_flight(["r1"]))["r1"] == 2
-    await a.remember("prefix", "k1", "r2", 60)
-    assert await b.owner("prefix", "k1") == "r2"
-    assert await b.owner("session", "k1") is None  # kinds do not mix
+    await a.remember("session", "k1", "r2", 60)
+    assert await b.owner("session", "k1") == "r2"
+    await a.hold(("x", "y"), "r2", 60)
+    assert await b.held(("x", "y", "z")) == {"r2": 2}  # what one gateway sent, the other knows
+
+
+async def test_prompt_blocks_held_in_redis_count_as_in_one_gateway(
+    two_gateways: tuple[RedisState, RedisState],
+) -> None:
+    await check_block_holding(two_gateways[0])
 
 
 async def test_a_dead_gateways_counts_vanish(two_gateways: tuple[RedisState, RedisState]) -> None:

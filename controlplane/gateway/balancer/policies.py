@@ -2,17 +2,20 @@
 
 - ``round-robin``: each in turn (the baseline).
 - ``least-load``: fewest requests in flight per slot, ties in turn.
-- ``prefix-affinity`` (the gateway's default): requests whose prompts start alike go to the replica
-  that served that prefix (its KV cache holds it) while it has a free slot. A new prefix goes, among
-  the replicas not much busier than the least loaded (at most half a replica's slots more in
-  flight), to the one that last served its system prompt (an engine copies that between slots), else
-  to the least loaded, then among equals to the one this gateway placed the fewest cache units on
-  (system prompts, or prefixes without one), then the key's consistent-hash ring order; a prefix
-  whose owner is full spills the same way without losing its owner. Ties broken by the ring alone
-  split 8 system prompts 5 and 3 over two replicas of 4 slots, and a replica holding more prompts
-  than slots evicts them in turn; the count placed first (before the load) lost to least-load on
-  random prompts in the cluster benchmark. Ownership is remembered (and shared through Redis) for
-  ``owner_ttl_s``; the count of units placed is this gateway's own.
+- ``prefix-affinity`` (the gateway's default): the replica whose cache holds most of the prompt,
+  weighed against its load. A prompt is a chain of block names (request_keys.py); the balancer
+  remembers which replicas were sent which blocks (shared through Redis, for ``owner_ttl_s``,
+  renewed by use) and gives each replica with a free slot a cost: the blocks it would have to
+  compute (the prompt's blocks past the leading ones it holds) plus ``LOAD_BLOCKS`` times its
+  requests in flight per slot. The cheapest wins; among equals the least loaded, then the one this
+  gateway placed the fewest new prompts on (named by their first block: a system prompt, mostly),
+  then the first block's consistent-hash ring order. So a conversation's turns go where its history
+  is, a new conversation goes where its system prompt is, a hot prompt spills to another replica
+  only when its holder is much busier (and the spill then holds it too), and new prompts on equally
+  loaded replicas spread evenly (by the ring alone, 8 system prompts split 5 and 3 over two
+  replicas of 4 slots, and a replica holding more prompts than slots evicts them in turn). This is
+  llm-d's and the Gateway API Inference Extension's prefix-cache scoring, approximated from the
+  prompt text as they approximate it, with the load in the same units.
 - ``session``: sticky on the OpenAI ``user`` field or the X-Session-ID header, else least-load.
 """
 
@@ -30,6 +33,10 @@ from controlplane.gateway.balancer.request_keys import RequestKeys
 from controlplane.gateway.balancer.state import BalancerState
 
 POLICIES = ("least-load", "prefix-affinity", "session", "round-robin")
+# A replica's full slots weigh as much as this many prompt blocks to compute (24 × 256 characters,
+# ~1,500 tokens): a 512-token system prompt keeps its replica until that has more than half its
+# slots in flight beyond another's, as the previous rule (by whole system prompts) did.
+LOAD_BLOCKS = 24.0
 
 
 @dataclass(frozen=True)
@@ -120,27 +127,25 @@ class PrefixAffinity:
     async def choose(
         self, model: str, candidates: list[Endpoint], keys: RequestKeys, load: dict[str, int], slots: int
     ) -> Choice:
-        if not keys.prefix:
+        if not keys.blocks:
             return await self._fallback.choose(model, candidates, keys, load, slots)
         by_id = {e.replica_id: e for e in candidates}
-        remembered = await self._state.owner("prefix", keys.prefix)
-        if remembered in by_id:  # it has a free slot (candidates do): its KV cache beats a spread
-            return Choice(by_id[remembered], "prefix-owner")
-        # A new prefix (or one whose owner is full or gone): see the module's docstring.
-        shared = await self._state.owner("prefix", keys.shared) if keys.shared else None
-        order = [m for m in self._ring(tuple(sorted(load))).walk(keys.prefix) if m in by_id]
-        least = min(load.get(m, 0) for m in order)
-        near = [m for m in order if load.get(m, 0) - least <= max(1, slots) // 2]
-        held = self._placements.counts()
-        replica = min(near, key=lambda m: (m != shared, load.get(m, 0), held[m], order.index(m)))
-        if replica != shared:
-            self._placements.place(keys.shared or keys.prefix, replica)
-        if keys.shared:
-            await self._state.remember("prefix", keys.shared, replica, self._ttl)
-        if remembered not in load:  # new, or its owner is gone; a full owner keeps its prefix
-            await self._state.remember("prefix", keys.prefix, replica, self._ttl)
-            return Choice(by_id[replica], "prefix-new" if remembered is None else "prefix-moved")
-        return Choice(by_id[replica], "prefix-spill")
+        held = await self._state.held(keys.blocks)  # replica → leading blocks it holds
+        order = [m for m in self._ring(tuple(sorted(load))).walk(keys.blocks[0]) if m in by_id]
+        units = self._placements.counts()
+        total = len(keys.blocks)
+
+        def cost(m: str) -> float:  # see the module docstring
+            return total - held.get(m, 0) + LOAD_BLOCKS * load.get(m, 0) / max(1, slots)
+
+        replica = min(order, key=lambda m: (cost(m), load.get(m, 0), units[m], order.index(m)))
+        best = max((held.get(m, 0) for m in load), default=0)
+        if held.get(replica, 0) == 0:
+            self._placements.place(keys.blocks[0], replica)
+        await self._state.hold(keys.blocks, replica, self._ttl)
+        if best == 0:
+            return Choice(by_id[replica], "prefix-new")
+        return Choice(by_id[replica], "prefix-owner" if held.get(replica, 0) == best else "prefix-spill")
 
 
 class Session:

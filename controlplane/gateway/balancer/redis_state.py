@@ -7,7 +7,9 @@
 - Taking a slot is one atomic step: a Lua script sums the live gateways' counts for the replica
   and increments this gateway's only when the sum is under the replica's slots, so two gateways
   can never both take its last slot.
-- Prefix owners and sessions: ``lf:owner:<kind>:<key>`` → replica, with the affinity TTL.
+- Prompt blocks (request_keys.py): ``lf:block:<name>``, a hash of replica → until (epoch seconds),
+  expiring with the affinity TTL; a Lua script walks a prompt's blocks and returns how many leading
+  ones each replica holds, in one round trip. Sessions: ``lf:owner:session:<key>`` → replica.
 - Fair queuing (fair_queue.py, ``RedisTagClock``): a model's virtual time ``lf:fq:v:<model>`` and its
   tenants' finish tags ``lf:fq:finish:<model>``, so a tenant's turns count across gateways; and each
   gateway's waiting requests ``lf:fq:wait:<gateway>:<model>`` (a sorted set by priority and tag): a
@@ -82,6 +84,44 @@ end
 return 1
 """
 _WAIT = "lf:fq:wait:"
+_BLOCK = "lf:block:"
+# ARGV: now (epoch seconds), the key prefix, then the prompt's block names in order.
+# Returns replica, count, replica, count…: the leading blocks each replica holds.
+_HELD = """
+local now = tonumber(ARGV[1])
+local alive = nil
+local counts = {}
+for i = 3, #ARGV do
+  local row = redis.call('HGETALL', ARGV[2] .. ARGV[i])
+  local still = {}
+  local any = false
+  for j = 1, #row, 2 do
+    local replica = row[j]
+    if tonumber(row[j + 1]) >= now and (alive == nil or alive[replica]) then
+      still[replica] = true
+      counts[replica] = i - 2
+      any = true
+    end
+  end
+  if not any then break end
+  alive = still
+end
+local out = {}
+for replica, count in pairs(counts) do
+  table.insert(out, replica)
+  table.insert(out, count)
+end
+return out
+"""
+# ARGV: replica, until (epoch seconds), ttl, the key prefix, then the block names.
+_HOLD = """
+for i = 5, #ARGV do
+  local key = ARGV[4] .. ARGV[i]
+  redis.call('HSET', key, ARGV[1], ARGV[2])
+  redis.call('EXPIRE', key, ARGV[3])
+end
+return 1
+"""
 NOT_QUEUED = 1e300  # the score of a request not in line: any request waiting anywhere comes first
 
 
@@ -155,6 +195,8 @@ class RedisState:
         self._gateway = gateway_id
         self._mine = f"{_PREFIX}{gateway_id}"
         self._take_slot = client.register_script(_TAKE_SLOT)
+        self._held = client.register_script(_HELD)
+        self._hold = client.register_script(_HOLD)
         self._counts: dict[str, int] = defaultdict(int)  # this gateway's requests in flight, always exact
         self._up = True
         self._retry_at = 0.0
@@ -310,6 +352,25 @@ class RedisState:
             return
         try:
             await self._client.set(f"lf:owner:{kind}:{key}", replica, ex=max(1, int(ttl_s)))
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+
+    async def held(self, blocks: tuple[str, ...]) -> dict[str, int]:
+        if not self._up or not blocks:
+            return {}  # affinity is an optimisation: route without it
+        try:
+            row = await self._held(keys=[], args=[time.time(), _BLOCK, *blocks])
+        except (RedisError, OSError) as exc:
+            self._down(exc)
+            return {}
+        return {str(row[i]): int(row[i + 1]) for i in range(0, len(row), 2)}
+
+    async def hold(self, blocks: tuple[str, ...], replica: str, ttl_s: float) -> None:
+        if not self._up or not blocks:
+            return
+        try:
+            until = time.time() + ttl_s
+            await self._hold(keys=[], args=[replica, until, max(1, int(ttl_s)), _BLOCK, *blocks])
         except (RedisError, OSError) as exc:
             self._down(exc)
 

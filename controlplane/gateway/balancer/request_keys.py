@@ -1,16 +1,17 @@
-"""What a request looks like to the balancer: its prefix keys and its session key, read from the body.
+"""What a request looks like to the balancer: its prompt as a chain of block hashes, and its session key.
 
-The prefix key identifies the part of the prompt an engine may already hold in a slot's KV
-cache: for a chat, its leading messages up to and including the first user message, whole (a
-conversation keeps this as it grows turn by turn, while different conversations under one
-system prompt differ — a truncated key would make every conversation under a long system
-prompt one "prefix"); for a completion, the first ``prefix_chars`` characters of the prompt.
-The shared key is what conversations have in common: a chat's messages before its first user
-message (the system prompt); without any, the first ``prefix_chars`` characters of a first user
-message longer than that (instructions or a document pasted ahead of the question: clients of
-models without a system role, Gemma's among them, and benchmark tools that send a conversation as
-one message); "" otherwise. An engine copies it between slots, so new conversations prefer the
-replica that last served it.
+The prompt's text (a completion's prompt; a chat's messages in order, each as role and content) is
+cut into blocks of ``BLOCK_CHARS`` characters, and block i is named by a hash of everything up to
+its end (the hash of block i-1 and its own text): two prompts share their first k names exactly
+when their first k blocks of text are equal. The last, partial block is named too, so a short or
+repeated prompt has a name. The balancer remembers which replicas were sent which names
+(``BalancerState.hold``) and scores a replica by how many of a prompt's leading names it holds: the
+part of the prompt its engine's KV cache (or host prompt cache) already has — a system prompt, a
+document pasted ahead of questions, a conversation's history as it grows turn by turn — whatever
+the API and wherever the shared part ends. The request's model (with its adapter) seeds the chain:
+an engine's cache is per adapter. At most ``MAX_BLOCKS`` names (32 KiB of prompt): past that,
+longer matches are not told apart.
+
 The session key is the OpenAI ``user`` field, or the ``X-Session-ID`` header when given.
 """
 
@@ -22,17 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 SESSION_HEADER = "x-session-id"
+BLOCK_CHARS = 256
+MAX_BLOCKS = 128
 
 
 @dataclass(frozen=True)
 class RequestKeys:
-    prefix: str = ""  # hex digest; "" when the body has no prompt to speak of
+    blocks: tuple[str, ...] = ()  # the prompt's block names, first block first; () with no prompt
     session: str = ""
-    shared: str = ""  # hex digest of a chat's messages before the first user message; "" if none
-
-
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 def _content(message: Any) -> str:
@@ -42,7 +40,28 @@ def _content(message: Any) -> str:
     return str(content or "")
 
 
-def request_keys(body: bytes, headers: dict[str, str], prefix_chars: int = 1024) -> RequestKeys:
+def _prompt_text(data: dict[str, Any]) -> str:
+    messages = data.get("messages")
+    if isinstance(messages, list):
+        return "".join(
+            f"{m.get('role', '') if isinstance(m, dict) else ''}\x1f{_content(m)}\x1e" for m in messages
+        )
+    prompt = data.get("prompt")
+    return prompt if isinstance(prompt, str) else ""
+
+
+def block_names(text: str, seed: str = "") -> tuple[str, ...]:
+    """The chained hashes of ``text``'s blocks (see the module docstring)."""
+    names: list[str] = []
+    previous = hashlib.blake2b(seed.encode(), digest_size=12).digest()
+    for start in range(0, min(len(text), BLOCK_CHARS * MAX_BLOCKS), BLOCK_CHARS):
+        block = text[start : start + BLOCK_CHARS].encode()
+        previous = hashlib.blake2b(previous + block, digest_size=12).digest()
+        names.append(previous.hex())
+    return tuple(names)
+
+
+def request_keys(body: bytes, headers: dict[str, str]) -> RequestKeys:
     try:
         data = json.loads(body)
     except ValueError:
@@ -50,20 +69,4 @@ def request_keys(body: bytes, headers: dict[str, str], prefix_chars: int = 1024)
     if not isinstance(data, dict):
         return RequestKeys()
     session = headers.get(SESSION_HEADER) or str(data.get("user") or "")
-    prefix = shared = ""
-    messages = data.get("messages")
-    if isinstance(messages, list) and messages:
-        leading: list[str] = []
-        for message in messages:
-            role = message.get("role", "") if isinstance(message, dict) else ""
-            if role == "user" and leading:
-                shared = _digest("\x1e".join(leading))
-            leading.append(f"{role}\x1f{_content(message)}")
-            if role == "user":
-                break
-        prefix = _digest("\x1e".join(leading))
-        if not shared and len(leading) == 1 and len(lead := _content(messages[0])) > prefix_chars:
-            shared = _digest(f"user\x1f{lead[:prefix_chars]}")
-    elif isinstance(data.get("prompt"), str) and data["prompt"]:
-        prefix = _digest(data["prompt"][:prefix_chars])
-    return RequestKeys(prefix, session, shared)
+    return RequestKeys(block_names(_prompt_text(data), str(data.get("model") or "")), session)

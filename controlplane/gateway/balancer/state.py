@@ -1,4 +1,5 @@
-"""What the balancer remembers: requests in flight per replica, prefix owners, sticky sessions.
+"""What the balancer remembers: requests in flight per replica, which replicas hold which prompt
+blocks (request_keys.py), sticky sessions.
 
 ``InProcessState`` keeps it in this gateway; ``RedisState`` (balancer/redis_state.py) shares it
 between gateway replicas. Both expire what they remember, so a gone replica or gateway fades out.
@@ -13,6 +14,8 @@ from typing import Protocol
 
 from controlplane.gateway.balancer.fair_queue import LocalTagClock, TagClock
 
+MAX_BLOCKS_HELD = 200_000  # prompt blocks remembered in one gateway (~100 bytes each)
+
 
 class BalancerState(Protocol):
     async def in_flight(self, replicas: list[str]) -> dict[str, int]: ...
@@ -25,9 +28,15 @@ class BalancerState(Protocol):
     async def release(self, replica: str) -> None: ...
 
     async def owner(self, kind: str, key: str) -> str | None:
-        """The replica a prefix or session ("prefix" | "session") was last sent to, if remembered."""
+        """The replica a session ("session") was last sent to, if remembered."""
 
     async def remember(self, kind: str, key: str, replica: str, ttl_s: float) -> None: ...
+
+    async def held(self, blocks: tuple[str, ...]) -> dict[str, int]:
+        """For each replica that holds the first of ``blocks``, how many leading blocks it holds."""
+
+    async def hold(self, blocks: tuple[str, ...], replica: str, ttl_s: float) -> None:
+        """Remember that ``replica`` was sent ``blocks`` (for ``ttl_s``, renewed by each use)."""
 
     async def close(self) -> None: ...
 
@@ -39,6 +48,7 @@ class InProcessState:
     def __init__(self) -> None:
         self._in_flight: dict[str, int] = defaultdict(int)
         self._owners: dict[tuple[str, str], tuple[str, float]] = {}
+        self._blocks: dict[str, dict[str, float]] = {}  # block → replica → until (monotonic)
 
     async def in_flight(self, replicas: list[str]) -> dict[str, int]:
         return {r: self._in_flight.get(r, 0) for r in replicas}
@@ -66,6 +76,30 @@ class InProcessState:
             now = time.monotonic()
             self._owners = {k: v for k, v in self._owners.items() if v[1] >= now}
         self._owners[(kind, key)] = (replica, time.monotonic() + ttl_s)
+
+    async def held(self, blocks: tuple[str, ...]) -> dict[str, int]:
+        now = time.monotonic()
+        counts: dict[str, int] = {}
+        alive: set[str] | None = None
+        for i, block in enumerate(blocks):
+            holders = {r for r, until in self._blocks.get(block, {}).items() if until >= now}
+            alive = holders if alive is None else alive & holders
+            if not alive:
+                break
+            for replica in alive:
+                counts[replica] = i + 1
+        return counts
+
+    async def hold(self, blocks: tuple[str, ...], replica: str, ttl_s: float) -> None:
+        now = time.monotonic()
+        if len(self._blocks) > MAX_BLOCKS_HELD:  # bound memory: drop what has expired, else the oldest half
+            self._blocks = {b: h for b, h in self._blocks.items() if max(h.values()) >= now}
+            if len(self._blocks) > MAX_BLOCKS_HELD // 2:
+                self._blocks = dict(list(self._blocks.items())[len(self._blocks) // 2 :])
+        for block in blocks:
+            holders = self._blocks.pop(block, {})  # re-inserted last: the dict's order is last use
+            holders[replica] = now + ttl_s
+            self._blocks[block] = holders
 
     async def close(self) -> None:
         return None

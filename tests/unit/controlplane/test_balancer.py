@@ -12,10 +12,11 @@ from prometheus_client import CollectorRegistry
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
 from controlplane.gateway.balancer.balancer import Balancer
 from controlplane.gateway.balancer.hashring import HashRing
-from controlplane.gateway.balancer.request_keys import RequestKeys, request_keys
+from controlplane.gateway.balancer.request_keys import BLOCK_CHARS, MAX_BLOCKS, RequestKeys, request_keys
 from controlplane.gateway.balancer.state import InProcessState
 from controlplane.gateway.metrics import GatewayMetrics
 from llamafleet.core.errors import ColdStartTimeout, Overloaded, QueueTimeout
+from tests.support.block_holding import check_block_holding
 
 NO_KEYS = RequestKeys()
 
@@ -27,43 +28,39 @@ def chat(*turns: tuple[str, str], user: str | None = None) -> bytes:
     return json.dumps(body).encode()
 
 
-def test_a_conversation_keeps_its_prefix_key_as_it_grows_and_conversations_differ() -> None:
-    first = request_keys(chat(("system", "You are terse."), ("user", "Tell me about Paris.")), {})
-    later = request_keys(
-        chat(("system", "You are terse."), ("user", "Tell me about Paris."), ("assistant", "It is..."),
-             ("user", "And Lyon?")), {},
-    )  # fmt: skip
-    other = request_keys(chat(("system", "You are terse."), ("user", "Tell me about Rome.")), {})
-    assert first.prefix == later.prefix
-    assert first.prefix != other.prefix
-    completion = request_keys(json.dumps({"model": "m", "prompt": "x" * 5000}).encode(), {})
-    assert (
-        completion.prefix
-        == request_keys(json.dumps({"model": "m", "prompt": "x" * 4000}).encode(), {}).prefix
-    )
-    assert request_keys(b"not json", {}) == RequestKeys()
-
-
-def test_conversations_under_one_long_system_prompt_have_their_own_keys_and_share_one() -> None:
+def test_a_prompt_is_named_block_by_block_so_prompts_share_exactly_their_common_leading_blocks() -> None:
     system = ("system", "You are the support desk of a large bank. " * 100)  # 4,300 characters
-    paris = request_keys(chat(system, ("user", "Tell me about Paris.")), {})
-    rome = request_keys(chat(system, ("user", "Tell me about Rome.")), {})
-    assert paris.prefix != rome.prefix
-    assert paris.shared == rome.shared != ""
-    assert request_keys(chat(("user", "hi")), {}).shared == ""  # nothing before the first user message
+    first = request_keys(chat(system, ("user", "Tell me about Paris.")), {})
+    later = request_keys(
+        chat(system, ("user", "Tell me about Paris."), ("assistant", "It is..." * 60), ("user", "And Lyon?")),
+        {},
+    )
+    other = request_keys(chat(system, ("user", "Tell me about Rome.")), {})
+    whole = (len("system\x1f") + 4300) // BLOCK_CHARS  # the blocks wholly inside the system prompt
+    assert len(first.blocks) == whole + 1  # and the last, partial one (the question)
+    assert later.blocks[:whole] == first.blocks[:whole]
+    assert other.blocks[:whole] == first.blocks[:whole]  # conversations share their system prompt…
+    assert other.blocks[whole] != first.blocks[whole]  # …and differ from the block the question is in
+    assert len(later.blocks) > len(first.blocks)  # a conversation's history adds blocks as it grows
+    # A completion is its prompt's text; another model (or adapter) is another cache.
+    doc = "A long document pasted ahead of the questions. " * 40
+    q1 = request_keys(json.dumps({"model": "m", "prompt": doc + "Question one?"}).encode(), {})
+    q2 = request_keys(json.dumps({"model": "m", "prompt": doc + "Question two?"}).encode(), {})
+    q3 = request_keys(json.dumps({"model": "m:lora", "prompt": doc + "Question two?"}).encode(), {})
+    shared = len(doc) // BLOCK_CHARS
+    assert q1.blocks[:shared] == q2.blocks[:shared]
+    assert q1.blocks[-1] != q2.blocks[-1]
+    assert not set(q3.blocks) & set(q2.blocks)
+    assert (
+        len(request_keys(json.dumps({"model": "m", "prompt": "x" * 10**6}).encode(), {}).blocks) == MAX_BLOCKS
+    )
+    assert len(request_keys(json.dumps({"model": "m", "prompt": "hi"}).encode(), {}).blocks) == 1
+    assert request_keys(b"not json", {}) == RequestKeys()
+    assert request_keys(json.dumps({"model": "m"}).encode(), {}).blocks == ()
 
 
-def test_instructions_pasted_ahead_of_the_question_in_one_user_message_are_shared_too() -> None:
-    """No system message (a model without a system role; a tool that sends the conversation as one
-    message): a long first user message's first 1,024 characters are what conversations share."""
-    lead = "You are the support desk of a large bank. " * 50  # 2,150 characters
-    paris = request_keys(chat(("user", lead + "Tell me about Paris.")), {})
-    rome = request_keys(chat(("user", lead + "Tell me about Rome.")), {})
-    assert paris.prefix != rome.prefix  # each its own conversation
-    assert paris.shared == rome.shared != ""
-    assert paris.shared != paris.prefix
-    short = request_keys(chat(("user", "Tell me about Paris.")), {})
-    assert short.shared == ""  # the whole message is the conversation's key already
+async def test_the_state_counts_the_leading_blocks_each_replica_holds() -> None:
+    await check_block_holding(InProcessState())
 
 
 def test_session_key_from_user_or_header() -> None:
@@ -113,42 +110,72 @@ async def test_round_robin_cycles_and_least_load_fills_the_emptiest() -> None:
     assert Counter(picks) == {"r1": 2, "r2": 2, "r3": 2}
 
 
+SYSTEM = ("system", "You are the support desk of a large bank. " * 100)  # 4,300 characters: 17 blocks
+
+
+def conversation(question: str, *history: str) -> RequestKeys:
+    """A chat under SYSTEM: the first question, then (answer, question) pairs as it goes on."""
+    turns = [SYSTEM, ("user", question)]
+    for i, text in enumerate(history):
+        turns.append(("assistant" if i % 2 == 0 else "user", text))
+    return request_keys(chat(*turns), {})
+
+
 async def test_prefix_affinity_sends_a_conversation_back_to_its_replica_while_it_has_a_free_slot() -> None:
     b = balancer(queue_limit=0)
     t = table(["r1", "r2", "r3"], slots=6, policy="prefix-affinity")
-    conversation = RequestKeys(prefix="conversation-1")
-    first = await take(b, t, conversation)
-    for _ in range(5):  # turn after turn, one request at a time: always its replica
+    history: list[str] = []
+    first = await take(b, t, conversation("Question 0?"))
+    for turn in range(1, 6):  # turn after turn, one request at a time: always its replica
         await b.release("m", endpoint(first))
-        assert await take(b, t, conversation) == first
-    others = [await take(b, t, RequestKeys(prefix=f"other-{i}")) for i in range(6)]
-    assert len(set(others)) == 3  # new prefixes go to the least loaded replica
+        history += [f"Answer {turn}. " * 20, f"Question {turn}?"]
+        assert await take(b, t, conversation("Question 0?", *history)) == first
+    others = [
+        await take(b, t, RequestKeys(request_keys(chat(("user", f"other-{i}")), {}).blocks)) for i in range(6)
+    ]
+    assert len(set(others)) == 3  # new prompts go to the least loaded replica
     for replica in others:
         await b.release("m", endpoint(replica))
-    hot = [await take(b, t, conversation) for _ in range(9)]  # a hot prefix, all at once
-    assert Counter(hot)[first] == 6 - 1  # its owner fills its free slots (one is the open turn)…
+    hot = [await take(b, t, conversation("Question 0?", *history)) for _ in range(9)]  # all at once
+    assert Counter(hot)[first] == 6 - 1  # its holder fills its free slots (one is the open turn)…
     assert len(set(hot)) > 1  # …then it spills over
-    for replica in hot:
-        await b.release("m", endpoint(replica))
-    assert await take(b, t, conversation) == first  # spills do not take the prefix from its owner
+    b2 = balancer(queue_limit=0)  # and a prompt short of a block is affinity for equals, least load else
+    short = RequestKeys(request_keys(chat(("user", "hi")), {}).blocks)
+    home = await take(b2, t, short)
+    assert await take(b2, t, short) != home
 
 
 async def test_a_new_conversation_prefers_its_system_prompts_replica_unless_it_is_much_busier() -> None:
     b = balancer(queue_limit=0)
     t = table(["r1", "r2", "r3"], slots=4, policy="prefix-affinity")
-    first = await take(b, t, RequestKeys(prefix="conversation-1", shared="system-A"))
+    first = await take(b, t, conversation("Question 1?"))
     await b.release("m", endpoint(first))
-    # All idle: the replica that served system prompt A wins, whatever the ring says.
-    assert {
-        await _take_released(b, t, RequestKeys(prefix=f"c-{i}", shared="system-A")) for i in range(8)
-    } == {first}
+    # All idle: the replica that served the system prompt wins, whatever the ring says.
+    assert {await _take_released(b, t, conversation(f"Question c-{i}?")) for i in range(8)} == {first}
     # Busier by up to half its slots, it still wins: splitting a system prompt over replicas puts a
     # copy in each one's cache, and with more prompts than slots they evict each other.
-    held = [await take(b, t, RequestKeys(prefix=f"busy-{i}", shared="system-A")) for i in range(2)]
-    assert held == [first, first]
-    assert await take(b, t, RequestKeys(prefix="conversation-1", shared="system-A")) == first  # its own
-    # Three in flight against none is more than half of 4 slots: a less loaded one wins.
-    assert await take(b, t, RequestKeys(prefix="c-new", shared="system-A")) != first
+    held = [await take(b, t, conversation(f"Busy {i}?")) for i in range(3)]
+    assert held == [first, first, first]  # the third: 2 of 4 busier
+    # Three in flight against none is more than half of 4 slots: a less loaded one wins…
+    spilled = await take(b, t, conversation("Question new?"))
+    assert spilled != first
+    await b.release("m", endpoint(spilled))
+    # …and now holds the system prompt too: the next new conversation goes there, the least loaded.
+    assert await take(b, t, conversation("Question newer?")) == spilled
+
+
+async def test_a_conversation_follows_its_history_over_a_replica_holding_only_its_system_prompt() -> None:
+    b = balancer(queue_limit=0)
+    t = table(["r1", "r2"], slots=4, policy="prefix-affinity")
+    history = ["Answer. " * 400, "Next question?"]  # 3,200 characters of history: 13 blocks more
+    home = await take(b, t, conversation("Question?", *history))
+    assert [await take(b, t, conversation(f"Busy {i}?")) for i in range(2)] == [home, home]
+    other = await take(b, t, conversation("Another conversation?"))  # home is much busier: the other…
+    assert other != home  # …holds the system prompt from now on
+    await b.release("m", endpoint(other))
+    await b.release("m", endpoint(home))  # home: 2 of 4 in flight, the other idle
+    assert await take(b, t, conversation("Question?", *history, "Answer 2.", "Third question?")) == home
+    assert await take(b, t, conversation("A new conversation?")) == other
 
 
 async def test_new_system_prompts_on_equally_loaded_replicas_spread_by_how_many_each_holds() -> None:
@@ -158,22 +185,23 @@ async def test_new_system_prompts_on_equally_loaded_replicas_spread_by_how_many_
     (A less loaded replica still wins first: placing by the count first lost on random prompts.)"""
     b = balancer(queue_limit=0)
     t = table(["r1", "r2"], slots=4, policy="prefix-affinity")
-    owners: dict[str, str] = {}
+
+    def prompt(i: int, question: str) -> RequestKeys:
+        return request_keys(chat(("system", f"System prompt {i}. " * 100), ("user", question)), {})
+
+    owners: dict[int, str] = {}
     for i in range(8):
         busy = [await take(b, t), await take(b, t)]  # no prompt: least load, one on each replica
         assert sorted(busy) == ["r1", "r2"]
-        owners[f"prompt-{i}"] = await _take_released(b, t, RequestKeys(prefix=f"q-{i}", shared=f"prompt-{i}"))
+        owners[i] = await _take_released(b, t, prompt(i, "q"))
         for replica in busy:
             await b.release("m", endpoint(replica))
     assert Counter(owners.values()) == {"r1": 4, "r2": 4}
     for i in range(8):  # and each prompt's next conversation goes where its prompt is
-        assert (
-            await _take_released(b, t, RequestKeys(prefix=f"q2-{i}", shared=f"prompt-{i}"))
-            == owners[f"prompt-{i}"]
-        )
+        assert await _take_released(b, t, prompt(i, "q2")) == owners[i]
     # A replica with a request more in flight is passed over for a new prompt, whatever it holds.
     busy = await take(b, t)
-    assert await _take_released(b, t, RequestKeys(prefix="q-new", shared="prompt-new")) != busy
+    assert await _take_released(b, t, prompt(99, "q")) != busy
 
 
 async def _take_released(b: Balancer, t: RoutingTable, keys: RequestKeys) -> str:
