@@ -3,6 +3,7 @@ behind a plain Kubernetes Service — with the Kubernetes community's load gener
 
     make bench-venv                                   # inference-perf 0.7.0 (Python 3.12) in .bench-venv
     .venv/bin/python bench/cluster_vs_service.py [--duration 60] [--rate 2] [--workloads shared_prefix,...]
+        [--sides service,llamafleet_default]
 
 Both sides serve SmolLM2-135M from the same llama.cpp sources with N=2 replicas of the same slots,
 context and threads on this machine:
@@ -166,6 +167,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2.0, help="requests per second (constant)")
     parser.add_argument("--workloads", default="shared_prefix,multi_turn,mixed")
     parser.add_argument(
+        "--sides", default="service,llamafleet_default,llamafleet_least_load",
+        help="what to run (the service is the baseline every ratio needs)",
+    )  # fmt: skip
+    parser.add_argument(
         "--groups", type=int, default=8,
         help="system prompts of the shared-prefix and multi-turn workloads (default 8: more than one "
         "server's slots, as a cluster serving several apps has; with no more than a server's slots, "
@@ -187,7 +192,12 @@ def main() -> int:
         "llamafleet_least_load": lambda: llamafleet_side(tmp / "least-load", "least-load"),
     }
     results: dict[str, dict[str, Any]] = {}
+    unknown = set(args.sides.split(",")) - set(sides)
+    if unknown or "service" not in args.sides.split(","):
+        parser.error(f"--sides: pick among {', '.join(sides)}, service included")
     for side, start in sides.items():
+        if side not in args.sides.split(","):
+            continue
         with start() as url:
             for name in args.workloads.split(","):
                 report = run_inference_perf(url, name, tokenizer, args, tmp / side / name)
