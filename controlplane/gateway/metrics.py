@@ -40,6 +40,16 @@ class GatewayMetrics:
             "Replica choices by policy and reason (prefix-owner: a replica holding the most of the prompt)",
             ["policy", "reason"], registry=registry,
         )  # fmt: skip
+        # The endpoint picker (controlplane/gateway/picker/: GIE's ext_proc protocol), when it serves.
+        self.picker_requests = Counter(
+            "llamafleet_picker_requests_total",
+            "Endpoint-picker outcomes: picked, no_endpoint (503), shed (429), fallback_served (the data "
+            "plane used a fallback)", ["outcome"], registry=registry,
+        )  # fmt: skip
+        self.picker_seconds = Histogram(
+            "llamafleet_picker_pick_seconds", "Time from a request's body to the pick (queueing too)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30), registry=registry,
+        )  # fmt: skip
         self.queue_length = Gauge(
             "llamafleet_gateway_queue_length", "Requests waiting for a free slot, per model", ["model"],
             registry=registry,

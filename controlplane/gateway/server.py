@@ -15,6 +15,7 @@ from controlplane.gateway.balancer.balancer import Balancer
 from controlplane.gateway.balancer.state import open_state
 from controlplane.gateway.load_report import report_load
 from controlplane.gateway.metrics import GatewayMetrics
+from controlplane.gateway.picker.server import serve_picker
 from controlplane.gateway.proxy import EngineProxy
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
@@ -55,6 +56,11 @@ class Gateway:
                 group.create_task(
                     report_load(self.client, settings.gateway_id, balancer, stop), name="load-report"
                 )
+                if settings.picker_port:
+                    group.create_task(serve_picker(
+                        settings.host, settings.picker_port, lambda: self.routing.table,
+                        lambda: self.routing.has_table, balancer, metrics, stop,
+                    ), name="endpoint-picker")  # fmt: skip
                 await serve_until(app, settings.host, settings.port, stop, settings.shutdown_grace_s)
                 stop.set()
         finally:

@@ -20,6 +20,14 @@ class GatewaySettings(BaseModel):
         description="Addresses to serve the API on, comma-separated (0.0.0.0: all IPv4, ::: all)",
     )
     port: int = Field(default=8080, description="HTTP port of the OpenAI-style API")
+    picker_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Also serve the Gateway API Inference Extension's endpoint-picker protocol (Envoy "
+        "ext_proc, gRPC, plaintext) on this port, picking with this gateway's balancer for an "
+        "InferencePool (docs/KUBERNETES.md); 0: off",
+    )
     controlplane: str = Field(
         default="127.0.0.1:50051", description="Control plane gRPC address to watch routes from"
     )

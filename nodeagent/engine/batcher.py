@@ -36,6 +36,7 @@ from nodeagent.engine.draft_model import DraftModel
 from nodeagent.engine.host_cache import MIN_SAVED, HostCache, SavedState
 from nodeagent.engine.logprobs import TokenLogprob, token_logprob
 from nodeagent.engine.metrics import EngineMetrics
+from nodeagent.engine.model_server_metrics import ServingLoad
 from nodeagent.engine.native import NativeModel
 from nodeagent.engine.sampling import SamplerChain, logits_row
 from nodeagent.engine.sequence import AdapterKey, Delta, Sequence, Slot, common_prefix
@@ -115,6 +116,7 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         metrics.slots.set(settings.slots)
         metrics.kv_cells.set(model.n_ctx_seq * settings.slots)
+        self.load = ServingLoad(kv_cells=model.n_ctx_seq * settings.slots)  # as of the last step
 
     # --- any thread --------------------------------------------------------------------------
 
@@ -256,7 +258,16 @@ class Batcher:
         self._metrics.busy_slots.set(self.busy)
         self._metrics.queue_depth.set(self._queued)
         self._metrics.suspended.set(len(self._suspended))
-        self._metrics.kv_cells_used.set(sum(len(s.cached) for s in self._slots))
+        used = sum(len(s.cached) for s in self._slots)
+        self._metrics.kv_cells_used.set(used)
+        waiting = [*self._waiting, *self._suspended]
+        self.load = ServingLoad(
+            running=self.busy,
+            waiting=self._queued + len(self._suspended),
+            kv_cells_used=used,
+            kv_cells=self._model.n_ctx_seq * self._settings.slots,
+            waiting_adapters=tuple(name for seq in waiting for name, _ in seq.adapters),
+        )
 
     def _dequeued(self, n: int = 1) -> None:
         with self._lock:

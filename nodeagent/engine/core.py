@@ -35,6 +35,7 @@ from nodeagent.engine.draft_model import P_MIN, DraftModel, load_draft
 from nodeagent.engine.grammar import check, grammar_text
 from nodeagent.engine.logprobs import TokenLogprob
 from nodeagent.engine.metrics import EngineMetrics
+from nodeagent.engine.model_server_metrics import ServingLoad
 from nodeagent.engine.native import NativeConfig, NativeModel
 from nodeagent.engine.openai_shapes import Chunk, ResponseShape, embeddings_response, with_tool_calls
 from nodeagent.engine.sampling import SamplingParams
@@ -82,6 +83,9 @@ class EngineCore(Protocol):
     async def rerank(self, request: RerankRequest) -> dict[str, Any] | list[Any]: ...
 
     def slots(self) -> list[dict[str, Any]]: ...
+
+    def serving_load(self) -> ServingLoad:
+        """Requests running and waiting, KV cells in use, as of the last batched step."""
 
     def tokenize(self, text: str, add_special: bool) -> list[int]: ...
 
@@ -523,6 +527,9 @@ class BatchingCore:
 
     def slots(self) -> list[dict[str, Any]]:
         return self._batcher_().slots_view()
+
+    def serving_load(self) -> ServingLoad:
+        return self._batcher.load if self._batcher is not None else ServingLoad()
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         return self._model_().tokenize(text, add_special)

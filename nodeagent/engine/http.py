@@ -20,6 +20,7 @@ from llamafleet.security.engine_auth import EngineSecret
 from nodeagent.engine.adapters import confined
 from nodeagent.engine.core import EngineCore
 from nodeagent.engine.metrics import EngineMetrics
+from nodeagent.engine.model_server_metrics import ModelServerMetrics
 from nodeagent.engine.routes import include as include_inference_routes
 from nodeagent.engine.routes.serving import Serving
 from nodeagent.engine.tenancy import TenancyHeaders
@@ -44,6 +45,9 @@ def create_app(
     app.add_middleware(LlamaServerCompat)
     folders = list(adapter_dirs or [])
     serving = Serving(core, model_name, metrics)
+    metrics.registry.register(
+        ModelServerMetrics(model_name, core.serving_load, lambda: [a["name"] for a in core.adapters()])
+    )
 
     @app.get("/health")
     async def health() -> JSONResponse:

@@ -352,6 +352,20 @@ class Balancer:
             retry_after=self._retry_after_s,
         )
 
+    async def moved(self, model: str, old: Endpoint, new: Endpoint, grant: Grant | None = None) -> None:
+        """A request served elsewhere than picked (a data plane's fallback): its slot is counted there."""
+        await self.state.release(old.replica_id)
+        await self.state.acquire(new.replica_id)
+        if grant is not None and grant.tenant:
+            self._placed[(old.replica_id, grant.tenant)] -= 1
+            if self._placed[(old.replica_id, grant.tenant)] <= 0:
+                del self._placed[(old.replica_id, grant.tenant)]
+            self._placed[(new.replica_id, grant.tenant)] += 1
+        load = await self.state.in_flight([old.replica_id, new.replica_id])
+        for replica, count in load.items():
+            self._set_in_flight(replica, count)
+        self._freed[model].set()
+
     async def release(self, model: str, endpoint: Endpoint, grant: Grant | None = None) -> None:
         self._in_engines[model] -= 1
         self._done[model].append(time.monotonic())
