@@ -25,10 +25,12 @@ from controlplane.gateway.balancer.balancer import Balancer, Grant
 from controlplane.gateway.balancer.fair_queue import Tenancy
 from controlplane.gateway.balancer.request_keys import request_keys
 from controlplane.gateway.metrics import GatewayMetrics
+from controlplane.gateway.request_spans import RequestSpans
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
 from controlplane.gateway.usage import StreamTokens, UsageStripper
 from llamafleet.contract.engine_headers import fairness_headers
+from llamafleet.core import tracing
 from llamafleet.core.errors import (
     EngineFailed,
     Forbidden,
@@ -155,31 +157,44 @@ class EngineProxy:
 
     async def forward(self, request: Forward) -> Response:
         started = time.monotonic()
+        spans = RequestSpans.start(request.path, request.headers, started, {
+            "gen_ai.request.model": request.model, "llamafleet.api_key": request.key.name,
+            "llamafleet.tenant": request.tenancy.tenant, "llamafleet.stream": request.stream,
+        }) if tracing.tracer() is not None else None  # fmt: skip
         try:
-            response = await self._forward(request, started)
+            response = await self._forward(request, started, spans)
         except Exception as exc:
-            self._count(request, status_of(exc)[0] if isinstance(exc, LlamafleetError) else 500)
+            status = status_of(exc)[0] if isinstance(exc, LlamafleetError) else 500
+            self._count(request, status)
             self._charge(request, 0)  # nothing served: the reservation goes back
+            if spans is not None:
+                spans.end(status)
             raise
         if not isinstance(response, StreamingResponse):
+            if spans is not None:
+                spans.end(response.status_code)
             self._count(request, response.status_code)
             self._metrics.request_seconds.labels(self.label(request.model), request.endpoint_label).observe(
                 time.monotonic() - started
             )
         return response
 
-    async def _forward(self, request: Forward, started: float) -> Response:
+    async def _forward(self, request: Forward, started: float, spans: RequestSpans | None) -> Response:
         base, adapter = self._resolve(request.model)
         keys = request_keys(request.body, request.headers)
         tried: set[str] = set()
         last_error = ""
         for attempt in range(self._settings.max_attempts):
             grant = Grant()
+            asked = time.monotonic()
             endpoint = await self._balancer.acquire(
                 lambda: self._routing.table, base, adapter, keys, tried, request.tenancy, grant
             )
             if endpoint is None:
                 break
+            traced = {} if spans is None else spans.engine_call(endpoint, request.path)
+            if spans is not None:
+                spans.picked(endpoint, grant, asked)
             tried.add(endpoint.replica_id)
             if attempt:
                 self._metrics.retries.labels(request.model).inc()
@@ -191,10 +206,13 @@ class EngineProxy:
                         "content-type": "application/json",
                         **engine_headers(endpoint.secret),
                         **fairness_headers(grant.tenant, grant.preempts),
+                        **traced,
                     },
                 )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # Nothing reached the engine: safe to try another replica.
+                if spans is not None:
+                    spans.engine_done(None, type(exc).__name__)
                 await self._balancer.release(base, endpoint, grant)
                 last_error = f"{endpoint.replica_id}: {type(exc).__name__}"
                 log.warning("replica %s unreachable (%s); trying another", endpoint.replica_id, exc)
@@ -204,7 +222,7 @@ class EngineProxy:
                 raise EngineFailed(f"replica {endpoint.replica_id} failed: {type(exc).__name__}") from exc
             if request.stream and response.status == 200:
                 return StreamingResponse(
-                    self._relay(response, endpoint, request, started, base, grant),
+                    self._relay(response, endpoint, request, started, base, grant, spans),
                     media_type="text/event-stream",
                     headers={
                         "Cache-Control": "no-cache",
@@ -264,6 +282,7 @@ class EngineProxy:
         started: float,
         base: str,
         grant: Grant,
+        spans: RequestSpans | None,
     ) -> AsyncIterator[bytes]:
         tokens = StreamTokens(BY_PATH[request.path])
         stripper = UsageStripper() if request.strip_usage else None
@@ -299,6 +318,8 @@ class EngineProxy:
             self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(
                 time.monotonic() - started
             )
+            if spans is not None:
+                spans.end(status)
 
 
 # An engine whose host drops off the network (a cut link, a dead node) sends no FIN: without these a

@@ -19,6 +19,7 @@ from controlplane.gateway.picker.server import serve_picker
 from controlplane.gateway.proxy import EngineProxy
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
+from llamafleet.core import tracing
 from llamafleet.http.server import serve_until
 from llamafleet.security.grpc_tls import ClientTls, CredentialFiles
 
@@ -37,6 +38,7 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         metrics = self.metrics
+        tracing.configure("llamafleet-gateway", {"service.instance.id": settings.gateway_id})
         state = await open_state(settings.redis_url, settings.gateway_id, metrics.redis_up.set)
         balancer = Balancer(
             state, metrics, settings.balancer, settings.queue_limit, settings.queue_timeout_s,

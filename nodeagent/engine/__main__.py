@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llamafleet.contract.replica import AdapterSpec, Pooling
-from llamafleet.core import logs
+from llamafleet.core import logs, tracing
 from llamafleet.core.chat_templates import template_error
 from llamafleet.core.errors import InvalidRequest
 from llamafleet.core.lifecycle import install_stop_signals, run
@@ -288,6 +288,7 @@ async def serve(options: EngineOptions) -> int:
     if not secret and options.host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("no replica secret (%s): anyone who reaches %s:%d can use this engine",
                     ENGINE_SECRET_ENV, options.host, options.port)  # fmt: skip
+    tracing.configure("llamafleet-engine", {"llamafleet.model": options.model_name})
     app = create_app(core, options.model_name, metrics, options.max_body_bytes, secret, options.adapter_dirs)
     exit_code = 0
 

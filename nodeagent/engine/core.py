@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from llamafleet.contract.replica import AdapterSpec
+from llamafleet.core import tracing
 from llamafleet.core.errors import InvalidRequest, Unavailable
 from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.protocol.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -38,6 +39,7 @@ from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.model_server_metrics import ServingLoad
 from nodeagent.engine.native import NativeConfig, NativeModel
 from nodeagent.engine.openai_shapes import Chunk, ResponseShape, embeddings_response, with_tool_calls
+from nodeagent.engine.request_spans import record_spans
 from nodeagent.engine.sampling import SamplingParams
 from nodeagent.engine.sequence import Delta, Sequence, Usage
 from nodeagent.engine.tools import ToolFormat, ToolPlan, detect, plan
@@ -266,6 +268,7 @@ class BatchingCore:
             request_id=request_id,
             tenant=tenant,
             preempts=preempts,
+            trace=tenancy.TRACE.get(),
             top_logprobs=request.logprobs_wanted(),
             speculative=request.speculative,
             predicted=model.tokenize(request.prediction.text(), add_special=False)
@@ -310,11 +313,12 @@ class BatchingCore:
                 batcher.call(lambda: self._registry_().release(seq.adapters))
             raise
         finished = False
+        error = ""
         try:
             while True:
                 delta: Delta = await seq.inbox.get()
                 if delta.error is not None:
-                    finished = True
+                    finished, error = True, type(delta.error).__name__
                     raise delta.error
                 finished = delta.final
                 yield delta
@@ -323,6 +327,9 @@ class BatchingCore:
         finally:
             if not finished:
                 batcher.cancel(seq)
+                error = "cancelled"
+            if tracing.tracer() is not None:
+                record_spans(seq, self._params.model_name, error)
 
     async def _collect(self, seq: Sequence, shape: ResponseShape, prefix: str = "") -> dict[str, Any]:
         parts = [prefix]

@@ -117,6 +117,7 @@ class Sequence:
     cancelled: bool = False  # set by the HTTP side; the batcher frees the slot at its next step
     tenant: str = ""  # whose request it is (the gateway's x-llamafleet-tenant)
     preempts: str = ""  # the tenant one of whose running requests it may suspend when no slot is free
+    trace: dict[str, str] = field(default_factory=dict)  # the request's W3C trace context headers
     admitted_at: float = 0.0  # when a slot took it (monotonic)
     first_token_at: float = 0.0  # when its first token was sampled
     number: int = field(default_factory=lambda: next(_ids))

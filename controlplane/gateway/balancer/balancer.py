@@ -76,6 +76,10 @@ class Grant:
 
     tenant: str = ""
     preempts: str = ""  # a tenant over its share, one of whose running requests the engine may suspend
+    policy: str = ""  # how the replica was chosen (traces): the policy, and its reason
+    reason: str = ""
+    queued: bool = False  # the request waited in the model's queue
+    picked_at: float = 0.0  # time.monotonic() when the replica was chosen
 
 
 class Balancer:
@@ -194,6 +198,7 @@ class Balancer:
                     if chosen is False:
                         continue  # another gateway took that slot first: look again
                     if isinstance(chosen, Endpoint):
+                        grant.queued, grant.picked_at = ticket is not None, time.monotonic()
                         waited = time.monotonic() - started
                         if ticket is not None:
                             self._metrics.queue_wait_seconds.labels(model).observe(waited)
@@ -292,7 +297,7 @@ class Balancer:
             return None  # another gateway's waiting request comes first: wait for the next free slot
         if not await self.state.try_acquire(choice.endpoint.replica_id, slots):
             return False
-        grant.preempts = ""
+        grant.preempts, grant.policy, grant.reason = "", name, choice.reason
         self._metrics.decisions.labels(name, choice.reason).inc()
         self._set_in_flight(choice.endpoint.replica_id, load[choice.endpoint.replica_id] + 1)
         return choice.endpoint
@@ -316,7 +321,7 @@ class Balancer:
             return None
         if not await self.state.try_acquire(endpoint.replica_id, limit):
             return False
-        grant.preempts = victim
+        grant.preempts, grant.policy, grant.reason = victim, "preempt", "tenant_over_share"
         self._metrics.decisions.labels("preempt", "tenant_over_share").inc()
         self._set_in_flight(endpoint.replica_id, load[endpoint.replica_id] + 1)
         return endpoint

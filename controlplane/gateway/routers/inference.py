@@ -19,14 +19,14 @@ from controlplane.gateway.model_names import ModelNames
 from controlplane.gateway.proxy import EngineProxy, Forward
 from controlplane.gateway.usage import reservation, with_usage
 from llamafleet.core.errors import Forbidden, QuotaExceeded
+from llamafleet.core.tracing import TRACE_HEADERS
 from llamafleet.protocol.endpoint import Endpoint
 from llamafleet.protocol.endpoints import INFERENCE, USAGE_CHUNK_PATHS
 
 
 def _headers(request: Request) -> dict[str, str]:
-    """The client headers the balancer reads (sticky sessions)."""
-    session = request.headers.get(SESSION_HEADER)
-    return {SESSION_HEADER: session} if session else {}
+    """The client headers the gateway reads: its sticky session, its trace context (W3C)."""
+    return {h: v for h in (SESSION_HEADER, *TRACE_HEADERS) if (v := request.headers.get(h))}
 
 
 def include_usage(body: object) -> bool:
