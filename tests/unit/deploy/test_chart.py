@@ -39,7 +39,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "controlplane": {"watchNamespaces": ["team-a", "team-b"]},
         "agent": {"modelCache": {"existingClaim": "models"}},
     },
-    "monitoring-on": {"monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
+    "monitoring-on": {"monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                                     "tracing": {"otlpEndpoint": "http://otel-collector.monitoring:4318"}}},
     "platform-extras": {
         "imagePullSecrets": [{"name": "registry"}],
         **{
@@ -271,6 +272,17 @@ def test_network_policies_name_the_ports_the_processes_use() -> None:
         in daemonset["spec"]["template"]["spec"]["containers"][0]["args"]
     )
     assert of_kind(render(VALUE_SETS["everything-off"]), "NetworkPolicy") == []
+
+
+def test_tracing_reaches_the_gateways_and_the_agents_engines() -> None:
+    wanted = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.monitoring:4318",
+              "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1"}  # fmt: skip
+    for container in containers(render(VALUE_SETS["monitoring-on"])):
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if container["name"] in ("gateway", "agent"):  # engines inherit the agent's environment
+            assert {k: env.get(k) for k in wanted} == wanted, container["name"]
+    for container in containers(render({})):  # off by default
+        assert not any(e["name"].startswith("OTEL_") for e in container.get("env", []))
 
 
 def test_monitoring_is_rendered_only_where_its_api_exists() -> None:

@@ -138,6 +138,15 @@ topologySpreadConstraints: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
 
+{{- /* OTLP trace export (monitoring.tracing): the gateways' and the agents' (whose engines inherit it). */ -}}
+{{- define "llamafleet.tracingEnv" -}}
+{{- with .Values.monitoring.tracing.otlpEndpoint }}
+- {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ . | quote }}}
+- {name: OTEL_TRACES_SAMPLER, value: parentbased_traceidratio}
+- {name: OTEL_TRACES_SAMPLER_ARG, value: {{ $.Values.monitoring.tracing.sampleRatio | quote }}}
+{{- end }}
+{{- end -}}
+
 {{- define "llamafleet.extraEnv" -}}
 {{- with .values.extraEnv }}
 {{ toYaml . }}
