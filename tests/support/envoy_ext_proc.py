@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ class Exchange:
     clear_route_cache: bool = False
     served_by: str = ""
     status: int = 0  # the upstream's
+    ttft: float = 0.0  # seconds from sending the request upstream to its first byte back
     response_headers: dict[str, str] = field(default_factory=dict)  # after the picker's mutations
     response_body: bytes = b""  # as the client would get it
 
@@ -75,11 +77,19 @@ def _apply(mutation: ext_proc.HeaderMutation, headers: dict[str, str]) -> None:
 
 
 class EnvoyLike:
-    def __init__(self, picker: str, mode: int = MODES.FULL_DUPLEX_STREAMED, announce: bool = True) -> None:
-        """``picker``: host:port; ``announce``: send protocol_config (False: an older Envoy's silence)."""
+    def __init__(
+        self,
+        picker: str,
+        mode: int = MODES.FULL_DUPLEX_STREAMED,
+        announce: bool = True,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        """``picker``: host:port; ``announce``: send protocol_config (False: an older Envoy's silence);
+        ``http``: the client to engines (default: one per request)."""
         self._picker = picker
         self._mode = mode
         self._announce = announce
+        self._http = http
 
     async def route(
         self,
@@ -92,11 +102,13 @@ class EnvoyLike:
         hold: asyncio.Event | None = None,
         served: str = "",
         hold_response: asyncio.Event | None = None,
+        pick: Callable[[list[str]], str] | None = None,
     ) -> Exchange:
         """One request. ``upstream``: forward it and run the response phases; without, the response is
         an empty 200 that ``served`` (ip:port) says served it. ``hold``: keep the stream open (the
         request in flight) until set; ``hold_response``: the same between the response's headers and
-        its body."""
+        its body. ``pick``: forward to the endpoint it chooses from the picker's list (a data plane that
+        ignores the picker's order, as a random baseline)."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         request_headers = {
             ":method": "POST",
@@ -162,7 +174,7 @@ class EnvoyLike:
             if hold is not None:
                 await hold.wait()
             if upstream:
-                await self._upstream(exchange, path, stream, outbox)
+                await self._upstream(exchange, path, stream, outbox, pick)
             else:
                 await self._respond(
                     stream, outbox, exchange, 200, {"content-type": "application/json"}, [b"{}"]
@@ -190,25 +202,39 @@ class EnvoyLike:
         path: str,
         stream: Any,
         outbox: asyncio.Queue[ext_proc.ProcessingRequest | None],
+        pick: Callable[[list[str]], str] | None,
     ) -> None:
         forwarded = {k: v for k, v in exchange.request_headers.items() if not k.startswith(":")}
-        async with httpx.AsyncClient(timeout=120) as client:
-            for endpoint in exchange.destination.split(","):  # the first, then the next on failure
+        order = exchange.destination.split(",")  # the first, then the next on failure
+        if pick is not None:
+            order = [pick(order)]
+        client = self._http or httpx.AsyncClient(timeout=120)
+        try:
+            for endpoint in order:
+                request = client.build_request(
+                    "POST", f"http://{endpoint}{path}", content=exchange.body, headers=forwarded
+                )
+                sent = time.perf_counter()
                 try:
-                    request = client.build_request("POST", f"http://{endpoint}{path}", content=exchange.body,
-                                                   headers=forwarded)  # fmt: skip
                     response = await client.send(request, stream=True)
                 except httpx.ConnectError:
                     continue
                 exchange.served_by = endpoint
+                chunks: list[bytes] = []
                 try:
-                    chunks = [piece async for piece in response.aiter_raw()]
+                    async for piece in response.aiter_raw():
+                        if not chunks:
+                            exchange.ttft = time.perf_counter() - sent
+                        chunks.append(piece)
                 finally:
                     await response.aclose()
                 await self._respond(
                     stream, outbox, exchange, response.status_code, dict(response.headers), chunks
                 )
                 return
+        finally:
+            if self._http is None:
+                await client.aclose()
         raise AssertionError(f"no endpoint of {exchange.destination!r} answered")
 
     async def _respond(
