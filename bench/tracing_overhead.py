@@ -74,8 +74,8 @@ def main() -> None:
                 env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | extra
                 gateways[name] = subprocess.Popen(
                     [sys.executable, "-m", "llamafleet.cli.main", "gateway", "--port", str(port),
-                     "--controlplane", cluster.grpc, "--gateway-id", f"bench-{name}", "--log-level", "WARNING",
-                     "--tls-dir", str(cluster_pki(cluster.tmp) / "gateway")],
+                     "--controlplane", cluster.grpc, "--gateway-id", f"bench-{name}",
+                     "--log-level", "WARNING", "--tls-dir", str(cluster_pki(cluster.tmp) / "gateway")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env,
                 )  # fmt: skip
                 urls[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
