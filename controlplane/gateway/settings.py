@@ -26,7 +26,7 @@ class GatewaySettings(BaseModel):
         le=65535,
         description="Also serve the Gateway API Inference Extension's endpoint-picker protocol (Envoy "
         "ext_proc, gRPC, plaintext) on this port, picking with this gateway's balancer for an "
-        "InferencePool (docs/KUBERNETES.md); 0: off",
+        "InferencePool (docs/INFERENCE_EXTENSION.md); 0: off",
     )
     controlplane: str = Field(
         default="127.0.0.1:50051", description="Control plane gRPC address to watch routes from"

@@ -1,6 +1,6 @@
 """OpenTelemetry traces end to end: a client's W3C trace context through the gateway to the engine,
-exported over OTLP/HTTP to a receiver the test runs, with the spans and attributes docs/OBSERVABILITY
-names; and traces off by default, importing nothing."""
+exported over OTLP/HTTP to a receiver the test runs, with the spans and attributes docs/TRACING.md
+names; and traces off by default."""
 
 from __future__ import annotations
 
