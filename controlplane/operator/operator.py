@@ -33,6 +33,24 @@ from controlplane.state.views import model_conditions
 
 log = logging.getLogger(__name__)
 
+PROGRESS_S, PROGRESS_STEP = 5.0, 0.05  # download progress reaches a Model's status this seldom
+
+
+def _downloading(r: ReplicaRecord) -> bool:
+    return r.message.startswith("downloading")
+
+
+def _share(r: ReplicaRecord) -> float:
+    """How far a download is: a fraction of the file, or -1 when its size is unknown (paced by time)."""
+    done, total, _ = r.download
+    return done / total if total else -1.0
+
+
+def _steady(r: ReplicaRecord) -> str:
+    """A replica's message without its download progress (which _progress_due paces)."""
+    return "downloading" if _downloading(r) else r.message
+
+
 Obj = dict[str, Any]
 PASS_EVERY_S = 0.1
 _PRIORITY = {"status": 0, "finalizer": 1, "event": 2}  # what people look at first goes first
@@ -64,6 +82,7 @@ class ModelOperator:
         self._written: dict[Key, Obj] = {}  # the status each object has, as far as we know
         self._wanted: dict[Key, Obj] = {}  # statuses waiting for a writer
         self._signature: dict[Key, object] = {}  # inputs of the last status computed per object
+        self._progress: dict[Key, tuple[float, dict[str, float]]] = {}  # downloads as last written
         self._seen: dict[Key, dict[str, events.ReplicaSeen]] = {}
         self._scaled: dict[Key, int | None] = {}  # the autoscaled count last seen, for events
         self._finalizing: dict[Key, list[str]] = {}  # finalizers asked for, until the cache shows them
@@ -272,7 +291,14 @@ class ModelOperator:
                 self._queued_status.add(key)
                 self._enqueue(_Write("status", key))
         for key in [k for k in self._signature if k not in objects]:
-            for table in (self._signature, self._written, self._wanted, self._seen, self._scaled):
+            for table in (
+                self._signature,
+                self._written,
+                self._wanted,
+                self._seen,
+                self._scaled,
+                self._progress,
+            ):
                 table.pop(key, None)
 
     def _status_for(
@@ -293,12 +319,15 @@ class ModelOperator:
         signature = (
             obj["metadata"].get("generation"), admission, pending, split_plan,
             (scaling.replicas, scaling.changed_unix) if scaling else None,
-            tuple((r.replica_id, r.node_id, r.phase, r.restarts, r.n_gpu_layers, r.message, r.error)
+            tuple((r.replica_id, r.node_id, r.phase, r.restarts, r.n_gpu_layers, _steady(r), r.error)
                   for r in replicas),
         )  # fmt: skip
-        if self._signature.get(key) == signature and key in self._written:
-            return None
+        progress = {r.replica_id: _share(r) for r in replicas if _downloading(r)}
+        unchanged = self._signature.get(key) == signature and key in self._written
+        if unchanged and not self._progress_due(key, progress):
+            return None  # nothing, or only download progress, and not enough of it yet to write again
         self._signature[key] = signature
+        self._progress[key] = (time.monotonic(), progress)
         core = (
             model_conditions(spec, replicas, state.pending_reasons, split_plan, state.target_replicas(spec))
             if spec
@@ -317,6 +346,19 @@ class ModelOperator:
             self._written.setdefault(key, status)
             return None
         return status
+
+    def _progress_due(self, key: Key, progress: dict[str, float]) -> bool:
+        """Whether download progress alone is worth a status write: at most every PROGRESS_S and every
+        PROGRESS_STEP of a file, whichever is later (a replica that starts or ends a download changes
+        its phase or message, which is written at once)."""
+        if not progress:
+            return False
+        when, written = self._progress.get(key, (0.0, {}))
+        if time.monotonic() - when < PROGRESS_S:
+            return False
+        return any(
+            abs(share - written.get(replica, 0.0)) >= PROGRESS_STEP for replica, share in progress.items()
+        )
 
     def _placement_tried(
         self, spec: ModelSpec, replicas: tuple[ReplicaRecord, ...], pending: Mapping[str, str] | None
