@@ -18,7 +18,9 @@ pytestmark = pytest.mark.integration
 def test_download_progress_is_written_paced_and_every_report_without_pacing(tmp_path: Path) -> None:
     rows = {}
     for paced in (False, True):
-        with kube_api(tmp_path / str(paced), free_port("127.0.0.1")) as api:
+        folder = tmp_path / ("paced" if paced else "every")
+        folder.mkdir()
+        with kube_api(folder, free_port("127.0.0.1")) as api:
             rows[paced] = asyncio.run(run(4, 12, api.url, api.kubeconfig, paced))["status_writes_per_model"]
     # 13 reports over 12 s: unpaced, nearly each is a write; paced, the 5 s windows allow at most 3
     # progress writes (at 0 s, ≥ 5 s, ≥ 10 s), plus the one that says the replica is ready.
