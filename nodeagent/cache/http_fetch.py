@@ -10,11 +10,20 @@ A connection dropped mid-file, a 5xx or 429, or a body shorter than announced is
 byte it stopped at (a server that ignores Range starts the file again); 404 is ModelNotFound,
 401/403 SourceDenied, a full disk DiskFull — each at once, without retrying. A redirect to another
 host does not carry the Authorization header along (the hub redirects to its CDN).
+
+Proxies, as curl and most clients take them from the environment: ``HTTPS_PROXY`` for https URLs
+(a CONNECT tunnel: TLS runs end to end with the file's host, the proxy sees only its name),
+``HTTP_PROXY`` for http ones (the request sent to the proxy with the full URL), either in lower
+case too, credentials in the proxy URL sent as ``Proxy-Authorization``, and ``NO_PROXY``
+(comma-separated hosts, domain suffixes, ``*``) going direct. Each hop of a redirect is checked
+anew (a CDN may be direct where the hub is not). Only ``http://`` proxies (what corporate proxies
+speak); another scheme is refused in one line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import http.client
 import logging
@@ -23,10 +32,11 @@ import re
 import socket
 import ssl
 import threading
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from llamafleet.core.errors import DiskFull, ModelNotFound, SourceDenied, Unavailable
 from llamafleet.core.logs import shown_url
@@ -192,21 +202,14 @@ class _Attempt:
         url, headers = self._url, self._headers
         for _ in range(10):
             parts = urlsplit(url)
-            if parts.scheme == "https":
-                connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    parts.netloc, timeout=CONNECT_TIMEOUT_S, context=ssl.create_default_context()
-                )
-            else:
-                connection = http.client.HTTPConnection(parts.netloc, timeout=CONNECT_TIMEOUT_S)
+            connection, target, extra = connect_to(url)
             self._connection = connection
             if self._stop.is_set():
                 raise _Retry("stopped")
             connection.connect()
             assert connection.sock is not None
             connection.sock.settimeout(READ_TIMEOUT_S)
-            connection.request(
-                "GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers
-            )
+            connection.request("GET", target, headers={**headers, **extra})
             response = connection.getresponse()
             if response.status not in _REDIRECTS:
                 return response
@@ -224,6 +227,75 @@ class _Attempt:
         state, self._rate = self._state, rate
         progress = Progress(state.have, self._total, rate, state.fetched)
         self._loop.call_soon_threadsafe(self._on_progress, progress)
+
+
+def proxy_for(url: str) -> str:
+    """The proxy the environment names for ``url`` ("" when none, or NO_PROXY exempts its host)."""
+    proxies = urllib.request.getproxies_environment()  # HTTPS_PROXY / https_proxy …, NO_PROXY as "no"
+    scheme, host, port = origin(url)
+    proxy = proxies.get(scheme, "")
+    if not proxy or _exempt(host, port, proxies.get("no", "")):
+        return ""
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _exempt(host: str, port: int, no_proxy: str) -> bool:
+    """Whether NO_PROXY names ``host``: ``*``, the host itself (with or without the port), or a domain
+    it is in (``example.com`` and ``.example.com`` both cover ``cdn.example.com``)."""
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, _, wanted = entry.partition(":") if entry.count(":") == 1 else (entry, "", "")
+        if wanted and wanted != str(port):
+            continue
+        name = name.lstrip(".")
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
+def connect_to(url: str) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """An unopened connection for ``url`` (through its proxy, if any), the request target, and the
+    headers the proxy needs."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = proxy_for(url)
+    if not proxy:
+        if parts.scheme == "https":
+            context = ssl.create_default_context()
+            return (
+                http.client.HTTPSConnection(host, port, timeout=CONNECT_TIMEOUT_S, context=context),
+                path,
+                {},
+            )
+        return http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT_S), path, {}
+    via = urlsplit(proxy)
+    if via.scheme.lower() != "http":
+        raise SourceDenied(
+            f"proxy {shown_url(proxy)}: only http:// proxies are supported (set HTTPS_PROXY to the "
+            "proxy's http:// address: https URLs go through it in a CONNECT tunnel)"
+        )
+    auth = {}
+    if via.username:
+        secret = f"{unquote(via.username)}:{unquote(via.password or '')}".encode()
+        auth = {"Proxy-Authorization": "Basic " + base64.b64encode(secret).decode()}
+    if parts.scheme == "https":
+        tunnel = http.client.HTTPSConnection(
+            via.hostname or "",
+            via.port or 80,
+            timeout=CONNECT_TIMEOUT_S,
+            context=ssl.create_default_context(),
+        )
+        tunnel.set_tunnel(host, port, headers=auth)  # TLS with the file's host, through the proxy
+        return tunnel, path, {}
+    return (
+        http.client.HTTPConnection(via.hostname or "", via.port or 80, timeout=CONNECT_TIMEOUT_S),
+        url,
+        auth,
+    )
 
 
 def _settle(done: asyncio.Future[int], result: int | BaseException) -> None:

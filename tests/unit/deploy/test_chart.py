@@ -274,6 +274,28 @@ def test_network_policies_name_the_ports_the_processes_use() -> None:
     assert of_kind(render(VALUE_SETS["everything-off"]), "NetworkPolicy") == []
 
 
+def test_a_download_proxy_reaches_the_agents_and_the_cluster_stays_direct() -> None:
+    values = {
+        "agent": {"modelCache": {"proxy": {"httpsProxy": "http://proxy.corp:3128", "noProxy": ".corp"}}}
+    }
+    (agent,) = of_kind(render(values), "DaemonSet")
+    env = {e["name"]: e.get("value") for e in agent["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HTTPS_PROXY"] == "http://proxy.corp:3128"
+    assert "HTTP_PROXY" not in env
+    assert env["NO_PROXY"].split(",") == [
+        "localhost",
+        "127.0.0.1",
+        ".svc",
+        ".cluster.local",
+        "lf-llamafleet-controlplane",
+        ".corp",
+    ]
+    (bare,) = of_kind(render({}), "DaemonSet")
+    assert not {"HTTPS_PROXY", "NO_PROXY"} & {
+        e["name"] for e in bare["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+
+
 def test_tracing_reaches_the_gateways_and_the_agents_engines() -> None:
     wanted = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.monitoring:4318",
               "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1"}  # fmt: skip
