@@ -32,7 +32,7 @@ from controlplane.scheduler.framework import Scheduler
 from controlplane.scheduler.profile import load_profile
 from controlplane.settings import ControlPlaneSettings
 from controlplane.state.cluster import ClusterState
-from controlplane.state.node_addresses import PeerFacts, port_range
+from controlplane.state.node_addresses import NodeFacts, PeerFacts, port_range
 from controlplane.state.node_keys import FilePinStore, NodePins, PinStore
 from llamafleet.core.grpc_channels import SERVER_OPTIONS
 from llamafleet.http.probes import serve_probes
@@ -128,13 +128,14 @@ class ControlPlane:
             )
             await pins.load()  # before any node is served: a failover keeps every node's key
         server = grpc.aio.server(options=SERVER_OPTIONS)
+        node_facts: NodeFacts = facts or PeerFacts(settings.node_address_check == "peer")
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(
                 self.state,
                 settings.status_interval_s,
                 issuer,
                 pins,
-                facts or PeerFacts(settings.node_address_check == "peer"),
+                node_facts,
                 stop,
             ),
             server,
@@ -150,7 +151,7 @@ class ControlPlane:
             _bind(server, settings.address, server_credentials(files, require_client_cert=True), "gRPC")
             join = grpc.aio.server(options=SERVER_OPTIONS)
             assert pins is not None
-            joins = JoinServicer(self.state, issuer, pins, settings.join_rate_per_minute)
+            joins = JoinServicer(self.state, issuer, pins, settings.join_rate_per_minute, node_facts)
             agent_pb2_grpc.add_JoinServiceServicer_to_server(joins, join)
             _bind(join, settings.join_address, server_credentials(files, require_client_cert=False), "join")
             servers.append(join)

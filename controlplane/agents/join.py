@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 
 from controlplane.state.cluster import ClusterState
-from controlplane.state.node_addresses import peer_host
+from controlplane.state.node_addresses import NodeFacts, NodeRefused, peer_host
 from controlplane.state.node_keys import NodePins, cert_fingerprint, csr_fingerprint
 from llamafleet.core.errors import LlamafleetError
 from llamafleet.security import pki
@@ -82,11 +82,14 @@ async def _pins_or_unavailable(context: grpc.aio.ServicerContext, error: Llamafl
 
 
 class JoinServicer(agent_pb2_grpc.JoinServiceServicer):
-    def __init__(self, state: ClusterState, issuer: Issuer, pins: NodePins, rate_per_minute: float) -> None:
+    def __init__(
+        self, state: ClusterState, issuer: Issuer, pins: NodePins, rate_per_minute: float, facts: NodeFacts
+    ) -> None:
         self._state = state
         self._issuer = issuer
         self._pins = pins
         self._rate = PeerRate(rate_per_minute)
+        self._facts = facts  # in Kubernetes mode: only an existing Node's name joins
 
     async def Join(  # noqa: N802 - the gRPC method name
         self, request: pb.JoinRequest, context: grpc.aio.ServicerContext
@@ -105,6 +108,12 @@ class JoinServicer(agent_pb2_grpc.JoinServiceServicer):
                 "refused a join as node %s from %s: bootstrap token not accepted", node_id, context.peer()
             )
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bootstrap token not accepted")
+        try:
+            await self._facts.may_join(node_id)
+        except NodeRefused as exc:
+            log.warning("refused a join as node %s from %s: %s", node_id, context.peer(), exc.message)
+            code = grpc.StatusCode.UNAVAILABLE if exc.retry else grpc.StatusCode.PERMISSION_DENIED
+            await context.abort(code, exc.message)
         node = self._state.nodes.get(node_id)
         if node is not None and node.connected:
             log.warning("refused a join as node %s from %s: that node is connected", node_id, context.peer())

@@ -42,6 +42,19 @@ class KubeNodeFacts:
         found = ((node or {}).get("metadata") or {}).get("labels") or {}
         return {**found, **self._extra}
 
+    async def may_join(self, node_id: str) -> None:
+        """Only under the name of an existing Kubernetes Node (the agent pod's spec.nodeName): a bootstrap
+        token alone cannot invent nodes that placement would then trust."""
+        try:
+            node = await self._kube.get_node(node_id)
+        except KubeError as exc:
+            raise NodeRefused(f"the control plane cannot read Node {node_id} now; retry", retry=True) from exc
+        if node is None:
+            raise NodeRefused(
+                f"{node_id} is not a Kubernetes Node: in Kubernetes mode an agent joins only under its "
+                "Node's name (--node-id from the pod's spec.nodeName, as the chart sets it)"
+            )
+
     async def verify(
         self, node_id: str, advertise_host: str, labels: dict[str, str], peer: str
     ) -> dict[str, str]:

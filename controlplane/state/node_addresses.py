@@ -105,6 +105,9 @@ class NodeFacts(Protocol):
         self, node_id: str, advertise_host: str, labels: dict[str, str], peer: str
     ) -> dict[str, str]: ...
 
+    async def may_join(self, node_id: str) -> None:
+        """Raises NodeRefused when a bootstrap token may not join under ``node_id``."""
+
 
 def address_refusal(node_id: str, advertise_host: str, peer: str) -> NodeRefused:
     return NodeRefused(
@@ -120,6 +123,9 @@ class PeerFacts:
 
     def __init__(self, check: bool) -> None:
         self._check = check
+
+    async def may_join(self, node_id: str) -> None:
+        return None  # outside Kubernetes any valid name joins (the bootstrap token is the trust)
 
     async def verify(
         self, node_id: str, advertise_host: str, labels: dict[str, str], peer: str

@@ -91,3 +91,31 @@ def condition(api, kind: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
         if c["type"] == kind:
             return dict(c)
     return {}
+
+
+def test_a_bootstrap_token_joins_only_under_the_name_of_a_kubernetes_node(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 34, item 5: the token alone cannot invent a node; the agent says why in one line and stops."""
+    with kube_api(tmp_path, free_port("127.0.0.1"), crds=()) as api:
+        api.kubectl("apply", "-f", str(CRD_FILE))
+        port, http_port = grpc_port(), free_port("127.0.0.1")
+        address = f"127.0.0.1:{port}"
+        cp = Proc("controlplane", kube_controlplane_args(api.kubeconfig, port, http_port, "cp-0", tmp_path),
+                  tmp_path / "cp.log").start()  # fmt: skip
+        ghost = Proc("agent", agent_args(tmp_path, address, node="ghost"), tmp_path / "ghost.log").start()
+        try:
+            wait_ready(cp, f"http://127.0.0.1:{http_port}/readyz")
+            wait_until(lambda: not ghost.alive(), 60, "the agent named ghost to stop")
+            assert ghost.stop() != 0
+            said = [line for line in ghost.log().splitlines() if "ghost is not a Kubernetes Node" in line]
+            assert len(said) == 1, ghost.log()
+            assert "Traceback" not in ghost.log()
+            api.create_node("ghost", {"kubernetes.io/hostname": "ghost"})  # the kubelet registers it
+            joined = Proc(
+                "agent", agent_args(tmp_path, address, node="ghost"), tmp_path / "joined.log"
+            ).start()
+            try:
+                wait_until(lambda: len(nodes(address, tmp_path)) == 1, 60, "ghost to join as a real Node")
+            finally:
+                joined.stop()
+        finally:
+            cp.stop()
