@@ -19,7 +19,12 @@ import logging
 from controlplane.operator.kube import Kube, KubeError
 from controlplane.settings import KubernetesSettings
 from controlplane.state.cluster import ClusterState
-from controlplane.state.node_addresses import NodeRefused, address_refusal, advertised_from_peer
+from controlplane.state.node_addresses import (
+    NodeRefused,
+    address_refusal,
+    advertised_from_peer,
+    loopback_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ class KubeNodeFacts:
     async def verify(
         self, node_id: str, advertise_host: str, labels: dict[str, str], peer: str
     ) -> dict[str, str]:
+        if (refused := loopback_refusal(node_id, advertise_host, peer)) is not None:
+            raise refused
         if (
             self._check
             and not advertised_from_peer(advertise_host, peer)

@@ -109,6 +109,23 @@ class NodeFacts(Protocol):
         """Raises NodeRefused when a bootstrap token may not join under ``node_id``."""
 
 
+def loopback_refusal(node_id: str, advertise_host: str, peer: str) -> NodeRefused | None:
+    """A node that advertises a loopback address while it connects from another host: gateways (on
+    other machines) could never reach its engines. Refused whatever the address check says."""
+    try:
+        advertised = ipaddress.ip_address(advertise_host.strip("[]"))
+        connecting = ipaddress.ip_address(peer_host(peer).strip("[]"))
+    except ValueError:
+        return None
+    if not advertised.is_loopback or connecting.is_loopback:
+        return None
+    return NodeRefused(
+        f"node {node_id} advertises {advertise_host}, a loopback address, but connects from {connecting}: "
+        f"gateways on other machines could not reach its engines; start the agent with "
+        f"--supervisor-advertise-host {connecting} --supervisor-engine-bind-host 0.0.0.0"
+    )
+
+
 def address_refusal(node_id: str, advertise_host: str, peer: str) -> NodeRefused:
     return NodeRefused(
         f"node {node_id} advertises {advertise_host} but connects from {peer_host(peer)}: set "
@@ -130,6 +147,8 @@ class PeerFacts:
     async def verify(
         self, node_id: str, advertise_host: str, labels: dict[str, str], peer: str
     ) -> dict[str, str]:
+        if (refused := loopback_refusal(node_id, advertise_host, peer)) is not None:
+            raise refused
         if self._check and not advertised_from_peer(advertise_host, peer):
             raise address_refusal(node_id, advertise_host, peer)
         return labels

@@ -11,8 +11,11 @@ from controlplane.state import views
 from controlplane.state.cluster import ClusterState
 from controlplane.state.node_addresses import (
     EndpointRefused,
+    NodeRefused,
+    PeerFacts,
     advertised_from_peer,
     checked_endpoint,
+    loopback_refusal,
     peer_host,
 )
 from tests.unit.controlplane.test_adoption import SPEC, hello, running
@@ -77,3 +80,16 @@ def test_a_running_replica_is_adopted_only_where_the_node_selector_matches() -> 
     state.node_connected(labelled)
     assert state.replicas["small-bbb"].adopted
     assert state.replicas["small-bbb"].phase == ReplicaPhase.READY
+
+
+async def test_a_loopback_address_advertised_from_another_host_is_refused_whatever_the_check() -> None:
+    for facts in (PeerFacts(check=True), PeerFacts(check=False)):
+        with pytest.raises(NodeRefused, match=r"loopback address, but connects from 10\.0\.0\.7.*"
+                                              r"--supervisor-advertise-host 10\.0\.0\.7"):  # fmt: skip
+            await facts.verify("node-b", "127.0.0.1", {}, "ipv4:10.0.0.7:41234")
+        assert await facts.verify("node-a", "127.0.0.1", {}, "ipv4:127.0.0.1:41234") == {}  # one machine
+    assert loopback_refusal("n", "::1", "ipv6:[::1]:5000") is None
+    assert loopback_refusal("n", "10.0.0.7", "ipv4:10.0.0.7:5000") is None
+    assert (
+        loopback_refusal("n", "node-b.example", "ipv4:10.0.0.7:5000") is None
+    )  # a name: the address check's
