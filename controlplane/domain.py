@@ -272,6 +272,20 @@ class NodeRecord:
     models_reported: bool = False  # its cached_models answer the current list: a source it lacks, it lacks
     running: dict[str, ReplicaReport] = field(default_factory=dict)  # every replica it reports, by id
     cordoned: bool = False  # drained on request: nothing new is placed here, its replicas move away
+    unschedulable: bool = False  # its Kubernetes Node is cordoned: nothing new is placed here
+    draining: str = ""  # its Kubernetes Node carries a drain taint (this one): its replicas move away
+    deleted: bool = False  # its Kubernetes Node is gone: its replicas are placed again at once
+
+    @property
+    def moving_away(self) -> bool:
+        """Its replicas move elsewhere through the rolling path (new ones ready before old ones stop)."""
+        return self.cordoned or bool(self.draining) or self.deleted
+
+    @property
+    def closed(self) -> bool:
+        """Nothing new is placed here."""
+        return self.moving_away or self.unschedulable
+
     threads: int = 0  # threads its replicas compute with now, in all (from its reports)
 
 

@@ -31,9 +31,10 @@ def new_replica(state: ClusterState, spec: ModelSpec, why: str) -> ReplicaRecord
 
 
 def on_cordoned_node(state: ClusterState, replica: ReplicaRecord) -> bool:
-    """Whether the replica (or a part of its split) runs on a node drained on request."""
+    """Whether the replica (or a part of its split) runs on a node being drained (on request, or by a
+    drain taint on its Kubernetes Node)."""
     nodes = [replica.node_id, *(p.node_id for p in replica.parts)]
-    return any(n in state.nodes and state.nodes[n].cordoned for n in nodes if n)
+    return any(n in state.nodes and state.nodes[n].moving_away for n in nodes if n)
 
 
 def roll(state: ClusterState, spec: ModelSpec, mine: list[ReplicaRecord], target: int) -> bool:

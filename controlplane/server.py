@@ -127,6 +127,7 @@ class ControlPlane:
                 keys or FilePinStore(settings.node_keys_file or settings.tls_dir / "node-keys.json")
             )
             await pins.load()  # before any node is served: a failover keeps every node's key
+            self.state.cordoned_ids |= pins.cordoned  # and the drains an operator asked for
         server = grpc.aio.server(options=SERVER_OPTIONS)
         node_facts: NodeFacts = facts or PeerFacts(settings.node_address_check == "peer")
         agent_pb2_grpc.add_AgentServiceServicer_to_server(

@@ -81,6 +81,12 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         if request.node_id not in self._state.nodes:
             known = ", ".join(sorted(self._state.nodes)) or "none"
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no node {request.node_id!r} (nodes: {known})")
+        if self._pins is not None:  # kept where a new leader reads it, before it takes effect
+            try:
+                await self._pins.cordon(request.node_id, request.cordoned)
+            except LlamafleetError as exc:
+                why = f"cannot keep the drain of {request.node_id} where a failover finds it ({exc}); retry"
+                await context.abort(grpc.StatusCode.UNAVAILABLE, why)
         node = self._state.cordon(request.node_id, request.cordoned)
         on_it = sum(1 for r in self._state.replicas.values() if r.node_id == node.node_id)
         return convert.node_to_pb(node, on_it)

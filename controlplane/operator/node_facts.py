@@ -28,6 +28,13 @@ from controlplane.state.node_addresses import (
 
 log = logging.getLogger(__name__)
 
+# Taints that say a Node is about to go: ours (`kubectl taint node NODE llamafleet.io/drain=:NoSchedule`),
+# the Cluster Autoscaler's and Karpenter's before they remove a node. Its replicas move away through
+# the rolling path, new ones ready before old ones stop. (`kubectl drain` skips DaemonSet pods, so the
+# agent pod's eviction never comes: a cordon alone only stops new placements.)
+DRAIN_TAINTS = ("llamafleet.io/drain", "ToBeDeletedByClusterAutoscaler", "karpenter.sh/disrupted",
+                "karpenter.sh/disruption")  # fmt: skip
+
 
 class KubeNodeFacts:
     def __init__(self, kube: Kube, settings: KubernetesSettings, address_check: bool) -> None:
@@ -65,6 +72,7 @@ class KubeNodeFacts:
     ) -> dict[str, str]:
         if (refused := loopback_refusal(node_id, advertise_host, peer)) is not None:
             raise refused
+        await self.may_join(node_id)  # a deleted Node's agent cannot come back under its name
         if (
             self._check
             and not advertised_from_peer(advertise_host, peer)
@@ -94,13 +102,26 @@ class KubeNodeFacts:
         return address in ips
 
     async def run(self, state: ClusterState, stop: asyncio.Event) -> None:
-        """Re-read connected nodes' labels every node_labels_refresh_s."""
+        """Every node_labels_refresh_s, each node's Kubernetes Node: its labels (connected nodes), whether
+        it is cordoned or carries a drain taint, and whether it still exists."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._settings.node_labels_refresh_s)
-            for node_id in [n.node_id for n in state.nodes.values() if n.connected]:
+            for node_id in [n.node_id for n in state.nodes.values() if not n.deleted]:
                 try:
-                    labels = await self.labels(node_id)
-                except NodeRefused:
-                    continue  # said in the log; the labels in force stay
-                state.set_node_labels(node_id, labels)
+                    node = await self._kube.get_node(node_id)
+                except KubeError as exc:
+                    log.warning(
+                        "cannot read Node %s now (%s); its state stays as it was", node_id, exc.message
+                    )
+                    continue
+                if node is None:
+                    state.node_deleted(node_id)
+                    continue
+                spec = node.get("spec") or {}
+                taints = [t.get("key", "") for t in spec.get("taints") or []]
+                draining = next((t for t in taints if t in DRAIN_TAINTS), "")
+                state.set_kube_node(node_id, bool(spec.get("unschedulable")), draining)
+                if state.nodes[node_id].connected:
+                    labels = ((node.get("metadata") or {}).get("labels")) or {}
+                    state.set_node_labels(node_id, {**labels, **self._extra})

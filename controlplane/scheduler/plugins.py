@@ -151,7 +151,7 @@ class NodeTable:
         return cls(
             nodes=nodes,
             connected=np.array([n.connected for n in nodes], dtype=bool),
-            cordoned=np.array([n.cordoned for n in nodes], dtype=bool),
+            cordoned=np.array([n.closed for n in nodes], dtype=bool),
             ram_free=np.array(
                 [n.ram_free_bytes - reserved.get(n.node_id, 0) for n in nodes], dtype=np.float64
             ),
@@ -198,7 +198,16 @@ class NodeReady:
         return schedulable
 
     def reason(self, ctx: PlacementContext, table: NodeTable, i: int) -> str:
-        return "cordoned (drained)" if table.cordoned[i] else "not connected"
+        node = table.nodes[i]
+        if node.deleted:
+            return "its Kubernetes Node was deleted"
+        if node.draining:
+            return f"draining (Kubernetes Node taint {node.draining})"
+        if node.cordoned:
+            return "cordoned (drained)"
+        if node.unschedulable:
+            return "unschedulable (its Kubernetes Node is cordoned)"
+        return "not connected"
 
 
 class NodeSelector:

@@ -76,6 +76,7 @@ class ClusterState:
         self.demand = DemandBook()
         self._scaling: dict[str, ScaleStatus] = {}
         self.cold_starts: dict[str, float] = {}
+        self.cordoned_ids: set[str] = set()  # drained on request, as kept in the node keys' store
 
     # --- change notification -------------------------------------------------------------
     def bump(self) -> None:
@@ -210,6 +211,8 @@ class ClusterState:
         node.nvml = hello.nvml
         node.connected = True
         node.disconnected_at = None
+        node.deleted = False
+        node.cordoned = node.cordoned or node.node_id in self.cordoned_ids  # kept across a failover
         node.session = next(_sessions)
         node.last_seen = time.time()
         self.nodes[node.node_id] = node
@@ -384,11 +387,45 @@ class ClusterState:
     def cordon(self, node_id: str, cordoned: bool) -> NodeRecord:
         """Drain a node (its replicas move elsewhere, each stopped once its replacement serves) or undo it."""
         node = self.nodes[node_id]
+        if cordoned:
+            self.cordoned_ids.add(node_id)
+        else:
+            self.cordoned_ids.discard(node_id)
         if node.cordoned != cordoned:
             node.cordoned = cordoned
             log.info("node %s %s", node_id, "cordoned: draining its replicas" if cordoned else "uncordoned")
             self.bump()
         return node
+
+    def set_kube_node(self, node_id: str, unschedulable: bool, draining: str) -> None:
+        """What its Kubernetes Node says: cordoned (no new placements), a drain taint (move away)."""
+        node = self.nodes[node_id]
+        if (node.unschedulable, node.draining) == (unschedulable, draining):
+            return
+        if draining and not node.draining:
+            log.info(
+                "node %s: its Kubernetes Node has the taint %s: moving its replicas away", node_id, draining
+            )
+        elif unschedulable != node.unschedulable:
+            log.info(
+                "node %s: its Kubernetes Node is %s", node_id, "cordoned" if unschedulable else "schedulable"
+            )
+        node.unschedulable, node.draining = unschedulable, draining
+        self.bump()
+
+    def node_deleted(self, node_id: str) -> None:
+        """Its Kubernetes Node is gone: the node's stream ends and its replicas are placed again now,
+        without the grace a disconnected node gets (it is not coming back)."""
+        node = self.nodes.get(node_id)
+        if node is None or node.deleted:
+            return
+        log.warning("node %s: its Kubernetes Node was deleted; placing its replicas again", node_id)
+        node.deleted = True
+        if node.connected:
+            self.node_disconnected(node_id, node.session)
+            node.session = ENDED
+        node.disconnected_at = float("-inf")
+        self.bump()
 
     # --- placements (the reconciler writes these) ----------------------------------------
     def bind(

@@ -35,6 +35,9 @@ from llamafleet.core.errors import LlamafleetError
 log = logging.getLogger(__name__)
 
 FORGOTTEN = "forgotten"  # an entry an operator cleared: only a Join may set it again
+# Beside the pins, the same store keeps which nodes an operator drained (`llamafleet nodes drain`), so a
+# failover's new leader (or a restart) keeps draining them: keys no node id can be (ids have no "_").
+CORDON_PREFIX = "cordoned_"
 
 
 def key_fingerprint(public_key: object) -> str:
@@ -126,14 +129,29 @@ class NodePins:
         self._store = store
         self._pins: dict[str, Pin] = {}
         self._lock = asyncio.Lock()
+        self.cordoned: set[str] = set()  # nodes drained on request, as the store keeps them
 
     async def load(self) -> None:
-        self._pins = {node: Pin.decode(value) for node, value in (await self._store.load()).items()}
+        entries = await self._store.load()
+        self._pins = {
+            node: Pin.decode(value) for node, value in entries.items() if not node.startswith(CORDON_PREFIX)
+        }
+        self.cordoned = {
+            key.removeprefix(CORDON_PREFIX)
+            for key, value in entries.items()
+            if key.startswith(CORDON_PREFIX) and value == "true"
+        }
         log.info("node keys: %d node(s) pinned (%s)", sum(1 for p in self._pins.values() if p.key),
                  self._store.where)  # fmt: skip
 
     def get(self, node_id: str) -> Pin | None:
         return self._pins.get(node_id)
+
+    async def cordon(self, node_id: str, cordoned: bool) -> None:
+        """Keep (or clear) a drain, before it takes effect."""
+        async with self._lock:
+            await self._store.put(CORDON_PREFIX + node_id, "true" if cordoned else "false")
+            (self.cordoned.add if cordoned else self.cordoned.discard)(node_id)
 
     async def _set(self, node_id: str, pin: Pin) -> None:
         await self._store.put(node_id, pin.encode())

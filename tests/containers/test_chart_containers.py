@@ -102,6 +102,8 @@ def container_cluster(
             f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"
         )
         api.kubectl("apply", "-f", str(tmp / "namespace.yaml"))
+        for node in ("node-a", "node-b"):  # the Nodes their kubelets registered: agents join only as one
+            api.create_node(node, {"kubernetes.io/hostname": node})
         pods: list[PodRun] = []
         for workload in workloads:
             nodes = ["node-a", "node-b"] if workload["kind"] == "DaemonSet" else ["node-a"]

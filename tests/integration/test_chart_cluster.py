@@ -92,6 +92,8 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartClu
             f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"
         )
         api.kubectl("apply", "-f", str(tmp / "namespace.yaml"))
+        for node in ("node-a", "node-b"):  # the Nodes their kubelets registered: agents join only as one
+            api.create_node(node, {"kubernetes.io/hostname": node})
         pods: dict[str, Pod] = {}
         for name, workload in workloads.items():
             nodes = ["node-a", "node-b"] if workload["kind"] == "DaemonSet" else [name.rsplit("-", 1)[1]]

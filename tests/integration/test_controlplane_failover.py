@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from controlplane.agents.servicer import STOPPING
 from controlplane.operator.leader import LEADER_LABEL
 from nodeagent.supervisor.process import free_port
 from tests.support import node_identity, oneshot
+from tests.support.client_loop import ClientLoop
 from tests.support.kubeapi import KubeApi, kube_api
 from tests.support.processes import (
     Proc,
@@ -55,54 +55,6 @@ spec:
   parallelSlots: 2
   threads: 1
 """
-
-
-@dataclass
-class ClientLoop:
-    """Chat requests one after another through the gateway, counting every answer that is not a 200."""
-
-    url: str
-    parallel: int = 1  # clients, each one request after another
-    max_tokens: int = 4
-    ok: int = 0
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        body = {
-            "model": "smol",
-            "max_tokens": self.max_tokens,
-            "messages": [{"role": "user", "content": "Hi"}],
-        }
-        with httpx.Client(timeout=30) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.post(f"{self.url}/v1/chat/completions", json=body)
-                    if response.status_code == 200:
-                        self.ok += 1
-                    else:
-                        self.failures.append(f"{response.status_code}: {response.text[:200]}")
-                except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                time.sleep(0.05)
-
-    def served(self, more: int = 3, at_least: int = 0) -> None:
-        """Wait until ``more`` further requests succeed (``at_least`` in all): answers flow (again)."""
-        target = max(self.ok + more, at_least)
-        wait_until(lambda: self.ok >= target, 60, f"{target} answers",
-                   on_timeout=lambda: f"{self.ok} ok, failures: {self.failures[:5]}")  # fmt: skip
-
-    @contextmanager
-    def running(self) -> Iterator[ClientLoop]:
-        threads = [threading.Thread(target=self.run, daemon=True) for _ in range(self.parallel)]
-        for thread in threads:
-            thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            for thread in threads:
-                thread.join(60)
 
 
 def gateway_current(url: str) -> bool:
@@ -167,6 +119,8 @@ def two_controlplanes(tmp_path: Path, manifest: str, model: str, *extra: str) ->
             c = ControlPlanes(api, [], [], None, base, tmp_path, [service, join], extra)  # type: ignore[arg-type]
             wait_leading(c.start(0), c.ready_urls[0])  # cp-0 leads; cp-1 follows
             c.start(1)
+            for name in ("node-a", "node-k"):  # the Nodes the kubelets registered (agents join only as one)
+                api.create_node(name, {"kubernetes.io/hostname": name})
             args = [*agent_args(tmp_path, service.address), "--uplink-join", join.address]
             c.agent = Proc("agent", args, tmp_path / "agent.log").start()
             gateway = Proc(

@@ -85,6 +85,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
             ],
             tmp / "cp.log",
         ).start()
+        api.create_node("node-a", {"kubernetes.io/hostname": "node-a"})  # the kubelet registered it
         agent = Proc("agent", agent_args(tmp, address), tmp / "agent.log").start()
         gateway = Proc("gateway", gateway_args(address, gw_port, tmp), tmp / "gateway.log").start()
         try:
