@@ -137,7 +137,8 @@ def test_a_drain_asked_with_llamafleet_nodes_drain_outlives_a_control_plane_rest
         )
         drained = subprocess.run(
             [sys.executable, "-m", "llamafleet.cli.main", "nodes", "drain", "node-a",
-             "--controlplane", address, *admin_cli(tmp_path)], capture_output=True, text=True, timeout=30, cwd=REPO,
+             "--controlplane", address, *admin_cli(tmp_path)],
+            capture_output=True, text=True, timeout=30, cwd=REPO,
         )  # fmt: skip
         assert drained.returncode == 0, drained.stderr
         assert cp.stop() == 0
