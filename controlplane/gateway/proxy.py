@@ -6,17 +6,19 @@ has started, a failure ends it with an SSE error event (it is never retried).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import httpx
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from controlplane.domain import Endpoint
 from controlplane.gateway.access.api_keys import ANONYMOUS, ApiKey
@@ -220,16 +222,11 @@ class EngineProxy:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 await self._balancer.release(base, endpoint, grant)
                 raise EngineFailed(f"replica {endpoint.replica_id} failed: {type(exc).__name__}") from exc
+            except BaseException:  # cancelled while the engine was asked (the server stopping): the slot back
+                await asyncio.shield(self._balancer.release(base, endpoint, grant))
+                raise
             if request.stream and response.status == 200:
-                return StreamingResponse(
-                    self._relay(response, endpoint, request, started, base, grant, spans),
-                    media_type="text/event-stream",
-                    headers={
-                        "Cache-Control": "no-cache",
-                        "X-Accel-Buffering": "no",
-                        REPLICA_HEADER: endpoint.replica_id,
-                    },
-                )
+                return self._relay(response, endpoint, request, started, base, grant, spans)
             try:
                 return await self._complete(response, endpoint, request)
             finally:
@@ -274,7 +271,7 @@ class EngineProxy:
             headers={REPLICA_HEADER: endpoint.replica_id},
         )
 
-    async def _relay(
+    def _relay(
         self,
         response: aiohttp.ClientResponse,
         endpoint: Endpoint,
@@ -283,43 +280,89 @@ class EngineProxy:
         base: str,
         grant: Grant,
         spans: RequestSpans | None,
-    ) -> AsyncIterator[bytes]:
+    ) -> StreamingResponse:
+        """The engine's stream passed through; its slot given back and the request counted exactly once,
+        when the stream ends or breaks, or — the client gone before its first byte, when the body never
+        starts and so no ``finally`` of its would run — when the response is over (``_Relayed``)."""
         tokens = StreamTokens(BY_PATH[request.path])
-        stripper = UsageStripper() if request.strip_usage else None
-        first = True
-        status = "200"
-        try:
-            async for chunk in response.content.iter_any():
-                if first:
-                    self._metrics.ttft_seconds.labels(request.model).observe(time.monotonic() - started)
-                    first = False
-                tokens.feed(chunk)
-                if stripper is None:
-                    yield chunk
-                elif passed := stripper.feed(chunk):
-                    yield passed
-            if stripper is not None and (rest := stripper.rest()):
-                yield rest
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            status = "502"
-            log.warning("replica %s broke off a stream: %s", endpoint.replica_id, type(exc).__name__)
-            message = f"replica {endpoint.replica_id} failed mid-stream; the response is incomplete"
-            yield (
-                b"data: "
-                + json.dumps(error_body(message, "server_error", "engine_failed")).encode()
-                + b"\n\n"
-            )
-        finally:
+        outcome = _Outcome()
+
+        async def finish() -> None:
+            if outcome.done:
+                return
+            outcome.done = True
             response.close()  # a client disconnect lands here too: the engine sees it and cancels
-            await self._balancer.release(base, endpoint, grant)
+            # Shielded: a second cancellation (the server stopping) must not leave the slot taken.
+            await asyncio.shield(self._balancer.release(base, endpoint, grant))
             self._metrics.generated_tokens.labels(request.model).inc(tokens.count)
-            self._count(request, status)
+            self._count(request, outcome.status)
             self._charge(request, tokens.total)
             self._metrics.request_seconds.labels(request.model, request.endpoint_label).observe(
                 time.monotonic() - started
             )
             if spans is not None:
-                spans.end(status)
+                spans.end(outcome.status)
+
+        async def body() -> AsyncIterator[bytes]:
+            stripper = UsageStripper() if request.strip_usage else None
+            first = True
+            outcome.status = "200"
+            try:
+                async for chunk in response.content.iter_any():
+                    if first:
+                        self._metrics.ttft_seconds.labels(request.model).observe(time.monotonic() - started)
+                        first = False
+                    tokens.feed(chunk)
+                    if stripper is None:
+                        yield chunk
+                    elif passed := stripper.feed(chunk):
+                        yield passed
+                if stripper is not None and (rest := stripper.rest()):
+                    yield rest
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                outcome.status = "502"
+                log.warning("replica %s broke off a stream: %s", endpoint.replica_id, type(exc).__name__)
+                message = f"replica {endpoint.replica_id} failed mid-stream; the response is incomplete"
+                yield (
+                    b"data: "
+                    + json.dumps(error_body(message, "server_error", "engine_failed")).encode()
+                    + b"\n\n"
+                )
+            finally:
+                await finish()
+
+        return _Relayed(
+            finish,
+            body(),
+            media_type="text/event-stream",
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+                REPLICA_HEADER: endpoint.replica_id,
+            },
+        )
+
+
+class _Relayed(StreamingResponse):
+    """A stream whose ``finish`` runs however the response ends: sent, broken, or never started (a client
+    that left while the request waited for a slot: Starlette may then cancel the body before its first
+    step, or raise before it, and the body's own ``finally`` never runs)."""
+
+    def __init__(self, finish: Callable[[], Awaitable[None]], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._finish = finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self._finish())
+
+
+@dataclass
+class _Outcome:
+    status: str = "499"  # the client closed the request before any byte (nginx's code for it)
+    done: bool = False
 
 
 # An engine whose host drops off the network (a cut link, a dead node) sends no FIN: without these a
