@@ -122,7 +122,7 @@ def loopback_refusal(node_id: str, advertise_host: str, peer: str) -> NodeRefuse
     return NodeRefused(
         f"node {node_id} advertises {advertise_host}, a loopback address, but connects from {connecting}: "
         f"gateways on other machines could not reach its engines; start the agent with "
-        f"--supervisor-advertise-host {connecting} --supervisor-engine-bind-host 0.0.0.0"
+        f"--supervisor-advertise-host {connecting} --supervisor-engine-bind-host {connecting}"
     )
 
 

@@ -260,7 +260,8 @@ class Batcher:
         self._metrics.suspended.set(len(self._suspended))
         used = sum(len(s.cached) for s in self._slots)
         self._metrics.kv_cells_used.set(used)
-        waiting = [*self._waiting, *self._suspended]
+        with self._lock:  # submitted since this step began: not moved into the line yet
+            waiting = [*self._inbox, *self._waiting, *self._suspended]
         self.load = ServingLoad(
             running=self.busy,
             waiting=self._queued + len(self._suspended),

@@ -15,6 +15,7 @@ from nodeagent.supervisor.process import free_port
 from tests.support import oneshot
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.envoy_ext_proc import EnvoyLike
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +37,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
     port = free_port("127.0.0.1")
     running = start_cluster(tmp, MODELS, ["smol"], ("--gateway-picker-port", str(port)))
     try:
+        both = lambda: any(m["name"] == "smol" and m["ready_replicas"] == 2 for m in running.models_json())  # noqa: E731
+        wait_until(both, 120, "both replicas of smol to be ready")
         yield running, f"127.0.0.1:{port}"
     finally:
         stop_cluster(running)

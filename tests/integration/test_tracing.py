@@ -34,9 +34,10 @@ TRACE_ID, CLIENT_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 SERVER, CLIENT = 2, 3  # OTLP span kinds
 
 
-def one(received: Received, name: str, service: str) -> Span:
+def one(received: Received, name: str, service: str, kind: int = 0) -> Span:
     for _ in range(600):  # batches leave every 100 ms (OTEL_BSP_SCHEDULE_DELAY below)
-        spans = [s for s in received.named(name) if s.service == service and s.trace_id == TRACE_ID]
+        spans = [s for s in received.named(name)
+                 if s.service == service and s.trace_id == TRACE_ID and kind in (0, s.kind)]  # fmt: skip
         if spans:
             (span,) = spans
             return span
@@ -59,7 +60,7 @@ def test_a_clients_trace_goes_through_the_gateway_to_the_engine(
                 f"{cluster.base_url}/v1/chat/completions", json=body, headers=headers, timeout=120
             )
             assert answer.status_code == 200
-            gateway = one(received, "POST /v1/chat/completions", "llamafleet-gateway")
+            gateway = one(received, "POST /v1/chat/completions", "llamafleet-gateway", SERVER)
             queue = one(received, "gateway.queue", "llamafleet-gateway")
             pick = one(received, "balancer.pick", "llamafleet-gateway")
             engine = one(received, "engine generate", "llamafleet-engine")
