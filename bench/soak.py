@@ -8,6 +8,11 @@ before and after. There is no baseline to compare with: its figures are absolute
 machine, and the errors must be zero. Prints one JSON line last.
 
     .venv/bin/python bench/soak.py [--clients 64] [--seconds 60]
+    .venv/bin/python bench/soak.py --clients 32 --seconds 3600     # the hour (issue 34)
+
+Every ``--sample-s`` (30 s) each process's RSS, open file descriptors and threads are read; after
+``--warmup-s`` (300 s, or a tenth of a shorter run) the RSS slope per process is the least-squares
+line through the samples, in MiB per 10 minutes (target ≤ 1), and fds and threads their range.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +36,55 @@ from tests.support.soak import MODELS, engine_urls, gateway_in_flight, idle_chec
 from tests.support.wait import wait_until
 
 
+class Sampler:
+    """Each process's RSS (MiB), open fds and threads every ``every_s`` seconds, on a thread."""
+
+    def __init__(self, pids: list[int], every_s: float) -> None:
+        self._pids, self._every = pids, every_s
+        self.samples: dict[int, list[tuple[float, float, int, int]]] = {pid: [] for pid in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = time.monotonic()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            for pid in self._pids:
+                try:
+                    proc = psutil.Process(pid)
+                    with proc.oneshot():
+                        row = (time.monotonic() - self._started, proc.memory_info().rss / 2**20,
+                               proc.num_fds(), proc.num_threads())  # fmt: skip
+                except psutil.Error:
+                    continue
+                self.samples[pid].append(row)
+            if self._stop.wait(self._every):
+                return
+
+    def trend(self, pid: int, warmup_s: float) -> dict[str, object]:
+        rows = [r for r in self.samples[pid] if r[0] >= warmup_s] or self.samples[pid]
+        if len(rows) < 2:
+            return {"samples": len(rows)}
+        times = [r[0] for r in rows]
+        rss = [r[1] for r in rows]
+        mean_t, mean_r = statistics.fmean(times), statistics.fmean(rss)
+        spread = sum((t - mean_t) ** 2 for t in times) or 1.0
+        slope = sum((t - mean_t) * (r - mean_r) for t, r in zip(times, rss, strict=True)) / spread
+        return {
+            "samples": len(rows),
+            "rss_mib_per_10min": round(slope * 600, 3),
+            "rss_mib_first_last": [round(rss[0], 1), round(rss[-1], 1)],
+            "fds_min_max": [min(r[2] for r in rows), max(r[2] for r in rows)],
+            "threads_min_max": [min(r[3] for r in rows), max(r[3] for r in rows)],
+        }
+
+
 def processes(root: int) -> list[int]:
     return [root, *(p.pid for p in psutil.Process(root).children(recursive=True))]
 
@@ -39,6 +95,8 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--sample-s", type=float, default=30.0, help="how often processes are read")
+    parser.add_argument("--warmup-s", type=float, default=300.0, help="samples before this are not in slopes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cluster = start_cluster(Path(tmp), MODELS, ["smollm2-135m"])
@@ -46,7 +104,12 @@ def main() -> None:
             wait_until(lambda: len(engine_urls(cluster)) == 2, 60, "both replicas")
             asyncio.run(soak(cluster.base_url, "smollm2-135m", clients=4, seconds=3))  # warm-up
             before = rss_mib(processes(cluster.process.pid))
-            result = asyncio.run(soak(cluster.base_url, "smollm2-135m", args.clients, args.seconds))
+            sampler = Sampler(list(before), args.sample_s)
+            sampler.start()
+            try:
+                result = asyncio.run(soak(cluster.base_url, "smollm2-135m", args.clients, args.seconds))
+            finally:
+                sampler.stop()
             time.sleep(2)
             health = idle_check(engine_urls(cluster))
             after = rss_mib(list(before))
@@ -62,6 +125,8 @@ def main() -> None:
         "slots_idle_after": all(h["slots_idle"] == h["slots_total"] for h in health),
         "gateway_in_flight_after": in_flight,
         "rss_mib": {names[pid]: {"before": before[pid], "after": after[pid]} for pid in names},
+        "trends": {names[pid]: sampler.trend(pid, min(args.warmup_s, args.seconds / 10)) for pid in names},
+        "target_rss_mib_per_10min": 1.0,
         "failures": result.failures[:5],
     }
     print(
