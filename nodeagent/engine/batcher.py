@@ -305,25 +305,55 @@ class Batcher:
                     continue
                 return
             if self._suspended and not (self._waiting and self._waiting[0].preempts):
-                self._resume(self._suspended.popleft(), free)  # before new requests, after preempting ones
+                suspended = self._suspended.popleft()
+                try:
+                    self._resume(suspended, free)  # before new requests, after preempting ones
+                except Exception:  # as for a new request: fail it, never lose it
+                    log.exception("could not resume request %s", suspended.request_id)
+                    self._release_adapters(suspended)
+                    self._outbox.append(
+                        (suspended, Delta(error=EngineFailed("the engine could not resume this request")))
+                    )
                 continue
             seq = self._waiting.popleft()
             self._dequeued()
+            try:
+                slot = self._place(seq, free, donors, copied)
+            except Exception:  # a bug must fail this request, never lose it (its client would wait forever)
+                log.exception("could not start request %s", seq.request_id)
+                self._release_adapters(seq)
+                self._outbox.append(
+                    (seq, Delta(error=EngineFailed("the engine could not start this request")))
+                )
+                continue
+            slot.seq = seq
+            seq.admitted_at = time.monotonic()
+            self._metrics.prompt_tokens.inc(len(seq.prompt))
+
+    def _place(self, seq: Sequence, free: list[Slot], donors: set[int], copied: set[int]) -> Slot:
+        """The slot ``seq`` starts in, its cells made ready (a cleared slot, or a prefix kept, copied or
+        restored). On an error the slot chosen is cleared, so no half-made state is reused."""
+        slot: Slot | None = None
+        try:
             if seq.kind == "embed":
                 slot = min(free, key=lambda s: (len(s.cached), s.last_used))
                 self._evict(slot, 0)
                 self._model.clear_seq(slot.id)
                 slot.cached, slot.cache_adapters = [], ()
-            else:
-                choice = self._with_saved(choose_slot(self._slots, free, seq.prompt, seq.adapters), seq)
-                slot = choice.slot
-                if choice.donor is not None:
-                    donors.add(choice.donor.id)
-                    copied.add(slot.id)
-                self._attach_generation(choice, seq)
-            slot.seq = seq
-            seq.admitted_at = time.monotonic()
-            self._metrics.prompt_tokens.inc(len(seq.prompt))
+                return slot
+            choice = choose_slot(self._slots, free, seq.prompt, seq.adapters)
+            slot = choice.slot
+            choice = self._with_saved(choice, seq)
+            if choice.donor is not None:
+                donors.add(choice.donor.id)
+                copied.add(choice.slot.id)
+            self._attach_generation(choice, seq)
+            return choice.slot
+        except Exception:
+            if slot is not None:
+                self._model.clear_seq(slot.id)
+                slot.cached, slot.cache_adapters = [], ()
+            raise
 
     def _preempt(self, copied: set[int]) -> bool:
         """Suspend a running request for a waiting one the gateway let preempt it (fair queuing across
@@ -393,6 +423,7 @@ class Batcher:
         if saved is None or reuse < choice.reuse + MIN_SAVED:
             return choice
         slot = choice.slot
+        cache.touch(saved)  # the newest now: saving the slot's cells next must not push it out first
         self._evict(slot, 0)
         if not self._model.restore_seq(slot.id, saved.data):
             log.warning("llama.cpp refused a saved prompt state of %d tokens; prefilling instead",
@@ -400,7 +431,6 @@ class Batcher:
             cache.remove(saved)
             slot.cached, slot.cache_adapters = [], ()
             return SlotChoice(slot, None, 0)
-        cache.touch(saved)
         slot.cached, slot.cache_adapters = saved.tokens, saved.adapters
         slot.prompt_tokens = saved.prompt_tokens
         self._metrics.prompt_cache_restored_tokens.inc(reuse)

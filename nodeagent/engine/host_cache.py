@@ -78,7 +78,9 @@ class HostCache:
         return found, longest
 
     def touch(self, state: SavedState) -> None:
-        self._states.move_to_end(id(state))
+        """Mark ``state`` used now (no-op when it was dropped meanwhile: its data is still the caller's)."""
+        if id(state) in self._states:
+            self._states.move_to_end(id(state))
 
     def save(self, state: SavedState) -> bool:
         """Keep ``state`` (dropping the states it extends, then the least recently used as needed);

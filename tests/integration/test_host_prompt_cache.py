@@ -90,3 +90,21 @@ def test_states_larger_than_the_limit_are_not_kept(smollm2_path: Path, tmp_path:
     assert all(_cached(a) < 8 for a in answers)
     assert _metric(metrics, "llamafleet_engine_prompt_cache_saved_total") == 0
     assert _metric(metrics, "llamafleet_engine_prompt_cache_host_bytes") == 0
+
+
+def test_a_state_pushed_out_while_it_is_restored_still_serves_its_request(
+    smollm2_path: Path, tmp_path: Path
+) -> None:
+    """Room for one state (4 MiB): restoring a conversation's state first saves the slot's other
+    conversation, which pushed the one being restored out of the cache. Before, that was a KeyError
+    in the batcher and the request was lost (its client waited forever: the cluster benchmark's
+    timeouts); now it is served from the state in hand."""
+    flags = ("--parallel-slots", "1", "--context-length", "1024")
+    with running_engine(smollm2_path, tmp_path, *flags, "--cache-ram", "0") as off, off.client() as client:
+        without = _converse(client)
+    with running_engine(smollm2_path, tmp_path, *flags, "--cache-ram", "4") as on:
+        with on.client(timeout=30) as client:
+            with_cache = _converse(client)
+        log = on.log()
+    assert [a["choices"][0]["text"] for a in with_cache] == [a["choices"][0]["text"] for a in without]
+    assert "Traceback" not in log
