@@ -3,17 +3,18 @@
     .venv/bin/python bench/picker.py [--requests 2000] [--streams 32] [--conversations 24]
 
 1. The picker's added latency: 32 concurrent ext_proc streams over one gRPC connection (as Envoy
-   keeps one to its processor), each a chat request's headers and body (FULL_DUPLEX_STREAMED, 2 KiB
-   in 64-byte chunks sent without waiting) then an empty response; the time from the last body chunk
-   to the answer carrying the pick, p50/p99. The picker (a process of its own, picking with the
+   keeps one to its processor), each a chat request's headers and body (FULL_DUPLEX_STREAMED, 2 KiB:
+   one piece, as Envoy reads it) then an empty response; the time from the body to the answer
+   carrying the pick, p50/p99. The picker (a process of its own, picking with the
    gateway's balancer among 8 engines of a routing table, prefix affinity) is run against a no-op
    ext_proc processor in the same script, which answers the same phases without picking: the
    difference is what picking adds to the gRPC exchange every ext_proc processor costs.
 2. Prefix affinity through the picker against random picks: `llamafleet up` with 2 SmolLM2 replicas
-   of 2 slots and the picker on; conversations under 4 long system prompts, 2 at a time, routed the
-   way Envoy routes (tests/support/envoy_ext_proc.py): to the picker's pick, or (random) to an engine
-   drawn at random from the picker's list (the served endpoint reported back, as Envoy would). Time to
-   the first streamed byte from the engine, p50/p90, and the ratio.
+   of 2 slots and the picker on; conversations about a document of their own (~1,000 tokens, under
+   one of 4 system prompts), three questions each, 2 conversations at a time, routed the way Envoy
+   routes (tests/support/envoy_ext_proc.py): to the picker's pick, or (random) to an engine drawn at
+   random from the picker's list (the served endpoint reported back, as Envoy would). Time to the
+   first streamed byte from the engine, p50/p90, and the ratio.
 
 Prints one JSON line last.
 """
@@ -45,6 +46,9 @@ from tests.support.cluster import start_cluster, stop_cluster
 from tests.support.envoy_ext_proc import MODES, EnvoyLike, _headers
 
 ENGINES = 8
+VOCABULARY = ("account", "card", "fee", "transfer", "branch", "loan", "rate", "statement", "balance",
+              "the", "of", "and", "a", "to", "is", "for", "on", "with", "monthly", "annual", "notice")  # fmt: skip
+CHUNK = 16 * 1024  # Envoy reads a request body in pieces of its buffer: a 2 KiB body is one piece
 SYSTEMS = [f"You are assistant number {i} of a large bank's support desk; answer in one sentence. " * 12
            for i in range(4)]  # fmt: skip
 
@@ -124,7 +128,7 @@ async def exchange(stub: Any, body: bytes) -> float:
     first.protocol_config.request_body_mode = MODES.FULL_DUPLEX_STREAMED
     first.protocol_config.response_body_mode = MODES.FULL_DUPLEX_STREAMED
     await outbox.put(first)
-    pieces = [body[i : i + 64] for i in range(0, len(body), 64)]
+    pieces = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)]
     for piece in pieces[:-1]:
         await outbox.put(ext_proc.ProcessingRequest(request_body=ext_proc.HttpBody(body=piece)))
     sent = time.perf_counter()
@@ -189,19 +193,26 @@ async def latency(address: str, requests: int, streams: int) -> list[float]:
 
 # --- part 2: affinity through the picker -----------------------------------------------------------
 async def conversations(picker: str, count: int, at_random: bool, seed: int, tag: str) -> list[float]:
-    """TTFTs of ``count`` conversations; each routing's conversations and system prompts are its own
-    (``tag``), so neither finds the other's in the engines' caches."""
+    """TTFTs of ``count`` conversations; each routing's documents are its own (``tag``), so neither
+    finds the other's in the engines' caches."""
     rng = random.Random(seed)
     http = httpx.AsyncClient(timeout=120)
     envoy = EnvoyLike(picker, http=http)
     ttfts: list[float] = []
 
     async def converse(i: int) -> None:
-        messages: list[dict[str, str]] = [{"role": "system", "content": f"[{tag}] {SYSTEMS[i % 4]}"}]
+        # A document of its own pasted into each conversation (a contract, a log, a report: ~1,000
+        # tokens), then questions about it: where its turns go decides whether it is computed again.
+        document = f"Document {i} ({tag}): " + " ".join(
+            random.Random(f"{tag}-{i}").choices(VOCABULARY, k=900)
+        )
+        messages: list[dict[str, str]] = [
+            {"role": "system", "content": SYSTEMS[i % 4]},
+            {"role": "user", "content": document},
+            {"role": "assistant", "content": "I have read it."},
+        ]
         for turn in range(3):
-            messages.append(
-                {"role": "user", "content": f"Conversation {i}, question {turn}: what about my card?"}
-            )
+            messages.append({"role": "user", "content": f"Question {turn}: what does it say about fees?"})
             body = {"model": "smol", "max_tokens": 8, "temperature": 0, "stream": True, "messages": messages}
             exchange = await envoy.route(
                 body, upstream=True, pick=(lambda d: rng.choice(d)) if at_random else None
