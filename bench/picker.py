@@ -9,12 +9,13 @@
    gateway's balancer among 8 engines of a routing table, prefix affinity) is run against a no-op
    ext_proc processor in the same script, which answers the same phases without picking: the
    difference is what picking adds to the gRPC exchange every ext_proc processor costs.
-2. Prefix affinity through the picker against random picks: `llamafleet up` with 2 SmolLM2 replicas
-   of 2 slots and the picker on; conversations about a document of their own (~1,000 tokens, under
-   one of 4 system prompts), three questions each, 2 conversations at a time, routed the way Envoy
-   routes (tests/support/envoy_ext_proc.py): to the picker's pick, or (random) to an engine drawn at
-   random from the picker's list (the served endpoint reported back, as Envoy would). Time to the
-   first streamed byte from the engine, p50/p90, and the ratio.
+2. Prefix affinity through the picker against picks blind to the prompt: `llamafleet up` with 2
+   SmolLM2 replicas of 2 slots and the picker on, the Model's balancer the default (prefix affinity)
+   or round-robin; conversations about a document of their own (~1,100 tokens, under one of 4 system
+   prompts), three questions each, 2 conversations at a time, routed the way Envoy routes
+   (tests/support/envoy_ext_proc.py) to the picker's pick. Time to the first streamed byte from the
+   engine, p50/p90, and the ratios. (A data plane cannot send a request elsewhere than the pick:
+   each engine answers only its own request secret, which the pick's headers carry.)
 
 Prints one JSON line last.
 """
@@ -44,10 +45,11 @@ from bench.latency import percentile
 from nodeagent.supervisor.process import free_port
 from tests.support.cluster import start_cluster, stop_cluster
 from tests.support.envoy_ext_proc import MODES, EnvoyLike, _headers
+from tests.support.wait import wait_until
 
 ENGINES = 8
 VOCABULARY = ("account", "card", "fee", "transfer", "branch", "loan", "rate", "statement", "balance",
-              "the", "of", "and", "a", "to", "is", "for", "on", "with", "monthly", "annual", "notice")  # fmt: skip
+              "the", "of", "and", "a", "to", "is", "for", "on", "with", "annual", "notice")  # fmt: skip
 CHUNK = 16 * 1024  # Envoy reads a request body in pieces of its buffer: a 2 KiB body is one piece
 SYSTEMS = [f"You are assistant number {i} of a large bank's support desk; answer in one sentence. " * 12
            for i in range(4)]  # fmt: skip
@@ -192,10 +194,9 @@ async def latency(address: str, requests: int, streams: int) -> list[float]:
 
 
 # --- part 2: affinity through the picker -----------------------------------------------------------
-async def conversations(picker: str, count: int, at_random: bool, seed: int, tag: str) -> list[float]:
+async def conversations(picker: str, count: int, tag: str) -> list[float]:
     """TTFTs of ``count`` conversations; each routing's documents are its own (``tag``), so neither
     finds the other's in the engines' caches."""
-    rng = random.Random(seed)
     http = httpx.AsyncClient(timeout=120)
     envoy = EnvoyLike(picker, http=http)
     ttfts: list[float] = []
@@ -214,9 +215,8 @@ async def conversations(picker: str, count: int, at_random: bool, seed: int, tag
         for turn in range(3):
             messages.append({"role": "user", "content": f"Question {turn}: what does it say about fees?"})
             body = {"model": "smol", "max_tokens": 8, "temperature": 0, "stream": True, "messages": messages}
-            exchange = await envoy.route(
-                body, upstream=True, pick=(lambda d: rng.choice(d)) if at_random else None
-            )
+            exchange = await envoy.route(body, upstream=True)
+            assert exchange.status == 200, exchange.response_body[:300]
             ttfts.append(exchange.ttft)
             messages.append({"role": "assistant", "content": "Your card is safe with us."})
 
@@ -282,32 +282,31 @@ def main() -> None:
             process.wait(timeout=30)
     result["picking_added_p50_ms"] = round(result["picker_p50_ms"] - result["noop_p50_ms"], 3)
     result["picking_added_p99_ms"] = round(result["picker_p99_ms"] - result["noop_p99_ms"], 3)
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port("127.0.0.1")
-        cluster = start_cluster(
-            Path(tmp), MODELS, ["smol"], ("--gateway-picker-port", str(port)), short_intervals=False
-        )
-        try:
-            picker = f"127.0.0.1:{port}"
-            asyncio.run(conversations(picker, 2, True, 0, "warm"))  # both engines, prompts of neither run
-            rows = {}
-            for name, at_random in (("picker", False), ("random", True)):
-                ttfts = asyncio.run(conversations(picker, args.conversations, at_random, 7, name))
-                rows[name] = {
+    rows = {}
+    for policy in ("prefix-affinity", "round-robin"):  # the default, and picks blind to the prompt
+        with tempfile.TemporaryDirectory() as tmp:
+            port = free_port("127.0.0.1")
+            models = MODELS + f"    balancer: {policy}\n"
+            cluster = start_cluster(Path(tmp), models, ["smol"], ("--gateway-picker-port", str(port)),
+                                    short_intervals=False)  # fmt: skip
+            try:
+                picker = f"127.0.0.1:{port}"
+                both = lambda c=cluster: any(m["ready_replicas"] == 2 for m in c.models_json())  # noqa: E731
+                wait_until(both, 120, "both replicas")
+                asyncio.run(conversations(picker, 2, "warm"))  # both engines, documents of neither run
+                ttfts = asyncio.run(conversations(picker, args.conversations, policy))
+                rows[policy] = {
                     "ttft_p50_ms": round(1000 * statistics.median(ttfts), 1),
                     "ttft_p90_ms": round(1000 * percentile(ttfts, 0.9), 1),
                     "requests": len(ttfts),
                 }
-                print(f"picker: affinity {name}: {rows[name]}", flush=True)
-        finally:
-            stop_cluster(cluster)
+                print(f"picker: affinity {policy}: {rows[policy]}", flush=True)
+            finally:
+                stop_cluster(cluster)
     result["affinity"] = rows
-    result["ttft_p50_random_over_picker"] = round(
-        rows["random"]["ttft_p50_ms"] / rows["picker"]["ttft_p50_ms"], 3
-    )
-    result["ttft_p90_random_over_picker"] = round(
-        rows["random"]["ttft_p90_ms"] / rows["picker"]["ttft_p90_ms"], 3
-    )
+    blind, affinity = rows["round-robin"], rows["prefix-affinity"]
+    result["ttft_p50_round_robin_over_affinity"] = round(blind["ttft_p50_ms"] / affinity["ttft_p50_ms"], 3)
+    result["ttft_p90_round_robin_over_affinity"] = round(blind["ttft_p90_ms"] / affinity["ttft_p90_ms"], 3)
     print(json.dumps(result))
 
 

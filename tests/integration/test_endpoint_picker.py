@@ -36,13 +36,14 @@ def chat(question: str, model: str = "smol") -> dict[str, object]:
     }
 
 
-def table(slots: int = 4, ready: bool = True) -> RoutingTable:
+def table(slots: int = 4, ready: bool = True, secrets: bool = False) -> RoutingTable:
+    """Engines without request secrets (fallbacks are offered), or each with its own (the agents' way:
+    no fallback could answer the pick's secret)."""
     engines = tuple(
-        Endpoint(
-            f"r{i}", "node", f"http://{address}", ready, ("noisy",) if i == 2 else (), secret=f"secret-{i}"
-        )
+        Endpoint(f"r{i}", "node", f"http://{address}", ready, ("noisy",) if i == 2 else (),
+                 secret=f"secret-{i}" if secrets else "")
         for i, address in enumerate(ENGINES)
-    )
+    )  # fmt: skip
     return RoutingTable(1, {"smol": ModelRoute("smol", slots, 2048, engines, balancer="prefix-affinity")})
 
 
@@ -97,7 +98,7 @@ async def test_a_pick_names_its_engine_and_fallbacks_alike_in_the_header_and_the
     assert exchange.clear_route_cache
     assert exchange.body == json.dumps(body).encode()  # given back whole, unchanged
     index = ENGINES.index(picks[0])
-    assert exchange.request_headers["authorization"] == f"Bearer secret-{index}"  # the engine's secret
+    assert "authorization" not in exchange.request_headers  # engines without a secret here
     assert exchange.request_headers["x-llamafleet-tenant"] == "anonymous"
     assert exchange.response_headers["x-llamafleet-replica"] == f"r{index}"
     assert exchange.response_body == b"{}"  # echoed back in duplex mode
@@ -106,6 +107,13 @@ async def test_a_pick_names_its_engine_and_fallbacks_alike_in_the_header_and_the
     # goes there too, through a new connection.
     again = await envoy.route(chat("And my account?"))
     assert again.destination.split(",")[0] == picks[0]
+
+
+async def test_engines_with_their_own_secrets_get_the_picks_and_no_fallback(picker: Picker) -> None:
+    picker.routes[0] = table(secrets=True)
+    exchange = await EnvoyLike(picker.address).route(chat("Where is my card?"))
+    (pick,) = exchange.destination.split(",")  # no other engine answers this engine's secret
+    assert exchange.request_headers["authorization"] == f"Bearer secret-{ENGINES.index(pick)}"
 
 
 async def test_buffered_mode_and_an_envoy_that_does_not_announce_its_mode(picker: Picker) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,13 +102,11 @@ class EnvoyLike:
         hold: asyncio.Event | None = None,
         served: str = "",
         hold_response: asyncio.Event | None = None,
-        pick: Callable[[list[str]], str] | None = None,
     ) -> Exchange:
         """One request. ``upstream``: forward it and run the response phases; without, the response is
         an empty 200 that ``served`` (ip:port) says served it. ``hold``: keep the stream open (the
         request in flight) until set; ``hold_response``: the same between the response's headers and
-        its body. ``pick``: forward to the endpoint it chooses from the picker's list (a data plane that
-        ignores the picker's order, as a random baseline)."""
+        its body."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         request_headers = {
             ":method": "POST",
@@ -174,7 +172,7 @@ class EnvoyLike:
             if hold is not None:
                 await hold.wait()
             if upstream:
-                await self._upstream(exchange, path, stream, outbox, pick)
+                await self._upstream(exchange, path, stream, outbox)
             else:
                 await self._respond(
                     stream, outbox, exchange, 200, {"content-type": "application/json"}, [b"{}"]
@@ -202,12 +200,9 @@ class EnvoyLike:
         path: str,
         stream: Any,
         outbox: asyncio.Queue[ext_proc.ProcessingRequest | None],
-        pick: Callable[[list[str]], str] | None,
     ) -> None:
         forwarded = {k: v for k, v in exchange.request_headers.items() if not k.startswith(":")}
         order = exchange.destination.split(",")  # the first, then the next on failure
-        if pick is not None:
-            order = [pick(order)]
         client = self._http or httpx.AsyncClient(timeout=120)
         try:
             for endpoint in order:

@@ -7,10 +7,11 @@ picker reads the model and the prompt from the body and picks with the gateway's
 model's policy: prefix affinity on the prompt's blocks, least load, sessions, adapters; fair queuing,
 preemption and the queue bounds), among the ready engines of the model in the routing table — only
 among the data plane's subset hint (``envoy.lb.subset_hint`` / ``x-gateway-destination-endpoint-subset``)
-when it sends one. The answer names the pick, then fallbacks (the model's other ready engines, least
-loaded first), as ``ip:port,ip:port…`` in the ``x-gateway-destination-endpoint`` request header and
-in the ``envoy.lb`` dynamic metadata alike, with the engine's request secret (Authorization) and the
-tenant headers the gateway sends an engine. No ready engine (or none in the subset): an immediate
+when it sends one. The answer names the pick, then fallbacks (the model's other ready engines that
+answer the same request secret, least loaded first: none with the agents' per-replica secrets), as
+``ip:port,ip:port…`` in the ``x-gateway-destination-endpoint`` request header and in the ``envoy.lb``
+dynamic metadata alike, with the engine's request secret (Authorization) and the tenant headers the
+gateway sends an engine. No ready engine (or none in the subset): an immediate
 503; refused by the queue (full, timed out, shed, past an objective): an immediate 429 with
 Retry-After; a model nothing serves: 404; a body that is not a JSON object: 400 — each with an
 OpenAI-style error body.
@@ -261,7 +262,13 @@ class _Stream:
             raise Unavailable(f"no ready engine serves {model_name or 'any model'!r}", 1)
         self._held = Held(model, endpoint, grant)
         self._picker._metrics.picker_requests.labels("picked").inc()
-        load = await self._picker._balancer.state.in_flight(sorted(allowed - {endpoint.replica_id}))
+        # Fallbacks: the model's other engines that answer the same request secret (the data plane sends
+        # one set of headers to whichever it tries, and each engine answers only its own secret: with
+        # the agent's per-replica secrets that is none, and the pick stands alone).
+        others = {e.replica_id for e in serving if e.secret == endpoint.secret} & allowed - {
+            endpoint.replica_id
+        }
+        load = await self._picker._balancer.state.in_flight(sorted(others))
         by_id = {e.replica_id: e for e in serving}
         fallbacks = [address(by_id[r]) for r in sorted(load, key=lambda r: (load[r], r))]
         headers = {**engine_headers(endpoint.secret), **fairness_headers(grant.tenant, grant.preempts)}
