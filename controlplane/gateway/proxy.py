@@ -41,6 +41,7 @@ from llamafleet.core.errors import (
     Unavailable,
     error_body,
 )
+from llamafleet.core.tracing import TRACE_HEADERS
 from llamafleet.http.errors import status_of
 from llamafleet.protocol.endpoint import Tokens
 from llamafleet.protocol.endpoints import BY_PATH
@@ -194,7 +195,11 @@ class EngineProxy:
             )
             if endpoint is None:
                 break
-            traced = {} if spans is None else spans.engine_call(endpoint, request.path)
+            # Traced: the engine's call is a span of ours; not: the client's context passes through unchanged
+            # (an engine that traces continues the client's trace).
+            traced = (
+                passed_trace(request.headers) if spans is None else spans.engine_call(endpoint, request.path)
+            )
             if spans is not None:
                 spans.picked(endpoint, grant, asked)
             tried.add(endpoint.replica_id)
@@ -357,6 +362,10 @@ class _Relayed(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             await asyncio.shield(self._finish())
+
+
+def passed_trace(headers: dict[str, str]) -> dict[str, str]:
+    return {h: v for h in TRACE_HEADERS if (v := headers.get(h))}
 
 
 @dataclass
