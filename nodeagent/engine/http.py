@@ -45,8 +45,10 @@ def create_app(
     app.add_middleware(LlamaServerCompat)
     folders = list(adapter_dirs or [])
     serving = Serving(core, model_name, metrics)
-    metrics.registry.register(
-        ModelServerMetrics(model_name, core.serving_load, lambda: [a["name"] for a in core.adapters()])
+    metrics.registry.register(  # read at scrape time (a core still loading reads as idle)
+        ModelServerMetrics(
+            model_name, lambda: core.serving_load(), lambda: [a["name"] for a in core.adapters()]
+        )
     )
 
     @app.get("/health")

@@ -88,6 +88,8 @@ def test_cordon_drain_taint_and_deletion_of_kubernetes_nodes(tmp_path: Path) -> 
 
             # kubectl cordon: no new placement there, nothing moved.
             api.kubectl("cordon", other)
+            wait_until(lambda: f"node {other}: its Kubernetes Node is cordoned" in cp.log(), 60,
+                       "the control plane to read the cordon", on_timeout=logs)  # fmt: skip
             api.kubectl("scale", "model/smol", "--replicas=2")
             wait_until(lambda: placements(api) == [(first, "ready"), (first, "ready")], 120,
                        f"both replicas on {first} (the other node is cordoned)", on_timeout=logs)  # fmt: skip
