@@ -146,6 +146,9 @@ def node_to_pb(node: NodeRecord, replicas: int) -> pb.Node:
         threads=node.threads,
         labels=node.labels,
         advertise_host=node.advertise_host,
+        unschedulable=node.unschedulable,
+        draining=node.draining,
+        deleted=node.deleted,
     )
 
 
@@ -171,6 +174,9 @@ def node_from_pb(message: pb.Node) -> NodeRecord:
         threads=message.threads,
         labels=dict(message.labels),
         advertise_host=message.advertise_host,
+        unschedulable=message.unschedulable,
+        draining=message.draining,
+        deleted=message.deleted,
     )
 
 

@@ -23,6 +23,16 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
+def node_state(node: NodeRecord) -> list[str]:
+    """Why nothing new is placed on ``node``, or why its replicas move away: for people."""
+    return [
+        *(["cordoned"] if node.cordoned else []),
+        *(["Kubernetes Node cordoned"] if node.unschedulable else []),
+        *([f"draining ({node.draining})"] if node.draining else []),
+        *(["Kubernetes Node deleted"] if node.deleted else []),
+    ]
+
+
 def format_nodes(nodes: list[NodeRecord]) -> str:
     if not nodes:
         return "no nodes have connected yet (is a `llamafleet agent` running and pointed here?)"
@@ -31,7 +41,7 @@ def format_nodes(nodes: list[NodeRecord]) -> str:
         rows.append(
             [
                 n.node_id,
-                ("yes" if n.connected else "no") + (", cordoned" if n.cordoned else ""),
+                ", ".join(["yes" if n.connected else "no", *node_state(n)]),
                 n.cpu_model[:32],
                 f"{n.threads}/{n.cpu_summary or n.cpu_logical_cores}",
                 f"{n.ram_free_bytes / GiB:.1f}/{n.ram_total_bytes / GiB:.1f} GiB",

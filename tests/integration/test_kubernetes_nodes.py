@@ -60,6 +60,19 @@ def nodes_json(address: str, tmp: Path) -> list[dict[str, object]]:
     return list(json.loads(listed.stdout)) if listed.returncode == 0 else []
 
 
+def node_state(address: str, tmp: Path, node_id: str) -> dict[str, object]:
+    """What `llamafleet nodes --json` says of ``node_id``'s Kubernetes Node."""
+    (node,) = [n for n in nodes_json(address, tmp) if n.get("node_id") == node_id]
+    return {k: node[k] for k in ("unschedulable", "draining", "deleted")}
+
+
+def nodes_table(address: str, tmp: Path) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "llamafleet.cli.main", "nodes", "--controlplane", address, *admin_cli(tmp)],
+        capture_output=True, text=True, timeout=30, cwd=REPO, check=True,
+    ).stdout  # fmt: skip
+
+
 def test_cordon_drain_taint_and_deletion_of_kubernetes_nodes(tmp_path: Path) -> None:
     with kube_api(tmp_path, free_port("127.0.0.1"), crds=()) as api:
         api.kubectl("apply", "-f", str(CRD_FILE))
@@ -90,6 +103,9 @@ def test_cordon_drain_taint_and_deletion_of_kubernetes_nodes(tmp_path: Path) -> 
             api.kubectl("cordon", other)
             wait_until(lambda: f"node {other}: its Kubernetes Node is cordoned" in cp.log(), 60,
                        "the control plane to read the cordon", on_timeout=logs)  # fmt: skip
+            cordoned = {"unschedulable": True, "draining": "", "deleted": False}
+            assert node_state(address, tmp_path, other) == cordoned
+            assert "Kubernetes Node cordoned" in nodes_table(address, tmp_path)
             api.kubectl("scale", "model/smol", "--replicas=2")
             wait_until(lambda: placements(api) == [(first, "ready"), (first, "ready")], 120,
                        f"both replicas on {first} (the other node is cordoned)", on_timeout=logs)  # fmt: skip
@@ -100,6 +116,8 @@ def test_cordon_drain_taint_and_deletion_of_kubernetes_nodes(tmp_path: Path) -> 
             with ClientLoop(base, parallel=2).running() as loop:
                 loop.served(5)
                 api.kubectl("taint", "node", first, "llamafleet.io/drain=:NoSchedule")
+                draining = lambda: node_state(address, tmp_path, first)["draining"] == "llamafleet.io/drain"  # noqa: E731
+                wait_until(draining, 60, f"`llamafleet nodes` to show {first} draining", on_timeout=logs)
                 wait_until(lambda: placements(api) == [(other, "ready"), (other, "ready")], 180,
                            f"both replicas moved to {other}", on_timeout=logs)  # fmt: skip
                 loop.served(5)

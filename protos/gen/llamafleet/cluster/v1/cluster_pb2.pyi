@@ -121,7 +121,7 @@ class ListNodesResponse(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("node_id", "hostname", "connected", "cpu_model", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "desired_generation", "applied_generation", "replicas", "agent_version", "last_seen_unix", "cpu_flags", "nvml", "cordoned", "cpu_usable", "cpu_summary", "threads", "labels", "advertise_host")
+    __slots__ = ("node_id", "hostname", "connected", "cpu_model", "cpu_logical_cores", "ram_total_bytes", "ram_free_bytes", "devices", "desired_generation", "applied_generation", "replicas", "agent_version", "last_seen_unix", "cpu_flags", "nvml", "cordoned", "cpu_usable", "cpu_summary", "threads", "labels", "advertise_host", "unschedulable", "draining", "deleted")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,9 @@ class Node(_message.Message):
     THREADS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ADVERTISE_HOST_FIELD_NUMBER: _ClassVar[int]
+    UNSCHEDULABLE_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     hostname: str
     connected: bool
@@ -171,7 +174,10 @@ class Node(_message.Message):
     threads: int
     labels: _containers.ScalarMap[str, str]
     advertise_host: str
-    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., connected: _Optional[bool] = ..., cpu_model: _Optional[str] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., replicas: _Optional[int] = ..., agent_version: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[str] = ..., cordoned: _Optional[bool] = ..., cpu_usable: _Optional[int] = ..., cpu_summary: _Optional[str] = ..., threads: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., advertise_host: _Optional[str] = ...) -> None: ...
+    unschedulable: bool
+    draining: str
+    deleted: bool
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., connected: _Optional[bool] = ..., cpu_model: _Optional[str] = ..., cpu_logical_cores: _Optional[int] = ..., ram_total_bytes: _Optional[int] = ..., ram_free_bytes: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., desired_generation: _Optional[int] = ..., applied_generation: _Optional[int] = ..., replicas: _Optional[int] = ..., agent_version: _Optional[str] = ..., last_seen_unix: _Optional[int] = ..., cpu_flags: _Optional[_Iterable[str]] = ..., nvml: _Optional[str] = ..., cordoned: _Optional[bool] = ..., cpu_usable: _Optional[int] = ..., cpu_summary: _Optional[str] = ..., threads: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., advertise_host: _Optional[str] = ..., unschedulable: _Optional[bool] = ..., draining: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
