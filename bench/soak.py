@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,61 +30,17 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.cluster import start_cluster, stop_cluster
-from tests.support.soak import MODELS, engine_urls, gateway_in_flight, idle_check, rss_mib, soak
+from tests.support.soak import (
+    MODELS,
+    Sampler,
+    engine_urls,
+    gateway_in_flight,
+    idle_check,
+    processes,
+    rss_mib,
+    soak,
+)
 from tests.support.wait import wait_until
-
-
-class Sampler:
-    """Each process's RSS (MiB), open fds and threads every ``every_s`` seconds, on a thread."""
-
-    def __init__(self, pids: list[int], every_s: float) -> None:
-        self._pids, self._every = pids, every_s
-        self.samples: dict[int, list[tuple[float, float, int, int]]] = {pid: [] for pid in pids}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._started = time.monotonic()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            for pid in self._pids:
-                try:
-                    proc = psutil.Process(pid)
-                    with proc.oneshot():
-                        row = (time.monotonic() - self._started, proc.memory_info().rss / 2**20,
-                               proc.num_fds(), proc.num_threads())  # fmt: skip
-                except psutil.Error:
-                    continue
-                self.samples[pid].append(row)
-            if self._stop.wait(self._every):
-                return
-
-    def trend(self, pid: int, warmup_s: float) -> dict[str, object]:
-        rows = [r for r in self.samples[pid] if r[0] >= warmup_s] or self.samples[pid]
-        if len(rows) < 2:
-            return {"samples": len(rows)}
-        times = [r[0] for r in rows]
-        rss = [r[1] for r in rows]
-        mean_t, mean_r = statistics.fmean(times), statistics.fmean(rss)
-        spread = sum((t - mean_t) ** 2 for t in times) or 1.0
-        slope = sum((t - mean_t) * (r - mean_r) for t, r in zip(times, rss, strict=True)) / spread
-        return {
-            "samples": len(rows),
-            "rss_mib_per_10min": round(slope * 600, 3),
-            "rss_mib_first_last": [round(rss[0], 1), round(rss[-1], 1)],
-            "fds_min_max": [min(r[2] for r in rows), max(r[2] for r in rows)],
-            "threads_min_max": [min(r[3] for r in rows), max(r[3] for r in rows)],
-        }
-
-
-def processes(root: int) -> list[int]:
-    return [root, *(p.pid for p in psutil.Process(root).children(recursive=True))]
 
 
 def main() -> None:
@@ -94,7 +48,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", "--duration", dest="seconds", type=float, default=60)
     parser.add_argument("--sample-s", type=float, default=30.0, help="how often processes are read")
     parser.add_argument("--warmup-s", type=float, default=300.0, help="samples before this are not in slopes")
     args = parser.parse_args()

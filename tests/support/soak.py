@@ -1,7 +1,8 @@
 """A soak load: many clients for a while, mixing chat, streaming (some cancelled midway),
 completions and embeddings; every outcome counted by kind, latencies kept, leaks checked after.
 
-Used by bench/soak.py (64 clients, 60 s, figures in docs/BENCHMARKS.md) and, short, by the tests.
+Used by bench/soak.py (the hour, figures in docs/BENCHMARKS.md) and, for two minutes, by
+tests/faults/test_soak.py; ``Sampler`` reads every process's RSS, fds and threads while it runs.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import collections
 import random
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,3 +167,56 @@ def engine_urls(cluster: Cluster) -> list[str]:
 def gateway_in_flight(cluster: Cluster) -> float:
     lines = oneshot.get(f"{cluster.base_url}/metrics", timeout=10).text.splitlines()
     return sum(float(line.split()[-1]) for line in lines if line.startswith("llamafleet_gateway_in_flight{"))
+
+
+class Sampler:
+    """Each process's RSS (MiB), open fds and threads every ``every_s`` seconds, on a thread."""
+
+    def __init__(self, pids: list[int], every_s: float) -> None:
+        self._pids, self._every = pids, every_s
+        self.samples: dict[int, list[tuple[float, float, int, int]]] = {pid: [] for pid in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = time.monotonic()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            for pid in self._pids:
+                try:
+                    proc = psutil.Process(pid)
+                    with proc.oneshot():
+                        row = (time.monotonic() - self._started, proc.memory_info().rss / 2**20,
+                               proc.num_fds(), proc.num_threads())  # fmt: skip
+                except psutil.Error:
+                    continue
+                self.samples[pid].append(row)
+            if self._stop.wait(self._every):
+                return
+
+    def trend(self, pid: int, warmup_s: float) -> dict[str, object]:
+        rows = [r for r in self.samples[pid] if r[0] >= warmup_s] or self.samples[pid]
+        if len(rows) < 2:
+            return {"samples": len(rows)}
+        times = [r[0] for r in rows]
+        rss = [r[1] for r in rows]
+        mean_t, mean_r = statistics.fmean(times), statistics.fmean(rss)
+        spread = sum((t - mean_t) ** 2 for t in times) or 1.0
+        slope = sum((t - mean_t) * (r - mean_r) for t, r in zip(times, rss, strict=True)) / spread
+        return {
+            "samples": len(rows),
+            "rss_mib_per_10min": round(slope * 600, 3),
+            "rss_mib_first_last": [round(rss[0], 1), round(rss[-1], 1)],
+            "fds_min_max": [min(r[2] for r in rows), max(r[2] for r in rows)],
+            "threads_min_max": [min(r[3] for r in rows), max(r[3] for r in rows)],
+        }
+
+
+def processes(root: int) -> list[int]:
+    return [root, *(p.pid for p in psutil.Process(root).children(recursive=True))]
