@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -87,23 +88,39 @@ class LeastLoad:
 
 class Placements:
     """Which replica this gateway last placed each cache unit on (a system prompt, or a prompt prefix
-    without one), for ``ttl_s``: how many units each replica holds, to spread new ones evenly."""
+    without one), for ``ttl_s``: how many units each replica holds, to spread new ones evenly.
 
-    PRUNE_AT = 4096
+    Kept in order of placement (one TTL for all: the oldest expires first) with the counts beside
+    them, so a request costs the few entries that expired since the last one, not a scan of all."""
 
-    def __init__(self, ttl_s: float) -> None:
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl_s
-        self._where: dict[str, tuple[str, float]] = {}
+        self._clock = clock
+        self._where: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._counts: Counter[str] = Counter()
+
+    def _expire(self, now: float) -> None:
+        while self._where:
+            unit, (replica, until) = next(iter(self._where.items()))
+            if until >= now:
+                return
+            del self._where[unit]
+            self._counts[replica] -= 1
+            if not self._counts[replica]:
+                del self._counts[replica]
 
     def place(self, unit: str, replica: str) -> None:
-        now = time.monotonic()
-        if len(self._where) >= self.PRUNE_AT:
-            self._where = {u: w for u, w in self._where.items() if w[1] >= now}
+        now = self._clock()
+        self._expire(now)
+        old = self._where.pop(unit, None)
+        if old is not None:
+            self._counts[old[0]] -= 1
         self._where[unit] = (replica, now + self._ttl)
+        self._counts[replica] += 1
 
     def counts(self) -> Counter[str]:
-        now = time.monotonic()
-        return Counter(replica for replica, until in self._where.values() if until >= now)
+        self._expire(self._clock())
+        return +self._counts  # a copy without zeros
 
 
 class PrefixAffinity:

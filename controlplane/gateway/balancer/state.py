@@ -8,13 +8,14 @@ between gateway replicas. Both expire what they remember, so a gone replica or g
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Protocol
 
 from controlplane.gateway.balancer.fair_queue import LocalTagClock, TagClock
 
-MAX_BLOCKS_HELD = 200_000  # prompt blocks remembered in one gateway (~100 bytes each)
+MAX_BLOCKS_HELD = 200_000  # prompt blocks remembered in one gateway (~300 bytes each)
+MAX_OWNERS = 100_000  # sessions remembered in one gateway
 
 
 class BalancerState(Protocol):
@@ -45,10 +46,19 @@ class BalancerState(Protocol):
 
 
 class InProcessState:
-    def __init__(self) -> None:
+    """The balancer's memory in this process. What it remembers is kept in order of last use and
+    forgotten as it expires (a few entries at a time, on each write), so a gateway's memory follows
+    what its TTL covers — not every prompt it was ever sent — and never passes the caps above."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._in_flight: dict[str, int] = defaultdict(int)
-        self._owners: dict[tuple[str, str], tuple[str, float]] = {}
-        self._blocks: dict[str, dict[str, float]] = {}  # block → replica → until (monotonic)
+        self._owners: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()  # by last use
+        self._blocks: OrderedDict[str, dict[str, float]] = OrderedDict()  # block → replica → until
+
+    def remembered(self) -> tuple[int, int]:
+        """(prompt blocks, sessions) held now, expired ones not yet dropped included."""
+        return len(self._blocks), len(self._owners)
 
     async def in_flight(self, replicas: list[str]) -> dict[str, int]:
         return {r: self._in_flight.get(r, 0) for r in replicas}
@@ -67,18 +77,22 @@ class InProcessState:
 
     async def owner(self, kind: str, key: str) -> str | None:
         entry = self._owners.get((kind, key))
-        if entry is None or entry[1] < time.monotonic():
+        if entry is None or entry[1] < self._clock():
             return None
         return entry[0]
 
     async def remember(self, kind: str, key: str, replica: str, ttl_s: float) -> None:
-        if len(self._owners) > 100_000:  # bound memory: drop what has expired
-            now = time.monotonic()
-            self._owners = {k: v for k, v in self._owners.items() if v[1] >= now}
-        self._owners[(kind, key)] = (replica, time.monotonic() + ttl_s)
+        now = self._clock()
+        # The oldest use first: drop from the front while it has expired, or while over the cap.
+        while self._owners and (
+            len(self._owners) >= MAX_OWNERS or next(iter(self._owners.values()))[1] < now
+        ):
+            self._owners.popitem(last=False)
+        self._owners[(kind, key)] = (replica, now + ttl_s)
+        self._owners.move_to_end((kind, key))
 
     async def held(self, blocks: tuple[str, ...]) -> dict[str, int]:
-        now = time.monotonic()
+        now = self._clock()
         counts: dict[str, int] = {}
         alive: set[str] | None = None
         for i, block in enumerate(blocks):
@@ -91,15 +105,16 @@ class InProcessState:
         return counts
 
     async def hold(self, blocks: tuple[str, ...], replica: str, ttl_s: float) -> None:
-        now = time.monotonic()
-        if len(self._blocks) > MAX_BLOCKS_HELD:  # bound memory: drop what has expired, else the oldest half
-            self._blocks = {b: h for b, h in self._blocks.items() if max(h.values()) >= now}
-            if len(self._blocks) > MAX_BLOCKS_HELD // 2:
-                self._blocks = dict(list(self._blocks.items())[len(self._blocks) // 2 :])
+        now = self._clock()
+        while self._blocks and (
+            len(self._blocks) + len(blocks) > MAX_BLOCKS_HELD
+            or max(next(iter(self._blocks.values())).values()) < now
+        ):
+            self._blocks.popitem(last=False)
         for block in blocks:
-            holders = self._blocks.pop(block, {})  # re-inserted last: the dict's order is last use
+            holders = self._blocks.setdefault(block, {})
             holders[replica] = now + ttl_s
-            self._blocks[block] = holders
+            self._blocks.move_to_end(block)
 
     async def close(self) -> None:
         return None

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from controlplane.domain import Endpoint, ModelRoute, RoutingTable
 from controlplane.gateway.balancer.balancer import Balancer
 from controlplane.gateway.balancer.hashring import HashRing
+from controlplane.gateway.balancer.policies import Placements
 from controlplane.gateway.balancer.request_keys import BLOCK_CHARS, MAX_BLOCKS, RequestKeys, request_keys
 from controlplane.gateway.balancer.state import InProcessState
 from controlplane.gateway.metrics import GatewayMetrics
@@ -61,6 +62,44 @@ def test_a_prompt_is_named_block_by_block_so_prompts_share_exactly_their_common_
 
 async def test_the_state_counts_the_leading_blocks_each_replica_holds() -> None:
     await check_block_holding(InProcessState())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_state_forgets_what_expired_as_it_goes_not_only_at_its_cap() -> None:
+    clock = Clock()
+    state = InProcessState(clock)
+    for i in range(500):  # an hour's worth of one-off prompts, in miniature
+        await state.hold((f"b{i}",), "r1", ttl_s=60)
+        await state.remember("session", f"s{i}", "r1", ttl_s=60)
+        clock.now += 1
+    assert state.remembered() == (61, 61)  # the last minute's (expired ones go as new ones come)
+    assert await state.held(("b499",)) == {"r1": 1}
+    assert await state.held(("b400",)) == {}  # expired
+    await state.hold(("b450",), "r2", ttl_s=60)  # a use renews and moves it last
+    clock.now += 45
+    await state.hold(("b500",), "r1", ttl_s=60)
+    assert await state.held(("b450",)) == {"r2": 1}  # r1's use of it expired, r2's renewed it
+    assert state.remembered()[0] == 17  # b485..b499, b450, b500
+
+
+def test_placements_count_only_live_units_and_drop_expired_ones() -> None:
+    clock = Clock()
+    placements = Placements(60, clock)
+    for i in range(300):
+        placements.place(f"u{i}", "a" if i % 3 else "b")
+        clock.now += 1
+    assert sum(placements.counts().values()) == 60
+    placements.place("u299", "b")  # placed again elsewhere: counted once, where it is now
+    assert placements.counts() == Counter({"a": 39, "b": 21})
+    clock.now += 120
+    assert placements.counts() == Counter()
 
 
 def test_session_key_from_user_or_header() -> None:
