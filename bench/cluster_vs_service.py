@@ -4,6 +4,7 @@ behind a plain Kubernetes Service — with the Kubernetes community's load gener
     make bench-venv                                   # inference-perf 0.7.0 (Python 3.12) in .bench-venv
     .venv/bin/python bench/cluster_vs_service.py [--duration 60] [--rate 2] [--workloads shared_prefix,...]
         [--sides service,llamafleet_default]
+    .venv/bin/python bench/cluster_vs_service.py --rates 0.5,0.75,1.0 --requests 150   # capacity sweep
 
 Both sides serve SmolLM2-135M from the same llama.cpp sources with N=2 replicas of the same slots,
 context and threads on this machine:
@@ -20,7 +21,15 @@ system prompts of 512 tokens, 8 by default, many users asking 32-token questions
 same as chats that grow turn by turn), mixed (random prompts of 32 to 1024 tokens). The tokenizer
 is made from the served GGUF (bench/gguf_tokenizer.py), not fetched. Each run is a constant rate for
 --duration seconds. Goodput: requests per second that met both objectives, TTFT ≤ --ttft-slo and time per
-output token ≤ --tpot-slo (from inference-perf's per-request records). Prints one JSON line last.
+output token ≤ --tpot-slo (from inference-perf's per-request records), and attainment, the share of
+requests that met both.
+
+Goodput at one rate can be no more than that rate: where the Service already meets the objectives
+for most requests, no ratio can pass rate / its goodput. ``--rates`` sweeps rates instead (each side
+kept running through its rates, ``--requests`` a cell, so each cell lasts requests / rate seconds)
+and reports each side's **capacity**: the highest rate at which at least ``--attainment`` (90 %) of
+requests met both objectives, interpolated between the two swept rates around it (DistServe's
+goodput); its ratio is ``capacity_vs_service``. Prints one JSON line last.
 """
 
 from __future__ import annotations
@@ -66,12 +75,14 @@ def workload(name: str, groups: int) -> tuple[str, dict[str, Any]]:
     raise ValueError(f"unknown workload {name!r}")
 
 
-def run_inference_perf(url: str, name: str, tokenizer: Path, args: argparse.Namespace, out: Path) -> Path:
+def run_inference_perf(
+    url: str, name: str, tokenizer: Path, args: argparse.Namespace, rate: float, duration: int, out: Path
+) -> Path:
     api, data = workload(name, args.groups)
     config = {
         "load": {
             "type": "constant",
-            "stages": [{"rate": args.rate, "duration": args.duration}],
+            "stages": [{"rate": rate, "duration": duration}],
             "num_workers": 2,
         },
         "api": {"type": api, "streaming": True},
@@ -85,7 +96,7 @@ def run_inference_perf(url: str, name: str, tokenizer: Path, args: argparse.Name
     (out / "config.json").write_text(json.dumps(config))
     tool = REPO / ".bench-venv" / "bin" / "inference-perf"
     done = subprocess.run([str(tool), "-c", str(out / "config.json")], capture_output=True, text=True,
-                          timeout=args.duration * 4 + 300)  # fmt: skip
+                          timeout=duration * 4 + 300)  # fmt: skip
     (out / "inference-perf.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise RuntimeError(f"inference-perf exit {done.returncode} ({name}): {done.stderr.strip()[-800:]}")
@@ -98,9 +109,11 @@ def figures(report: Path, args: argparse.Namespace) -> dict[str, Any]:
     latency = ok["latency"]
     met = _met_objectives(report, args)
     seconds = summary["benchmark_time_seconds"]
+    failures = summary.get("failures", {}).get("count", 0)
     return {
         "requests": ok["count"],
-        "failures": summary.get("failures", {}).get("count", 0),
+        "failures": failures,
+        "attainment": None if met is None else round(met / max(1, ok["count"] + failures), 3),
         "ttft_p50_s": round(latency["time_to_first_token"]["median"], 3),
         "ttft_p90_s": round(latency["time_to_first_token"]["p90"], 3),
         "tpot_p50_ms": round(latency["time_per_output_token"]["median"] * 1000, 1),
@@ -129,6 +142,23 @@ def _met_objectives(report: Path, args: argparse.Namespace) -> int | None:
         tpot = (times[-1] - times[0]) / (len(times) - 1)
         met += ttft <= args.ttft_slo and tpot <= args.tpot_slo
     return met
+
+
+def capacity(by_rate: dict[float, dict[str, Any]], attainment: float) -> float | None:
+    """The highest rate at which at least ``attainment`` of requests met the objectives: the last
+    swept rate that did, moved toward the next (which did not) by where the attainment line between
+    the two crosses the target. None when even the lowest rate missed it."""
+    rates = sorted(by_rate)
+    best = None
+    for low, high in zip(rates, [*rates[1:], None], strict=True):
+        got = by_rate[low]["attainment"]
+        if got is None or got < attainment:
+            break
+        best = low
+        nxt = None if high is None else by_rate[high]["attainment"]
+        if nxt is not None and nxt < attainment and high is not None:
+            best = low + (high - low) * (got - attainment) / (got - nxt)
+    return None if best is None else round(best, 3)
 
 
 @contextmanager
@@ -165,6 +195,15 @@ def main() -> int:
     )
     parser.add_argument("--duration", type=int, default=60, help="seconds of load per workload and side")
     parser.add_argument("--rate", type=float, default=2.0, help="requests per second (constant)")
+    parser.add_argument(
+        "--rates", default="", help="rates to sweep, comma-separated: each side's capacity (see above)"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=0, help="with --rates: requests a cell (it lasts requests / rate s)"
+    )
+    parser.add_argument(
+        "--attainment", type=float, default=0.9, help="capacity's share of requests within the objectives"
+    )
     parser.add_argument("--workloads", default="shared_prefix,multi_turn,mixed")
     parser.add_argument(
         "--sides", default="service,llamafleet_default,llamafleet_least_load",
@@ -191,16 +230,21 @@ def main() -> int:
         "llamafleet_default": lambda: llamafleet_side(tmp / "default", None),
         "llamafleet_least_load": lambda: llamafleet_side(tmp / "least-load", "least-load"),
     }
-    results: dict[str, dict[str, Any]] = {}
     unknown = set(args.sides.split(",")) - set(sides)
     if unknown or "service" not in args.sides.split(","):
         parser.error(f"--sides: pick among {', '.join(sides)}, service included")
+    if args.rates:
+        if args.requests <= 0:
+            parser.error("--rates needs --requests (how many requests each cell sends)")
+        return sweep(args, sides, tokenizer, tmp)
+    results: dict[str, dict[str, Any]] = {}
     for side, start in sides.items():
         if side not in args.sides.split(","):
             continue
         with start() as url:
             for name in args.workloads.split(","):
-                report = run_inference_perf(url, name, tokenizer, args, tmp / side / name)
+                out = tmp / side / name
+                report = run_inference_perf(url, name, tokenizer, args, args.rate, args.duration, out)
                 results.setdefault(name, {})[side] = figures(report, args)
                 print(f"cluster_vs_service: {side} {name}: {results[name][side]}", flush=True)
     for rows in results.values():
@@ -212,6 +256,40 @@ def main() -> int:
                     row["goodput_vs_service"] = round(row["goodput_rps"] / base["goodput_rps"], 3)
     settings = {"rate": args.rate, "duration_s": args.duration, "groups": args.groups,
                 "ttft_slo_s": args.ttft_slo, "tpot_slo_s": args.tpot_slo}  # fmt: skip
+    print(json.dumps(settings | {"results": results}))
+    return 0
+
+
+def sweep(args: argparse.Namespace, sides: dict[str, Any], tokenizer: Path, tmp: Path) -> int:
+    """Every side through every rate of ``--rates`` on every workload; capacities and their ratios."""
+    rates = sorted(float(r) for r in args.rates.split(","))
+    cells: dict[str, dict[str, dict[float, dict[str, Any]]]] = {}  # workload → side → rate → figures
+    for side, start in sides.items():
+        if side not in args.sides.split(","):
+            continue
+        with start() as url:
+            for name in args.workloads.split(","):
+                for rate in rates:
+                    duration = max(1, round(args.requests / rate))
+                    out = tmp / side / name / f"rate-{rate}"
+                    row = figures(run_inference_perf(url, name, tokenizer, args, rate, duration, out), args)
+                    cells.setdefault(name, {}).setdefault(side, {})[rate] = row
+                    print(f"cluster_vs_service: {side} {name} at {rate}/s: {row}", flush=True)
+    results: dict[str, dict[str, Any]] = {}
+    for name, by_side in cells.items():
+        base = capacity(by_side["service"], args.attainment)
+        for side, by_rate in by_side.items():
+            got = capacity(by_rate, args.attainment)
+            top = by_rate[max(by_rate)]["attainment"]
+            results.setdefault(name, {})[side] = {
+                "capacity_rps": got,
+                # met the target even at the highest rate swept: the capacity is at least that
+                "capacity_at_least": top is not None and top >= args.attainment,
+                "capacity_vs_service": round(got / base, 3) if got is not None and base else None,
+                "by_rate": {str(rate): row for rate, row in sorted(by_rate.items())},
+            }
+    settings = {"rates": rates, "requests": args.requests, "groups": args.groups, "ttft_slo_s": args.ttft_slo,
+                "tpot_slo_s": args.tpot_slo, "attainment": args.attainment}  # fmt: skip
     print(json.dumps(settings | {"results": results}))
     return 0
 
