@@ -27,6 +27,7 @@ from tests.support.client_loop import ClientLoop
 from tests.support.kubeapi import KubeApi, kube_api
 from tests.support.processes import (
     Proc,
+    admin_client,
     agent_args,
     cluster_pki,
     controlplane_args,
@@ -238,6 +239,54 @@ def test_a_new_leader_carries_on_with_the_autoscaled_count(tmp_path: Path) -> No
         wait_until(lambda: "carrying on with 2 replica(s)" in c.cps[1].log(), 30, "the new leader to act")
         time.sleep(3)  # what it did next: with 1 replica (spec.replicas) an engine would stop now
         assert engine_pids(c.agent) == before, "the new leader dropped or restarted the autoscaled replicas"
+
+
+def listed_node(address: str, tmp: Path, node_id: str) -> dict[str, Any] | None:
+    """What the control plane behind ``address`` says of ``node_id`` (None while none answers)."""
+
+    async def listed() -> dict[str, Any] | None:
+        client = admin_client(address, tmp)
+        try:
+            nodes = await client.list_nodes()
+        finally:
+            await client.close()
+        found = [{"connected": n.connected, "cordoned": n.cordoned} for n in nodes if n.node_id == node_id]
+        return found[0] if found else None
+
+    try:
+        return asyncio.run(listed())
+    except grpc.RpcError:
+        return None
+
+
+def test_a_new_leader_keeps_draining_the_node_the_old_one_was_asked_to(tmp_path: Path) -> None:
+    """`llamafleet nodes drain` through the leader is kept in the node-keys ConfigMap; the follower (up
+    since before the drain) reads it when it takes over, so the node stays cordoned; an uncordon through
+    the new leader clears it there."""
+    with two_controlplanes(tmp_path, MODEL, "smol", *SHORT_LEASE) as c:
+        service = c.services[0].address  # the leader's, whichever it is
+
+        async def cordon(cordoned: bool) -> bool:
+            client = admin_client(service, tmp_path)
+            try:
+                return (await client.cordon_node("node-a", cordoned)).cordoned
+            finally:
+                await client.close()
+
+        assert asyncio.run(cordon(True)) is True
+
+        def kept() -> dict[str, str]:
+            out = c.api.kubectl("get", "configmap", "llamafleet-node-keys", "-o", "json").stdout
+            return {k: v for k, v in json.loads(out)["data"].items() if k.startswith("cordoned_")}
+
+        assert kept() == {"cordoned_node-a": "true"}
+        c.cps[0].process.send_signal(signal.SIGKILL)
+        wait_leading(c.cps[1], c.ready_urls[1], timeout=30)
+        back = {"connected": True, "cordoned": True}
+        wait_until(lambda: listed_node(service, tmp_path, "node-a") == back, 60,
+                   "node-a back at the new leader, still cordoned", on_timeout=c.cps[1].log)  # fmt: skip
+        assert asyncio.run(cordon(False)) is False
+        assert kept() == {}
 
 
 def test_a_restarted_controlplane_adopts_every_engine_and_no_request_fails(tmp_path: Path) -> None:
