@@ -12,7 +12,10 @@ machine, and the errors must be zero. Prints one JSON line last.
 
 Every ``--sample-s`` (30 s) each process's RSS, open file descriptors and threads are read; after
 ``--warmup-s`` (300 s, or a tenth of a shorter run) the RSS slope per process is the least-squares
-line through the samples, in MiB per 10 minutes (target ≤ 1), and fds and threads their range.
+line through the samples, in MiB per 10 minutes (target ≤ 1), and again over the second half of
+those samples (an engine's host prompt cache, ``--cache-ram``, 1 GiB, fills in the first minutes of
+mixed work and then holds: the second half says whether anything still grows once it has); fds and
+threads their range.
 """
 
 from __future__ import annotations

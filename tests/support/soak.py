@@ -204,18 +204,24 @@ class Sampler:
         rows = [r for r in self.samples[pid] if r[0] >= warmup_s] or self.samples[pid]
         if len(rows) < 2:
             return {"samples": len(rows)}
-        times = [r[0] for r in rows]
         rss = [r[1] for r in rows]
-        mean_t, mean_r = statistics.fmean(times), statistics.fmean(rss)
-        spread = sum((t - mean_t) ** 2 for t in times) or 1.0
-        slope = sum((t - mean_t) * (r - mean_r) for t, r in zip(times, rss, strict=True)) / spread
+        later = rows[len(rows) // 2 :]  # the second half: after a bounded cache has filled, if it has
         return {
             "samples": len(rows),
-            "rss_mib_per_10min": round(slope * 600, 3),
+            "rss_mib_per_10min": round(_slope(rows) * 600, 3),
+            "rss_mib_per_10min_second_half": round(_slope(later) * 600, 3) if len(later) >= 2 else None,
             "rss_mib_first_last": [round(rss[0], 1), round(rss[-1], 1)],
             "fds_min_max": [min(r[2] for r in rows), max(r[2] for r in rows)],
             "threads_min_max": [min(r[3] for r in rows), max(r[3] for r in rows)],
         }
+
+
+def _slope(rows: list[tuple[float, float, int, int]]) -> float:
+    """The least-squares slope of RSS (MiB) over time (s)."""
+    times, rss = [r[0] for r in rows], [r[1] for r in rows]
+    mean_t, mean_r = statistics.fmean(times), statistics.fmean(rss)
+    spread = sum((t - mean_t) ** 2 for t in times) or 1.0
+    return sum((t - mean_t) * (r - mean_r) for t, r in zip(times, rss, strict=True)) / spread
 
 
 def processes(root: int) -> list[int]:
