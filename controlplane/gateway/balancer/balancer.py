@@ -203,6 +203,11 @@ class Balancer:
                         if ticket is not None:
                             self._metrics.queue_wait_seconds.labels(model).observe(waited)
                             await self._clock.served(model, ticket.tag)
+                        else:  # admitted without waiting: its turn counts all the same (a finish tag),
+                            # or a tenant that took every free slot would be first in line again and
+                            # hold up an idle tenant's preemption until its own request timed out
+                            tag = await self._clock.start(model, tenancy.tenant, tenancy.weight)
+                            await self._clock.served(model, tag)
                         self._metrics.tenant_admitted.labels(self._metrics.tenant(tenancy.tenant)).inc()
                         self._metrics.tenant_wait_seconds.labels(
                             self._metrics.tenant(tenancy.tenant)

@@ -174,6 +174,7 @@ async def test_an_idle_tenant_preempts_the_tenant_over_its_share_at_once() -> No
     await settle()
     assert not waiting.done()
     interactive = await grant_for(b, Tenancy("b"))  # no slot is free, yet b goes now
+    assert not waiting.done()  # now: not after a's third, first in line before, has timed out
     assert interactive.tenant == "b"
     assert interactive.preempts == "a"
     assert (await b.state.in_flight(["r1"]))["r1"] == 3  # 2 slots + 1 suspended: preemptible(2) == 1
