@@ -169,6 +169,30 @@ def _met_objectives(report: Path, args: argparse.Namespace) -> int | None:
     return met
 
 
+def ratios(row: dict[str, Any], base: dict[str, Any]) -> None:
+    """A side's p90 TTFT and goodput over the Service's in the same cell, added to its row."""
+    if base["ttft_p90_s"]:
+        row["ttft_p90_vs_service"] = round(row["ttft_p90_s"] / base["ttft_p90_s"], 3)
+    if row["goodput_rps"] is not None and base["goodput_rps"]:
+        row["goodput_vs_service"] = round(row["goodput_rps"] / base["goodput_rps"], 3)
+
+
+def sweep_rates(spec: str, workloads: list[str]) -> dict[str, list[float]]:
+    """``--rates``: one list for every workload (``0.5,1``) or one per workload
+    (``shared_prefix=1,2,3;mixed=0.2,0.3``; each workload run needs its own)."""
+    if "=" not in spec:
+        rates = sorted(float(r) for r in spec.split(","))
+        return dict.fromkeys(workloads, rates)
+    given = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        name, _, values = part.partition("=")
+        given[name.strip()] = sorted(float(r) for r in values.split(","))
+    missing = [w for w in workloads if w not in given]
+    if missing:
+        raise ValueError(f"no rates for {', '.join(missing)}")
+    return {w: given[w] for w in workloads}
+
+
 def warm_up(
     url: str, name: str, tokenizer: Path, args: argparse.Namespace, rate: float, out: Path, side: str
 ) -> dict[str, Any]:
@@ -235,8 +259,10 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=60, help="seconds of load per workload and side")
     parser.add_argument("--rate", type=float, default=2.0, help="requests per second (constant)")
     parser.add_argument(
-        "--rates", default="", help="rates to sweep, comma-separated: each side's capacity (see above)"
-    )
+        "--rates", default="",
+        help="rates to sweep, comma-separated, for every workload (0.5,1) or per workload "
+        "(shared_prefix=1,2;multi_turn=0.5,1;mixed=0.2,0.3): each side's capacity (see above)",
+    )  # fmt: skip
     parser.add_argument(
         "--requests", type=int, default=0, help="with --rates: requests a cell (it lasts requests / rate s)"
     )
@@ -293,12 +319,9 @@ def main() -> int:
                 results.setdefault(name, {})[side] = figures(report, args) | warm
                 print(f"cluster_vs_service: {side} {name}: {results[name][side]}", flush=True)
     for rows in results.values():
-        base = rows["service"]
         for side, row in rows.items():
-            if side != "service" and base["ttft_p90_s"]:
-                row["ttft_p90_vs_service"] = round(row["ttft_p90_s"] / base["ttft_p90_s"], 3)
-                if row["goodput_rps"] is not None and base["goodput_rps"]:
-                    row["goodput_vs_service"] = round(row["goodput_rps"] / base["goodput_rps"], 3)
+            if side != "service":
+                ratios(row, rows["service"])
     settings = {"rate": args.rate, "duration_s": args.duration, "warmup_s": args.warmup,
                 "groups": args.groups, "ttft_slo_s": args.ttft_slo, "tpot_slo_s": args.tpot_slo}  # fmt: skip
     print(json.dumps(settings | {"results": results}))
@@ -307,7 +330,10 @@ def main() -> int:
 
 def sweep(args: argparse.Namespace, sides: dict[str, Any], tokenizer: Path, tmp: Path) -> int:
     """Every side through every rate of ``--rates`` on every workload; capacities and their ratios."""
-    rates = sorted(float(r) for r in args.rates.split(","))
+    try:
+        rates_of = sweep_rates(args.rates, args.workloads.split(","))
+    except ValueError as e:
+        raise SystemExit(f"cluster_vs_service: --rates: {e}") from None
     cells: dict[str, dict[str, dict[float, dict[str, Any]]]] = {}  # workload → side → rate → figures
     warmups: dict[str, dict[str, dict[str, Any]]] = {}
     for side, start in sides.items():
@@ -315,6 +341,7 @@ def sweep(args: argparse.Namespace, sides: dict[str, Any], tokenizer: Path, tmp:
             continue
         with start() as url:
             for name in args.workloads.split(","):
+                rates = rates_of[name]
                 warm = warm_up(url, name, tokenizer, args, rates[0], tmp / side / name, side)
                 cells.setdefault(name, {}).setdefault(side, {})
                 warmups.setdefault(name, {})[side] = warm
@@ -329,6 +356,9 @@ def sweep(args: argparse.Namespace, sides: dict[str, Any], tokenizer: Path, tmp:
         base = capacity(by_side["service"], args.attainment)
         for side, by_rate in by_side.items():
             got = capacity(by_rate, args.attainment)
+            if side != "service":  # at each rate too, for where no capacity is found
+                for rate, row in by_rate.items():
+                    ratios(row, by_side["service"][rate])
             results.setdefault(name, {})[side] = {
                 "capacity_rps": got,
                 # met the target at every rate swept: the capacity is at least the highest
@@ -336,7 +366,7 @@ def sweep(args: argparse.Namespace, sides: dict[str, Any], tokenizer: Path, tmp:
                 "capacity_vs_service": round(got / base, 3) if got is not None and base else None,
                 "by_rate": {str(rate): row for rate, row in sorted(by_rate.items())},
             } | warmups[name][side]
-    settings = {"rates": rates, "requests": args.requests, "warmup_s": args.warmup, "groups": args.groups,
+    settings = {"rates": rates_of, "requests": args.requests, "warmup_s": args.warmup, "groups": args.groups,
                 "ttft_slo_s": args.ttft_slo,
                 "tpot_slo_s": args.tpot_slo, "attainment": args.attainment}  # fmt: skip
     print(json.dumps(settings | {"results": results}))
