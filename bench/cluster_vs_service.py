@@ -4,7 +4,9 @@ behind a plain Kubernetes Service — with the Kubernetes community's load gener
     make bench-venv                                   # inference-perf 0.7.0 (Python 3.12) in .bench-venv
     .venv/bin/python bench/cluster_vs_service.py [--duration 60] [--rate 2] [--workloads shared_prefix,...]
         [--sides service,llamafleet_default]
-    .venv/bin/python bench/cluster_vs_service.py --rates 0.5,0.75,1.0 --requests 150   # capacity sweep
+    .venv/bin/python bench/cluster_vs_service.py --requests 100 \
+        --rates 'shared_prefix=1,2,3;multi_turn=0.25,0.4,0.55;mixed=0.2,0.35'   # capacity sweep
+    .venv/bin/python bench/cluster_vs_service.py --report LOG   # a sweep's capacities from its output
 
 Both sides serve SmolLM2-135M from the same llama.cpp sources with N=2 replicas of the same slots,
 context and threads on this machine:
@@ -34,13 +36,17 @@ for most requests, no ratio can pass rate / its goodput. ``--rates`` sweeps rate
 kept running through its rates, ``--requests`` a cell, so each cell lasts requests / rate seconds)
 and reports each side's **capacity**: the highest rate at which at least ``--attainment`` (90 %) of
 requests met both objectives, interpolated between the two swept rates around it (DistServe's
-goodput); its ratio is ``capacity_vs_service``. Prints one JSON line last.
+goodput); its ratio is ``capacity_vs_service``. A capacity outside the swept rates is a bound
+(``capacity_bound``: at least the highest rate, or below the lowest), and so is the ratio then
+(``ratio_bound``); each rate's goodput and p90 ratios are there too. Prints one JSON line last.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -109,6 +115,8 @@ def run_inference_perf(
             "type": "constant",
             "stages": [{"rate": rate, "duration": duration}],
             "num_workers": 2,
+            # the random prompts of mixed from a seed too (else the clock): both sides get the same
+            "base_seed": 7,
         },
         "api": {"type": api, "streaming": True},
         "server": {"type": "vllm", "model_name": MODEL, "base_url": url, "ignore_eos": True},
@@ -224,6 +232,71 @@ def capacity(by_rate: dict[float, dict[str, Any]], attainment: float) -> float |
     return None if best is None else round(best, 3)
 
 
+def capacities(
+    cells: dict[str, dict[str, dict[float, dict[str, Any]]]], attainment: float
+) -> dict[str, dict[str, Any]]:
+    """Each workload's and side's capacity and its ratio to the Service's, from a sweep's cells
+    (workload → side → rate → figures). A capacity outside the swept rates is a bound:
+    ``capacity_bound`` is ``at_least`` when every rate met the target (the capacity is at least the
+    highest) and ``below`` when none did (it is below the lowest, ``capacity_rps`` None); the ratio
+    is then a bound too (``ratio_bound``: ``at_least`` or ``at_most``), None where both are."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, by_side in cells.items():
+        bounds = {side: _bounded_capacity(by_rate, attainment) for side, by_rate in by_side.items()}
+        base_value, base_bound = bounds["service"]
+        for side, by_rate in by_side.items():
+            value, bound = bounds[side]
+            row: dict[str, Any] = {
+                "capacity_rps": None if bound == "below" else value,
+                "capacity_bound": bound,
+            }
+            if side != "service":
+                row |= _capacity_ratio(value, bound, base_value, base_bound)
+                for rate, figures_at in by_rate.items():  # at each rate too, for where no capacity is
+                    if rate in by_side["service"]:
+                        ratios(figures_at, by_side["service"][rate])
+            row["by_rate"] = {str(rate): figures_at for rate, figures_at in sorted(by_rate.items())}
+            results.setdefault(name, {})[side] = row
+    return results
+
+
+_CELL_LINE = re.compile(r"^cluster_vs_service: (\S+) (\S+) at ([0-9.]+)/s: (\{.*\})$")
+
+
+def report_from_log(log: Path, attainment: float) -> int:
+    """``--report``: the capacities of the cells a sweep printed (warm-ups are not cells)."""
+    cells: dict[str, dict[str, dict[float, dict[str, Any]]]] = {}
+    for line in log.read_text().splitlines():
+        if match := _CELL_LINE.match(line):
+            side, name, rate, row = match.groups()
+            cells.setdefault(name, {}).setdefault(side, {})[float(rate)] = ast.literal_eval(row)
+    complete = {name: by_side for name, by_side in cells.items() if "service" in by_side}
+    if not complete:
+        print(f"cluster_vs_service: no Service cells in {log}", file=sys.stderr)
+        return 1
+    print(json.dumps({"attainment": attainment, "results": capacities(complete, attainment)}))
+    return 0
+
+
+def _bounded_capacity(by_rate: dict[float, dict[str, Any]], attainment: float) -> tuple[float, str]:
+    """(value, bound): the capacity and ``exact``; the highest rate and ``at_least``; the lowest
+    rate and ``below``."""
+    got = capacity(by_rate, attainment)
+    if got is None:
+        return min(by_rate), "below"
+    return got, "at_least" if got == max(by_rate) else "exact"
+
+
+def _capacity_ratio(value: float, bound: str, base: float, base_bound: str) -> dict[str, Any]:
+    """Our capacity over the Service's, and which way it is bounded when either is a bound."""
+    lower = {"exact": "exact", "at_least": "at_least", "below": "at_most"}[bound]  # ours, read as ≥ / ≤
+    upper = {"exact": "exact", "at_least": "at_most", "below": "at_least"}[base_bound]  # 1 / base
+    kinds = {lower, upper} - {"exact"}
+    if len(kinds) > 1:  # one bound each way: nothing is known
+        return {"capacity_vs_service": None, "ratio_bound": None}
+    return {"capacity_vs_service": round(value / base, 3), "ratio_bound": kinds.pop() if kinds else "exact"}
+
+
 @contextmanager
 def service_side(logs: Path) -> Iterator[str]:
     binary = llama_server_binary()
@@ -289,7 +362,14 @@ def main() -> int:
     parser.add_argument(
         "--tpot-slo", type=float, default=0.1, help="goodput's time per output token, seconds"
     )
+    parser.add_argument(
+        "--report", metavar="LOG",
+        help="print a sweep's capacities again from its output (its cell lines), running nothing: "
+        "for a sweep stopped before its last line, or another --attainment",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.report:
+        return report_from_log(Path(args.report), args.attainment)
     if not (REPO / ".bench-venv" / "bin" / "inference-perf").exists():
         print("cluster_vs_service: no .bench-venv/bin/inference-perf; run make bench-venv", file=sys.stderr)
         return 2
@@ -351,21 +431,10 @@ def sweep(args: argparse.Namespace, sides: dict[str, Any], tokenizer: Path, tmp:
                     row = figures(run_inference_perf(url, name, tokenizer, args, rate, duration, out), args)
                     cells.setdefault(name, {}).setdefault(side, {})[rate] = row
                     print(f"cluster_vs_service: {side} {name} at {rate}/s: {row}", flush=True)
-    results: dict[str, dict[str, Any]] = {}
-    for name, by_side in cells.items():
-        base = capacity(by_side["service"], args.attainment)
-        for side, by_rate in by_side.items():
-            got = capacity(by_rate, args.attainment)
-            if side != "service":  # at each rate too, for where no capacity is found
-                for rate, row in by_rate.items():
-                    ratios(row, by_side["service"][rate])
-            results.setdefault(name, {})[side] = {
-                "capacity_rps": got,
-                # met the target at every rate swept: the capacity is at least the highest
-                "capacity_at_least": got == max(by_rate),
-                "capacity_vs_service": round(got / base, 3) if got is not None and base else None,
-                "by_rate": {str(rate): row for rate, row in sorted(by_rate.items())},
-            } | warmups[name][side]
+    results = capacities(cells, args.attainment)
+    for name, by_side in warmups.items():
+        for side, warm in by_side.items():
+            results[name][side] |= warm
     settings = {"rates": rates_of, "requests": args.requests, "warmup_s": args.warmup, "groups": args.groups,
                 "ttft_slo_s": args.ttft_slo,
                 "tpot_slo_s": args.tpot_slo, "attainment": args.attainment}  # fmt: skip
