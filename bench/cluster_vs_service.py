@@ -50,6 +50,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -115,8 +116,9 @@ def run_inference_perf(
             "type": "constant",
             "stages": [{"rate": rate, "duration": duration}],
             "num_workers": 2,
-            # the random prompts of mixed from a seed too (else the clock): both sides get the same
-            "base_seed": 7,
+            # mixed's random prompts from a seed (else the clock): both sides get the same ones, and
+            # each cell new ones (one seed for all would send the warm-up's prompts again, cached)
+            "base_seed": zlib.crc32(f"{name} {rate} {duration} {out.name}".encode()),
         },
         "api": {"type": api, "streaming": True},
         "server": {"type": "vllm", "model_name": MODEL, "base_url": url, "ignore_eos": True},
