@@ -47,6 +47,7 @@ import argparse
 import ast
 import json
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -370,6 +371,8 @@ def main() -> int:
         "for a sweep stopped before its last line, or another --attainment",
     )  # fmt: skip
     args = parser.parse_args()
+    # A stop by `kill` (SIGTERM) unwinds like Ctrl-C: the servers stop and the Service VIP's NAT rules go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.report:
         return report_from_log(Path(args.report), args.attainment)
     if not (REPO / ".bench-venv" / "bin" / "inference-perf").exists():

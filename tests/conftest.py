@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.service_vip import sweep_stale_vips
 from nodeagent.cache.resolver import builtin_path
 from tests.support.cluster import SMOLLM2_YAML, Cluster, start_cluster, stop_cluster
 from tests.support.secret_scan import leaks
@@ -34,6 +35,17 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
     running = start_cluster(tmp_path_factory.mktemp("shared"), SMOLLM2_YAML, ["smollm2-135m"])
     yield running
     stop_cluster(running)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remove the Service VIP rules a killed benchmark left (bench/service_vip.py): they redirect a
+    loopback port that free_port may give a test's server, whose clients would then reach nothing."""
+    if hasattr(session.config, "workerinput"):  # the controller sweeps once, before workers start
+        return
+    swept = sweep_stale_vips()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if swept and reporter is not None:
+        reporter.write_line(f"removed the NAT rules of dead processes' Service VIPs: {', '.join(swept)}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -89,18 +89,33 @@ def start_cluster(
         )  # fmt: skip
     cluster = Cluster(f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc}", process, log_path, tmp)
 
+    last_poll = ["no answer yet"]
+
     def ready() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"llamafleet up exited with {process.returncode}:\n{cluster.log()}")
         try:
             auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
             data = oneshot.get(f"{cluster.base_url}/v1/models", headers=auth, timeout=2).json()["data"]
-        except (httpx.HTTPError, KeyError, ValueError):
+        except (httpx.HTTPError, KeyError, ValueError) as e:
+            last_poll[0] = f"{type(e).__name__}: {e}"
             return False
         ready_names = {m["id"] for m in data if m["llamafleet"]["ready_replicas"] > 0}
+        last_poll[0] = f"ready: {sorted(ready_names)}"
         return set(ready_models) <= ready_names
 
-    wait_until(ready, 120, f"models {ready_models} to be ready")
+    def why() -> str:
+        return f"last poll of {cluster.base_url}/v1/models: {last_poll[0]}\n{cluster.log()[-6000:]}"
+
+    try:
+        wait_until(ready, 120, f"models {ready_models} to be ready", on_timeout=why)
+    except BaseException:
+        # Stopped here, not left to the garbage collector: a cluster that outlives its test takes the
+        # machine's CPUs from the tests after it, and its Popen's ResourceWarning fails whichever test
+        # is running when it is collected.
+        process.kill()
+        process.wait()
+        raise
     return cluster
 
 
