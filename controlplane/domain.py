@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from llamafleet.contract.replica import Pooling, ReplicaSpec, Role, Speculative
+from llamafleet.contract.replica import DEFAULT_CACHE_RAM_MIB, Pooling, ReplicaSpec, Role, Speculative
 from llamafleet.core.chat_templates import template_error
 from llamafleet.core.request_defaults import RequestDefaults
 from llamafleet.fit.profile import ModelProfile
@@ -154,6 +154,14 @@ class ModelSpec(BaseModel):
         default=None,
         description="With speculative: draft, the model that drafts: fetched to each node like source",
     )
+    cache_ram: int = Field(
+        default=DEFAULT_CACHE_RAM_MIB,
+        ge=0,
+        le=1 << 20,
+        description="MiB of host memory each replica keeps for prompt states saved from its slots, restored "
+        "when a prompt continues one (a conversation's next turn after other conversations took its slot): "
+        "llama-server's --cache-ram. Placement counts all of it in the replica's host memory (0: none kept)",
+    )
     adapters: tuple[AdapterRef, ...] = Field(default=(), description="LoRA adapters loaded at start")
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Only nodes with all these labels"
@@ -217,7 +225,7 @@ class ModelSpec(BaseModel):
 ENGINE_FIELDS = (
     "source", "sha256", "context_length", "parallel_slots", "gpu_layers", "threads", "embeddings",
     "adapters", "node_selector", "allow_split", "request_defaults", "chat_template", "pooling",
-    "speculative", "draft_model",
+    "speculative", "draft_model", "cache_ram",
 )  # fmt: skip
 
 
@@ -420,10 +428,12 @@ def serves(running: ReplicaSpec, spec: ModelSpec) -> bool:
         layers_ok and mine == theirs and scales_ok
         and (running.model, running.source, running.sha256, running.context_length, running.parallel_slots,
              running.n_threads, running.embeddings, running.request_defaults, running.chat_template,
-             running.pooling, running.speculative or "off", running.draft_source, running.draft_sha256)
+             running.pooling, running.speculative or "off", running.draft_source, running.draft_sha256,
+             running.cache_ram)
         == (spec.name, spec.source, spec.sha256, spec.context_length, spec.parallel_slots,
             spec.threads, spec.embeddings, spec.request_defaults.as_json(), spec.chat_template,
-            spec.pooling, spec.speculative, draft.source if draft else "", draft.sha256 if draft else "")
+            spec.pooling, spec.speculative, draft.source if draft else "", draft.sha256 if draft else "",
+            spec.cache_ram)
     )  # fmt: skip
 
 

@@ -60,6 +60,7 @@ class Agent:
             parse_size(settings.allocatable_memory) if settings.allocatable_memory else 0,
             lambda: [s.pid for sup in supervisor_ref for s in sup.states() if s.pid],
             cgroups.memory_limit_bytes(),
+            lambda: sum(sup.memory_to_come() for sup in supervisor_ref),
         )
         ram = memory.describe(host.ram_total_bytes)
         host = dataclasses.replace(host, ram_total_bytes=memory.total(host.ram_total_bytes),

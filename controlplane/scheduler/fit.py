@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from controlplane.domain import ModelSpec, NodeRecord
+from llamafleet.contract.replica import DEFAULT_CACHE_RAM_MIB
 from llamafleet.fit.components import ContextParams, repack_types
 from llamafleet.fit.curves import OffloadCurves, offload_curves
 from llamafleet.fit.profile import ModelProfile
@@ -24,7 +25,9 @@ DEFAULT_CONTEXT = 4096
 def context_params(
     spec: ModelSpec | None, context_length: int = 0, parallel: int = 0, kv_type: str = ""
 ) -> ContextParams:
-    """The context an engine for ``spec`` asks llama.cpp for; explicit values override the spec."""
+    """The context an engine for ``spec`` asks llama.cpp for, and its prompt cache (a Model's cacheRam;
+    the default without a spec); explicit values override the spec."""
+    cache_mib = spec.cache_ram if spec else DEFAULT_CACHE_RAM_MIB
     return ContextParams(
         n_ctx_per_seq=context_length or (spec.context_length if spec else DEFAULT_CONTEXT),
         n_seq=parallel or (spec.parallel_slots if spec else 1),
@@ -33,6 +36,7 @@ def context_params(
         type_k=kv_type or "f16",
         type_v=kv_type or "f16",
         embeddings=bool(spec and spec.embeddings),
+        prompt_cache_bytes=cache_mib << 20,
     ).check()
 
 

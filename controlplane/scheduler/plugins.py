@@ -24,7 +24,7 @@ from llamafleet.core.threads import cpu_request
 from llamafleet.fit.components import ContextParams
 from llamafleet.fit.curves import OffloadCurves
 from llamafleet.fit.profile import ModelProfile
-from llamafleet.fit.recommend import gib
+from llamafleet.fit.recommend import gib, ram_short
 
 
 @dataclass(frozen=True)
@@ -306,10 +306,7 @@ class FitsMemory:
         def short(g: int) -> str:
             problems = []
             if curves.host[g] > free:
-                problems.append(
-                    f"needs {gib(int(curves.host[g]))} RAM, {gib(int(max(free, 0)))} free "
-                    f"(short {gib(int(curves.host[g] - free))})"
-                )
+                problems.append(ram_short(int(curves.host[g]), int(free), ctx.params.prompt_cache_bytes))
             for d, gpu in enumerate(shape.gpus if g else ()):
                 need, available = curves.device[g, d], table.gpu_free(i)[d]
                 if need > available:

@@ -140,6 +140,7 @@ def _assignment(r: ReplicaRecord) -> ReplicaSpec:
         speculative=r.spec.speculative,
         draft_source=r.spec.draft_model.source if r.spec.draft_model else "",
         draft_sha256=r.spec.draft_model.sha256 if r.spec.draft_model else "",
+        cache_ram=r.spec.cache_ram,
     )
 
 

@@ -33,7 +33,9 @@ and say whether it fits: in CPU mode, and on each GPU with the most layers that 
 
 Sizes take B, KiB, MiB, GiB, TiB (or K, M, G, T, also powers of 1024). On CPU the total matches
 llama.cpp's own buffers within 3% (docs/BENCHMARKS.md); GPU figures follow llama.cpp's rules but
-are not measured, and add a 256 MiB runtime reserve per GPU.
+are not measured, and add a 256 MiB runtime reserve per GPU. --cache-ram adds what llamafleet's
+engine keeps beside llama.cpp: prompt states saved to host memory (a Model's cacheRam, 1 GiB by
+default), as placement counts them.
 """
 
 
@@ -108,6 +110,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unified", action="store_true", help="one KV cache shared by all sequences")
     parser.add_argument(
         "--swa-full", action="store_true", help="full-size KV cache for sliding-window layers"
+    )
+    parser.add_argument(
+        "--cache-ram",
+        type=int,
+        default=0,
+        metavar="MiB",
+        help="MiB of host memory for prompt states saved from slots, counted in the CPU's RESERVE, as the "
+        "engine's --cache-ram (default: 0, llama.cpp alone; llamafleet's engine keeps up to 1024, a Model's "
+        "cacheRam, and placement counts it)",
     )
     parser.add_argument(
         "--ngl",
@@ -231,6 +242,7 @@ async def run(args: argparse.Namespace) -> int:
             flash_attn=args.flash_attn == "on",
             unified=args.unified,
             swa_full=args.swa_full,
+            prompt_cache_bytes=args.cache_ram << 20,
         ).check()
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc

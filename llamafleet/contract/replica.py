@@ -19,6 +19,10 @@ Pooling = Literal["auto", "mean", "cls", "last", "rank"]
 # smaller model of the same vocabulary (draft_source). Verified in the batched step
 # (nodeagent/engine/speculative.py, draft_model.py).
 Speculative = Literal["off", "ngram", "draft"]
+# MiB of host memory an engine keeps for prompt states saved from its slots (llama-server's
+# --cache-ram; nodeagent/engine/host_cache.py): a Model's cacheRam, the engine's --cache-ram, and
+# what placement counts on top of llama.cpp's own memory, at this cap (it fills to it under load).
+DEFAULT_CACHE_RAM_MIB = 1024
 
 
 class Role(enum.Enum):
@@ -77,11 +81,12 @@ class ReplicaSpec:
     speculative: Speculative = "off"  # the engine's --speculative
     draft_source: str = ""  # speculative "draft": the draft model, fetched like source (--draft-model-path)
     draft_sha256: str = ""  # the draft file's sha256, checked when set
+    cache_ram: int = DEFAULT_CACHE_RAM_MIB  # MiB for saved prompt states (the engine's --cache-ram; 0: off)
 
 
 # The fields the engine takes as options of the same name (the rest: what the agent does with them).
 ENGINE_OPTIONS = ("context_length", "parallel_slots", "n_gpu_layers", "n_threads", "embeddings",
-                  "request_defaults", "pooling", "speculative")  # fmt: skip
+                  "request_defaults", "pooling", "speculative", "cache_ram")  # fmt: skip
 
 
 def engine_arguments(spec: ReplicaSpec) -> list[str]:

@@ -10,6 +10,8 @@ from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 
 _ROLES = {Role.ENGINE: pb.REPLICA_ROLE_ENGINE, Role.RPC_WORKER: pb.REPLICA_ROLE_RPC_WORKER}
 _FROM_PB = {value: role for role, value in _ROLES.items()}
+# Fields with presence (proto3 `optional`): unset, the type's default applies, not the message's 0.
+OPTIONAL_FIELDS = ("cache_ram",)
 
 
 def to_pb(spec: ReplicaSpec) -> pb.ReplicaSpec:
@@ -26,7 +28,8 @@ def to_pb(spec: ReplicaSpec) -> pb.ReplicaSpec:
 
 def from_pb(message: pb.ReplicaSpec) -> ReplicaSpec:
     scalars = {f.name: getattr(message, f.name) for f in dataclasses.fields(ReplicaSpec)
-               if f.name not in ("adapters", "remote_parts", "role", "lease")}  # fmt: skip
+               if f.name not in ("adapters", "remote_parts", "role", "lease")
+               and (f.name not in OPTIONAL_FIELDS or message.HasField(f.name))}  # fmt: skip
     return ReplicaSpec(
         **scalars,
         adapters=tuple(AdapterSpec(a.name, a.path, a.scale) for a in message.adapters),

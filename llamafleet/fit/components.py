@@ -72,6 +72,9 @@ class ContextParams:
     unified: bool = False
     swa_full: bool = False
     embeddings: bool = False
+    # Not llama.cpp's: the engine's prompt states saved to host memory (--cache-ram), counted at their
+    # cap on the CPU's side (its RESERVE) wherever the layers are, since under load it fills to it.
+    prompt_cache_bytes: int = 0
 
     @property
     def n_ctx(self) -> int:
@@ -90,6 +93,8 @@ class ContextParams:
             raise ValueError(f"a quantized V cache ({self.type_v}) needs flash attention")
         if min(self.n_ctx_per_seq, self.n_seq, self.n_batch, self.n_ubatch) <= 0:
             raise ValueError("context, sequences, batch and micro-batch must be positive")
+        if self.prompt_cache_bytes < 0:
+            raise ValueError("the prompt cache cannot be negative")
         return self
 
 

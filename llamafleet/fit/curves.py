@@ -157,12 +157,13 @@ def offload_curves(
     split = _split(n, shares)
     held = _prefix(weights + kv)  # what a layer's holder keeps: its weights and its KV
 
-    # host: input layer, CPU layers' weights (+ the repacked copy when mapped), KV, compute, output
+    # host: input layer, CPU layers' weights (+ the repacked copy when mapped), KV, compute, output,
+    # and the engine's prompt cache
     host = profile.input_weight_bytes + held[split.start]
     if use_mmap:
         host = host + _prefix(repacked)[split.start]
     host_compute, device_compute = _compute_by_count(graph_dims(profile), params, shares)
-    host = host + host_compute + output_bytes(profile, params)
+    host = host + host_compute + output_bytes(profile, params) + params.prompt_cache_bytes
 
     host.setflags(write=False)
     if not shares:

@@ -121,6 +121,7 @@ class Estimate:
                 "kv_unified": p.unified,
                 "swa_full": p.swa_full,
                 "embeddings": p.embeddings,
+                "prompt_cache_bytes": p.prompt_cache_bytes,
                 "n_gpu_layers": self.n_gpu_layers,
                 "use_mmap": self.offload.use_mmap,
                 "tensor_split": [t.split for t in self.offload.targets],
@@ -191,6 +192,7 @@ def estimate(profile: ModelProfile, params: ContextParams, offload: Offload | No
         kv_bytes=kv_cache_bytes(profile, params, host_layers),
         compute_bytes=cpu_compute,
         output_bytes=output_bytes(profile, params),
+        overhead_bytes=params.prompt_cache_bytes,  # the engine's, beside llama.cpp's buffers
         layers=tuple(il for il in host_layers),
     )
     page_cache = mapped if offload.use_mmap else 0

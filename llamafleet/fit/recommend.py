@@ -119,14 +119,17 @@ def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
+def ram_short(need: int, free: int, prompt_cache_bytes: int) -> str:
+    """How far ``need`` bytes of RAM are from ``free``, naming the engine's prompt cache when it counts."""
+    cache = f", {gib(prompt_cache_bytes)} of it the prompt cache (cacheRam)" if prompt_cache_bytes else ""
+    return f"needs {gib(need)} RAM, {gib(max(free, 0))} free (short {gib(need - free)}){cache}"
+
+
 def shortfall(est: Estimate, node: NodeResources, gpus: tuple[Gpu, ...]) -> str:
     """Why ``est`` does not fit ``node`` with these GPUs, with how much is missing; "" when it fits."""
     problems = []
     if est.host_bytes > node.ram_free_bytes:
-        problems.append(
-            f"needs {gib(est.host_bytes)} RAM, {gib(node.ram_free_bytes)} free "
-            f"(short {gib(est.host_bytes - node.ram_free_bytes)})"
-        )
+        problems.append(ram_short(est.host_bytes, node.ram_free_bytes, est.params.prompt_cache_bytes))
     for gpu in gpus:
         need = est.device(gpu.name).total_bytes
         if need > gpu.free_bytes:

@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from llamafleet.contract.replica import AdapterSpec, Pooling
+from llamafleet.contract.replica import DEFAULT_CACHE_RAM_MIB, AdapterSpec, Pooling
 from llamafleet.core import logs, tracing
 from llamafleet.core.chat_templates import template_error
 from llamafleet.core.errors import InvalidRequest
@@ -33,7 +33,6 @@ from llamafleet.security.engine_auth import ENGINE_SECRET_ENV
 from nodeagent.engine.batcher import BatcherSettings
 from nodeagent.engine.core import BatchingCore, EngineParams
 from nodeagent.engine.draft_model import P_MIN
-from nodeagent.engine.host_cache import DEFAULT_CACHE_RAM_MIB
 from nodeagent.engine.http import create_app
 from nodeagent.engine.metrics import EngineMetrics
 from nodeagent.engine.native import NativeConfig

@@ -268,6 +268,7 @@ class Batcher:
             kv_cells_used=used,
             kv_cells=self._model.n_ctx_seq * self._settings.slots,
             waiting_adapters=tuple(name for seq in waiting for name, _ in seq.adapters),
+            prompt_cache_bytes=self._host_cache.bytes,
         )
 
     def _dequeued(self, n: int = 1) -> None:

@@ -26,9 +26,9 @@ from nodeagent.engine.sequence import AdapterKey, common_prefix
 # Saving and restoring copy the whole sequence's cells (memory traffic like a few tokens of prefill):
 # worth it from a few dozen tokens on, the same threshold as copying cells between slots.
 MIN_SAVED = 32
-# llama-server keeps up to 8 GiB; ours is smaller because placement does not yet count it in a
-# replica's host memory (docs/ENGINE.md): enough for dozens of long conversations on a small model.
-DEFAULT_CACHE_RAM_MIB = 1024
+# The cap's default (llamafleet/contract/replica.py: DEFAULT_CACHE_RAM_MIB) is 1 GiB where llama-server
+# keeps up to 8: placement counts the whole cap in a replica's host memory, so a larger default would
+# keep replicas off nodes they fit; enough for dozens of long conversations on a small model.
 
 
 @dataclass(eq=False)

@@ -64,6 +64,9 @@ def create_app(
                 "slots_idle": sum(1 for s in slots if s["state"] == "idle"),
                 "adapters": [a["name"] for a in core.adapters()],
                 "threads": core.threads(),
+                # what its prompt cache holds now, of its --cache-ram: the agent counts the rest, which
+                # the cache may still take, as not free on the node
+                "prompt_cache_bytes": core.serving_load().prompt_cache_bytes,
             }
         )
 

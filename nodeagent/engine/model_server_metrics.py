@@ -40,6 +40,7 @@ class ServingLoad:
     kv_cells_used: int = 0
     kv_cells: int = 0
     waiting_adapters: tuple[str, ...] = ()
+    prompt_cache_bytes: int = 0  # host memory its saved prompt states hold (at most --cache-ram)
 
 
 class ModelServerMetrics(Collector):

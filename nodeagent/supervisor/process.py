@@ -134,6 +134,11 @@ class SupervisedProcess:
     def state(self) -> ReplicaState:
         return self._state
 
+    def memory_to_come(self) -> int:
+        """Host memory it may still take beyond what it holds now (an engine's prompt cache filling to
+        its cap): the agent reports it as not free, so nothing else is placed into it."""
+        return 0
+
     @property
     def pid(self) -> int:
         return self._state.pid

@@ -35,7 +35,7 @@ from llamafleet.core.threads import THREADS_PATH
 from llamafleet.security.engine_auth import ENGINE_SECRET_ENV, engine_headers
 from llamafleet.units.sizes import format_size
 from nodeagent.cache.store import DownloadProgress, ModelStore
-from nodeagent.domain import ReplicaError
+from nodeagent.domain import Phase, ReplicaError
 from nodeagent.gguf.header import GGUFHeader, read_header
 from nodeagent.rpc.tunnel import HeadTunnel
 from nodeagent.supervisor.process import Launch, SupervisedProcess, free_port, listening_socket
@@ -190,10 +190,19 @@ class EngineReplica(SupervisedProcess):
         path.write_text(self.spec.chat_template)
         return path
 
+    _prompt_cache_held = 0  # bytes its prompt cache held at the last health probe
+
+    def memory_to_come(self) -> int:
+        """The part of its prompt cache's cap (--cache-ram) not filled yet, while it runs or will."""
+        if self._state.phase in (Phase.FAILED, Phase.STOPPING):
+            return 0
+        return max(0, (self.spec.cache_ram << 20) - self._prompt_cache_held)
+
     async def healthy(self, client: httpx.AsyncClient, probe: str, pid: int) -> bool:
         health = await _health(client, probe)
         if health is None:
             return False
+        self._prompt_cache_held = int(health.get("prompt_cache_bytes", 0))
         adapters = tuple(health.get("adapters", ()))  # reported upstream when it changes
         if adapters != self._state.adapters:
             self._update(adapters=adapters)

@@ -45,6 +45,10 @@ class Supervisor:
     def states(self) -> list[ReplicaState]:
         return [r.state for r in self._replicas.values()]
 
+    def memory_to_come(self) -> int:
+        """Host memory its processes may still take (engines' prompt caches not yet at their cap)."""
+        return sum(r.memory_to_come() for r in self._replicas.values())
+
     async def run(self, stop: asyncio.Event) -> None:
         """Own the replicas' tasks until ``stop``; then stop every engine before returning."""
         async with asyncio.TaskGroup() as group:

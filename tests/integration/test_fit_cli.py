@@ -80,3 +80,20 @@ def test_gpus_and_rpc_workers_split_layers_by_tensor_split(smollm2_path: Path) -
     assert out["rpc_bytes"] == rpc["total_bytes"]
     assert out["vram_bytes"] == gpu["total_bytes"]
     assert out["params"]["tensor_split"] == [1.0, 2.0]
+
+
+def test_cache_ram_counts_the_engines_prompt_cache_on_the_host_and_names_it_when_short(
+    smollm2_path: Path,
+) -> None:
+    plain = json.loads(_fit(str(smollm2_path), "--json").stdout)
+    cached = json.loads(_fit(str(smollm2_path), "--cache-ram", "1024", "--json").stdout)
+    assert cached["ram_bytes"] - plain["ram_bytes"] == 1 << 30
+    assert cached["devices"][0]["overhead_bytes"] == 1 << 30
+    assert cached["params"]["prompt_cache_bytes"] == 1 << 30
+    short = _fit(str(smollm2_path), "--cache-ram", "1024", "--ram", "512MiB")
+    assert short.returncode == 0, short.stderr
+    assert "1.00 GiB of it the prompt cache (cacheRam)" in short.stdout
+    bad = _fit(str(smollm2_path), "--cache-ram", "-1")
+    assert bad.returncode != 0
+    assert "Traceback" not in bad.stderr
+    assert "prompt cache cannot be negative" in bad.stderr

@@ -35,6 +35,7 @@ models:
     parallelSlots: 2
     embeddings: true
     pooling: rank
+    cacheRam: 0
 """
     running = start_cluster(tmp, models, ["smol", "smol-ranker"])
     yield running
@@ -106,3 +107,14 @@ def test_runtime_adapters_and_slots_through_the_gateway(cluster: Cluster, smollm
     assert elsewhere.status_code == 403
     assert oneshot.delete(f"{base}/adapters/late", timeout=60).status_code == 200
     assert oneshot.get(f"{cluster.base_url}/v1/replicas/nope/slots").status_code == 404
+
+
+def test_each_engine_starts_with_its_models_cache_ram(cluster: Cluster) -> None:
+    """A Model's cacheRam is its engines' --cache-ram (a reranker's prompts are not continued: 0 keeps
+    none); a Model without it gets the default."""
+    logs = {p.stem: p.read_text() for p in (cluster.tmp / "agent" / "logs").glob("*.log")}
+    starts = {name.rsplit("-", 1)[0]: text.split(" starting: ", 1)[1].split("\n", 1)[0]
+              for name, text in logs.items()}  # fmt: skip
+    assert set(starts) == {"smol", "smol-ranker"}, starts
+    assert " --cache-ram 1024" in starts["smol"]
+    assert " --cache-ram 0" in starts["smol-ranker"]

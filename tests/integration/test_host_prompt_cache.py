@@ -108,3 +108,42 @@ def test_a_state_pushed_out_while_it_is_restored_still_serves_its_request(
         log = on.log()
     assert [a["choices"][0]["text"] for a in with_cache] == [a["choices"][0]["text"] for a in without]
     assert "Traceback" not in log
+
+
+async def test_the_agent_counts_the_unfilled_part_of_an_engines_cache_as_memory_to_come(
+    smollm2_path: Path, tmp_path: Path
+) -> None:
+    """The engine's /health says what its prompt cache holds; the agent's replica counts the rest of
+    its cap as memory the engine may still take (the node offers that much less), and nothing once
+    the replica failed."""
+    import asyncio
+    import dataclasses
+
+    from llamafleet.contract.replica import ReplicaSpec
+    from nodeagent.domain import Phase
+    from nodeagent.settings import SupervisorSettings
+    from nodeagent.supervisor.replica import EngineReplica
+    from nodeagent.supervisor.supervisor import Supervisor
+
+    cap = 64 << 20
+    spec = ReplicaSpec("smol-1", "smollm2", str(smollm2_path), cache_ram=cap >> 20)
+    settings = SupervisorSettings(data_dir=tmp_path)
+    replica = EngineReplica(spec, 1, settings, lambda: None)
+    supervisor = Supervisor(settings, lambda: None)
+    supervisor._replicas = {"smol-1": replica}  # type: ignore[dict-item]
+    flags = ("--parallel-slots", "1", "--context-length", "1024", "--cache-ram", str(cap >> 20))
+    with running_engine(smollm2_path, tmp_path, *flags) as engine:
+        async with httpx.AsyncClient(timeout=60) as client:
+            assert await replica.healthy(client, engine.url, engine.process.pid)
+            assert replica.memory_to_come() == supervisor.memory_to_come() == cap  # nothing saved yet
+            with engine.client() as sync_client:
+                await asyncio.to_thread(_converse, sync_client)
+                metrics = sync_client.get("/metrics").text
+            health = (await client.get(f"{engine.url}/health")).json()
+            assert await replica.healthy(client, engine.url, engine.process.pid)
+    held = health["prompt_cache_bytes"]
+    assert held == _metric(metrics, "llamafleet_engine_prompt_cache_host_bytes")
+    assert 0 < held <= cap
+    assert replica.memory_to_come() == supervisor.memory_to_come() == cap - held
+    replica._state = dataclasses.replace(replica.state, phase=Phase.FAILED)
+    assert supervisor.memory_to_come() == 0

@@ -9,7 +9,15 @@ import typing
 from google.protobuf.descriptor import FieldDescriptor
 
 from llamafleet.contract import replica_pb
-from llamafleet.contract.replica import ENGINE_OPTIONS, AdapterSpec, RemotePart, ReplicaSpec, Role, RpcLease
+from llamafleet.contract.replica import (
+    DEFAULT_CACHE_RAM_MIB,
+    ENGINE_OPTIONS,
+    AdapterSpec,
+    RemotePart,
+    ReplicaSpec,
+    Role,
+    RpcLease,
+)
 from nodeagent.engine.__main__ import EngineOptions
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as pb
 
@@ -31,6 +39,8 @@ def test_defaults_agree_where_the_wire_cannot_tell_unset_from_zero() -> None:
     for f in dataclasses.fields(ReplicaSpec):
         if f.default is dataclasses.MISSING or f.name in ("role", "lease", "adapters", "remote_parts"):
             continue
+        if f.name in replica_pb.OPTIONAL_FIELDS:  # with presence: unset is told from 0 (the next test)
+            continue
         descriptor = pb.ReplicaSpec.DESCRIPTOR.fields_by_name[f.name]
         if f.default != descriptor.default_value:
             nonzero[f.name] = f.default
@@ -39,13 +49,24 @@ def test_defaults_agree_where_the_wire_cannot_tell_unset_from_zero() -> None:
     assert pb.ReplicaSpec.DESCRIPTOR.fields_by_name["role"].type == FieldDescriptor.TYPE_ENUM
 
 
+def test_a_cache_ram_left_unset_is_the_engines_default_and_zero_stays_off() -> None:
+    """An Assign from a control plane that predates cacheRam keeps the engine's default cache; 0 (off)
+    is sent as such, not mistaken for unset."""
+    unset = pb.ReplicaSpec(replica_id="r1", model="m", source="builtin:x")
+    assert not unset.HasField("cache_ram")
+    assert replica_pb.from_pb(unset).cache_ram == DEFAULT_CACHE_RAM_MIB
+    off = replica_pb.to_pb(ReplicaSpec("r1", "m", "builtin:x", cache_ram=0))
+    assert off.HasField("cache_ram")
+    assert replica_pb.from_pb(off).cache_ram == 0
+
+
 def test_a_full_spec_and_a_default_one_survive_the_wire() -> None:
     worker = ReplicaSpec(
         "r1-rpc0", "m", "hf://org/repo:Q4_K_M", "a" * 64, 4096, 8, 20, 6, True,
         (AdapterSpec("tone", "/a/tone.gguf", 0.5), AdapterSpec("style", "/a/style.gguf")),
         (RemotePart("node-b", "10.0.0.3:50052", 0, 13),), Role.RPC_WORKER,
         RpcLease("node-a", "10.0.0.2", "r1", 0, 13), '{"temperature":0.2}', "{{ messages }}", "mean", "draft",
-        "hf://org/draft:Q4_0", "c" * 64,
+        "hf://org/draft:Q4_0", "c" * 64, 256,
     )  # fmt: skip
     for spec in (worker, ReplicaSpec("r1", "m", "builtin:smollm2-135m")):
         assert replica_pb.from_pb(replica_pb.to_pb(spec)) == spec
@@ -83,6 +104,7 @@ def test_the_engine_reads_back_exactly_what_the_agent_passes() -> None:
             request_defaults='{"top_k":5}',
             pooling="cls",
             speculative="ngram",
+            cache_ram=0,
         ),
     ):
         parser = argparse.ArgumentParser()

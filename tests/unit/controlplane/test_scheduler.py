@@ -296,3 +296,23 @@ def test_replicas_leaving_threads_to_the_node_hold_one_cpu_each_within_a_pass_an
     assert isinstance(Scheduler().place(spec, [node], placed), Placed)
     node.cpu_usable = 0  # an agent that reports no CPU count: not counted
     assert isinstance(Scheduler().place(spec, [node], [*placed, *placed]), Placed)
+
+
+def test_the_prompt_cache_counts_in_a_replicas_host_memory_and_a_node_short_of_it_says_so() -> None:
+    """An engine's saved prompt states (a Model's cacheRam, 1 GiB by default) fill to their cap under
+    load: placement counts the cap, so a node with room for the model alone is refused with the reason,
+    and a smaller cacheRam (0: none) places there."""
+    spec, (node,), _ = build(Case("", ["a:cpu-64g"], model="small"))
+    off = spec.model_copy(update={"cache_ram": 0})
+    profile = profile_for(spec.source, [node])[0]
+    assert spec.cache_ram == 1024
+    assert host_bytes_needed(spec, node, profile, 0) - host_bytes_needed(off, node, profile, 0) == 1 << 30
+    node.ram_free_bytes = host_bytes_needed(off, node, profile, 0) + (512 << 20)
+    refused = Scheduler().place(spec, [node], [])
+    assert isinstance(refused, Unplaceable), refused
+    assert "1.00 GiB of it the prompt cache (cacheRam)" in refused.reasons["a"], refused.reasons
+    assert isinstance(Scheduler().place(off, [node], []), Placed)
+    half = spec.model_copy(update={"cache_ram": 256})
+    placed = Scheduler().place(half, [node], [])
+    assert isinstance(placed, Placed)
+    assert placed.host_bytes == host_bytes_needed(off, node, profile, 0) + (256 << 20)

@@ -48,3 +48,17 @@ def test_a_cgroup_limit_caps_what_is_offered_less_the_agents_own_use() -> None:
     both = HostMemory(1 << 30, list, cgroup_limit_bytes=limit)
     assert both.total(64 << 30) == 1 << 30
     assert HostMemory(0, list).describe(8 << 30) == "8.0 GiB"
+
+
+def test_what_the_engines_prompt_caches_may_still_take_is_not_offered() -> None:
+    """An engine's prompt cache fills to its cap after the replica runs: the unfilled part comes off
+    what the node offers, with a cap and without, never below zero."""
+    to_come = [1 << 30]
+    limit = 4 << 30
+    capped = HostMemory(0, list, cgroup_limit_bytes=limit, to_come=lambda: to_come[0])
+    plain = HostMemory(0, list, cgroup_limit_bytes=limit)
+    assert abs(plain.available() - capped.available() - (1 << 30)) <= 64 << 20
+    machine = HostMemory(0, list, to_come=lambda: to_come[0])
+    assert abs(HostMemory(0, list).available() - machine.available() - (1 << 30)) <= 256 << 20
+    to_come[0] = 1 << 50
+    assert capped.available() == machine.available() == 0

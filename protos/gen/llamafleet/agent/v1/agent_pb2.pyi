@@ -400,7 +400,7 @@ class Assign(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., replica: _Optional[_Union[ReplicaSpec, _Mapping]] = ...) -> None: ...
 
 class ReplicaSpec(_message.Message):
-    __slots__ = ("replica_id", "model", "source", "sha256", "context_length", "parallel_slots", "n_gpu_layers", "n_threads", "embeddings", "adapters", "remote_parts", "role", "lease", "request_defaults", "chat_template", "pooling", "speculative", "draft_source", "draft_sha256")
+    __slots__ = ("replica_id", "model", "source", "sha256", "context_length", "parallel_slots", "n_gpu_layers", "n_threads", "embeddings", "adapters", "remote_parts", "role", "lease", "request_defaults", "chat_template", "pooling", "speculative", "draft_source", "draft_sha256", "cache_ram")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +420,7 @@ class ReplicaSpec(_message.Message):
     SPECULATIVE_FIELD_NUMBER: _ClassVar[int]
     DRAFT_SOURCE_FIELD_NUMBER: _ClassVar[int]
     DRAFT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CACHE_RAM_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     model: str
     source: str
@@ -439,7 +440,8 @@ class ReplicaSpec(_message.Message):
     speculative: str
     draft_source: str
     draft_sha256: str
-    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., sha256: _Optional[str] = ..., context_length: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., n_threads: _Optional[int] = ..., embeddings: _Optional[bool] = ..., adapters: _Optional[_Iterable[_Union[AdapterSpec, _Mapping]]] = ..., remote_parts: _Optional[_Iterable[_Union[RemotePart, _Mapping]]] = ..., role: _Optional[_Union[ReplicaRole, str]] = ..., lease: _Optional[_Union[RpcLease, _Mapping]] = ..., request_defaults: _Optional[str] = ..., chat_template: _Optional[str] = ..., pooling: _Optional[str] = ..., speculative: _Optional[str] = ..., draft_source: _Optional[str] = ..., draft_sha256: _Optional[str] = ...) -> None: ...
+    cache_ram: int
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., source: _Optional[str] = ..., sha256: _Optional[str] = ..., context_length: _Optional[int] = ..., parallel_slots: _Optional[int] = ..., n_gpu_layers: _Optional[int] = ..., n_threads: _Optional[int] = ..., embeddings: _Optional[bool] = ..., adapters: _Optional[_Iterable[_Union[AdapterSpec, _Mapping]]] = ..., remote_parts: _Optional[_Iterable[_Union[RemotePart, _Mapping]]] = ..., role: _Optional[_Union[ReplicaRole, str]] = ..., lease: _Optional[_Union[RpcLease, _Mapping]] = ..., request_defaults: _Optional[str] = ..., chat_template: _Optional[str] = ..., pooling: _Optional[str] = ..., speculative: _Optional[str] = ..., draft_source: _Optional[str] = ..., draft_sha256: _Optional[str] = ..., cache_ram: _Optional[int] = ...) -> None: ...
 
 class RemotePart(_message.Message):
     __slots__ = ("node_id", "endpoint", "first_layer", "last_layer")
