@@ -45,18 +45,20 @@ class SplitPlan:
 
 
 def _part_bytes(profile: ModelProfile, params: ContextParams, layers: range, head: bool) -> int:
-    """Weights, KV and compute of ``layers``; the head adds the input and output layers and output buffer."""
+    """Weights, KV and compute of ``layers``; the head adds the input and output layers, the output
+    buffer and its engine's prompt cache (saved states hold every layer's cells, the workers' too)."""
     need = sum(layer_weight_bytes(profile, il) for il in layers) + kv_cache_bytes(profile, params, layers)
     need += compute_bytes(profile, params, layers, has_output=head, has_input=head)
     if head:
         need += profile.input_weight_bytes + layer_weight_bytes(profile, profile.n_layer)
-        need += output_bytes(profile, params)
+        need += output_bytes(profile, params) + params.prompt_cache_bytes
     return need
 
 
 def plan_split(profile: ModelProfile, params: ContextParams, offers: list[NodeResources]) -> SplitPlan | None:
     """Repeating layers in proportion to each node's room: its free host memory, less (on the head)
-    what the head holds whatever its range — the input and output layers and the output buffer. The
+    what the head holds whatever its range — the input and output layers, the output buffer and the
+    prompt cache. The
     head is the node with most free memory and takes the last range. None when fewer than two nodes
     are usable or a part would not fit.
     """

@@ -73,7 +73,8 @@ def netns_cluster(
     models = tmp / "models.yaml"
     models.write_text(
         f"models:\n  - name: {model}\n    source: {source}\n    contextLength: 512\n    parallelSlots: 1\n"
-        "    threads: 1\n    allowSplit: true\n"
+        # Nodes of a few hundred MiB (a split's reason to be): no room for a prompt cache on the head.
+        "    threads: 1\n    allowSplit: true\n    cacheRam: 0\n"
     )
     port, gw_port = grpc_port(), free_port("127.0.0.1")
     with netns.network() as net:

@@ -316,3 +316,24 @@ def test_the_prompt_cache_counts_in_a_replicas_host_memory_and_a_node_short_of_i
     placed = Scheduler().place(half, [node], [])
     assert isinstance(placed, Placed)
     assert placed.host_bytes == host_bytes_needed(off, node, profile, 0) + (256 << 20)
+
+
+def test_a_splits_head_holds_the_prompt_cache_beside_its_layers() -> None:
+    """Saved states hold every layer's cells, the workers' too, in the head engine's host memory."""
+    from controlplane.scheduler.fit import context_params
+    from controlplane.scheduler.split import plan_split
+    from llamafleet.fit.recommend import NodeResources
+
+    spec, nodes, _ = build(
+        Case("", ["a:cpu-8g", "b:cpu-8g", "c:cpu-8g"], model="big", spec={"allow_split": True})
+    )
+    offers = [NodeResources(n.node_id, 6 << 30, (), ()) for n in nodes]
+    with_cache = plan_split(BIG, context_params(spec), offers)
+    without = plan_split(BIG, context_params(spec.model_copy(update={"cache_ram": 0})), offers)
+    assert with_cache is not None
+    assert without is not None
+    head, head_before = with_cache.parts[-1], without.parts[-1]
+    assert head.node_id == head_before.node_id
+    # the head keeps fewer layers so that its cache fits beside them
+    assert head.first_layer > head_before.first_layer
+    assert head.bytes <= head.free_bytes
