@@ -41,6 +41,7 @@ class Supervisor:
         self._replicas: dict[str, SupervisedProcess] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._group: asyncio.TaskGroup | None = None
+        self._stopping = False
 
     def states(self) -> list[ReplicaState]:
         return [r.state for r in self._replicas.values()]
@@ -56,6 +57,7 @@ class Supervisor:
             try:
                 await stop.wait()
             finally:
+                self._stopping = True
                 log.info("stopping %d engine(s) and RPC worker(s)", len(self._replicas))
                 for replica in self._replicas.values():
                     replica.stop.set()
@@ -70,6 +72,12 @@ class Supervisor:
         if current is not None:
             log.info("replica %s changed; replacing its %s", spec.replica_id, current.kind)
             self.unassign(spec.replica_id)
+        if self._group is None and self._stopping:
+            # Stopping engines frees memory: the control plane may place a pending replica here in the
+            # moment before it sees the node go. The node is going away; whatever it runs next gets a
+            # new Assign when it is back.
+            log.info("not starting replica %s of %s: the agent is stopping", spec.replica_id, spec.model)
+            return
         if self._group is None:
             raise RuntimeError("supervisor is not running")
         kind = RpcWorker if spec.role == Role.RPC_WORKER else EngineReplica
