@@ -19,6 +19,21 @@ from llamafleet.http.header_limits import BoundedHttpTools
 KEEP_ALIVE_S = 75
 
 
+class _NoDelayHttp(BoundedHttpTools):
+    """Every connection with Nagle's algorithm off, as uvloop turns it off and asyncio does only for
+    sockets whose Python object says IPPROTO_TCP (ours, from ``socket.socket(family)``, say 0). With it
+    on, an answer's second small write (its body after its headers) waited for the client's ACK of
+    the first, which Linux delays by 40 ms: the standalone gateway and `llamafleet up` (which run on
+    asyncio, beside gRPC) added 40 ms to a share of their answers (docs/BENCHMARKS.md)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+
 class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -41,7 +56,7 @@ async def serve_until(
     grace = max(1, round(graceful_s))
     config = uvicorn.Config(
         app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=grace,
-        http=BoundedHttpTools, timeout_keep_alive=KEEP_ALIVE_S,
+        http=_NoDelayHttp, timeout_keep_alive=KEEP_ALIVE_S,
     )  # fmt: skip
     server = _EmbeddedServer(config)
     # Bind here, not in uvicorn: on a busy port uvicorn logs and calls sys.exit, which would end the
@@ -50,7 +65,8 @@ async def serve_until(
     listeners: list[socket.socket] = [listening] if listening is not None else []
     addresses = [h.strip() for h in host.split(",") if h.strip()] if listening is None else []
     for address in addresses:
-        listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+        listener = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM,
+                                 socket.IPPROTO_TCP)  # fmt: skip
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if ":" in address and len(addresses) > 1:  # beside an IPv4 listener, not dual-stack
             listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
