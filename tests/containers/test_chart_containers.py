@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 from controlplane.operator.leader import LEADER_LABEL
-from nodeagent.supervisor.process import free_port
 from tests.support import containers, oneshot
 from tests.support.chart_pods import rendered_secrets
 from tests.support.kubeapi import CRD_FILE, KubeApi, kube_api, write_kubeconfig
 from tests.support.pod_containers import PodRun, start
+from tests.support.ports import server_port
 from tests.support.service import Backend, Service
 from tests.support.wait import wait_until
 from tests.unit.deploy.test_chart import render
@@ -95,7 +95,7 @@ def container_cluster(
     subnet = random.randrange(1, 250)
     with (
         containers.network(f"10.91.{subnet}.0/24") as network,
-        kube_api(tmp, free_port("127.0.0.1"), crds=(), host="0.0.0.0") as api,
+        kube_api(tmp, server_port(), crds=(), host="0.0.0.0") as api,
     ):
         api.kubectl("apply", "-f", str(CRD_FILE))
         (tmp / "namespace.yaml").write_text(
@@ -190,9 +190,7 @@ def test_the_charts_pods_as_containers_serve_a_model_from_apply_to_delete(
 
     gateway = cluster.pod("gateway")
     target = (gateway.address, gateway.port("http"))
-    with Service(
-        free_port("127.0.0.1"), [Backend(target, f"http://{target[0]}:{target[1]}/readyz")]
-    ) as service:
+    with Service(server_port(), [Backend(target, f"http://{target[0]}:{target[1]}/readyz")]) as service:
         wait_until(lambda: bool(service.ready_endpoints), 30, "the gateway Service's endpoint")
         client = openai.OpenAI(base_url=f"http://{service.address}/v1", api_key=KEY, max_retries=0)
         reply = client.chat.completions.create(

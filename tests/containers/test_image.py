@@ -10,9 +10,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from nodeagent.supervisor.process import free_port
 from tests.support import containers, oneshot
 from tests.support.containers import podman
+from tests.support.ports import server_port
 from tests.support.wait import wait_until
 from tests.unit.deploy.test_chart import render
 
@@ -41,7 +41,7 @@ def test_up_in_the_image_under_the_charts_security_context_and_a_memory_limit_an
     for folder in ("tmp", "home"):  # emptyDirs: writable by the pod's fsGroup
         (tmp_path / folder).mkdir(mode=0o777)
         (tmp_path / folder).chmod(0o1777)
-    port = free_port("127.0.0.1")
+    port = server_port()
     name = f"llamafleet-up-{port}"
     podman("run", "--detach", "--init", f"--name={name}", f"--label={containers.LABEL}", *agent_security(),
            f"--volume={tmp_path / 'tmp'}:/tmp", f"--volume={tmp_path / 'home'}:/var/lib/llamafleet",

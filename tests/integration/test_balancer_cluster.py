@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from controlplane.gateway.proxy import REPLICA_HEADER
-from nodeagent.supervisor.process import free_port
 from tests.support import oneshot
 from tests.support.child_env import child_env
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
+from tests.support.ports import server_port
 from tests.support.processes import REPO, cluster_pki
 from tests.support.redis_server import redis_server
 from tests.support.wait import wait_until
@@ -56,7 +56,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoGateways]:
             url,
         )
         cluster = start_cluster(tmp, MODELS, ["smol"], first_gateway)
-        port = free_port("127.0.0.1")
+        port = server_port()
         second = subprocess.Popen(
             [sys.executable, "-m", "llamafleet.cli.main", "gateway", "--port", str(port),
              "--controlplane", cluster.grpc, "--gateway-id", "second", "--queue-limit", "0",

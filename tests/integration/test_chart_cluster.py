@@ -20,12 +20,12 @@ import openai
 import pytest
 import yaml
 
-from nodeagent.supervisor.process import free_port
 from tests.support import netns, oneshot
 from tests.support.chart_pods import Pod, command, rendered_secrets
 from tests.support.child_env import child_env
 from tests.support.kubeapi import CRD_FILE, REPO, kube_api, write_kubeconfig
 from tests.support.network_policy import enforce
+from tests.support.ports import server_port
 from tests.support.service import Backend, Service
 from tests.support.wait import wait_until
 from tests.unit.deploy.test_chart import render
@@ -86,7 +86,7 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartClu
     objects = render(VALUES, bare=True)  # its own keys Secret
     workloads = {o["metadata"]["name"]: o for o in objects if o["kind"] in ("Deployment", "DaemonSet")}
     services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
-    with netns.network() as net, kube_api(tmp, free_port("127.0.0.1"), crds=(), host="0.0.0.0") as api:
+    with netns.network() as net, kube_api(tmp, server_port(), crds=(), host="0.0.0.0") as api:
         api.kubectl("apply", "-f", str(CRD_FILE))
         (tmp / "namespace.yaml").write_text(
             f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"
@@ -165,9 +165,7 @@ def test_every_declared_probe_answers_and_a_model_serves_through_the_gateway_ser
 
     gateway = next(p for p in pods.values() if p.container["name"] == "gateway")
     target = (gateway.host.address, gateway.port("http"))
-    with Service(
-        free_port("127.0.0.1"), [Backend(target, f"http://{target[0]}:{target[1]}/readyz")]
-    ) as service:
+    with Service(server_port(), [Backend(target, f"http://{target[0]}:{target[1]}/readyz")]) as service:
         wait_until(lambda: bool(service.ready_endpoints), 10, "the gateway Service's endpoint")
         client = openai.OpenAI(
             base_url=f"http://{service.address}/v1", api_key="sk-test-chart", max_retries=0
@@ -297,7 +295,7 @@ def test_a_real_prometheus_scrapes_every_tier_and_every_query_and_alert_works(
         ],
     }  # fmt: skip
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port("127.0.0.1")
+    port = server_port()
     with (tmp_path / "prometheus.log").open("wb") as log:
         prometheus = subprocess.Popen(
             ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",

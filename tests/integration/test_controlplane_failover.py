@@ -22,10 +22,10 @@ import pytest
 from controlplane.agents.servicer import STOPPING
 from controlplane.operator.leader import LEADER_LABEL
 from llamafleet.core.errors import LlamafleetError
-from nodeagent.supervisor.process import free_port
 from tests.support import node_identity, oneshot
 from tests.support.client_loop import ClientLoop
 from tests.support.kubeapi import KubeApi, kube_api
+from tests.support.ports import server_port
 from tests.support.processes import (
     Proc,
     admin_client,
@@ -87,7 +87,7 @@ class ControlPlanes:
 
     def start(self, index: int) -> Proc:
         """``cp-INDEX`` in its pod (as a ReplicaSet creates one), an endpoint of both Services."""
-        name, (port, http) = f"cp-{index}", (grpc_port(), free_port("127.0.0.1"))
+        name, (port, http) = f"cp-{index}", (grpc_port(), server_port())
         self.api.create_pod(name, POD_LABELS)
         args = [*kube_controlplane_args(self.api.kubeconfig, port, http, name, self.tmp),
                 "--kubernetes-pod-name", name, *self.extra]  # fmt: skip
@@ -108,15 +108,15 @@ class ControlPlanes:
 def two_controlplanes(tmp_path: Path, manifest: str, model: str, *extra: str) -> Iterator[ControlPlanes]:
     """Two control planes behind one Service (cp-0 leads), an agent, a gateway, and ``manifest`` Ready;
     ``extra``: more flags for every control plane."""
-    with kube_api(tmp_path, free_port("127.0.0.1")) as api:
+    with kube_api(tmp_path, server_port()) as api:
 
         def selects(pod: str) -> bool:  # the chart's selector: the leader's label
             return api.pod_labels(pod).get(LEADER_LABEL) == "true"
 
-        gw_port = free_port("127.0.0.1")
+        gw_port = server_port()
         base = f"http://127.0.0.1:{gw_port}"
-        service = Service(free_port("127.0.0.1"), [], selects=selects)
-        join = Service(free_port("127.0.0.1"), [], selects=selects)  # nodes join through it (the join port)
+        service = Service(server_port(), [], selects=selects)
+        join = Service(server_port(), [], selects=selects)  # nodes join through it (the join port)
         with service, join:
             c = ControlPlanes(api, [], [], None, base, tmp_path, [service, join], extra)  # type: ignore[arg-type]
             wait_leading(c.start(0), c.ready_urls[0])  # cp-0 leads; cp-1 follows
@@ -296,7 +296,7 @@ def test_a_restarted_controlplane_adopts_every_engine_and_no_request_fails(tmp_p
         "models:\n  - name: smol\n    source: builtin:smollm2-135m\n    replicas: 2\n"
         "    contextLength: 512\n    parallelSlots: 2\n    threads: 1\n"
     )
-    port, http_port, gw_port = grpc_port(), free_port("127.0.0.1"), free_port("127.0.0.1")
+    port, http_port, gw_port = grpc_port(), server_port(), server_port()
     address, base = f"127.0.0.1:{port}", f"http://127.0.0.1:{gw_port}"
     cp_args = controlplane_args(tmp_path, port, "--models", str(models), "--http-port", str(http_port),
                                 "--status-interval-s", "1")  # fmt: skip
@@ -337,7 +337,7 @@ def test_a_restarted_controlplane_adopts_every_engine_and_no_request_fails(tmp_p
 
 def test_a_second_controlplane_on_a_busy_port_refuses_to_start(tmp_path: Path) -> None:
     """No SO_REUSEPORT sharing: two control planes on one port would split the agents between them."""
-    port, http_port = grpc_port(), free_port("127.0.0.1")
+    port, http_port = grpc_port(), server_port()
     first = Proc("first", controlplane_args(tmp_path, port, "--http-port", str(http_port)),
                  tmp_path / "first.log").start()  # fmt: skip
     try:

@@ -20,8 +20,8 @@ from controlplane.gateway.balancer.balancer import Balancer
 from controlplane.gateway.balancer.state import InProcessState
 from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.picker.server import serve_picker
-from nodeagent.supervisor.process import free_port
 from tests.support.envoy_ext_proc import MODES, EnvoyLike
+from tests.support.ports import server_port
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ class Picker:
 
 @pytest.fixture
 async def picker() -> AsyncIterator[Picker]:
-    port = free_port("127.0.0.1")
+    port = server_port()
     balancer = Balancer(
         InProcessState(), GatewayMetrics(CollectorRegistry()), queue_limit=0, queue_timeout_s=1
     )

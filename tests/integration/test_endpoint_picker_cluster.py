@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.supervisor.process import free_port
 from tests.support import oneshot
 from tests.support.cluster import Cluster, start_cluster, stop_cluster
 from tests.support.envoy_ext_proc import EnvoyLike
+from tests.support.ports import server_port
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ SYSTEM = "You are a terse assistant for a bank's support desk. Answer in one sho
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str]]:
     tmp: Path = tmp_path_factory.mktemp("picker")
-    port = free_port("127.0.0.1")
+    port = server_port()
     running = start_cluster(tmp, MODELS, ["smol"], ("--gateway-picker-port", str(port)))
     try:
         both = lambda: any(m["name"] == "smol" and m["ready_replicas"] == 2 for m in running.models_json())  # noqa: E731

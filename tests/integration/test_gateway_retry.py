@@ -19,8 +19,8 @@ from controlplane.gateway.metrics import GatewayMetrics
 from controlplane.gateway.proxy import REPLICA_HEADER, EngineProxy, Forward
 from controlplane.gateway.routing import RoutingView
 from controlplane.gateway.settings import GatewaySettings
-from nodeagent.supervisor.process import free_port
 from tests.support.engine import running_engine
+from tests.support.ports import server_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 async def test_a_closed_port_is_retried_on_another_replica_before_any_byte(
     tmp_path: Path, smollm2_path: Path
 ) -> None:
-    dead = f"http://127.0.0.1:{free_port('127.0.0.1')}"  # nothing listens there
+    dead = f"http://127.0.0.1:{server_port()}"  # nothing listens there
     with running_engine(smollm2_path, tmp_path, name="smol") as engine:
         routing = RoutingView(ClusterClient("127.0.0.1:1"), "test")
         endpoints = (Endpoint("a-dead", "n1", dead, True), Endpoint("b-live", "n2", engine.url, True))

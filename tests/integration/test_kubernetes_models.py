@@ -16,8 +16,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from nodeagent.supervisor.process import free_port
 from tests.support.kubeapi import CRD_FILE, REPO, KubeApi, kube_api
+from tests.support.ports import server_port
 from tests.support.processes import (
     Proc,
     admin_cli,
@@ -71,9 +71,9 @@ class KubeCluster:
 @pytest.fixture(scope="module")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     tmp = tmp_path_factory.mktemp("kubernetes")
-    with kube_api(tmp, free_port("127.0.0.1"), crds=()) as api:
+    with kube_api(tmp, server_port(), crds=()) as api:
         api.kubectl("apply", "-f", str(CRD_FILE))  # the README's first step
-        port, http_port, gw_port = grpc_port(), free_port("127.0.0.1"), free_port("127.0.0.1")
+        port, http_port, gw_port = grpc_port(), server_port(), server_port()
         address = f"127.0.0.1:{port}"
         cp = Proc(
             "controlplane",

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.supervisor.process import free_port
 from tests.support.client_loop import ClientLoop
 from tests.support.kubeapi import CRD_FILE, REPO, KubeApi, kube_api
+from tests.support.ports import server_port
 from tests.support.processes import (
     Proc,
     admin_cli,
@@ -74,11 +74,11 @@ def nodes_table(address: str, tmp: Path) -> str:
 
 
 def test_cordon_drain_taint_and_deletion_of_kubernetes_nodes(tmp_path: Path) -> None:
-    with kube_api(tmp_path, free_port("127.0.0.1"), crds=()) as api:
+    with kube_api(tmp_path, server_port(), crds=()) as api:
         api.kubectl("apply", "-f", str(CRD_FILE))
         for node in ("node-a", "node-b"):
             api.create_node(node, {"kubernetes.io/hostname": node})
-        port, http_port, gw_port = grpc_port(), free_port("127.0.0.1"), free_port("127.0.0.1")
+        port, http_port, gw_port = grpc_port(), server_port(), server_port()
         address = f"127.0.0.1:{port}"
         cp_args = [*kube_controlplane_args(api.kubeconfig, port, http_port, "cp-0", tmp_path),
                    "--kubernetes-node-labels-refresh-s", "1", "--node-grace-s", str(GRACE_S)]  # fmt: skip
@@ -144,7 +144,7 @@ def test_a_drain_asked_with_llamafleet_nodes_drain_outlives_a_control_plane_rest
     """Kept beside the node keys (a file next to the CA here; the node-keys ConfigMap in Kubernetes mode,
     which a failover's new leader reads), so a new leader goes on draining the node."""
     (tmp_path / "models.yaml").write_text("models: []\n")
-    port, http_port = grpc_port(), free_port("127.0.0.1")
+    port, http_port = grpc_port(), server_port()
     address = f"127.0.0.1:{port}"
     args = ["controlplane", "--models", str(tmp_path / "models.yaml"), "--grpc-port", str(port),
             "--http-port", str(http_port), "--tls-dir", str(tmp_path / "pki"), "--settle-s", "1"]  # fmt: skip

@@ -17,9 +17,9 @@ import pytest
 from controlplane.domain import ModelStatusView
 from llamafleet.core.errors import Unavailable
 from nodeagent.cache.store import ModelStore
-from nodeagent.supervisor.process import free_port
 from tests.support import oneshot
 from tests.support.file_server import Fault, FileServer, file_server
+from tests.support.ports import server_port
 from tests.support.processes import (
     Proc,
     admin_client,
@@ -93,7 +93,7 @@ def sourced(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Ite
             f"  - name: ahead\n    source: {ahead}\n    sha256: {sha256_of(ahead_file)}\n"
             f"    replicas: 0\n    prefetch: true\n{common}"
         )
-        port, gw_port = grpc_port(), free_port("127.0.0.1")
+        port, gw_port = grpc_port(), server_port()
         address = f"127.0.0.1:{port}"
         cp_args = controlplane_args(
             tmp, port, "--models", str(tmp / "models.yaml"), "--status-interval-s", "1"

@@ -13,8 +13,8 @@ import pytest
 from controlplane.operator.informer import ModelInformer
 from controlplane.operator.kube import Kube
 from controlplane.settings import KubernetesSettings
-from nodeagent.supervisor.process import free_port
 from tests.support.kubeapi import KubeApi, kube_api
+from tests.support.ports import server_port
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ MODELS = "/apis/llamafleet.io/v1alpha1/namespaces/default/models"
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[KubeApi]:
-    with kube_api(tmp_path, free_port("127.0.0.1")) as running:
+    with kube_api(tmp_path, server_port()) as running:
         yield running
 
 

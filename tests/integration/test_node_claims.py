@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from nodeagent.supervisor.process import free_port
 from tests.support.kubeapi import CRD_FILE, REPO, kube_api
+from tests.support.ports import server_port
 from tests.support.processes import Proc, admin_cli, agent_args, grpc_port, kube_controlplane_args, wait_ready
 from tests.support.wait import wait_until
 
@@ -33,10 +33,10 @@ spec:
 
 
 def test_a_nodes_labels_and_address_come_from_kubernetes_not_from_its_agent(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with kube_api(tmp_path, free_port("127.0.0.1"), crds=()) as api:
+    with kube_api(tmp_path, server_port(), crds=()) as api:
         api.kubectl("apply", "-f", str(CRD_FILE))
         api.create_node("node-a", {"kubernetes.io/hostname": "node-a", "pool": "cpu"})
-        port, http_port = grpc_port(), free_port("127.0.0.1")
+        port, http_port = grpc_port(), server_port()
         address = f"127.0.0.1:{port}"
         cp = Proc("controlplane", [*kube_controlplane_args(api.kubeconfig, port, http_port, "cp-0", tmp_path),
                                    "--kubernetes-agent-selector", "app.kubernetes.io/component=agent",
@@ -95,9 +95,9 @@ def condition(api, kind: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 def test_a_bootstrap_token_joins_only_under_the_name_of_a_kubernetes_node(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Issue 34, item 5: the token alone cannot invent a node; the agent says why in one line and stops."""
-    with kube_api(tmp_path, free_port("127.0.0.1"), crds=()) as api:
+    with kube_api(tmp_path, server_port(), crds=()) as api:
         api.kubectl("apply", "-f", str(CRD_FILE))
-        port, http_port = grpc_port(), free_port("127.0.0.1")
+        port, http_port = grpc_port(), server_port()
         address = f"127.0.0.1:{port}"
         cp = Proc("controlplane", kube_controlplane_args(api.kubeconfig, port, http_port, "cp-0", tmp_path),
                   tmp_path / "cp.log").start()  # fmt: skip

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from nodeagent.supervisor.process import free_port
 from tests.support import oneshot
 from tests.support.engine import running_engine
+from tests.support.ports import server_port
 from tests.support.rpc import PROMPTS, greedy, rpc_worker
 from tests.support.synthetic_gguf import gemma3_path
 
@@ -77,7 +77,7 @@ def test_the_worker_refuses_all_interfaces_and_says_why_it_cannot_start(tmp_path
 def test_bad_parts_are_refused_before_loading(tmp_path: Path, smollm2_path: Path) -> None:
     gap = subprocess.run(
         [sys.executable, "-m", "nodeagent.engine", "--model-path", str(smollm2_path), "--port",
-         str(free_port("127.0.0.1")), "--rpc-parts", "127.0.0.1:1=3-9"],
+         str(server_port()), "--rpc-parts", "127.0.0.1:1=3-9"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert gap.returncode == 3
@@ -85,7 +85,7 @@ def test_bad_parts_are_refused_before_loading(tmp_path: Path, smollm2_path: Path
     # llama.cpp would abort (SIGABRT) on a worker it cannot connect to: the engine says it instead.
     away = subprocess.run(
         [sys.executable, "-m", "nodeagent.engine", "--model-path", str(smollm2_path), "--port",
-         str(free_port("127.0.0.1")), "--rpc-parts", f"127.0.0.1:{free_port('127.0.0.1')}=0-14"],
+         str(server_port()), "--rpc-parts", f"127.0.0.1:{server_port()}=0-14"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert away.returncode == 3, away.stderr

@@ -15,9 +15,9 @@ from cryptography.x509.oid import NameOID
 
 from llamafleet.security import pki
 from nodeagent.rpc.tunnel import HeadTunnel, NodeCredentials, WorkerGate
-from nodeagent.supervisor.process import free_port
 from tests.support.certs import cluster_ca, node_credentials
 from tests.support.engine import running_engine
+from tests.support.ports import server_port
 from tests.support.rpc import PROMPTS, greedy, rpc_worker, serving
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ def test_only_the_leased_head_gets_through_and_tokens_are_unchanged(
     intruder = node_credentials(tmp_path / "pki", "node-c")
     foreign = node_credentials(tmp_path / "other", "node-a", cluster_ca(tmp_path / "other"))
     not_a_node = named_but_not_a_node(tmp_path / "pki", "node-a")  # the CA's, CN node-a, no node O
-    gate_port, tunnel_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    gate_port, tunnel_port = server_port(), server_port()
     with running_engine(smollm2_path, tmp_path, "--n-threads", "1") as whole:
         expected = [greedy(whole.url, p) for p in PROMPTS]
     with rpc_worker(tmp_path) as (endpoint, _):

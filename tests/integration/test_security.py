@@ -27,13 +27,13 @@ from controlplane.domain import Endpoint
 from llamafleet.core.grpc_channels import CHANNEL_OPTIONS
 from llamafleet.security import pki
 from llamafleet.security.grpc_tls import ClientTls, CredentialFiles
-from nodeagent.supervisor.process import free_port
 from protos.gen.llamafleet.agent.v1 import agent_pb2 as agent_pb
 from protos.gen.llamafleet.agent.v1 import agent_pb2_grpc
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2 as cluster_pb
 from protos.gen.llamafleet.cluster.v1 import cluster_pb2_grpc
 from tests.support import node_identity, oneshot
 from tests.support.lora import write_lora
+from tests.support.ports import server_port
 from tests.support.process_cluster import engine_endpoint
 from tests.support.processes import (
     REPO,
@@ -106,7 +106,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         procs.append(Proc("node-a", agent_args(tmp, address, "node-a"), tmp / "node-a.log").start())
         gateways = []
         for i in range(2):
-            gw_port = free_port("127.0.0.1")
+            gw_port = server_port()
             args = [*gateway_args(address, gw_port, tmp), "--keys-file", str(keys_file(tmp)),
                     "--redis-url", redis_url, "--gateway-id", f"gw-{i}"]  # fmt: skip
             procs.append(Proc(f"gateway-{i}", args, tmp / f"gw-{i}.log").start())

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import pytest
 
 from bench.service_vip import CHAIN_PREFIX, service_vip, sweep_stale_vips
-from nodeagent.supervisor.process import free_port
+from tests.support.ports import server_port
 from tests.support.processes import REPO
 from tests.support.wait import wait_until
 
@@ -53,7 +53,7 @@ def ask(port: int) -> str:
 
 
 def test_connections_spread_over_every_endpoint_and_the_rules_go_with_it() -> None:
-    a, b, vip = free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1")
+    a, b, vip = server_port(), server_port(), server_port()
     with naming_server(a), naming_server(b):
         with service_vip(vip, [a, b]):
             answers = collections.Counter(ask(vip) for _ in range(80))
@@ -69,7 +69,7 @@ def vip_chains() -> str:
 
 
 def test_a_vips_port_is_held_while_it_exists_so_no_other_process_is_given_it() -> None:
-    a, vip = free_port("127.0.0.1"), free_port("127.0.0.1")
+    a, vip = server_port(), server_port()
     with naming_server(a), service_vip(vip, [a]):
         probe = socket.socket()
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as our servers bind
@@ -83,7 +83,7 @@ def test_a_vips_port_is_held_while_it_exists_so_no_other_process_is_given_it() -
 
 
 def test_the_rules_of_a_killed_process_are_swept_and_its_port_serves_again() -> None:
-    a, vip = free_port("127.0.0.1"), free_port("127.0.0.1")
+    a, vip = server_port(), server_port()
     code = (
         "import sys, time\n"
         "from bench.service_vip import service_vip\n"

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from nodeagent.supervisor.process import free_port
 from tests.support.cluster import Cluster
+from tests.support.ports import server_port
 from tests.support.processes import cluster_pki, grpc_port
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def test_a_second_up_on_the_same_ports_says_which_port_and_exits_1(shared_cluste
     for flags, says in (
         (("--gateway-port", gateway_port, "--controlplane-grpc-port", str(grpc_port())),
          f"cannot listen on 127.0.0.1:{gateway_port}: Address already in use"),
-        (("--gateway-port", str(free_port("127.0.0.1")), "--controlplane-grpc-port", busy_grpc),
+        (("--gateway-port", str(server_port()), "--controlplane-grpc-port", busy_grpc),
          f"cannot bind the control plane's gRPC port 127.0.0.1:{busy_grpc}"),
     ):  # fmt: skip
         done = up(*flags, "--controlplane-tls-dir", str(cluster_pki(shared_cluster.tmp)))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from nodeagent.supervisor.process import free_port
 from tests.support import oneshot
 from tests.support.child_env import child_env
+from tests.support.ports import server_port
 from tests.support.processes import REPO, admin_cli, cluster_pki, grpc_port
 from tests.support.wait import wait_until
 
@@ -69,7 +69,7 @@ def start_cluster(
     every interval at its default (benchmarks of what users run)."""
     models = tmp / "models.yaml"
     models.write_text(models_yaml)
-    port, grpc = free_port("127.0.0.1"), grpc_port()
+    port, grpc = server_port(), grpc_port()
     log_path = tmp / "cluster.log"
     env = child_env()
     with log_path.open("wb") as log:

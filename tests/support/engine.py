@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from nodeagent.supervisor.process import free_port
 from tests.support.child_env import child_env
+from tests.support.ports import server_port
 from tests.support.wait import wait_http_ok
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ class EngineProcess:
 
 @contextmanager
 def running_engine(model: Path, log_dir: Path, *flags: str, name: str = "smollm2") -> Iterator[EngineProcess]:
-    port = free_port("127.0.0.1")
+    port = server_port()
     log_path = log_dir / f"engine-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from nodeagent.supervisor.process import free_port
+from tests.support.ports import server_port
 
 
 @dataclass
@@ -166,7 +166,7 @@ def file_server(tls: Path | None = None) -> Iterator[FileServer]:
     app.router.add_get("/files/{name}", server._file)
     app.router.add_get("/api/models/{org}/{repo}/tree/{revision}", server._tree)
     app.router.add_get("/{org}/{repo}/resolve/{revision}/{file:.+}", server._resolve)
-    port = free_port("127.0.0.1")
+    port = server_port()
     server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     context = None
     if tls is not None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 
 from controlplane.domain import ModelStatusView, ReplicaRecord
-from nodeagent.supervisor.process import free_port
 from tests.support import netns
+from tests.support.ports import server_port
 from tests.support.processes import (
     Proc,
     admin_client,
@@ -76,7 +76,7 @@ def netns_cluster(
         # Nodes of a few hundred MiB (a split's reason to be): no room for a prompt cache on the head.
         "    threads: 1\n    allowSplit: true\n    cacheRam: 0\n"
     )
-    port, gw_port = grpc_port(), free_port("127.0.0.1")
+    port, gw_port = grpc_port(), server_port()
     with netns.network() as net:
         controlplane = Proc("controlplane", controlplane_args(
             tmp, port, "--models", str(models), "--grpc-host", "0.0.0.0",

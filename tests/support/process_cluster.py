@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 
 from controlplane.domain import Endpoint
-from nodeagent.supervisor.process import free_port
 from tests.support import oneshot
+from tests.support.ports import server_port
 from tests.support.processes import (
     Proc,
     admin_client,
@@ -83,7 +83,7 @@ def processes(
         f"models:\n  - name: {MODEL}\n    source: builtin:smollm2-135m\n    replicas: 1\n"
         "    contextLength: 512\n    parallelSlots: 2\n    threads: 1\n"
     )
-    port, gw_port = grpc_port(), free_port("127.0.0.1")
+    port, gw_port = grpc_port(), server_port()
     address = f"127.0.0.1:{port}"
     cp_args = controlplane_args(tmp, port, "--models", str(models), "--status-interval-s", "1",
                                 "--settle-s", "2", *cp_flags)  # fmt: skip

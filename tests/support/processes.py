@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from llamafleet.security.pki import init_pki
 from nodeagent.supervisor.process import free_port
 from tests.support import oneshot
 from tests.support.child_env import child_env
+from tests.support.ports import worker_share
 from tests.support.wait import wait_http_ok, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,17 +138,8 @@ GRPC_PORTS = (20000, 29998)
 
 
 def _worker_ports() -> tuple[int, int]:
-    """This pytest-xdist worker's share of GRPC_PORTS (all of it outside xdist): two workers never
-    hand out the same port at once."""
-    worker, count = (
-        os.environ.get("PYTEST_XDIST_WORKER", ""),
-        int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")),
-    )
-    if not worker.startswith("gw") or count < 2:
-        return GRPC_PORTS
-    share = (GRPC_PORTS[1] - GRPC_PORTS[0]) // count
-    first = GRPC_PORTS[0] + int(worker[2:]) * share
-    return first, first + share - 2
+    """This pytest-xdist worker's share of GRPC_PORTS: two workers never hand out the same port at once."""
+    return worker_share(GRPC_PORTS, spare=1)
 
 
 def grpc_port() -> int:

@@ -10,11 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.ports import server_port
 
 
 class RedisUrl(str):
@@ -34,7 +30,7 @@ def redis_server(directory: Path, port: int = 0) -> Iterator[RedisUrl]:
         raise RuntimeError(
             "redis-server is not installed: run `make test` (it installs it) or apt-get install redis-server"
         )
-    port = port or _free_port()
+    port = port or server_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(directory)],

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nodeagent.rpc.tunnel import HeadTunnel, WorkerGate
-from nodeagent.supervisor.process import free_port
 from tests.support import oneshot
+from tests.support.ports import server_port
 from tests.support.wait import wait_until
 
 
@@ -22,7 +22,7 @@ from tests.support.wait import wait_until
 def rpc_worker(
     tmp: Path, *extra: str, host: str = "127.0.0.1"
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port("127.0.0.1")
+    port = server_port()
     log = (tmp / f"rpc-{port}.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "nodeagent.rpc", "--host", host, "--port", str(port), "--cache-dir",

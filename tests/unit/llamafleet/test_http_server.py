@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from llamafleet.http.server import serve_until
+from tests.support.ports import server_port
 
 
 def _has_ipv6_loopback() -> bool:
@@ -24,12 +25,6 @@ def _has_ipv6_loopback() -> bool:
 pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def app() -> FastAPI:
     api = FastAPI()
 
@@ -41,7 +36,7 @@ def app() -> FastAPI:
 
 
 async def test_a_comma_separated_host_listens_on_each_address() -> None:
-    port, stop = free_port(), asyncio.Event()
+    port, stop = server_port(), asyncio.Event()
     serving = asyncio.create_task(serve_until(app(), "127.0.0.1,::1", port, stop, graceful_s=1))
     async with httpx.AsyncClient(timeout=5) as client:
         for _ in range(100):
@@ -58,7 +53,7 @@ async def test_a_comma_separated_host_listens_on_each_address() -> None:
 
 
 async def test_a_taken_address_is_named_and_nothing_is_left_bound() -> None:
-    port = free_port()
+    port = server_port()
     with socket.socket(socket.AF_INET6) as taken:
         taken.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         taken.bind(("::1", port))

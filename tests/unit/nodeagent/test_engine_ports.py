@@ -9,12 +9,13 @@ from pydantic import ValidationError
 
 from nodeagent.settings import SupervisorSettings
 from nodeagent.supervisor.process import free_port
+from tests.support.ports import server_port
 
 
 def _free_pair() -> int:
     """A port whose next port is free too (other processes on a busy machine take ports at random)."""
     for _ in range(50):
-        first = free_port("127.0.0.1")
+        first = server_port()
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", first + 1))

@@ -13,13 +13,14 @@ import psutil
 from llamafleet.contract.replica import RemotePart, ReplicaSpec, Role, RpcLease
 from nodeagent.domain import Phase
 from nodeagent.settings import SupervisorSettings
-from nodeagent.supervisor.process import Launch, free_port
+from nodeagent.supervisor.process import Launch
 from nodeagent.supervisor.replica import EngineReplica
 from nodeagent.supervisor.rpc_worker import RpcWorker
+from tests.support.ports import server_port
 
 
 def test_a_head_whose_worker_is_unreachable_says_which_one_before_starting_an_engine(tmp_path: Path) -> None:
-    dead = free_port("127.0.0.1")  # nothing listens there
+    dead = server_port()  # nothing listens there
     spec = ReplicaSpec("r1", "smollm2", "builtin:smollm2-135m",
                        remote_parts=(RemotePart("node-b", f"127.0.0.1:{dead}", 0, 14),))  # fmt: skip
     replica = EngineReplica(spec, 1, SupervisorSettings(data_dir=tmp_path), lambda: None)
@@ -71,7 +72,7 @@ def test_an_rpc_worker_is_supervised_behind_a_gate_that_admits_only_its_head(tmp
 def test_an_engines_port_is_held_from_the_moment_it_is_chosen(tmp_path: Path) -> None:
     """The agent binds the engine's port and hands the socket over: no local process can take it (and
     then receive the agent's health checks, which carry the replica secret) before the engine serves."""
-    port = free_port("127.0.0.1")
+    port = server_port()
     settings = SupervisorSettings(data_dir=tmp_path, engine_ports=f"{port}-{port}")
     replica = EngineReplica(ReplicaSpec("r1", "smollm2", "builtin:smollm2-135m"), 1, settings, lambda: None)
 
