@@ -12,7 +12,12 @@ token quotas, counted in-process), so that the access path — key lookup, scope
 the quota's admission with its token reservation and the settling — is measured against the same
 gateway without keys (issue 28).
 Reports p50/p90 of both, the added p50 and the ratio. Targets: added p50 ≤ 2 ms (issue 5); the
-access path ≤ 1 ms (issue 28). Prints one JSON line last.
+access path ≤ 1 ms (issue 28).
+Then streams (``--stream-requests`` each way, 32 tokens each) straight to the engine and through each
+gateway, alternating, and reports the time to the first token and the gaps between token events as
+the client reads them: a gateway should pass each token on as it comes, not hold some back (with
+Nagle's algorithm on, the gateway's small writes waited for the client's delayed ACKs and tokens
+arrived in bursts). Prints one JSON line last.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.latency import percentile, timed
+from bench.latency import percentile, streamed, timed
 from controlplane.gateway.access.api_keys import hash_key
 from llamafleet.security.engine_auth import engine_headers
 from nodeagent.supervisor.process import free_port
@@ -42,6 +47,9 @@ from tests.support.wait import wait_until
 BODY = {"model": "smollm2-135m", "max_tokens": 1, "temperature": 0,
         "messages": [{"role": "user", "content": "Say yes."}]}  # fmt: skip
 
+
+STREAM_BODY = {"model": "smollm2-135m", "max_tokens": 32, "temperature": 0, "ignore_eos": True,
+               "messages": [{"role": "user", "content": "Tell me about the sea."}]}  # fmt: skip
 
 KEY = "lf-bench-access-path-key-0123456789"
 
@@ -59,6 +67,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=300, help="requests each way")
+    parser.add_argument("--stream-requests", type=int, default=30, help="streamed requests each way")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cluster = start_cluster(Path(tmp), SMOLLM2_YAML, ["smollm2-135m"])
@@ -91,6 +100,8 @@ def main() -> None:
             wait_until(lambda: ready(urls["gateway"]), 60, "the standalone gateway")
             wait_until(lambda: ready(urls["keyed_gateway"], KEY), 60, "the gateway with keys")
             samples: dict[str, list[float]] = {name: [] for name in urls}
+            ttft: dict[str, list[float]] = {name: [] for name in urls}
+            token_gaps: dict[str, list[float]] = {name: [] for name in urls}
             clients = {name: httpx.Client(timeout=60) for name in urls}
             clients["direct"].headers.update(engine_headers(engine.secret))
             # The same bytes to both standalone gateways (the keyless one ignores the key): a request
@@ -106,6 +117,12 @@ def main() -> None:
                     turn = i % len(order)
                     for name in order[turn:] + order[:turn]:  # rotate who goes first
                         samples[name].append(timed(clients[name], urls[name], BODY))
+                for i in range(args.stream_requests):
+                    turn = i % len(order)
+                    for name in order[turn:] + order[:turn]:
+                        first, gaps = streamed(clients[name], urls[name], STREAM_BODY)
+                        ttft[name].append(first)
+                        token_gaps[name] += gaps
             finally:
                 for client in clients.values():
                     client.close()
@@ -132,6 +149,16 @@ def main() -> None:
         "target_added_p50_ms": 2.0,
         "target_access_path_p50_ms": 1.0,
     }
+    if args.stream_requests:
+        for name in urls:
+            result[f"stream_{name}_ttft_p50_ms"] = round(1000 * statistics.median(ttft[name]), 2)
+            result[f"stream_{name}_ttft_p90_ms"] = round(1000 * percentile(ttft[name], 0.9), 2)
+            result[f"stream_{name}_gap_p50_ms"] = round(1000 * statistics.median(token_gaps[name]), 2)
+            result[f"stream_{name}_gap_p90_ms"] = round(1000 * percentile(token_gaps[name], 0.9), 2)
+            # tokens that came in a burst with the one before (under 1 ms apart): held back on the way
+            result[f"stream_{name}_bunched"] = round(
+                sum(g < 0.001 for g in token_gaps[name]) / max(1, len(token_gaps[name])), 3
+            )
     print(json.dumps(result))
 
 

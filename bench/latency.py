@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -15,6 +16,22 @@ def timed(client: httpx.Client, url: str, body: dict[str, Any]) -> float:
     elapsed = time.perf_counter() - started
     response.raise_for_status()
     return elapsed
+
+
+def streamed(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[float, list[float]]:
+    """One streamed POST: seconds to the first token's event, and the gaps between the token events
+    after it, as the client reads them (what a chat UI shows)."""
+    started = time.perf_counter()
+    arrivals: list[float] = []
+    with client.stream("POST", url, json=body | {"stream": True}) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                arrivals.append(time.perf_counter())
+    if not arrivals:
+        raise RuntimeError(f"{url}: no events in the stream")
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    return arrivals[0] - started, gaps
 
 
 def percentile(values: list[float], q: float) -> float:
