@@ -31,19 +31,28 @@ log = logging.getLogger(__name__)
 WAITING = "has not yet reported whether it holds the model file"
 
 
+# Placed, not serving yet: assigned, or starting (its file downloading, its engine loading). Its memory
+# is not in its node's free RAM yet, or only in part; once ready, the node's report has all of it (and
+# its agent counts what the engine's prompt cache may still take: nodeagent/memory.py).
+NOT_LOADED = (ReplicaPhase.ASSIGNED, ReplicaPhase.STARTING)
+
+
 def reservations(replicas: Iterable[ReplicaRecord], nodes: list[NodeRecord]) -> dict[str, int]:
-    """Host memory promised to replicas placed but not yet running, by node (not in its free RAM yet)."""
+    """Host memory promised to replicas placed but not yet running, by node (not in its free RAM yet).
+    A starting replica holds all of it until ready: a download can take minutes, in which the node's
+    free memory does not show the model, and another replica placed into it would meet it at load. While
+    an engine loads, what it already holds counts twice, for those seconds."""
     by_id = {n.node_id: n for n in nodes}
     reserved: dict[str, int] = {}
     # CPU-mode replicas of one file on one node map its weights once: a replica placed beside one
     # that runs or is placed already was placed without them (FitsMemory), and holds no more here.
     mapped = {(r.node_id, r.spec.source) for r in replicas if r.n_gpu_layers == 0 and not r.parts
-              and r.phase in (ReplicaPhase.STARTING, ReplicaPhase.READY)}  # fmt: skip
+              and r.phase == ReplicaPhase.READY}  # fmt: skip
     for r in sorted(replicas, key=lambda r: r.replica_id):
         if r.parts and r.phase != ReplicaPhase.READY:  # a split's workers take their memory as the head loads
             for part in r.parts:
                 reserved[part.node_id] = reserved.get(part.node_id, 0) + part.reserved_bytes
-        if r.phase != ReplicaPhase.ASSIGNED or r.node_id not in by_id:
+        if r.phase not in NOT_LOADED or r.node_id not in by_id:
             continue
         profile = profile_for(r.spec.source, nodes)[0]
         need = r.reserved_host_bytes or host_bytes_needed(r.spec, by_id[r.node_id], profile, r.n_gpu_layers)

@@ -193,8 +193,9 @@ class EngineReplica(SupervisedProcess):
     _prompt_cache_held = 0  # bytes its prompt cache held at the last health probe
 
     def memory_to_come(self) -> int:
-        """The part of its prompt cache's cap (--cache-ram) not filled yet, while it runs or will."""
-        if self._state.phase in (Phase.FAILED, Phase.STOPPING):
+        """The part of its prompt cache's cap (--cache-ram) not filled yet, once it serves. Before that
+        the control plane holds the replica's whole need, the cap included (scheduler.framework)."""
+        if self._state.phase != Phase.READY:
             return 0
         return max(0, (self.spec.cache_ram << 20) - self._prompt_cache_held)
 

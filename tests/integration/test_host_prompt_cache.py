@@ -113,9 +113,9 @@ def test_a_state_pushed_out_while_it_is_restored_still_serves_its_request(
 async def test_the_agent_counts_the_unfilled_part_of_an_engines_cache_as_memory_to_come(
     smollm2_path: Path, tmp_path: Path
 ) -> None:
-    """The engine's /health says what its prompt cache holds; the agent's replica counts the rest of
-    its cap as memory the engine may still take (the node offers that much less), and nothing once
-    the replica failed."""
+    """The engine's /health says what its prompt cache holds; once the replica serves, the agent counts
+    the rest of its cap as memory the engine may still take (the node offers that much less), and
+    nothing before (the control plane holds it then) or once the replica failed."""
     import asyncio
     import dataclasses
 
@@ -135,6 +135,9 @@ async def test_the_agent_counts_the_unfilled_part_of_an_engines_cache_as_memory_
     with running_engine(smollm2_path, tmp_path, *flags) as engine:
         async with httpx.AsyncClient(timeout=60) as client:
             assert await replica.healthy(client, engine.url, engine.process.pid)
+            # starting: the control plane holds the replica's whole need, its cache's cap included
+            assert supervisor.memory_to_come() == 0
+            replica._state = dataclasses.replace(replica.state, phase=Phase.READY)  # as its supervision does
             assert replica.memory_to_come() == supervisor.memory_to_come() == cap  # nothing saved yet
             with engine.client() as sync_client:
                 await asyncio.to_thread(_converse, sync_client)

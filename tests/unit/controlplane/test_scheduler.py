@@ -337,3 +337,25 @@ def test_a_splits_head_holds_the_prompt_cache_beside_its_layers() -> None:
     # the head keeps fewer layers so that its cache fits beside them
     assert head.first_layer > head_before.first_layer
     assert head.bytes <= head.free_bytes
+
+
+def test_a_starting_replica_holds_its_memory_until_ready_as_an_assigned_one_does() -> None:
+    """Starting covers a download that can take minutes, in which the node's free memory does not show
+    the model: until it is ready its need is held, the weights once per file and node."""
+    spec, (node,), _ = build(Case("", ["a:cpu-64g"], model="small"))
+    profile = profile_for(spec.source, [node])[0]
+    assert profile is not None
+    need = host_bytes_needed(spec, node, profile, 0)
+    private = need - profile.weight_bytes
+
+    def replica(i: int, phase: ReplicaPhase) -> ReplicaRecord:
+        return ReplicaRecord(f"small-{i}", "small", spec, node_id="a", phase=phase, n_gpu_layers=0)
+
+    assert reservations([replica(1, ReplicaPhase.STARTING)], [node]) == {"a": need}
+    starting_two = [replica(1, ReplicaPhase.STARTING), replica(2, ReplicaPhase.ASSIGNED)]
+    assert reservations(starting_two, [node]) == {"a": need + private}  # one copy of the weights
+    beside_ready = [replica(1, ReplicaPhase.READY), replica(2, ReplicaPhase.STARTING)]
+    assert reservations(beside_ready, [node]) == {"a": private}  # the ready one's weights are mapped
+    assert reservations([replica(1, ReplicaPhase.READY)], [node]) == {}
+    node.ram_free_bytes = need + private // 2  # room for the starting one's need, not a second's
+    assert isinstance(Scheduler().place(spec, [node], [replica(1, ReplicaPhase.STARTING)]), Unplaceable)
